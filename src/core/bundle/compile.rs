@@ -1,0 +1,317 @@
+//! One validation pass that turns a `BundleDoc` into a `Policy`: hash maps
+//! by key id, compiled CIDR tables, provider header values rendered once.
+//! Every error names the offending field, e.g. `keys[3].tenant`.
+
+use super::schema::{BundleDoc, IpAllowlistDoc, QuotaDoc, ScopesDoc, Status, SCHEMA_VERSION};
+use crate::core::apikey;
+use crate::core::cidr::AllowList;
+use crate::core::secret::{hash_from_hex, SecretHash};
+use std::collections::HashMap;
+
+pub type KeyIdBytes = [u8; apikey::KEY_ID_LEN];
+
+/// The compiled, read-only policy the decision runs against.
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub version: u64,
+    pub tenants: Vec<Tenant>,
+    pub sub_accounts: Vec<SubAccount>,
+    pub keys: HashMap<KeyIdBytes, Key>,
+    /// Longest prefix first.
+    pub providers: Vec<Provider>,
+    pub oidc: HashMap<(String, String, String), Principal>,
+}
+
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: String,
+    pub region: String,
+    pub active: bool,
+    pub allowlist: Option<AllowList>,
+    pub quota: Option<QuotaDoc>,
+    /// Per provider index: this tenant's rendered header value, if it brings its own secret.
+    pub provider_values: HashMap<usize, String>,
+}
+
+#[derive(Debug)]
+pub struct SubAccount {
+    pub id: String,
+    pub tenant: usize,
+    pub active: bool,
+    pub allowlist: Option<AllowList>,
+    pub scopes: Option<Scopes>,
+    pub quota: Option<QuotaDoc>,
+}
+
+#[derive(Debug)]
+pub struct Key {
+    pub id: String,
+    pub hash: SecretHash,
+    pub previous: Option<(SecretHash, u64)>,
+    pub sub_account: usize,
+    pub active: bool,
+    pub expires_at: Option<u64>,
+    pub scopes: Option<Scopes>,
+    pub allowlist: Option<AllowList>,
+    pub quota: Option<QuotaDoc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scopes {
+    pub methods: Vec<String>,
+    pub path_prefixes: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub id: String,
+    pub path_prefix: String,
+    pub header: String,
+    /// The header value with the platform's secret, if it has one.
+    pub default_value: Option<String>,
+    format: String,
+}
+
+#[derive(Debug)]
+pub struct Principal {
+    pub sub_account: usize,
+    pub scopes: Option<Scopes>,
+}
+
+/// Validates and compiles. The error names the field that is wrong.
+pub fn compile(doc: &BundleDoc) -> Result<Policy, String> {
+    if doc.schema != SCHEMA_VERSION {
+        return Err(format!("schema: {} is not supported (this build reads {SCHEMA_VERSION})", doc.schema));
+    }
+    let mut policy = Policy { version: doc.version, ..Policy::default() };
+    compile_providers(doc, &mut policy)?;
+    compile_tenants(doc, &mut policy)?;
+    compile_keys(doc, &mut policy)?;
+    compile_oidc(doc, &mut policy)?;
+    Ok(policy)
+}
+
+fn compile_providers(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
+    for (i, p) in doc.providers.iter().enumerate() {
+        let at = format!("providers[{i}]");
+        check_id(&p.id, &format!("{at}.id"))?;
+        if policy.providers.iter().any(|q| q.id == p.id) {
+            return Err(format!("{at}.id: duplicate provider {:?}", p.id));
+        }
+        check_path_prefix(&p.path_prefix, &format!("{at}.path_prefix"))?;
+        check_injected_header(&p.header, &format!("{at}.header"))?;
+        if p.format.matches("{secret}").count() != 1 {
+            return Err(format!("{at}.format: must contain {{secret}} exactly once, e.g. \"Bearer {{secret}}\""));
+        }
+        let default_value = match &p.secret {
+            Some(s) => Some(render(&p.format, s, &format!("{at}.secret"))?),
+            None => None,
+        };
+        policy.providers.push(Provider {
+            id: p.id.clone(),
+            path_prefix: p.path_prefix.clone(),
+            header: p.header.clone(),
+            default_value,
+            format: p.format.clone(),
+        });
+    }
+    policy.providers.sort_by_key(|p| std::cmp::Reverse(p.path_prefix.len()));
+    Ok(())
+}
+
+fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
+    for (ti, t) in doc.tenants.iter().enumerate() {
+        let at = format!("tenants[{ti}]");
+        check_id(&t.id, &format!("{at}.id"))?;
+        if policy.tenants.iter().any(|u| u.id == t.id) {
+            return Err(format!("{at}.id: duplicate tenant {:?}", t.id));
+        }
+        if !t.region.is_empty() {
+            check_id(&t.region, &format!("{at}.region"))?;
+        }
+        let mut provider_values = HashMap::new();
+        for (pid, secret) in &t.provider_secrets {
+            let field = format!("{at}.provider_secrets.{pid}");
+            let idx = policy
+                .providers
+                .iter()
+                .position(|p| &p.id == pid)
+                .ok_or_else(|| format!("{field}: no provider {pid:?} is defined"))?;
+            provider_values.insert(idx, render(&policy.providers[idx].format, secret, &field)?);
+        }
+        let tenant_index = policy.tenants.len();
+        policy.tenants.push(Tenant {
+            id: t.id.clone(),
+            region: t.region.clone(),
+            active: t.status == Status::Active,
+            allowlist: compile_allowlist(t.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
+            quota: compile_quota(t.quota, &format!("{at}.quota"))?,
+            provider_values,
+        });
+        for (si, s) in t.sub_accounts.iter().enumerate() {
+            let at = format!("{at}.sub_accounts[{si}]");
+            check_id(&s.id, &format!("{at}.id"))?;
+            if policy.sub_accounts.iter().any(|u| u.tenant == tenant_index && u.id == s.id) {
+                return Err(format!("{at}.id: duplicate sub-account {:?}", s.id));
+            }
+            policy.sub_accounts.push(SubAccount {
+                id: s.id.clone(),
+                tenant: tenant_index,
+                active: s.status == Status::Active,
+                allowlist: compile_allowlist(s.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
+                scopes: compile_scopes(s.scopes.as_ref(), &format!("{at}.scopes"))?,
+                quota: compile_quota(s.quota, &format!("{at}.quota"))?,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn compile_keys(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
+    let sub_index = sub_account_index(&policy.tenants, &policy.sub_accounts);
+    policy.keys.reserve(doc.keys.len());
+    for (i, k) in doc.keys.iter().enumerate() {
+        let at = format!("keys[{i}]");
+        let id: KeyIdBytes = k
+            .id
+            .as_bytes()
+            .try_into()
+            .ok()
+            .filter(|_| apikey::is_valid_key_id(&k.id))
+            .ok_or_else(|| format!("{at}.id: {:?} is not a key id ({} base62 characters)", k.id, apikey::KEY_ID_LEN))?;
+        let sub_account = *sub_index
+            .get(&(k.tenant.as_str(), k.sub_account.as_str()))
+            .ok_or_else(|| format!("{at}: tenant {:?} has no sub-account {:?}", k.tenant, k.sub_account))?;
+        let hash = hash_from_hex(&k.hash).ok_or_else(|| format!("{at}.hash: expected 64 hex digits"))?;
+        let previous = match &k.previous {
+            Some(p) => Some((
+                hash_from_hex(&p.hash).ok_or_else(|| format!("{at}.previous.hash: expected 64 hex digits"))?,
+                p.valid_until,
+            )),
+            None => None,
+        };
+        let key = Key {
+            id: k.id.clone(),
+            hash,
+            previous,
+            sub_account,
+            active: k.status == Status::Active,
+            expires_at: k.expires_at,
+            scopes: compile_scopes(k.scopes.as_ref(), &format!("{at}.scopes"))?,
+            allowlist: compile_allowlist(k.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
+            quota: compile_quota(k.quota, &format!("{at}.quota"))?,
+        };
+        if policy.keys.insert(id, key).is_some() {
+            return Err(format!("{at}.id: duplicate key id {:?}", k.id));
+        }
+    }
+    Ok(())
+}
+
+fn compile_oidc(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
+    let sub_index = sub_account_index(&policy.tenants, &policy.sub_accounts);
+    for (i, o) in doc.oidc.iter().enumerate() {
+        let at = format!("oidc[{i}]");
+        if !o.issuer.starts_with("https://") {
+            return Err(format!("{at}.issuer: must be an https:// URL"));
+        }
+        if o.claim.is_empty() || o.value.is_empty() {
+            return Err(format!("{at}: claim and value must be non-empty"));
+        }
+        let sub_account = *sub_index
+            .get(&(o.tenant.as_str(), o.sub_account.as_str()))
+            .ok_or_else(|| format!("{at}: tenant {:?} has no sub-account {:?}", o.tenant, o.sub_account))?;
+        let principal = Principal { sub_account, scopes: compile_scopes(o.scopes.as_ref(), &format!("{at}.scopes"))? };
+        let ident = (o.issuer.clone(), o.claim.clone(), o.value.clone());
+        if policy.oidc.insert(ident, principal).is_some() {
+            return Err(format!("{at}: duplicate principal"));
+        }
+    }
+    Ok(())
+}
+
+/// (tenant id, sub-account id) → sub-account index.
+fn sub_account_index<'a>(tenants: &'a [Tenant], subs: &'a [SubAccount]) -> HashMap<(&'a str, &'a str), usize> {
+    subs.iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some(((tenants.get(s.tenant)?.id.as_str(), s.id.as_str()), i)))
+        .collect()
+}
+
+fn compile_allowlist(doc: Option<&IpAllowlistDoc>, at: &str) -> Result<Option<AllowList>, String> {
+    match doc {
+        Some(d) if d.enabled => AllowList::from_cidrs(d.cidrs.iter().map(String::as_str))
+            .map(Some)
+            .map_err(|e| format!("{at}.cidrs: {e}")),
+        _ => Ok(None),
+    }
+}
+
+fn compile_scopes(doc: Option<&ScopesDoc>, at: &str) -> Result<Option<Scopes>, String> {
+    let Some(d) = doc else { return Ok(None) };
+    for (i, m) in d.methods.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(format!("{at}.methods[{i}]: {m:?} is not an upper-case HTTP method"));
+        }
+    }
+    for (i, p) in d.path_prefixes.iter().enumerate() {
+        check_path_prefix(p, &format!("{at}.path_prefixes[{i}]"))?;
+    }
+    Ok(Some(Scopes { methods: d.methods.clone(), path_prefixes: d.path_prefixes.clone() }))
+}
+
+fn compile_quota(doc: Option<QuotaDoc>, at: &str) -> Result<Option<QuotaDoc>, String> {
+    match doc {
+        Some(q) if q.per_minute == Some(0) || q.per_day == Some(0) => {
+            Err(format!("{at}: a limit of 0 would refuse everything; disable the key instead"))
+        }
+        Some(q) if q.per_minute.is_none() && q.per_day.is_none() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+/// Ids become header values and metric names: a small safe alphabet.
+fn check_id(id: &str, at: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{at}: {id:?} must be 1-64 characters of a-z 0-9 - _ . starting with a letter or digit"))
+    }
+}
+
+fn check_path_prefix(p: &str, at: &str) -> Result<(), String> {
+    if p.starts_with('/') && !p.contains(['?', '#', '%', '\\']) && p.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!("{at}: {p:?} must be a path starting with / (no query, fragment, escapes or spaces)"))
+    }
+}
+
+fn check_injected_header(name: &str, at: &str) -> Result<(), String> {
+    let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !token || crate::core::decision::is_tokenhub_header(name) || name == "host" {
+        return Err(format!("{at}: {name:?} must be a lower-case header name other than host and x-tokenhub-*"));
+    }
+    Ok(())
+}
+
+/// Renders `format` with the secret. Control characters in the secret would
+/// allow header injection, so they are refused (the secret is never echoed).
+fn render(format: &str, secret: &str, at: &str) -> Result<String, String> {
+    if secret.is_empty() || secret.bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("{at}: the secret is empty or contains control characters"));
+    }
+    Ok(format.replacen("{secret}", secret, 1))
+}
+
+impl Provider {
+    /// The header value to inject for a tenant: its own secret, else the
+    /// platform's.
+    pub fn value_for<'a>(&'a self, index: usize, tenant: &'a Tenant) -> Option<&'a str> {
+        tenant.provider_values.get(&index).or(self.default_value.as_ref()).map(String::as_str)
+    }
+}

@@ -1,0 +1,171 @@
+//! The bundle's JSON schema (version 1). Parsing is strict: unknown fields
+//! are errors, so a typo in a policy never silently widens access.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleDoc {
+    /// Schema of this document; the filter refuses any other.
+    pub schema: u32,
+    /// Publish counter, strictly increasing; the filter refuses rollbacks.
+    pub version: u64,
+    /// Unix seconds when the bundle was published (metadata only).
+    #[serde(default)]
+    pub issued_at: u64,
+    #[serde(default)]
+    pub tenants: Vec<TenantDoc>,
+    #[serde(default)]
+    pub keys: Vec<KeyDoc>,
+    #[serde(default)]
+    pub providers: Vec<ProviderDoc>,
+    #[serde(default)]
+    pub oidc: Vec<OidcPrincipalDoc>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Active,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpAllowlistDoc {
+    pub enabled: bool,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesDoc {
+    /// Allowed HTTP methods (upper case); empty or absent = any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Allowed path prefixes; empty or absent = any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_prefixes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantDoc {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub status: Status,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_allowlist: Option<IpAllowlistDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaDoc>,
+    /// Provider id → this tenant's own upstream secret (overrides the
+    /// provider's default secret).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub provider_secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub sub_accounts: Vec<SubAccountDoc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubAccountDoc {
+    pub id: String,
+    #[serde(default)]
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_allowlist: Option<IpAllowlistDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<ScopesDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaDoc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousSecretDoc {
+    /// Hex SHA-256 of the previous secret (see `core::secret::hash_secret`).
+    pub hash: String,
+    /// Unix seconds after which the previous secret is refused.
+    pub valid_until: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDoc {
+    pub id: String,
+    pub tenant: String,
+    pub sub_account: String,
+    /// Hex SHA-256 of the current secret.
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousSecretDoc>,
+    #[serde(default)]
+    pub status: Status,
+    /// Unix seconds; absent = never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<ScopesDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_allowlist: Option<IpAllowlistDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaDoc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderDoc {
+    pub id: String,
+    /// Requests whose path starts with this prefix go to this provider;
+    /// the longest matching prefix wins.
+    pub path_prefix: String,
+    /// Header to inject, e.g. `authorization` or `x-api-key`.
+    pub header: String,
+    /// Value template with exactly one `{secret}`, e.g. `Bearer {secret}`.
+    pub format: String,
+    /// The platform's default upstream secret for this provider (a tenant
+    /// may override it); absent means every tenant must bring its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcPrincipalDoc {
+    pub issuer: String,
+    /// Claim whose value identifies the principal (`sub` by default).
+    #[serde(default = "default_claim")]
+    pub claim: String,
+    pub value: String,
+    pub tenant: String,
+    pub sub_account: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<ScopesDoc>,
+}
+
+fn default_claim() -> String {
+    "sub".to_string()
+}
+
+/// Strict parse; the error message names the field and position.
+pub fn parse(json: &[u8]) -> Result<BundleDoc, String> {
+    serde_json::from_slice(json).map_err(|e| e.to_string())
+}

@@ -1,0 +1,234 @@
+//! The sealed envelope: `thb1.<header>.<nonce‖ciphertext>`, both parts
+//! base64url without padding. The header is authenticated as AAD, so its
+//! fields (schema, version, key id) cannot be swapped onto another body.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+pub const ENVELOPE_PREFIX: &str = "thb1";
+const NONCE_LEN: usize = 12;
+
+/// The 256-bit bundle key. Zeroized on drop; its Debug never shows it.
+#[derive(Clone)]
+pub struct BundleKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for BundleKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BundleKey(id={})", self.id())
+    }
+}
+
+impl BundleKey {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    /// Parses the standard-base64 text of 32 bytes (surrounding whitespace
+    /// ignored, so a key file may end in a newline).
+    pub fn from_base64(text: &str) -> Result<Self, SealError> {
+        let decoded = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|_| SealError::KeyFormat)?);
+        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| SealError::KeyFormat)?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(self.0.as_slice()))
+    }
+
+    /// A public fingerprint of the key (8 hex digits), safe to log, so a
+    /// mismatch between publisher and filter can be diagnosed.
+    pub fn id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"tokenhub-bundle-key-id\0");
+        h.update(self.0.as_slice());
+        crate::core::secret::to_hex(&h.finalize()[..4])
+    }
+}
+
+/// The authenticated, unencrypted header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub alg: String,
+    pub schema: u32,
+    pub version: u64,
+    pub kid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealError {
+    KeyFormat,
+    Envelope(&'static str),
+    UnsupportedSchema(u32),
+    WrongKey { sealed_with: String, have: String },
+    Decrypt,
+}
+
+impl std::fmt::Display for SealError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::KeyFormat => f.write_str("bundle key must be 32 bytes in standard base64 (generate one with `openssl rand -base64 32`)"),
+            Self::Envelope(what) => write!(f, "malformed envelope: {what}"),
+            Self::UnsupportedSchema(s) => write!(
+                f,
+                "bundle schema {s} is not supported by this filter (supports {}); upgrade the filter or republish with a matching tokenhub-admin",
+                super::schema::SCHEMA_VERSION
+            ),
+            Self::WrongKey { sealed_with, have } => write!(
+                f,
+                "bundle was sealed with key {sealed_with} but TOKENHUB_BUNDLE_KEY is key {have}"
+            ),
+            Self::Decrypt => f.write_str("authentication failed: the bundle was altered or truncated"),
+        }
+    }
+}
+
+/// Seals `plaintext` under `key`. The caller supplies a fresh random nonce
+/// (the core has no randomness of its own; the admin tool draws it).
+pub fn seal(plaintext: &[u8], key: &BundleKey, version: u64, nonce: [u8; NONCE_LEN]) -> Result<String, SealError> {
+    let header = Header {
+        alg: "A256GCM".into(),
+        schema: super::schema::SCHEMA_VERSION,
+        version,
+        kid: key.id(),
+    };
+    let header_b64 = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|_| SealError::Envelope("header"))?);
+    let cipher = Aes256Gcm::new_from_slice(key.0.as_slice()).map_err(|_| SealError::KeyFormat)?;
+    let ciphertext = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: header_b64.as_bytes() })
+        .map_err(|_| SealError::Decrypt)?;
+    let mut body = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+    body.extend_from_slice(&nonce);
+    body.extend_from_slice(&ciphertext);
+    Ok(format!("{ENVELOPE_PREFIX}.{header_b64}.{}", URL_SAFE_NO_PAD.encode(body)))
+}
+
+/// Reads the authenticated header without decrypting (for `status` and
+/// for diagnostics). The header is only trustworthy after `open` succeeds.
+pub fn peek_header(sealed: &str) -> Result<Header, SealError> {
+    let (header_b64, _) = split(sealed)?;
+    let bytes = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| SealError::Envelope("header is not base64url"))?;
+    serde_json::from_slice(&bytes).map_err(|_| SealError::Envelope("header is not the expected JSON"))
+}
+
+/// Opens a sealed bundle: checks the header, the key id, then decrypts and
+/// authenticates. Returns the plaintext, zeroized when dropped.
+pub fn open(sealed: &str, key: &BundleKey) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let header = peek_header(sealed)?;
+    if header.alg != "A256GCM" {
+        return Err(SealError::Envelope("unsupported algorithm"));
+    }
+    if header.schema != super::schema::SCHEMA_VERSION {
+        return Err(SealError::UnsupportedSchema(header.schema));
+    }
+    if header.kid != key.id() {
+        return Err(SealError::WrongKey { sealed_with: header.kid, have: key.id() });
+    }
+    let (header_b64, body_b64) = split(sealed)?;
+    let body = URL_SAFE_NO_PAD.decode(body_b64).map_err(|_| SealError::Envelope("body is not base64url"))?;
+    if body.len() < NONCE_LEN + 16 {
+        return Err(SealError::Envelope("body is too short"));
+    }
+    let (nonce, ciphertext) = body.split_at(NONCE_LEN);
+    let cipher = Aes256Gcm::new_from_slice(key.0.as_slice()).map_err(|_| SealError::KeyFormat)?;
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: header_b64.as_bytes() })
+        .map(Zeroizing::new)
+        .map_err(|_| SealError::Decrypt)
+}
+
+fn split(sealed: &str) -> Result<(&str, &str), SealError> {
+    let mut parts = sealed.trim().splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(ENVELOPE_PREFIX), Some(h), Some(b)) if !h.is_empty() && !b.is_empty() => Ok((h, b)),
+        (Some(ENVELOPE_PREFIX), _, _) => Err(SealError::Envelope("expected thb1.<header>.<body>")),
+        _ => Err(SealError::Envelope("does not start with thb1.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> BundleKey {
+        BundleKey::from_bytes([b; 32])
+    }
+
+    const PLAIN: &[u8] = br#"{"schema":1,"version":3}"#;
+
+    #[test]
+    fn round_trip() {
+        let sealed = seal(PLAIN, &key(1), 3, [7; 12]).unwrap();
+        assert!(sealed.starts_with("thb1."));
+        assert_eq!(open(&sealed, &key(1)).unwrap().as_slice(), PLAIN);
+        assert_eq!(peek_header(&sealed).unwrap().version, 3);
+        // The plaintext is not visible in the sealed text.
+        assert!(!sealed.contains("schema\":1,\"version"));
+    }
+
+    #[test]
+    fn wrong_key_is_named_by_fingerprint() {
+        let sealed = seal(PLAIN, &key(1), 3, [7; 12]).unwrap();
+        match open(&sealed, &key(2)) {
+            Err(SealError::WrongKey { sealed_with, have }) => {
+                assert_eq!(sealed_with, key(1).id());
+                assert_eq!(have, key(2).id());
+            }
+            other => panic!("expected WrongKey, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tampered_body_fails_authentication() {
+        let sealed = seal(PLAIN, &key(1), 3, [7; 12]).unwrap();
+        let (head, body) = sealed.rsplit_once('.').unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(body).unwrap();
+        for i in [0, 12, raw.len() - 1] {
+            raw[i] ^= 0x01;
+            let t = format!("{head}.{}", URL_SAFE_NO_PAD.encode(&raw));
+            assert_eq!(open(&t, &key(1)), Err(SealError::Decrypt));
+            raw[i] ^= 0x01;
+        }
+    }
+
+    #[test]
+    fn header_swap_fails_authentication() {
+        // Claiming a newer version on an old body must not verify.
+        let old = seal(PLAIN, &key(1), 3, [7; 12]).unwrap();
+        let newer = seal(PLAIN, &key(1), 4, [8; 12]).unwrap();
+        let forged = format!("{}.{}", newer.rsplit_once('.').unwrap().0, old.rsplit_once('.').unwrap().1);
+        assert_eq!(open(&forged, &key(1)), Err(SealError::Decrypt));
+    }
+
+    #[test]
+    fn truncated_and_garbage_envelopes() {
+        let sealed = seal(PLAIN, &key(1), 3, [7; 12]).unwrap();
+        for cut in [0, 4, 5, 20, sealed.len() - 10] {
+            assert!(open(&sealed[..cut], &key(1)).is_err(), "cut at {cut}");
+        }
+        assert!(matches!(open("", &key(1)), Err(SealError::Envelope(_))));
+        assert!(matches!(open("thb2.a.b", &key(1)), Err(SealError::Envelope(_))));
+        assert!(matches!(open("thb1.!!.b", &key(1)), Err(SealError::Envelope(_))));
+    }
+
+    #[test]
+    fn future_schema_is_refused_before_decrypting() {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"A256GCM","schema":2,"version":1,"kid":"x"}"#);
+        assert_eq!(open(&format!("thb1.{h}.AAAA"), &key(1)), Err(SealError::UnsupportedSchema(2)));
+    }
+
+    #[test]
+    fn key_parsing() {
+        let k = key(9);
+        let text = k.to_base64();
+        assert_eq!(BundleKey::from_base64(&format!("{}\n", text.as_str())).unwrap().id(), k.id());
+        assert_eq!(BundleKey::from_base64("c2hvcnQ=").unwrap_err(), SealError::KeyFormat);
+        assert_eq!(BundleKey::from_base64("not base64!").unwrap_err(), SealError::KeyFormat);
+        assert!(!format!("{k:?}").contains(text.as_str()));
+    }
+}

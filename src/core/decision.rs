@@ -1,0 +1,256 @@
+//! The per-request decision, from request headers only (bodies are never
+//! read). Pure: the filter glue gathers the facts, calls `decide`, and
+//! applies the outcome.
+
+use crate::core::apikey::{self, KeyFormatError};
+use crate::core::bundle::compile::{Key, Policy, Provider, Scopes, SubAccount, Tenant};
+use crate::core::errors::DenyReason;
+use crate::core::secret::{hash_secret, hashes_equal};
+use std::net::IpAddr;
+
+pub const TENANT_HEADER: &str = "x-tokenhub-tenant";
+pub const SUB_ACCOUNT_HEADER: &str = "x-tokenhub-sub-account";
+pub const KEY_ID_HEADER: &str = "x-tokenhub-key-id";
+pub const REGION_HEADER: &str = "x-tokenhub-region";
+const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
+
+/// What the filter knows about a request. Header names are lower case (as
+/// Envoy delivers them); values are raw bytes, since a client may send
+/// anything.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a [(&'a str, &'a [u8])],
+    pub source: Option<IpAddr>,
+    /// Unix seconds.
+    pub now: u64,
+}
+
+/// An allowed request: who it belongs to and what to inject.
+#[derive(Debug)]
+pub struct Grant<'p> {
+    pub tenant: &'p Tenant,
+    pub sub_account: &'p SubAccount,
+    pub key: &'p Key,
+    /// (header name, value) of the provider credential.
+    pub inject: (&'p str, &'p str),
+}
+
+#[derive(Debug)]
+pub enum Decision<'p> {
+    Allow(Grant<'p>),
+    Deny(DenyReason),
+}
+
+/// The whole decision, in the documented order. Each step returns early
+/// with the reason it refused.
+pub fn decide<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Decision<'p> {
+    match decide_inner(policy, req) {
+        Ok(grant) => Decision::Allow(grant),
+        Err(reason) => Decision::Deny(reason),
+    }
+}
+
+fn decide_inner<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Grant<'p>, DenyReason> {
+    let presented = extract_credential(req.headers)?;
+    let key = verify_key(policy, presented, req.now)?;
+    let (sub_account, tenant) = owner(policy, key)?;
+    check_ip(req.source, [&tenant.allowlist, &sub_account.allowlist, &key.allowlist])?;
+    check_claimed_identity(req.headers, tenant, sub_account)?;
+    let path = path_without_query(req.path);
+    if !is_normalized(path) {
+        return Err(DenyReason::PathNotNormalized);
+    }
+    check_scopes(req.method, path, [&sub_account.scopes, &key.scopes])?;
+    let inject = provider_credential(policy, path, tenant)?;
+    Ok(Grant { tenant, sub_account, key, inject })
+}
+
+/// Step 1: exactly one credential, from `authorization: Bearer …` or
+/// `x-api-key`. Both headers may be present only if they carry the same key.
+fn extract_credential<'h>(headers: &[(&str, &'h [u8])]) -> Result<&'h str, DenyReason> {
+    let mut found: Option<&'h [u8]> = None;
+    for (name, value) in headers {
+        let token = match *name {
+            "authorization" => bearer_token(value).ok_or(DenyReason::MalformedCredential)?,
+            "x-api-key" => *value,
+            _ => continue,
+        };
+        match found {
+            None => found = Some(token),
+            Some(_) if is_same_header_twice(headers, name) => return Err(DenyReason::DuplicateCredential),
+            Some(prev) if prev != token => return Err(DenyReason::DuplicateCredential),
+            Some(_) => {}
+        }
+    }
+    let token = found.ok_or(DenyReason::MissingCredential)?;
+    if token.is_empty() {
+        return Err(DenyReason::MissingCredential);
+    }
+    std::str::from_utf8(token).map_err(|_| DenyReason::MalformedCredential)
+}
+
+fn is_same_header_twice(headers: &[(&str, &[u8])], name: &str) -> bool {
+    headers.iter().filter(|(n, _)| *n == name).count() > 1
+}
+
+/// `Bearer <token>`: scheme case-insensitive, one or more spaces (RFC 6750).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Step 2: checksum, lookup, constant-time hash comparison (current secret,
+/// or the previous one inside its grace period), then status and expiry —
+/// status only after the secret is proven, so it never leaks to guessers.
+fn verify_key<'p>(policy: &'p Policy, presented: &str, now: u64) -> Result<&'p Key, DenyReason> {
+    let parsed = apikey::parse(presented).map_err(|e| match e {
+        KeyFormatError::Checksum => DenyReason::BadChecksum,
+        _ => DenyReason::MalformedCredential,
+    })?;
+    let hash = hash_secret(parsed.key_id, parsed.secret);
+    let id: [u8; apikey::KEY_ID_LEN] =
+        parsed.key_id.as_bytes().try_into().map_err(|_| DenyReason::MalformedCredential)?;
+    let key = policy.keys.get(&id).ok_or(DenyReason::UnknownKey)?;
+    let current = hashes_equal(&key.hash, &hash);
+    let previous = key.previous.as_ref().is_some_and(|(prev, until)| hashes_equal(prev, &hash) & (now <= *until));
+    if !(current | previous) {
+        return Err(DenyReason::WrongSecret);
+    }
+    if !key.active {
+        return Err(DenyReason::KeyDisabled);
+    }
+    if key.expires_at.is_some_and(|t| now >= t) {
+        return Err(DenyReason::KeyExpired);
+    }
+    Ok(key)
+}
+
+/// Step 3: the key's sub-account and tenant, both active.
+fn owner<'p>(policy: &'p Policy, key: &Key) -> Result<(&'p SubAccount, &'p Tenant), DenyReason> {
+    let sub = policy.sub_accounts.get(key.sub_account).ok_or(DenyReason::FilterFault)?;
+    let tenant = policy.tenants.get(sub.tenant).ok_or(DenyReason::FilterFault)?;
+    if !tenant.active {
+        return Err(DenyReason::TenantDisabled);
+    }
+    if !sub.active {
+        return Err(DenyReason::SubAccountDisabled);
+    }
+    Ok((sub, tenant))
+}
+
+/// Step 4: the source address must be inside every enabled allowlist
+/// (tenant ∩ sub-account ∩ key). Unknown source with any list → refused.
+fn check_ip(source: Option<IpAddr>, lists: [&Option<crate::core::cidr::AllowList>; 3]) -> Result<(), DenyReason> {
+    for list in lists.into_iter().flatten() {
+        match source {
+            Some(ip) if list.contains(ip) => {}
+            _ => return Err(DenyReason::IpNotAllowed),
+        }
+    }
+    Ok(())
+}
+
+/// Step 5: a client may repeat its tenant or sub-account, never claim
+/// another one. Compared byte for byte: `ACME` is not `acme`.
+fn check_claimed_identity(headers: &[(&str, &[u8])], tenant: &Tenant, sub: &SubAccount) -> Result<(), DenyReason> {
+    for (name, value) in headers {
+        let expected = match normalized_tokenhub_name(name).as_deref() {
+            Some(TENANT_HEADER) => &tenant.id,
+            Some(SUB_ACCOUNT_HEADER) => &sub.id,
+            _ => continue,
+        };
+        if *value != expected.as_bytes() {
+            return Err(DenyReason::TenantMismatch);
+        }
+    }
+    Ok(())
+}
+
+/// Step 6: method and path prefix must be allowed by the sub-account's and
+/// the key's scopes (each narrows).
+fn check_scopes(method: &str, path: &str, scopes: [&Option<Scopes>; 2]) -> Result<(), DenyReason> {
+    for s in scopes.into_iter().flatten() {
+        if !s.methods.is_empty() && !s.methods.iter().any(|m| m == method) {
+            return Err(DenyReason::MethodNotAllowed);
+        }
+        if !s.path_prefixes.is_empty() && !s.path_prefixes.iter().any(|p| path_has_prefix(path, p)) {
+            return Err(DenyReason::PathNotAllowed);
+        }
+    }
+    Ok(())
+}
+
+/// Step 8 (injection part): the provider with the longest matching prefix,
+/// and the tenant's own secret for it or the platform's.
+fn provider_credential<'p>(policy: &'p Policy, path: &str, tenant: &'p Tenant) -> Result<(&'p str, &'p str), DenyReason> {
+    let (index, provider): (usize, &Provider) = policy
+        .providers
+        .iter()
+        .enumerate()
+        .find(|(_, p)| path_has_prefix(path, &p.path_prefix))
+        .ok_or(DenyReason::NoProvider)?;
+    let value = provider.value_for(index, tenant).ok_or(DenyReason::ProviderNotConfigured)?;
+    Ok((provider.header.as_str(), value))
+}
+
+/// Segment-aware prefix match: `/v1/chat` matches `/v1/chat` and
+/// `/v1/chat/x` but not `/v1/chatty`; a prefix ending in `/` matches below it.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+pub fn path_without_query(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+/// Envoy normalizes paths before filters run (normalize_path, merge_slashes,
+/// escaped-slash rejection in the shipped configs). Anything that still
+/// looks un-normalized means a misconfigured listener: refuse it rather than
+/// match scopes against a path the upstream will read differently.
+fn is_normalized(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
+        return false;
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    !["%2e", "%2f", "%5c", "%00"].iter().any(|esc| lower.contains(esc))
+}
+
+/// True for the headers the filter removes from every request: the client's
+/// credential headers and anything in the `x-tokenhub-` namespace (also
+/// spelled with underscores, which some proxies treat as dashes).
+pub fn is_stripped_header(name: &str) -> bool {
+    CREDENTIAL_HEADERS.contains(&name) || is_tokenhub_header(name)
+}
+
+pub fn is_tokenhub_header(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    bytes.len() >= 11 && bytes[..11].iter().map(|b| if *b == b'_' { b'-' } else { b.to_ascii_lowercase() }).eq(*b"x-tokenhub-")
+}
+
+fn normalized_tokenhub_name(name: &str) -> Option<String> {
+    is_tokenhub_header(name).then(|| name.to_ascii_lowercase().replace('_', "-"))
+}
+
+impl Grant<'_> {
+    /// The authoritative identity headers set on every allowed request.
+    pub fn identity_headers(&self) -> [(&'static str, &str); 4] {
+        [
+            (TENANT_HEADER, self.tenant.id.as_str()),
+            (SUB_ACCOUNT_HEADER, self.sub_account.id.as_str()),
+            (KEY_ID_HEADER, self.key.id.as_str()),
+            (REGION_HEADER, self.tenant.region.as_str()),
+        ]
+    }
+}

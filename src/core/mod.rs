@@ -1,0 +1,10 @@
+//! The pure core: everything that decides, parses or seals, with no knowledge
+//! of Proxy-Wasm. It is compiled natively (tested with `cargo test`) and to
+//! `wasm32-wasip1` (tested under a WASI runtime, and run inside Envoy).
+
+pub mod apikey;
+pub mod bundle;
+pub mod cidr;
+pub mod decision;
+pub mod errors;
+pub mod secret;

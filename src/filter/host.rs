@@ -1,0 +1,71 @@
+//! Host calls that need translation: properties, time, metrics.
+
+use crate::core::errors::DenyReason;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::Context;
+use proxy_wasm::types::{MetricType, Status};
+use std::net::{IpAddr, SocketAddr};
+use std::time::UNIX_EPOCH;
+
+/// The downstream address as Envoy sees it (`source.address`, after its own
+/// trusted-hops rules). `None` when absent or unparsable: callers fail closed.
+pub fn source_ip(ctx: &dyn Context) -> Option<IpAddr> {
+    let raw = ctx.get_property(vec!["source", "address"])?;
+    let text = std::str::from_utf8(&raw).ok()?;
+    text.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| text.parse::<IpAddr>()).ok()
+}
+
+pub fn unix_now(ctx: &dyn Context) -> u64 {
+    ctx.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Records the decision label in filter state, readable in access logs as
+/// `%FILTER_STATE(wasm.tokenhub_decision:PLAIN)%`. Best effort.
+pub fn set_decision(ctx: &dyn Context, label: &str) {
+    ctx.set_property(vec!["tokenhub_decision"], Some(label.as_bytes()));
+}
+
+/// Counter ids, defined once per VM (Envoy shares them across workers).
+pub struct Metrics {
+    allowed: u32,
+    denied: Vec<(DenyReason, u32)>,
+    bundle_version: u32,
+    bundle_rejected: u32,
+}
+
+impl Metrics {
+    pub fn define() -> Result<Self, String> {
+        let counter = |name: &str| {
+            hostcalls::define_metric(MetricType::Counter, name).map_err(|s: Status| format!("{name}: {s:?}"))
+        };
+        let mut denied = Vec::with_capacity(DenyReason::ALL.len());
+        for reason in DenyReason::ALL {
+            denied.push((reason, counter(&format!("tokenhub.denied.{}", reason.label()))?));
+        }
+        Ok(Self {
+            allowed: counter("tokenhub.allowed")?,
+            denied,
+            bundle_version: hostcalls::define_metric(MetricType::Gauge, "tokenhub.bundle_version")
+                .map_err(|s| format!("tokenhub.bundle_version: {s:?}"))?,
+            bundle_rejected: counter("tokenhub.bundle_rejected")?,
+        })
+    }
+
+    pub fn allowed(&self) {
+        let _ = hostcalls::increment_metric(self.allowed, 1);
+    }
+
+    pub fn denied(&self, reason: DenyReason) {
+        if let Some((_, id)) = self.denied.iter().find(|(r, _)| *r == reason) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
+
+    pub fn bundle_loaded(&self, version: u64) {
+        let _ = hostcalls::record_metric(self.bundle_version, version);
+    }
+
+    pub fn bundle_rejected(&self) {
+        let _ = hostcalls::increment_metric(self.bundle_rejected, 1);
+    }
+}

@@ -1,0 +1,160 @@
+//! The thin glue between Envoy and the core: the only module that calls the
+//! Proxy-Wasm host. It gathers request facts, calls `core::decision::decide`
+//! and applies the outcome. Bodies are never requested.
+
+mod host;
+
+use crate::core::bundle::{self, BundleKey, Policy};
+use crate::core::decision::{decide, is_stripped_header, Decision, RequestFacts};
+use crate::core::errors::DenyReason;
+use host::Metrics;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// Environment variable of the Envoy process that holds the bundle key,
+/// exposed to the VM through `vm_config.environment_variables.host_env_keys`.
+pub const BUNDLE_KEY_ENV: &str = "TOKENHUB_BUNDLE_KEY";
+
+thread_local! {
+    /// Highest bundle version this VM has accepted: an older one is a
+    /// rollback (a replayed old file) and is refused.
+    static HIGHEST_VERSION: Cell<u64> = const { Cell::new(0) };
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(GuardRoot::default()) });
+}}
+
+#[derive(Default)]
+struct GuardRoot {
+    policy: Option<Rc<Policy>>,
+    metrics: Option<Rc<Metrics>>,
+}
+
+impl Context for GuardRoot {}
+
+impl RootContext for GuardRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let metrics = match Metrics::define() {
+            Ok(m) => Rc::new(m),
+            Err(e) => {
+                log::error!("tokenhub guard: cannot define metrics ({e}); refusing configuration");
+                return false;
+            }
+        };
+        self.metrics = Some(metrics.clone());
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        if config.iter().all(u8::is_ascii_whitespace) {
+            log::warn!("tokenhub guard: no policy bundle configured; every request is refused with 503 until one is published");
+            self.policy = None;
+            return true;
+        }
+        match load_policy(&config) {
+            Ok(policy) => {
+                log::info!(
+                    "tokenhub guard: bundle version {} loaded ({} tenants, {} keys, {} providers)",
+                    policy.version,
+                    policy.tenants.len(),
+                    policy.keys.len(),
+                    policy.providers.len()
+                );
+                metrics.bundle_loaded(policy.version);
+                self.policy = Some(Rc::new(policy));
+                true
+            }
+            Err(reason) => {
+                log::error!("tokenhub guard: bundle rejected, the previous one keeps serving: {reason}");
+                metrics.bundle_rejected();
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(GuardHttp { policy: self.policy.clone(), metrics: self.metrics.clone() }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// Opens and compiles the bundle, refusing rollbacks. The error text names
+/// the problem and never contains bundle content.
+fn load_policy(config: &[u8]) -> Result<Policy, String> {
+    let sealed = std::str::from_utf8(config).map_err(|_| "configuration is not UTF-8 text".to_string())?;
+    let key_text = std::env::var(BUNDLE_KEY_ENV).map_err(|_| {
+        format!("{BUNDLE_KEY_ENV} is not set in Envoy's environment or not listed in vm_config.environment_variables.host_env_keys")
+    })?;
+    let key = BundleKey::from_base64(&key_text).map_err(|e| format!("{BUNDLE_KEY_ENV}: {e}"))?;
+    let policy = bundle::open_and_compile(sealed, &key).map_err(|e| e.to_string())?;
+    let highest = HIGHEST_VERSION.get();
+    if policy.version < highest {
+        return Err(format!(
+            "bundle version {} is older than version {highest} already loaded (rollback refused)",
+            policy.version
+        ));
+    }
+    HIGHEST_VERSION.set(policy.version);
+    Ok(policy)
+}
+
+struct GuardHttp {
+    policy: Option<Rc<Policy>>,
+    metrics: Option<Rc<Metrics>>,
+}
+
+impl Context for GuardHttp {}
+
+impl HttpContext for GuardHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(policy) = self.policy.clone() else {
+            return self.deny(DenyReason::NoBundle);
+        };
+        let headers = self.get_http_request_headers_bytes();
+        let view: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let pseudo = |name: &str| {
+            view.iter().find(|(n, _)| *n == name).and_then(|(_, v)| std::str::from_utf8(v).ok()).unwrap_or("")
+        };
+        let facts = RequestFacts {
+            method: pseudo(":method"),
+            path: pseudo(":path"),
+            headers: &view,
+            source: host::source_ip(self),
+            now: host::unix_now(self),
+        };
+        match decide(&policy, &facts) {
+            Decision::Allow(grant) => {
+                for (name, _) in view.iter().filter(|(n, _)| is_stripped_header(n)) {
+                    self.set_http_request_header(name, None);
+                }
+                for (name, value) in grant.identity_headers() {
+                    self.set_http_request_header(name, Some(value));
+                }
+                self.set_http_request_header(grant.inject.0, Some(grant.inject.1));
+                if let Some(m) = &self.metrics {
+                    m.allowed();
+                }
+                Action::Continue
+            }
+            Decision::Deny(reason) => self.deny(reason),
+        }
+    }
+}
+
+impl GuardHttp {
+    /// Sends the JSON error and stops the request. The reason goes to a
+    /// counter and to filter state (for the access log), nowhere else.
+    fn deny(&mut self, reason: DenyReason) -> Action {
+        if let Some(m) = &self.metrics {
+            m.denied(reason);
+        }
+        host::set_decision(self, reason.label());
+        let body = reason.body();
+        self.send_http_response(reason.status(), vec![("content-type", "application/json")], Some(body.as_bytes()));
+        Action::Pause
+    }
+}

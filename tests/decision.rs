@@ -1,0 +1,299 @@
+//! The request decision, natively, rule by rule.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod common;
+
+use common::*;
+use std::net::IpAddr;
+use tokenhub_guard::core::bundle::schema::*;
+use tokenhub_guard::core::bundle::{compile, Policy};
+use tokenhub_guard::core::decision::{decide, is_stripped_header, Decision, RequestFacts};
+use tokenhub_guard::core::errors::DenyReason;
+use tokenhub_guard::core::secret::{hash_secret, to_hex};
+
+struct Req {
+    method: &'static str,
+    path: String,
+    headers: Vec<(String, Vec<u8>)>,
+    source: Option<IpAddr>,
+    now: u64,
+}
+
+fn req(headers: &[(&str, &str)]) -> Req {
+    Req {
+        method: "POST",
+        path: "/v1/chat/completions".into(),
+        headers: headers.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect(),
+        source: Some("127.0.0.1".parse().unwrap()),
+        now: NOW,
+    }
+}
+
+fn bearer(n: u32) -> String {
+    format!("Bearer {}", make_key(n, 0).1)
+}
+
+fn run(policy: &Policy, r: &Req) -> Result<Vec<(String, String)>, DenyReason> {
+    let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+    let facts = RequestFacts { method: r.method, path: &r.path, headers: &headers, source: r.source, now: r.now };
+    match decide(policy, &facts) {
+        Decision::Allow(g) => {
+            let mut out: Vec<(String, String)> =
+                g.identity_headers().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+            out.push((g.inject.0.to_string(), g.inject.1.to_string()));
+            Ok(out)
+        }
+        Decision::Deny(reason) => Err(reason),
+    }
+}
+
+fn deny(policy: &Policy, r: &Req) -> DenyReason {
+    run(policy, r).expect_err("expected a denial")
+}
+
+fn policy_with(mutate: impl FnOnce(&mut BundleDoc)) -> Policy {
+    let mut doc = base_doc();
+    mutate(&mut doc);
+    compile(&doc).unwrap()
+}
+
+#[test]
+fn valid_key_is_allowed_with_authoritative_headers_and_injection() {
+    let p = policy_with(|_| {});
+    let out = run(&p, &req(&[("authorization", &bearer(1))])).unwrap();
+    let (id1, _, _) = make_key(1, 0);
+    assert_eq!(
+        out,
+        vec![
+            ("x-tokenhub-tenant".into(), "acme".into()),
+            ("x-tokenhub-sub-account".into(), "research".into()),
+            ("x-tokenhub-key-id".into(), id1),
+            ("x-tokenhub-region".into(), "eu".into()),
+            ("authorization".into(), "Bearer sk-platform-openai".into()),
+        ]
+    );
+}
+
+#[test]
+fn x_api_key_and_scheme_case_are_accepted() {
+    let p = policy_with(|_| {});
+    let key = make_key(1, 0).1;
+    assert!(run(&p, &req(&[("x-api-key", &key)])).is_ok());
+    assert!(run(&p, &req(&[("authorization", &format!("bearer {key}"))])).is_ok());
+    assert!(run(&p, &req(&[("authorization", &format!("BEARER  {key}"))])).is_ok());
+    // The same key in both headers is one credential.
+    assert!(run(&p, &req(&[("authorization", &format!("Bearer {key}")), ("x-api-key", &key)])).is_ok());
+}
+
+#[test]
+fn tenant_own_provider_secret_overrides_platform_secret() {
+    let p = policy_with(|_| {});
+    let out = run(&p, &req(&[("x-api-key", &make_key(3, 0).1)])).unwrap();
+    assert!(out.contains(&("authorization".into(), "Bearer sk-globex-own".into())));
+    let mut r = req(&[("x-api-key", &make_key(3, 0).1)]);
+    r.path = "/anthropic/v1/messages".into();
+    let out = run(&p, &r).unwrap();
+    assert!(out.contains(&("x-api-key".into(), "sk-ant-platform".into())));
+}
+
+#[test]
+fn credential_shapes_are_refused_with_their_reason() {
+    let p = policy_with(|_| {});
+    let key = make_key(1, 0).1;
+    let other = make_key(2, 0).1;
+    let cases: Vec<(Vec<(&str, String)>, DenyReason)> = vec![
+        (vec![], DenyReason::MissingCredential),
+        (vec![("x-api-key", String::new())], DenyReason::MissingCredential),
+        (vec![("authorization", "Bearer".into())], DenyReason::MalformedCredential),
+        (vec![("authorization", format!("Basic {key}"))], DenyReason::MalformedCredential),
+        (vec![("authorization", format!("Bearer\t{key}"))], DenyReason::MalformedCredential),
+        (vec![("authorization", key.clone())], DenyReason::MalformedCredential),
+        (vec![("authorization", format!("Bearer {key} "))], DenyReason::MalformedCredential),
+        (vec![("authorization", bearer(1)), ("authorization", bearer(1))], DenyReason::DuplicateCredential),
+        (vec![("x-api-key", key.clone()), ("x-api-key", key.clone())], DenyReason::DuplicateCredential),
+        (vec![("x-api-key", key.clone()), ("x-api-key", "junk".into())], DenyReason::DuplicateCredential),
+        (vec![("x-api-key", "junk".into()), ("x-api-key", key.clone())], DenyReason::DuplicateCredential),
+        (vec![("authorization", bearer(1)), ("x-api-key", other)], DenyReason::DuplicateCredential),
+        (vec![("x-api-key", "sk-not-ours".into())], DenyReason::MalformedCredential),
+        (vec![("x-api-key", key[..key.len() - 1].into())], DenyReason::MalformedCredential),
+    ];
+    for (headers, expected) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        assert_eq!(deny(&p, &req(&h)), expected, "headers {headers:?}");
+    }
+    let mut r = req(&[]);
+    r.headers = vec![("x-api-key".into(), vec![b't', b'h', 0xff, 0xfe])];
+    assert_eq!(deny(&p, &r), DenyReason::MalformedCredential);
+}
+
+#[test]
+fn key_verification_reasons() {
+    let p = policy_with(|d| {
+        d.keys[1].status = Status::Disabled;
+        d.keys[2].expires_at = Some(NOW);
+    });
+    let key = make_key(1, 0).1;
+    // One character changed: the checksum catches it.
+    let mut typo = key.clone().into_bytes();
+    typo[30] = if typo[30] == b'a' { b'b' } else { b'a' };
+    assert_eq!(deny(&p, &req(&[("x-api-key", std::str::from_utf8(&typo).unwrap())])), DenyReason::BadChecksum);
+    // Valid checksum, unknown id.
+    assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(99, 0).1)])), DenyReason::UnknownKey);
+    // Valid checksum and id, wrong secret.
+    assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(1, 5).1)])), DenyReason::WrongSecret);
+    assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(2, 0).1)])), DenyReason::KeyDisabled);
+    assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(3, 0).1)])), DenyReason::KeyExpired);
+}
+
+#[test]
+fn disabled_key_with_wrong_secret_does_not_reveal_status() {
+    let p = policy_with(|d| d.keys[0].status = Status::Disabled);
+    assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(1, 9).1)])), DenyReason::WrongSecret);
+}
+
+#[test]
+fn previous_secret_accepted_until_grace_deadline() {
+    let p = policy_with(|d| {
+        // Key 1 rotated to generation 1; generation 0 valid until NOW + 60.
+        let (id, _, _) = make_key(1, 0);
+        let (_, _, new_hash) = make_key(1, 1);
+        let old_hash = d.keys[0].hash.clone();
+        d.keys[0].hash = new_hash;
+        d.keys[0].previous = Some(PreviousSecretDoc { hash: old_hash, valid_until: NOW + 60 });
+        assert_eq!(d.keys[0].id, id);
+    });
+    let old = make_key(1, 0).1;
+    let new = make_key(1, 1).1;
+    assert!(run(&p, &req(&[("x-api-key", &new)])).is_ok());
+    let mut r = req(&[("x-api-key", &old)]);
+    r.now = NOW + 60;
+    assert!(run(&p, &r).is_ok(), "inside grace");
+    r.now = NOW + 61;
+    assert_eq!(deny(&p, &r), DenyReason::WrongSecret, "after grace");
+    // An unrelated older secret never works.
+    assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(1, 7).1)])), DenyReason::WrongSecret);
+}
+
+#[test]
+fn tenant_and_sub_account_status() {
+    let p = policy_with(|d| {
+        d.tenants[1].status = Status::Disabled;
+        d.tenants[0].sub_accounts[1].status = Status::Disabled;
+    });
+    assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(3, 0).1)])), DenyReason::TenantDisabled);
+    assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(2, 0).1)])), DenyReason::SubAccountDisabled);
+    assert!(run(&p, &req(&[("x-api-key", &make_key(1, 0).1)])).is_ok());
+}
+
+#[test]
+fn ip_allowlists_intersect_across_levels() {
+    let p = policy_with(|d| {
+        d.tenants[0].ip_allowlist = allowlist(&["127.0.0.0/8", "::1/128"]);
+        d.tenants[0].sub_accounts[0].ip_allowlist = allowlist(&["127.0.0.0/30"]);
+        d.keys[0].ip_allowlist = allowlist(&["127.0.0.1/32", "127.0.0.3"]);
+        // Key 2 (sales): tenant list only. An enabled empty list denies all.
+        d.tenants[1].sub_accounts[0].ip_allowlist = allowlist(&[]);
+    });
+    let k1 = make_key(1, 0).1;
+    let k2 = make_key(2, 0).1;
+    let at = |key: &str, ip: Option<&str>| {
+        let mut r = req(&[("x-api-key", key)]);
+        r.source = ip.map(|s| s.parse().unwrap());
+        run(&p, &r).err()
+    };
+    assert_eq!(at(&k1, Some("127.0.0.1")), None);
+    assert_eq!(at(&k1, Some("::ffff:127.0.0.1")), None, "v4-mapped v6");
+    assert_eq!(at(&k1, Some("127.0.0.3")), None);
+    assert_eq!(at(&k1, Some("127.0.0.2")), Some(DenyReason::IpNotAllowed), "not in key list");
+    assert_eq!(at(&k1, Some("127.0.0.9")), Some(DenyReason::IpNotAllowed), "not in sub-account list");
+    assert_eq!(at(&k1, Some("::1")), Some(DenyReason::IpNotAllowed), "tenant allows, key does not");
+    assert_eq!(at(&k1, None), Some(DenyReason::IpNotAllowed), "unknown source fails closed");
+    assert_eq!(at(&k2, Some("127.0.0.200")), None);
+    assert_eq!(at(&k2, Some("::1")), None);
+    assert_eq!(at(&k2, Some("10.0.0.1")), Some(DenyReason::IpNotAllowed));
+    assert_eq!(at(&make_key(3, 0).1, Some("127.0.0.1")), Some(DenyReason::IpNotAllowed), "empty list");
+}
+
+#[test]
+fn claimed_tenant_must_match_the_key() {
+    let p = policy_with(|_| {});
+    let k = make_key(1, 0).1;
+    let with = |extra: &[(&str, &str)]| {
+        let mut h = vec![("x-api-key", k.as_str())];
+        h.extend_from_slice(extra);
+        run(&p, &req(&h)).err()
+    };
+    assert_eq!(with(&[("x-tokenhub-tenant", "acme")]), None);
+    assert_eq!(with(&[("x-tokenhub-tenant", "acme"), ("x-tokenhub-sub-account", "research")]), None);
+    assert_eq!(with(&[("x-tokenhub-tenant", "globex")]), Some(DenyReason::TenantMismatch));
+    assert_eq!(with(&[("x-tokenhub-tenant", "ACME")]), Some(DenyReason::TenantMismatch));
+    assert_eq!(with(&[("x-tokenhub-tenant", " acme")]), Some(DenyReason::TenantMismatch));
+    assert_eq!(with(&[("x-tokenhub-tenant", "аcme")]), Some(DenyReason::TenantMismatch), "Cyrillic а");
+    assert_eq!(
+        with(&[("x-tokenhub-tenant", "acme"), ("x-tokenhub-tenant", "globex")]),
+        Some(DenyReason::TenantMismatch)
+    );
+    assert_eq!(with(&[("x_tokenhub_tenant", "globex")]), Some(DenyReason::TenantMismatch));
+    assert_eq!(with(&[("x-tokenhub-sub-account", "sales")]), Some(DenyReason::TenantMismatch));
+}
+
+#[test]
+fn scopes_narrow_by_method_and_segment_aware_prefix() {
+    let p = policy_with(|d| {
+        d.tenants[0].sub_accounts[0].scopes =
+            Some(ScopesDoc { methods: vec!["GET".into(), "POST".into()], path_prefixes: vec!["/v1/".into()] });
+        d.keys[0].scopes = Some(ScopesDoc { methods: vec!["POST".into()], path_prefixes: vec!["/v1/chat".into()] });
+    });
+    let k = make_key(1, 0).1;
+    let at = |method: &'static str, path: &str| {
+        let mut r = req(&[("x-api-key", &k)]);
+        r.method = method;
+        r.path = path.into();
+        run(&p, &r).err()
+    };
+    assert_eq!(at("POST", "/v1/chat"), None);
+    assert_eq!(at("POST", "/v1/chat/completions?x=1"), None);
+    assert_eq!(at("GET", "/v1/chat/completions"), Some(DenyReason::MethodNotAllowed), "key narrows to POST");
+    assert_eq!(at("DELETE", "/v1/chat"), Some(DenyReason::MethodNotAllowed));
+    assert_eq!(at("POST", "/v1/chatty"), Some(DenyReason::PathNotAllowed));
+    assert_eq!(at("POST", "/v1/embeddings"), Some(DenyReason::PathNotAllowed));
+    assert_eq!(at("POST", "/V1/chat"), Some(DenyReason::PathNotAllowed), "case matters");
+    for bad in ["/v1/chat/../embeddings", "/v1/chat/%2e%2e/x", "/v1//chat", "/v1/chat%2Fx", "/v1/./chat", "v1/chat"] {
+        assert_eq!(at("POST", bad), Some(DenyReason::PathNotNormalized), "{bad}");
+    }
+}
+
+#[test]
+fn provider_selection_and_missing_secret() {
+    let p = policy_with(|d| d.providers[1].secret = None);
+    let k = make_key(1, 0).1;
+    let mut r = req(&[("x-api-key", &k)]);
+    r.path = "/other".into();
+    assert_eq!(deny(&p, &r), DenyReason::NoProvider);
+    r.path = "/anthropic/v1/messages".into();
+    assert_eq!(deny(&p, &r), DenyReason::ProviderNotConfigured);
+}
+
+#[test]
+fn stripped_headers() {
+    for h in [
+        "authorization",
+        "x-api-key",
+        "x-tokenhub-tenant",
+        "x-tokenhub-anything",
+        "x_tokenhub_tenant",
+        "X-TokenHub-Region",
+    ] {
+        assert!(is_stripped_header(h), "{h}");
+    }
+    for h in ["x-tokenhubx", "content-type", "x-request-id", "x-tokenhu"] {
+        assert!(!is_stripped_header(h), "{h}");
+    }
+}
+
+#[test]
+fn hash_of_wrong_key_id_does_not_verify() {
+    // A stored hash is bound to its key id: copying key 1's hash onto key 2
+    // does not let key 1's secret in under key 2's id.
+    let p = policy_with(|d| d.keys[1].hash = to_hex(&hash_secret(&make_key(1, 0).0, "x")));
+    assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(2, 0).1)])), DenyReason::WrongSecret);
+}
