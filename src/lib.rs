@@ -1,6 +1,6 @@
 //! TokenHub Guard.
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod core;
 #[cfg(target_arch = "wasm32")]
 mod filter;
-#[cfg(feature = "admin")]
-pub mod admin;

@@ -111,3 +111,11 @@ fn open_and_compile_reports_each_stage() {
     let err = open_and_compile(&invalid, &key).unwrap_err();
     assert!(err.to_string().contains("keys[0]"), "{err}");
 }
+
+#[test]
+fn header_and_body_versions_must_agree() {
+    let key = BundleKey::from_bytes([3; 32]);
+    let sealed = seal(&serde_json::to_vec(&base_doc()).unwrap(), &key, 8, [1; 12]).unwrap();
+    let err = open_and_compile(&sealed, &key).unwrap_err();
+    assert!(err.to_string().contains("version"), "{err}");
+}

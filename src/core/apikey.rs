@@ -45,10 +45,7 @@ pub struct ParsedKey<'a> {
 
 impl fmt::Debug for ParsedKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ParsedKey")
-            .field("key_id", &self.key_id)
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("ParsedKey").field("key_id", &self.key_id).field("secret", &"<redacted>").finish()
     }
 }
 

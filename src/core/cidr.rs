@@ -34,11 +34,7 @@ pub struct CidrError(pub String);
 
 impl std::fmt::Display for CidrError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:?} is not a CIDR (expected e.g. 203.0.113.0/24, 2001:db8::/32, or a single address)",
-            self.0
-        )
+        write!(f, "{:?} is not a CIDR (expected e.g. 203.0.113.0/24, 2001:db8::/32, or a single address)", self.0)
     }
 }
 

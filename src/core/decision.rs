@@ -188,7 +188,11 @@ fn check_scopes(method: &str, path: &str, scopes: [&Option<Scopes>; 2]) -> Resul
 
 /// Step 8 (injection part): the provider with the longest matching prefix,
 /// and the tenant's own secret for it or the platform's.
-fn provider_credential<'p>(policy: &'p Policy, path: &str, tenant: &'p Tenant) -> Result<(&'p str, &'p str), DenyReason> {
+fn provider_credential<'p>(
+    policy: &'p Policy,
+    path: &str,
+    tenant: &'p Tenant,
+) -> Result<(&'p str, &'p str), DenyReason> {
     let (index, provider): (usize, &Provider) = policy
         .providers
         .iter()
@@ -236,7 +240,8 @@ pub fn is_stripped_header(name: &str) -> bool {
 
 pub fn is_tokenhub_header(name: &str) -> bool {
     let bytes = name.as_bytes();
-    bytes.len() >= 11 && bytes[..11].iter().map(|b| if *b == b'_' { b'-' } else { b.to_ascii_lowercase() }).eq(*b"x-tokenhub-")
+    bytes.len() >= 11
+        && bytes[..11].iter().map(|b| if *b == b'_' { b'-' } else { b.to_ascii_lowercase() }).eq(*b"x-tokenhub-")
 }
 
 fn normalized_tokenhub_name(name: &str) -> Option<String> {

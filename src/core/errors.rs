@@ -105,24 +105,52 @@ impl DenyReason {
         const AUTH: &str = "authentication_error";
         const PERM: &str = "permission_error";
         match self {
-            Self::MissingCredential => (AUTH, "missing_api_key", "No API key provided. Send it as 'Authorization: Bearer thk_...' or 'x-api-key: thk_...'."),
-            Self::DuplicateCredential => (AUTH, "invalid_api_key", "More than one API key was provided. Send exactly one."),
-            Self::MalformedCredential | Self::BadChecksum => (AUTH, "invalid_api_key", "The API key is malformed. TokenHub keys look like thk_ followed by 50 letters and digits."),
+            Self::MissingCredential => (
+                AUTH,
+                "missing_api_key",
+                "No API key provided. Send it as 'Authorization: Bearer thk_...' or 'x-api-key: thk_...'.",
+            ),
+            Self::DuplicateCredential => {
+                (AUTH, "invalid_api_key", "More than one API key was provided. Send exactly one.")
+            }
+            Self::MalformedCredential | Self::BadChecksum => (
+                AUTH,
+                "invalid_api_key",
+                "The API key is malformed. TokenHub keys look like thk_ followed by 50 letters and digits.",
+            ),
             Self::UnknownKey | Self::WrongSecret => (AUTH, "invalid_api_key", "Incorrect API key provided."),
             Self::KeyDisabled => (AUTH, "invalid_api_key", "This API key has been disabled."),
             Self::KeyExpired => (AUTH, "invalid_api_key", "This API key has expired."),
             Self::TenantDisabled => (PERM, "account_disabled", "The account this key belongs to is disabled."),
             Self::SubAccountDisabled => (PERM, "account_disabled", "The sub-account this key belongs to is disabled."),
-            Self::IpNotAllowed => (PERM, "ip_not_allowed", "Requests from this IP address are not allowed for this key."),
+            Self::IpNotAllowed => {
+                (PERM, "ip_not_allowed", "Requests from this IP address are not allowed for this key.")
+            }
             Self::TenantMismatch => (PERM, "tenant_mismatch", "The tenant in the request does not match the API key."),
             Self::MethodNotAllowed => (PERM, "insufficient_scope", "This API key may not use this HTTP method."),
             Self::PathNotAllowed => (PERM, "insufficient_scope", "This API key may not access this path."),
-            Self::PathNotNormalized => ("invalid_request_error", "invalid_path", "The request path is not in normalized form."),
+            Self::PathNotNormalized => {
+                ("invalid_request_error", "invalid_path", "The request path is not in normalized form.")
+            }
             Self::NoProvider => ("invalid_request_error", "unknown_url", "No upstream provider serves this path."),
-            Self::QuotaExceeded => ("rate_limit_error", "rate_limit_exceeded", "Rate limit reached. Retry after the time in the Retry-After header."),
-            Self::ProviderNotConfigured => ("service_unavailable", "provider_not_configured", "The upstream provider is not configured for this account."),
-            Self::NoBundle => ("service_unavailable", "policy_unavailable", "The gateway has no valid policy loaded; requests are refused until one is."),
-            Self::FilterFault => ("service_unavailable", "gateway_fault", "The gateway could not evaluate the request."),
+            Self::QuotaExceeded => (
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                "Rate limit reached. Retry after the time in the Retry-After header.",
+            ),
+            Self::ProviderNotConfigured => (
+                "service_unavailable",
+                "provider_not_configured",
+                "The upstream provider is not configured for this account.",
+            ),
+            Self::NoBundle => (
+                "service_unavailable",
+                "policy_unavailable",
+                "The gateway has no valid policy loaded; requests are refused until one is.",
+            ),
+            Self::FilterFault => {
+                ("service_unavailable", "gateway_fault", "The gateway could not evaluate the request.")
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod apikey;
 pub mod bundle;
 pub mod cidr;
+pub mod crypto;
 pub mod decision;
 pub mod errors;
 pub mod secret;

@@ -48,7 +48,9 @@ impl RootContext for GuardRoot {
         self.metrics = Some(metrics.clone());
         let config = self.get_plugin_configuration().unwrap_or_default();
         if config.iter().all(u8::is_ascii_whitespace) {
-            log::warn!("tokenhub guard: no policy bundle configured; every request is refused with 503 until one is published");
+            log::warn!(
+                "tokenhub guard: no policy bundle configured; every request is refused with 503 until one is published"
+            );
             self.policy = None;
             return true;
         }

@@ -172,13 +172,10 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
     policy.keys.reserve(doc.keys.len());
     for (i, k) in doc.keys.iter().enumerate() {
         let at = format!("keys[{i}]");
-        let id: KeyIdBytes = k
-            .id
-            .as_bytes()
-            .try_into()
-            .ok()
-            .filter(|_| apikey::is_valid_key_id(&k.id))
-            .ok_or_else(|| format!("{at}.id: {:?} is not a key id ({} base62 characters)", k.id, apikey::KEY_ID_LEN))?;
+        let id: KeyIdBytes =
+            k.id.as_bytes().try_into().ok().filter(|_| apikey::is_valid_key_id(&k.id)).ok_or_else(|| {
+                format!("{at}.id: {:?} is not a key id ({} base62 characters)", k.id, apikey::KEY_ID_LEN)
+            })?;
         let sub_account = *sub_index
             .get(&(k.tenant.as_str(), k.sub_account.as_str()))
             .ok_or_else(|| format!("{at}: tenant {:?} has no sub-account {:?}", k.tenant, k.sub_account))?;
@@ -240,9 +237,9 @@ fn sub_account_index<'a>(tenants: &'a [Tenant], subs: &'a [SubAccount]) -> HashM
 
 fn compile_allowlist(doc: Option<&IpAllowlistDoc>, at: &str) -> Result<Option<AllowList>, String> {
     match doc {
-        Some(d) if d.enabled => AllowList::from_cidrs(d.cidrs.iter().map(String::as_str))
-            .map(Some)
-            .map_err(|e| format!("{at}.cidrs: {e}")),
+        Some(d) if d.enabled => {
+            AllowList::from_cidrs(d.cidrs.iter().map(String::as_str)).map(Some).map_err(|e| format!("{at}.cidrs: {e}"))
+        }
         _ => Ok(None),
     }
 }

@@ -34,5 +34,12 @@ impl std::fmt::Display for BundleError {
 pub fn open_and_compile(sealed: &str, key: &BundleKey) -> Result<Policy, BundleError> {
     let plaintext = open(sealed, key).map_err(BundleError::Seal)?;
     let doc = schema::parse(&plaintext).map_err(BundleError::Parse)?;
+    let header = seal::peek_header(sealed).map_err(BundleError::Seal)?;
+    if header.version != doc.version {
+        return Err(BundleError::Invalid(format!(
+            "version: the sealed header says {} but the body says {}",
+            header.version, doc.version
+        )));
+    }
     compile(&doc).map_err(BundleError::Invalid)
 }

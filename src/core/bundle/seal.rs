@@ -2,53 +2,16 @@
 //! base64url without padding. The header is authenticated as AAD, so its
 //! fields (schema, version, key id) cannot be swapped onto another body.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use crate::core::crypto::{Key256, NONCE_LEN, TAG_LEN};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 pub const ENVELOPE_PREFIX: &str = "thb1";
-const NONCE_LEN: usize = 12;
 
-/// The 256-bit bundle key. Zeroized on drop; its Debug never shows it.
-#[derive(Clone)]
-pub struct BundleKey(Zeroizing<[u8; 32]>);
-
-impl std::fmt::Debug for BundleKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BundleKey(id={})", self.id())
-    }
-}
-
-impl BundleKey {
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(Zeroizing::new(bytes))
-    }
-
-    /// Parses the standard-base64 text of 32 bytes (surrounding whitespace
-    /// ignored, so a key file may end in a newline).
-    pub fn from_base64(text: &str) -> Result<Self, SealError> {
-        let decoded = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|_| SealError::KeyFormat)?);
-        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| SealError::KeyFormat)?;
-        Ok(Self::from_bytes(bytes))
-    }
-
-    pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(STANDARD.encode(self.0.as_slice()))
-    }
-
-    /// A public fingerprint of the key (8 hex digits), safe to log, so a
-    /// mismatch between publisher and filter can be diagnosed.
-    pub fn id(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(b"tokenhub-bundle-key-id\0");
-        h.update(self.0.as_slice());
-        crate::core::secret::to_hex(&h.finalize()[..4])
-    }
-}
+/// The bundle key: a `Key256` read from `TOKENHUB_BUNDLE_KEY`.
+pub type BundleKey = Key256;
 
 /// The authenticated, unencrypted header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +25,6 @@ pub struct Header {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SealError {
-    KeyFormat,
     Envelope(&'static str),
     UnsupportedSchema(u32),
     WrongKey { sealed_with: String, have: String },
@@ -72,7 +34,6 @@ pub enum SealError {
 impl std::fmt::Display for SealError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::KeyFormat => f.write_str("bundle key must be 32 bytes in standard base64 (generate one with `openssl rand -base64 32`)"),
             Self::Envelope(what) => write!(f, "malformed envelope: {what}"),
             Self::UnsupportedSchema(s) => write!(
                 f,
@@ -91,20 +52,9 @@ impl std::fmt::Display for SealError {
 /// Seals `plaintext` under `key`. The caller supplies a fresh random nonce
 /// (the core has no randomness of its own; the admin tool draws it).
 pub fn seal(plaintext: &[u8], key: &BundleKey, version: u64, nonce: [u8; NONCE_LEN]) -> Result<String, SealError> {
-    let header = Header {
-        alg: "A256GCM".into(),
-        schema: super::schema::SCHEMA_VERSION,
-        version,
-        kid: key.id(),
-    };
+    let header = Header { alg: "A256GCM".into(), schema: super::schema::SCHEMA_VERSION, version, kid: key.id() };
     let header_b64 = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).map_err(|_| SealError::Envelope("header"))?);
-    let cipher = Aes256Gcm::new_from_slice(key.0.as_slice()).map_err(|_| SealError::KeyFormat)?;
-    let ciphertext = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: header_b64.as_bytes() })
-        .map_err(|_| SealError::Decrypt)?;
-    let mut body = Vec::with_capacity(NONCE_LEN + ciphertext.len());
-    body.extend_from_slice(&nonce);
-    body.extend_from_slice(&ciphertext);
+    let body = key.seal(nonce, header_b64.as_bytes(), plaintext).ok_or(SealError::Decrypt)?;
     Ok(format!("{ENVELOPE_PREFIX}.{header_b64}.{}", URL_SAFE_NO_PAD.encode(body)))
 }
 
@@ -131,15 +81,10 @@ pub fn open(sealed: &str, key: &BundleKey) -> Result<Zeroizing<Vec<u8>>, SealErr
     }
     let (header_b64, body_b64) = split(sealed)?;
     let body = URL_SAFE_NO_PAD.decode(body_b64).map_err(|_| SealError::Envelope("body is not base64url"))?;
-    if body.len() < NONCE_LEN + 16 {
+    if body.len() < NONCE_LEN + TAG_LEN {
         return Err(SealError::Envelope("body is too short"));
     }
-    let (nonce, ciphertext) = body.split_at(NONCE_LEN);
-    let cipher = Aes256Gcm::new_from_slice(key.0.as_slice()).map_err(|_| SealError::KeyFormat)?;
-    cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: header_b64.as_bytes() })
-        .map(Zeroizing::new)
-        .map_err(|_| SealError::Decrypt)
+    key.open(header_b64.as_bytes(), &body).ok_or(SealError::Decrypt)
 }
 
 fn split(sealed: &str) -> Result<(&str, &str), SealError> {
@@ -227,8 +172,8 @@ mod tests {
         let k = key(9);
         let text = k.to_base64();
         assert_eq!(BundleKey::from_base64(&format!("{}\n", text.as_str())).unwrap().id(), k.id());
-        assert_eq!(BundleKey::from_base64("c2hvcnQ=").unwrap_err(), SealError::KeyFormat);
-        assert_eq!(BundleKey::from_base64("not base64!").unwrap_err(), SealError::KeyFormat);
+        assert!(BundleKey::from_base64("c2hvcnQ=").is_err());
+        assert!(BundleKey::from_base64("not base64!").is_err());
         assert!(!format!("{k:?}").contains(text.as_str()));
     }
 }

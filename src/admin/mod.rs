@@ -1,0 +1,130 @@
+//! `tokenhub-admin`: the sidecar that keeps the encrypted store and
+//! publishes sealed bundles. Native only (behind the `admin` feature).
+
+pub mod cli;
+pub mod fsutil;
+pub mod ops;
+pub mod publish;
+pub mod store;
+
+use rand::RngCore;
+use std::path::Path;
+
+/// Every failure the tool reports, each with its own exit code so scripts
+/// can tell them apart.
+#[derive(Debug)]
+pub enum AdminError {
+    /// Bad arguments or state the operator can fix (exit 2).
+    Usage(String),
+    /// A tenant, key, … that does not exist (exit 3).
+    NotFound(String),
+    /// Wrong master key, 2FA refused, locked account (exit 4).
+    Auth(String),
+    /// A file that cannot be read as what it should be (exit 5).
+    Corrupt(String),
+    /// The policy would not pass the filter's validation (exit 6).
+    Invalid(String),
+    /// I/O or an unexpected failure (exit 1).
+    Io(String),
+    Internal(String),
+}
+
+impl AdminError {
+    pub fn io(path: &Path, e: std::io::Error) -> Self {
+        Self::Io(format!("{}: {e}", path.display()))
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::NotFound(_) => 3,
+            Self::Auth(_) => 4,
+            Self::Corrupt(_) => 5,
+            Self::Invalid(_) => 6,
+            Self::Io(_) | Self::Internal(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Usage(m) | Self::NotFound(m) | Self::Auth(m) | Self::Corrupt(m) | Self::Io(m) | Self::Internal(m) => {
+                f.write_str(m)
+            }
+            Self::Invalid(m) => write!(f, "the policy would be rejected by the filter: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+pub fn random_nonce() -> [u8; 12] {
+    let mut n = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
+pub fn random_key256() -> crate::core::crypto::Key256 {
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    let key = crate::core::crypto::Key256::from_bytes(b);
+    zeroize::Zeroize::zeroize(&mut b);
+    key
+}
+
+/// `len` random base62 characters from the OS generator.
+pub fn random_base62(len: usize) -> String {
+    let mut rng = rand::rngs::OsRng;
+    crate::core::apikey::random_base62(len, || {
+        let mut b = [0u8; 1];
+        rng.fill_bytes(&mut b);
+        b[0]
+    })
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Parses `90s`, `15m`, `24h`, `7d`, `2w` into seconds.
+pub fn parse_duration(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 15m, 24h, 7d or 2w"))?;
+    let mult = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h, d or w)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("24h"), Ok(86_400));
+        assert_eq!(parse_duration("7d"), Ok(604_800));
+        assert_eq!(parse_duration("120"), Ok(120));
+        assert!(parse_duration("7y").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999999w").is_err());
+    }
+
+    #[test]
+    fn random_parts_are_base62_and_distinct() {
+        let a = random_base62(32);
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(a, random_base62(32));
+    }
+}

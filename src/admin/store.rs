@@ -1,0 +1,219 @@
+//! The encrypted store: tenants, sub-accounts, keys (hashes only),
+//! providers (secrets encrypted with the whole file), admin accounts.
+//!
+//! On disk: `{"format":"tokenhub-store","v":1,"kid":…,"sealed":…}` where
+//! `sealed` is AES-256-GCM over the JSON document, with the header fields as
+//! AAD. Every change is lock → load → mutate → atomic replace, so concurrent
+//! invocations serialize and a crash leaves the last committed state.
+
+use super::fsutil::{self, LockGuard};
+use super::AdminError;
+use crate::core::bundle::schema::BundleDoc;
+use crate::core::crypto::Key256;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const FORMAT: &str = "tokenhub-store";
+const FORMAT_VERSION: u32 = 1;
+
+/// Everything the admin tool keeps. `policy` is exactly what gets published
+/// (with a fresh version number); the rest is administrative metadata.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreDoc {
+    /// Increments on every committed change.
+    pub revision: u64,
+    /// Key that seals published bundles (Envoy's TOKENHUB_BUNDLE_KEY).
+    pub bundle_key: String,
+    pub policy: BundleDoc,
+    #[serde(default)]
+    pub key_meta: BTreeMap<String, KeyMeta>,
+    #[serde(default)]
+    pub tenant_meta: BTreeMap<String, TenantMeta>,
+    #[serde(default)]
+    pub settings: Settings,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<Published>,
+    /// Admin accounts and their 2FA state (see `admin::auth`).
+    #[serde(default)]
+    pub admins: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyMeta {
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotated_at: Option<u64>,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantMeta {
+    pub created_at: u64,
+}
+
+/// Where `publish` writes and what the ECDS resource points at.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecds_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Published {
+    pub version: u64,
+    pub at: u64,
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    format: String,
+    v: u32,
+    kid: String,
+    sealed: String,
+}
+
+/// The store's files under one home directory.
+#[derive(Debug, Clone)]
+pub struct StorePaths {
+    pub home: PathBuf,
+}
+
+impl StorePaths {
+    pub fn new(home: impl Into<PathBuf>) -> Self {
+        Self { home: home.into() }
+    }
+    pub fn store(&self) -> PathBuf {
+        self.home.join("store.enc")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.home.join("store.lock")
+    }
+    pub fn audit(&self) -> PathBuf {
+        self.home.join("audit.log")
+    }
+}
+
+/// An opened store: paths plus the master key.
+pub struct Store {
+    pub paths: StorePaths,
+    master: Key256,
+}
+
+impl Store {
+    pub fn new(paths: StorePaths, master: Key256) -> Self {
+        Self { paths, master }
+    }
+
+    pub fn exists(&self) -> bool {
+        self.paths.store().exists()
+    }
+
+    /// Creates a new store; refuses to overwrite an existing one.
+    pub fn create(&self, doc: &StoreDoc) -> Result<(), AdminError> {
+        fsutil::ensure_private_dir(&self.paths.home).map_err(|e| AdminError::io(&self.paths.home, e))?;
+        let _lock = self.lock()?;
+        if self.exists() {
+            return Err(AdminError::Usage(format!(
+                "a store already exists at {}; refusing to overwrite it",
+                self.paths.store().display()
+            )));
+        }
+        self.save(doc)
+    }
+
+    pub fn lock(&self) -> Result<LockGuard, AdminError> {
+        LockGuard::acquire(&self.paths.lock()).map_err(|e| AdminError::io(&self.paths.lock(), e))
+    }
+
+    /// Reads and decrypts (no lock: the file is always whole).
+    pub fn load(&self) -> Result<StoreDoc, AdminError> {
+        let path = self.paths.store();
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                AdminError::Usage(format!("no store at {}; create one with `tokenhub-admin init`", path.display()))
+            }
+            _ => AdminError::io(&path, e),
+        })?;
+        let env: Envelope = serde_json::from_str(&text)
+            .map_err(|e| AdminError::Corrupt(format!("{}: not a TokenHub store ({e})", path.display())))?;
+        if env.format != FORMAT || env.v != FORMAT_VERSION {
+            return Err(AdminError::Corrupt(format!(
+                "{}: unsupported store format {} v{}",
+                path.display(),
+                env.format,
+                env.v
+            )));
+        }
+        if env.kid != self.master.id() {
+            return Err(AdminError::Auth(format!(
+                "the store is encrypted with master key {} but the given master key is {}",
+                env.kid,
+                self.master.id()
+            )));
+        }
+        let sealed =
+            STANDARD.decode(&env.sealed).map_err(|_| AdminError::Corrupt(format!("{}: bad base64", path.display())))?;
+        let plain = self.master.open(aad(&env.kid).as_bytes(), &sealed).ok_or_else(|| {
+            AdminError::Corrupt(format!("{}: authentication failed (file altered or truncated)", path.display()))
+        })?;
+        serde_json::from_slice(&plain).map_err(|e| AdminError::Corrupt(format!("{}: {e}", path.display())))
+    }
+
+    /// Encrypts and atomically replaces the store file (mode 0600).
+    fn save(&self, doc: &StoreDoc) -> Result<(), AdminError> {
+        let plain = zeroize::Zeroizing::new(serde_json::to_vec(doc).map_err(|e| AdminError::Internal(e.to_string()))?);
+        let kid = self.master.id();
+        let sealed = self
+            .master
+            .seal(super::random_nonce(), aad(&kid).as_bytes(), &plain)
+            .ok_or_else(|| AdminError::Internal("encryption failed".into()))?;
+        let env = Envelope { format: FORMAT.into(), v: FORMAT_VERSION, kid, sealed: STANDARD.encode(sealed) };
+        let text = serde_json::to_vec_pretty(&env).map_err(|e| AdminError::Internal(e.to_string()))?;
+        let path = self.paths.store();
+        fsutil::write_atomic(&path, &text, 0o600).map_err(|e| AdminError::io(&path, e))
+    }
+
+    /// The one way to change the store: under the lock, load, apply `f`, and
+    /// commit only if it succeeds. Returns what `f` returned.
+    pub fn update<T>(&self, f: impl FnOnce(&mut StoreDoc) -> Result<T, AdminError>) -> Result<T, AdminError> {
+        let _lock = self.lock()?;
+        let mut doc = self.load()?;
+        let out = f(&mut doc)?;
+        doc.revision += 1;
+        self.save(&doc)?;
+        Ok(out)
+    }
+}
+
+fn aad(kid: &str) -> String {
+    format!("{FORMAT}/{FORMAT_VERSION}/{kid}")
+}
+
+/// Loads the master key: from `TOKENHUB_MASTER_KEY` (base64 text) or from a
+/// file that only its owner can read. Never from the command line.
+pub fn load_master_key(file: Option<&Path>) -> Result<Key256, AdminError> {
+    if let Ok(text) = std::env::var("TOKENHUB_MASTER_KEY") {
+        return Key256::from_base64(&text).map_err(|e| AdminError::Usage(format!("TOKENHUB_MASTER_KEY: {e}")));
+    }
+    let Some(path) = file else {
+        return Err(AdminError::Usage(
+            "no master key: set TOKENHUB_MASTER_KEY_FILE (a 0600 file) or TOKENHUB_MASTER_KEY".into(),
+        ));
+    };
+    let text = zeroize::Zeroizing::new(fsutil::read_private_file(path).map_err(|e| AdminError::io(path, e))?);
+    Key256::from_base64(&text).map_err(|e| AdminError::Usage(format!("{}: {e}", path.display())))
+}
