@@ -1,0 +1,54 @@
+# TokenHub Guard. `make test` is what CI runs (via .ci/run).
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := test
+
+WASM_TARGET := wasm32-wasip1
+WASM        := target/$(WASM_TARGET)/release/tokenhub_guard.wasm
+VENV        := .venv
+# Resolved when used (after bootstrap): the real Envoy binary, not the
+# Python wrapper in .venv/bin.
+ENVOY        = $(shell tools/envoy-path)
+
+.PHONY: bootstrap wasm admin test validate validate-envoy validate-k8s demo lint
+
+## Rust wasm target + .venv with the pinned Envoy (tools/requirements.txt).
+bootstrap:
+	tools/bootstrap.sh
+
+## The filter module.
+wasm:
+	cargo build --target $(WASM_TARGET) --release --lib
+
+## The sidecar CLI.
+admin:
+	cargo build --release --features admin --bin tokenhub-admin
+
+## Everything CI checks: unit, wasm-built, end-to-end tests, then configs.
+test: bootstrap wasm admin
+	cargo test --workspace
+	$(MAKE) --no-print-directory validate
+
+## Every Envoy config under envoy/ through `envoy --mode validate` (Envoy
+## loads the real module while validating, hence the wasm prerequisite),
+## and the Kubernetes manifests against their schemas.
+validate: validate-envoy validate-k8s
+
+validate-envoy: bootstrap wasm
+	$(VENV)/bin/python tools/validate_envoy.py --envoy "$(ENVOY)" --wasm $(WASM) envoy
+
+validate-k8s: bootstrap
+	@shopt -s nullglob globstar; files=(envoy/k8s/**/*.yaml); \
+	if (( $${#files[@]} )); then \
+	  $(VENV)/bin/kubernetes-validate --strict "$${files[@]}"; \
+	else echo "validate-k8s: no manifests under envoy/k8s"; fi
+
+## Local demo: echo upstream + Envoy + a published bundle.
+demo:
+	@echo "TODO: make demo (echo-upstream, render envoy/local/envoy.yaml.tmpl, publish a bundle, start Envoy)"
+
+## Formatting and clippy, natively (all features) and for the wasm target.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
+	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings

