@@ -47,6 +47,8 @@ KEY=$(admin --json key create --tenant demo --sub-account research --name demo-k
 # A well-formed key that no longer exists: created, then deleted.
 GONE=$(admin --json key create --tenant demo --name deleted-key | json_key)
 admin key delete "${GONE:4:12}" >/dev/null
+# The demo key with its last character changed: a typo.
+TYPO=${KEY%?}x; [[ $TYPO == "$KEY" ]] && TYPO=${KEY%?}y
 admin publish
 
 sed -e "s|{{LISTEN_PORT}}|$LISTEN_PORT|g" -e "s|{{ADMIN_PORT}}|$ADMIN_PORT|g" \
@@ -82,7 +84,7 @@ Allowed: the upstream sees the provider credential and the authoritative tenant 
 
 Wrong key (401): a deleted key, then a mistyped one (its checksum fails before any lookup):
   curl -s $URL -H 'Authorization: Bearer $GONE' -d '{}'
-  curl -s $URL -H 'Authorization: Bearer ${KEY%?}x' -d '{}'
+  curl -s $URL -H 'Authorization: Bearer $TYPO' -d '{}'
 
 Wrong IP (403): the same key from 127.0.0.2, outside the tenant's allowlist:
   curl -s --interface 127.0.0.2 $URL -H 'Authorization: Bearer $KEY' -d '{}'

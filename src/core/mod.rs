@@ -8,4 +8,5 @@ pub mod cidr;
 pub mod crypto;
 pub mod decision;
 pub mod errors;
+pub mod quota;
 pub mod secret;

@@ -1,6 +1,7 @@
 //! Host calls that need translation: properties, time, metrics.
 
 use crate::core::errors::DenyReason;
+use crate::core::quota::{CounterStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::{MetricType, Status};
@@ -68,4 +69,49 @@ impl Metrics {
     pub fn bundle_rejected(&self) {
         let _ = hostcalls::increment_metric(self.bundle_rejected, 1);
     }
+}
+
+/// Quota counters in Proxy-Wasm shared data: one process-wide map that
+/// every worker VM sees, with compare-and-swap on writes.
+pub struct SharedCounters;
+
+impl CounterStore for SharedCounters {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+        match hostcalls::get_shared_data(key) {
+            Ok((value, cas)) => (value, cas.unwrap_or(0)),
+            Err(_) => (None, 0),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
+            Ok(()) => Ok(true),
+            Err(Status::CasMismatch) => Ok(false),
+            Err(_) => Err(StoreError),
+        }
+    }
+}
+
+const HIGHEST_VERSION_KEY: &str = "tokenhub.bundle.highest_version";
+
+/// Records `version` as the highest accepted, refusing an older one (a
+/// replayed old bundle). Equal is fine: every worker VM loads the same one.
+pub fn raise_highest_version(version: u64) -> Result<(), String> {
+    let store = SharedCounters;
+    for _ in 0..crate::core::quota::MAX_CAS_ATTEMPTS {
+        let (value, cas) = store.get(HIGHEST_VERSION_KEY);
+        let highest = value.and_then(|v| v.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
+        if version < highest {
+            return Err(format!("bundle version {version} is older than version {highest} already loaded (rollback refused)"));
+        }
+        if version == highest {
+            return Ok(());
+        }
+        match store.set(HIGHEST_VERSION_KEY, &version.to_le_bytes(), cas) {
+            Ok(true) => return Ok(()),
+            Ok(false) => continue,
+            Err(StoreError) => return Err("shared data unavailable".into()),
+        }
+    }
+    Err("shared data stayed contended".into())
 }

@@ -7,21 +7,15 @@ mod host;
 use crate::core::bundle::{self, BundleKey, Policy};
 use crate::core::decision::{decide, is_stripped_header, Decision, RequestFacts};
 use crate::core::errors::DenyReason;
-use host::Metrics;
+use crate::core::quota::{self, Budget, QuotaOutcome};
+use host::{Metrics, SharedCounters};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
-use std::cell::Cell;
 use std::rc::Rc;
 
 /// Environment variable of the Envoy process that holds the bundle key,
 /// exposed to the VM through `vm_config.environment_variables.host_env_keys`.
 pub const BUNDLE_KEY_ENV: &str = "TOKENHUB_BUNDLE_KEY";
-
-thread_local! {
-    /// Highest bundle version this VM has accepted: an older one is a
-    /// rollback (a replayed old file) and is refused.
-    static HIGHEST_VERSION: Cell<u64> = const { Cell::new(0) };
-}
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -76,7 +70,7 @@ impl RootContext for GuardRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(GuardHttp { policy: self.policy.clone(), metrics: self.metrics.clone() }))
+        Some(Box::new(GuardHttp { policy: self.policy.clone(), metrics: self.metrics.clone(), budget: None }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -93,20 +87,19 @@ fn load_policy(config: &[u8]) -> Result<Policy, String> {
     })?;
     let key = BundleKey::from_base64(&key_text).map_err(|e| format!("{BUNDLE_KEY_ENV}: {e}"))?;
     let policy = bundle::open_and_compile(sealed, &key).map_err(|e| e.to_string())?;
-    let highest = HIGHEST_VERSION.get();
-    if policy.version < highest {
-        return Err(format!(
-            "bundle version {} is older than version {highest} already loaded (rollback refused)",
-            policy.version
-        ));
-    }
-    HIGHEST_VERSION.set(policy.version);
+    // Every accepted update gets fresh VMs, so the high-water mark lives in
+    // shared data, which outlives them (for the life of the Envoy process).
+    host::raise_highest_version(policy.version)?;
+    quota::ensure_counters(&SharedCounters, quota::all_counters(&policy))
+        .map_err(|_| "cannot create quota counters in shared data".to_string())?;
     Ok(policy)
 }
 
 struct GuardHttp {
     policy: Option<Rc<Policy>>,
     metrics: Option<Rc<Metrics>>,
+    /// The tightest quota budget after this request, echoed on the response.
+    budget: Option<Budget>,
 }
 
 impl Context for GuardHttp {}
@@ -130,6 +123,13 @@ impl HttpContext for GuardHttp {
         };
         match decide(&policy, &facts) {
             Decision::Allow(grant) => {
+                let limits = quota::limits_for(grant.key, grant.sub_account, grant.tenant);
+                match quota::consume(&SharedCounters, &limits, facts.now) {
+                    QuotaOutcome::Unlimited => {}
+                    QuotaOutcome::Allowed(budget) => self.budget = Some(budget),
+                    QuotaOutcome::Exceeded(budget) => return self.deny_quota(budget),
+                    QuotaOutcome::Unavailable => return self.deny(DenyReason::FilterFault),
+                }
                 for (name, _) in view.iter().filter(|(n, _)| is_stripped_header(n)) {
                     self.set_http_request_header(name, None);
                 }
@@ -145,18 +145,49 @@ impl HttpContext for GuardHttp {
             Decision::Deny(reason) => self.deny(reason),
         }
     }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(budget) = self.budget {
+            for (name, value) in rate_limit_headers(budget) {
+                self.set_http_response_header(name, Some(&value));
+            }
+        }
+        Action::Continue
+    }
+}
+
+/// IETF RateLimit header fields (limit, remaining, seconds to reset).
+fn rate_limit_headers(b: Budget) -> [(&'static str, String); 3] {
+    [
+        ("ratelimit-limit", b.limit.to_string()),
+        ("ratelimit-remaining", b.remaining.to_string()),
+        ("ratelimit-reset", b.reset.to_string()),
+    ]
 }
 
 impl GuardHttp {
     /// Sends the JSON error and stops the request. The reason goes to a
     /// counter and to filter state (for the access log), nowhere else.
     fn deny(&mut self, reason: DenyReason) -> Action {
+        self.deny_with(reason, &[])
+    }
+
+    /// 429 with `Retry-After` and the RateLimit fields of the exhausted limit.
+    fn deny_quota(&mut self, budget: Budget) -> Action {
+        let [limit, remaining, reset] = rate_limit_headers(budget);
+        let retry_after = ("retry-after", budget.reset.to_string());
+        self.deny_with(DenyReason::QuotaExceeded, &[limit, remaining, reset, retry_after])
+    }
+
+    fn deny_with(&mut self, reason: DenyReason, extra: &[(&str, String)]) -> Action {
         if let Some(m) = &self.metrics {
             m.denied(reason);
         }
         host::set_decision(self, reason.label());
         let body = reason.body();
-        self.send_http_response(reason.status(), vec![("content-type", "application/json")], Some(body.as_bytes()));
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
+        self.send_http_response(reason.status(), headers, Some(body.as_bytes()));
         Action::Pause
     }
 }

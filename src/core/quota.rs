@@ -1,0 +1,309 @@
+//! Fixed-window request quotas, counted in a store shared by every worker
+//! (Proxy-Wasm shared data in Envoy; a map in tests).
+//!
+//! Each counter is one entry, `[window index u64 LE][count u64 LE]`, reused
+//! from window to window, so the number of entries is bounded by the number
+//! of quota-bearing keys, sub-accounts and tenants — never by traffic or
+//! time. Increments are compare-and-swap with a bounded retry loop; a
+//! counter is never moved past its limit, and when a later counter of the
+//! same request refuses, the earlier increments are rolled back, so a
+//! refused request consumes nothing.
+
+use crate::core::bundle::compile::{Key, SubAccount, Tenant};
+use crate::core::bundle::schema::QuotaDoc;
+
+pub const MINUTE: u64 = 60;
+pub const DAY: u64 = 86_400;
+/// CAS attempts per counter before giving up (fail closed).
+pub const MAX_CAS_ATTEMPTS: usize = 64;
+
+/// The compare-and-swap store the counters live in.
+pub trait CounterStore {
+    /// Current value and its CAS token; `None` when the entry is missing.
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, u32);
+    /// Writes `value` if the entry's CAS token is still `cas`; `false` on a
+    /// mismatch (someone else wrote first).
+    fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreError;
+
+/// One limit to enforce for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    pub counter: String,
+    pub limit: u64,
+    pub window: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the window resets.
+    pub reset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaOutcome {
+    /// No quota applies.
+    Unlimited,
+    /// Counted; the tightest remaining budget.
+    Allowed(Budget),
+    /// Refused by this limit; nothing was consumed.
+    Exceeded(Budget),
+    /// The store failed or stayed contended: refuse (fail closed).
+    Unavailable,
+}
+
+/// The limits that apply to a request of `key` (key, sub-account, tenant;
+/// per minute and per day), with their shared-data counter names.
+pub fn limits_for(key: &Key, sub: &SubAccount, tenant: &Tenant) -> Vec<Limit> {
+    let mut out = Vec::new();
+    let scopes: [(&Option<QuotaDoc>, String); 3] = [
+        (&key.quota, format!("k|{}", key.id)),
+        (&sub.quota, format!("s|{}|{}", tenant.id, sub.id)),
+        (&tenant.quota, format!("t|{}", tenant.id)),
+    ];
+    for (quota, name) in scopes {
+        let Some(q) = quota else { continue };
+        if let Some(limit) = q.per_minute {
+            out.push(Limit { counter: counter_key(&name, "m"), limit, window: MINUTE });
+        }
+        if let Some(limit) = q.per_day {
+            out.push(Limit { counter: counter_key(&name, "d"), limit, window: DAY });
+        }
+    }
+    out
+}
+
+fn counter_key(name: &str, window: &str) -> String {
+    format!("tokenhub.q|{name}|{window}")
+}
+
+/// Window index and seconds until it ends.
+pub fn window(now: u64, length: u64) -> (u64, u64) {
+    let length = length.max(1);
+    (now / length, length - now % length)
+}
+
+fn decode(value: Option<&[u8]>) -> (u64, u64) {
+    let Some(v) = value else { return (0, 0) };
+    let word = |range: std::ops::Range<usize>| {
+        v.get(range).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
+    };
+    (word(0..8), word(8..16))
+}
+
+fn encode(window: u64, count: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&window.to_le_bytes());
+    out[8..].copy_from_slice(&count.to_le_bytes());
+    out
+}
+
+/// Counts one request against every limit, or none of them.
+pub fn consume(store: &dyn CounterStore, limits: &[Limit], now: u64) -> QuotaOutcome {
+    if limits.is_empty() {
+        return QuotaOutcome::Unlimited;
+    }
+    let mut tightest: Option<Budget> = None;
+    for (i, limit) in limits.iter().enumerate() {
+        match increment(store, limit, now) {
+            Step::Counted(b) => {
+                if tightest.is_none_or(|t| b.remaining < t.remaining) {
+                    tightest = Some(b);
+                }
+            }
+            failed => {
+                for done in &limits[..i] {
+                    rollback(store, done, now);
+                }
+                return match failed {
+                    Step::Full(b) => QuotaOutcome::Exceeded(b),
+                    _ => QuotaOutcome::Unavailable,
+                };
+            }
+        }
+    }
+    tightest.map_or(QuotaOutcome::Unlimited, QuotaOutcome::Allowed)
+}
+
+enum Step {
+    Counted(Budget),
+    Full(Budget),
+    Failed,
+}
+
+fn increment(store: &dyn CounterStore, limit: &Limit, now: u64) -> Step {
+    let (current, reset) = window(now, limit.window);
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let (value, cas) = store.get(&limit.counter);
+        let (w, count) = decode(value.as_deref());
+        let count = if w == current { count } else { 0 };
+        if count >= limit.limit {
+            return Step::Full(Budget { limit: limit.limit, remaining: 0, reset });
+        }
+        match store.set(&limit.counter, &encode(current, count + 1), cas) {
+            Ok(true) => {
+                return Step::Counted(Budget { limit: limit.limit, remaining: limit.limit - count - 1, reset });
+            }
+            Ok(false) => continue,
+            Err(StoreError) => return Step::Failed,
+        }
+    }
+    Step::Failed
+}
+
+/// Gives back one count taken in this window (best effort, bounded).
+fn rollback(store: &dyn CounterStore, limit: &Limit, now: u64) {
+    let (current, _) = window(now, limit.window);
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let (value, cas) = store.get(&limit.counter);
+        let (w, count) = decode(value.as_deref());
+        if w != current || count == 0 {
+            return;
+        }
+        if !matches!(store.set(&limit.counter, &encode(current, count - 1), cas), Ok(false)) {
+            return;
+        }
+    }
+}
+
+/// Makes sure every counter exists, so that request-time writes are always
+/// CAS-protected (a Proxy-Wasm `set` on a missing entry ignores CAS). Runs
+/// in `on_configure`, which Envoy completes on the main thread before any
+/// worker serves the new configuration.
+pub fn ensure_counters(store: &dyn CounterStore, counters: impl IntoIterator<Item = String>) -> Result<(), StoreError> {
+    for counter in counters {
+        let (value, cas) = store.get(&counter);
+        if value.is_none() {
+            store.set(&counter, &encode(0, 0), cas)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every counter name a policy can use.
+pub fn all_counters(policy: &crate::core::bundle::Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in policy.keys.values() {
+        let Some(sub) = policy.sub_accounts.get(key.sub_account) else { continue };
+        let Some(tenant) = policy.tenants.get(sub.tenant) else { continue };
+        out.extend(limits_for(key, sub, tenant).into_iter().map(|l| l.counter));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// Shared-data semantics: CAS token bumps on every write; a write to a
+    /// missing entry ignores CAS (as Envoy does).
+    #[derive(Default)]
+    struct MemStore {
+        map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+        /// Simulated contention: the next N writes fail with a CAS mismatch.
+        conflicts: RefCell<usize>,
+    }
+
+    impl CounterStore for MemStore {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+            match self.map.borrow().get(key) {
+                Some((v, c)) => (Some(v.clone()), *c),
+                None => (None, 0),
+            }
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError> {
+            if *self.conflicts.borrow() > 0 {
+                *self.conflicts.borrow_mut() -= 1;
+                return Ok(false);
+            }
+            let mut map = self.map.borrow_mut();
+            match map.get_mut(key) {
+                Some((v, c)) if *c == cas || cas == 0 => {
+                    *v = value.to_vec();
+                    *c += 1;
+                    Ok(true)
+                }
+                Some(_) => Ok(false),
+                None => {
+                    map.insert(key.into(), (value.to_vec(), 1));
+                    Ok(true)
+                }
+            }
+        }
+    }
+
+    fn lim(name: &str, limit: u64, window: u64) -> Limit {
+        Limit { counter: name.into(), limit, window }
+    }
+
+    #[test]
+    fn window_arithmetic() {
+        assert_eq!(window(0, 60), (0, 60));
+        assert_eq!(window(59, 60), (0, 1));
+        assert_eq!(window(60, 60), (1, 60));
+        assert_eq!(window(86_399, DAY), (0, 1));
+        assert_eq!(window(10, 0), (10, 1), "zero-length window is treated as 1s, never divides by zero");
+    }
+
+    #[test]
+    fn exactly_n_then_exceeded_then_new_window() {
+        let s = MemStore::default();
+        let limits = [lim("k", 3, 60)];
+        for expected_remaining in [2, 1, 0] {
+            assert_eq!(
+                consume(&s, &limits, 120),
+                QuotaOutcome::Allowed(Budget { limit: 3, remaining: expected_remaining, reset: 60 })
+            );
+        }
+        assert_eq!(consume(&s, &limits, 150), QuotaOutcome::Exceeded(Budget { limit: 3, remaining: 0, reset: 30 }));
+        assert_eq!(consume(&s, &limits, 179), QuotaOutcome::Exceeded(Budget { limit: 3, remaining: 0, reset: 1 }));
+        assert!(matches!(consume(&s, &limits, 180), QuotaOutcome::Allowed(Budget { remaining: 2, .. })));
+    }
+
+    #[test]
+    fn tightest_limit_decides_and_refusal_consumes_nothing() {
+        let s = MemStore::default();
+        let key = lim("key", 5, 60);
+        let tenant = lim("tenant", 2, 60);
+        // Another key of the same tenant uses one tenant slot.
+        assert!(matches!(consume(&s, std::slice::from_ref(&tenant), 0), QuotaOutcome::Allowed(_)));
+        let both = [key.clone(), tenant.clone()];
+        assert_eq!(consume(&s, &both, 0), QuotaOutcome::Allowed(Budget { limit: 2, remaining: 0, reset: 60 }));
+        assert!(matches!(consume(&s, &both, 0), QuotaOutcome::Exceeded(Budget { limit: 2, .. })));
+        // The refused request's key increment was rolled back: 1 used, not 2.
+        assert_eq!(decode(s.get("key").0.as_deref()), (0, 1));
+    }
+
+    #[test]
+    fn contention_is_retried_and_bounded() {
+        let s = MemStore::default();
+        ensure_counters(&s, ["k".to_string()]).unwrap();
+        *s.conflicts.borrow_mut() = MAX_CAS_ATTEMPTS - 1;
+        assert!(matches!(consume(&s, &[lim("k", 10, 60)], 0), QuotaOutcome::Allowed(_)));
+        *s.conflicts.borrow_mut() = MAX_CAS_ATTEMPTS;
+        assert_eq!(consume(&s, &[lim("k", 10, 60)], 0), QuotaOutcome::Unavailable);
+    }
+
+    #[test]
+    fn ensure_counters_never_resets_existing_counts() {
+        let s = MemStore::default();
+        ensure_counters(&s, ["k".to_string()]).unwrap();
+        consume(&s, &[lim("k", 10, 60)], 0);
+        ensure_counters(&s, ["k".to_string()]).unwrap();
+        assert_eq!(decode(s.get("k").0.as_deref()), (0, 1));
+    }
+
+    #[test]
+    fn no_limits_is_unlimited() {
+        assert_eq!(consume(&MemStore::default(), &[], 0), QuotaOutcome::Unlimited);
+    }
+}
