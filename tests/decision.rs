@@ -6,7 +6,7 @@ use common::*;
 use std::net::IpAddr;
 use tokenhub_guard::core::bundle::schema::*;
 use tokenhub_guard::core::bundle::{compile, Policy};
-use tokenhub_guard::core::decision::{decide, is_stripped_header, Decision, RequestFacts};
+use tokenhub_guard::core::decision::{decide, is_stripped_header, Decision, OidcIdentity, RequestFacts};
 use tokenhub_guard::core::errors::DenyReason;
 use tokenhub_guard::core::secret::{hash_secret, to_hex};
 
@@ -16,6 +16,8 @@ struct Req {
     headers: Vec<(String, Vec<u8>)>,
     source: Option<IpAddr>,
     now: u64,
+    /// (issuer, [(claim, value)]) of a JWT verified by Envoy.
+    oidc: Option<(String, Vec<(String, String)>)>,
 }
 
 fn req(headers: &[(&str, &str)]) -> Req {
@@ -25,6 +27,7 @@ fn req(headers: &[(&str, &str)]) -> Req {
         headers: headers.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect(),
         source: Some("127.0.0.1".parse().unwrap()),
         now: NOW,
+        oidc: None,
     }
 }
 
@@ -34,11 +37,14 @@ fn bearer(n: u32) -> String {
 
 fn run(policy: &Policy, r: &Req) -> Result<Vec<(String, String)>, DenyReason> {
     let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
-    let facts = RequestFacts { method: r.method, path: &r.path, headers: &headers, source: r.source, now: r.now };
+    let claims: Vec<(&str, &str)> =
+        r.oidc.iter().flat_map(|(_, c)| c.iter().map(|(k, v)| (k.as_str(), v.as_str()))).collect();
+    let oidc = r.oidc.as_ref().map(|(iss, _)| OidcIdentity { issuer: iss, claims: &claims });
+    let facts = RequestFacts { method: r.method, path: &r.path, headers: &headers, source: r.source, now: r.now, oidc };
     match decide(policy, &facts) {
         Decision::Allow(g) => {
             let mut out: Vec<(String, String)> =
-                g.identity_headers().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+                g.identity_headers().iter().filter_map(|(n, v)| v.map(|v| (n.to_string(), v.to_string()))).collect();
             out.push((g.inject.0.to_string(), g.inject.1.to_string()));
             Ok(out)
         }
@@ -68,6 +74,7 @@ fn valid_key_is_allowed_with_authoritative_headers_and_injection() {
             ("x-tokenhub-sub-account".into(), "research".into()),
             ("x-tokenhub-key-id".into(), id1),
             ("x-tokenhub-region".into(), "eu".into()),
+            ("x-tokenhub-auth".into(), "api_key".into()),
             ("authorization".into(), "Bearer sk-platform-openai".into()),
         ]
     );
@@ -296,4 +303,70 @@ fn hash_of_wrong_key_id_does_not_verify() {
     // does not let key 1's secret in under key 2's id.
     let p = policy_with(|d| d.keys[1].hash = to_hex(&hash_secret(&make_key(1, 0).0, "x")));
     assert_eq!(deny(&p, &req(&[("x-api-key", &make_key(2, 0).1)])), DenyReason::WrongSecret);
+}
+
+const GOOGLE: &str = "https://accounts.google.com";
+
+fn oidc_policy() -> Policy {
+    policy_with(|d| {
+        d.oidc = vec![
+            OidcPrincipalDoc {
+                issuer: GOOGLE.into(),
+                claim: "sub".into(),
+                value: "1234567890".into(),
+                tenant: "acme".into(),
+                sub_account: "sales".into(),
+                scopes: Some(ScopesDoc { methods: vec!["POST".into()], path_prefixes: vec![] }),
+            },
+            OidcPrincipalDoc {
+                issuer: "https://github.example".into(),
+                claim: "email".into(),
+                value: "ops@globex.example".into(),
+                tenant: "globex".into(),
+                sub_account: "ops".into(),
+                scopes: None,
+            },
+        ];
+    })
+}
+
+fn oidc_req(issuer: &str, claims: &[(&str, &str)]) -> Req {
+    let mut r = req(&[]);
+    r.oidc = Some((issuer.into(), claims.iter().map(|(c, v)| (c.to_string(), v.to_string())).collect()));
+    r
+}
+
+#[test]
+fn oidc_identity_maps_to_tenant_without_a_key_id() {
+    let p = oidc_policy();
+    let out = run(&p, &oidc_req(GOOGLE, &[("sub", "1234567890")])).unwrap();
+    assert!(out.contains(&("x-tokenhub-tenant".into(), "acme".into())));
+    assert!(out.contains(&("x-tokenhub-sub-account".into(), "sales".into())));
+    assert!(out.contains(&("x-tokenhub-auth".into(), "oidc".into())));
+    assert!(!out.iter().any(|(n, _)| n == "x-tokenhub-key-id"));
+    let out = run(&p, &oidc_req("https://github.example", &[("email", "ops@globex.example")])).unwrap();
+    assert!(out.contains(&("x-tokenhub-tenant".into(), "globex".into())));
+}
+
+#[test]
+fn oidc_refusals() {
+    let p = oidc_policy();
+    assert_eq!(deny(&p, &oidc_req(GOOGLE, &[("sub", "999")])), DenyReason::UnknownPrincipal);
+    // Same subject, other issuer: not the same person.
+    assert_eq!(
+        deny(&p, &oidc_req("https://login.microsoftonline.com/x/v2.0", &[("sub", "1234567890")])),
+        DenyReason::UnknownPrincipal
+    );
+    // The principal's scopes narrow like a key's.
+    let mut r = oidc_req(GOOGLE, &[("sub", "1234567890")]);
+    r.method = "GET";
+    assert_eq!(deny(&p, &r), DenyReason::MethodNotAllowed);
+    // A token and an API key at once: refused, whichever would pass.
+    let mut both = oidc_req(GOOGLE, &[("sub", "1234567890")]);
+    both.headers = vec![("x-api-key".into(), make_key(1, 0).1.into_bytes())];
+    assert_eq!(deny(&p, &both), DenyReason::DuplicateCredential);
+    // A claimed tenant that disagrees with the identity's.
+    let mut spoof = oidc_req(GOOGLE, &[("sub", "1234567890")]);
+    spoof.headers = vec![("x-tokenhub-tenant".into(), b"globex".to_vec())];
+    assert_eq!(deny(&p, &spoof), DenyReason::TenantMismatch);
 }

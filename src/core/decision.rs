@@ -3,7 +3,8 @@
 //! applies the outcome.
 
 use crate::core::apikey::{self, KeyFormatError};
-use crate::core::bundle::compile::{Key, Policy, Provider, Scopes, SubAccount, Tenant};
+use crate::core::bundle::compile::{Key, Policy, Principal, Provider, Scopes, SubAccount, Tenant};
+use crate::core::cidr::AllowList;
 use crate::core::errors::DenyReason;
 use crate::core::secret::{hash_secret, hashes_equal};
 use std::net::IpAddr;
@@ -12,6 +13,7 @@ pub const TENANT_HEADER: &str = "x-tokenhub-tenant";
 pub const SUB_ACCOUNT_HEADER: &str = "x-tokenhub-sub-account";
 pub const KEY_ID_HEADER: &str = "x-tokenhub-key-id";
 pub const REGION_HEADER: &str = "x-tokenhub-region";
+pub const AUTH_HEADER: &str = "x-tokenhub-auth";
 const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
 
 /// What the filter knows about a request. Header names are lower case (as
@@ -25,6 +27,54 @@ pub struct RequestFacts<'a> {
     pub source: Option<IpAddr>,
     /// Unix seconds.
     pub now: u64,
+    /// An OIDC identity that Envoy's `jwt_authn` filter verified, if any.
+    pub oidc: Option<OidcIdentity<'a>>,
+}
+
+/// Claims of a JWT verified by Envoy (`jwt_authn`, payload in dynamic
+/// metadata, which clients cannot set). Only the claims the bundle maps.
+#[derive(Debug, Clone, Copy)]
+pub struct OidcIdentity<'a> {
+    pub issuer: &'a str,
+    pub claims: &'a [(&'a str, &'a str)],
+}
+
+/// How the request proved who it is.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'p> {
+    Key(&'p Key),
+    Oidc(&'p Principal),
+}
+
+impl<'p> Credential<'p> {
+    fn sub_account(&self) -> usize {
+        match self {
+            Self::Key(k) => k.sub_account,
+            Self::Oidc(p) => p.sub_account,
+        }
+    }
+
+    fn allowlist(&self) -> &'p Option<AllowList> {
+        match self {
+            Self::Key(k) => &k.allowlist,
+            Self::Oidc(_) => &None,
+        }
+    }
+
+    fn scopes(&self) -> &'p Option<Scopes> {
+        match self {
+            Self::Key(k) => &k.scopes,
+            Self::Oidc(p) => &p.scopes,
+        }
+    }
+
+    /// The key, when the request used one (quotas per key, key-id header).
+    pub fn key(&self) -> Option<&'p Key> {
+        match self {
+            Self::Key(k) => Some(k),
+            Self::Oidc(_) => None,
+        }
+    }
 }
 
 /// An allowed request: who it belongs to and what to inject.
@@ -32,7 +82,7 @@ pub struct RequestFacts<'a> {
 pub struct Grant<'p> {
     pub tenant: &'p Tenant,
     pub sub_account: &'p SubAccount,
-    pub key: &'p Key,
+    pub credential: Credential<'p>,
     /// (header name, value) of the provider credential.
     pub inject: (&'p str, &'p str),
 }
@@ -53,18 +103,38 @@ pub fn decide<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Decision<'p> {
 }
 
 fn decide_inner<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Grant<'p>, DenyReason> {
-    let presented = extract_credential(req.headers)?;
-    let key = verify_key(policy, presented, req.now)?;
-    let (sub_account, tenant) = owner(policy, key)?;
-    check_ip(req.source, [&tenant.allowlist, &sub_account.allowlist, &key.allowlist])?;
+    let credential = authenticate(policy, req)?;
+    let (sub_account, tenant) = owner(policy, credential.sub_account())?;
+    check_ip(req.source, [&tenant.allowlist, &sub_account.allowlist, credential.allowlist()])?;
     check_claimed_identity(req.headers, tenant, sub_account)?;
     let path = path_without_query(req.path);
     if !is_normalized(path) {
         return Err(DenyReason::PathNotNormalized);
     }
-    check_scopes(req.method, path, [&sub_account.scopes, &key.scopes])?;
+    check_scopes(req.method, path, [&sub_account.scopes, credential.scopes()])?;
     let inject = provider_credential(policy, path, tenant)?;
-    Ok(Grant { tenant, sub_account, key, inject })
+    Ok(Grant { tenant, sub_account, credential, inject })
+}
+
+/// Steps 1–2: an API key, or an identity Envoy's jwt_authn verified —
+/// exactly one of them.
+fn authenticate<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Credential<'p>, DenyReason> {
+    match (req.oidc, extract_credential(req.headers)) {
+        (None, presented) => verify_key(policy, presented?, req.now).map(Credential::Key),
+        (Some(identity), Err(DenyReason::MissingCredential)) => principal(policy, identity).map(Credential::Oidc),
+        (Some(_), _) => Err(DenyReason::DuplicateCredential),
+    }
+}
+
+/// The bundle's principal for the first mapped claim of the identity.
+fn principal<'p>(policy: &'p Policy, identity: OidcIdentity<'_>) -> Result<&'p Principal, DenyReason> {
+    identity
+        .claims
+        .iter()
+        .find_map(|(claim, value)| {
+            policy.oidc.get(&(identity.issuer.to_string(), claim.to_string(), value.to_string()))
+        })
+        .ok_or(DenyReason::UnknownPrincipal)
 }
 
 /// Step 1: exactly one credential, from `authorization: Bearer …` or
@@ -131,9 +201,9 @@ fn verify_key<'p>(policy: &'p Policy, presented: &str, now: u64) -> Result<&'p K
     Ok(key)
 }
 
-/// Step 3: the key's sub-account and tenant, both active.
-fn owner<'p>(policy: &'p Policy, key: &Key) -> Result<(&'p SubAccount, &'p Tenant), DenyReason> {
-    let sub = policy.sub_accounts.get(key.sub_account).ok_or(DenyReason::FilterFault)?;
+/// Step 3: the credential's sub-account and tenant, both active.
+fn owner(policy: &Policy, sub_account: usize) -> Result<(&SubAccount, &Tenant), DenyReason> {
+    let sub = policy.sub_accounts.get(sub_account).ok_or(DenyReason::FilterFault)?;
     let tenant = policy.tenants.get(sub.tenant).ok_or(DenyReason::FilterFault)?;
     if !tenant.active {
         return Err(DenyReason::TenantDisabled);
@@ -146,7 +216,7 @@ fn owner<'p>(policy: &'p Policy, key: &Key) -> Result<(&'p SubAccount, &'p Tenan
 
 /// Step 4: the source address must be inside every enabled allowlist
 /// (tenant ∩ sub-account ∩ key). Unknown source with any list → refused.
-fn check_ip(source: Option<IpAddr>, lists: [&Option<crate::core::cidr::AllowList>; 3]) -> Result<(), DenyReason> {
+fn check_ip(source: Option<IpAddr>, lists: [&Option<AllowList>; 3]) -> Result<(), DenyReason> {
     for list in lists.into_iter().flatten() {
         match source {
             Some(ip) if list.contains(ip) => {}
@@ -249,13 +319,19 @@ fn normalized_tokenhub_name(name: &str) -> Option<String> {
 }
 
 impl Grant<'_> {
-    /// The authoritative identity headers set on every allowed request.
-    pub fn identity_headers(&self) -> [(&'static str, &str); 4] {
+    /// The authoritative identity headers set on every allowed request
+    /// (`None` = must be absent: no key id for an OIDC identity).
+    pub fn identity_headers(&self) -> [(&'static str, Option<&str>); 5] {
+        let (auth, key_id) = match self.credential {
+            Credential::Key(k) => ("api_key", Some(k.id.as_str())),
+            Credential::Oidc(_) => ("oidc", None),
+        };
         [
-            (TENANT_HEADER, self.tenant.id.as_str()),
-            (SUB_ACCOUNT_HEADER, self.sub_account.id.as_str()),
-            (KEY_ID_HEADER, self.key.id.as_str()),
-            (REGION_HEADER, self.tenant.region.as_str()),
+            (TENANT_HEADER, Some(self.tenant.id.as_str())),
+            (SUB_ACCOUNT_HEADER, Some(self.sub_account.id.as_str())),
+            (KEY_ID_HEADER, key_id),
+            (REGION_HEADER, Some(self.tenant.region.as_str())),
+            (AUTH_HEADER, Some(auth)),
         ]
     }
 }

@@ -13,6 +13,7 @@ pub enum DenyReason {
     WrongSecret,
     KeyDisabled,
     KeyExpired,
+    UnknownPrincipal,
     TenantDisabled,
     SubAccountDisabled,
     IpNotAllowed,
@@ -27,7 +28,7 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 20] = [
+    pub const ALL: [DenyReason; 21] = [
         Self::NoBundle,
         Self::MissingCredential,
         Self::DuplicateCredential,
@@ -37,6 +38,7 @@ impl DenyReason {
         Self::WrongSecret,
         Self::KeyDisabled,
         Self::KeyExpired,
+        Self::UnknownPrincipal,
         Self::TenantDisabled,
         Self::SubAccountDisabled,
         Self::IpNotAllowed,
@@ -62,6 +64,7 @@ impl DenyReason {
             Self::WrongSecret => "wrong_secret",
             Self::KeyDisabled => "key_disabled",
             Self::KeyExpired => "key_expired",
+            Self::UnknownPrincipal => "unknown_principal",
             Self::TenantDisabled => "tenant_disabled",
             Self::SubAccountDisabled => "sub_account_disabled",
             Self::IpNotAllowed => "ip_not_allowed",
@@ -85,7 +88,8 @@ impl DenyReason {
             | Self::UnknownKey
             | Self::WrongSecret
             | Self::KeyDisabled
-            | Self::KeyExpired => 401,
+            | Self::KeyExpired
+            | Self::UnknownPrincipal => 401,
             Self::TenantDisabled
             | Self::SubAccountDisabled
             | Self::IpNotAllowed
@@ -121,6 +125,7 @@ impl DenyReason {
             Self::UnknownKey | Self::WrongSecret => (AUTH, "invalid_api_key", "Incorrect API key provided."),
             Self::KeyDisabled => (AUTH, "invalid_api_key", "This API key has been disabled."),
             Self::KeyExpired => (AUTH, "invalid_api_key", "This API key has expired."),
+            Self::UnknownPrincipal => (AUTH, "unknown_principal", "This identity is not mapped to a TokenHub account."),
             Self::TenantDisabled => (PERM, "account_disabled", "The account this key belongs to is disabled."),
             Self::SubAccountDisabled => (PERM, "account_disabled", "The sub-account this key belongs to is disabled."),
             Self::IpNotAllowed => {

@@ -59,15 +59,16 @@ pub enum QuotaOutcome {
 
 /// The limits that apply to a request of `key` (key, sub-account, tenant;
 /// per minute and per day), with their shared-data counter names.
-pub fn limits_for(key: &Key, sub: &SubAccount, tenant: &Tenant) -> Vec<Limit> {
+pub fn limits_for(key: Option<&Key>, sub: &SubAccount, tenant: &Tenant) -> Vec<Limit> {
     let mut out = Vec::new();
-    let scopes: [(&Option<QuotaDoc>, String); 3] = [
-        (&key.quota, format!("k|{}", key.id)),
-        (&sub.quota, format!("s|{}|{}", tenant.id, sub.id)),
-        (&tenant.quota, format!("t|{}", tenant.id)),
+    let scopes: [(Option<&QuotaDoc>, &dyn Fn() -> String); 3] = [
+        (key.and_then(|k| k.quota.as_ref()), &|| format!("k|{}", key.map_or("", |k| k.id.as_str()))),
+        (sub.quota.as_ref(), &|| format!("s|{}|{}", tenant.id, sub.id)),
+        (tenant.quota.as_ref(), &|| format!("t|{}", tenant.id)),
     ];
     for (quota, name) in scopes {
         let Some(q) = quota else { continue };
+        let name = name();
         if let Some(limit) = q.per_minute {
             out.push(Limit { counter: counter_key(&name, "m"), limit, window: MINUTE });
         }
@@ -191,7 +192,12 @@ pub fn all_counters(policy: &crate::core::bundle::Policy) -> Vec<String> {
     for key in policy.keys.values() {
         let Some(sub) = policy.sub_accounts.get(key.sub_account) else { continue };
         let Some(tenant) = policy.tenants.get(sub.tenant) else { continue };
-        out.extend(limits_for(key, sub, tenant).into_iter().map(|l| l.counter));
+        out.extend(limits_for(Some(key), sub, tenant).into_iter().map(|l| l.counter));
+    }
+    for principal in policy.oidc.values() {
+        let Some(sub) = policy.sub_accounts.get(principal.sub_account) else { continue };
+        let Some(tenant) = policy.tenants.get(sub.tenant) else { continue };
+        out.extend(limits_for(None, sub, tenant).into_iter().map(|l| l.counter));
     }
     out.sort();
     out.dedup();

@@ -5,6 +5,7 @@ use crate::core::quota::{CounterStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::{MetricType, Status};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::UNIX_EPOCH;
 
@@ -14,6 +15,29 @@ pub fn source_ip(ctx: &dyn Context) -> Option<IpAddr> {
     let raw = ctx.get_property(vec!["source", "address"])?;
     let text = std::str::from_utf8(&raw).ok()?;
     text.parse::<SocketAddr>().map(|s| s.ip()).or_else(|_| text.parse::<IpAddr>()).ok()
+}
+
+/// Where `jwt_authn` puts a verified token's payload (`payload_in_metadata`).
+/// Dynamic metadata is written by Envoy's filters only, never by clients.
+const JWT_PAYLOAD: [&str; 4] = ["metadata", "filter_metadata", "envoy.filters.http.jwt_authn", "jwt_payload"];
+
+pub struct JwtClaims {
+    pub issuer: String,
+    pub claims: Vec<(String, String)>,
+}
+
+/// The verified token's issuer and the string claims the bundle maps for
+/// that issuer; `None` when no token was verified for this request.
+pub fn jwt_claims(ctx: &dyn Context, mapped: &HashMap<String, Vec<String>>) -> Option<JwtClaims> {
+    let read = |claim: &str| {
+        let mut path = JWT_PAYLOAD.to_vec();
+        path.push(claim);
+        ctx.get_property(path).and_then(|b| String::from_utf8(b).ok())
+    };
+    let issuer = read("iss")?;
+    let names = mapped.get(&issuer)?;
+    let claims = names.iter().filter_map(|c| Some((c.clone(), read(c)?))).collect();
+    Some(JwtClaims { issuer, claims })
 }
 
 pub fn unix_now(ctx: &dyn Context) -> u64 {
@@ -102,7 +126,9 @@ pub fn raise_highest_version(version: u64) -> Result<(), String> {
         let (value, cas) = store.get(HIGHEST_VERSION_KEY);
         let highest = value.and_then(|v| v.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
         if version < highest {
-            return Err(format!("bundle version {version} is older than version {highest} already loaded (rollback refused)"));
+            return Err(format!(
+                "bundle version {version} is older than version {highest} already loaded (rollback refused)"
+            ));
         }
         if version == highest {
             return Ok(());

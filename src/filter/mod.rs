@@ -5,7 +5,7 @@
 mod host;
 
 use crate::core::bundle::{self, BundleKey, Policy};
-use crate::core::decision::{decide, is_stripped_header, Decision, RequestFacts};
+use crate::core::decision::{decide, is_stripped_header, Decision, OidcIdentity, RequestFacts};
 use crate::core::errors::DenyReason;
 use crate::core::quota::{self, Budget, QuotaOutcome};
 use host::{Metrics, SharedCounters};
@@ -114,16 +114,21 @@ impl HttpContext for GuardHttp {
         let pseudo = |name: &str| {
             view.iter().find(|(n, _)| *n == name).and_then(|(_, v)| std::str::from_utf8(v).ok()).unwrap_or("")
         };
+        // Only bundles that map OIDC principals pay for reading the JWT claims.
+        let jwt = if policy.oidc_claims.is_empty() { None } else { host::jwt_claims(self, &policy.oidc_claims) };
+        let claim_view: Vec<(&str, &str)> =
+            jwt.as_ref().map(|j| j.claims.iter().map(|(c, v)| (c.as_str(), v.as_str())).collect()).unwrap_or_default();
         let facts = RequestFacts {
             method: pseudo(":method"),
             path: pseudo(":path"),
             headers: &view,
             source: host::source_ip(self),
             now: host::unix_now(self),
+            oidc: jwt.as_ref().map(|j| OidcIdentity { issuer: &j.issuer, claims: &claim_view }),
         };
         match decide(&policy, &facts) {
             Decision::Allow(grant) => {
-                let limits = quota::limits_for(grant.key, grant.sub_account, grant.tenant);
+                let limits = quota::limits_for(grant.credential.key(), grant.sub_account, grant.tenant);
                 match quota::consume(&SharedCounters, &limits, facts.now) {
                     QuotaOutcome::Unlimited => {}
                     QuotaOutcome::Allowed(budget) => self.budget = Some(budget),
@@ -134,7 +139,7 @@ impl HttpContext for GuardHttp {
                     self.set_http_request_header(name, None);
                 }
                 for (name, value) in grant.identity_headers() {
-                    self.set_http_request_header(name, Some(value));
+                    self.set_http_request_header(name, value);
                 }
                 self.set_http_request_header(grant.inject.0, Some(grant.inject.1));
                 if let Some(m) = &self.metrics {

@@ -20,6 +20,9 @@ pub struct Policy {
     /// Longest prefix first.
     pub providers: Vec<Provider>,
     pub oidc: HashMap<(String, String, String), Principal>,
+    /// Issuer → the claims its principals are mapped by (what the filter
+    /// reads from the verified JWT payload).
+    pub oidc_claims: HashMap<String, Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -219,6 +222,10 @@ fn compile_oidc(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
             .get(&(o.tenant.as_str(), o.sub_account.as_str()))
             .ok_or_else(|| format!("{at}: tenant {:?} has no sub-account {:?}", o.tenant, o.sub_account))?;
         let principal = Principal { sub_account, scopes: compile_scopes(o.scopes.as_ref(), &format!("{at}.scopes"))? };
+        let claims = policy.oidc_claims.entry(o.issuer.clone()).or_default();
+        if !claims.contains(&o.claim) {
+            claims.push(o.claim.clone());
+        }
         let ident = (o.issuer.clone(), o.claim.clone(), o.value.clone());
         if policy.oidc.insert(ident, principal).is_some() {
             return Err(format!("{at}: duplicate principal"));
