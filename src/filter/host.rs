@@ -56,6 +56,7 @@ pub struct Metrics {
     denied: Vec<(DenyReason, u32)>,
     bundle_version: u32,
     bundle_rejected: u32,
+    quota_counters: u32,
 }
 
 impl Metrics {
@@ -73,6 +74,8 @@ impl Metrics {
             bundle_version: hostcalls::define_metric(MetricType::Gauge, "tokenhub.bundle_version")
                 .map_err(|s| format!("tokenhub.bundle_version: {s:?}"))?,
             bundle_rejected: counter("tokenhub.bundle_rejected")?,
+            quota_counters: hostcalls::define_metric(MetricType::Gauge, "tokenhub.quota_counters")
+                .map_err(|s| format!("tokenhub.quota_counters: {s:?}"))?,
         })
     }
 
@@ -88,6 +91,12 @@ impl Metrics {
 
     pub fn bundle_loaded(&self, version: u64) {
         let _ = hostcalls::record_metric(self.bundle_version, version);
+    }
+
+    /// Shared-data entries the current bundle's quotas use: bounded by the
+    /// bundle, whatever the traffic.
+    pub fn quota_counters(&self, count: usize) {
+        let _ = hostcalls::record_metric(self.quota_counters, count as u64);
     }
 
     pub fn bundle_rejected(&self) {

@@ -48,7 +48,7 @@ impl RootContext for GuardRoot {
             self.policy = None;
             return true;
         }
-        match load_policy(&config) {
+        match load_policy(&config).and_then(|p| ensure_quota_counters(&p, &metrics).map(|()| p)) {
             Ok(policy) => {
                 log::info!(
                     "tokenhub guard: bundle version {} loaded ({} tenants, {} keys, {} providers)",
@@ -90,9 +90,18 @@ fn load_policy(config: &[u8]) -> Result<Policy, String> {
     // Every accepted update gets fresh VMs, so the high-water mark lives in
     // shared data, which outlives them (for the life of the Envoy process).
     host::raise_highest_version(policy.version)?;
-    quota::ensure_counters(&SharedCounters, quota::all_counters(&policy))
-        .map_err(|_| "cannot create quota counters in shared data".to_string())?;
     Ok(policy)
+}
+
+/// Creates every quota counter the policy can use, before any worker serves
+/// it (see `quota::ensure_counters`), and reports how many exist.
+fn ensure_quota_counters(policy: &Policy, metrics: &Metrics) -> Result<(), String> {
+    let counters = quota::all_counters(policy);
+    let count = counters.len();
+    quota::ensure_counters(&SharedCounters, counters)
+        .map_err(|_| "cannot create quota counters in shared data".to_string())?;
+    metrics.quota_counters(count);
+    Ok(())
 }
 
 struct GuardHttp {

@@ -1,0 +1,240 @@
+//! Quotas end to end (issue 4): limits set with the real `tokenhub-admin
+//! quota set`, enforced by the filter in a real Envoy with two workers,
+//! counted in Proxy-Wasm shared data, under concurrent load from several
+//! connections.
+//!
+//! Fixed windows: every test that counts within one minute first waits, if
+//! needed, until the current minute has enough seconds left, so a window
+//! boundary cannot fall inside the test.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokenhub_integration::{addrs, paths, Admin, EchoUpstream, Envoy, EnvoyOptions, IssuedKey, Response};
+
+const TENANT: &str = "quota-co";
+
+struct Fixture {
+    envoy: Envoy,
+    echo: EchoUpstream,
+    admin: Admin,
+}
+
+/// A store with TENANT (sub-accounts `default` and `lab`) and one provider;
+/// `setup` adds keys and quotas; then publish and start Envoy with
+/// `--concurrency 2`.
+fn start(setup: impl FnOnce(&Admin) -> Vec<IssuedKey>) -> (Fixture, Vec<IssuedKey>) {
+    let admin = Admin::init(&paths::guard_wasm());
+    admin.json(&["tenant", "add", TENANT, "--region", "eu"]);
+    admin.json(&["subaccount", "add", TENANT, "lab"]);
+    admin.set_provider(&["openai", "--path-prefix", "/v1/"], "sk-quota-upstream");
+    let keys = setup(&admin);
+    admin.publish();
+    let echo = EchoUpstream::start().expect("echo upstream");
+    let mut opts = EnvoyOptions::new(echo.port());
+    opts.bundle_dir = Some(admin.bundle_dir());
+    opts.concurrency = 2;
+    opts.env.push(("TOKENHUB_BUNDLE_KEY".into(), admin.bundle_key().to_string()));
+    let envoy = Envoy::start(opts);
+    let version = admin.published_version();
+    envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(10));
+    (Fixture { envoy, echo, admin }, keys)
+}
+
+fn quota(admin: &Admin, target: &[&str], limits: &[&str]) {
+    let mut args = vec!["quota", "set"];
+    args.extend_from_slice(target);
+    args.extend_from_slice(limits);
+    admin.json(&args);
+}
+
+impl Fixture {
+    fn call(&self, key: &str) -> Response {
+        let lines = [
+            "POST /v1/chat/completions HTTP/1.1".to_string(),
+            "host: quota.test".to_string(),
+            format!("authorization: Bearer {key}"),
+            "content-length: 0".to_string(),
+            "connection: close".to_string(),
+        ];
+        self.envoy.request(addrs::V4_PRIMARY, &lines, b"").expect("request through Envoy")
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.envoy.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
+    }
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Waits until at least `need` seconds remain in the current minute.
+fn room_in_minute(need: u64) {
+    let left = 60 - unix_secs() % 60;
+    if left < need {
+        thread::sleep(Duration::from_secs(left) + Duration::from_millis(200));
+    }
+}
+
+fn header_u64(resp: &Response, name: &str) -> u64 {
+    resp.header(name)
+        .unwrap_or_else(|| panic!("no {name} header: {:?}", resp.headers))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Sends `per_thread` requests with `key` from each of `threads` threads,
+/// each request on its own connection; returns every response.
+fn hammer(fx: &Arc<Fixture>, key: &str, threads: usize, per_thread: usize) -> Vec<Response> {
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (fx, key) = (Arc::clone(fx), key.to_string());
+            thread::spawn(move || (0..per_thread).map(|_| fx.call(&key)).collect::<Vec<_>>())
+        })
+        .collect();
+    handles.into_iter().flat_map(|h| h.join().expect("load thread")).collect()
+}
+
+#[test]
+fn key_limit_admits_exactly_n_under_concurrent_load_then_429_with_headers() {
+    const LIMIT: u64 = 25;
+    let (fx, keys) = start(|a| {
+        let k = a.create_key(TENANT, &[]);
+        quota(a, &["--key", &k.key_id], &["--per-minute", &LIMIT.to_string()]);
+        vec![k]
+    });
+    let fx = Arc::new(fx);
+    room_in_minute(20);
+    let responses = hammer(&fx, &keys[0].key, 6, 15);
+
+    let allowed: Vec<&Response> = responses.iter().filter(|r| r.status == 200).collect();
+    let limited: Vec<&Response> = responses.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(allowed.len() as u64, LIMIT, "no over- or under-admission");
+    assert_eq!(limited.len() + allowed.len(), responses.len(), "only 200 and 429");
+    assert_eq!(fx.echo.take_requests().len() as u64, LIMIT, "exactly the admitted requests reached upstream");
+
+    // Every admitted request saw a different remaining budget: one count each.
+    let remaining: BTreeSet<u64> = allowed.iter().map(|r| header_u64(r, "ratelimit-remaining")).collect();
+    assert_eq!(remaining, (0..LIMIT).collect(), "remaining budgets");
+    for r in &allowed {
+        assert_eq!(header_u64(r, "ratelimit-limit"), LIMIT);
+    }
+    for r in &limited {
+        assert_eq!(header_u64(r, "ratelimit-limit"), LIMIT);
+        assert_eq!(header_u64(r, "ratelimit-remaining"), 0);
+        let retry = header_u64(r, "retry-after");
+        assert!((1..=60).contains(&retry), "retry-after {retry}");
+        assert_eq!(header_u64(r, "ratelimit-reset"), retry);
+        let body = r.json();
+        assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    }
+    assert_eq!(fx.stat("tokenhub.denied.quota_exceeded"), limited.len() as u64);
+    assert_eq!(fx.stat("tokenhub.allowed"), LIMIT);
+}
+
+#[test]
+fn sub_account_and_tenant_limits_cap_several_keys_together() {
+    let (fx, keys) = start(|a| {
+        let in_lab = a.create_key(TENANT, &["--sub-account", "lab"]);
+        let in_lab_too = a.create_key(TENANT, &["--sub-account", "lab"]);
+        let in_default = a.create_key(TENANT, &[]);
+        quota(a, &["--tenant", TENANT, "--sub-account", "lab"], &["--per-minute", "6"]);
+        quota(a, &["--tenant", TENANT], &["--per-minute", "10"]);
+        vec![in_lab, in_lab_too, in_default]
+    });
+    let fx = Arc::new(fx);
+    room_in_minute(20);
+    let ok = |rs: &[Response]| rs.iter().filter(|r| r.status == 200).count();
+    // Two lab keys share the lab's 6, concurrently.
+    let lab_a = thread::spawn({
+        let (fx, k) = (Arc::clone(&fx), keys[0].key.clone());
+        move || hammer(&fx, &k, 2, 5)
+    });
+    let lab_b = hammer(&fx, &keys[1].key, 2, 5);
+    let lab_a = lab_a.join().expect("lab thread");
+    assert_eq!(ok(&lab_a) + ok(&lab_b), 6, "sub-account limit across its keys");
+    // The default sub-account has no limit of its own: the tenant's 10 leave 4.
+    let rest = hammer(&fx, &keys[2].key, 3, 4);
+    assert_eq!(ok(&rest), 4, "tenant limit across sub-accounts");
+    let refused = rest.iter().find(|r| r.status == 429).expect("a 429");
+    assert_eq!(header_u64(refused, "ratelimit-limit"), 10, "the tenant limit decided");
+    assert_eq!(fx.echo.take_requests().len(), 10);
+}
+
+#[test]
+fn a_new_window_admits_again_and_rotation_keeps_the_count() {
+    let (fx, keys) = start(|a| {
+        let k = a.create_key(TENANT, &[]);
+        quota(a, &["--key", &k.key_id], &["--per-minute", "3"]);
+        vec![k]
+    });
+    room_in_minute(15);
+    assert_eq!(fx.call(&keys[0].key).status, 200);
+    assert_eq!(fx.call(&keys[0].key).status, 200);
+    // Rotation keeps the key id, so the count follows the new secret.
+    let rotated = fx.admin.rotate_key(&keys[0].key_id, "0s");
+    let (_, outcome) = fx.envoy.await_ecds(|| fx.admin.publish());
+    assert_eq!(outcome, tokenhub_integration::EcdsOutcome::Accepted);
+    assert_eq!(fx.call(&rotated.key).status, 200, "third of three");
+    let refused = fx.call(&rotated.key);
+    assert_eq!(refused.status, 429, "rotation must not reset the quota");
+    // The next window admits again.
+    let retry = header_u64(&refused, "retry-after");
+    thread::sleep(Duration::from_secs(retry) + Duration::from_millis(300));
+    let again = fx.call(&rotated.key);
+    assert_eq!(again.status, 200, "new window: {}", again.body_text());
+    assert_eq!(header_u64(&again, "ratelimit-remaining"), 2);
+}
+
+#[test]
+fn a_flood_of_unknown_keys_does_not_grow_shared_data() {
+    let (fx, keys) = start(|a| {
+        let k = a.create_key(TENANT, &[]);
+        quota(a, &["--key", &k.key_id], &["--per-minute", "1000"]);
+        quota(a, &["--tenant", TENANT], &["--per-day", "100000"]);
+        vec![k]
+    });
+    // One key quota (minute) + one tenant quota (day): two counters.
+    assert_eq!(fx.stat("tokenhub.quota_counters"), 2);
+    let real = &keys[0].key;
+    let flood = 400;
+    for i in 0..flood {
+        // Well-formed keys (valid checksum) with random ids: they reach the
+        // key lookup, and stop there.
+        let fake = tokenhub_guard_key_like(real, i);
+        assert_eq!(fx.call(&fake).status, 401);
+    }
+    assert_eq!(fx.stat("tokenhub.denied.unknown_key"), flood);
+    assert_eq!(fx.stat("tokenhub.quota_counters"), 2, "unknown keys create no counters");
+    assert_eq!(fx.call(real).status, 200);
+    assert!(fx.echo.take_requests().len() == 1);
+}
+
+/// A well-formed key (valid CRC32 checksum) with a different key id.
+fn tokenhub_guard_key_like(real: &str, n: u32) -> String {
+    let body = &real[4..real.len() - 6];
+    let id = format!("Z{n:011}");
+    let payload = format!("{id}{}", &body[12..]);
+    let mut crc = crc32(payload.as_bytes());
+    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut check = [b'0'; 6];
+    for slot in check.iter_mut().rev() {
+        *slot = alphabet[(crc % 62) as usize];
+        crc /= 62;
+    }
+    format!("thk_{payload}{}", String::from_utf8_lossy(&check))
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
