@@ -1,11 +1,17 @@
 //! `tokenhub-admin`: the sidecar that keeps the encrypted store and
 //! publishes sealed bundles. Native only (behind the `admin` feature).
 
+pub mod accounts;
+pub mod actions;
+pub mod audit;
 pub mod cli;
 pub mod fsutil;
 pub mod ops;
 pub mod publish;
+pub mod serve;
+pub mod session;
 pub mod store;
+pub mod totp;
 
 use rand::RngCore;
 use std::path::Path;
@@ -18,8 +24,11 @@ pub enum AdminError {
     Usage(String),
     /// A tenant, key, … that does not exist (exit 3).
     NotFound(String),
-    /// Wrong master key, 2FA refused, locked account (exit 4).
+    /// Wrong master key, unknown admin or token, 2FA refused, locked
+    /// account (exit 4).
     Auth(String),
+    /// Authenticated, but the admin's role does not allow it (exit 4).
+    Forbidden(String),
     /// A file that cannot be read as what it should be (exit 5).
     Corrupt(String),
     /// The policy would not pass the filter's validation (exit 6).
@@ -38,7 +47,7 @@ impl AdminError {
         match self {
             Self::Usage(_) => 2,
             Self::NotFound(_) => 3,
-            Self::Auth(_) => 4,
+            Self::Auth(_) | Self::Forbidden(_) => 4,
             Self::Corrupt(_) => 5,
             Self::Invalid(_) => 6,
             Self::Io(_) | Self::Internal(_) => 1,
@@ -49,15 +58,35 @@ impl AdminError {
 impl std::fmt::Display for AdminError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Usage(m) | Self::NotFound(m) | Self::Auth(m) | Self::Corrupt(m) | Self::Io(m) | Self::Internal(m) => {
-                f.write_str(m)
-            }
+            Self::Usage(m)
+            | Self::NotFound(m)
+            | Self::Auth(m)
+            | Self::Forbidden(m)
+            | Self::Corrupt(m)
+            | Self::Io(m)
+            | Self::Internal(m) => f.write_str(m),
             Self::Invalid(m) => write!(f, "the policy would be rejected by the filter: {m}"),
         }
     }
 }
 
 impl std::error::Error for AdminError {}
+
+impl AdminError {
+    /// A stable name for scripts and the HTTP API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Usage(_) => "usage",
+            Self::NotFound(_) => "not_found",
+            Self::Auth(_) => "auth",
+            Self::Forbidden(_) => "forbidden",
+            Self::Corrupt(_) => "corrupt",
+            Self::Invalid(_) => "invalid_policy",
+            Self::Io(_) => "io",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
 
 pub fn random_nonce() -> [u8; 12] {
     let mut n = [0u8; 12];
@@ -81,6 +110,12 @@ pub fn random_base62(len: usize) -> String {
         rng.fill_bytes(&mut b);
         b[0]
     })
+}
+
+/// A uniform index in `0..n` from the OS generator (`n` > 0).
+pub fn random_index(n: usize) -> usize {
+    use rand::Rng;
+    rand::rngs::OsRng.gen_range(0..n.max(1))
 }
 
 pub fn unix_now() -> u64 {

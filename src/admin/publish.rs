@@ -81,8 +81,38 @@ pub fn ecds_resource(sealed: &str, wasm_path: &Path) -> serde_json::Value {
 }
 
 /// What a publish reports.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PublishedInfo {
     pub tenants: usize,
     pub keys: usize,
+    #[serde(flatten)]
     pub published: Published,
+}
+
+/// Publishes to the configured ECDS file, first recording new settings if
+/// given. Refuses when nothing says where to write.
+pub fn publish_configured(
+    doc: &mut StoreDoc,
+    ecds: Option<&Path>,
+    wasm: Option<&Path>,
+    now: u64,
+) -> Result<PublishedInfo, AdminError> {
+    if let Some(p) = ecds {
+        doc.settings.ecds_file = Some(p.to_path_buf());
+    }
+    if let Some(p) = wasm {
+        doc.settings.wasm_path = Some(p.to_path_buf());
+    }
+    let ecds = doc.settings.ecds_file.clone().ok_or_else(|| {
+        AdminError::Usage(
+            "no ECDS file configured: run `tokenhub-admin publish --ecds-file FILE --wasm FILE` once".into(),
+        )
+    })?;
+    let wasm = doc.settings.wasm_path.clone().ok_or_else(|| {
+        AdminError::Usage(
+            "no wasm path configured: run `tokenhub-admin publish --ecds-file FILE --wasm FILE` once".into(),
+        )
+    })?;
+    let published = publish(doc, &ecds, &wasm, now)?;
+    Ok(PublishedInfo { keys: doc.policy.keys.len(), tenants: doc.policy.tenants.len(), published })
 }

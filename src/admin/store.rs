@@ -6,6 +6,8 @@
 //! AAD. Every change is lock → load → mutate → atomic replace, so concurrent
 //! invocations serialize and a crash leaves the last committed state.
 
+use super::accounts::AdminAccount;
+use super::audit::Head;
 use super::fsutil::{self, LockGuard};
 use super::AdminError;
 use crate::core::bundle::schema::BundleDoc;
@@ -37,9 +39,40 @@ pub struct StoreDoc {
     pub settings: Settings,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<Published>,
-    /// Admin accounts and their 2FA state (see `admin::auth`).
+    /// Admin accounts, their roles, 2FA state and token hashes.
     #[serde(default)]
-    pub admins: Vec<serde_json::Value>,
+    pub admins: Vec<AdminAccount>,
+    /// Set when the first admin activates 2FA, and never cleared: from then
+    /// on every command names an admin and every mutation needs a code.
+    #[serde(default)]
+    pub two_factor_required: bool,
+    #[serde(default)]
+    pub audit: AuditState,
+}
+
+/// The audit log's MAC key and its last committed entry (see `admin::audit`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditState {
+    /// Base64, 32 random bytes; created with the store.
+    #[serde(default)]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<Head>,
+}
+
+impl AuditState {
+    /// The MAC key, created on first use for stores made before it existed
+    /// (the caller commits the store after appending).
+    pub fn key_bytes(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, AdminError> {
+        if self.key.is_empty() {
+            self.key = super::random_key256().to_base64().to_string();
+        }
+        STANDARD
+            .decode(&self.key)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|_| AdminError::Corrupt("the store's audit key is not base64".into()))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -68,7 +101,7 @@ pub struct Settings {
     pub wasm_path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Published {
     pub version: u64,
@@ -190,12 +223,38 @@ impl Store {
     /// The one way to change the store: under the lock, load, apply `f`, and
     /// commit only if it succeeds. Returns what `f` returned.
     pub fn update<T>(&self, f: impl FnOnce(&mut StoreDoc) -> Result<T, AdminError>) -> Result<T, AdminError> {
+        self.locked(|store| {
+            let mut doc = store.load()?;
+            let out = f(&mut doc)?;
+            store.commit(&mut doc)?;
+            Ok(out)
+        })?
+    }
+
+    /// Runs `f` holding the store lock, for callers that decide themselves
+    /// what to commit (the session commits 2FA counters even when it refuses
+    /// the operation). Only `f` may call `commit`.
+    pub fn locked<T>(&self, f: impl FnOnce(&Store) -> T) -> Result<T, AdminError> {
         let _lock = self.lock()?;
-        let mut doc = self.load()?;
-        let out = f(&mut doc)?;
+        self.remove_stale_temp_files();
+        Ok(f(self))
+    }
+
+    /// Saves `doc` as the next revision. Call only inside `locked`.
+    pub fn commit(&self, doc: &mut StoreDoc) -> Result<(), AdminError> {
         doc.revision += 1;
-        self.save(&doc)?;
-        Ok(out)
+        self.save(doc)
+    }
+
+    /// A writer killed between creating its temp file and renaming it leaves
+    /// the file behind; under the lock no writer is active, so any is stale.
+    fn remove_stale_temp_files(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.paths.home) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".store.enc.tmp.") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }
 

@@ -1,0 +1,230 @@
+//! API keys: create (shown once), list, rotate with a grace period, disable,
+//! delete, scopes, expiry; and the incident response in one step.
+
+use super::render::{date, quota_text, scopes_text, status_str, table};
+use super::Reply;
+use crate::admin::accounts::{authorize, Need};
+use crate::admin::audit::{AuditLog, Filter, Target};
+use crate::admin::ops::{self, IssuedKey, NewKey};
+use crate::admin::session::{Op, Scope, Session};
+use crate::admin::store::StoreDoc;
+use crate::admin::{parse_duration, publish, AdminError};
+use crate::core::bundle::schema::{KeyDoc, ScopesDoc, Status};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Scopes of a key: methods and path prefixes (none = any).
+#[derive(clap::Args, Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScopeArgs {
+    /// Allowed HTTP methods, comma separated (default: any).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Allowed path prefixes, comma separated (default: any).
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Vec<String>,
+}
+
+impl ScopeArgs {
+    pub fn to_doc(&self) -> Option<ScopesDoc> {
+        if self.methods.is_empty() && self.paths.is_empty() {
+            return None;
+        }
+        Some(ScopesDoc {
+            methods: self.methods.iter().map(|m| m.trim().to_ascii_uppercase()).collect(),
+            path_prefixes: self.paths.iter().map(|p| p.trim().to_string()).collect(),
+        })
+    }
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct KeyCreate {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long, default_value = "default")]
+    pub sub_account: String,
+    /// A label to recognise the key by (not secret).
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Expire after this long, e.g. 90d.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+    #[command(flatten)]
+    pub scopes: ScopeArgs,
+}
+
+fn duration(text: &str) -> Result<u64, AdminError> {
+    parse_duration(text).map_err(AdminError::Usage)
+}
+
+pub fn create(s: &Session, args: &KeyCreate) -> Result<Reply, AdminError> {
+    let expires_at = args.expires_in.as_deref().map(duration).transpose()?.map(|d| s.now.saturating_add(d));
+    let target = Target::sub_account(&args.tenant, &args.sub_account);
+    let issued = s.mutate(Op::policy("key.create", Scope::Tenant, target), |d, c| {
+        let new = NewKey {
+            tenant: &args.tenant,
+            sub_account: &args.sub_account,
+            name: &args.name,
+            expires_at,
+            scopes: args.scopes.to_doc(),
+        };
+        let issued = ops::create_key(d, new, c.now)?;
+        c.target.key_id = Some(issued.key_id.clone());
+        Ok(issued)
+    })?;
+    Ok(issued_reply(&issued, &format!("created; {}", s.apply_hint())))
+}
+
+pub fn rotate(s: &Session, id: &str, grace: &str) -> Result<Reply, AdminError> {
+    let grace = duration(grace)?;
+    let issued = s.mutate(Op::policy("key.rotate", Scope::Tenant, Target::key(id)), |d, c| {
+        c.note = Some(format!("previous secret valid for {grace}s"));
+        ops::rotate_key(d, id, grace, c.now)
+    })?;
+    Ok(issued_reply(&issued, &format!("rotated (previous secret valid for {grace}s); {}", s.apply_hint())))
+}
+
+/// The key, shown once: in the reply's text and JSON, with a warning.
+fn issued_reply(issued: &IssuedKey, what: &str) -> Reply {
+    Reply::new(
+        format!("key {} {what}\n{}", issued.key_id, issued.key.as_str()),
+        json!({"key_id": issued.key_id, "key": issued.key.as_str()}),
+    )
+    .warn("This is the only time the key is shown. Store it in a secret manager.")
+}
+
+pub fn list(s: &Session, tenant: Option<&str>) -> Result<Reply, AdminError> {
+    s.read(|doc, who| {
+        if let Some(t) = tenant {
+            authorize(who, &Need::Tenant(Some(t.into())))?;
+        }
+        let keys: Vec<&KeyDoc> = doc
+            .policy
+            .keys
+            .iter()
+            .filter(|k| who.covers_tenant(&k.tenant) && tenant.is_none_or(|t| k.tenant == t))
+            .collect();
+        let rows: Vec<Vec<String>> = keys.iter().map(|k| key_row(doc, k)).collect();
+        let text = table(
+            &["KEY ID", "TENANT", "SUB-ACCOUNT", "STATUS", "CREATED", "ROTATED", "EXPIRES", "QUOTA", "SCOPES"],
+            &rows,
+        );
+        Ok(Reply::new(text, Value::Array(keys.iter().map(|k| key_json(doc, k)).collect())))
+    })
+}
+
+fn key_row(doc: &StoreDoc, k: &KeyDoc) -> Vec<String> {
+    let meta = doc.key_meta.get(&k.id);
+    vec![
+        k.id.clone(),
+        k.tenant.clone(),
+        k.sub_account.clone(),
+        status_str(k.status).into(),
+        date(meta.map(|m| m.created_at)),
+        date(meta.and_then(|m| m.last_rotated_at)),
+        date(k.expires_at),
+        quota_text(k.quota.as_ref()),
+        scopes_text(k.scopes.as_ref()),
+    ]
+}
+
+pub fn show(s: &Session, id: &str) -> Result<Reply, AdminError> {
+    s.read(|doc, who| {
+        let k = find_visible(doc, who, id)?;
+        let v = key_json(doc, k);
+        Ok(Reply::new(serde_json::to_string_pretty(&v).unwrap_or_default(), v))
+    })
+}
+
+/// A key the principal may see; another tenant's key is "not found" to a
+/// tenant admin, so key ids of other tenants cannot be probed.
+fn find_visible<'a>(
+    doc: &'a StoreDoc,
+    who: &crate::admin::accounts::Principal,
+    id: &str,
+) -> Result<&'a KeyDoc, AdminError> {
+    doc.policy
+        .keys
+        .iter()
+        .find(|k| k.id == id && who.covers_tenant(&k.tenant))
+        .ok_or_else(|| AdminError::NotFound(format!("no key {id:?}; list them with `tokenhub-admin key list`")))
+}
+
+/// Everything about a key except its hashes.
+pub fn key_json(doc: &StoreDoc, k: &KeyDoc) -> Value {
+    let meta = doc.key_meta.get(&k.id);
+    json!({
+        "key_id": k.id, "tenant": k.tenant, "sub_account": k.sub_account, "status": k.status,
+        "name": meta.map(|m| m.name.as_str()),
+        "created_at": meta.map(|m| m.created_at), "last_rotated_at": meta.and_then(|m| m.last_rotated_at),
+        "previous_secret_valid_until": k.previous.as_ref().map(|p| p.valid_until),
+        "expires_at": k.expires_at, "scopes": k.scopes, "ip_allowlist": k.ip_allowlist, "quota": k.quota,
+    })
+}
+
+pub fn set_status(s: &Session, id: &str, status: Status) -> Result<Reply, AdminError> {
+    let action = if status == Status::Disabled { "key.disable" } else { "key.enable" };
+    s.mutate(Op::policy(action, Scope::Tenant, Target::key(id)), |d, _| ops::set_key_status(d, id, status))?;
+    Ok(Reply::new(
+        format!("key {id} {}; {}", status_str(status), s.apply_hint()),
+        json!({"key_id": id, "status": status}),
+    ))
+}
+
+pub fn delete(s: &Session, id: &str) -> Result<Reply, AdminError> {
+    s.mutate(Op::policy("key.delete", Scope::Tenant, Target::key(id)), |d, _| {
+        ops::key_mut(d, id)?;
+        d.policy.keys.retain(|k| k.id != id);
+        d.key_meta.remove(id);
+        Ok(())
+    })?;
+    Ok(Reply::new(format!("key {id} deleted; {}", s.apply_hint()), json!({"key_id": id, "deleted": true})))
+}
+
+pub fn set_scopes(s: &Session, id: &str, scopes: &ScopeArgs) -> Result<Reply, AdminError> {
+    let doc_scopes = scopes.to_doc();
+    s.mutate(Op::policy("key.set-scopes", Scope::Tenant, Target::key(id)), |d, _| {
+        ops::key_mut(d, id)?.scopes = doc_scopes.clone();
+        ops::validate(d)
+    })?;
+    Ok(Reply::new(
+        format!("key {id} scopes set to {}; {}", scopes_text(doc_scopes.as_ref()), s.apply_hint()),
+        json!({"key_id": id, "scopes": doc_scopes}),
+    ))
+}
+
+/// `expires_in`: a duration from now, or `None` for never.
+pub fn set_expiry(s: &Session, id: &str, expires_in: Option<&str>) -> Result<Reply, AdminError> {
+    let at = expires_in.map(duration).transpose()?.map(|d| s.now.saturating_add(d));
+    s.mutate(Op::policy("key.set-expiry", Scope::Tenant, Target::key(id)), |d, _| {
+        ops::key_mut(d, id)?.expires_at = at;
+        Ok(())
+    })?;
+    Ok(Reply::new(
+        format!("key {id} expires {}; {}", if at.is_some() { date(at) } else { "never".into() }, s.apply_hint()),
+        json!({"key_id": id, "expires_at": at}),
+    ))
+}
+
+/// The incident response of the security page in one step: disable the key
+/// (its previous secret too), publish at once, and show the key's history.
+pub fn incident_revoke(s: &Session, id: &str) -> Result<Reply, AdminError> {
+    let info = s.mutate(Op::new("incident.revoke", Scope::Tenant, Target::key(id)), |d, c| {
+        ops::set_key_status(d, id, Status::Disabled)?;
+        let info = publish::publish_configured(d, None, None, c.now)?;
+        c.note = Some(format!("published version {}", info.published.version));
+        Ok(info)
+    })?;
+    let filter = Filter { key_id: Some(id.into()), ..Filter::default() };
+    let entries: Vec<_> =
+        AuditLog::new(s.store.paths.audit()).entries()?.into_iter().filter(|e| filter.matches(e)).collect();
+    let mut text = format!(
+        "key {id} disabled and published (bundle version {}); Envoy refuses it as soon as it reloads the bundle\naudit trail of key {id}:",
+        info.published.version
+    );
+    for e in &entries {
+        text.push_str(&format!("\n{}", super::auditing::entry_line(e)));
+    }
+    text.push_str("\nnext: create a replacement with `tokenhub-admin key create`, then review the log with `tokenhub-admin audit search`");
+    Ok(Reply::new(text, json!({"key_id": id, "status": "disabled", "published": info, "audit": entries})))
+}

@@ -1,0 +1,87 @@
+//! Whole-store operations: publish, status, exporting the bundle key.
+
+use super::render::date;
+use super::Reply;
+use crate::admin::audit::Target;
+use crate::admin::publish;
+use crate::admin::session::{Op, Scope, Session};
+use crate::admin::{fsutil, AdminError};
+use serde_json::json;
+use std::path::Path;
+
+/// Publishing only ships what admins already committed, so any admin may
+/// trigger it; changing where it goes (`--ecds-file`, `--wasm`) is the
+/// platform's.
+pub fn publish(s: &Session, ecds: Option<&Path>, wasm: Option<&Path>) -> Result<Reply, AdminError> {
+    let scope = if ecds.is_some() || wasm.is_some() { Scope::Platform } else { Scope::Anyone };
+    let info = s.mutate(Op::new("publish", scope, Target::default()), |d, c| {
+        let info = publish::publish_configured(d, ecds, wasm, c.now)?;
+        c.note = Some(format!("version {}", info.published.version));
+        Ok(info)
+    })?;
+    Ok(Reply::new(
+        format!(
+            "published bundle version {} ({} tenants, {} keys) to {}",
+            info.published.version,
+            info.tenants,
+            info.keys,
+            info.published.path.display()
+        ),
+        json!(info),
+    ))
+}
+
+pub fn status(s: &Session) -> Result<Reply, AdminError> {
+    s.read(|doc, who| {
+        let actual = doc.published.as_ref().map(|p| {
+            std::fs::read(&p.path).ok().map(|b| crate::core::secret::to_hex(&<sha2::Sha256 as sha2::Digest>::digest(&b)))
+        });
+        let matches = doc.published.as_ref().zip(actual.as_ref()).map(|(p, a)| a.as_deref() == Some(p.sha256.as_str()));
+        let secured = Session::secured(doc);
+        let json = json!({
+            "store_revision": doc.revision,
+            "tenants": doc.policy.tenants.len(),
+            "keys": doc.policy.keys.len(),
+            "admins": doc.admins.len(),
+            "two_factor_required": secured,
+            "acting_as": who.name,
+            "published": doc.published,
+            "published_file_matches": matches,
+        });
+        let mut text = format!(
+            "store revision {} — {} tenants, {} keys, {} admins",
+            doc.revision,
+            doc.policy.tenants.len(),
+            doc.policy.keys.len(),
+            doc.admins.len()
+        );
+        match (&doc.published, matches) {
+            (None, _) => text.push_str("\nnothing published yet; run `tokenhub-admin publish`"),
+            (Some(p), m) => {
+                text.push_str(&format!("\npublished version {} on {} to {}", p.version, date(Some(p.at)), p.path.display()));
+                text.push_str(match m {
+                    Some(true) => "\nthe file on disk is the one published",
+                    Some(false) => "\nwarning: the file on disk differs from what was published",
+                    None => "\nwarning: the published file is missing",
+                });
+            }
+        }
+        text.push_str(if secured {
+            "\n2FA: required for every change"
+        } else {
+            "\n2FA: not yet on — add an admin and run `2fa enroll` (until then anyone with the master key acts as bootstrap)"
+        });
+        Ok(Reply::new(text, json))
+    })
+}
+
+/// Writes Envoy's TOKENHUB_BUNDLE_KEY to a 0600 file (platform only, audited).
+pub fn bundle_key(s: &Session, out: &Path) -> Result<Reply, AdminError> {
+    s.mutate(Op::new("bundle-key.export", Scope::Platform, Target::default()), |d, c| {
+        let text = zeroize::Zeroizing::new(format!("{}\n", d.bundle_key));
+        fsutil::write_atomic(out, text.as_bytes(), 0o600).map_err(|e| AdminError::io(out, e))?;
+        c.note = Some(format!("written to {}", out.display()));
+        Ok(())
+    })?;
+    Ok(Reply::new(format!("bundle key written to {} (mode 0600)", out.display()), json!({"path": out})))
+}

@@ -1,0 +1,125 @@
+//! Tenants (the unit of isolation) and their sub-accounts (departments).
+
+use super::render::{quota_text, status_str, table};
+use super::Reply;
+use crate::admin::accounts::{authorize, Need, Principal};
+use crate::admin::audit::Target;
+use crate::admin::ops;
+use crate::admin::session::{Op, Scope, Session};
+use crate::admin::store::StoreDoc;
+use crate::admin::AdminError;
+use crate::core::bundle::schema::{Status, TenantDoc};
+use serde_json::{json, Value};
+
+pub fn add(s: &Session, id: &str, name: &str, region: &str) -> Result<Reply, AdminError> {
+    s.mutate(Op::policy("tenant.add", Scope::Platform, Target::tenant(id)), |d, c| {
+        ops::add_tenant(d, id, name, region, c.now)
+    })?;
+    Ok(Reply::new(format!("tenant {id} added (with sub-account default); {}", s.apply_hint()), json!({"tenant": id})))
+}
+
+pub fn list(s: &Session) -> Result<Reply, AdminError> {
+    s.read(|doc, who| {
+        let visible: Vec<&TenantDoc> = doc.policy.tenants.iter().filter(|t| who.covers_tenant(&t.id)).collect();
+        let rows: Vec<Vec<String>> = visible
+            .iter()
+            .map(|t| {
+                vec![
+                    t.id.clone(),
+                    status_str(t.status).into(),
+                    t.region.clone(),
+                    t.sub_accounts.len().to_string(),
+                    doc.policy.keys.iter().filter(|k| k.tenant == t.id).count().to_string(),
+                    quota_text(t.quota.as_ref()),
+                ]
+            })
+            .collect();
+        let text = table(&["TENANT", "STATUS", "REGION", "SUBS", "KEYS", "QUOTA"], &rows);
+        Ok(Reply::new(text, Value::Array(visible.iter().map(|t| tenant_json(doc, t)).collect())))
+    })
+}
+
+pub fn show(s: &Session, id: &str) -> Result<Reply, AdminError> {
+    s.read(|doc, who| {
+        authorize(who, &Need::Tenant(Some(id.into())))?;
+        let v = tenant_json(doc, ops::tenant(doc, id)?);
+        Ok(Reply::new(serde_json::to_string_pretty(&v).unwrap_or_default(), v))
+    })
+}
+
+pub fn set_status(s: &Session, id: &str, status: Status) -> Result<Reply, AdminError> {
+    let action = if status == Status::Disabled { "tenant.disable" } else { "tenant.enable" };
+    s.mutate(Op::policy(action, Scope::Platform, Target::tenant(id)), |d, _| {
+        ops::tenant_mut(d, id)?.status = status;
+        Ok(())
+    })?;
+    Ok(Reply::new(
+        format!("tenant {id} {}; {}", status_str(status), s.apply_hint()),
+        json!({"tenant": id, "status": status}),
+    ))
+}
+
+pub fn set_region(s: &Session, id: &str, region: &str) -> Result<Reply, AdminError> {
+    s.mutate(Op::policy("tenant.set-region", Scope::Platform, Target::tenant(id)), |d, _| {
+        ops::tenant_mut(d, id)?.region = region.into();
+        ops::validate(d)
+    })?;
+    Ok(Reply::new(
+        format!("tenant {id} region set to {region}; {}", s.apply_hint()),
+        json!({"tenant": id, "region": region}),
+    ))
+}
+
+/// A tenant without secrets: provider secrets are shown by provider id only.
+pub fn tenant_json(doc: &StoreDoc, t: &TenantDoc) -> Value {
+    json!({
+        "id": t.id, "name": t.name, "status": t.status, "region": t.region,
+        "ip_allowlist": t.ip_allowlist, "quota": t.quota,
+        "own_provider_secrets": t.provider_secrets.keys().collect::<Vec<_>>(),
+        "sub_accounts": t.sub_accounts,
+        "keys": doc.policy.keys.iter().filter(|k| k.tenant == t.id).count(),
+        "created_at": doc.tenant_meta.get(&t.id).map(|m| m.created_at),
+    })
+}
+
+pub fn sub_add(s: &Session, tenant: &str, id: &str) -> Result<Reply, AdminError> {
+    s.mutate(Op::policy("subaccount.add", Scope::Tenant, Target::sub_account(tenant, id)), |d, _| {
+        ops::add_sub_account(d, tenant, id)
+    })?;
+    Ok(Reply::new(format!("sub-account {tenant}/{id} added"), json!({"tenant": tenant, "sub_account": id})))
+}
+
+pub fn sub_list(s: &Session, tenant: &str) -> Result<Reply, AdminError> {
+    s.read(|doc, who| {
+        authorize(who, &Need::Tenant(Some(tenant.into())))?;
+        let t = ops::tenant(doc, tenant)?;
+        let rows: Vec<Vec<String>> = t
+            .sub_accounts
+            .iter()
+            .map(|sa| {
+                let keys = doc.policy.keys.iter().filter(|k| k.tenant == t.id && k.sub_account == sa.id).count();
+                let ips = sa.ip_allowlist.as_ref().filter(|l| l.enabled).map_or("-".into(), |l| l.cidrs.join(","));
+                vec![sa.id.clone(), status_str(sa.status).into(), keys.to_string(), quota_text(sa.quota.as_ref()), ips]
+            })
+            .collect();
+        let text = table(&["SUB-ACCOUNT", "STATUS", "KEYS", "QUOTA", "IP ALLOWLIST"], &rows);
+        Ok(Reply::new(text, json!(t.sub_accounts)))
+    })
+}
+
+pub fn sub_set_status(s: &Session, tenant: &str, id: &str, status: Status) -> Result<Reply, AdminError> {
+    let action = if status == Status::Disabled { "subaccount.disable" } else { "subaccount.enable" };
+    s.mutate(Op::policy(action, Scope::Tenant, Target::sub_account(tenant, id)), |d, _| {
+        ops::sub_account_mut(d, tenant, id)?.status = status;
+        Ok(())
+    })?;
+    Ok(Reply::new(
+        format!("sub-account {tenant}/{id} {}; {}", status_str(status), s.apply_hint()),
+        json!({"tenant": tenant, "sub_account": id, "status": status}),
+    ))
+}
+
+/// Tenants a principal may see (for listings elsewhere).
+pub fn visible<'a>(doc: &'a StoreDoc, who: &'a Principal) -> impl Iterator<Item = &'a TenantDoc> {
+    doc.policy.tenants.iter().filter(move |t| who.covers_tenant(&t.id))
+}

@@ -1,0 +1,404 @@
+//! The command tree (clap). Each group's `after_help` shows real examples.
+
+use crate::admin::accounts::Role;
+use crate::admin::actions::access::{QuotaArgs, TargetArgs};
+use crate::admin::actions::auditing::SearchArgs;
+use crate::admin::actions::keys::{KeyCreate, ScopeArgs};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new store (and a master key file if none exists).
+    Init(InitArgs),
+    /// Tenants: the unit of isolation.
+    #[command(subcommand, after_help = TENANT_HELP)]
+    Tenant(TenantCmd),
+    /// Sub-accounts: departments inside a tenant, each with its own limits.
+    #[command(subcommand, name = "subaccount", after_help = SUB_HELP)]
+    SubAccount(SubAccountCmd),
+    /// API keys: create, rotate, disable, delete.
+    #[command(subcommand, after_help = KEY_HELP)]
+    Key(KeyCmd),
+    /// IP allowlists (CIDR, IPv4 and IPv6) for a tenant, sub-account or key.
+    #[command(subcommand, after_help = IP_HELP)]
+    Ip(IpCmd),
+    /// Rate limits (requests per minute and per day) for a tenant, sub-account or key.
+    #[command(subcommand, after_help = QUOTA_HELP)]
+    Quota(QuotaCmd),
+    /// Upstream providers and their secrets.
+    #[command(subcommand, after_help = PROVIDER_HELP)]
+    Provider(ProviderCmd),
+    /// Seal the policy and write it where Envoy watches (atomic rename).
+    Publish(PublishArgs),
+    /// What is published: version, time, file, checksum; whether 2FA is on.
+    Status,
+    /// Write the bundle key (Envoy's TOKENHUB_BUNDLE_KEY) to a 0600 file.
+    BundleKey {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Incident response: revoke a leaked key now.
+    #[command(subcommand, after_help = INCIDENT_HELP)]
+    Incident(IncidentCmd),
+    /// Admin accounts (platform or tenant admins) and their API tokens.
+    #[command(subcommand, after_help = ADMIN_HELP)]
+    Admin(AdminCmd),
+    /// Two-factor authentication (TOTP apps, recovery codes) for the acting admin.
+    #[command(subcommand, name = "2fa", after_help = TWOFA_HELP)]
+    TwoFa(TwoFaCmd),
+    /// The hash-chained audit log: tail, search, verify.
+    #[command(subcommand, after_help = AUDIT_HELP)]
+    Audit(AuditCmd),
+    /// Run the admin HTTP service (JSON API; see docs/admin-api.md).
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
+}
+
+impl Command {
+    /// Commands that change the store (and so need a 2FA code when the
+    /// acting admin has 2FA): used to decide whether to prompt for one.
+    pub fn mutates(&self) -> bool {
+        match self {
+            Self::Init(_) | Self::Status | Self::Serve(_) | Self::Audit(_) => false,
+            Self::Tenant(c) => !matches!(c, TenantCmd::List | TenantCmd::Show { .. }),
+            Self::SubAccount(c) => !matches!(c, SubAccountCmd::List { .. }),
+            Self::Key(c) => !matches!(c, KeyCmd::List { .. } | KeyCmd::Show { .. }),
+            Self::Ip(c) => !matches!(c, IpCmd::List { .. }),
+            Self::Quota(c) => !matches!(c, QuotaCmd::Show { .. }),
+            Self::Provider(c) => !matches!(c, ProviderCmd::List),
+            Self::Admin(AdminCmd::List) | Self::Admin(AdminCmd::Token(TokenCmd::List { .. })) => false,
+            Self::TwoFa(TwoFaCmd::Status) => false,
+            _ => true,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The ECDS file Envoy watches (written by `publish`).
+    #[arg(long)]
+    pub ecds_file: Option<PathBuf>,
+    /// Absolute path of tokenhub_guard.wasm as Envoy sees it.
+    #[arg(long)]
+    pub wasm: Option<PathBuf>,
+    /// Also write the new bundle key to this file (mode 0600).
+    #[arg(long)]
+    pub bundle_key_out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCmd {
+    /// Add a tenant (with a `default` sub-account).
+    Add {
+        id: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Data region, e.g. eu or us; routes traffic to that region's upstream.
+        #[arg(long, default_value = "")]
+        region: String,
+    },
+    List,
+    Show {
+        id: String,
+    },
+    /// Refuse every key of the tenant (after publish).
+    Disable {
+        id: String,
+    },
+    Enable {
+        id: String,
+    },
+    SetRegion {
+        id: String,
+        region: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SubAccountCmd {
+    Add { tenant: String, id: String },
+    List { tenant: String },
+    Disable { tenant: String, id: String },
+    Enable { tenant: String, id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Create a key; it is printed once and never stored in clear.
+    Create(KeyCreate),
+    /// List keys (never secrets).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    /// New secret, same key id; the old secret works for --grace (e.g. 24h, 0 for none).
+    Rotate {
+        id: String,
+        #[arg(long, default_value = "0s")]
+        grace: String,
+    },
+    Disable {
+        id: String,
+    },
+    Enable {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// Replace a key's scopes (no flags = unrestricted).
+    SetScopes {
+        id: String,
+        #[command(flatten)]
+        scopes: ScopeArgs,
+    },
+    /// Set or clear a key's expiry.
+    SetExpiry {
+        id: String,
+        /// Expire after this long from now, e.g. 30d.
+        #[arg(long, conflicts_with = "never", required_unless_present = "never")]
+        r#in: Option<String>,
+        #[arg(long)]
+        never: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IpCmd {
+    /// Add CIDRs to the list and enable it.
+    Allow {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(required = true)]
+        cidrs: Vec<String>,
+    },
+    /// Remove CIDRs from the list.
+    Deny {
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(required = true)]
+        cidrs: Vec<String>,
+    },
+    List {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Enforce the list (an empty enabled list refuses every address).
+    Enable {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Stop enforcing the list (any address).
+    Disable {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaCmd {
+    /// Set the limits of one level (a window left out has no limit there).
+    Set(QuotaArgs),
+    /// The level's own limits and the effective ones (strictest of key, sub-account, tenant).
+    Show {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Remove the level's limits.
+    Clear {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProviderCmd {
+    /// Define a provider and set its secret (read from stdin or --secret-file).
+    Set {
+        id: String,
+        #[arg(long)]
+        path_prefix: String,
+        #[arg(long, default_value = "authorization")]
+        header: String,
+        #[arg(long, default_value = "Bearer {secret}")]
+        format: String,
+        /// Set this tenant's own secret instead of the platform default.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+    },
+    List,
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    #[arg(long)]
+    pub ecds_file: Option<PathBuf>,
+    #[arg(long)]
+    pub wasm: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IncidentCmd {
+    /// Disable the key (and its previous secret), publish now, show its audit trail.
+    Revoke { key_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Add an admin (the first one needs no 2FA and must be a platform admin).
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The tenant a tenant admin manages.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    List,
+    Disable {
+        name: String,
+    },
+    Enable {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+    /// Tokens for the admin HTTP service.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create a token for NAME; printed once, only its hash is kept.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    List {
+        name: String,
+    },
+    Revoke {
+        name: String,
+        token_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TwoFaCmd {
+    /// Generate a TOTP secret: otpauth:// URI and QR code to scan.
+    Enroll {
+        /// Also write the QR code as a PNG (mode 0600).
+        #[arg(long)]
+        png: Option<PathBuf>,
+    },
+    /// Activate 2FA with a code from the app; prints ten recovery codes.
+    Verify,
+    /// Replace the recovery codes (the old ones stop working).
+    RecoveryCodes,
+    /// Remove another admin's 2FA (lost phone); platform admins only.
+    Reset { name: String },
+    /// The acting admin's 2FA state.
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// The last entries.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        n: usize,
+    },
+    Search(SearchArgs),
+    /// Check every line's MAC and the chain; names any edited, removed, inserted or moved line.
+    Verify,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback only unless --allow-remote).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// Accept a non-loopback listen address (put TLS and a firewall in front).
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+const TENANT_HELP: &str = "Examples:
+  tokenhub-admin tenant add acme --name 'Acme Inc' --region eu
+  tokenhub-admin tenant list
+  tokenhub-admin tenant disable acme && tokenhub-admin publish";
+
+const SUB_HELP: &str = "Examples:
+  tokenhub-admin subaccount add acme research
+  tokenhub-admin key create --tenant acme --sub-account research
+  tokenhub-admin subaccount disable acme research";
+
+const KEY_HELP: &str = "Examples:
+  tokenhub-admin key create --tenant acme --sub-account research --name ci --expires-in 90d --methods POST --paths /v1/chat/
+  tokenhub-admin key list --tenant acme
+  tokenhub-admin key rotate Ab12Cd34Ef56 --grace 24h     # old secret keeps working for a day
+  tokenhub-admin key disable Ab12Cd34Ef56
+The key is printed once (stdout); only a hash is stored. Changes apply on `publish`.";
+
+const IP_HELP: &str = "Examples:
+  tokenhub-admin ip allow --tenant acme 203.0.113.0/24 2001:db8::/32
+  tokenhub-admin ip allow --tenant acme --sub-account research 203.0.113.7/32
+  tokenhub-admin ip deny --key Ab12Cd34Ef56 198.51.100.0/24
+  tokenhub-admin ip disable --tenant acme
+A request must be inside the tenant's, the sub-account's and the key's lists (each enabled one).";
+
+const QUOTA_HELP: &str = "Examples:
+  tokenhub-admin quota set --tenant acme --per-minute 600 --per-day 100000
+  tokenhub-admin quota set --tenant acme --sub-account research --per-minute 100
+  tokenhub-admin quota set --key Ab12Cd34Ef56 --per-day 5000
+  tokenhub-admin quota show --key Ab12Cd34Ef56
+A tenant's own quota is set by platform admins; tenant admins divide it among sub-accounts and keys.";
+
+const PROVIDER_HELP: &str = "Examples:
+  tokenhub-admin provider set openai --path-prefix /v1/ --header authorization --format 'Bearer {secret}' < openai.secret
+  tokenhub-admin provider set anthropic --path-prefix /anthropic/ --header x-api-key --format '{secret}' --secret-file anthropic.secret
+  tokenhub-admin provider set openai --path-prefix /v1/ --tenant acme --secret-file acme-openai.secret
+The secret is never an argument: stdin or --secret-file.";
+
+const INCIDENT_HELP: &str = "Example (a key leaked):
+  tokenhub-admin incident revoke Ab12Cd34Ef56          # disabled + published: Envoy refuses it within seconds
+  tokenhub-admin key create --tenant acme --sub-account research   # the replacement
+  tokenhub-admin audit search --key Ab12Cd34Ef56";
+
+const ADMIN_HELP: &str = "Examples:
+  tokenhub-admin admin add alice --role platform                       # the first admin (bootstrap)
+  tokenhub-admin --as alice 2fa enroll && tokenhub-admin --as alice 2fa verify
+  tokenhub-admin --as alice --otp 123456 admin add bob --role tenant --tenant acme
+  tokenhub-admin --as alice --otp 123456 admin token create alice --label ops   # for `serve`";
+
+const TWOFA_HELP: &str = "Examples:
+  tokenhub-admin --as alice 2fa enroll --png alice-2fa.png
+  tokenhub-admin --as alice 2fa verify          # prompts for the code (or --otp, --otp-stdin, TOKENHUB_OTP)
+  tokenhub-admin --as alice 2fa recovery-codes  # new set; the old ones stop working
+Once any admin has verified 2FA, every command must name an admin (--as or TOKENHUB_ADMIN) and every change
+needs a current code or a recovery code. A code works once; 5 wrong codes in a row lock the admin for 15 minutes.";
+
+const AUDIT_HELP: &str = "Examples:
+  tokenhub-admin audit tail -n 50
+  tokenhub-admin audit search --key Ab12Cd34Ef56
+  tokenhub-admin audit search --tenant acme --action key. --since 24h
+  tokenhub-admin audit search --failures --since 2025-01-31
+  tokenhub-admin audit verify       # exit 5 and the line numbers if anything was edited, removed or moved";
+
+const SERVE_HELP: &str = "Example:
+  TOKENHUB_HOME=/var/lib/tokenhub tokenhub-admin serve --listen 127.0.0.1:8081
+  curl -H \"authorization: Bearer $TOKEN\" http://127.0.0.1:8081/v1/keys
+  curl -X POST -H \"authorization: Bearer $TOKEN\" -H \"x-tokenhub-otp: 123456\" http://127.0.0.1:8081/v1/incident/revoke/Ab12Cd34Ef56
+Every change is published at once. See docs/admin-api.md.";

@@ -1,0 +1,336 @@
+//! One admin's request, from the CLI or the HTTP service: who is acting
+//! (authentication, 2FA), may they (least privilege), then the change under
+//! the store lock, the audit line, and the commit.
+//!
+//! Bootstrap rule: while no admin has ever activated 2FA, an operator who
+//! names no admin acts as `bootstrap` with platform rights (the master key is
+//! the credential), so a fresh store can be set up and the first admin added.
+//! The first activation of 2FA sets `two_factor_required` for good: from then
+//! on every command must name an admin (`--as`, `TOKENHUB_ADMIN`, or a token
+//! over HTTP), and every change needs that admin's TOTP or recovery code. An
+//! admin without 2FA may then only read and enroll its own 2FA.
+
+use super::accounts::{self, authorize, Need, Principal};
+use super::audit::{AuditLog, Event, Outcome, Target};
+use super::store::{Store, StoreDoc};
+use super::totp::{self, CodeKind, Refusal};
+use super::AdminError;
+use zeroize::Zeroizing;
+
+/// Who the caller says it is.
+pub enum Claim {
+    /// No admin named (bootstrap, while 2FA is not yet required).
+    Anonymous,
+    /// `--as NAME` on the command line.
+    Named(String),
+    /// A bearer token presented to the HTTP service.
+    Token(Zeroizing<String>),
+}
+
+/// What an operation requires, resolved against its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Platform,
+    /// The tenant of the target (after resolving a key id to its tenant).
+    Tenant,
+    /// The admin named in the target.
+    Itself,
+    Anyone,
+}
+
+/// An operation as the session sees it.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub action: &'static str,
+    pub scope: Scope,
+    pub target: Target,
+    /// Changes the published policy (the HTTP service then republishes).
+    pub changes_policy: bool,
+    /// Needs no 2FA code (only `2fa verify`, which proves a code itself).
+    pub exempt_2fa: bool,
+    /// Allowed to an admin without 2FA even on a secured store (`2fa
+    /// enroll`); an admin who has 2FA still proves it.
+    pub enrolling: bool,
+}
+
+impl Op {
+    pub fn new(action: &'static str, scope: Scope, target: Target) -> Self {
+        Self { action, scope, target, changes_policy: false, exempt_2fa: false, enrolling: false }
+    }
+    /// An operation that changes what the filter enforces.
+    pub fn policy(action: &'static str, scope: Scope, target: Target) -> Self {
+        Self { changes_policy: true, ..Self::new(action, scope, target) }
+    }
+}
+
+/// Given to an operation: the acting admin, the clock, and its target (which
+/// it may complete, e.g. with the id of the key it created).
+pub struct Ctx {
+    pub principal: Principal,
+    pub now: u64,
+    pub target: Target,
+    /// Commit the operation's changes to the store even though it fails
+    /// (a failed `2fa verify` must still count the failure).
+    pub keep_on_error: bool,
+    /// Extra audit detail on success (never a secret).
+    pub note: Option<String>,
+}
+
+pub struct Session<'a> {
+    pub store: &'a Store,
+    pub claim: Claim,
+    /// A TOTP or recovery code, used only for mutations.
+    pub otp: Option<Zeroizing<String>>,
+    /// `cli` or `http`, recorded in the audit log.
+    pub via: &'static str,
+    pub now: u64,
+    /// Publish the bundle in the same commit as every policy change.
+    pub auto_publish: bool,
+}
+
+/// A refused authentication: the error for the caller, what to audit.
+struct AuthFailure {
+    error: AdminError,
+    actor: String,
+    outcome: Outcome,
+}
+
+impl AuthFailure {
+    fn new(actor: &str, error: AdminError) -> Self {
+        Self { error, actor: actor.to_string(), outcome: Outcome::AuthFailed }
+    }
+}
+
+impl Session<'_> {
+    /// Whether this store requires 2FA and named admins (see module docs).
+    pub fn secured(doc: &StoreDoc) -> bool {
+        doc.two_factor_required || accounts::secured(&doc.admins)
+    }
+
+    /// The claimed actor's name for audit lines before authentication.
+    fn claimed_name(&self) -> String {
+        match &self.claim {
+            Claim::Anonymous => accounts::BOOTSTRAP_ACTOR.into(),
+            Claim::Named(n) => n.clone(),
+            Claim::Token(_) => "(token)".into(),
+        }
+    }
+
+    /// Identifies the acting admin (no 2FA check).
+    fn identify(&self, doc: &StoreDoc) -> Result<Principal, AuthFailure> {
+        let name = match &self.claim {
+            Claim::Anonymous if Self::secured(doc) => {
+                return Err(AuthFailure::new(
+                    "-",
+                    AdminError::Auth(
+                        "2FA is on for this store: name the acting admin with --as NAME (or TOKENHUB_ADMIN)".into(),
+                    ),
+                ))
+            }
+            Claim::Anonymous => return Ok(Principal::bootstrap()),
+            Claim::Named(n) => n.clone(),
+            Claim::Token(t) => match accounts::by_token(&doc.admins, t) {
+                Some(a) => a.name.clone(),
+                None => return Err(AuthFailure::new("-", AdminError::Auth("invalid or revoked admin token".into()))),
+            },
+        };
+        match accounts::find(&doc.admins, &name) {
+            Some(a) if a.status == crate::core::bundle::schema::Status::Active => Ok(Principal::of(a)),
+            Some(_) => Err(AuthFailure::new(&name, AdminError::Auth(format!("admin {name:?} is disabled")))),
+            None => Err(AuthFailure::new(
+                &name,
+                AdminError::Auth(format!("no admin {name:?}; list them with `tokenhub-admin admin list`")),
+            )),
+        }
+    }
+
+    /// Identifies the admin and, for a change, checks its second factor.
+    /// Returns a note for the audit line (e.g. a recovery code was used).
+    fn authenticate(&self, doc: &mut StoreDoc, op: &Op) -> Result<(Principal, Option<String>), AuthFailure> {
+        let who = self.identify(doc)?;
+        if who.bootstrap || op.exempt_2fa {
+            return Ok((who, None));
+        }
+        let secured = Self::secured(doc);
+        let account = accounts::find_mut(&mut doc.admins, &who.name).map_err(|e| AuthFailure::new(&who.name, e))?;
+        if !account.second_factor.enabled() {
+            if secured && !op.enrolling {
+                return Err(AuthFailure::new(
+                    &who.name,
+                    AdminError::Auth(format!(
+                        "admin {0} has no 2FA, and every change on this store needs it: run `tokenhub-admin 2fa enroll --as {0}`",
+                        who.name
+                    )),
+                ));
+            }
+            return Ok((who, None));
+        }
+        let Some(code) = self.otp.as_ref() else {
+            return Err(AuthFailure::new(
+                &who.name,
+                AdminError::Auth(
+                    "a 2FA code is required: --otp CODE, --otp-stdin, TOKENHUB_OTP, or the x-tokenhub-otp header"
+                        .into(),
+                ),
+            ));
+        };
+        match totp::verify(&mut account.second_factor, &who.name, code, self.now) {
+            Ok(CodeKind::Totp) => Ok((who, None)),
+            Ok(CodeKind::Recovery) => {
+                let left = account.second_factor.recovery.len();
+                Ok((who, Some(format!("authenticated with a recovery code ({left} left)"))))
+            }
+            Err(refusal) => Err(AuthFailure {
+                error: AdminError::Auth(refusal.to_string()),
+                actor: who.name,
+                outcome: if matches!(refusal, Refusal::Locked { .. }) { Outcome::Locked } else { Outcome::AuthFailed },
+            }),
+        }
+    }
+
+    /// Fills a target's tenant (and sub-account) from its key id, so both
+    /// the authorization and the audit line name the tenant.
+    fn resolve(doc: &StoreDoc, target: &mut Target) {
+        if let Some(k) = target.key_id.as_ref().and_then(|id| doc.policy.keys.iter().find(|k| &k.id == id)) {
+            target.tenant.get_or_insert_with(|| k.tenant.clone());
+            target.sub_account.get_or_insert_with(|| k.sub_account.clone());
+        }
+        if let Some(a) = target.admin.as_ref().and_then(|n| accounts::find(&doc.admins, n)) {
+            if target.tenant.is_none() {
+                target.tenant.clone_from(&a.tenant);
+            }
+        }
+    }
+
+    fn need(scope: Scope, target: &Target) -> Need {
+        match scope {
+            Scope::Platform => Need::Platform,
+            Scope::Tenant => Need::Tenant(target.tenant.clone()),
+            Scope::Itself => Need::Itself(target.admin.clone().unwrap_or_default()),
+            Scope::Anyone => Need::Anyone,
+        }
+    }
+
+    /// Runs a change: authenticate, authorize, apply `f` to a copy, publish
+    /// if asked, audit, commit. A refusal is audited too, and 2FA counters
+    /// are committed even when the change is not.
+    pub fn mutate<T>(
+        &self,
+        op: Op,
+        f: impl FnOnce(&mut StoreDoc, &mut Ctx) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        self.store.locked(|store| self.mutate_locked(store, op, f))?
+    }
+
+    fn mutate_locked<T>(
+        &self,
+        store: &Store,
+        op: Op,
+        f: impl FnOnce(&mut StoreDoc, &mut Ctx) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        let mut doc = store.load()?;
+        let mut target = op.target.clone();
+        Self::resolve(&doc, &mut target);
+        let (principal, note) = match self.authenticate(&mut doc, &op) {
+            Ok(p) => p,
+            Err(fail) => {
+                let event = self.event(&fail.actor, op.action, target, fail.outcome, Some(fail.error.to_string()));
+                // A counted failure changed the 2FA state; commit it either way.
+                self.record_and_commit(store, &mut doc, event)?;
+                return Err(fail.error);
+            }
+        };
+        if let Err(e) = authorize(&principal, &Self::need(op.scope, &target)) {
+            let event = self.event(&principal.name, op.action, target, Outcome::Denied, Some(e.to_string()));
+            self.record_and_commit(store, &mut doc, event)?;
+            return Err(e);
+        }
+        let mut work = doc.clone();
+        let mut ctx = Ctx { principal, now: self.now, target, keep_on_error: false, note };
+        let result = f(&mut work, &mut ctx).and_then(|v| {
+            if self.auto_publish && op.changes_policy {
+                super::publish::publish_configured(&mut work, None, None, self.now)?;
+            }
+            Ok(v)
+        });
+        match result {
+            Ok(v) => {
+                let event = self.event(&ctx.principal.name, op.action, ctx.target, Outcome::Ok, ctx.note);
+                self.record_and_commit(store, &mut work, event)?;
+                Ok(v)
+            }
+            Err(e) => {
+                let outcome = match e {
+                    AdminError::Auth(_) => Outcome::AuthFailed,
+                    _ => Outcome::Error,
+                };
+                let event = self.event(&ctx.principal.name, op.action, ctx.target, outcome, Some(e.to_string()));
+                let keep = if ctx.keep_on_error { &mut work } else { &mut doc };
+                self.record_and_commit(store, keep, event)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a read: identify the admin (no 2FA: reads change nothing) and
+    /// hand `f` the document and the principal, which must filter by tenant.
+    pub fn read<T>(&self, f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>) -> Result<T, AdminError> {
+        let doc = self.store.load()?;
+        match self.identify(&doc) {
+            Ok(p) => f(&doc, &p),
+            Err(fail) => {
+                let event = self.event(
+                    &fail.actor,
+                    "auth.identify",
+                    Target::default(),
+                    fail.outcome,
+                    Some(fail.error.to_string()),
+                );
+                self.store.locked(|store| self.record_only(store, event))??;
+                Err(fail.error)
+            }
+        }
+    }
+
+    fn event(&self, actor: &str, action: &str, target: Target, outcome: Outcome, detail: Option<String>) -> Event {
+        let actor = if actor == "(token)" || actor.is_empty() { self.claimed_name() } else { actor.to_string() };
+        Event { actor, via: self.via, action: action.to_string(), target, outcome, detail }
+    }
+
+    /// Appends the audit line, then commits the store (with the new head).
+    /// Audit first: a crash in between leaves an audited change that did not
+    /// happen, never a change that was not audited.
+    fn record_and_commit(&self, store: &Store, doc: &mut StoreDoc, event: Event) -> Result<(), AdminError> {
+        let key = doc.audit.key_bytes()?;
+        let head = AuditLog::new(store.paths.audit()).append(&key, event, self.now)?;
+        doc.audit.head = Some(head);
+        store.commit(doc)
+    }
+
+    /// Audits a refusal that changed nothing; the store is reloaded so only
+    /// the audit head moves.
+    fn record_only(&self, store: &Store, event: Event) -> Result<(), AdminError> {
+        let mut doc = store.load()?;
+        self.record_and_commit(store, &mut doc, event)
+    }
+}
+
+impl Session<'_> {
+    /// The admin this session acts as, by name (for self-service commands).
+    pub fn acting_admin(&self) -> Result<String, AdminError> {
+        match &self.claim {
+            Claim::Anonymous => Err(AdminError::Usage("say which admin you are: --as NAME (or TOKENHUB_ADMIN)".into())),
+            Claim::Named(n) => Ok(n.clone()),
+            Claim::Token(_) => self.read(|_, who| Ok(who.name.clone())),
+        }
+    }
+
+    /// How a change takes effect: published already, or on the next publish.
+    pub fn apply_hint(&self) -> &'static str {
+        if self.auto_publish {
+            "published"
+        } else {
+            "publish to apply"
+        }
+    }
+}
