@@ -1,0 +1,165 @@
+//! Shared by the `admin_*` tests: a private store driven through the real
+//! `tokenhub-admin` binary, and TOTP codes computed as an authenticator app
+//! would.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokenhub-admin");
+
+static N: AtomicU32 = AtomicU32::new(0);
+
+/// One CLI run.
+#[derive(Debug)]
+pub struct Run {
+    pub args: Vec<String>,
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "tokenhub-admin {:?}\nstdout: {}\nstderr: {}", self.args, self.stdout, self.stderr);
+        self
+    }
+    pub fn fails(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "tokenhub-admin {:?}\nstdout: {}\nstderr: {}", self.args, self.stdout, self.stderr);
+        self
+    }
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("{:?}: not JSON ({e}): {}", self.args, self.stdout))
+    }
+}
+
+/// A fresh store in a private temp directory (removed on drop).
+pub struct Home {
+    pub dir: PathBuf,
+}
+
+impl Home {
+    /// `init` with an ECDS file and wasm path configured.
+    pub fn new(name: &str) -> Home {
+        let dir = std::env::temp_dir().join(format!(
+            "thg-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let home = Home { dir };
+        let ecds = home.ecds_file();
+        home.run(&["init", "--ecds-file", ecds.to_str().unwrap(), "--wasm", "/opt/tokenhub/tokenhub_guard.wasm"]).ok();
+        home
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+    pub fn ecds_file(&self) -> PathBuf {
+        self.dir.join("bundle").join("guard.yaml")
+    }
+    pub fn audit_log(&self) -> PathBuf {
+        self.home().join("audit.log")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("TOKENHUB_HOME", self.home())
+            .env_remove("TOKENHUB_MASTER_KEY")
+            .env_remove("TOKENHUB_MASTER_KEY_FILE")
+            .env_remove("TOKENHUB_ADMIN")
+            .env_remove("TOKENHUB_OTP");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[], None)
+    }
+
+    /// With extra environment and optional stdin.
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        let out: Output = child.wait_with_output().unwrap();
+        Run {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(self.audit_log()).unwrap_or_default()
+    }
+
+    pub fn audit_lines(&self) -> Vec<Value> {
+        self.audit_text().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Rewrites the audit log line by line (tamper tests).
+    pub fn rewrite_audit(&self, f: impl FnOnce(&mut Vec<String>)) {
+        let mut lines: Vec<String> = self.audit_text().lines().map(String::from).collect();
+        f(&mut lines);
+        std::fs::write(self.audit_log(), lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    }
+
+    /// Creates a key and returns (key_id, key).
+    pub fn create_key(&self, extra: &[&str]) -> (String, String) {
+        let mut args = vec!["--json", "key", "create"];
+        args.extend_from_slice(extra);
+        let v = self.run(&args).ok().json();
+        (v["key_id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string())
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The code an authenticator shows for `secret`, `offset_steps` steps from now.
+pub fn totp(secret: &str, offset_steps: i64) -> String {
+    let t = (now() as i64 + offset_steps * 30) as u64;
+    tokenhub_guard::admin::totp::code_at(secret, t).unwrap().to_string()
+}
+
+/// Enrolls and activates 2FA for `name`; returns (secret, recovery codes).
+pub fn enable_2fa(home: &Home, name: &str) -> (String, Vec<String>) {
+    let v = home.run(&["--json", "--as", name, "2fa", "enroll"]).ok().json();
+    let secret = v["secret"].as_str().unwrap().to_string();
+    assert!(v["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/TokenHub:"));
+    let code = totp(&secret, 0);
+    let v = home.run(&["--json", "--as", name, "--otp", &code, "2fa", "verify"]).ok().json();
+    let codes: Vec<String> =
+        v["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    assert_eq!(codes.len(), 10);
+    (secret, codes)
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
