@@ -1,1 +1,232 @@
+//! The CLI as scripts and operators use it: `--json` everywhere, exit codes
+//! that mean something, help that teaches, quotas, the incident response,
+//! and secrets that never reach argv, output or error messages.
+
 mod admin_support;
+
+use admin_support::Home;
+use serde_json::Value;
+use tokenhub_guard::core::bundle::{self, BundleKey};
+
+/// The policy inside the published ECDS file, opened with the bundle key
+/// exactly as the filter does.
+fn published_policy(home: &Home) -> Value {
+    let key_file = home.dir.join("bundle.key");
+    home.run(&["bundle-key", "--out", key_file.to_str().unwrap()]).ok();
+    let key = BundleKey::from_base64(std::fs::read_to_string(&key_file).unwrap().trim()).unwrap();
+    let ecds: Value = serde_json::from_str(&std::fs::read_to_string(home.ecds_file()).unwrap()).unwrap();
+    let sealed = ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap();
+    let plain = bundle::open(sealed, &key).unwrap();
+    serde_json::from_slice(&plain).unwrap()
+}
+
+#[test]
+fn every_command_speaks_json() {
+    let home = Home::new("json");
+    let cidr_file = home.dir.join("secret");
+    std::fs::write(&cidr_file, "sk-test-secret").unwrap();
+    home.run(&["tenant", "add", "acme"]).ok();
+    let (key_id, _) = home.create_key(&["--tenant", "acme"]);
+    let png = home.dir.join("qr.png");
+    let bk = home.dir.join("bk");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["tenant", "list"],
+        vec!["tenant", "show", "acme"],
+        vec!["tenant", "set-region", "acme", "eu"],
+        vec!["subaccount", "add", "acme", "research"],
+        vec!["subaccount", "list", "acme"],
+        vec!["subaccount", "disable", "acme", "research"],
+        vec!["subaccount", "enable", "acme", "research"],
+        vec!["key", "list"],
+        vec!["key", "show", &key_id],
+        vec!["key", "rotate", &key_id, "--grace", "1h"],
+        vec!["key", "set-scopes", &key_id, "--methods", "get,post", "--paths", "/v1/"],
+        vec!["key", "set-expiry", &key_id, "--in", "30d"],
+        vec!["key", "set-expiry", &key_id, "--never"],
+        vec!["key", "disable", &key_id],
+        vec!["key", "enable", &key_id],
+        vec!["ip", "allow", "--tenant", "acme", "203.0.113.0/24", "2001:db8::/32"],
+        vec!["ip", "deny", "--tenant", "acme", "2001:db8::/32"],
+        vec!["ip", "list", "--tenant", "acme"],
+        vec!["ip", "disable", "--tenant", "acme"],
+        vec!["ip", "enable", "--tenant", "acme"],
+        vec!["quota", "set", "--tenant", "acme", "--per-minute", "600"],
+        vec!["quota", "show", "--tenant", "acme"],
+        vec!["quota", "clear", "--tenant", "acme"],
+        vec!["provider", "set", "openai", "--path-prefix", "/v1/", "--secret-file", cidr_file.to_str().unwrap()],
+        vec!["provider", "list"],
+        vec!["publish"],
+        vec!["status"],
+        vec!["bundle-key", "--out", bk.to_str().unwrap()],
+        vec!["admin", "add", "root", "--role", "platform"],
+        vec!["admin", "list"],
+        vec!["admin", "token", "create", "root"],
+        vec!["admin", "token", "list", "root"],
+        vec!["--as", "root", "2fa", "enroll", "--png", png.to_str().unwrap()],
+        vec!["--as", "root", "2fa", "status"],
+        vec!["audit", "tail", "-n", "3"],
+        vec!["audit", "search", "--action", "key."],
+        vec!["audit", "verify"],
+        vec!["incident", "revoke", &key_id],
+        vec!["key", "delete", &key_id],
+        vec!["provider", "remove", "openai"],
+        vec!["tenant", "disable", "acme"],
+        vec!["tenant", "enable", "acme"],
+    ];
+    for args in commands {
+        let mut full = vec!["--json"];
+        full.extend(args);
+        let run = home.run(&full).ok();
+        let _: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{full:?}: {e}: {}", run.stdout));
+    }
+    // Errors are JSON on stderr, with a stable kind.
+    let err = home.run(&["--json", "key", "show", "nosuchkey000"]).fails(3);
+    let v: Value = serde_json::from_str(err.stderr.trim()).unwrap();
+    assert_eq!(v["error"]["kind"], "not_found");
+}
+
+#[test]
+fn exit_codes_mean_something() {
+    let home = Home::new("exit");
+    home.run(&["tenant", "add", "acme"]).ok();
+    home.run(&["tenant", "add", "acme"]).fails(2); // already exists
+    home.run(&["key", "disable", "nosuchkey000"]).fails(3);
+    home.run(&["ip", "allow", "--tenant", "acme", "10.0.0.0/33"]).fails(2);
+    home.run(&["quota", "set", "--key", "nosuchkey000", "--per-minute", "5"]).fails(3);
+    home.run(&["quota", "set", "--tenant", "acme", "--per-minute", "0"]).fails(2);
+    // The filter's own validation refuses the policy: exit 6, nothing stored.
+    let secret = home.dir.join("s");
+    std::fs::write(&secret, "x").unwrap();
+    let run = home.run(&[
+        "provider",
+        "set",
+        "p",
+        "--path-prefix",
+        "/v1/",
+        "--header",
+        "host",
+        "--secret-file",
+        secret.to_str().unwrap(),
+    ]);
+    run.fails(6);
+    home.run(&["--as", "nobody", "tenant", "list"]).fails(4);
+    // Another master key: exit 4; a damaged store: exit 5.
+    let other = home.dir.join("other.key");
+    std::fs::write(&other, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    home.run(&["--master-key-file", other.to_str().unwrap(), "tenant", "list"]).fails(4);
+    let store = home.home().join("store.enc");
+    let text = std::fs::read_to_string(&store).unwrap();
+    let pos = text.find("\"sealed\": \"").unwrap() + 20;
+    let mut damaged = text.into_bytes();
+    damaged[pos] = if damaged[pos] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&store, damaged).unwrap();
+    home.run(&["tenant", "list"]).fails(5);
+    // Bad usage is clap's exit 2.
+    home.run(&["key", "create"]).fails(2);
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let home = Home::new("help");
+    let top = home.run(&["--help"]).ok();
+    assert!(top.stdout.contains("Quick start") && top.stdout.contains("Exit codes"));
+    for group in
+        ["tenant", "subaccount", "key", "ip", "quota", "provider", "incident", "admin", "2fa", "audit", "serve"]
+    {
+        let help = home.run(&[group, "--help"]).ok();
+        assert!(help.stdout.contains("Example"), "{group} --help has no examples:\n{}", help.stdout);
+    }
+}
+
+#[test]
+fn quotas_per_tenant_sub_account_and_key() {
+    let home = Home::new("quota");
+    home.run(&["tenant", "add", "acme"]).ok();
+    home.run(&["subaccount", "add", "acme", "research"]).ok();
+    let (key_id, _) = home.create_key(&["--tenant", "acme", "--sub-account", "research"]);
+    home.run(&["quota", "set", "--tenant", "acme", "--per-minute", "600", "--per-day", "100000"]).ok();
+    home.run(&["quota", "set", "--tenant", "acme", "--sub-account", "research", "--per-minute", "100"]).ok();
+    // A key limit looser than its sub-account's is allowed, with a warning.
+    let loose = home.run(&["quota", "set", "--key", &key_id, "--per-minute", "1000", "--per-day", "5000"]).ok();
+    assert!(loose.stderr.contains("stricter"), "{}", loose.stderr);
+    let shown = home.run(&["--json", "quota", "show", "--key", &key_id]).ok().json();
+    assert_eq!(shown["quota"], serde_json::json!({"per_minute": 1000, "per_day": 5000}));
+    assert_eq!(shown["effective"], serde_json::json!({"per_minute": 100, "per_day": 5000}));
+    home.run(&["publish"]).ok();
+    let policy = published_policy(&home);
+    assert_eq!(policy["tenants"][0]["quota"], serde_json::json!({"per_minute": 600, "per_day": 100000}));
+    assert_eq!(policy["tenants"][0]["sub_accounts"][1]["quota"], serde_json::json!({"per_minute": 100}));
+    assert_eq!(policy["keys"][0]["quota"], serde_json::json!({"per_minute": 1000, "per_day": 5000}));
+    // Clearing removes the level's limits.
+    home.run(&["quota", "clear", "--key", &key_id]).ok();
+    let shown = home.run(&["--json", "quota", "show", "--key", &key_id]).ok().json();
+    assert!(shown["quota"].is_null());
+    // Each change is audited with its ids and the new limits.
+    let sets: Vec<Value> = home.audit_lines().into_iter().filter(|e| e["action"] == "quota.set").collect();
+    assert_eq!(sets.len(), 3);
+    assert_eq!(sets[2]["target"]["key_id"], key_id.as_str());
+    assert_eq!(sets[2]["detail"], "1000/min, 5000/day");
+}
+
+#[test]
+fn incident_revoke_disables_publishes_and_shows_the_trail() {
+    let home = Home::new("incident");
+    home.run(&["tenant", "add", "acme"]).ok();
+    let (key_id, _) = home.create_key(&["--tenant", "acme", "--name", "leaked"]);
+    home.run(&["key", "rotate", &key_id, "--grace", "24h"]).ok();
+    home.run(&["publish"]).ok();
+    let before = published_policy(&home);
+    assert!(before["keys"][0]["previous"].is_object(), "the rotation left a previous secret");
+    let revoked = home.run(&["incident", "revoke", &key_id]).ok();
+    assert!(revoked.stdout.contains("disabled and published"), "{}", revoked.stdout);
+    for action in ["key.create", "key.rotate", "incident.revoke"] {
+        assert!(revoked.stdout.contains(action), "the trail lacks {action}:\n{}", revoked.stdout);
+    }
+    // Published at once, with the key disabled and its previous secret gone.
+    let after = published_policy(&home);
+    assert!(after["version"].as_u64() > before["version"].as_u64());
+    assert_eq!(after["keys"][0]["status"], "disabled");
+    assert!(after["keys"][0]["previous"].is_null());
+    // JSON: the audit entries of the key, last one the revocation.
+    let (other, _) = home.create_key(&["--tenant", "acme"]);
+    let v = home.run(&["--json", "incident", "revoke", &other]).ok().json();
+    let trail = v["audit"].as_array().unwrap();
+    assert_eq!(trail.first().unwrap()["action"], "key.create");
+    assert!(trail.iter().all(|e| e["target"]["key_id"] == other.as_str()));
+    home.run(&["incident", "revoke", "nosuchkey000"]).fails(3);
+    home.run(&["audit", "verify"]).ok();
+}
+
+#[test]
+fn secrets_stay_out_of_output_and_errors() {
+    let home = Home::new("secrets");
+    home.run(&["tenant", "add", "acme"]).ok();
+    // A secret with a control character is refused without being echoed.
+    let bad = "sk-evil\u{7}-0123456789";
+    let run = home.run_with(&["provider", "set", "openai", "--path-prefix", "/v1/"], &[], Some(bad));
+    let run = run.fails(6);
+    assert!(!run.stderr.contains("sk-evil"), "{}", run.stderr);
+    let good = "sk-good-0123456789abcdef";
+    home.run_with(&["provider", "set", "openai", "--path-prefix", "/v1/"], &[], Some(good)).ok();
+    home.run_with(
+        &["provider", "set", "openai", "--path-prefix", "/v1/", "--tenant", "acme"],
+        &[],
+        Some("sk-acme-own-secret"),
+    )
+    .ok();
+    for args in [vec!["--json", "provider", "list"], vec!["--json", "tenant", "show", "acme"], vec!["--json", "status"]]
+    {
+        let out = home.run(&args).ok();
+        assert!(!out.stdout.contains(good) && !out.stdout.contains("sk-acme-own-secret"), "{args:?}: {}", out.stdout);
+    }
+    // A key is shown once: never by list or show.
+    let (key_id, key) = home.create_key(&["--tenant", "acme"]);
+    let secret_part = &key[16..48];
+    for args in [vec!["--json", "key", "list"], vec!["--json", "key", "show", &key_id]] {
+        let out = home.run(&args).ok();
+        assert!(!out.stdout.contains(secret_part), "{args:?}");
+    }
+    assert!(!home.audit_text().contains(good) && !home.audit_text().contains(secret_part));
+}
