@@ -2,6 +2,8 @@
 //! refusal, searchable, and `audit verify` names any line that was edited,
 //! removed, inserted or moved (exit 5).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod admin_support;
 
 use admin_support::Home;

@@ -1,1 +1,330 @@
+//! `tokenhub-admin serve` over real HTTP (a plain TcpStream client): token
+//! authentication, 2FA header for changes, least privilege, JSON errors,
+//! publishing after every change, and the audit endpoints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod admin_support;
+
+use admin_support::{enable_2fa, totp, Home, BIN};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+/// The service on a free loopback port, stopped on drop.
+struct Service {
+    child: Child,
+    addr: String,
+}
+
+impl Service {
+    fn start(home: &Home) -> Service {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("TOKENHUB_HOME", home.home())
+            .env_remove("TOKENHUB_MASTER_KEY")
+            .env_remove("TOKENHUB_ADMIN")
+            .env_remove("TOKENHUB_OTP")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| {
+            panic!("serve did not say where it listens: {line:?}");
+        });
+        Service { addr: addr.to_string(), child }
+    }
+
+    /// One request; returns (status, JSON body).
+    fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> (u16, Value) {
+        let mut stream = TcpStream::connect(&self.addr).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            unchunk(body)
+        } else {
+            body.to_string()
+        };
+        (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}")))
+    }
+
+    fn as_(&self, token: &str) -> Client<'_> {
+        Client { service: self, token: token.to_string(), otp: None }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unchunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+/// Requests with a bearer token (and optionally a 2FA code).
+struct Client<'a> {
+    service: &'a Service,
+    token: String,
+    otp: Option<String>,
+}
+
+impl Client<'_> {
+    fn with_otp(mut self, code: &str) -> Self {
+        self.otp = Some(code.to_string());
+        self
+    }
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let auth = format!("Bearer {}", self.token);
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(o) = &self.otp {
+            headers.push(("x-tokenhub-otp", o.as_str()));
+        }
+        self.service.call(method, path, &headers, body)
+    }
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None)
+    }
+}
+
+/// A store with two tenants, a platform admin and a tenant admin, each
+/// with a token (no 2FA yet).
+fn setup(name: &str) -> (Home, String, String) {
+    let home = Home::new(name);
+    home.run(&["tenant", "add", "acme"]).ok();
+    home.run(&["tenant", "add", "globex"]).ok();
+    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
+    home.run(&["admin", "add", "ann", "--role", "tenant", "--tenant", "acme"]).ok();
+    let root =
+        home.run(&["--json", "admin", "token", "create", "root"]).ok().json()["token"].as_str().unwrap().to_string();
+    let ann =
+        home.run(&["--json", "admin", "token", "create", "ann"]).ok().json()["token"].as_str().unwrap().to_string();
+    (home, root, ann)
+}
+
+fn published_version(home: &Home) -> u64 {
+    home.run(&["--json", "status"]).ok().json()["published"]["version"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn health_and_authentication() {
+    let (home, root, _) = setup("serve-auth");
+    let svc = Service::start(&home);
+    let (status, v) = svc.call("GET", "/healthz", &[], None);
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+    // No token, a wrong token, a malformed header: 401 with a JSON error.
+    let (status, v) = svc.call("GET", "/v1/tenants", &[], None);
+    assert_eq!(status, 401);
+    assert_eq!(v["error"]["kind"], "auth");
+    let mut wrong = root.clone();
+    wrong.replace_range(20..21, if &root[20..21] == "A" { "B" } else { "A" });
+    assert_eq!(svc.as_(&wrong).get("/v1/tenants").0, 401);
+    assert_eq!(svc.call("GET", "/v1/tenants", &[("authorization", &root)], None).0, 401, "Bearer is required");
+    // The right token works; unknown endpoints and bad bodies are JSON errors.
+    let c = svc.as_(&root);
+    assert_eq!(c.get("/v1/tenants").1.as_array().unwrap().len(), 2);
+    assert_eq!(c.get("/v1/nope").0, 404);
+    assert_eq!(c.call("PATCH", "/v1/tenants", None).0, 404);
+    assert_eq!(c.call("POST", "/v1/tenants", Some(json!({"id": "x", "colour": "red"}))).0, 400);
+    assert_eq!(c.call("POST", "/v1/tenants", Some(json!("not an object"))).0, 400);
+    // Failed authentications are audited, without the presented token.
+    let log = home.audit_text();
+    let failures =
+        home.audit_lines().into_iter().filter(|e| e["outcome"] == "auth_failed" && e["via"] == "http").count();
+    assert_eq!(failures, 3);
+    assert!(!log.contains(&wrong[4..]) && !log.contains(&root[4..]));
+    // A revoked token stops working at once.
+    let id = home.run(&["--json", "admin", "token", "list", "root"]).ok().json()[0]["id"].as_str().unwrap().to_string();
+    home.run(&["admin", "token", "revoke", "root", &id]).ok();
+    assert_eq!(c.get("/v1/tenants").0, 401);
+}
+
+#[test]
+fn every_operation_over_http_publishes_at_once() {
+    let (home, root, _) = setup("serve-ops");
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let c = svc.as_(&root);
+    let mut version = published_version(&home);
+    let mut step = |method: &str, path: &str, body: Option<Value>, want: u16| -> Value {
+        let (status, v) = c.call(method, path, body);
+        assert_eq!(status, want, "{method} {path}: {v}");
+        if method != "GET" {
+            let now = published_version(&home);
+            assert!(now > version, "{method} {path} did not publish");
+            version = now;
+        }
+        v
+    };
+    step("POST", "/v1/tenants", Some(json!({"id": "initech", "region": "eu"})), 201);
+    step("PUT", "/v1/tenants/initech/region", Some(json!({"region": "us"})), 200);
+    step("POST", "/v1/tenants/initech/sub-accounts", Some(json!({"id": "research"})), 201);
+    step("POST", "/v1/tenants/initech/sub-accounts/research/disable", None, 200);
+    step("POST", "/v1/tenants/initech/sub-accounts/research/enable", None, 200);
+    let subs = step("GET", "/v1/tenants/initech/sub-accounts", None, 200);
+    assert_eq!(subs.as_array().unwrap().len(), 2);
+    let created = step(
+        "POST",
+        "/v1/keys",
+        Some(
+            json!({"tenant": "initech", "sub_account": "research", "name": "ci", "methods": ["POST"], "paths": ["/v1/"]}),
+        ),
+        201,
+    );
+    let key_id = created["key_id"].as_str().unwrap().to_string();
+    assert!(created["key"].as_str().unwrap().starts_with("thk_"));
+    let shown = step("GET", &format!("/v1/keys/{key_id}"), None, 200);
+    assert!(shown.get("key").is_none() && shown["scopes"]["methods"] == json!(["POST"]));
+    let rotated = step("POST", &format!("/v1/keys/{key_id}/rotate"), Some(json!({"grace": "1h"})), 200);
+    assert_ne!(rotated["key"], created["key"]);
+    step("POST", &format!("/v1/keys/{key_id}/disable"), None, 200);
+    step("POST", &format!("/v1/keys/{key_id}/enable"), None, 200);
+    step("PUT", &format!("/v1/keys/{key_id}/scopes"), Some(json!({"methods": ["GET"]})), 200);
+    step("PUT", &format!("/v1/keys/{key_id}/expiry"), Some(json!({"expires_in": "30d"})), 200);
+    step("POST", "/v1/ip/allow", Some(json!({"tenant": "initech", "cidrs": ["203.0.113.0/24", "2001:db8::/32"]})), 200);
+    step("POST", "/v1/ip/deny", Some(json!({"tenant": "initech", "cidrs": ["2001:db8::/32"]})), 200);
+    let ips = step("GET", "/v1/ip?tenant=initech", None, 200);
+    assert_eq!(ips, json!({"enabled": true, "cidrs": ["203.0.113.0/24"]}));
+    assert_eq!(c.call("POST", "/v1/ip/allow", Some(json!({"key": key_id, "cidrs": ["300.0.0.0/8"]}))).0, 400);
+    step("PUT", "/v1/quota", Some(json!({"key": key_id, "per_minute": 60, "per_day": 1000})), 200);
+    let q = step("GET", &format!("/v1/quota?key={key_id}"), None, 200);
+    assert_eq!(q["quota"], json!({"per_minute": 60, "per_day": 1000}));
+    step("DELETE", &format!("/v1/quota?key={key_id}"), None, 200);
+    step("PUT", "/v1/providers/openai", Some(json!({"path_prefix": "/v1/", "secret": "sk-http-secret-0123"})), 200);
+    let providers = step("GET", "/v1/providers", None, 200);
+    assert!(!providers.to_string().contains("sk-http-secret"));
+    step("POST", "/v1/publish", None, 200);
+    let revoked = step("POST", &format!("/v1/incident/revoke/{key_id}"), None, 200);
+    assert_eq!(revoked["status"], "disabled");
+    assert!(revoked["audit"].as_array().unwrap().len() >= 8);
+    step("DELETE", &format!("/v1/keys/{key_id}"), None, 200);
+    step("DELETE", "/v1/providers/openai", None, 200);
+    step("POST", "/v1/tenants/initech/disable", None, 200);
+    step("POST", "/v1/tenants/initech/enable", None, 200);
+    // A change the filter would refuse is refused and nothing is published.
+    let before = published_version(&home);
+    let (status, v) =
+        c.call("PUT", "/v1/providers/bad", Some(json!({"path_prefix": "/x/", "header": "host", "secret": "s"})));
+    assert_eq!((status, v["error"]["kind"].as_str()), (422, Some("invalid_policy")));
+    assert_eq!(published_version(&home), before);
+    // Status and the audit endpoints.
+    assert_eq!(c.get("/v1/status").1["acting_as"], "root");
+    let tail = c.get("/v1/audit/tail?n=3").1;
+    assert_eq!(tail.as_array().unwrap().len(), 3);
+    assert!(tail.as_array().unwrap().iter().all(|e| e["via"] == "http"));
+    let search = c.get(&format!("/v1/audit/search?key={key_id}&action=key.")).1;
+    assert!(search.as_array().unwrap().len() >= 6);
+    let (status, verify) = c.get("/v1/audit/verify");
+    assert_eq!((status, verify["ok"].as_bool()), (200, Some(true)));
+    // The audit log says the service did it, as root.
+    assert!(home
+        .audit_lines()
+        .iter()
+        .any(|e| e["action"] == "incident.revoke" && e["actor"] == "root" && e["via"] == "http"));
+    // Tampering shows up in the API too.
+    home.rewrite_audit(|l| l[2] = l[2].replace("tenant.add", "tenant.del"));
+    let (status, verify) = c.get("/v1/audit/verify");
+    assert_eq!((status, verify["problems"][0]["line"].as_u64()), (409, Some(3)));
+}
+
+#[test]
+fn tenant_admins_over_http() {
+    let (home, root, ann) = setup("serve-tenant");
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let a = svc.as_(&ann);
+    let tenants = a.get("/v1/tenants").1;
+    assert_eq!(tenants.as_array().unwrap().len(), 1);
+    assert_eq!(a.call("POST", "/v1/keys", Some(json!({"tenant": "globex"}))).0, 403);
+    assert_eq!(a.call("POST", "/v1/tenants", Some(json!({"id": "evil"}))).0, 403);
+    assert_eq!(a.call("PUT", "/v1/quota", Some(json!({"tenant": "acme", "per_minute": 10}))).0, 403);
+    let (status, key) = a.call("POST", "/v1/keys", Some(json!({"tenant": "acme"})));
+    assert_eq!(status, 201);
+    let key_id = key["key_id"].as_str().unwrap();
+    assert_eq!(a.call("PUT", "/v1/quota", Some(json!({"key": key_id, "per_minute": 10}))).0, 200);
+    let globex = svc.as_(&root).call("POST", "/v1/keys", Some(json!({"tenant": "globex"}))).1;
+    let globex_id = globex["key_id"].as_str().unwrap();
+    assert_eq!(a.get(&format!("/v1/keys/{globex_id}")).0, 404, "another tenant's key is not visible");
+    assert_eq!(a.call("POST", &format!("/v1/incident/revoke/{globex_id}"), None).0, 403);
+    assert_eq!(a.call("POST", &format!("/v1/incident/revoke/{key_id}"), None).0, 200);
+    assert!(a
+        .get("/v1/audit/tail?n=100")
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["target"]["tenant"] == "acme" || e["actor"] == "ann"));
+}
+
+#[test]
+fn with_2fa_every_change_needs_the_otp_header() {
+    let (home, root, _) = setup("serve-2fa");
+    home.run(&["publish"]).ok();
+    let (secret, recovery) = enable_2fa(&home, "root");
+    let svc = Service::start(&home);
+    let c = svc.as_(&root);
+    // Reads need only the token.
+    assert_eq!(c.get("/v1/keys").0, 200);
+    let (status, v) = c.call("POST", "/v1/tenants", Some(json!({"id": "initech"})));
+    assert_eq!(status, 401);
+    assert!(v["error"]["message"].as_str().unwrap().contains("x-tokenhub-otp"));
+    assert_eq!(svc.as_(&root).with_otp("000000").call("POST", "/v1/tenants", Some(json!({"id": "initech"}))).0, 401);
+    let code = totp(&secret, 1);
+    let ok = svc.as_(&root).with_otp(&code);
+    assert_eq!(ok.call("POST", "/v1/tenants", Some(json!({"id": "initech"}))).0, 201);
+    assert_eq!(ok.call("POST", "/v1/tenants", Some(json!({"id": "hooli"}))).0, 401, "replayed code");
+    let rc = svc.as_(&root).with_otp(&recovery[0]);
+    assert_eq!(rc.call("POST", "/v1/tenants", Some(json!({"id": "hooli"}))).0, 201);
+    // An admin without 2FA is read-only on a secured store.
+    let ann =
+        home.run(&["--json", "--as", "root", "--otp", &recovery[1], "admin", "token", "create", "ann"]).ok().json();
+    let a = svc.as_(ann["token"].as_str().unwrap());
+    assert_eq!(a.get("/v1/keys").0, 200);
+    assert_eq!(a.call("POST", "/v1/keys", Some(json!({"tenant": "acme"}))).0, 401);
+    assert!(!home.audit_text().contains(&format!("\"{code}\"")));
+}
+
+#[test]
+fn refuses_to_listen_beyond_loopback() {
+    let (home, _, _) = setup("serve-remote");
+    home.run(&["publish"]).ok();
+    let run = home.run(&["serve", "--listen", "0.0.0.0:0"]).fails(2);
+    assert!(run.stderr.contains("--allow-remote"), "{}", run.stderr);
+    // Without a publish target it refuses too: it could not publish changes.
+    let bare = Home::new("serve-unconfigured");
+    std::fs::remove_file(bare.home().join("store.enc")).unwrap();
+    bare.run(&["init"]).ok();
+    bare.run(&["serve", "--listen", "127.0.0.1:0"]).fails(2);
+}

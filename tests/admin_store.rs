@@ -3,6 +3,8 @@
 //! runs never lose an update and `kill -9` at any instant leaves the last
 //! committed state readable.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod admin_support;
 
 use admin_support::Home;

@@ -448,7 +448,7 @@ mod tests {
         Event {
             actor: "alice".into(),
             via: "cli",
-            action: if i % 2 == 0 { "key.create".into() } else { "tenant.add".into() },
+            action: if i.is_multiple_of(2) { "key.create".into() } else { "tenant.add".into() },
             target: Target { tenant: Some(format!("t{i}")), key_id: Some(format!("k{i}")), ..Target::default() },
             outcome: Outcome::Ok,
             detail: None,
