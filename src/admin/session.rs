@@ -334,3 +334,124 @@ impl Session<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::accounts::{AdminAccount, Role};
+    use crate::admin::audit::AuditLog;
+    use crate::admin::store::StorePaths;
+    use crate::core::bundle::schema::{BundleDoc, Status, SCHEMA_VERSION};
+
+    const SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    const T0: u64 = 1_800_000_000;
+
+    /// A store whose admin `root` has 2FA on (or not).
+    fn store(name: &str, with_2fa: bool) -> Store {
+        let dir = std::env::temp_dir().join(format!("thg-session-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::new(StorePaths::new(&dir), crate::admin::random_key256());
+        let mut root = AdminAccount {
+            name: "root".into(),
+            role: Role::Platform,
+            tenant: None,
+            status: Status::Active,
+            created_at: 0,
+            second_factor: Default::default(),
+            tokens: vec![],
+        };
+        if with_2fa {
+            root.second_factor.secret = Some(SECRET.into());
+        }
+        let doc = StoreDoc {
+            policy: BundleDoc { schema: SCHEMA_VERSION, ..Default::default() },
+            admins: vec![root],
+            two_factor_required: with_2fa,
+            ..Default::default()
+        };
+        store.create(&doc).unwrap();
+        store
+    }
+
+    fn session<'a>(store: &'a Store, claim: Claim, otp: Option<&str>, now: u64) -> Session<'a> {
+        Session { store, claim, otp: otp.map(|c| Zeroizing::new(c.into())), via: "cli", now, auto_publish: false }
+    }
+
+    fn add_tenant(s: &Session, id: &str) -> Result<(), AdminError> {
+        s.mutate(Op::policy("tenant.add", Scope::Platform, Target::tenant(id)), |d, c| {
+            crate::admin::ops::add_tenant(d, id, "", "", c.now)
+        })
+    }
+
+    fn code(t: u64) -> String {
+        totp::code_at(SECRET, t).unwrap().to_string()
+    }
+
+    fn outcomes(store: &Store) -> Vec<Outcome> {
+        AuditLog::new(store.paths.audit()).entries().unwrap().iter().map(|e| e.outcome).collect()
+    }
+
+    #[test]
+    fn bootstrap_acts_anonymously_until_2fa_is_on() {
+        let open = store("bootstrap", false);
+        add_tenant(&session(&open, Claim::Anonymous, None, T0), "acme").unwrap();
+        let entry = &AuditLog::new(open.paths.audit()).entries().unwrap()[0];
+        assert_eq!((entry.actor.as_str(), entry.outcome), ("bootstrap", Outcome::Ok));
+
+        let secured = store("secured", true);
+        let e = add_tenant(&session(&secured, Claim::Anonymous, None, T0), "acme").unwrap_err();
+        assert_eq!(e.exit_code(), 4);
+        let e = session(&secured, Claim::Anonymous, None, T0).read(|_, _| Ok(())).unwrap_err();
+        assert_eq!(e.exit_code(), 4);
+        assert_eq!(outcomes(&secured), [Outcome::AuthFailed, Outcome::AuthFailed]);
+    }
+
+    #[test]
+    fn a_refused_change_still_commits_the_2fa_counters() {
+        let store = store("counters", true);
+        let root = || Claim::Named("root".into());
+        add_tenant(&session(&store, root(), Some(&code(T0)), T0), "acme").unwrap();
+        // The same code again: refused, nothing added, but the failure counted.
+        assert!(add_tenant(&session(&store, root(), Some(&code(T0)), T0), "globex").is_err());
+        let doc = store.load().unwrap();
+        assert_eq!(doc.policy.tenants.len(), 1);
+        assert_eq!(doc.admins[0].second_factor.failures, 1);
+        assert_eq!(doc.admins[0].second_factor.last_step, Some(T0 / totp::STEP));
+        assert_eq!(doc.audit.head.as_ref().map(|h| h.seq), Some(2));
+    }
+
+    #[test]
+    fn lockout_holds_across_invocations_and_expires_with_the_clock() {
+        let store = store("lockout", true);
+        let root = || Claim::Named("root".into());
+        for _ in 0..totp::MAX_FAILURES {
+            assert!(add_tenant(&session(&store, root(), Some("000000"), T0), "x").is_err());
+        }
+        let later = T0 + 60;
+        let e = add_tenant(&session(&store, root(), Some(&code(later)), later), "x").unwrap_err();
+        assert!(e.to_string().contains("locked"), "{e}");
+        let after = T0 + totp::LOCKOUT_SECS + 1;
+        add_tenant(&session(&store, root(), Some(&code(after)), after), "x").unwrap();
+        let o = outcomes(&store);
+        assert_eq!(&o[o.len() - 3..], [Outcome::Locked, Outcome::Locked, Outcome::Ok]);
+    }
+
+    #[test]
+    fn an_admin_without_2fa_cannot_change_a_secured_store() {
+        let store = store("no-2fa", true);
+        store
+            .update(|d| {
+                let mut ann = d.admins[0].clone();
+                ann.name = "ann".into();
+                ann.second_factor = Default::default();
+                d.admins.push(ann);
+                Ok(())
+            })
+            .unwrap();
+        let e = add_tenant(&session(&store, Claim::Named("ann".into()), None, T0), "x").unwrap_err();
+        assert!(e.to_string().contains("2fa enroll"), "{e}");
+        // Reading is fine.
+        let who = session(&store, Claim::Named("ann".into()), None, T0).read(|_, who| Ok(who.name.clone())).unwrap();
+        assert_eq!(who, "ann");
+    }
+}
