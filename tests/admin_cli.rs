@@ -130,6 +130,27 @@ fn exit_codes_mean_something() {
 }
 
 #[test]
+fn ip_changes_that_lock_everyone_out_are_warned_about() {
+    let home = Home::new("ip-lockout");
+    home.run(&["tenant", "add", "acme"]).ok();
+    let (key_id, _) = home.create_key(&["--tenant", "acme"]);
+    let ok = home.run(&["ip", "allow", "--tenant", "acme", "10.0.0.0/8"]).ok();
+    assert!(!ok.stderr.contains("warning"), "{}", ok.stderr);
+    let ok = home.run(&["ip", "allow", "--key", &key_id, "10.1.2.0/24"]).ok();
+    assert!(!ok.stderr.contains("warning"), "{}", ok.stderr);
+    // Narrowing the tenant to a range that misses the key's list: warned.
+    home.run(&["ip", "deny", "--tenant", "acme", "10.0.0.0/8"]).ok();
+    let warned = home.run(&["ip", "allow", "--tenant", "acme", "192.168.0.0/16"]).ok();
+    assert!(warned.stderr.contains(&format!("key {key_id}")), "{}", warned.stderr);
+    let emptied = home.run(&["ip", "deny", "--tenant", "acme", "192.168.0.0/16"]).ok();
+    assert!(emptied.stderr.contains("refuses every address"), "{}", emptied.stderr);
+    // Bad CIDRs are refused with the offending text; IPv6 is fine.
+    let bad = home.run(&["ip", "allow", "--tenant", "acme", "10.0.0.1/8"]).fails(2);
+    assert!(bad.stderr.contains("10.0.0.1/8"), "{}", bad.stderr);
+    home.run(&["ip", "allow", "--tenant", "acme", "--sub-account", "default", "2001:db8::/32"]).ok();
+}
+
+#[test]
 fn help_teaches_with_examples() {
     let home = Home::new("help");
     let top = home.run(&["--help"]).ok();

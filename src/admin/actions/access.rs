@@ -130,8 +130,61 @@ pub fn ip_change(s: &Session, target: &TargetArgs, change: IpChange<'_>) -> Resu
     if list.enabled && list.cidrs.is_empty() {
         reply =
             reply.warn(format!("this allowlist is enabled and empty: {} now refuses every address", target.describe()));
+    } else {
+        let locked_out = s.read(|doc, _| Ok(locked_out(doc, target)))?;
+        if !locked_out.is_empty() {
+            reply = reply.warn(format!(
+                "no address is in every enabled allowlist (tenant, sub-account and key) of: {}",
+                locked_out.join(", ")
+            ));
+        }
     }
     Ok(reply)
+}
+
+/// The sub-accounts and keys under `target` that no address can reach:
+/// their enabled allowlists, with the ones above them, have an empty
+/// intersection.
+fn locked_out(doc: &StoreDoc, target: &TargetArgs) -> Vec<String> {
+    let tenant_id = match &target.key {
+        Some(k) => doc.policy.keys.iter().find(|key| &key.id == k).map(|key| key.tenant.clone()),
+        None => target.tenant.clone(),
+    };
+    let Some(t) = tenant_id.as_ref().and_then(|id| doc.policy.tenants.iter().find(|x| &x.id == id)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for sa in t.sub_accounts.iter().filter(|sa| target.sub_account.as_ref().is_none_or(|s| s == &sa.id)) {
+        let upper = [t.ip_allowlist.as_ref(), sa.ip_allowlist.as_ref()];
+        if target.key.is_none() && !reachable(&upper) {
+            out.push(format!("sub-account {}/{}", t.id, sa.id));
+            continue;
+        }
+        let keys = doc.policy.keys.iter().filter(|k| k.tenant == t.id && k.sub_account == sa.id);
+        for k in keys.filter(|k| target.key.as_ref().is_none_or(|id| id == &k.id)) {
+            if !reachable(&[upper[0], upper[1], k.ip_allowlist.as_ref()]) {
+                out.push(format!("key {}", k.id));
+            }
+        }
+    }
+    out
+}
+
+/// Whether some address is inside every enabled list. For CIDR blocks, a
+/// set of blocks (one per list) has a common address exactly when the most
+/// specific of them lies inside all the others.
+fn reachable(lists: &[Option<&IpAllowlistDoc>]) -> bool {
+    let enabled: Vec<Vec<ipnet::IpNet>> = lists
+        .iter()
+        .flatten()
+        .filter(|l| l.enabled)
+        .map(|l| l.cidrs.iter().filter_map(|c| crate::core::cidr::parse_cidr(c).ok()).collect())
+        .collect();
+    if enabled.is_empty() {
+        return true;
+    }
+    // Try each block of every list as the most specific one.
+    enabled.iter().flatten().any(|candidate| enabled.iter().all(|list| list.iter().any(|net| net.contains(candidate))))
 }
 
 pub fn ip_list(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
@@ -267,4 +320,31 @@ fn effective_quota(doc: &StoreDoc, t: &TargetArgs) -> Option<QuotaDoc> {
         per_day: min(acc.per_day, q.per_day),
     });
     (q.per_minute.is_some() || q.per_day.is_some()).then_some(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(enabled: bool, cidrs: &[&str]) -> IpAllowlistDoc {
+        IpAllowlistDoc { enabled, cidrs: cidrs.iter().map(|c| c.to_string()).collect() }
+    }
+
+    #[test]
+    fn reachability_of_nested_allowlists() {
+        let tenant = list(true, &["10.0.0.0/8", "2001:db8::/32"]);
+        let inside = list(true, &["10.1.0.0/16"]);
+        let outside = list(true, &["192.168.0.0/16"]);
+        let v6 = list(true, &["2001:db8:1::/48"]);
+        assert!(reachable(&[]));
+        assert!(reachable(&[Some(&tenant), None, Some(&inside)]));
+        assert!(reachable(&[Some(&tenant), Some(&v6)]));
+        assert!(reachable(&[Some(&inside), Some(&tenant)]), "order does not matter");
+        assert!(!reachable(&[Some(&tenant), Some(&outside)]));
+        assert!(!reachable(&[Some(&inside), Some(&v6)]), "v4 and v6 never meet");
+        assert!(!reachable(&[Some(&list(true, &[]))]));
+        assert!(reachable(&[Some(&tenant), Some(&list(false, &["192.168.0.0/16"]))]), "a disabled list allows all");
+        let wide = list(true, &["0.0.0.0/0"]);
+        assert!(!reachable(&[Some(&wide), Some(&inside), Some(&outside)]));
+    }
 }
