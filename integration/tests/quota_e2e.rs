@@ -200,17 +200,17 @@ fn a_flood_of_unknown_keys_does_not_grow_shared_data() {
     // One key quota (minute) + one tenant quota (day): two counters.
     assert_eq!(fx.stat("tokenhub.quota_counters"), 2);
     let real = &keys[0].key;
-    let flood = 400;
+    let flood: u32 = 400;
     for i in 0..flood {
         // Well-formed keys (valid checksum) with random ids: they reach the
         // key lookup, and stop there.
         let fake = tokenhub_guard_key_like(real, i);
         assert_eq!(fx.call(&fake).status, 401);
     }
-    assert_eq!(fx.stat("tokenhub.denied.unknown_key"), flood);
+    assert_eq!(fx.stat("tokenhub.denied.unknown_key"), u64::from(flood));
     assert_eq!(fx.stat("tokenhub.quota_counters"), 2, "unknown keys create no counters");
     assert_eq!(fx.call(real).status, 200);
-    assert!(fx.echo.take_requests().len() == 1);
+    assert_eq!(fx.echo.take_requests().len(), 1);
 }
 
 /// A well-formed key (valid CRC32 checksum) with a different key id.

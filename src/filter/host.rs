@@ -125,28 +125,40 @@ impl CounterStore for SharedCounters {
     }
 }
 
-const HIGHEST_VERSION_KEY: &str = "tokenhub.bundle.highest_version";
+const NEWEST_VERSION_KEY: &str = "tokenhub.bundle.newest_version";
+const NEWEST_SEALED_KEY: &str = "tokenhub.bundle.newest_sealed";
 
-/// Records `version` as the highest accepted, refusing an older one (a
-/// replayed old bundle). Equal is fine: every worker VM loads the same one.
-pub fn raise_highest_version(version: u64) -> Result<(), String> {
+/// A bundle older than one this Envoy process already accepted.
+pub struct Rollback {
+    pub newest: u64,
+}
+
+/// Records `version` (and its sealed text) as the newest accepted, or says
+/// it is a rollback. Every accepted update gets fresh VMs, so this lives in
+/// shared data, which outlives them (for the life of the Envoy process).
+/// Equal is fine: every worker VM loads the same bundle.
+pub fn claim_newest(version: u64, sealed: &[u8]) -> Result<(), Rollback> {
     let store = SharedCounters;
     for _ in 0..crate::core::quota::MAX_CAS_ATTEMPTS {
-        let (value, cas) = store.get(HIGHEST_VERSION_KEY);
-        let highest = value.and_then(|v| v.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
-        if version < highest {
-            return Err(format!(
-                "bundle version {version} is older than version {highest} already loaded (rollback refused)"
-            ));
+        let (value, cas) = store.get(NEWEST_VERSION_KEY);
+        let newest = value.and_then(|v| v.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
+        if version < newest {
+            return Err(Rollback { newest });
         }
-        if version == highest {
+        if version == newest {
             return Ok(());
         }
-        match store.set(HIGHEST_VERSION_KEY, &version.to_le_bytes(), cas) {
-            Ok(true) => return Ok(()),
+        // The text first: a reader that sees the new version finds it.
+        let _ = hostcalls::set_shared_data(NEWEST_SEALED_KEY, Some(sealed), None);
+        match store.set(NEWEST_VERSION_KEY, &version.to_le_bytes(), cas) {
             Ok(false) => continue,
-            Err(StoreError) => return Err("shared data unavailable".into()),
+            // Shared data failing is no reason to refuse a valid, newer bundle.
+            Ok(true) | Err(StoreError) => return Ok(()),
         }
     }
-    Err("shared data stayed contended".into())
+    Ok(())
+}
+
+pub fn newest_sealed() -> Option<Vec<u8>> {
+    hostcalls::get_shared_data(NEWEST_SEALED_KEY).ok().and_then(|(v, _)| v)
 }

@@ -31,15 +31,21 @@ struct GuardRoot {
 impl Context for GuardRoot {}
 
 impl RootContext for GuardRoot {
+    /// Returns false only for what fails the same way every time for the
+    /// same file (it cannot be opened, parsed or validated). Envoy caches a
+    /// configuration's first (main-thread) result and, when a worker VM's
+    /// configure later fails, runs that worker WITHOUT the filter — fail
+    /// open. So everything that depends on state (rollback, shared data)
+    /// returns true and serves the safe policy instead: the newest one, or
+    /// none (503).
     fn on_configure(&mut self, _size: usize) -> bool {
-        let metrics = match Metrics::define() {
-            Ok(m) => Rc::new(m),
+        self.metrics = match Metrics::define() {
+            Ok(m) => Some(Rc::new(m)),
             Err(e) => {
-                log::error!("tokenhub guard: cannot define metrics ({e}); refusing configuration");
-                return false;
+                log::error!("tokenhub guard: cannot define metrics ({e}); serving without them");
+                None
             }
         };
-        self.metrics = Some(metrics.clone());
         let config = self.get_plugin_configuration().unwrap_or_default();
         if config.iter().all(u8::is_ascii_whitespace) {
             log::warn!(
@@ -48,24 +54,16 @@ impl RootContext for GuardRoot {
             self.policy = None;
             return true;
         }
-        match load_policy(&config).and_then(|p| ensure_quota_counters(&p, &metrics).map(|()| p)) {
+        let key = match bundle_key() {
+            Ok(key) => key,
+            Err(reason) => return self.reject(&reason),
+        };
+        match load_policy(&config, &key) {
             Ok(policy) => {
-                log::info!(
-                    "tokenhub guard: bundle version {} loaded ({} tenants, {} keys, {} providers)",
-                    policy.version,
-                    policy.tenants.len(),
-                    policy.keys.len(),
-                    policy.providers.len()
-                );
-                metrics.bundle_loaded(policy.version);
-                self.policy = Some(Rc::new(policy));
+                self.policy = self.admit(policy, &config, &key).map(Rc::new);
                 true
             }
-            Err(reason) => {
-                log::error!("tokenhub guard: bundle rejected, the previous one keeps serving: {reason}");
-                metrics.bundle_rejected();
-                false
-            }
+            Err(reason) => self.reject(&reason),
         }
     }
 
@@ -78,29 +76,87 @@ impl RootContext for GuardRoot {
     }
 }
 
-/// Opens and compiles the bundle, refusing rollbacks. The error text names
-/// the problem and never contains bundle content.
-fn load_policy(config: &[u8]) -> Result<Policy, String> {
-    let sealed = std::str::from_utf8(config).map_err(|_| "configuration is not UTF-8 text".to_string())?;
+impl GuardRoot {
+    fn reject(&self, reason: &str) -> bool {
+        log::error!("tokenhub guard: bundle rejected, the previous one keeps serving: {reason}");
+        if let Some(m) = &self.metrics {
+            m.bundle_rejected();
+        }
+        false
+    }
+
+    /// Applies the state-dependent checks to a valid bundle: refuses a
+    /// rollback by serving the newest bundle this Envoy has accepted, and
+    /// creates the quota counters. `None` = serve 503.
+    fn admit(&self, policy: Policy, sealed: &[u8], key: &BundleKey) -> Option<Policy> {
+        let policy = match host::claim_newest(policy.version, sealed) {
+            Ok(()) => policy,
+            Err(host::Rollback { newest }) => {
+                log::error!(
+                    "tokenhub guard: bundle version {} is older than version {newest} already loaded (rollback refused); serving version {newest}",
+                    policy.version
+                );
+                if let Some(m) = &self.metrics {
+                    m.bundle_rejected();
+                }
+                newest_policy(newest, key)?
+            }
+        };
+        if let Err(reason) = ensure_quota_counters(&policy, self.metrics.as_deref()) {
+            log::error!("tokenhub guard: {reason}; refusing every request until the next bundle");
+            return None;
+        }
+        log::info!(
+            "tokenhub guard: bundle version {} loaded ({} tenants, {} keys, {} providers)",
+            policy.version,
+            policy.tenants.len(),
+            policy.keys.len(),
+            policy.providers.len()
+        );
+        if let Some(m) = &self.metrics {
+            m.bundle_loaded(policy.version);
+        }
+        Some(policy)
+    }
+}
+
+fn bundle_key() -> Result<BundleKey, String> {
     let key_text = std::env::var(BUNDLE_KEY_ENV).map_err(|_| {
         format!("{BUNDLE_KEY_ENV} is not set in Envoy's environment or not listed in vm_config.environment_variables.host_env_keys")
     })?;
-    let key = BundleKey::from_base64(&key_text).map_err(|e| format!("{BUNDLE_KEY_ENV}: {e}"))?;
-    let policy = bundle::open_and_compile(sealed, &key).map_err(|e| e.to_string())?;
-    // Every accepted update gets fresh VMs, so the high-water mark lives in
-    // shared data, which outlives them (for the life of the Envoy process).
-    host::raise_highest_version(policy.version)?;
-    Ok(policy)
+    BundleKey::from_base64(&key_text).map_err(|e| format!("{BUNDLE_KEY_ENV}: {e}"))
+}
+
+/// Opens and compiles the bundle. A pure function of the file and the key;
+/// the error names the problem and never contains bundle content.
+fn load_policy(config: &[u8], key: &BundleKey) -> Result<Policy, String> {
+    let sealed = std::str::from_utf8(config).map_err(|_| "configuration is not UTF-8 text".to_string())?;
+    bundle::open_and_compile(sealed, key).map_err(|e| e.to_string())
+}
+
+/// The newest accepted bundle, kept sealed in shared data; `None` (serve
+/// 503) if it is gone or no longer the expected version.
+fn newest_policy(version: u64, key: &BundleKey) -> Option<Policy> {
+    let sealed = host::newest_sealed()?;
+    match load_policy(&sealed, key) {
+        Ok(p) if p.version == version => Some(p),
+        _ => {
+            log::error!("tokenhub guard: the newest bundle is unavailable; refusing every request until the next one");
+            None
+        }
+    }
 }
 
 /// Creates every quota counter the policy can use, before any worker serves
 /// it (see `quota::ensure_counters`), and reports how many exist.
-fn ensure_quota_counters(policy: &Policy, metrics: &Metrics) -> Result<(), String> {
+fn ensure_quota_counters(policy: &Policy, metrics: Option<&Metrics>) -> Result<(), String> {
     let counters = quota::all_counters(policy);
     let count = counters.len();
     quota::ensure_counters(&SharedCounters, counters)
         .map_err(|_| "cannot create quota counters in shared data".to_string())?;
-    metrics.quota_counters(count);
+    if let Some(m) = metrics {
+        m.quota_counters(count);
+    }
     Ok(())
 }
 
