@@ -121,6 +121,9 @@ fn credential_shapes_are_refused_with_their_reason() {
         (vec![("x-api-key", "junk".into()), ("x-api-key", key.clone())], DenyReason::DuplicateCredential),
         (vec![("authorization", bearer(1)), ("x-api-key", other)], DenyReason::DuplicateCredential),
         (vec![("x-api-key", "sk-not-ours".into())], DenyReason::MalformedCredential),
+        // What Envoy makes of two `authorization` headers: one joined value.
+        (vec![("authorization", format!("Bearer {key},Bearer {key}"))], DenyReason::DuplicateCredential),
+        (vec![("x-api-key", format!("{key},{key}"))], DenyReason::DuplicateCredential),
         (vec![("x-api-key", key[..key.len() - 1].into())], DenyReason::MalformedCredential),
     ];
     for (headers, expected) in cases {

@@ -16,7 +16,8 @@ use std::thread;
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
 
 /// Environment that would point the CLI at another store or master key.
-const FOREIGN_ENV: [&str; 3] = ["TOKENHUB_HOME", "TOKENHUB_MASTER_KEY", "TOKENHUB_MASTER_KEY_FILE"];
+const FOREIGN_ENV: [&str; 5] =
+    ["TOKENHUB_HOME", "TOKENHUB_MASTER_KEY", "TOKENHUB_MASTER_KEY_FILE", "TOKENHUB_ADMIN", "TOKENHUB_OTP"];
 
 /// One run of the CLI.
 #[derive(Debug)]

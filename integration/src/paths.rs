@@ -33,12 +33,12 @@ pub fn guard_wasm() -> PathBuf {
     }
 }
 
-/// The sidecar CLI: $TOKENHUB_ADMIN, else the newer of the release and
+/// The sidecar CLI: $TOKENHUB_ADMIN_BIN, else the newer of the release and
 /// debug builds (`make admin` builds release, `cargo build --features admin
 /// --bin tokenhub-admin` debug). Panics with the build command when neither
 /// exists.
 pub fn admin_bin() -> PathBuf {
-    if let Some(bin) = non_empty_env("TOKENHUB_ADMIN") {
+    if let Some(bin) = non_empty_env("TOKENHUB_ADMIN_BIN") {
         return PathBuf::from(bin);
     }
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -51,7 +51,7 @@ pub fn admin_bin() -> PathBuf {
         .unwrap_or_else(|| {
             panic!(
                 "tokenhub-admin is not built (looked for {} and {}): run `make admin` or \
-                 `cargo build --features admin --bin tokenhub-admin`, or set TOKENHUB_ADMIN",
+                 `cargo build --features admin --bin tokenhub-admin`, or set TOKENHUB_ADMIN_BIN",
                 candidates[0].display(),
                 candidates[1].display()
             )

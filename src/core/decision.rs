@@ -158,6 +158,11 @@ fn extract_credential<'h>(headers: &[(&str, &'h [u8])]) -> Result<&'h str, DenyR
     if token.is_empty() {
         return Err(DenyReason::MissingCredential);
     }
+    // Envoy joins a repeated header into one comma-separated value; a key
+    // never contains a comma.
+    if token.contains(&b',') {
+        return Err(DenyReason::DuplicateCredential);
+    }
     std::str::from_utf8(token).map_err(|_| DenyReason::MalformedCredential)
 }
 
