@@ -176,6 +176,8 @@ impl HttpContext for GuardHttp {
         };
         let headers = self.get_http_request_headers_bytes();
         let view: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        #[cfg(feature = "fault-injection")]
+        fault_injection::maybe_trap(&view);
         let pseudo = |name: &str| {
             view.iter().find(|(n, _)| *n == name).and_then(|(_, v)| std::str::from_utf8(v).ok()).unwrap_or("")
         };
@@ -223,6 +225,19 @@ impl HttpContext for GuardHttp {
             }
         }
         Action::Continue
+    }
+}
+
+/// Test builds only (`--features fault-injection`, never shipped): a
+/// request carrying `x-tokenhub-test-fault: panic` traps the VM, so the
+/// fault tests can show what Envoy's failure policy does with a real trap.
+#[cfg(feature = "fault-injection")]
+mod fault_injection {
+    #[allow(clippy::panic)]
+    pub fn maybe_trap(headers: &[(&str, &[u8])]) {
+        if headers.iter().any(|(n, v)| *n == "x-tokenhub-test-fault" && *v == b"panic") {
+            panic!("fault injection: trap requested");
+        }
     }
 }
 
