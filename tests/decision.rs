@@ -43,12 +43,16 @@ fn run(policy: &Policy, r: &Req) -> Result<Vec<(String, String)>, DenyReason> {
     let facts = RequestFacts { method: r.method, path: &r.path, headers: &headers, source: r.source, now: r.now, oidc };
     match decide(policy, &facts) {
         Decision::Allow(g) => {
-            let mut out: Vec<(String, String)> =
-                g.identity_headers().iter().filter_map(|(n, v)| v.map(|v| (n.to_string(), v.to_string()))).collect();
+            let mut out: Vec<(String, String)> = g
+                .subject
+                .identity_headers()
+                .iter()
+                .filter_map(|(n, v)| v.map(|v| (n.to_string(), v.to_string())))
+                .collect();
             out.push((g.inject.0.to_string(), g.inject.1.to_string()));
             Ok(out)
         }
-        Decision::Deny(reason) => Err(reason),
+        Decision::Deny(denial) => Err(denial.reason),
     }
 }
 
@@ -372,4 +376,39 @@ fn oidc_refusals() {
     let mut spoof = oidc_req(GOOGLE, &[("sub", "1234567890")]);
     spoof.headers = vec![("x-tokenhub-tenant".into(), b"globex".to_vec())];
     assert_eq!(deny(&p, &spoof), DenyReason::TenantMismatch);
+}
+
+#[test]
+fn denials_name_the_owner_only_once_the_key_is_identified() {
+    let p = policy_with(|d| {
+        d.keys[1].status = Status::Disabled;
+        d.tenants[0].ip_allowlist = allowlist(&["10.0.0.0/8"]);
+    });
+    let subject_of = |r: &Req| {
+        let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let facts = RequestFacts {
+            method: r.method,
+            path: &r.path,
+            headers: &headers,
+            source: r.source,
+            now: r.now,
+            oidc: None,
+        };
+        match decide(&p, &facts) {
+            Decision::Deny(d) => {
+                (d.reason, d.subject.map(|s| (s.tenant.id.clone(), s.credential.key().map(|k| k.id.clone()))))
+            }
+            Decision::Allow(_) => panic!("expected a denial"),
+        }
+    };
+    let acme = |n| Some(("acme".to_string(), Some(make_key(n, 0).0)));
+    // Outside the allowlist: the key is known, so is its owner.
+    assert_eq!(subject_of(&req(&[("x-api-key", &make_key(1, 0).1)])), (DenyReason::IpNotAllowed, acme(1)));
+    // Wrong secret for an existing key id: named, for the operator.
+    assert_eq!(subject_of(&req(&[("x-api-key", &make_key(1, 3).1)])), (DenyReason::WrongSecret, acme(1)));
+    assert_eq!(subject_of(&req(&[("x-api-key", &make_key(2, 0).1)])), (DenyReason::KeyDisabled, acme(2)));
+    // Nothing identified: nobody named, whatever the client claims.
+    let claimed = req(&[("x-api-key", &make_key(77, 0).1), ("x-tokenhub-tenant", "acme")]);
+    assert_eq!(subject_of(&claimed), (DenyReason::UnknownKey, None));
+    assert_eq!(subject_of(&req(&[])), (DenyReason::MissingCredential, None));
 }

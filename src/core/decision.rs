@@ -77,12 +77,33 @@ impl<'p> Credential<'p> {
     }
 }
 
-/// An allowed request: who it belongs to and what to inject.
-#[derive(Debug)]
-pub struct Grant<'p> {
+/// Whom a request belongs to, once its credential is known.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'p> {
     pub tenant: &'p Tenant,
     pub sub_account: &'p SubAccount,
     pub credential: Credential<'p>,
+}
+
+/// A refused request: why, and whom it was for when the credential was
+/// identified (so access logs and usage reports name the key, never what
+/// the client claimed).
+#[derive(Debug, Clone, Copy)]
+pub struct Denial<'p> {
+    pub reason: DenyReason,
+    pub subject: Option<Subject<'p>>,
+}
+
+impl Denial<'_> {
+    fn anonymous(reason: DenyReason) -> Self {
+        Self { reason, subject: None }
+    }
+}
+
+/// An allowed request: who it belongs to and what to inject.
+#[derive(Debug)]
+pub struct Grant<'p> {
+    pub subject: Subject<'p>,
     /// (header name, value) of the provider credential.
     pub inject: (&'p str, &'p str),
 }
@@ -90,7 +111,7 @@ pub struct Grant<'p> {
 #[derive(Debug)]
 pub enum Decision<'p> {
     Allow(Grant<'p>),
-    Deny(DenyReason),
+    Deny(Denial<'p>),
 }
 
 /// The whole decision, in the documented order. Each step returns early
@@ -102,27 +123,44 @@ pub fn decide<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Decision<'p> {
     }
 }
 
-fn decide_inner<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Grant<'p>, DenyReason> {
-    let credential = authenticate(policy, req)?;
-    let (sub_account, tenant) = owner(policy, credential.sub_account())?;
-    check_ip(req.source, [&tenant.allowlist, &sub_account.allowlist, credential.allowlist()])?;
-    check_claimed_identity(req.headers, tenant, sub_account)?;
+fn decide_inner<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Grant<'p>, Denial<'p>> {
+    // A key that exists but failed verification still names its owner in
+    // the denial (for the operator's logs; the client sees only the reason).
+    let (credential, verified) = match authenticate(policy, req) {
+        Ok(credential) => (credential, Ok(())),
+        Err((reason, Some(key))) => (Credential::Key(key), Err(reason)),
+        Err((reason, None)) => return Err(Denial::anonymous(reason)),
+    };
+    let (sub_account, tenant) =
+        locate(policy, credential.sub_account()).ok_or(Denial::anonymous(DenyReason::FilterFault))?;
+    let subject = Subject { tenant, sub_account, credential };
+    let deny = |reason| Denial { reason, subject: Some(subject) };
+    verified.map_err(deny)?;
+    check_status(tenant, sub_account).map_err(deny)?;
+    check_ip(req.source, [&tenant.allowlist, &sub_account.allowlist, credential.allowlist()]).map_err(deny)?;
+    check_claimed_identity(req.headers, tenant, sub_account).map_err(deny)?;
     let path = path_without_query(req.path);
     if !is_normalized(path) {
-        return Err(DenyReason::PathNotNormalized);
+        return Err(deny(DenyReason::PathNotNormalized));
     }
-    check_scopes(req.method, path, [&sub_account.scopes, credential.scopes()])?;
-    let inject = provider_credential(policy, path, tenant)?;
-    Ok(Grant { tenant, sub_account, credential, inject })
+    check_scopes(req.method, path, [&sub_account.scopes, credential.scopes()]).map_err(deny)?;
+    let inject = provider_credential(policy, path, tenant).map_err(deny)?;
+    Ok(Grant { subject, inject })
 }
+
+/// A refusal, with the key when one was found.
+type AuthError<'p> = (DenyReason, Option<&'p Key>);
 
 /// Steps 1–2: an API key, or an identity Envoy's jwt_authn verified —
 /// exactly one of them.
-fn authenticate<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Credential<'p>, DenyReason> {
+fn authenticate<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Credential<'p>, AuthError<'p>> {
     match (req.oidc, extract_credential(req.headers)) {
-        (None, presented) => verify_key(policy, presented?, req.now).map(Credential::Key),
-        (Some(identity), Err(DenyReason::MissingCredential)) => principal(policy, identity).map(Credential::Oidc),
-        (Some(_), _) => Err(DenyReason::DuplicateCredential),
+        (None, Ok(presented)) => verify_key(policy, presented, req.now).map(Credential::Key),
+        (None, Err(reason)) => Err((reason, None)),
+        (Some(identity), Err(DenyReason::MissingCredential)) => {
+            principal(policy, identity).map(Credential::Oidc).map_err(|r| (r, None))
+        }
+        (Some(_), _) => Err((DenyReason::DuplicateCredential, None)),
     }
 }
 
@@ -183,40 +221,45 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 /// Step 2: checksum, lookup, constant-time hash comparison (current secret,
 /// or the previous one inside its grace period), then status and expiry —
 /// status only after the secret is proven, so it never leaks to guessers.
-fn verify_key<'p>(policy: &'p Policy, presented: &str, now: u64) -> Result<&'p Key, DenyReason> {
+fn verify_key<'p>(policy: &'p Policy, presented: &str, now: u64) -> Result<&'p Key, AuthError<'p>> {
     let parsed = apikey::parse(presented).map_err(|e| match e {
-        KeyFormatError::Checksum => DenyReason::BadChecksum,
-        _ => DenyReason::MalformedCredential,
+        KeyFormatError::Checksum => (DenyReason::BadChecksum, None),
+        _ => (DenyReason::MalformedCredential, None),
     })?;
     let hash = hash_secret(parsed.key_id, parsed.secret);
     let id: [u8; apikey::KEY_ID_LEN] =
-        parsed.key_id.as_bytes().try_into().map_err(|_| DenyReason::MalformedCredential)?;
-    let key = policy.keys.get(&id).ok_or(DenyReason::UnknownKey)?;
+        parsed.key_id.as_bytes().try_into().map_err(|_| (DenyReason::MalformedCredential, None))?;
+    let key = policy.keys.get(&id).ok_or((DenyReason::UnknownKey, None))?;
     let current = hashes_equal(&key.hash, &hash);
     let previous = key.previous.as_ref().is_some_and(|(prev, until)| hashes_equal(prev, &hash) & (now <= *until));
+    let refused = |reason| Err((reason, Some(key)));
     if !(current | previous) {
-        return Err(DenyReason::WrongSecret);
+        return refused(DenyReason::WrongSecret);
     }
     if !key.active {
-        return Err(DenyReason::KeyDisabled);
+        return refused(DenyReason::KeyDisabled);
     }
     if key.expires_at.is_some_and(|t| now >= t) {
-        return Err(DenyReason::KeyExpired);
+        return refused(DenyReason::KeyExpired);
     }
     Ok(key)
 }
 
-/// Step 3: the credential's sub-account and tenant, both active.
-fn owner(policy: &Policy, sub_account: usize) -> Result<(&SubAccount, &Tenant), DenyReason> {
-    let sub = policy.sub_accounts.get(sub_account).ok_or(DenyReason::FilterFault)?;
-    let tenant = policy.tenants.get(sub.tenant).ok_or(DenyReason::FilterFault)?;
+/// The credential's sub-account and tenant.
+fn locate(policy: &Policy, sub_account: usize) -> Option<(&SubAccount, &Tenant)> {
+    let sub = policy.sub_accounts.get(sub_account)?;
+    Some((sub, policy.tenants.get(sub.tenant)?))
+}
+
+/// Step 3: tenant and sub-account both active.
+fn check_status(tenant: &Tenant, sub: &SubAccount) -> Result<(), DenyReason> {
     if !tenant.active {
         return Err(DenyReason::TenantDisabled);
     }
     if !sub.active {
         return Err(DenyReason::SubAccountDisabled);
     }
-    Ok((sub, tenant))
+    Ok(())
 }
 
 /// Step 4: the source address must be inside every enabled allowlist
@@ -323,9 +366,10 @@ fn normalized_tokenhub_name(name: &str) -> Option<String> {
     is_tokenhub_header(name).then(|| name.to_ascii_lowercase().replace('_', "-"))
 }
 
-impl Grant<'_> {
-    /// The authoritative identity headers set on every allowed request
-    /// (`None` = must be absent: no key id for an OIDC identity).
+impl Subject<'_> {
+    /// The authoritative identity headers (`None` = must be absent: no key
+    /// id for an OIDC identity). Set on every allowed request, and on a
+    /// refused one whose owner is known, for the access log.
     pub fn identity_headers(&self) -> [(&'static str, Option<&str>); 5] {
         let (auth, key_id) = match self.credential {
             Credential::Key(k) => ("api_key", Some(k.id.as_str())),

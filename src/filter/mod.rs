@@ -5,7 +5,7 @@
 mod host;
 
 use crate::core::bundle::{self, BundleKey, Policy};
-use crate::core::decision::{decide, is_stripped_header, Decision, OidcIdentity, RequestFacts};
+use crate::core::decision::{decide, is_stripped_header, Decision, OidcIdentity, RequestFacts, Subject};
 use crate::core::errors::DenyReason;
 use crate::core::quota::{self, Budget, QuotaOutcome};
 use host::{Metrics, SharedCounters};
@@ -193,20 +193,16 @@ impl HttpContext for GuardHttp {
             now: host::unix_now(self),
             oidc: jwt.as_ref().map(|j| OidcIdentity { issuer: &j.issuer, claims: &claim_view }),
         };
+        // Client-sent identity headers go on every path, so neither the
+        // upstream nor the access log ever sees a claimed tenant.
+        for (name, _) in view.iter().filter(|(n, _)| is_stripped_header(n)) {
+            self.set_http_request_header(name, None);
+        }
         match decide(&policy, &facts) {
             Decision::Allow(grant) => {
-                let limits = quota::limits_for(grant.credential.key(), grant.sub_account, grant.tenant);
-                match quota::consume(&SharedCounters, &limits, facts.now) {
-                    QuotaOutcome::Unlimited => {}
-                    QuotaOutcome::Allowed(budget) => self.budget = Some(budget),
-                    QuotaOutcome::Exceeded(budget) => return self.deny_quota(budget),
-                    QuotaOutcome::Unavailable => return self.deny(DenyReason::FilterFault),
-                }
-                for (name, _) in view.iter().filter(|(n, _)| is_stripped_header(n)) {
-                    self.set_http_request_header(name, None);
-                }
-                for (name, value) in grant.identity_headers() {
-                    self.set_http_request_header(name, value);
+                self.set_identity(&grant.subject);
+                if let Err(action) = self.charge_quota(&grant.subject, facts.now) {
+                    return action;
                 }
                 self.set_http_request_header(grant.inject.0, Some(grant.inject.1));
                 if let Some(m) = &self.metrics {
@@ -214,7 +210,12 @@ impl HttpContext for GuardHttp {
                 }
                 Action::Continue
             }
-            Decision::Deny(reason) => self.deny(reason),
+            Decision::Deny(denial) => {
+                if let Some(subject) = &denial.subject {
+                    self.set_identity(subject);
+                }
+                self.deny(denial.reason)
+            }
         }
     }
 
@@ -251,6 +252,28 @@ fn rate_limit_headers(b: Budget) -> [(&'static str, String); 3] {
 }
 
 impl GuardHttp {
+    /// The authoritative identity headers: for the upstream and the routes
+    /// on an allowed request, for the access log on a refused one.
+    fn set_identity(&self, subject: &Subject<'_>) {
+        for (name, value) in subject.identity_headers() {
+            self.set_http_request_header(name, value);
+        }
+    }
+
+    /// Counts the request against its quotas; the refusal if over.
+    fn charge_quota(&mut self, subject: &Subject<'_>, now: u64) -> Result<(), Action> {
+        let limits = quota::limits_for(subject.credential.key(), subject.sub_account, subject.tenant);
+        match quota::consume(&SharedCounters, &limits, now) {
+            QuotaOutcome::Unlimited => Ok(()),
+            QuotaOutcome::Allowed(budget) => {
+                self.budget = Some(budget);
+                Ok(())
+            }
+            QuotaOutcome::Exceeded(budget) => Err(self.deny_quota(budget)),
+            QuotaOutcome::Unavailable => Err(self.deny(DenyReason::FilterFault)),
+        }
+    }
+
     /// Sends the JSON error and stops the request. The reason goes to a
     /// counter and to filter state (for the access log), nowhere else.
     fn deny(&mut self, reason: DenyReason) -> Action {
