@@ -12,6 +12,7 @@ pub mod serve;
 pub mod session;
 pub mod store;
 pub mod totp;
+pub mod usage;
 
 use rand::RngCore;
 use std::path::Path;

@@ -125,3 +125,49 @@ pub fn verify(s: &Session) -> Result<Reply, AdminError> {
         lines.join("\n")
     )))
 }
+
+#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageArgs {
+    /// Envoy's JSON access log (metadata only; see envoy/local/envoy.yaml.tmpl).
+    #[arg(long, env = "TOKENHUB_ACCESS_LOG")]
+    pub access_log: std::path::PathBuf,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub key: Option<String>,
+    /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+/// Requests, denials by reason, client IPs, first and last seen per tenant,
+/// sub-account and key, from the access log. A tenant admin sees only its
+/// own tenant's rows (and never the anonymous ones).
+pub fn usage(s: &Session, args: &UsageArgs) -> Result<Reply, AdminError> {
+    use crate::admin::usage::{report, UsageFilter};
+    use std::io::BufRead;
+    let time = |t: &Option<String>| {
+        t.as_deref()
+            .map(|t| parse_time(t, s.now).map(crate::admin::audit::rfc3339).map_err(AdminError::Usage))
+            .transpose()
+    };
+    // Envoy writes milliseconds ("…:05.123Z"): a lower bound without the
+    // "Z" sorts before every line of its second, an upper bound with it after.
+    let since = time(&args.since)?.map(|t| t.trim_end_matches('Z').to_string());
+    let until = time(&args.until)?;
+    s.read(|_, who| {
+        let tenant = match (&who.tenant, who.is_platform()) {
+            (_, true) => args.tenant.clone(),
+            (Some(own), false) if args.tenant.as_ref().is_none_or(|t| t == own) => Some(own.clone()),
+            _ => return Err(AdminError::Forbidden("a tenant admin can only review its own tenant's usage".into())),
+        };
+        let file = std::fs::File::open(&args.access_log).map_err(|e| AdminError::io(&args.access_log, e))?;
+        let lines = std::io::BufReader::new(file).lines().map_while(Result::ok);
+        let r = report(lines, &UsageFilter { tenant, key_id: args.key.clone(), since, until });
+        Ok(Reply::new(r.to_text().trim_end().to_string(), r.to_json()))
+    })
+}

@@ -2,7 +2,7 @@
 
 use crate::admin::accounts::Role;
 use crate::admin::actions::access::{QuotaArgs, TargetArgs};
-use crate::admin::actions::auditing::SearchArgs;
+use crate::admin::actions::auditing::{SearchArgs, UsageArgs};
 use crate::admin::actions::keys::{KeyCreate, ScopeArgs};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -50,6 +50,10 @@ pub enum Command {
     /// The hash-chained audit log: tail, search, verify.
     #[command(subcommand, after_help = AUDIT_HELP)]
     Audit(AuditCmd),
+    /// Review traffic from Envoy's access log: requests, denials by reason,
+    /// client IPs, first and last seen, per tenant, sub-account and key.
+    #[command(after_help = USAGE_HELP)]
+    Usage(UsageArgs),
     /// Run the admin HTTP service (JSON API; see docs/admin-api.md).
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
@@ -60,7 +64,7 @@ impl Command {
     /// acting admin has 2FA): used to decide whether to prompt for one.
     pub fn mutates(&self) -> bool {
         match self {
-            Self::Init(_) | Self::Status | Self::Serve(_) | Self::Audit(_) => false,
+            Self::Init(_) | Self::Status | Self::Serve(_) | Self::Audit(_) | Self::Usage(_) => false,
             Self::Tenant(c) => !matches!(c, TenantCmd::List | TenantCmd::Show { .. }),
             Self::SubAccount(c) => !matches!(c, SubAccountCmd::List { .. }),
             Self::Key(c) => !matches!(c, KeyCmd::List { .. } | KeyCmd::Show { .. }),
@@ -402,3 +406,10 @@ const SERVE_HELP: &str = "Example:
   curl -H \"authorization: Bearer $TOKEN\" http://127.0.0.1:8081/v1/keys
   curl -X POST -H \"authorization: Bearer $TOKEN\" -H \"x-tokenhub-otp: 123456\" http://127.0.0.1:8081/v1/incident/revoke/Ab12Cd34Ef56
 Every change is published at once. See docs/admin-api.md.";
+
+const USAGE_HELP: &str = "Examples:
+  tokenhub-admin usage --access-log /var/log/envoy/access.json
+  tokenhub-admin usage --tenant acme --since 24h
+  tokenhub-admin usage --key Ab12Cd34Ef56 --since 2026-01-31T00:00:00Z --json
+Rows with tenant '-' are requests the guard could not attribute (missing,
+malformed or unknown keys): a burst there is someone guessing keys.";

@@ -28,6 +28,7 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::Admin(c) => admin(s, c),
         Command::TwoFa(c) => two_fa(s, c),
         Command::Audit(c) => audit(s, c),
+        Command::Usage(a) => auditing::usage(s, a),
         Command::Serve(a) => {
             crate::admin::serve::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
         }
