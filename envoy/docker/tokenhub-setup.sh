@@ -1,0 +1,37 @@
+#!/bin/sh
+# One-shot preparation before Envoy starts: the Compose service `setup` and
+# the Kubernetes init container `setup` (image target `setup` of
+# envoy/docker/Dockerfile). Idempotent: run it on every start.
+#
+#   1. copy the filter module to where Envoy loads it;
+#   2. create the encrypted store on first start (master key from
+#      TOKENHUB_MASTER_KEY_FILE, a mounted secret);
+#   3. export the bundle key to a memory-only volume, from which Envoy's
+#      command line sets TOKENHUB_BUNDLE_KEY;
+#   4. publish, so Envoy starts with the current bundle (it refuses to
+#      start without a guard.yaml).
+set -eu
+
+: "${TOKENHUB_HOME:?set TOKENHUB_HOME (the store's volume)}"
+: "${TOKENHUB_MASTER_KEY_FILE:?set TOKENHUB_MASTER_KEY_FILE (the mounted master key)}"
+WASM_SRC=${WASM_SRC:-/usr/local/share/tokenhub/tokenhub_guard.wasm}
+WASM_DIR=${WASM_DIR:-/opt/tokenhub/wasm}
+BUNDLE_DIR=${BUNDLE_DIR:-/var/lib/tokenhub/bundle}
+KEYS_DIR=${KEYS_DIR:-/run/tokenhub/keys}
+
+log() { echo "tokenhub-setup: $*" >&2; }
+
+# Copy then rename: Envoy never sees a half-written module.
+cp "$WASM_SRC" "$WASM_DIR/.tokenhub_guard.wasm.tmp"
+mv -f "$WASM_DIR/.tokenhub_guard.wasm.tmp" "$WASM_DIR/tokenhub_guard.wasm"
+
+if [ -f "$TOKENHUB_HOME/store.enc" ]; then
+    log "store found in $TOKENHUB_HOME"
+else
+    log "no store in $TOKENHUB_HOME: creating one"
+    tokenhub-admin init --ecds-file "$BUNDLE_DIR/guard.yaml" --wasm "$WASM_DIR/tokenhub_guard.wasm"
+fi
+
+rm -f "$KEYS_DIR/bundle.key"
+tokenhub-admin bundle-key --out "$KEYS_DIR/bundle.key" >/dev/null
+tokenhub-admin publish
