@@ -125,6 +125,8 @@ fn credential_shapes_are_refused_with_their_reason() {
         (vec![("x-api-key", "junk".into()), ("x-api-key", key.clone())], DenyReason::DuplicateCredential),
         (vec![("authorization", bearer(1)), ("x-api-key", other)], DenyReason::DuplicateCredential),
         (vec![("x-api-key", "sk-not-ours".into())], DenyReason::MalformedCredential),
+        // A JWT that Envoy's jwt_authn did not verify.
+        (vec![("authorization", "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln".into())], DenyReason::InvalidToken),
         // What Envoy makes of two `authorization` headers: one joined value.
         (vec![("authorization", format!("Bearer {key},Bearer {key}"))], DenyReason::DuplicateCredential),
         (vec![("x-api-key", format!("{key},{key}"))], DenyReason::DuplicateCredential),

@@ -201,6 +201,9 @@ def placeholder_values(work: pathlib.Path, wasm: pathlib.Path) -> dict:
     (bundle / "guard.yaml").write_text("resources: []\n")
     cert, key = make_cert(work)
     return {
+        "OIDC_ISSUER": "https://issuer.tokenhub.invalid",
+        # A public key whose private half was discarded (as in the harness).
+        "OIDC_JWKS": '{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"unused","n":"r1PJKdvUsyZ1k6vRg08f16wdFBNOyNxU10IeBuSNxbYWbPLc0g8of4nNRC2ng4lbaWRCITGZkexQOyrgjtpH0wL6e-qe03QVsp29ufQWq0gBnkCQJ3glrWjgEZStP2eVjIU7U9YLxfHdzFyXdvung0T1eBnMTD7UnI8wXeppIS6k7lpjcPbGWoefVluxRl77e-Fqr-LYEbCteA25kD1A9BXFUxD4DrN03vskE-QhREfNPvz2Ie6km6Fbdx6fnO0Tc63iVIiyggM3GmkCdshAkpO1YPLazLAr3sYM_r33uEmP0yBXamm7dbGmw2218i6Pm1RaCnQHx7RXmuECTz5mlw","e":"AQAB"}]}',
         "LISTEN_PORT": 10000,
         "ADMIN_PORT": 10001,
         "UPSTREAM_PORT": 10002,

@@ -441,6 +441,12 @@ pub fn guard_ecds_yaml(wasm_path: &Path, configuration: &str) -> String {
     text.replace("{{WASM_PATH}}", &wasm_path.display().to_string()).replace("\"<sealed bundle text>\"", &quoted)
 }
 
+/// The local template's OIDC issuer when a test names none: an `.invalid`
+/// issuer whose JWKS holds a public key whose private half was discarded,
+/// so no token can ever verify against it.
+pub const DEFAULT_OIDC_ISSUER: &str = "https://issuer.tokenhub.invalid";
+pub const DEFAULT_OIDC_JWKS: &str = r#"{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"unused","n":"r1PJKdvUsyZ1k6vRg08f16wdFBNOyNxU10IeBuSNxbYWbPLc0g8of4nNRC2ng4lbaWRCITGZkexQOyrgjtpH0wL6e-qe03QVsp29ufQWq0gBnkCQJ3glrWjgEZStP2eVjIU7U9YLxfHdzFyXdvung0T1eBnMTD7UnI8wXeppIS6k7lpjcPbGWoefVluxRl77e-Fqr-LYEbCteA25kD1A9BXFUxD4DrN03vskE-QhREfNPvz2Ie6km6Fbdx6fnO0Tc63iVIiyggM3GmkCdshAkpO1YPLazLAr3sYM_r33uEmP0yBXamm7dbGmw2218i6Pm1RaCnQHx7RXmuECTz5mlw","e":"AQAB"}]}"#;
+
 fn render_config(opts: &EnvoyOptions, dir: &Path, bundle_dir: &Path, listen_port: u16, admin_port: u16) -> String {
     let template_path = paths::repo_root().join(&opts.template);
     let template = read_lossy(&template_path);
@@ -454,9 +460,12 @@ fn render_config(opts: &EnvoyOptions, dir: &Path, bundle_dir: &Path, listen_port
         ("ACCESS_LOG", dir.join("access.log").display().to_string()),
     ];
     let extra = opts.vars.iter().map(|(name, value)| (name.as_str(), value.clone()));
+    // Replaced last, so a test's own `vars` win.
+    let defaults = [("OIDC_ISSUER", DEFAULT_OIDC_ISSUER.to_string()), ("OIDC_JWKS", DEFAULT_OIDC_JWKS.to_string())];
     let rendered = builtin
         .into_iter()
         .chain(extra)
+        .chain(defaults)
         .fold(template, |text, (name, value)| text.replace(&format!("{{{{{name}}}}}"), &value));
     assert!(!rendered.contains("{{"), "unfilled placeholder in {}", template_path.display());
     rendered

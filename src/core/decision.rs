@@ -224,6 +224,7 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 fn verify_key<'p>(policy: &'p Policy, presented: &str, now: u64) -> Result<&'p Key, AuthError<'p>> {
     let parsed = apikey::parse(presented).map_err(|e| match e {
         KeyFormatError::Checksum => (DenyReason::BadChecksum, None),
+        _ if looks_like_jwt(presented) => (DenyReason::InvalidToken, None),
         _ => (DenyReason::MalformedCredential, None),
     })?;
     let hash = hash_secret(parsed.key_id, parsed.secret);
@@ -243,6 +244,15 @@ fn verify_key<'p>(policy: &'p Policy, presented: &str, now: u64) -> Result<&'p K
         return refused(DenyReason::KeyExpired);
     }
     Ok(key)
+}
+
+/// A bearer token that is a JWT reaches the guard only when Envoy's
+/// jwt_authn did not verify it (expired, unknown issuer, bad signature):
+/// say so rather than "malformed API key".
+fn looks_like_jwt(token: &str) -> bool {
+    token.starts_with("eyJ")
+        && token.split('.').count() == 3
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// The credential's sub-account and tenant.

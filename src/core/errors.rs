@@ -14,6 +14,7 @@ pub enum DenyReason {
     KeyDisabled,
     KeyExpired,
     UnknownPrincipal,
+    InvalidToken,
     TenantDisabled,
     SubAccountDisabled,
     IpNotAllowed,
@@ -28,7 +29,7 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 21] = [
+    pub const ALL: [DenyReason; 22] = [
         Self::NoBundle,
         Self::MissingCredential,
         Self::DuplicateCredential,
@@ -39,6 +40,7 @@ impl DenyReason {
         Self::KeyDisabled,
         Self::KeyExpired,
         Self::UnknownPrincipal,
+        Self::InvalidToken,
         Self::TenantDisabled,
         Self::SubAccountDisabled,
         Self::IpNotAllowed,
@@ -65,6 +67,7 @@ impl DenyReason {
             Self::KeyDisabled => "key_disabled",
             Self::KeyExpired => "key_expired",
             Self::UnknownPrincipal => "unknown_principal",
+            Self::InvalidToken => "invalid_token",
             Self::TenantDisabled => "tenant_disabled",
             Self::SubAccountDisabled => "sub_account_disabled",
             Self::IpNotAllowed => "ip_not_allowed",
@@ -89,7 +92,8 @@ impl DenyReason {
             | Self::WrongSecret
             | Self::KeyDisabled
             | Self::KeyExpired
-            | Self::UnknownPrincipal => 401,
+            | Self::UnknownPrincipal
+            | Self::InvalidToken => 401,
             Self::TenantDisabled
             | Self::SubAccountDisabled
             | Self::IpNotAllowed
@@ -126,6 +130,7 @@ impl DenyReason {
             Self::KeyDisabled => (AUTH, "invalid_api_key", "This API key has been disabled."),
             Self::KeyExpired => (AUTH, "invalid_api_key", "This API key has expired."),
             Self::UnknownPrincipal => (AUTH, "unknown_principal", "This identity is not mapped to a TokenHub account."),
+            Self::InvalidToken => (AUTH, "invalid_token", "The identity token was not accepted: expired, not yet valid, from an unknown issuer or audience, or badly signed."),
             Self::TenantDisabled => (PERM, "account_disabled", "The account this key belongs to is disabled."),
             Self::SubAccountDisabled => (PERM, "account_disabled", "The sub-account this key belongs to is disabled."),
             Self::IpNotAllowed => {

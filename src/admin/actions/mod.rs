@@ -7,6 +7,7 @@
 pub mod access;
 pub mod admins;
 pub mod auditing;
+pub mod identities;
 pub mod keys;
 pub mod providers;
 pub mod render;

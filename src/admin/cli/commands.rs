@@ -3,6 +3,7 @@
 use crate::admin::accounts::Role;
 use crate::admin::actions::access::{QuotaArgs, TargetArgs};
 use crate::admin::actions::auditing::{SearchArgs, UsageArgs};
+use crate::admin::actions::identities::{MapArgs, UnmapArgs};
 use crate::admin::actions::keys::{KeyCreate, ScopeArgs};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ pub enum Command {
     /// Rate limits (requests per minute and per day) for a tenant, sub-account or key.
     #[command(subcommand, after_help = QUOTA_HELP)]
     Quota(QuotaCmd),
+    /// OIDC identities (Google, GitHub, Microsoft…) mapped to a tenant.
+    #[command(subcommand, after_help = OIDC_HELP)]
+    Oidc(OidcCmd),
     /// Upstream providers and their secrets.
     #[command(subcommand, after_help = PROVIDER_HELP)]
     Provider(ProviderCmd),
@@ -71,6 +75,7 @@ impl Command {
             Self::Ip(c) => !matches!(c, IpCmd::List { .. }),
             Self::Quota(c) => !matches!(c, QuotaCmd::Show { .. }),
             Self::Provider(c) => !matches!(c, ProviderCmd::List),
+            Self::Oidc(c) => !matches!(c, OidcCmd::List),
             Self::Admin(AdminCmd::List) | Self::Admin(AdminCmd::Token(TokenCmd::List { .. })) => false,
             Self::TwoFa(TwoFaCmd::Status) => false,
             _ => true,
@@ -318,6 +323,15 @@ pub enum TwoFaCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum OidcCmd {
+    /// Map an identity (issuer + claim value) to a tenant and sub-account.
+    Map(MapArgs),
+    /// Remove a mapping.
+    Unmap(UnmapArgs),
+    List,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum AuditCmd {
     /// The last entries.
     Tail {
@@ -413,3 +427,10 @@ const USAGE_HELP: &str = "Examples:
   tokenhub-admin usage --key Ab12Cd34Ef56 --since 2026-01-31T00:00:00Z --json
 Rows with tenant '-' are requests the guard could not attribute (missing,
 malformed or unknown keys): a burst there is someone guessing keys.";
+
+const OIDC_HELP: &str = "Examples:
+  tokenhub-admin oidc map --issuer https://accounts.google.com --value 110169484474386276334 --tenant acme --sub-account research
+  tokenhub-admin oidc map --issuer https://token.actions.githubusercontent.com --claim repository --value acme/app --tenant acme --methods POST
+  tokenhub-admin oidc list
+Envoy's jwt_authn filter verifies the token (issuer, audience, signature, expiry); the guard maps the
+verified identity through these entries. Changes apply on `publish`.";

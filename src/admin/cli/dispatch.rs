@@ -3,7 +3,7 @@
 use super::commands::*;
 use super::Cli;
 use crate::admin::actions::access::IpChange;
-use crate::admin::actions::{access, admins, auditing, keys, providers, system, tenants, Reply};
+use crate::admin::actions::{access, admins, auditing, identities, keys, providers, system, tenants, Reply};
 use crate::admin::ops::ProviderSpec;
 use crate::admin::session::Session;
 use crate::admin::AdminError;
@@ -29,6 +29,9 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::TwoFa(c) => two_fa(s, c),
         Command::Audit(c) => audit(s, c),
         Command::Usage(a) => auditing::usage(s, a),
+        Command::Oidc(OidcCmd::Map(a)) => identities::map(s, a),
+        Command::Oidc(OidcCmd::Unmap(a)) => identities::unmap(s, a),
+        Command::Oidc(OidcCmd::List) => identities::list(s),
         Command::Serve(a) => {
             crate::admin::serve::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
         }

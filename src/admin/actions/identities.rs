@@ -1,0 +1,106 @@
+//! OIDC identities (Google, GitHub, Microsoft…) mapped to a tenant and
+//! sub-account. Envoy's `jwt_authn` verifies the token; the guard maps its
+//! (issuer, claim value) through these entries and applies the same IP,
+//! tenant, scope and quota rules as for an API key.
+
+use super::render::table;
+use super::Reply;
+use crate::admin::audit::Target;
+use crate::admin::ops;
+use crate::admin::session::{Op, Scope, Session};
+use crate::admin::AdminError;
+use crate::core::bundle::schema::{OidcPrincipalDoc, ScopesDoc};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MapArgs {
+    /// The token issuer (`iss`), e.g. https://accounts.google.com.
+    #[arg(long)]
+    pub issuer: String,
+    /// The claim that identifies the person or workload (`sub`, `email`…).
+    #[arg(long, default_value = "sub")]
+    pub claim: String,
+    /// The claim's value, e.g. the subject id or the email address.
+    #[arg(long)]
+    pub value: String,
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long, default_value = "default")]
+    pub sub_account: String,
+    /// Allowed HTTP methods, comma separated (default: any).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Allowed path prefixes, comma separated (default: any).
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Vec<String>,
+}
+
+fn scopes(a: &MapArgs) -> Option<ScopesDoc> {
+    (!a.methods.is_empty() || !a.paths.is_empty()).then(|| ScopesDoc {
+        methods: a.methods.iter().map(|m| m.trim().to_ascii_uppercase()).collect(),
+        path_prefixes: a.paths.iter().map(|p| p.trim().to_string()).collect(),
+    })
+}
+
+/// Maps an identity (replacing an existing mapping of the same identity).
+pub fn map(s: &Session, a: &MapArgs) -> Result<Reply, AdminError> {
+    let target = Target::sub_account(&a.tenant, &a.sub_account);
+    s.mutate(Op::policy("oidc.map", Scope::Tenant, target), |d, _| {
+        d.policy.oidc.retain(|o| !(o.issuer == a.issuer && o.claim == a.claim && o.value == a.value));
+        d.policy.oidc.push(OidcPrincipalDoc {
+            issuer: a.issuer.clone(),
+            claim: a.claim.clone(),
+            value: a.value.clone(),
+            tenant: a.tenant.clone(),
+            sub_account: a.sub_account.clone(),
+            scopes: scopes(a),
+        });
+        ops::validate(d)
+    })?;
+    Ok(Reply::new(
+        format!("{} {}={} maps to {}/{}; {}", a.issuer, a.claim, a.value, a.tenant, a.sub_account, s.apply_hint()),
+        json!({"issuer": a.issuer, "claim": a.claim, "value": a.value, "tenant": a.tenant, "sub_account": a.sub_account}),
+    ))
+}
+
+#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnmapArgs {
+    #[arg(long)]
+    pub issuer: String,
+    #[arg(long, default_value = "sub")]
+    pub claim: String,
+    #[arg(long)]
+    pub value: String,
+}
+
+pub fn unmap(s: &Session, a: &UnmapArgs) -> Result<Reply, AdminError> {
+    let tenant = s.read(|doc, _| {
+        doc.policy
+            .oidc
+            .iter()
+            .find(|o| o.issuer == a.issuer && o.claim == a.claim && o.value == a.value)
+            .map(|o| o.tenant.clone())
+            .ok_or_else(|| AdminError::NotFound(format!("no mapping for {} {}={}", a.issuer, a.claim, a.value)))
+    })?;
+    s.mutate(Op::policy("oidc.unmap", Scope::Tenant, Target::tenant(&tenant)), |d, _| {
+        d.policy.oidc.retain(|o| !(o.issuer == a.issuer && o.claim == a.claim && o.value == a.value));
+        Ok(())
+    })?;
+    Ok(Reply::new(format!("mapping removed; {}", s.apply_hint()), json!({"removed": true})))
+}
+
+pub fn list(s: &Session) -> Result<Reply, AdminError> {
+    s.read(|doc, who| {
+        let visible: Vec<&OidcPrincipalDoc> = doc.policy.oidc.iter().filter(|o| who.covers_tenant(&o.tenant)).collect();
+        let rows: Vec<Vec<String>> = visible
+            .iter()
+            .map(|o| {
+                vec![o.issuer.clone(), format!("{}={}", o.claim, o.value), format!("{}/{}", o.tenant, o.sub_account)]
+            })
+            .collect();
+        Ok(Reply::new(table(&["ISSUER", "IDENTITY", "TENANT/SUB-ACCOUNT"], &rows), json!(visible)))
+    })
+}
