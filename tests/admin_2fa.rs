@@ -239,3 +239,23 @@ fn enrollment_writes_a_private_png_and_needs_a_code_from_the_new_secret() {
     // `2fa enroll` needs someone to enroll.
     home.run(&["2fa", "enroll"]).fails(2);
 }
+
+#[test]
+fn unattended_sync_republishes_without_an_admin_once_2fa_is_on() {
+    let (home, _secret, _recovery) = secured_home("2fa-sync");
+    // A container restart: no admin, no code; only the master key.
+    home.run(&["publish"]).fails(4);
+    let key_out = home.home().join("bundle.key.out");
+    let out = home.run(&["--json", "sync", "--bundle-key-out", key_out.to_str().unwrap()]).ok().json();
+    assert!(out["version"].as_u64().unwrap() > 0, "{out}");
+    assert!(home.ecds_file().is_file());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key_out).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // Audited as the system, never with the key.
+    let text = home.audit_text();
+    assert!(text.contains("\"system.sync\""), "{text}");
+    assert!(!text.contains(std::fs::read_to_string(&key_out).unwrap().trim()));
+    // It changed no policy: a change still needs an admin and a code.
+    home.run(&["tenant", "add", "initech"]).fails(4);
+    home.run(&["--as", "root", "audit", "verify"]).ok();
+}

@@ -6,10 +6,10 @@
 #   1. copy the filter module to where Envoy loads it;
 #   2. create the encrypted store on first start (master key from
 #      TOKENHUB_MASTER_KEY_FILE, a mounted secret);
-#   3. export the bundle key to a memory-only volume, from which Envoy's
-#      command line sets TOKENHUB_BUNDLE_KEY;
-#   4. publish, so Envoy starts with the current bundle (it refuses to
-#      start without a guard.yaml).
+#   3. `tokenhub-admin sync`: export the bundle key to a memory-only
+#      volume, from which Envoy's command line sets TOKENHUB_BUNDLE_KEY,
+#      and re-publish, so Envoy starts with the current bundle (it refuses
+#      to start without a guard.yaml).
 set -eu
 
 : "${TOKENHUB_HOME:?set TOKENHUB_HOME (the store's volume)}"
@@ -32,6 +32,8 @@ else
     tokenhub-admin init --ecds-file "$BUNDLE_DIR/guard.yaml" --wasm "$WASM_DIR/tokenhub_guard.wasm"
 fi
 
+# `sync` re-publishes the committed policy and writes the bundle key. It
+# changes no policy and needs only the master key, so it works unattended
+# even once admins have 2FA (audited as `system`).
 rm -f "$KEYS_DIR/bundle.key"
-tokenhub-admin bundle-key --out "$KEYS_DIR/bundle.key" >/dev/null
-tokenhub-admin publish
+tokenhub-admin sync --bundle-key-out "$KEYS_DIR/bundle.key"

@@ -316,6 +316,40 @@ impl Session<'_> {
 }
 
 impl Session<'_> {
+    /// Runs an unattended operation that changes no policy (re-publishing
+    /// the committed store, exporting the bundle key for Envoy), audited as
+    /// `system`. It needs only the master key, which already opens the
+    /// whole store, so no admin identity or 2FA code can add protection;
+    /// requiring them would make every container restart need a human.
+    pub fn system<T>(
+        &self,
+        action: &str,
+        f: impl FnOnce(&mut StoreDoc) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        self.store.locked(|store| {
+            let mut doc = store.load()?;
+            let result = f(&mut doc);
+            let (outcome, detail) = match &result {
+                Ok(_) => (Outcome::Ok, None),
+                Err(e) => (Outcome::Error, Some(e.to_string())),
+            };
+            let event = Event {
+                actor: "system".into(),
+                via: self.via,
+                action: action.to_string(),
+                target: Target::default(),
+                outcome,
+                detail,
+            };
+            if result.is_ok() {
+                self.record_and_commit(store, &mut doc, event)?;
+            } else {
+                self.record_only(store, event)?;
+            }
+            result
+        })?
+    }
+
     /// The admin this session acts as, by name (for self-service commands).
     pub fn acting_admin(&self) -> Result<String, AdminError> {
         match &self.claim {

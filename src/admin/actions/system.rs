@@ -85,3 +85,24 @@ pub fn bundle_key(s: &Session, out: &Path) -> Result<Reply, AdminError> {
     })?;
     Ok(Reply::new(format!("bundle key written to {} (mode 0600)", out.display()), json!({"path": out})))
 }
+
+/// The unattended start-up step of containers and pods: re-publish the
+/// committed policy (Envoy needs a guard.yaml to start) and write the bundle
+/// key where Envoy's start command reads it. Changes no policy.
+pub fn sync(s: &Session, bundle_key_out: Option<&Path>) -> Result<Reply, AdminError> {
+    let info = s.system("system.sync", |d| {
+        if let Some(out) = bundle_key_out {
+            let text = zeroize::Zeroizing::new(format!("{}\n", d.bundle_key));
+            fsutil::write_atomic(out, text.as_bytes(), 0o600).map_err(|e| AdminError::io(out, e))?;
+        }
+        publish::publish_configured(d, None, None, s.now)
+    })?;
+    Ok(Reply::new(
+        format!(
+            "republished the committed policy as bundle version {} to {}",
+            info.published.version,
+            info.published.path.display()
+        ),
+        json!(info),
+    ))
+}

@@ -37,6 +37,14 @@ pub enum Command {
     Publish(PublishArgs),
     /// What is published: version, time, file, checksum; whether 2FA is on.
     Status,
+    /// Unattended start-up step (containers, pods): re-publish the committed
+    /// policy and optionally write the bundle key; changes no policy, needs
+    /// only the master key, audited as `system`.
+    Sync {
+        /// Also write the bundle key (Envoy's TOKENHUB_BUNDLE_KEY) here, mode 0600.
+        #[arg(long)]
+        bundle_key_out: Option<PathBuf>,
+    },
     /// Write the bundle key (Envoy's TOKENHUB_BUNDLE_KEY) to a 0600 file.
     BundleKey {
         #[arg(long)]
@@ -68,7 +76,9 @@ impl Command {
     /// acting admin has 2FA): used to decide whether to prompt for one.
     pub fn mutates(&self) -> bool {
         match self {
-            Self::Init(_) | Self::Status | Self::Serve(_) | Self::Audit(_) | Self::Usage(_) => false,
+            Self::Init(_) | Self::Status | Self::Serve(_) | Self::Audit(_) | Self::Usage(_) | Self::Sync { .. } => {
+                false
+            }
             Self::Tenant(c) => !matches!(c, TenantCmd::List | TenantCmd::Show { .. }),
             Self::SubAccount(c) => !matches!(c, SubAccountCmd::List { .. }),
             Self::Key(c) => !matches!(c, KeyCmd::List { .. } | KeyCmd::Show { .. }),

@@ -24,6 +24,7 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::Publish(a) => system::publish(s, a.ecds_file.as_deref(), a.wasm.as_deref()),
         Command::Status => system::status(s),
         Command::BundleKey { out } => system::bundle_key(s, out),
+        Command::Sync { bundle_key_out } => system::sync(s, bundle_key_out.as_deref()),
         Command::Incident(IncidentCmd::Revoke { key_id }) => keys::incident_revoke(s, key_id),
         Command::Admin(c) => admin(s, c),
         Command::TwoFa(c) => two_fa(s, c),
