@@ -29,6 +29,7 @@ test: bootstrap wasm admin
 	cargo test --workspace --all-features
 	$(MAKE) --no-print-directory test-wasm
 	$(MAKE) --no-print-directory validate
+	$(MAKE) --no-print-directory bench-smoke
 
 ## The core's tests compiled to wasm32-wasip1 (the filter's own target) and
 ## run under Node's WASI: the crypto and parsing Envoy runs are the ones tested.
@@ -59,3 +60,17 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
+
+.PHONY: bench bench-smoke
+
+## Benchmarks (bench/README.md): the guard side by side with bare Envoy,
+## Envoy's native filters and a no-op Wasm filter, scale with keys and
+## CIDRs, and the native decision (criterion, callgrind). About 20 minutes;
+## results in bench/results/.
+bench: bootstrap wasm
+	bench/run.sh
+
+## The benchmark harness end to end at tiny sizes (about a minute once
+## built), so it cannot rot. No timing assertions.
+bench-smoke: bootstrap wasm
+	bench/run.sh --smoke

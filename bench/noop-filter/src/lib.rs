@@ -1,0 +1,111 @@
+//! No-op Proxy-Wasm HTTP filter: the cost of any Wasm filter in Envoy (VM
+//! entry for each callback the SDK registers, context creation) with no
+//! logic at all. Used only by `make bench`.
+//!
+//! With a plugin configuration it becomes a cost ladder instead: a
+//! comma-separated list of the host calls the guard makes on its allow path,
+//! done without any decision logic, so the benchmark can tell what the
+//! Proxy-Wasm boundary costs apart from what the guard's own code costs:
+//!   headers  get_http_request_headers_bytes (one call, all headers)
+//!   source   get_property(source.address)
+//!   time     get_current_time
+//!   rewrite  remove `authorization`, set five `x-tokenhub-*` headers, set
+//!            `authorization` (the guard's seven header writes)
+//!   metric   increment a counter
+//! Empty configuration (the default) = none of them: the pure no-op.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Warn);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot::default()) });
+}}
+
+#[derive(Clone, Copy, Default)]
+struct Ops {
+    headers: bool,
+    source: bool,
+    time: bool,
+    rewrite: bool,
+    metric: Option<u32>,
+}
+
+#[derive(Default)]
+struct NoopRoot {
+    ops: Ops,
+}
+
+impl Context for NoopRoot {}
+
+impl RootContext for NoopRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        let text = String::from_utf8_lossy(&config);
+        let mut ops = Ops::default();
+        for op in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match op {
+                "headers" => ops.headers = true,
+                "source" => ops.source = true,
+                "time" => ops.time = true,
+                "rewrite" => ops.rewrite = true,
+                "metric" => match hostcalls::define_metric(MetricType::Counter, "bench.ladder") {
+                    Ok(id) => ops.metric = Some(id),
+                    Err(_) => return false,
+                },
+                _ => return false,
+            }
+        }
+        self.ops = ops;
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(NoopHttp { ops: self.ops }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct NoopHttp {
+    ops: Ops,
+}
+
+impl Context for NoopHttp {}
+
+const IDENTITY: [(&str, &str); 5] = [
+    ("x-tokenhub-tenant", "t-allow"),
+    ("x-tokenhub-sub-account", "main"),
+    ("x-tokenhub-key-id", "AbCdEf012345"),
+    ("x-tokenhub-region", "eu"),
+    ("x-tokenhub-auth", "api_key"),
+];
+
+impl HttpContext for NoopHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let ops = self.ops;
+        if ops.headers {
+            std::hint::black_box(self.get_http_request_headers_bytes());
+        }
+        if ops.source {
+            std::hint::black_box(self.get_property(vec!["source", "address"]));
+        }
+        if ops.time {
+            std::hint::black_box(self.get_current_time());
+        }
+        if ops.rewrite {
+            self.set_http_request_header("authorization", None);
+            for (name, value) in IDENTITY {
+                self.set_http_request_header(name, Some(value));
+            }
+            self.set_http_request_header("authorization", Some("Bearer sk-bench-upstream-secret"));
+        }
+        if let Some(id) = ops.metric {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+        Action::Continue
+    }
+}
