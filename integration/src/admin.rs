@@ -136,13 +136,20 @@ impl Admin {
         self.run_with_stdin(args, None)
     }
 
-    /// Like [`Admin::run`], with `stdin` fed to the process (secrets).
-    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> AdminOutput {
+    /// The CLI command for `args` with `--home` and `--json`, not yet
+    /// started: for tests that start it themselves (e.g. to kill it).
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--home").arg(self.home()).arg("--json").args(args);
         for name in FOREIGN_ENV {
             cmd.env_remove(name);
         }
+        cmd
+    }
+
+    /// Like [`Admin::run`], with `stdin` fed to the process (secrets).
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> AdminOutput {
+        let mut cmd = self.command(args);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

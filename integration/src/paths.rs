@@ -33,6 +33,29 @@ pub fn guard_wasm() -> PathBuf {
     }
 }
 
+/// The fault-injection build of the guard (`--features fault-injection`,
+/// never shipped: a request header traps the VM): $TOKENHUB_FAULT_WASM,
+/// else `target/fault/wasm32-wasip1/release/tokenhub_guard.wasm` as
+/// `make wasm-fault` builds it.
+pub fn fault_wasm() -> PathBuf {
+    match non_empty_env("TOKENHUB_FAULT_WASM") {
+        Some(path) => PathBuf::from(path),
+        None => repo_root().join("target/fault/wasm32-wasip1/release/tokenhub_guard.wasm"),
+    }
+}
+
+/// Resident set size of a process in bytes (VmRSS in /proc/PID/status);
+/// 0 if it cannot be read.
+pub fn process_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// The sidecar CLI: $TOKENHUB_ADMIN_BIN, else the newer of the release and
 /// debug builds (`make admin` builds release, `cargo build --features admin
 /// --bin tokenhub-admin` debug). Panics with the build command when neither

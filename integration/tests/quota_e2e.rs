@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokenhub_integration::keys::key_with_id;
 use tokenhub_integration::{addrs, paths, Admin, EchoUpstream, Envoy, EnvoyOptions, IssuedKey, Response};
 
 const TENANT: &str = "quota-co";
@@ -204,37 +205,11 @@ fn a_flood_of_unknown_keys_does_not_grow_shared_data() {
     for i in 0..flood {
         // Well-formed keys (valid checksum) with random ids: they reach the
         // key lookup, and stop there.
-        let fake = tokenhub_guard_key_like(real, i);
+        let fake = key_with_id(real, &format!("Z{i:011}"));
         assert_eq!(fx.call(&fake).status, 401);
     }
     assert_eq!(fx.stat("tokenhub.denied.unknown_key"), u64::from(flood));
     assert_eq!(fx.stat("tokenhub.quota_counters"), 2, "unknown keys create no counters");
     assert_eq!(fx.call(real).status, 200);
     assert_eq!(fx.echo.take_requests().len(), 1);
-}
-
-/// A well-formed key (valid CRC32 checksum) with a different key id.
-fn tokenhub_guard_key_like(real: &str, n: u32) -> String {
-    let body = &real[4..real.len() - 6];
-    let id = format!("Z{n:011}");
-    let payload = format!("{id}{}", &body[12..]);
-    let mut crc = crc32(payload.as_bytes());
-    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut check = [b'0'; 6];
-    for slot in check.iter_mut().rev() {
-        *slot = alphabet[(crc % 62) as usize];
-        crc /= 62;
-    }
-    format!("thk_{payload}{}", String::from_utf8_lossy(&check))
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
