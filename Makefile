@@ -30,6 +30,7 @@ test: bootstrap wasm admin
 	$(MAKE) --no-print-directory test-wasm
 	$(MAKE) --no-print-directory validate
 	$(MAKE) --no-print-directory bench-smoke
+	$(MAKE) --no-print-directory fuzz-smoke
 
 ## The core's tests compiled to wasm32-wasip1 (the filter's own target) and
 ## run under Node's WASI: the crypto and parsing Envoy runs are the ones tested.
@@ -74,3 +75,35 @@ bench: bootstrap wasm
 ## built), so it cannot rot. No timing assertions.
 bench-smoke: bootstrap wasm
 	bench/run.sh --smoke
+
+.PHONY: fuzz fuzz-smoke fuzz-seeds fuzz-tool fuzz-lint timing
+
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 5
+CARGO_FUZZ_VERSION := 0.13.2
+
+## cargo-fuzz from crates.io, installed once (a fresh machine has none).
+fuzz-tool:
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+
+## Every fuzz target (fuzz/fuzz_targets) for FUZZ_SECONDS each (default 60);
+## prints executions per target; a crash fails it (see fuzz/run.sh).
+fuzz: fuzz-tool
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+## A few seconds of each fuzz target; the last step of `make test`.
+fuzz-smoke: fuzz-tool
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS)
+
+## Rewrite the committed seed corpus (fuzz/corpus) from the harness fixture.
+fuzz-seeds:
+	FUZZ_WRITE_SEEDS=1 cargo test --test fuzz_regressions committed_seeds_are_current
+
+## Formatting and clippy for the fuzz crate (its own workspace).
+fuzz-lint:
+	cd fuzz && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings
+
+## dudect-style constant-time tests of the secret comparison (release build,
+## t statistics printed); not part of `make test`: timing is noisy here.
+timing:
+	cargo test --release --test constant_time -- --ignored --nocapture --test-threads=1

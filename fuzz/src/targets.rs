@@ -1,0 +1,221 @@
+//! The target bodies. Each takes the fuzzer's bytes and panics on a broken
+//! invariant.
+
+use super::fixture::{self, canonical, key_string, model_rule, model_rule_decimal, rule_contains, Rule};
+use super::input::Input;
+use std::net::IpAddr;
+use tokenhub_guard::core::apikey::{self as core_apikey, KeyFormatError, KEY_LEN};
+use tokenhub_guard::core::bundle::{self, schema, BundleError, Policy};
+use tokenhub_guard::core::cidr::{parse_cidr, AllowList};
+
+pub use super::decision::decision;
+
+/// Bundle text as the filter receives it (the ECDS string), opened with the
+/// fixed bundle key. Invariants: only an authentic bundle opens (AES-GCM:
+/// the fuzzer cannot forge a tag, so anything that opens is one of the
+/// fixture's sealed texts, up to surrounding whitespace); whatever opens
+/// and compiles is structurally sound.
+pub fn bundle_open(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let key = fixture::bundle_key();
+    let opened = bundle::open(&text, &key);
+    let compiled = bundle::open_and_compile(&text, &key);
+    if opened.is_ok() || compiled.is_ok() {
+        assert!(
+            sealed_texts().iter().any(|s| s == text.trim()),
+            "a text that is not one of the sealed fixtures opened: {text:?}"
+        );
+    }
+    if let Err(BundleError::Parse(_) | BundleError::Invalid(_)) = &compiled {
+        assert!(opened.is_ok(), "got past decryption in open_and_compile but open() refuses: {compiled:?}");
+    }
+    if let Ok(policy) = &compiled {
+        let header = bundle::seal::peek_header(&text);
+        assert_eq!(header.map(|h| h.version).ok(), Some(policy.version), "header and body versions differ");
+        check_policy(policy);
+    }
+}
+
+fn sealed_texts() -> &'static [String] {
+    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TEXTS.get_or_init(fixture::sealed_bundles)
+}
+
+/// Raw JSON through the strict parser and the compiler. Invariants: a
+/// parsed document re-serializes to the same document; the same bytes,
+/// sealed and opened, give the same verdict (the filter and the admin tool
+/// run one function); a compiled policy is structurally sound.
+pub fn bundle_compile(data: &[u8]) {
+    let Ok(doc) = schema::parse(data) else { return };
+    let again = serde_json::to_vec(&doc).map(|j| schema::parse(&j));
+    assert!(matches!(&again, Ok(Ok(d)) if *d == doc), "the document does not survive a round trip: {again:?}");
+    let direct = bundle::compile(&doc);
+    let sealed = bundle::seal(data, &fixture::bundle_key(), doc.version, [9; 12])
+        .unwrap_or_else(|e| panic!("sealing a parsed document failed: {e}"));
+    let through_seal = bundle::open_and_compile(&sealed, &fixture::bundle_key());
+    match (&direct, &through_seal) {
+        (Ok(a), Ok(b)) => assert_eq!((a.version, a.keys.len()), (b.version, b.keys.len())),
+        (Err(a), Err(BundleError::Invalid(b))) => assert_eq!(a, b),
+        _ => panic!("compile and open_and_compile disagree: {direct:?} vs {through_seal:?}"),
+    }
+    if let Ok(policy) = &direct {
+        check_policy(policy);
+        assert_eq!(policy.version, doc.version);
+        assert_eq!(policy.tenants.len(), doc.tenants.len());
+        assert_eq!(policy.sub_accounts.len(), doc.tenants.iter().map(|t| t.sub_accounts.len()).sum::<usize>());
+        assert_eq!(policy.keys.len(), doc.keys.len());
+        assert_eq!(policy.providers.len(), doc.providers.len());
+        assert_eq!(policy.oidc.len(), doc.oidc.len());
+        for k in &doc.keys {
+            let compiled = policy.keys.get(k.id.as_bytes()).map(|c| c.id.as_str());
+            assert_eq!(compiled, Some(k.id.as_str()), "key {:?} missing from the table", k.id);
+        }
+    }
+}
+
+/// What the decision relies on: every index resolves, key ids are keys,
+/// providers are ordered longest prefix first, injected headers are safe.
+fn check_policy(p: &Policy) {
+    for (id, key) in &p.keys {
+        assert_eq!(id.as_slice(), key.id.as_bytes());
+        assert!(core_apikey::is_valid_key_id(&key.id), "{:?}", key.id);
+        let sub = p.sub_accounts.get(key.sub_account);
+        assert!(sub.is_some_and(|s| s.tenant < p.tenants.len()), "key {:?} points nowhere", key.id);
+    }
+    for s in &p.sub_accounts {
+        assert!(s.tenant < p.tenants.len());
+    }
+    for w in p.providers.windows(2) {
+        assert!(w[0].path_prefix.len() >= w[1].path_prefix.len(), "providers not longest-first");
+    }
+    for (i, prov) in p.providers.iter().enumerate() {
+        assert!(prov.path_prefix.starts_with('/'));
+        assert!(!prov.header.starts_with("x-tokenhub-") && prov.header != "host" && !prov.header.is_empty());
+        let values = prov.default_value.iter().chain(p.tenants.iter().filter_map(|t| t.provider_values.get(&i)));
+        for v in values {
+            assert!(!v.bytes().any(|b| b.is_ascii_control()), "an injected value carries a control character");
+        }
+    }
+    for t in &p.tenants {
+        assert!(t.provider_values.keys().all(|i| *i < p.providers.len()));
+    }
+}
+
+/// Key parsing against an oracle of the format (prefix, length, base62,
+/// CRC32), and round trips through `assemble`. The second half builds a
+/// key with a correct checksum from the input, so the accepting path is
+/// fuzzed too, not only rejections.
+pub fn apikey(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    check_key_text(&text);
+    if data.len() >= 44 {
+        let id: String = data[..12].iter().map(|b| char::from(fixture::base62(*b))).collect();
+        let secret: String = data[12..44].iter().map(|b| char::from(fixture::base62(*b))).collect();
+        let full = key_string(&id, &secret);
+        assert_eq!(core_apikey::assemble(&id, &secret).as_deref(), Some(full.as_str()));
+        check_key_text(&full);
+        // Any single substitution at the position the input names is caught.
+        let mut bytes = full.clone().into_bytes();
+        let pos = 4 + usize::from(data[44 % data.len()]) % (KEY_LEN - 4);
+        let c = fixture::base62(data[data.len() - 1]);
+        if bytes[pos] != c {
+            bytes[pos] = c;
+            let changed = String::from_utf8_lossy(&bytes);
+            assert!(core_apikey::parse(&changed).is_err(), "one-symbol change accepted: {changed}");
+        }
+    }
+}
+
+fn check_key_text(text: &str) {
+    let expected = match text.strip_prefix("thk_") {
+        None => Err(KeyFormatError::Prefix),
+        Some(body) if body.len() != 50 => Err(KeyFormatError::Length),
+        Some(body) if !body.bytes().all(|b| b.is_ascii_alphanumeric()) => Err(KeyFormatError::Alphabet),
+        Some(body) if key_string(&body[..12], &body[12..44]) != text => Err(KeyFormatError::Checksum),
+        Some(body) => Ok((&body[..12], &body[12..44])),
+    };
+    let got = core_apikey::parse(text).map(|p| (p.key_id, p.secret));
+    assert_eq!(got, expected, "parse({text:?})");
+    if let Ok((id, secret)) = got {
+        assert!(core_apikey::is_valid_key_id(id));
+        assert_eq!(core_apikey::assemble(id, secret).as_deref(), Some(text));
+        // Debug output never shows the secret.
+        let shown = format!("{:?}", core_apikey::parse(text));
+        assert!(!shown.contains(secret), "Debug leaks the secret");
+    }
+}
+
+/// CIDR texts (one per line, then probe addresses after a NUL byte) through
+/// `parse_cidr` and `AllowList`, against a model that parses with the
+/// standard library and tests containment with plain masks.
+pub fn cidr(data: &[u8]) {
+    let (texts, probes) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let texts = String::from_utf8_lossy(texts);
+    let lines: Vec<&str> = texts.split('\n').take(16).collect();
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut all_ok = true;
+    for line in &lines {
+        let core = parse_cidr(line);
+        let strict = model_rule(line);
+        match &core {
+            Ok(net) => {
+                assert_eq!(*net, net.trunc(), "{line:?}: host bits survived");
+                assert_eq!(parse_cidr(&net.to_string()).as_ref(), Ok(net), "{line:?}: {net} does not re-parse");
+                let meant = model_rule(&net.to_string());
+                // Whatever the core accepts, it reads as the model does
+                // (beyond the strict syntax only leading zeros, as decimal).
+                let decimal = model_rule_decimal(line);
+                assert!(meant.is_some() && meant == decimal, "{line:?}: core made {net}, the model {decimal:?}");
+                assert!(strict.is_none() || strict == meant, "{line:?}: core made {net}, the model {strict:?}");
+                rules.extend(meant);
+            }
+            Err(e) => {
+                // Everything in the strict syntax is accepted.
+                assert!(strict.is_none(), "{line:?}: core refuses what the model reads as {strict:?}");
+                assert_eq!(e.0, *line, "the error must name the offending text");
+                all_ok = false;
+            }
+        }
+    }
+    let list = AllowList::from_cidrs(lines.iter().copied());
+    assert_eq!(list.is_ok(), all_ok, "from_cidrs disagrees with parse_cidr on {lines:?}");
+    let Ok(list) = list else { return };
+    assert_eq!(list.is_empty(), rules.is_empty());
+    let mut addrs: Vec<IpAddr> = Vec::new();
+    let mut input = Input::new(probes);
+    for _ in 0..8 {
+        match input.byte() % 3 {
+            0 => addrs.push(IpAddr::from(input.array::<4>())),
+            1 => addrs.push(IpAddr::from(input.array::<16>())),
+            _ => {
+                let v4: [u8; 4] = input.array();
+                addrs.push(IpAddr::from(std::net::Ipv4Addr::from(v4).to_ipv6_mapped()));
+            }
+        }
+    }
+    // The edges of every rule, and one step outside.
+    for rule in &rules {
+        match *rule {
+            Rule::V4(net, len) => {
+                let last = net | (u32::MAX.checked_shr(u32::from(len)).unwrap_or(0));
+                for a in [net, last, net.wrapping_sub(1), last.wrapping_add(1)] {
+                    addrs.push(IpAddr::from(a.to_be_bytes()));
+                    addrs.push(IpAddr::from(std::net::Ipv4Addr::from(a).to_ipv6_mapped()));
+                }
+            }
+            Rule::V6(net, len) => {
+                let last = net | (u128::MAX.checked_shr(u32::from(len)).unwrap_or(0));
+                for a in [net, last, net.wrapping_sub(1), last.wrapping_add(1)] {
+                    addrs.push(IpAddr::from(a.to_be_bytes()));
+                }
+            }
+        }
+    }
+    for ip in addrs {
+        let expected = rules.iter().any(|r| rule_contains(*r, ip));
+        assert_eq!(list.contains(ip), expected, "contains({ip}) (canonical {}) with rules {lines:?}", canonical(ip));
+    }
+}

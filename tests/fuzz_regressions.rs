@@ -1,0 +1,114 @@
+//! Replays the fuzz corpus natively: every committed seed under
+//! `fuzz/corpus/<target>/` and every saved crash under
+//! `fuzz/regressions/<target>/` goes through the same harness the fuzzer
+//! runs (`fuzz/src`, included here by path), so a fixed crash stays fixed
+//! and a broken invariant shows up in plain `cargo test`.
+//!
+//! `make fuzz-seeds` rewrites the seed corpus from the fixture (after a
+//! bundle format change); `committed_seeds_are_current` says when it is due.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../fuzz/src/lib.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect(),
+        Err(_) => Vec::new(),
+    };
+    out.sort();
+    out
+}
+
+fn replay(kind: &str) -> usize {
+    let mut n = 0;
+    for (target, run) in harness::TARGETS {
+        for file in files(&fuzz_dir().join(kind).join(target)) {
+            let data = std::fs::read(&file).unwrap();
+            let outcome = std::panic::catch_unwind(|| run(&data));
+            assert!(
+                outcome.is_ok(),
+                "{target}: {} fails (replay: cargo fuzz run {target} {})",
+                file.display(),
+                file.display()
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The seeds, generated in memory: runs on every target, wasm32-wasip1
+/// included (the core as Envoy runs it), where the WASI runner gives the
+/// tests no file system.
+#[test]
+fn generated_seeds_pass_every_invariant() {
+    for (target, name, bytes) in harness::seeds::all() {
+        let run = harness::TARGETS.iter().find(|(t, _)| *t == target).map(|(_, f)| *f).unwrap();
+        let outcome = std::panic::catch_unwind(|| run(&bytes));
+        assert!(outcome.is_ok(), "{target}/{name} fails");
+    }
+}
+
+#[test]
+#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
+fn seed_corpus_replays_cleanly() {
+    let n = replay("corpus");
+    assert!(n >= harness::seeds::all().len(), "only {n} seed files found");
+}
+
+#[test]
+#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
+fn saved_crashes_replay_cleanly() {
+    replay("regressions");
+}
+
+#[test]
+#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
+fn committed_seeds_are_current() {
+    let dir = fuzz_dir().join("corpus");
+    if std::env::var_os("FUZZ_WRITE_SEEDS").is_some() {
+        for (target, name, bytes) in harness::seeds::all() {
+            std::fs::create_dir_all(dir.join(target)).unwrap();
+            std::fs::write(dir.join(target).join(name), bytes).unwrap();
+        }
+    }
+    for (target, name, bytes) in harness::seeds::all() {
+        let path = dir.join(target).join(&name);
+        let committed = std::fs::read(&path).unwrap_or_default();
+        assert!(committed == bytes, "{} is stale or missing: run `make fuzz-seeds`", path.display());
+    }
+}
+
+/// The decision seeds cover both outcomes, so the fuzzer starts from
+/// requests that get through and ones that stop at each step.
+#[test]
+fn decision_seeds_reach_allow_and_each_denial_step() {
+    use harness::decision::{check, decode, Expect};
+    let fx = harness::fixture::fixture();
+    let mut allows = 0;
+    let mut denials = std::collections::BTreeSet::new();
+    for (target, name, bytes) in harness::seeds::all() {
+        if target != "decision" {
+            continue;
+        }
+        match check(fx, &decode(&bytes)) {
+            Expect::Allow { .. } => {
+                assert!(name.starts_with("allow"), "{name} is allowed");
+                allows += 1;
+            }
+            Expect::Deny { reasons, .. } => {
+                assert!(name.starts_with("deny"), "{name} is denied with {reasons:?}");
+                denials.insert(format!("{:?}", reasons[0]));
+            }
+        }
+    }
+    assert!(allows >= 5, "{allows} allowed seeds");
+    assert!(denials.len() >= 6, "{denials:?}");
+}
