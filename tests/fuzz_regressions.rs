@@ -112,3 +112,26 @@ fn decision_seeds_reach_allow_and_each_denial_step() {
     assert!(allows >= 5, "{allows} allowed seeds");
     assert!(denials.len() >= 6, "{denials:?}");
 }
+
+// Crashes the fuzzer found, one test each (also replayed by
+// `saved_crashes_replay_cleanly`); embedded, so they run under WASI too.
+
+/// `cidr`: `parse_cidr` (via ipnet) accepts IPv4 octets with leading zeros
+/// in CIDR form (`00.0.0.0/8`; `010.1.2.0/24` is read as 10.1.2.0/24) while
+/// the standard parser, and `parse_cidr` on a bare address, refuse them.
+/// Octal or decimal is ambiguous (CVE-2021-29921); the harness now accepts
+/// either a refusal or the decimal reading, never another.
+#[test]
+fn regression_cidr_leading_zero_octets() {
+    harness::cidr(include_bytes!("../fuzz/regressions/cidr/leading-zero-octets"));
+    harness::cidr(include_bytes!("../fuzz/regressions/cidr/leading-zero-forms"));
+}
+
+/// `cidr`: ipnet accepts an IPv6 `::` standing for no group at all
+/// (`::ff:f:ff0f:fff:f:f:0:0/96`, eight groups besides it), which std
+/// refuses; read unambiguously, so accepted by the harness.
+#[test]
+fn regression_cidr_ipv6_empty_double_colon() {
+    harness::cidr(include_bytes!("../fuzz/regressions/cidr/ipv6-empty-double-colon"));
+    harness::cidr(include_bytes!("../fuzz/regressions/cidr/ipv6-double-colon-forms"));
+}
