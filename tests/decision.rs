@@ -117,6 +117,7 @@ fn credential_shapes_are_refused_with_their_reason() {
         (vec![("authorization", "Bearer".into())], DenyReason::MalformedCredential),
         (vec![("authorization", format!("Basic {key}"))], DenyReason::MalformedCredential),
         (vec![("authorization", format!("Bearer\t{key}"))], DenyReason::MalformedCredential),
+        (vec![("authorization", format!("Bearer \t{key}"))], DenyReason::MalformedCredential),
         (vec![("authorization", key.clone())], DenyReason::MalformedCredential),
         (vec![("authorization", format!("Bearer {key} "))], DenyReason::MalformedCredential),
         (vec![("authorization", bearer(1)), ("authorization", bearer(1))], DenyReason::DuplicateCredential),

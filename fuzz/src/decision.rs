@@ -264,14 +264,14 @@ fn deny_for(cred: Cred, reasons: &[DenyReason]) -> Expect {
     Expect::Deny { reasons: reasons.to_vec(), proven: Some(cred) }
 }
 
-/// `Bearer` (any case), at least one space, then the token (leading
-/// whitespace skipped); `None` if the value is not a bearer credential.
+/// `Bearer` (any case), one or more spaces and nothing else (RFC 6750),
+/// then the token; `None` if the value is not a bearer credential.
 fn bearer(value: &[u8]) -> Option<&[u8]> {
     if value.len() < 7 || !value[..6].eq_ignore_ascii_case(b"bearer") || value[6] != b' ' {
         return None;
     }
     let token = &value[7..];
-    let start = token.iter().position(|b| !b" \t\r\n\x0c".contains(b)).unwrap_or(token.len());
+    let start = token.iter().position(|b| *b != b' ').unwrap_or(token.len());
     let token = &token[start..];
     (!token.is_empty()).then_some(token)
 }

@@ -42,6 +42,11 @@ impl std::fmt::Display for CidrError {
 /// below the prefix (`10.0.0.1/8`) are rejected: they usually mean a typo.
 pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
     let err = || CidrError(text.to_string());
+    if has_leading_zero_octet(text) {
+        // `010.1.2.0` is 8.1.2.0 to inet_aton (octal) and 10.1.2.0 to others:
+        // an allowlist must not be ambiguous (cf. CVE-2021-29921).
+        return Err(err());
+    }
     let net = match text.parse::<IpNet>() {
         Ok(net) => net,
         Err(_) => IpNet::from(text.parse::<IpAddr>().map_err(|_| err())?),
@@ -57,6 +62,14 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
         },
         _ => net,
     })
+}
+
+/// True when a dotted-quad part (IPv4, or the tail of an IPv6 address)
+/// has an octet with a leading zero.
+fn has_leading_zero_octet(text: &str) -> bool {
+    let addr = text.split('/').next().unwrap_or(text);
+    let quad = addr.rsplit(':').next().unwrap_or(addr);
+    quad.contains('.') && quad.split('.').any(|octet| octet.len() > 1 && octet.starts_with('0'))
 }
 
 impl AllowList {
@@ -172,7 +185,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_cidrs_naming_them() {
-        for bad in ["10.0.0.1/8", "300.0.0.0/8", "10.0.0.0/33", "abc", "", "2001:db8::1/32"] {
+        for bad in [
+            "10.0.0.1/8",
+            "300.0.0.0/8",
+            "10.0.0.0/33",
+            "abc",
+            "",
+            "2001:db8::1/32",
+            "010.1.2.0/24",
+            "00.0.0.0/8",
+            "10.01.0.0/16",
+            "::ffff:010.0.0.1",
+        ] {
             let err = AllowList::from_cidrs([bad]).unwrap_err();
             assert_eq!(err.0, bad);
             assert!(err.to_string().contains("is not a CIDR"));

@@ -214,7 +214,8 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
         return None;
     }
-    let token = rest.trim_ascii_start();
+    // One or more spaces, nothing else (RFC 6750: `"Bearer" 1*SP token`).
+    let token = &rest[rest.iter().take_while(|b| **b == b' ').count()..];
     (!token.is_empty()).then_some(token)
 }
 
