@@ -445,6 +445,21 @@ fn access_log_has_metadata_fields_for_allowed_and_denied_requests() {
     assert_eq!((log[3]["client_ip"].as_str(), log[3]["protocol"].as_str()), (Some("::1"), Some("HTTP/2")));
     assert_eq!((log[4]["status"].as_u64(), log[4]["details"].as_str()), (Some(400), Some("path_normalization_failed")));
     assert!(log[4]["tenant"].is_null() && log[4]["reason"].is_null(), "{}", log[4]);
+
+    // The incident-response review of the same log: `tokenhub-admin usage`.
+    let access_log = gw.envoy.access_log_path().display().to_string();
+    let report = gw.admin.json(&["usage", "--access-log", &access_log]);
+    let rows = report["rows"].as_array().expect("rows");
+    let key_row = rows.iter().find(|r| r["key_id"] == gw.tenants.eu.key_id.as_str()).expect("a row for the key");
+    assert_eq!((key_row["tenant"].as_str(), key_row["sub_account"].as_str()), (Some("eu-corp"), Some("default")));
+    assert_eq!((key_row["requests"].as_u64(), key_row["allowed"].as_u64()), (Some(4), Some(2)), "{key_row}");
+    assert_eq!(key_row["denied"], serde_json::json!({"ip_not_allowed": 1, "tenant_mismatch": 1}), "{key_row}");
+    assert_eq!(key_row["distinct_client_ips"], 3, "127.0.0.1, 127.0.0.2 and ::1: {key_row}");
+    assert!(key_row["first_seen"].as_str() <= key_row["last_seen"].as_str());
+    // Envoy's own 400 is nobody's: never the tenant the client claimed.
+    let anonymous = rows.iter().find(|r| r["tenant"] == "-").expect("an anonymous row");
+    assert_eq!(anonymous["denied"], serde_json::json!({"status_400": 1}), "{anonymous}");
+    assert!(!rows.iter().any(|r| r["tenant"] == "us-corp"), "a claimed tenant was attributed: {report}");
 }
 
 /// What every line has, whatever the outcome.
