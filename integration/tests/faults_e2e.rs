@@ -637,10 +637,11 @@ fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_see
     }
     let reused: Vec<u64> = w.versions.iter().filter(|(_, s)| s.len() > 1).map(|(v, _)| *v).collect();
     println!(
-        "admin chaos: {KILLS} runs, {killed} killed, {completed} finished before the kill; store opened {store_checks} times; \
+        "admin chaos: {} runs, {killed} killed, {completed} finished before the kill; store opened {store_checks} times; \
          committed: {} keys ({} disabled), {} tenants, {} CIDRs, {} publishes; watcher read guard.yaml {} times, torn 0; \
          Envoy loaded {} distinct versions, all written by the admin; versions written with two different bundles \
          (a killed publish's number reused): {reused:?}",
+        killed + completed,
         keys.len(),
         disabled.len(),
         tenants.len(),
