@@ -650,6 +650,7 @@ fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_see
         w.reads,
         loaded.len()
     );
+    assert!(reused.is_empty(), "a version number named two different bundles: {reused:?}");
 }
 
 /// "N loaded (…" (what follows "bundle version " in the filter's log) -> N
@@ -659,36 +660,49 @@ fn loaded_version(rest: &str) -> Option<u64> {
 }
 
 // ===========================================================================
-// Known bug (reported, not fixed here): a publish killed between the
-// rename of guard.yaml and the store's commit leaves a bundle whose version
-// the next publish reuses for different content (the chaos test above sees
-// it as "versions written with two different bundles"). The filter accepts
-// an equal version but keeps the first bundle of that version as "newest";
-// a later rollback then serves that stale bundle, e.g. with a key that was
-// disabled since. Run with `--ignored` to reproduce.
+// Regression (found by the chaos test): a publish killed between the rename
+// of guard.yaml and the store's commit used to leave a version that the next
+// publish reused for different content, and the filter kept the first
+// bundle of that version as the "newest" a rollback falls back to, reviving
+// a key disabled since. Now the admin numbers past the version on disk, and
+// the filter lets the latest configuration of a version win.
 
 #[test]
-#[ignore = "reproduces a reported bug: version reuse after a killed publish"]
-fn repro_version_reused_after_a_killed_publish_revives_a_disabled_key_on_rollback() {
+fn a_publish_killed_before_its_commit_never_lets_a_version_name_two_bundles() {
     let fx = Fixture::start();
     let v1 = fx.admin.ecds_contents();
     let store = fx.admin.home().join("store.enc");
-    // Start of a second, so both publishes below fall in the same one.
+    let ecds = fx.admin.ecds_file();
+    // Start of a second, so the publishes below fall in the same one.
     let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_millis();
     thread::sleep(Duration::from_millis(u64::from(1000 - ms) + 20));
-    let before_publish = std::fs::read(&store).unwrap();
-    // A publish whose store commit never happened (killed after the rename):
-    // simulated by putting the store back as it was before it.
+
+    // The admin: a publish whose store commit never happened (killed after
+    // the rename), simulated by putting the store back. The next publish
+    // reads the newer version on disk and goes past it.
+    let before = std::fs::read(&store).unwrap();
     let first = fx.publish();
-    std::fs::write(&store, &before_publish).unwrap();
-    // The operator disables the key and publishes again.
+    std::fs::write(&store, &before).unwrap();
     fx.admin.json(&["key", "disable", &fx.key.key_id]);
     let second = fx.publish();
-    assert_eq!(first, second, "the versions did not collide this time (crossed a second); run again");
+    assert!(second > first, "version {second} reused or older than {first}");
     fx.expect_denied(KEY_DISABLED, || fx.with_key(&fx.key.key));
-    // Someone replays the first bundle: the rollback is refused, and the
-    // filter serves "the newest version" from shared data: the FIRST
-    // bundle with that number, in which the key is still active.
+
+    // The filter: should a number ever name two bundles (here forced by
+    // also putting the old file back in place, which Envoy does not
+    // watch), the latest configuration wins, also for what a rollback
+    // falls back to.
+    let before = std::fs::read(&store).unwrap();
+    let before_file = std::fs::read(&ecds).unwrap();
+    fx.admin.json(&["key", "enable", &fx.key.key_id]);
+    let third = fx.publish();
+    fx.expect_allowed(|| fx.with_key(&fx.key.key));
+    std::fs::write(&store, &before).unwrap();
+    std::fs::write(&ecds, &before_file).unwrap();
+    let fourth = fx.publish();
+    println!("versions: {first} {second} {third} {fourth} (third == fourth: {})", third == fourth);
+    fx.expect_denied(KEY_DISABLED, || fx.with_key(&fx.key.key));
+    // A replayed old bundle: refused, and the newest (key disabled) serves.
     let replay = v1.replace("\"name\": \"tokenhub_guard\"", "\"name\": \"tokenhub_guard_replayed\"");
     fx.envoy.publish_ecds_and_wait(&replay);
     fx.expect_denied(KEY_DISABLED, || fx.with_key(&fx.key.key));

@@ -16,9 +16,11 @@ pub const FILTER_NAME: &str = "tokenhub.guard";
 pub fn publish(doc: &mut StoreDoc, ecds_file: &Path, wasm_path: &Path, now: u64) -> Result<Published, AdminError> {
     let key =
         BundleKey::from_base64(&doc.bundle_key).map_err(|e| AdminError::Corrupt(format!("store bundle key: {e}")))?;
-    let previous = doc.published.as_ref().map_or(0, |p| p.version);
-    // Versions only grow, even after restoring an older store: Envoy refuses
-    // a bundle older than one it has loaded.
+    // Versions only grow, even after restoring an older store or a publish
+    // killed between its rename and its commit (the file on disk is then
+    // newer than the store's record): Envoy refuses a bundle older than one
+    // it has loaded, and a number must never name two different bundles.
+    let previous = doc.published.as_ref().map_or(0, |p| p.version).max(version_on_disk(ecds_file));
     doc.policy.version = previous.saturating_add(1).max(now.saturating_mul(1000));
     doc.policy.issued_at = now;
     let sealed = seal_policy(doc, &key)?;
@@ -36,6 +38,16 @@ pub fn publish(doc: &mut StoreDoc, ecds_file: &Path, wasm_path: &Path, now: u64)
     };
     doc.published = Some(published.clone());
     Ok(published)
+}
+
+/// The bundle version in an existing ECDS file (0 if none or unreadable).
+fn version_on_disk(ecds_file: &Path) -> u64 {
+    let Ok(text) = std::fs::read(ecds_file) else { return 0 };
+    let Ok(resource) = serde_json::from_slice::<serde_json::Value>(&text) else { return 0 };
+    resource["resources"][0]["typed_config"]["config"]["configuration"]["value"]
+        .as_str()
+        .and_then(|sealed| seal::peek_header(sealed).ok())
+        .map_or(0, |h| h.version)
 }
 
 /// Seals the policy after proving the filter will accept it: compile, seal,

@@ -5,6 +5,7 @@ use crate::core::quota::{CounterStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::{MetricType, Status};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::UNIX_EPOCH;
@@ -136,27 +137,44 @@ pub struct Rollback {
 /// Records `version` (and its sealed text) as the newest accepted, or says
 /// it is a rollback. Every accepted update gets fresh VMs, so this lives in
 /// shared data, which outlives them (for the life of the Envoy process).
-/// Equal is fine: every worker VM loads the same bundle.
+/// The same version and text again is fine: every worker VM loads it.
 pub fn claim_newest(version: u64, sealed: &[u8]) -> Result<(), Rollback> {
     let store = SharedCounters;
+    let digest: [u8; 32] = Sha256::digest(sealed).into();
     for _ in 0..crate::core::quota::MAX_CAS_ATTEMPTS {
         let (value, cas) = store.get(NEWEST_VERSION_KEY);
-        let newest = value.and_then(|v| v.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
+        let (newest, newest_digest) = decode_newest(value.as_deref());
         if version < newest {
             return Err(Rollback { newest });
         }
-        if version == newest {
+        if version == newest && digest == newest_digest {
             return Ok(());
         }
-        // The text first: a reader that sees the new version finds it.
+        // Newer; or the same number with other content (never published
+        // twice on purpose): the latest configuration wins. The text first,
+        // so a reader that sees the new version finds it.
         let _ = hostcalls::set_shared_data(NEWEST_SEALED_KEY, Some(sealed), None);
-        match store.set(NEWEST_VERSION_KEY, &version.to_le_bytes(), cas) {
+        let mut record = [0u8; 40];
+        record[..8].copy_from_slice(&version.to_le_bytes());
+        record[8..].copy_from_slice(&digest);
+        match store.set(NEWEST_VERSION_KEY, &record, cas) {
             Ok(false) => continue,
             // Shared data failing is no reason to refuse a valid, newer bundle.
             Ok(true) | Err(StoreError) => return Ok(()),
         }
     }
     Ok(())
+}
+
+/// The newest accepted version (0 = none yet) and its text's digest.
+pub fn newest_version() -> u64 {
+    decode_newest(SharedCounters.get(NEWEST_VERSION_KEY).0.as_deref()).0
+}
+
+fn decode_newest(value: Option<&[u8]>) -> (u64, [u8; 32]) {
+    let version = value.and_then(|v| v.get(..8)).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
+    let digest = value.and_then(|v| v.get(8..40)).and_then(|b| b.try_into().ok()).unwrap_or([0; 32]);
+    (version, digest)
 }
 
 pub fn newest_sealed() -> Option<Vec<u8>> {

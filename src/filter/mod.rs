@@ -48,10 +48,7 @@ impl RootContext for GuardRoot {
         };
         let config = self.get_plugin_configuration().unwrap_or_default();
         if config.iter().all(u8::is_ascii_whitespace) {
-            log::warn!(
-                "tokenhub guard: no policy bundle configured; every request is refused with 503 until one is published"
-            );
-            self.policy = None;
+            self.policy = self.without_bundle().map(Rc::new);
             return true;
         }
         let key = match bundle_key() {
@@ -83,6 +80,29 @@ impl GuardRoot {
             m.bundle_rejected();
         }
         false
+    }
+
+    /// An empty configuration: Envoy's default before anything is published
+    /// (serve 503), or an emptied ECDS file, which must not drop a bundle
+    /// this Envoy already enforces (keep serving the newest).
+    fn without_bundle(&self) -> Option<Policy> {
+        let newest = host::newest_version();
+        if newest == 0 {
+            log::warn!(
+                "tokenhub guard: no policy bundle configured; every request is refused with 503 until one is published"
+            );
+            return None;
+        }
+        log::error!("tokenhub guard: empty configuration refused; serving version {newest}");
+        if let Some(m) = &self.metrics {
+            m.bundle_rejected();
+        }
+        let policy = newest_policy(newest, &bundle_key().ok()?)?;
+        ensure_quota_counters(&policy, self.metrics.as_deref()).ok()?;
+        if let Some(m) = &self.metrics {
+            m.bundle_loaded(policy.version);
+        }
+        Some(policy)
     }
 
     /// Applies the state-dependent checks to a valid bundle: refuses a
