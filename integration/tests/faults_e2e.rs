@@ -707,3 +707,21 @@ fn a_publish_killed_before_its_commit_never_lets_a_version_name_two_bundles() {
     fx.envoy.publish_ecds_and_wait(&replay);
     fx.expect_denied(KEY_DISABLED, || fx.with_key(&fx.key.key));
 }
+
+#[test]
+fn an_emptied_ecds_file_does_not_drop_the_bundle_in_force() {
+    let fx = Fixture::start();
+    let version = fx.admin.published_version();
+    // The guard's resource with an empty configuration, as a broken
+    // publisher or a hand edit might write it.
+    fx.envoy.publish_ecds_and_wait(&fx.envoy.guard_ecds(""));
+    assert!(
+        fx.envoy
+            .wait_for_log(&format!("empty configuration refused; serving version {version}"), Duration::from_secs(5)),
+        "no log line names the refusal"
+    );
+    for _ in 0..4 {
+        fx.expect_allowed(|| fx.with_key(&fx.key.key));
+        fx.expect_denied(MISSING_KEY, || fx.get("/v1/models", &[]));
+    }
+}
