@@ -316,7 +316,7 @@ def http_get(port, path, headers):
 
 
 def wrk(port, headers, duration, connections):
-    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     cmd.append(f"http://127.0.0.1:{port}{PATH}")
@@ -652,6 +652,10 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
       f"due time), {meta['lat_rounds']} rounds × {meta['lat_duration']} s. Load average at start "
       f"{meta['load_start']}, at end {meta['load_end']}. Medians over rounds; CPU range = min–max over rounds. "
       f"Upstream: a direct_response listener in the same Envoy (its CPU is in every figure, bare included).")
+    if float(meta["load_start"].split()[0]) > 1.0:
+        p("")
+        p(f"**The machine was busy (1-minute load average {meta['load_start'].split()[0]} at the start): other "
+          "processes shared both cores, so throughput and latency are noisy; CPU per request less so.**")
     if meta.get("smoke"):
         p("")
         p("**SMOKE RUN — tiny sizes and durations; the numbers mean nothing.**")
@@ -750,38 +754,63 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
     p("|---|---|---|")
     targets = []
     ga = cpu.get("guard-allow")
+
+    # CPU per request under three estimators: median over rounds; the
+    # least-disturbed round (interference from other processes only ever
+    # adds CPU time); and per-round pairs (both measured in the same round,
+    # so slow drifts in machine load cancel). A verdict needs all three.
+    def rounds_of(name):
+        return [r["cpu_us_per_req"] for r in by[name].sat]
+
+    def estimates(f):
+        """f(cpu_by_name) → value, under each estimator."""
+        mins = {c.name: min(rounds_of(c.name)) for c in cases}
+        paired = [f({c.name: c.sat[i]["cpu_us_per_req"] for c in cases}) for i in range(len(by["bare"].sat))]
+        return f(cpu), f(mins), med(paired)
+
+    def verdict(values, ok):
+        oks = [ok(v) for v in values]
+        return "met" if all(oks) else "missed" if not any(oks) else "inconclusive (noise)"
+
+    # guard − bare ≤ 1.25 (noop − bare)  ⇔  (guard − noop) − 0.25 (noop − bare) ≤ 0: in this form a small,
+    # noisy denominator (what the no-op adds) cannot flip the verdict.
+    def t1f(c):
+        return (c["guard-allow"] - c["wasm-noop"]) - 0.25 * (c["wasm-noop"] - c["bare"])
+
     g_added = ga - bare
-    t1 = g_added <= 1.25 * noop_added
+    e1 = estimates(t1f)
     targets.append(("Guard allow path adds ≤ 1.25× the CPU the no-op Wasm filter adds over bare Envoy",
-                    f"guard adds {g_added:.2f} µs, no-op adds {noop_added:.2f} µs: "
-                    f"{g_added / noop_added:.2f}×", t1))
+                    f"guard adds {g_added:.2f} µs, no-op adds {noop_added:.2f} µs ({g_added / noop_added:.2f}×); "
+                    f"the guard's excess over 1.25× the no-op's: {e1[0]:.1f} µs (least-disturbed round "
+                    f"{e1[1]:.1f} µs, per-round pairs {e1[2]:.1f} µs; met when ≤ 0)",
+                    verdict(e1, lambda v: v <= 0)))
     big_name, many_name = f"guard-allow-k{sizes['big']}", f"guard-allow-c{sizes['many_cidrs']}"
     combo_name = f"guard-allow-k{sizes['big']}c{sizes['many_cidrs']}"
     combo = cpu.get(combo_name)
-    t2 = combo <= 1.10 * ga
-    lo, hi = spread([r["cpu_us_per_req"] for r in by[combo_name].sat])
+    e2 = estimates(lambda c: c[combo_name] / c["guard-allow"])
+    lo, hi = spread(rounds_of(combo_name))
     targets.append((f"CPU/req at {sizes['big']:,} keys + {sizes['many_cidrs']:,} CIDRs within 10% of 10 keys + 1 CIDR",
-                    f"{combo:.2f} vs {ga:.2f} µs: {combo / ga:.3f}× (range {lo:.2f}–{hi:.2f}); "
-                    f"{sizes['big']:,} keys alone {cpu[big_name] / ga:.3f}×, "
-                    f"{sizes['many_cidrs']:,} CIDRs alone {cpu[many_name] / ga:.3f}×",
-                    t2))
+                    f"{combo:.2f} vs {ga:.2f} µs: {e2[0]:.3f}× (least-disturbed {e2[1]:.3f}×, per-round pairs "
+                    f"{e2[2]:.3f}×; rounds ranged {lo:.2f}–{hi:.2f}); {sizes['big']:,} keys alone "
+                    f"{cpu[big_name] / ga:.3f}×, {sizes['many_cidrs']:,} CIDRs alone {cpu[many_name] / ga:.3f}×",
+                    verdict(e2, lambda v: v <= 1.10)))
     rl = [r["all_loaded_s"] * 1000 for r in reloads.get(f"k{sizes['big']}", []) if "all_loaded_s" in r]
     t3a = bool(rl) and max(rl) <= 1000
     targets.append((f"A bundle of {sizes['big']:,} keys loads in every worker within 1 s",
                     f"median {fmt(med(rl), 0)} ms, max {fmt(max(rl) if rl else None, 0)} ms over {len(rl)} reloads "
-                    f"(rename → last VM's 'loaded' log line; main thread + 1 worker on one core)", t3a))
+                    f"(rename → last VM's 'loaded' log line; 3 VMs on one core)", "met" if t3a else "missed"))
     pk = per_key.get(sizes["big"], float("nan"))
     t3b = pk <= 256
     targets.append(("≤ 256 bytes of VM memory per key", f"{pk:.0f} B/key/VM (RSS delta at {sizes['big']:,} keys)",
-                    t3b))
-    worst = max(cpu[n] for n in ("guard-deny-checksum", "guard-deny-unknown", "guard-deny-ip"))
-    t4 = worst <= ga
+                    "met" if t3b else "missed"))
+    denies = ("guard-deny-checksum", "guard-deny-unknown", "guard-deny-ip")
+    e4 = estimates(lambda c: max(c[n] for n in denies) / c["guard-allow"])
     targets.append(("Deny paths cost no more than the allow path",
-                    ", ".join(f"{n.replace('guard-deny-', '')} {cpu[n]:.2f}" for n in
-                              ("guard-deny-checksum", "guard-deny-unknown", "guard-deny-ip"))
-                    + f" vs allow {ga:.2f} µs", t4))
-    for name, measured, met in targets:
-        p(f"| {name} | {measured} | {'**met**' if met else '**missed**'} |")
+                    ", ".join(f"{n.replace('guard-deny-', '')} {cpu[n]:.2f}" for n in denies)
+                    + f" vs allow {ga:.2f} µs (a denial is answered by the filter: no upstream request); "
+                    "native decision: see the instruction counts below", verdict(e4, lambda v: v <= 1.0)))
+    for name, measured, status in targets:
+        p(f"| {name} | {measured} | **{status}** |")
 
     # Native
     if crit:
@@ -850,6 +879,27 @@ def chart(cases, out_dir, cpu):
 
 # --------------------------------------------------------------------------
 
+class _Obj:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def report_from(path, out_dir):
+    """Rebuilds the report and chart from a results.json (no measuring)."""
+    raw = json.loads(Path(path).read_text())
+    envoys = {k: _Obj(name=k, **{kk: vv for kk, vv in v.items() if kk != "ports"}) for k, v in raw["envoys"].items()}
+    cases = [_Obj(name=n, label=c["label"], group=c.get("group", "guard"), sat=c["saturation"], lat=c["latency"],
+                  envoy=envoys[c["envoy"]]) for n, c in raw["cases"].items()]
+    cg = dict(raw.get("callgrind", {}))
+    prof = Path(out_dir) / "callgrind-allow-100k.txt"
+    if prof.exists():
+        cg["_profile_allow_big"] = prof.read_text()
+    text, cpu, _ = report(None, cases, raw["bundles"], envoys, raw["reloads"], raw.get("criterion", {}), cg,
+                          raw.get("native_memory", []), raw["sizes"], raw["meta"], Path(out_dir))
+    chart(cases, Path(out_dir), cpu)
+    print(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one short round: proves the harness runs")
@@ -859,12 +909,16 @@ def main():
     ap.add_argument("--lat-rounds", type=int, default=3)
     ap.add_argument("--lat-duration", type=float, default=4.0)
     ap.add_argument("--lat-fraction", type=float, default=0.5,
-                    help="fixed rate = this × the slowest configuration's median saturated req/s")
+                    help="fixed rate = this × the slowest configuration's best-round saturated req/s")
     ap.add_argument("--reloads", type=int, default=3, help="republishes timed per key count")
     ap.add_argument("--only", help="comma-separated case names (bare and wasm-noop always run)")
     ap.add_argument("--no-native-bench", action="store_true", help="skip criterion and callgrind")
     ap.add_argument("--out", default=str(BENCH / "results"))
+    ap.add_argument("--report-from", metavar="RESULTS_JSON", help="only rebuild the report and chart from a results.json")
     args = ap.parse_args()
+    if args.report_from:
+        report_from(args.report_from, Path(args.out))
+        return
     if args.smoke:
         args.rounds, args.duration, args.lat_rounds, args.lat_duration = 1, 1, 1, 0.5
     t_start = time.time()
@@ -927,10 +981,12 @@ def main():
             log(f"saturation round {r + 1}/{args.rounds} done: " + ", ".join(
                 f"{c.name} {c.sat[-1]['cpu_us_per_req']:.1f}µs" for c in cases))
 
-        slowest = min(med([x["rps"] for x in c.sat]) for c in cases)
+        # Capacity of a configuration = its best round (a stall in one round
+        # must not set the rate); the rate is a fraction of the lowest.
+        slowest = min(max(x["rps"] for x in c.sat) for c in cases)
         rate = max(100, int(slowest * args.lat_fraction / 100) * 100)
         meta["latency_rate"] = rate
-        log(f"latency at a fixed {rate} req/s ({args.lat_fraction:.0%} of the slowest median saturation)")
+        log(f"latency at a fixed {rate} req/s ({args.lat_fraction:.0%} of the lowest best-round saturation)")
         for r in range(args.lat_rounds):
             order = cases[r % len(cases):] + cases[:r % len(cases)]
             for c in order:
@@ -968,7 +1024,8 @@ def main():
     meta["wall_s"] = time.time() - t_start
     raw = {
         "meta": meta,
-        "cases": {c.name: {"label": c.label, "saturation": c.sat, "latency": c.lat,
+        "sizes": sizes,
+        "cases": {c.name: {"label": c.label, "group": c.group, "saturation": c.sat, "latency": c.lat,
                            "envoy": c.envoy.name} for c in cases},
         "envoys": {k: {"startup_rss": e.startup_rss, "final_rss": e.final_rss, "vm_count": e.vm_count,
                        "ports": e.ports}

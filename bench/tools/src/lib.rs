@@ -203,9 +203,12 @@ pub fn policy(keys: usize, cidrs: usize, version: u64) -> (BundleDoc, Credential
 /// The decision cases the native microbenchmarks run.
 pub const CASES: [&str; 4] = ["allow", "deny-checksum", "deny-unknown", "deny-ip"];
 
+/// Owned request headers: (lower-case name, raw value).
+pub type Headers = Vec<(String, Vec<u8>)>;
+
 /// The request headers of one decision case, as Envoy delivers them to the
 /// filter (pseudo-headers first, lower-case names), and its client address.
-pub fn case_request(creds: &Credentials, case: &str) -> Option<(Vec<(String, Vec<u8>)>, std::net::IpAddr)> {
+pub fn case_request(creds: &Credentials, case: &str) -> Option<(Headers, std::net::IpAddr)> {
     let key = match case {
         "allow" => &creds.allow,
         "deny-checksum" => &creds.bad_checksum,
