@@ -12,6 +12,8 @@
 //!   rewrite  remove `authorization`, set five `x-tokenhub-*` headers, set
 //!            `authorization` (the guard's seven header writes)
 //!   metric   increment a counter
+//!   batch    instead of `rewrite`: the same result in one call that
+//!            replaces the whole header map (proxy_set_header_map_pairs)
 //! Empty configuration (the default) = none of them: the pure no-op.
 
 use proxy_wasm::hostcalls;
@@ -29,6 +31,7 @@ struct Ops {
     source: bool,
     time: bool,
     rewrite: bool,
+    batch: bool,
     metric: Option<u32>,
 }
 
@@ -50,6 +53,7 @@ impl RootContext for NoopRoot {
                 "source" => ops.source = true,
                 "time" => ops.time = true,
                 "rewrite" => ops.rewrite = true,
+                "batch" => ops.batch = true,
                 "metric" => match hostcalls::define_metric(MetricType::Counter, "bench.ladder") {
                     Ok(id) => ops.metric = Some(id),
                     Err(_) => return false,
@@ -102,6 +106,17 @@ impl HttpContext for NoopHttp {
                 self.set_http_request_header(name, Some(value));
             }
             self.set_http_request_header("authorization", Some("Bearer sk-bench-upstream-secret"));
+        }
+        if ops.batch {
+            let current = self.get_http_request_headers();
+            let mut pairs: Vec<(&str, &str)> = current
+                .iter()
+                .filter(|(n, _)| n != "authorization" && !n.starts_with("x-tokenhub-"))
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            pairs.extend(IDENTITY);
+            pairs.push(("authorization", "Bearer sk-bench-upstream-secret"));
+            self.set_http_request_headers(pairs);
         }
         if let Some(id) = ops.metric {
             let _ = hostcalls::increment_metric(id, 1);
