@@ -121,10 +121,12 @@ fn read_secret(file: Option<&Path>) -> Result<Zeroizing<String>, AdminError> {
     let mut text = Zeroizing::new(String::new());
     match file {
         Some(p) => *text = std::fs::read_to_string(p).map_err(|e| AdminError::io(p, e))?,
+        // On a terminal: one line, not echoed. Piped: all of stdin.
+        None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            *text = rpassword::prompt_password("Provider secret (not shown): ")
+                .map_err(|e| AdminError::Io(format!("terminal: {e}")))?;
+        }
         None => {
-            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                eprintln!("Paste the secret, then press Enter and Ctrl-D:");
-            }
             std::io::stdin().read_to_string(&mut text).map_err(|e| AdminError::Io(format!("stdin: {e}")))?;
         }
     }

@@ -148,9 +148,14 @@ fn otp_for(cli: &Cli, store: &Store) -> Result<Option<Zeroizing<String>>, AdminE
     if !(verifying || has_2fa == Some(true)) {
         return Ok(None);
     }
-    eprint!("2FA code for {name} (or a recovery code): ");
-    let _ = std::io::stderr().flush();
-    read_code_line().map(Some)
+    // Not echoed: a code on screen is a code for whoever stands behind you.
+    let code = rpassword::prompt_password(format!("2FA code for {name} (or a recovery code): "))
+        .map_err(|e| AdminError::Io(format!("terminal: {e}")))?;
+    let code = Zeroizing::new(code.trim().to_string());
+    if code.is_empty() {
+        return Err(AdminError::Usage("no 2FA code entered".into()));
+    }
+    Ok(Some(code))
 }
 
 fn read_code_line() -> Result<Zeroizing<String>, AdminError> {
