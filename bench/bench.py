@@ -583,6 +583,29 @@ def criterion(smoke):
     return out
 
 
+def v8_decision(smoke):
+    """The native decision driver compiled to wasm32-wasip1 and run under
+    Node's V8 (TurboFan): µs per decision inside a Wasm VM, with no host
+    calls. Two iteration counts; the difference cancels start-up."""
+    wasm = TOOLS / "target" / "wasm32-wasip1" / "release" / "decide-count.wasm"
+    if not shutil.which("node") or not wasm.exists():
+        log("node or the wasm decide-count missing: skipping the V8 timing")
+        return {}
+    big = 200 if smoke else 100_000
+    n1, n2 = (100, 200) if smoke else (50_000, 250_000)
+    out = {}
+    for keys, case in [(10, "allow"), (10, "deny-checksum"), (10, "deny-unknown"), (10, "deny-ip"), (big, "allow")]:
+        times = []
+        for n in (n1, n2):
+            t = time.time()
+            subprocess.run(["taskset", "-c", LOAD_CPU, "node", "--no-warnings", str(ROOT / "tools" / "wasi-run.mjs"),
+                            str(wasm), "--keys", str(keys), "--case", case, "--iters", str(n)],
+                           check=True, capture_output=True, timeout=600)
+            times.append(time.time() - t)
+        out[f"{case} {keys}keys-1cidrs"] = {"us_per_call": (times[1] - times[0]) * 1e6 / (n2 - n1)}
+    return out
+
+
 def callgrind(work, smoke):
     """Instructions per native decision (callgrind, collection switched on
     only inside decide_once), and heap allocations per decision."""
@@ -642,7 +665,7 @@ def fmt(x, nd=1):
     return f"{x:,.{nd}f}"
 
 
-def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, out_dir):
+def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, out_dir, v8=None):
     by = {c.name: c for c in cases}
     cpu = {c.name: med([r["cpu_us_per_req"] for r in c.sat]) for c in cases}
     rps = {c.name: med([r["rps"] for r in c.sat]) for c in cases}
@@ -841,7 +864,43 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
                 continue
             p(f"| {k} | {v['instructions_per_call']:,.0f} | {v['allocs_per_call']:.2f} | {v['decision']} |")
 
-    # Publish timing detail
+    focus = out_dir / "focus.json"
+    if focus.exists():
+        fr = json.loads(focus.read_text())
+        n = len(fr.get("bare", []))
+        p("")
+        when = dt.datetime.fromtimestamp(focus.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        p(f"## Focused ladder (`bench/focus.py`, {n} interleaved rounds × 3 s, a separate run, {when})")
+        p("")
+        p("| step | CPU µs/req median | paired median over the previous step (IQR) |")
+        p("|---|---:|---:|")
+        prev = None
+        for k in ("bare", "noop", "headers", "glue", "guard"):
+            if k not in fr:
+                continue
+            if prev is None:
+                p(f"| {k} | {med(fr[k]):.1f} | – |")
+            else:
+                d = sorted(x - y for x, y in zip(fr[k], fr[prev]))
+                q = lambda f: d[int(f * (len(d) - 1))]
+                p(f"| {k} | {med(fr[k]):.1f} | {med(d):+.1f} ({q(0.25):+.1f} … {q(0.75):+.1f}) |")
+            prev = k
+        p("")
+        p("glue = the no-op making every host call of the guard's allow path; guard − glue = the guard's own code "
+          "in the VM.")
+
+    if v8:
+        p("")
+        p("## The decision inside a Wasm VM (no host calls)")
+        p("")
+        p("`decide-count` compiled to wasm32-wasip1 (the filter's target) and run under Node's V8; per call, from "
+          "the difference of two iteration counts:")
+        p("")
+        p("| case | µs/decision in V8 |")
+        p("|---|---:|")
+        for k, v in v8.items():
+            p(f"| {k} | {v['us_per_call']:.2f} |")
+
     p("")
     p(f"`make bench` wall time: {meta.get('wall_s', 0) / 60:.1f} min (this script; builds excluded).")
     text = "\n".join(lines) + "\n"
@@ -904,7 +963,8 @@ def report_from(path, out_dir):
     if prof.exists():
         cg["_profile_allow_big"] = prof.read_text()
     text, cpu, _ = report(None, cases, raw["bundles"], envoys, raw["reloads"], raw.get("criterion", {}), cg,
-                          raw.get("native_memory", []), raw["sizes"], raw["meta"], Path(out_dir))
+                          raw.get("native_memory", []), raw["sizes"], raw["meta"], Path(out_dir),
+                          raw.get("v8_decision", {}))
     chart(cases, Path(out_dir), cpu)
     print(text)
 
@@ -1023,12 +1083,14 @@ def main():
     mem = [json.loads(subprocess.run([str(TOOLS_BIN / "decide-count"), "--keys", str(k), "--memory"],
                                      capture_output=True, text=True, check=True).stdout)
            for k in (10, sizes["mid"], sizes["big"])]
-    crit, cg = {}, {}
+    crit, cg, v8 = {}, {}, {}
     if not args.no_native_bench:
         log("native decision: criterion")
         crit = criterion(args.smoke)
         log("native decision: callgrind")
         cg = callgrind(work, args.smoke)
+        log("decision under V8 (node, wasm32-wasip1)")
+        v8 = v8_decision(args.smoke)
 
     meta["wall_s"] = time.time() - t_start
     raw = {
@@ -1045,10 +1107,11 @@ def main():
         "reloads": reloads,
         "native_memory": mem,
         "criterion": crit,
+        "v8_decision": v8,
         "callgrind": {k: v for k, v in cg.items() if not k.startswith("_")},
     }
     (out_dir / "results.json").write_text(json.dumps(raw, indent=1, default=str))
-    text, cpu, _ = report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, out_dir)
+    text, cpu, _ = report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, out_dir, v8)
     chart(cases, out_dir, cpu)
     print(text)
     log(f"results in {out_dir} ({meta['wall_s']:.0f} s)")

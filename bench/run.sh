@@ -37,5 +37,8 @@ fi
 log "building the no-op Wasm filter and the bench tools"
 (cd bench/noop-filter && cargo build --quiet --target wasm32-wasip1 --release)
 (cd bench/tools && cargo build --quiet --release --bins)
+# The same decision driver compiled to the filter's target, timed under
+# Node's V8 (bootstrap installs node): the decision's cost inside a Wasm VM.
+(cd bench/tools && cargo build --quiet --release --no-default-features --target wasm32-wasip1 --bin decide-count)
 
 exec .venv/bin/python bench/bench.py "$@"
