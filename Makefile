@@ -71,12 +71,12 @@ lint:
 
 ## Benchmarks (bench/README.md): the guard side by side with bare Envoy,
 ## Envoy's native filters and a no-op Wasm filter, scale with keys and
-## CIDRs, and the native decision (criterion, callgrind). About 20 minutes;
+## CIDRs, and the native decision (criterion, callgrind). About 16 minutes;
 ## results in bench/results/.
 bench: bootstrap wasm
 	bench/run.sh
 
-## The benchmark harness end to end at tiny sizes (about a minute once
+## The benchmark harness end to end at tiny sizes (about two minutes once
 ## built), so it cannot rot. No timing assertions.
 bench-smoke: bootstrap wasm
 	bench/run.sh --smoke
