@@ -399,7 +399,7 @@ fn denials_name_the_owner_only_once_the_key_is_identified() {
         };
         match decide(&p, &facts) {
             Decision::Deny(d) => {
-                (d.reason, d.subject.map(|s| (s.tenant.id.clone(), s.credential.key().map(|k| k.id.clone()))))
+                (d.reason, d.subject.map(|s| (s.tenant.id.clone(), s.credential.key().map(|k| k.id().to_string()))))
             }
             Decision::Allow(_) => panic!("expected a denial"),
         }

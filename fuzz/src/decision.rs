@@ -436,7 +436,7 @@ type Owner = (Option<String>, String, String);
 type Outcome = Result<(Owner, Vec<(String, Option<String>)>, (String, String)), (DenyReason, Option<Owner>)>;
 
 fn owner(s: &Subject<'_>) -> Owner {
-    (s.credential.key().map(|k| k.id.clone()), s.tenant.id.clone(), s.sub_account.id.clone())
+    (s.credential.key().map(|k| k.id().to_string()), s.tenant.id.clone(), s.sub_account.id.clone())
 }
 
 fn run_core(fx: &Fixture, r: &Req) -> Outcome {

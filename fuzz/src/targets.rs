@@ -67,7 +67,7 @@ pub fn bundle_compile(data: &[u8]) {
         assert_eq!(policy.providers.len(), doc.providers.len());
         assert_eq!(policy.oidc.len(), doc.oidc.len());
         for k in &doc.keys {
-            let compiled = policy.keys.get(k.id.as_bytes()).map(|c| c.id.as_str());
+            let compiled = policy.keys.get(k.id.as_bytes()).map(|c| c.id());
             assert_eq!(compiled, Some(k.id.as_str()), "key {:?} missing from the table", k.id);
         }
     }
@@ -77,10 +77,10 @@ pub fn bundle_compile(data: &[u8]) {
 /// providers are ordered longest prefix first, injected headers are safe.
 fn check_policy(p: &Policy) {
     for (id, key) in &p.keys {
-        assert_eq!(id.as_slice(), key.id.as_bytes());
-        assert!(core_apikey::is_valid_key_id(&key.id), "{:?}", key.id);
+        assert_eq!(id.as_slice(), key.id().as_bytes());
+        assert!(core_apikey::is_valid_key_id(key.id()), "{:?}", key.id());
         let sub = p.sub_accounts.get(key.sub_account);
-        assert!(sub.is_some_and(|s| s.tenant < p.tenants.len()), "key {:?} points nowhere", key.id);
+        assert!(sub.is_some_and(|s| s.tenant < p.tenants.len()), "key {:?} points nowhere", key.id());
     }
     for s in &p.sub_accounts {
         assert!(s.tenant < p.tenants.len());

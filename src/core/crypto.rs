@@ -1,7 +1,7 @@
 //! AES-256-GCM and the 256-bit key type, shared by the sealed bundle (core)
 //! and the admin store.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -69,12 +69,21 @@ impl Key256 {
     /// Opens nonce‖ciphertext‖tag; `None` if it was altered, truncated, or
     /// sealed with another key or AAD.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        self.open_vec(aad, sealed.to_vec())
+    }
+
+    /// As `open`, decrypting in the buffer it is given: a large bundle is
+    /// never held twice (ciphertext and plaintext) in a VM's memory.
+    pub fn open_vec(&self, aad: &[u8], mut sealed: Vec<u8>) -> Option<Zeroizing<Vec<u8>>> {
         if sealed.len() < NONCE_LEN + TAG_LEN {
             return None;
         }
-        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = sealed.get(..NONCE_LEN)?.try_into().ok()?;
+        sealed.drain(..NONCE_LEN);
+        let mut buffer = Zeroizing::new(sealed);
         let cipher = Aes256Gcm::new_from_slice(self.0.as_slice()).ok()?;
-        cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).ok().map(Zeroizing::new)
+        cipher.decrypt_in_place(Nonce::from_slice(&nonce), aad, &mut *buffer).ok()?;
+        Some(buffer)
     }
 }
 

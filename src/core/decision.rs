@@ -56,14 +56,14 @@ impl<'p> Credential<'p> {
 
     fn allowlist(&self) -> &'p Option<AllowList> {
         match self {
-            Self::Key(k) => &k.allowlist,
+            Self::Key(k) => k.allowlist(),
             Self::Oidc(_) => &None,
         }
     }
 
     fn scopes(&self) -> &'p Option<Scopes> {
         match self {
-            Self::Key(k) => &k.scopes,
+            Self::Key(k) => k.scopes(),
             Self::Oidc(p) => &p.scopes,
         }
     }
@@ -383,7 +383,7 @@ impl Subject<'_> {
     /// refused one whose owner is known, for the access log.
     pub fn identity_headers(&self) -> [(&'static str, Option<&str>); 5] {
         let (auth, key_id) = match self.credential {
-            Credential::Key(k) => ("api_key", Some(k.id.as_str())),
+            Credential::Key(k) => ("api_key", Some(k.id())),
             Credential::Oidc(_) => ("oidc", None),
         };
         [

@@ -62,7 +62,7 @@ pub enum QuotaOutcome {
 pub fn limits_for(key: Option<&Key>, sub: &SubAccount, tenant: &Tenant) -> Vec<Limit> {
     let mut out = Vec::new();
     let scopes: [(Option<&QuotaDoc>, &dyn Fn() -> String); 3] = [
-        (key.and_then(|k| k.quota.as_ref()), &|| format!("k|{}", key.map_or("", |k| k.id.as_str()))),
+        (key.and_then(|k| k.quota()), &|| format!("k|{}", key.map_or("", |k| k.id()))),
         (sub.quota.as_ref(), &|| format!("s|{}|{}", tenant.id, sub.id)),
         (tenant.quota.as_ref(), &|| format!("t|{}", tenant.id)),
     ];

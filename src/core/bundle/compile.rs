@@ -46,17 +46,47 @@ pub struct SubAccount {
     pub quota: Option<QuotaDoc>,
 }
 
+/// One API key, kept small: a bundle may hold 100 000 of them in every
+/// worker VM, and most have no limits of their own.
 #[derive(Debug)]
 pub struct Key {
-    pub id: String,
+    id: KeyIdBytes,
     pub hash: SecretHash,
     pub previous: Option<(SecretHash, u64)>,
     pub sub_account: usize,
     pub active: bool,
     pub expires_at: Option<u64>,
-    pub scopes: Option<Scopes>,
-    pub allowlist: Option<AllowList>,
-    pub quota: Option<QuotaDoc>,
+    limits: Option<Box<KeyLimits>>,
+}
+
+/// What narrows a key beyond its sub-account, when anything does.
+#[derive(Debug)]
+struct KeyLimits {
+    scopes: Option<Scopes>,
+    allowlist: Option<AllowList>,
+    quota: Option<QuotaDoc>,
+}
+
+static NO_SCOPES: Option<Scopes> = None;
+static NO_ALLOWLIST: Option<AllowList> = None;
+
+impl Key {
+    /// The public key id (base62, validated at compile time).
+    pub fn id(&self) -> &str {
+        std::str::from_utf8(&self.id).unwrap_or_default()
+    }
+
+    pub fn scopes(&self) -> &Option<Scopes> {
+        self.limits.as_ref().map_or(&NO_SCOPES, |l| &l.scopes)
+    }
+
+    pub fn allowlist(&self) -> &Option<AllowList> {
+        self.limits.as_ref().map_or(&NO_ALLOWLIST, |l| &l.allowlist)
+    }
+
+    pub fn quota(&self) -> Option<&QuotaDoc> {
+        self.limits.as_ref().and_then(|l| l.quota.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,35 +204,44 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
     let sub_index = sub_account_index(&policy.tenants, &policy.sub_accounts);
     policy.keys.reserve(doc.keys.len());
     for (i, k) in doc.keys.iter().enumerate() {
-        let at = format!("keys[{i}]");
+        // Field names are built only for an error: this loop runs once per
+        // key, in every worker VM, on every publish.
+        let at = || format!("keys[{i}]");
         let id: KeyIdBytes =
             k.id.as_bytes().try_into().ok().filter(|_| apikey::is_valid_key_id(&k.id)).ok_or_else(|| {
-                format!("{at}.id: {:?} is not a key id ({} base62 characters)", k.id, apikey::KEY_ID_LEN)
+                format!("{}.id: {:?} is not a key id ({} base62 characters)", at(), k.id, apikey::KEY_ID_LEN)
             })?;
         let sub_account = *sub_index
             .get(&(k.tenant.as_str(), k.sub_account.as_str()))
-            .ok_or_else(|| format!("{at}: tenant {:?} has no sub-account {:?}", k.tenant, k.sub_account))?;
-        let hash = hash_from_hex(&k.hash).ok_or_else(|| format!("{at}.hash: expected 64 hex digits"))?;
+            .ok_or_else(|| format!("{}: tenant {:?} has no sub-account {:?}", at(), k.tenant, k.sub_account))?;
+        let hash = hash_from_hex(&k.hash).ok_or_else(|| format!("{}.hash: expected 64 hex digits", at()))?;
         let previous = match &k.previous {
             Some(p) => Some((
-                hash_from_hex(&p.hash).ok_or_else(|| format!("{at}.previous.hash: expected 64 hex digits"))?,
+                hash_from_hex(&p.hash).ok_or_else(|| format!("{}.previous.hash: expected 64 hex digits", at()))?,
                 p.valid_until,
             )),
             None => None,
         };
+        let limits = if k.scopes.is_none() && k.ip_allowlist.is_none() && k.quota.is_none() {
+            None
+        } else {
+            Some(Box::new(KeyLimits {
+                scopes: compile_scopes(k.scopes.as_ref(), &format!("{}.scopes", at()))?,
+                allowlist: compile_allowlist(k.ip_allowlist.as_ref(), &format!("{}.ip_allowlist", at()))?,
+                quota: compile_quota(k.quota, &format!("{}.quota", at()))?,
+            }))
+        };
         let key = Key {
-            id: k.id.clone(),
+            id,
             hash,
             previous,
             sub_account,
             active: k.status == Status::Active,
             expires_at: k.expires_at,
-            scopes: compile_scopes(k.scopes.as_ref(), &format!("{at}.scopes"))?,
-            allowlist: compile_allowlist(k.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
-            quota: compile_quota(k.quota, &format!("{at}.quota"))?,
+            limits,
         };
         if policy.keys.insert(id, key).is_some() {
-            return Err(format!("{at}.id: duplicate key id {:?}", k.id));
+            return Err(format!("{}.id: duplicate key id {:?}", at(), k.id));
         }
     }
     Ok(())

@@ -84,7 +84,7 @@ pub fn open(sealed: &str, key: &BundleKey) -> Result<Zeroizing<Vec<u8>>, SealErr
     if body.len() < NONCE_LEN + TAG_LEN {
         return Err(SealError::Envelope("body is too short"));
     }
-    key.open(header_b64.as_bytes(), &body).ok_or(SealError::Decrypt)
+    key.open_vec(header_b64.as_bytes(), body).ok_or(SealError::Decrypt)
 }
 
 fn split(sealed: &str) -> Result<(&str, &str), SealError> {
