@@ -387,6 +387,19 @@ pub fn prometheus_value(text: &str, name: &str) -> Option<u64> {
 }
 
 impl Fixture {
+    /// Publishes a second version (with a second key) after the fixture's
+    /// first; returns the first version's ECDS text, the second key and the
+    /// second version.
+    pub fn two_versions(&self) -> (String, IssuedKey, u64) {
+        let v1 = self.admin.ecds_contents();
+        let second = self.admin.create_key(TENANT, &[]);
+        let version = self.publish();
+        self.expect_allowed(|| self.with_key(&second.key));
+        (v1, second, version)
+    }
+}
+
+impl Fixture {
     pub fn with_key_path(&self, path: &str, key: &str) -> Response {
         self.get(path, &[("authorization", &bearer(key))])
     }

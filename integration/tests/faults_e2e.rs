@@ -168,16 +168,6 @@ fn a_trap_with_two_workers_never_lets_a_request_through_unchecked() {
 // ===========================================================================
 // Bad bundles at runtime: refused, the last good one keeps serving.
 
-/// Publishes a second version with a second key; returns (v1 ECDS text,
-/// second key, the version now serving).
-fn two_versions(fx: &Fixture) -> (String, IssuedKey, u64) {
-    let v1 = fx.admin.ecds_contents();
-    let second = fx.admin.create_key(TENANT, &[]);
-    let version = fx.publish();
-    fx.expect_allowed(|| fx.with_key(&second.key));
-    (v1, second, version)
-}
-
 /// The ECDS file `ecds` with its sealed bundle replaced by `sealed`.
 fn with_sealed(ecds: &str, sealed: &str) -> String {
     let mut doc = parse_ecds(ecds);
@@ -250,7 +240,7 @@ fn corruptions(sealed: &str) -> Vec<(&'static str, String, String)> {
 #[test]
 fn bad_bundles_are_refused_with_a_clear_log_line_and_the_last_good_one_keeps_serving() {
     let fx = Fixture::start();
-    let (v1, second, version) = two_versions(&fx);
+    let (v1, second, version) = fx.two_versions();
     let current = fx.admin.ecds_contents();
     let sealed = sealed_of(&parse_ecds(&current)).to_string();
     let valid = [fx.key.key.as_str(), second.key.as_str()];

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokenhub_integration::guard::*;
 use tokenhub_integration::keys::{forge_key, key_id_of, other_secret, secret_hash_hex, secret_of};
-use tokenhub_integration::{addrs, Connection, EcdsOutcome, IssuedKey, Response};
+use tokenhub_integration::{addrs, Connection, EcdsOutcome, Response};
 
 const RELOAD_LIMIT: Duration = Duration::from_secs(2);
 
@@ -456,21 +456,10 @@ fn conn_send(conn: &mut Connection, lines: &[String]) -> Response {
 // ===========================================================================
 // Bad bundles: rejected, the last good one keeps serving.
 
-/// Publishes a second version (with a second key) after the fixture's
-/// first; returns the first version's ECDS text, the second key and the
-/// second version.
-fn two_versions(fx: &Fixture) -> (String, IssuedKey, u64) {
-    let v1 = fx.admin.ecds_contents();
-    let second = fx.admin.create_key(TENANT, &[]);
-    let version = fx.publish();
-    fx.expect_allowed(|| fx.with_key(&second.key));
-    (v1, second, version)
-}
-
 #[test]
 fn tampered_bundle_is_rejected_and_the_old_one_keeps_serving() {
     let fx = Fixture::start();
-    let (_, second, version) = two_versions(&fx);
+    let (_, second, version) = fx.two_versions();
     let mut ecds = parse_ecds(&fx.admin.ecds_contents());
     let sealed = sealed_of(&ecds).to_string();
     // Flip one character in the middle of the ciphertext.
@@ -491,7 +480,7 @@ fn tampered_bundle_is_rejected_and_the_old_one_keeps_serving() {
 #[test]
 fn bundle_sealed_with_another_key_is_rejected_and_the_old_one_keeps_serving() {
     let fx = Fixture::start();
-    let (_, second, version) = two_versions(&fx);
+    let (_, second, version) = fx.two_versions();
     // Another store: same tenant id, its own bundle key and keys.
     let (other, other_key) = new_store();
     other.publish();
