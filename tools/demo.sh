@@ -19,10 +19,13 @@ ENVOY=$(tools/envoy-path)
 
 pids=()
 cleanup() {
+    # Children first: if the terminal (or a pipe such as `| tee`) is already
+    # gone, the echo below must not be what stops this script.
     trap - INT TERM EXIT
-    echo; echo "demo: stopping"
+    trap '' PIPE
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    echo "demo: stopped" 2>/dev/null || true
     exit 0
 }
 trap cleanup INT TERM EXIT
