@@ -390,6 +390,20 @@ impl Fixture {
     /// Publishes a second version (with a second key) after the fixture's
     /// first; returns the first version's ECDS text, the second key and the
     /// second version.
+    /// A bundle published by another store (its own bundle key and keys):
+    /// its ECDS text, one of its keys, and the reason the filter here logs
+    /// when it refuses it.
+    pub fn foreign_bundle(&self) -> (String, IssuedKey, String) {
+        let (other, other_key) = new_store();
+        other.publish();
+        let reason = format!(
+            "sealed with key {} but TOKENHUB_BUNDLE_KEY is key {}",
+            other.bundle_key_id(),
+            self.admin.bundle_key_id()
+        );
+        (other.ecds_contents(), other_key, reason)
+    }
+
     pub fn two_versions(&self) -> (String, IssuedKey, u64) {
         let v1 = self.admin.ecds_contents();
         let second = self.admin.create_key(TENANT, &[]);

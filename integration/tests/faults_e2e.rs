@@ -251,14 +251,8 @@ fn bad_bundles_are_refused_with_a_clear_log_line_and_the_last_good_one_keeps_ser
         n += 1;
     }
     // Sealed under another store's bundle key.
-    let (other, other_key) = new_store();
-    other.publish();
-    let reason = format!(
-        "sealed with key {} but TOKENHUB_BUNDLE_KEY is key {}",
-        other.bundle_key_id(),
-        fx.admin.bundle_key_id()
-    );
-    assert_rejected(&fx, &other.ecds_contents(), &reason, version, &valid);
+    let (foreign, other_key, reason) = fx.foreign_bundle();
+    assert_rejected(&fx, &foreign, &reason, version, &valid);
     fx.expect_denied(UNKNOWN_KEY, || fx.with_key(&other_key.key));
     n += 1;
 

@@ -482,14 +482,8 @@ fn bundle_sealed_with_another_key_is_rejected_and_the_old_one_keeps_serving() {
     let fx = Fixture::start();
     let (_, second, version) = fx.two_versions();
     // Another store: same tenant id, its own bundle key and keys.
-    let (other, other_key) = new_store();
-    other.publish();
-    let reason = format!(
-        "sealed with key {} but TOKENHUB_BUNDLE_KEY is key {}",
-        other.bundle_key_id(),
-        fx.admin.bundle_key_id()
-    );
-    assert_rejected(&fx, &other.ecds_contents(), &reason, version, &[&fx.key.key, &second.key]);
+    let (foreign, other_key, reason) = fx.foreign_bundle();
+    assert_rejected(&fx, &foreign, &reason, version, &[&fx.key.key, &second.key]);
     fx.expect_denied(UNKNOWN_KEY, || fx.with_key(&other_key.key));
 }
 
