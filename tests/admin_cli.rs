@@ -17,9 +17,9 @@ fn published_policy(home: &Home) -> Value {
     home.run(&["bundle-key", "--out", key_file.to_str().unwrap()]).ok();
     let key = BundleKey::from_base64(std::fs::read_to_string(&key_file).unwrap().trim()).unwrap();
     let ecds: Value = serde_json::from_str(&std::fs::read_to_string(home.ecds_file()).unwrap()).unwrap();
-    let sealed = ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap();
-    let plain = bundle::open(sealed, &key).unwrap();
-    serde_json::from_slice(&plain).unwrap()
+    let sealed = tokenhub_guard::admin::publish::sealed_in_resource(&ecds).unwrap();
+    let plain = bundle::open(&sealed, &key).unwrap();
+    serde_json::to_value(bundle::pack::unpack(&plain).unwrap()).unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use tokenhub_guard::core::bundle::schema::{self, *};
-use tokenhub_guard::core::bundle::{compile, open_and_compile, seal, BundleError, BundleKey, SealError};
+use tokenhub_guard::core::bundle::{compile, keys, open_and_compile, pack, seal, BundleError, BundleKey, SealError};
 
 fn compile_err(doc: &BundleDoc) -> String {
     compile(doc).expect_err("expected a validation error")
@@ -118,4 +118,96 @@ fn header_and_body_versions_must_agree() {
     let sealed = seal(&serde_json::to_vec(&base_doc()).unwrap(), &key, 8, [1; 12]).unwrap();
     let err = open_and_compile(&sealed, &key).unwrap_err();
     assert!(err.to_string().contains("version"), "{err}");
+}
+
+// ------------------------------------------------------------ packed keys
+
+/// The base document with one key of every kind: plain (packed as a
+/// record), disabled, expiring, and one with a previous secret and limits
+/// (kept in the JSON part).
+fn mixed_doc() -> BundleDoc {
+    let mut doc = base_doc();
+    doc.keys[1].status = Status::Disabled;
+    doc.keys[2].expires_at = Some(NOW + 5);
+    let mut limited = key_doc(4, "acme", "research");
+    limited.previous = Some(PreviousSecretDoc { hash: make_key(4, 9).2, valid_until: NOW });
+    limited.quota = Some(QuotaDoc { per_minute: Some(5), per_day: None });
+    doc.keys.push(limited);
+    doc
+}
+
+fn seal_packed(plain: &[u8], key: &BundleKey, version: u64) -> Vec<u8> {
+    seal::to_binary(&seal(plain, key, version, [1; 12]).unwrap()).unwrap()
+}
+
+#[test]
+fn packed_bundles_compile_to_the_same_keys_as_json() {
+    let key = BundleKey::from_bytes([3; 32]);
+    let doc = mixed_doc();
+    let packed = pack(&doc).unwrap();
+    // Only the limited key stays in the JSON part.
+    let (json_len, table) = tokenhub_guard::core::bundle::pack::split(&packed);
+    assert_eq!(packed.len() - table.unwrap(), 3 * keys::RECORD_LEN);
+    assert_eq!(schema::parse(&packed[..json_len]).unwrap().keys.len(), 1);
+    let from_json = compile(&doc).unwrap();
+    let from_packed = open_and_compile(seal_packed(&packed, &key, 7), &key).unwrap();
+    assert_eq!(from_packed.keys.len(), 4);
+    for k in &doc.keys {
+        let (a, b) = (from_json.keys.get(k.id.as_bytes()).unwrap(), from_packed.keys.get(k.id.as_bytes()).unwrap());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+    assert!(from_packed.keys.get(b"K00000000099").is_none());
+    // And back: the same document, plain keys in id order after the rest.
+    let mut again = tokenhub_guard::core::bundle::pack::unpack(&packed).unwrap();
+    again.keys.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut want = doc.clone();
+    want.keys.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(again, want);
+}
+
+#[test]
+fn a_damaged_key_table_is_refused_by_record() {
+    let key = BundleKey::from_bytes([3; 32]);
+    let packed = pack(&mixed_doc()).unwrap().to_vec();
+    let table = tokenhub_guard::core::bundle::pack::split(&packed).1.unwrap();
+    let r = keys::RECORD_LEN;
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(Damage, &str)> = vec![
+        (Box::new(|p| p.truncate(p.len() - 1)), "whole number of 57-byte records"),
+        (
+            Box::new(move |p| p[table + r..table + r + 12].copy_from_slice(b"K00000000001")),
+            "record 1: ids are not strictly ascending",
+        ),
+        (Box::new(move |p| p[table] = b'!'), "record 0: the id is not 12 base62"),
+        (Box::new(move |p| p[table + 44] = 3), "record 0: sub-account index out of range"),
+        (Box::new(move |p| p[table + 56] = 2), "record 0: unknown flags"),
+    ];
+    for (damage, want) in cases {
+        let mut plain = packed.clone();
+        damage(&mut plain);
+        let err = open_and_compile(seal_packed(&plain, &key, 7), &key).unwrap_err().to_string();
+        assert!(err.contains(want), "want {want:?}, got {err}");
+    }
+    // An empty table is a table of no keys.
+    let mut plain = packed.clone();
+    plain.truncate(table);
+    assert_eq!(open_and_compile(seal_packed(&plain, &key, 7), &key).unwrap().keys.len(), 1);
+    // A JSON key that repeats a packed one is a duplicate too.
+    let mut plain = packed.clone();
+    let mut doc = schema::parse(&plain[..table - 1]).unwrap();
+    doc.keys.push(key_doc(1, "acme", "research"));
+    let json = serde_json::to_vec(&doc).unwrap();
+    plain.splice(..table - 1, json).for_each(drop);
+    let err = open_and_compile(seal_packed(&plain, &key, 7), &key).unwrap_err().to_string();
+    assert!(err.contains("keys[1].id: duplicate key id"), "{err}");
+}
+
+#[test]
+fn both_envelope_forms_open_to_the_same_policy() {
+    let key = BundleKey::from_bytes([3; 32]);
+    let text = seal(&pack(&base_doc()).unwrap(), &key, 7, [1; 12]).unwrap();
+    let binary = seal::to_binary(&text).unwrap();
+    assert!(binary.len() < text.len());
+    let (a, b) = (open_and_compile(&text, &key).unwrap(), open_and_compile(&binary, &key).unwrap());
+    assert_eq!(format!("{:?}", a.keys.iter().collect::<Vec<_>>()), format!("{:?}", b.keys.iter().collect::<Vec<_>>()));
 }

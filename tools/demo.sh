@@ -54,7 +54,7 @@ chmod 0644 "$CERT"
 export TOKENHUB_HOME=$DEMO/admin
 admin() { "$ADMIN" "$@"; }
 
-admin init --ecds-file "$DEMO/bundle/guard.yaml" --wasm "$WASM" --bundle-key-out "$DEMO/bundle.key" >/dev/null
+admin init --ecds-file "$DEMO/bundle/guard.json" --wasm "$WASM" --bundle-key-out "$DEMO/bundle.key" >/dev/null
 admin tenant add demo --name "Demo Inc" --region eu >/dev/null
 admin subaccount add demo research >/dev/null
 printf 'sk-demo-upstream-secret' | admin provider set openai --path-prefix /v1/ --header authorization --format 'Bearer {secret}' >/dev/null

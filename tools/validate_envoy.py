@@ -6,13 +6,13 @@ Conventions (see envoy/README.md):
                                                     Kubernetes ConfigMap
                                                     whose data holds one
                                                     (key envoy.yaml)
-  envoy/**/*.ecds.yaml, envoy/**/*.ecds.yaml.example ECDS resource files
+  envoy/**/*.ecds.{yaml,json}[.example]  ECDS resource files
 
 Templates use {{NAME}} placeholders; they are filled with throw-away values
 (validate mode binds no port). Envoy's validate mode really loads the Wasm
 module and checks that file paths exist (the TLS certificate too), so the
 placeholders point at the real filter, at a bundle dir that holds a
-guard.yaml and at a throw-away certificate.
+guard.json and at a throw-away certificate.
 
 The container configs (Docker, Kubernetes) name paths inside the container
 (CONTAINER_PATHS); those are mapped to the same local files. They must not
@@ -198,7 +198,7 @@ def placeholder_values(work: pathlib.Path, wasm: pathlib.Path) -> dict:
     bundle.mkdir(exist_ok=True)
     # Envoy refuses to start when the ECDS path does not exist; an empty
     # resource list is rejected and leaves the default_config in force.
-    (bundle / "guard.yaml").write_text("resources: []\n")
+    (bundle / "guard.json").write_text("{\"resources\": []}\n")
     cert, key = make_cert(work)
     return {
         "OIDC_ISSUER": "https://issuer.tokenhub.invalid",
@@ -239,7 +239,7 @@ def main() -> int:
                 results.append(check_drift(args.root, path, text))
                 config.write_text(localize(text, values))
             results.append(run_validate(args.envoy, config, str(path)))
-        for path in sorted(args.root.rglob("*.ecds.yaml*")):
+        for path in sorted(args.root.rglob("*.ecds.*")):
             results.append(check_ecds(args.envoy, path, render(path.read_text(), values), work))
     if not results:
         raise SystemExit(f"no Envoy configs found under {args.root}")

@@ -9,7 +9,7 @@
 #   3. `tokenhub-admin sync`: export the bundle key to a memory-only
 #      volume, from which Envoy's command line sets TOKENHUB_BUNDLE_KEY,
 #      and re-publish, so Envoy starts with the current bundle (it refuses
-#      to start without a guard.yaml).
+#      to start without a guard.json).
 set -eu
 
 : "${TOKENHUB_HOME:?set TOKENHUB_HOME (the store's volume)}"
@@ -29,7 +29,7 @@ if [ -f "$TOKENHUB_HOME/store.enc" ]; then
     log "store found in $TOKENHUB_HOME"
 else
     log "no store in $TOKENHUB_HOME: creating one"
-    tokenhub-admin init --ecds-file "$BUNDLE_DIR/guard.yaml" --wasm "$WASM_DIR/tokenhub_guard.wasm"
+    tokenhub-admin init --ecds-file "$BUNDLE_DIR/guard.json" --wasm "$WASM_DIR/tokenhub_guard.wasm"
 fi
 
 # `sync` re-publishes the committed policy and writes the bundle key. It

@@ -10,35 +10,40 @@ use tokenhub_guard::core::cidr::{parse_cidr, AllowList};
 
 pub use super::decision::decision;
 
-/// Bundle text as the filter receives it (the ECDS string), opened with the
-/// fixed bundle key. Invariants: only an authentic bundle opens (AES-GCM:
-/// the fuzzer cannot forge a tag, so anything that opens is one of the
-/// fixture's sealed texts, up to surrounding whitespace); whatever opens
-/// and compiles is structurally sound.
+/// Bundle bytes as the filter receives them (the ECDS configuration, text
+/// or binary envelope), opened with the fixed bundle key. Invariants: only
+/// an authentic bundle opens (AES-GCM: the fuzzer cannot forge a tag, so
+/// anything that opens is one of the fixture's sealed bundles, up to
+/// surrounding whitespace); whatever opens and compiles is sound.
 pub fn bundle_open(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
     let key = fixture::bundle_key();
-    let opened = bundle::open(&text, &key);
-    let compiled = bundle::open_and_compile(&text, &key);
+    let opened = bundle::open(data, &key);
+    let compiled = bundle::open_and_compile(data, &key);
     if opened.is_ok() || compiled.is_ok() {
+        let (text, binary) = (data.trim_ascii(), data.trim_ascii_start());
         assert!(
-            sealed_texts().iter().any(|s| s == text.trim()),
-            "a text that is not one of the sealed fixtures opened: {text:?}"
+            sealed_texts().iter().any(|s| s.as_slice() == text || s.as_slice() == binary),
+            "bytes that are not one of the sealed fixtures opened: {data:?}"
         );
     }
     if let Err(BundleError::Parse(_) | BundleError::Invalid(_)) = &compiled {
         assert!(opened.is_ok(), "got past decryption in open_and_compile but open() refuses: {compiled:?}");
     }
     if let Ok(policy) = &compiled {
-        let header = bundle::seal::peek_header(&text);
+        let header = bundle::seal::peek_header(data);
         assert_eq!(header.map(|h| h.version).ok(), Some(policy.version), "header and body versions differ");
         check_policy(policy);
     }
 }
 
-fn sealed_texts() -> &'static [String] {
-    static TEXTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    TEXTS.get_or_init(fixture::sealed_bundles)
+/// Every sealed fixture, in both envelope forms.
+fn sealed_texts() -> &'static [Vec<u8>] {
+    static TEXTS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    TEXTS.get_or_init(|| {
+        let texts = fixture::sealed_bundles();
+        let binary = texts.iter().filter_map(|t| bundle::seal::to_binary(t).ok());
+        texts.iter().map(|t| t.as_bytes().to_vec()).chain(binary).collect()
+    })
 }
 
 /// Raw JSON through the strict parser and the compiler. Invariants: a
@@ -59,6 +64,7 @@ pub fn bundle_compile(data: &[u8]) {
         _ => panic!("compile and open_and_compile disagree: {direct:?} vs {through_seal:?}"),
     }
     if let Ok(policy) = &direct {
+        check_packed(&doc, policy);
         check_policy(policy);
         assert_eq!(policy.version, doc.version);
         assert_eq!(policy.tenants.len(), doc.tenants.len());
@@ -73,11 +79,27 @@ pub fn bundle_compile(data: &[u8]) {
     }
 }
 
+/// The packed form (what `tokenhub-admin publish` seals) compiles to the
+/// same keys as the JSON form, field for field.
+fn check_packed(doc: &schema::BundleDoc, direct: &Policy) {
+    let packed = bundle::pack(doc).unwrap_or_else(|e| panic!("a compiling document does not pack: {e}"));
+    let sealed = bundle::seal(&packed, &fixture::bundle_key(), doc.version, [9; 12])
+        .unwrap_or_else(|e| panic!("sealing a packed document failed: {e}"));
+    let binary = bundle::seal::to_binary(&sealed).unwrap_or_else(|e| panic!("binary form: {e}"));
+    let policy = bundle::open_and_compile(&binary, &fixture::bundle_key())
+        .unwrap_or_else(|e| panic!("a packed bundle of a compiling document is refused: {e}"));
+    assert_eq!(policy.keys.len(), direct.keys.len());
+    for k in direct.keys.iter() {
+        let p = policy.keys.get(k.id().as_bytes()).unwrap_or_else(|| panic!("key {:?} lost in packing", k.id()));
+        assert_eq!(format!("{k:?}"), format!("{p:?}"), "key {:?} changed in packing", k.id());
+    }
+}
+
 /// What the decision relies on: every index resolves, key ids are keys,
 /// providers are ordered longest prefix first, injected headers are safe.
 fn check_policy(p: &Policy) {
-    for (id, key) in &p.keys {
-        assert_eq!(id.as_slice(), key.id().as_bytes());
+    for key in p.keys.iter() {
+        assert_eq!(p.keys.get(key.id().as_bytes()).map(|k| k.id()), Some(key.id()));
         assert!(core_apikey::is_valid_key_id(key.id()), "{:?}", key.id());
         let sub = p.sub_accounts.get(key.sub_account);
         assert!(sub.is_some_and(|s| s.tenant < p.tenants.len()), "key {:?} points nowhere", key.id());

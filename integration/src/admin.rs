@@ -58,7 +58,7 @@ pub struct IssuedKey {
 }
 
 /// A store initialised by `tokenhub-admin init` in a private directory:
-/// the store in `<dir>/home`, the ECDS file `<dir>/bundle/guard.yaml`, the
+/// the store in `<dir>/home`, the ECDS file `<dir>/bundle/guard.json`, the
 /// bundle key in `<dir>/bundle.key`. The directory is removed on drop,
 /// unless the test failed.
 pub struct Admin {
@@ -106,14 +106,14 @@ impl Admin {
         self.dir.join("home")
     }
 
-    /// The directory `publish` writes guard.yaml into (give it to Envoy as
+    /// The directory `publish` writes guard.json into (give it to Envoy as
     /// `EnvoyOptions::bundle_dir`).
     pub fn bundle_dir(&self) -> PathBuf {
         self.dir.join("bundle")
     }
 
     pub fn ecds_file(&self) -> PathBuf {
-        self.bundle_dir().join("guard.yaml")
+        self.bundle_dir().join("guard.json")
     }
 
     /// The published ECDS file's text ("" when nothing is published).
@@ -190,7 +190,7 @@ impl Admin {
         issued(&self.json(&["key", "rotate", key_id, "--grace", grace]))
     }
 
-    /// `publish` (validate, seal, atomic rename of guard.yaml).
+    /// `publish` (validate, seal, atomic rename of guard.json).
     pub fn publish(&self) -> Value {
         self.json(&["publish"])
     }

@@ -49,11 +49,11 @@ pub struct EnvoyOptions {
     pub upstream_port: u16,
     /// The guard filter module (default: the release build; env TOKENHUB_WASM).
     pub wasm_path: PathBuf,
-    /// guard.yaml at start. `None`: keep the one already in `bundle_dir`,
+    /// guard.json at start. `None`: keep the one already in `bundle_dir`,
     /// else nothing published yet (`resources: []`), so the default_config
     /// (empty configuration, every request 503) applies.
     pub initial_ecds: Option<String>,
-    /// The directory Envoy watches for guard.yaml. `None`: a private one
+    /// The directory Envoy watches for guard.json. `None`: a private one
     /// inside Envoy's directory. `Some`: an existing directory, e.g. where
     /// `tokenhub-admin publish` writes, so Envoy reads what the sidecar
     /// published (and it is left in place when Envoy stops).
@@ -149,13 +149,13 @@ impl Envoy {
         let (listen_port, admin_port) = (free_port(), free_port());
         let bundle_dir = opts.bundle_dir.clone().unwrap_or_else(|| dir.join("bundle"));
         fs::create_dir_all(&bundle_dir).unwrap_or_else(|e| panic!("creating {}: {e}", bundle_dir.display()));
-        let ecds_path = bundle_dir.join("guard.yaml");
+        let ecds_path = bundle_dir.join("guard.json");
         match &opts.initial_ecds {
             Some(ecds) => write_file(&ecds_path, ecds),
             // Envoy refuses to start when the ECDS file is missing, so
             // "nothing published" is an empty resource list, which it
             // rejects in favour of the default_config.
-            None if !ecds_path.exists() => write_file(&ecds_path, "resources: []\n"),
+            None if !ecds_path.exists() => write_file(&ecds_path, "{\"resources\": []}\n"),
             None => {}
         }
         let config = render_config(opts, &dir, &bundle_dir, listen_port, admin_port);
@@ -191,7 +191,7 @@ impl Envoy {
         self.child.pid()
     }
 
-    /// The directory Envoy watches for guard.yaml.
+    /// The directory Envoy watches for guard.json.
     pub fn bundle_dir(&self) -> PathBuf {
         self.bundle_dir.clone()
     }
@@ -311,22 +311,22 @@ impl Envoy {
     }
 
     /// The ECDS file for the guard with this configuration string (the
-    /// sealed bundle; "" = no bundle), from envoy/local/guard.ecds.yaml.example.
+    /// sealed bundle; "" = no bundle), from envoy/local/guard.ecds.json.example.
     pub fn guard_ecds(&self, configuration: &str) -> String {
         guard_ecds_yaml(&self.wasm_path, configuration)
     }
 
-    /// Replaces guard.yaml the way `tokenhub-admin publish` does: a temp
+    /// Replaces guard.json the way `tokenhub-admin publish` does: a temp
     /// file in the same directory, fsync, rename. Envoy reacts only to
     /// renames into the directory, never to in-place writes.
     pub fn publish_ecds(&self, contents: &str) {
         let n = self.publish_count.fetch_add(1, Ordering::SeqCst);
-        let tmp = self.bundle_dir().join(format!(".guard.yaml.tmp{n}"));
+        let tmp = self.bundle_dir().join(format!(".guard.json.tmp{n}"));
         let mut file = File::create(&tmp).unwrap_or_else(|e| panic!("creating {}: {e}", tmp.display()));
         file.write_all(contents.as_bytes())
             .and_then(|()| file.sync_all())
             .unwrap_or_else(|e| panic!("writing {}: {e}", tmp.display()));
-        fs::rename(&tmp, self.bundle_dir().join("guard.yaml")).unwrap_or_else(|e| panic!("renaming: {e}"));
+        fs::rename(&tmp, self.bundle_dir().join("guard.json")).unwrap_or_else(|e| panic!("renaming: {e}"));
     }
 
     /// Publishes and waits until Envoy has processed the file.
@@ -334,7 +334,7 @@ impl Envoy {
         self.await_ecds(|| self.publish_ecds(contents)).1
     }
 
-    /// Runs `publish` (anything that renames a new guard.yaml into the
+    /// Runs `publish` (anything that renames a new guard.json into the
     /// bundle directory, e.g. `tokenhub-admin publish`) and waits until
     /// Envoy has processed the file; returns what `publish` returned and
     /// how Envoy took the file.
@@ -434,7 +434,7 @@ impl EcdsCounts {
 /// the configuration string filled in (JSON string syntax is valid YAML
 /// double-quoted syntax, so any text is escaped correctly).
 pub fn guard_ecds_yaml(wasm_path: &Path, configuration: &str) -> String {
-    let example = paths::repo_root().join("envoy/local/guard.ecds.yaml.example");
+    let example = paths::repo_root().join("envoy/local/guard.ecds.json.example");
     let text = read_lossy(&example);
     assert!(!text.is_empty(), "{} is missing or empty", example.display());
     let quoted = serde_json::Value::String(configuration.to_string()).to_string();

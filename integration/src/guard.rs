@@ -10,6 +10,8 @@ use crate::client::Response;
 use crate::echo::{EchoUpstream, ReceivedRequest};
 use crate::envoy::{EcdsOutcome, Envoy, EnvoyOptions};
 use crate::{addrs, paths};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -179,7 +181,7 @@ impl Fixture {
         resp
     }
 
-    /// Nothing published: Envoy starts with `initial_ecds` as guard.yaml.
+    /// Nothing published: Envoy starts with `initial_ecds` as guard.json.
     pub fn start_unpublished(initial_ecds: &str) -> Fixture {
         let (admin, key) = new_store();
         Self::start_envoy(admin, key, Some(initial_ecds.to_string()), None)
@@ -352,9 +354,51 @@ pub fn assert_error(resp: &Response, want: Denial) {
     assert!(!echoes_key, "{want:?}: the message echoes a key: {body}");
 }
 
-/// The JSON path of the sealed bundle in an ECDS file.
-pub fn sealed_of(ecds: &serde_json::Value) -> &str {
-    ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap_or_default()
+const BYTES_VALUE: &str = "type.googleapis.com/google.protobuf.BytesValue";
+const STRING_VALUE: &str = "type.googleapis.com/google.protobuf.StringValue";
+
+/// The sealed bundle of an ECDS file in its text form (`thb1.<header>.<body>`),
+/// whether the file carries it as `publish` writes it (the binary form
+/// `thb1b.<header>.<raw body>` in a BytesValue, base64) or as a StringValue.
+pub fn sealed_of(ecds: &serde_json::Value) -> String {
+    let raw = sealed_bytes_of(ecds);
+    match raw.strip_prefix(b"thb1b.") {
+        Some(rest) => {
+            let mut parts = rest.splitn(2, |&b| b == b'.');
+            let header = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+            format!("thb1.{header}.{}", URL_SAFE_NO_PAD.encode(parts.next().unwrap_or_default()))
+        }
+        None => String::from_utf8_lossy(&raw).into_owned(),
+    }
+}
+
+/// The configuration bytes Envoy hands the filter.
+pub fn sealed_bytes_of(ecds: &serde_json::Value) -> Vec<u8> {
+    let configuration = &ecds["resources"][0]["typed_config"]["config"]["configuration"];
+    let value = configuration["value"].as_str().unwrap_or_default();
+    if configuration["@type"] == BYTES_VALUE {
+        STANDARD.decode(value).unwrap_or_default()
+    } else {
+        value.as_bytes().to_vec()
+    }
+}
+
+/// The configuration value exactly as the file (and `/config_dump`) shows it.
+pub fn configuration_value_of(ecds: &serde_json::Value) -> String {
+    ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"].as_str().unwrap_or_default().to_string()
+}
+
+/// Replaces the sealed bundle: `bytes` as a BytesValue, as `publish` does.
+pub fn set_sealed_bytes(ecds: &mut serde_json::Value, bytes: &[u8]) {
+    ecds["resources"][0]["typed_config"]["config"]["configuration"] =
+        serde_json::json!({ "@type": BYTES_VALUE, "value": STANDARD.encode(bytes) });
+}
+
+/// Replaces the sealed bundle with `text` as a StringValue, as a hand-written
+/// configuration would carry it.
+pub fn set_sealed_text(ecds: &mut serde_json::Value, text: &str) {
+    ecds["resources"][0]["typed_config"]["config"]["configuration"] =
+        serde_json::json!({ "@type": STRING_VALUE, "value": text });
 }
 
 pub fn parse_ecds(text: &str) -> serde_json::Value {

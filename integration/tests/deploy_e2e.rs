@@ -685,7 +685,7 @@ fn zero_data_retention_no_canary_in_any_output() {
     outputs
         .extend(gw.admin_outputs.iter().enumerate().map(|(i, o)| (format!("tokenhub-admin output #{i}"), o.clone())));
     outputs.extend(files_under(gw.admin.dir()));
-    assert!(outputs.iter().any(|(name, _)| name.ends_with("guard.yaml")), "the published bundle was searched");
+    assert!(outputs.iter().any(|(name, _)| name.ends_with("guard.json")), "the published bundle was searched");
 
     let found = leaks(&outputs, &planted);
     assert!(found.is_empty(), "canaries leaked (output, canary): {found:#?}");

@@ -169,9 +169,10 @@ fn a_trap_with_two_workers_never_lets_a_request_through_unchecked() {
 // Bad bundles at runtime: refused, the last good one keeps serving.
 
 /// The ECDS file `ecds` with its sealed bundle replaced by `sealed`.
+/// (the text form, in a StringValue, as a hand-edited file would carry it).
 fn with_sealed(ecds: &str, sealed: &str) -> String {
     let mut doc = parse_ecds(ecds);
-    doc["resources"][0]["typed_config"]["config"]["configuration"]["value"] = sealed.into();
+    set_sealed_text(&mut doc, sealed);
     doc.to_string()
 }
 
@@ -277,7 +278,7 @@ fn bad_bundles_are_refused_with_a_clear_log_line_and_the_last_good_one_keeps_ser
     // An older version, genuinely sealed (a rollback): accepted as a file,
     // but the filter keeps serving the newest version and says so.
     let log_from = fx.envoy.log_contents().len();
-    let v1_version = version_of(sealed_of(&parse_ecds(&v1)));
+    let v1_version = version_of(&sealed_of(&parse_ecds(&v1)));
     let replay = v1.replace("\"name\": \"tokenhub_guard\"", "\"name\": \"tokenhub_guard_replayed\"");
     assert_ne!(replay, v1);
     let outcome = fx.envoy.publish_ecds_and_wait(&replay);
@@ -296,6 +297,29 @@ fn bad_bundles_are_refused_with_a_clear_log_line_and_the_last_good_one_keeps_ser
     fx.publish();
     fx.expect_allowed(|| fx.with_key(&third.key));
     println!("bad bundles at runtime: {n} refused, the last good one served throughout");
+}
+
+// ===========================================================================
+// The capability list `publish` writes is enforced.
+
+/// The guard's VM gets exactly the host calls its published configuration
+/// lists (it has a vm_id of its own, so it never inherits the unrestricted
+/// default config's VM): with one call it needs taken off the list, the
+/// guard traps on its first request — a JSON 503, nothing upstream, never
+/// an unchecked request. (Had Envoy ignored the list, this would be a 200.)
+#[test]
+fn the_published_capability_list_is_enforced_and_a_missing_host_call_fails_closed() {
+    let (admin, key) = new_store();
+    admin.publish();
+    let mut doc = parse_ecds(&admin.ecds_contents());
+    let config = &mut doc["resources"][0]["typed_config"]["config"];
+    let allowed = config["capability_restriction_config"]["allowed_capabilities"].as_object_mut().unwrap();
+    assert!(allowed.remove("proxy_get_header_map_pairs").is_some(), "publish lists the header read");
+    let fx = Fixture::start_envoy(admin, key, Some(doc.to_string()), None);
+    assert_guard_unavailable(&fx.with_key(&fx.key.key), "header read stubbed");
+    assert_guard_unavailable(&fx.get("/v1/models", &[]), "header read stubbed, no key");
+    assert!(fx.echo.take_requests().is_empty(), "a request reached the upstream");
+    assert!(fx.envoy.wait_for_log("panicked at", Duration::from_secs(5)), "the stubbed call did not trap");
 }
 
 // ===========================================================================
@@ -381,7 +405,7 @@ impl Rng {
     }
 }
 
-/// What the watcher saw of guard.yaml while the admin was being killed.
+/// What the watcher saw of guard.json while the admin was being killed.
 #[derive(Default)]
 struct Watch {
     reads: u64,
@@ -390,7 +414,7 @@ struct Watch {
     versions: BTreeMap<u64, BTreeSet<String>>,
 }
 
-/// Reads guard.yaml every millisecond until told to stop: every read must
+/// Reads guard.json every millisecond until told to stop: every read must
 /// be a complete ECDS document with a sealed bundle.
 fn watch_ecds(path: std::path::PathBuf, stop: Arc<AtomicBool>, watch: Arc<Mutex<Watch>>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
@@ -400,7 +424,7 @@ fn watch_ecds(path: std::path::PathBuf, stop: Arc<AtomicBool>, watch: Arc<Mutex<
                 w.reads += 1;
                 match serde_json::from_str::<serde_json::Value>(&text) {
                     Ok(doc) if sealed_of(&doc).starts_with("thb1.") => {
-                        let sealed = sealed_of(&doc).to_string();
+                        let sealed = sealed_of(&doc);
                         let version = version_of(&sealed);
                         w.versions.entry(version).or_default().insert(sealed);
                     }
@@ -606,7 +630,7 @@ fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_see
 
     // Envoy never saw a torn or foreign file.
     let w = watch.lock().unwrap();
-    assert!(w.torn.is_empty(), "the watcher read torn guard.yaml files: {:#?}", w.torn);
+    assert!(w.torn.is_empty(), "the watcher read torn guard.json files: {:#?}", w.torn);
     assert_eq!(fx.ecds_stat("update_failure"), 0, "Envoy failed to parse a published file");
     assert_eq!(fx.ecds_stat("update_rejected"), 0, "the filter refused a published bundle");
     let log = fx.envoy.log_contents();
@@ -622,7 +646,7 @@ fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_see
     let reused: Vec<u64> = w.versions.iter().filter(|(_, s)| s.len() > 1).map(|(v, _)| *v).collect();
     println!(
         "admin chaos: {} runs, {killed} killed, {completed} finished before the kill; store opened {store_checks} times; \
-         committed: {} keys ({} disabled), {} tenants, {} CIDRs, {} publishes; watcher read guard.yaml {} times, torn 0; \
+         committed: {} keys ({} disabled), {} tenants, {} CIDRs, {} publishes; watcher read guard.json {} times, torn 0; \
          Envoy loaded {} distinct versions, all written by the admin; versions written with two different bundles \
          (a killed publish's number reused): {reused:?}",
         killed + completed,
@@ -645,7 +669,7 @@ fn loaded_version(rest: &str) -> Option<u64> {
 
 // ===========================================================================
 // Regression (found by the chaos test): a publish killed between the rename
-// of guard.yaml and the store's commit used to leave a version that the next
+// of guard.json and the store's commit used to leave a version that the next
 // publish reused for different content, and the filter kept the first
 // bundle of that version as the "newest" a rollback falls back to, reviving
 // a key disabled since. Now the admin numbers past the version on disk, and

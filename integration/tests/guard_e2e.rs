@@ -461,13 +461,13 @@ fn tampered_bundle_is_rejected_and_the_old_one_keeps_serving() {
     let fx = Fixture::start();
     let (_, second, version) = fx.two_versions();
     let mut ecds = parse_ecds(&fx.admin.ecds_contents());
-    let sealed = sealed_of(&ecds).to_string();
-    // Flip one character in the middle of the ciphertext.
-    let body_start = sealed.rfind('.').unwrap() + 1;
-    let at = body_start + (sealed.len() - body_start) / 2;
-    let flipped = if &sealed[at..=at] == "A" { "B" } else { "A" };
-    let tampered = format!("{}{flipped}{}", &sealed[..at], &sealed[at + 1..]);
-    ecds["resources"][0]["typed_config"]["config"]["configuration"]["value"] = tampered.into();
+    // Flip one bit in the middle of the ciphertext, in the binary form
+    // `publish` writes (the text form's corruptions: faults_e2e).
+    let mut sealed = sealed_bytes_of(&ecds);
+    assert!(sealed.starts_with(b"thb1b."), "publish writes the binary envelope");
+    let at = sealed.len() - (sealed.len() - sealed.iter().rposition(|&b| b == b'.').unwrap()) / 2;
+    sealed[at] ^= 0x10;
+    set_sealed_bytes(&mut ecds, &sealed);
     assert_rejected(
         &fx,
         &ecds.to_string(),
@@ -564,7 +564,7 @@ fn assert_replay_refused(fx: &Fixture, old: &str, old_version: u64, serving: u64
 
 #[test]
 fn no_bundle_at_start_is_503_until_the_first_publish() {
-    let fx = Fixture::start_unpublished("resources: []\n");
+    let fx = Fixture::start_unpublished("{\"resources\": []}\n");
     assert_fails_closed(&fx);
     let version = fx.publish();
     fx.expect_allowed(|| fx.with_key(&fx.key.key));
@@ -628,8 +628,9 @@ fn config_dump_stats_and_logs_hold_no_secret() {
     let dump_eds = fx.envoy.admin_get("/config_dump?include_eds");
     assert_eq!(dump_eds.status, 200);
     // The dump does hold the guard's config, sealed.
-    let sealed = sealed_of(&parse_ecds(&fx.admin.ecds_contents())).to_string();
-    assert!(sealed.starts_with("thb1."), "{sealed}");
+    let ecds = parse_ecds(&fx.admin.ecds_contents());
+    assert!(sealed_of(&ecds).starts_with("thb1."));
+    let sealed = configuration_value_of(&ecds);
     assert!(dump.body_text().contains(&sealed), "/config_dump does not show the ECDS config at all");
     let sources = [
         ("/config_dump", dump.body_text()),

@@ -5,6 +5,8 @@
 use super::store::{Published, StoreDoc};
 use super::{fsutil, random_nonce, AdminError};
 use crate::core::bundle::{self, seal, BundleKey};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -44,26 +46,82 @@ pub fn publish(doc: &mut StoreDoc, ecds_file: &Path, wasm_path: &Path, now: u64)
 fn version_on_disk(ecds_file: &Path) -> u64 {
     let Ok(text) = std::fs::read(ecds_file) else { return 0 };
     let Ok(resource) = serde_json::from_slice::<serde_json::Value>(&text) else { return 0 };
-    resource["resources"][0]["typed_config"]["config"]["configuration"]["value"]
-        .as_str()
-        .and_then(|sealed| seal::peek_header(sealed).ok())
-        .map_or(0, |h| h.version)
+    sealed_in_resource(&resource).and_then(|sealed| seal::peek_header(sealed).ok()).map_or(0, |h| h.version)
 }
 
-/// Seals the policy after proving the filter will accept it: compile, seal,
-/// then open and compile the sealed text exactly as `on_configure` does.
-pub fn seal_policy(doc: &StoreDoc, key: &BundleKey) -> Result<String, AdminError> {
+/// The sealed bundle an ECDS resource carries: the BytesValue `publish`
+/// writes (base64 in the file), or a hand-written StringValue.
+pub fn sealed_in_resource(resource: &serde_json::Value) -> Option<Vec<u8>> {
+    let configuration = &resource["resources"][0]["typed_config"]["config"]["configuration"];
+    let value = configuration["value"].as_str()?;
+    if configuration["@type"] == BYTES_VALUE {
+        STANDARD.decode(value).ok()
+    } else {
+        Some(value.as_bytes().to_vec())
+    }
+}
+
+/// Seals the policy after proving the filter will accept it: compile, pack,
+/// seal, then open and compile the sealed bytes exactly as `on_configure`
+/// does. Returns the binary envelope (see `core::bundle::seal`).
+pub fn seal_policy(doc: &StoreDoc, key: &BundleKey) -> Result<Vec<u8>, AdminError> {
     bundle::compile(&doc.policy).map_err(AdminError::Invalid)?;
-    let plain =
-        zeroize::Zeroizing::new(serde_json::to_vec(&doc.policy).map_err(|e| AdminError::Internal(e.to_string()))?);
+    let plain = bundle::pack(&doc.policy).map_err(AdminError::Invalid)?;
     let sealed =
         seal(&plain, key, doc.policy.version, random_nonce()).map_err(|e| AdminError::Internal(e.to_string()))?;
-    bundle::open_and_compile(&sealed, key).map_err(|e| AdminError::Invalid(e.to_string()))?;
-    Ok(sealed)
+    let binary = seal::to_binary(&sealed).map_err(|e| AdminError::Internal(e.to_string()))?;
+    bundle::open_and_compile(&binary, key).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    Ok(binary)
+}
+
+const BYTES_VALUE: &str = "type.googleapis.com/google.protobuf.BytesValue";
+
+/// Everything the guard's module may do, by Proxy-Wasm/WASI name; Envoy
+/// (`capability_restriction_config`) stubs every other host call and never
+/// enters the VM for an unlisted callback. Least privilege: no outbound
+/// HTTP/gRPC calls, no queues, no body or buffer writes. And speed: the
+/// body, trailer, log and done callbacks are not listed, so Envoy skips
+/// those VM entries on every request (the guard never looks at bodies).
+/// A host call missing here fails the guard's e2e tests (a trap → 503).
+pub const GUARD_CAPABILITIES: [&str; 22] = [
+    // Callbacks the filter implements.
+    "proxy_on_vm_start",
+    "proxy_on_configure",
+    "proxy_on_context_create",
+    "proxy_on_request_headers",
+    "proxy_on_response_headers",
+    "proxy_on_delete",
+    // Host calls it makes.
+    "proxy_log",
+    "proxy_get_buffer_bytes",
+    "proxy_get_property",
+    "proxy_set_property",
+    "proxy_get_shared_data",
+    "proxy_set_shared_data",
+    "proxy_get_current_time_nanoseconds",
+    "proxy_define_metric",
+    "proxy_increment_metric",
+    "proxy_record_metric",
+    "proxy_get_header_map_pairs",
+    "proxy_replace_header_map_value",
+    "proxy_remove_header_map_value",
+    "proxy_send_local_response",
+    // WASI: the bundle key (environment), hash-map seeds, panic messages.
+    "environ_get",
+    "environ_sizes_get",
+];
+
+/// WASI calls the Rust standard library makes on the guard's behalf.
+const WASI_RUNTIME: [&str; 3] = ["random_get", "fd_write", "proc_exit"];
+
+fn allowed_capabilities() -> serde_json::Map<String, serde_json::Value> {
+    GUARD_CAPABILITIES.iter().chain(WASI_RUNTIME.iter()).map(|c| (c.to_string(), json!({}))).collect()
 }
 
 /// The ECDS resource. JSON is valid YAML, so the file may be named .yaml.
-pub fn ecds_resource(sealed: &str, wasm_path: &Path) -> serde_json::Value {
+/// The sealed bundle is a BytesValue (base64 here, per the protobuf JSON
+/// mapping): Envoy decodes it once and hands each VM the raw envelope.
+pub fn ecds_resource(sealed: &[u8], wasm_path: &Path) -> serde_json::Value {
     json!({
         "resources": [{
             "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
@@ -80,12 +138,13 @@ pub fn ecds_resource(sealed: &str, wasm_path: &Path) -> serde_json::Value {
                         "environment_variables": { "host_env_keys": ["TOKENHUB_BUNDLE_KEY"] }
                     },
                     "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": sealed
+                        "@type": BYTES_VALUE,
+                        "value": STANDARD.encode(sealed)
                     },
                     // A crashed VM answers 503 and is reloaded for later
                     // requests: never open, and not down for good.
-                    "failure_policy": "FAIL_RELOAD"
+                    "failure_policy": "FAIL_RELOAD",
+                    "capability_restriction_config": { "allowed_capabilities": allowed_capabilities() }
                 }
             }
         }]
@@ -127,4 +186,37 @@ pub fn publish_configured(
     })?;
     let published = publish(doc, &ecds, &wasm, now)?;
     Ok(PublishedInfo { keys: doc.policy.keys.len(), tenants: doc.policy.tenants.len(), published })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented example is exactly what `publish` writes, up to the
+    /// placeholders (the wasm path, and the bundle: empty bytes here).
+    #[test]
+    fn the_reference_ecds_file_matches_what_publish_writes() {
+        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/local/guard.ecds.json.example");
+        let text = std::fs::read_to_string(&example).unwrap_or_default();
+        let text = text.replace("<sealed bundle text>", "").replace("{{WASM_PATH}}", "/w/tokenhub_guard.wasm");
+        let documented: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(documented, ecds_resource(b"", Path::new("/w/tokenhub_guard.wasm")));
+    }
+
+    /// An unlisted callback is never called: without the request-headers
+    /// callback the guard would not run at all (fail open), so the list
+    /// must keep every callback the filter implements.
+    #[test]
+    fn every_callback_the_filter_implements_is_allowed() {
+        for callback in [
+            "proxy_on_vm_start",
+            "proxy_on_configure",
+            "proxy_on_context_create",
+            "proxy_on_request_headers",
+            "proxy_on_response_headers",
+            "proxy_on_delete",
+        ] {
+            assert!(GUARD_CAPABILITIES.contains(&callback), "{callback}");
+        }
+    }
 }

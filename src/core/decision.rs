@@ -42,7 +42,7 @@ pub struct OidcIdentity<'a> {
 /// How the request proved who it is.
 #[derive(Debug, Clone, Copy)]
 pub enum Credential<'p> {
-    Key(&'p Key),
+    Key(Key<'p>),
     Oidc(&'p Principal),
 }
 
@@ -69,9 +69,9 @@ impl<'p> Credential<'p> {
     }
 
     /// The key, when the request used one (quotas per key, key-id header).
-    pub fn key(&self) -> Option<&'p Key> {
+    pub fn key(&self) -> Option<Key<'p>> {
         match self {
-            Self::Key(k) => Some(k),
+            Self::Key(k) => Some(*k),
             Self::Oidc(_) => None,
         }
     }
@@ -149,7 +149,7 @@ fn decide_inner<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Grant<
 }
 
 /// A refusal, with the key when one was found.
-type AuthError<'p> = (DenyReason, Option<&'p Key>);
+type AuthError<'p> = (DenyReason, Option<Key<'p>>);
 
 /// Steps 1–2: an API key, or an identity Envoy's jwt_authn verified —
 /// exactly one of them.
@@ -222,18 +222,16 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 /// Step 2: checksum, lookup, constant-time hash comparison (current secret,
 /// or the previous one inside its grace period), then status and expiry —
 /// status only after the secret is proven, so it never leaks to guessers.
-fn verify_key<'p>(policy: &'p Policy, presented: &str, now: u64) -> Result<&'p Key, AuthError<'p>> {
+fn verify_key<'p>(policy: &'p Policy, presented: &str, now: u64) -> Result<Key<'p>, AuthError<'p>> {
     let parsed = apikey::parse(presented).map_err(|e| match e {
         KeyFormatError::Checksum => (DenyReason::BadChecksum, None),
         _ if looks_like_jwt(presented) => (DenyReason::InvalidToken, None),
         _ => (DenyReason::MalformedCredential, None),
     })?;
     let hash = hash_secret(parsed.key_id, parsed.secret);
-    let id: [u8; apikey::KEY_ID_LEN] =
-        parsed.key_id.as_bytes().try_into().map_err(|_| (DenyReason::MalformedCredential, None))?;
-    let key = policy.keys.get(&id).ok_or((DenyReason::UnknownKey, None))?;
-    let current = hashes_equal(&key.hash, &hash);
-    let previous = key.previous.as_ref().is_some_and(|(prev, until)| hashes_equal(prev, &hash) & (now <= *until));
+    let key = policy.keys.get(parsed.key_id.as_bytes()).ok_or((DenyReason::UnknownKey, None))?;
+    let current = hashes_equal(key.hash, &hash);
+    let previous = key.previous.is_some_and(|(prev, until)| hashes_equal(prev, &hash) & (now <= until));
     let refused = |reason| Err((reason, Some(key)));
     if !(current | previous) {
         return refused(DenyReason::WrongSecret);

@@ -59,7 +59,7 @@ pub enum QuotaOutcome {
 
 /// The limits that apply to a request of `key` (key, sub-account, tenant;
 /// per minute and per day), with their shared-data counter names.
-pub fn limits_for(key: Option<&Key>, sub: &SubAccount, tenant: &Tenant) -> Vec<Limit> {
+pub fn limits_for(key: Option<Key<'_>>, sub: &SubAccount, tenant: &Tenant) -> Vec<Limit> {
     let mut out = Vec::new();
     let scopes: [(Option<&QuotaDoc>, &dyn Fn() -> String); 3] = [
         (key.and_then(|k| k.quota()), &|| format!("k|{}", key.map_or("", |k| k.id()))),
@@ -189,13 +189,15 @@ pub fn ensure_counters(store: &dyn CounterStore, counters: impl IntoIterator<Ite
 /// Every counter name a policy can use.
 pub fn all_counters(policy: &crate::core::bundle::Policy) -> Vec<String> {
     let mut out = Vec::new();
-    for key in policy.keys.values() {
+    // Only keys with limits of their own have key quotas; every other
+    // request counts against its sub-account's and tenant's, whatever the
+    // credential: one pass over sub-accounts covers them, not one per key.
+    for key in policy.keys.limited() {
         let Some(sub) = policy.sub_accounts.get(key.sub_account) else { continue };
         let Some(tenant) = policy.tenants.get(sub.tenant) else { continue };
         out.extend(limits_for(Some(key), sub, tenant).into_iter().map(|l| l.counter));
     }
-    for principal in policy.oidc.values() {
-        let Some(sub) = policy.sub_accounts.get(principal.sub_account) else { continue };
+    for sub in &policy.sub_accounts {
         let Some(tenant) = policy.tenants.get(sub.tenant) else { continue };
         out.extend(limits_for(None, sub, tenant).into_iter().map(|l| l.counter));
     }

@@ -150,8 +150,7 @@ fn bundle_key() -> Result<BundleKey, String> {
 /// Opens and compiles the bundle. A pure function of the file and the key;
 /// the error names the problem and never contains bundle content.
 fn load_policy(config: &[u8], key: &BundleKey) -> Result<Policy, String> {
-    let sealed = std::str::from_utf8(config).map_err(|_| "configuration is not UTF-8 text".to_string())?;
-    bundle::open_and_compile(sealed, key).map_err(|e| e.to_string())
+    bundle::open_and_compile(config, key).map_err(|e| e.to_string())
 }
 
 /// The newest accepted bundle, kept sealed in shared data; `None` (serve
@@ -213,17 +212,23 @@ impl HttpContext for GuardHttp {
             now: host::unix_now(self),
             oidc: jwt.as_ref().map(|j| OidcIdentity { issuer: &j.issuer, claims: &claim_view }),
         };
-        // Client-sent identity headers go on every path, so neither the
-        // upstream nor the access log ever sees a claimed tenant.
-        for (name, _) in view.iter().filter(|(n, _)| is_stripped_header(n)) {
-            self.set_http_request_header(name, None);
-        }
+        // Client-sent credentials and identity headers go on every path, so
+        // neither the upstream nor the access log ever sees a claimed tenant.
         match decide(&policy, &facts) {
             Decision::Allow(grant) => {
-                self.set_identity(&grant.subject);
                 if let Err(action) = self.charge_quota(&grant.subject, facts.now) {
+                    self.strip(&view, &[]);
+                    self.set_identity(&grant.subject);
                     return action;
                 }
+                // What is about to be overwritten needs no separate removal
+                // (one host call fewer per header, on every allowed request).
+                let mut overwritten = [grant.inject.0; 6];
+                for (slot, (name, _)) in overwritten.iter_mut().zip(grant.subject.identity_headers()) {
+                    *slot = name;
+                }
+                self.strip(&view, &overwritten);
+                self.set_identity(&grant.subject);
                 self.set_http_request_header(grant.inject.0, Some(grant.inject.1));
                 if let Some(m) = &self.metrics {
                     m.allowed();
@@ -231,6 +236,7 @@ impl HttpContext for GuardHttp {
                 Action::Continue
             }
             Decision::Deny(denial) => {
+                self.strip(&view, &[]);
                 if let Some(subject) = &denial.subject {
                     self.set_identity(subject);
                 }
@@ -272,6 +278,15 @@ fn rate_limit_headers(b: Budget) -> [(&'static str, String); 3] {
 }
 
 impl GuardHttp {
+    /// Removes the client's credential and every `x-tokenhub-*` header
+    /// (any case, `_` spellings too) except those in `overwritten`, which
+    /// the caller sets next.
+    fn strip(&self, headers: &[(&str, &[u8])], overwritten: &[&str]) {
+        for (name, _) in headers.iter().filter(|(n, _)| is_stripped_header(n) && !overwritten.contains(n)) {
+            self.set_http_request_header(name, None);
+        }
+    }
+
     /// The authoritative identity headers: for the upstream and the routes
     /// on an allowed request, for the access log on a refused one.
     fn set_identity(&self, subject: &Subject<'_>) {

@@ -62,7 +62,7 @@ impl Home {
         self.dir.join("home")
     }
     pub fn ecds_file(&self) -> PathBuf {
-        self.dir.join("bundle").join("guard.yaml")
+        self.dir.join("bundle").join("guard.json")
     }
     pub fn audit_log(&self) -> PathBuf {
         self.home().join("audit.log")

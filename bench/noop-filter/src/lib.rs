@@ -9,8 +9,9 @@
 //!   headers  get_http_request_headers_bytes (one call, all headers)
 //!   source   get_property(source.address)
 //!   time     get_current_time
-//!   rewrite  remove `authorization`, set five `x-tokenhub-*` headers, set
-//!            `authorization` (the guard's seven header writes)
+//!   rewrite  set five `x-tokenhub-*` headers and `authorization` (the
+//!            guard's six header writes: the client's `authorization` is
+//!            overwritten by the injected one, not removed first)
 //!   metric   increment a counter
 //!   batch    instead of `rewrite`: the same result in one call that
 //!            replaces the whole header map (proxy_set_header_map_pairs)
@@ -101,7 +102,6 @@ impl HttpContext for NoopHttp {
             std::hint::black_box(self.get_current_time());
         }
         if ops.rewrite {
-            self.set_http_request_header("authorization", None);
             for (name, value) in IDENTITY {
                 self.set_http_request_header(name, Some(value));
             }

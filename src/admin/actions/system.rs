@@ -87,7 +87,7 @@ pub fn bundle_key(s: &Session, out: &Path) -> Result<Reply, AdminError> {
 }
 
 /// The unattended start-up step of containers and pods: re-publish the
-/// committed policy (Envoy needs a guard.yaml to start) and write the bundle
+/// committed policy (Envoy needs a guard.json to start) and write the bundle
 /// key where Envoy's start command reads it. Changes no policy.
 pub fn sync(s: &Session, bundle_key_out: Option<&Path>) -> Result<Reply, AdminError> {
     let info = s.system("system.sync", |d| {

@@ -54,7 +54,7 @@ pub struct Cli {
 }
 
 const MAIN_HELP: &str = "Quick start:
-  tokenhub-admin init --ecds-file /etc/tokenhub/bundle/guard.yaml --wasm /etc/tokenhub/tokenhub_guard.wasm --bundle-key-out bundle.key
+  tokenhub-admin init --ecds-file /etc/tokenhub/bundle/guard.json --wasm /etc/tokenhub/tokenhub_guard.wasm --bundle-key-out bundle.key
   tokenhub-admin admin add alice --role platform
   tokenhub-admin --as alice 2fa enroll            # scan the QR code
   tokenhub-admin --as alice 2fa verify            # from now on every change needs a code

@@ -2,13 +2,15 @@
 //! by key id, compiled CIDR tables, provider header values rendered once.
 //! Every error names the offending field, e.g. `keys[3].tenant`.
 
+use super::keys::{encode_record, is_plain, KeyIndex, KeyLimits, KeyTable, LimitedKey, Record};
 use super::schema::{BundleDoc, IpAllowlistDoc, QuotaDoc, ScopesDoc, Status, SCHEMA_VERSION};
 use crate::core::apikey;
 use crate::core::cidr::AllowList;
-use crate::core::secret::{hash_from_hex, SecretHash};
-use std::collections::HashMap;
+use crate::core::secret::hash_from_hex;
+use std::collections::{HashMap, HashSet};
+use zeroize::Zeroizing;
 
-pub type KeyIdBytes = [u8; apikey::KEY_ID_LEN];
+pub use super::keys::{Key, KeyIdBytes};
 
 /// The compiled, read-only policy the decision runs against.
 #[derive(Debug, Default)]
@@ -16,7 +18,7 @@ pub struct Policy {
     pub version: u64,
     pub tenants: Vec<Tenant>,
     pub sub_accounts: Vec<SubAccount>,
-    pub keys: HashMap<KeyIdBytes, Key>,
+    pub keys: KeyIndex,
     /// Longest prefix first.
     pub providers: Vec<Provider>,
     pub oidc: HashMap<(String, String, String), Principal>,
@@ -46,49 +48,6 @@ pub struct SubAccount {
     pub quota: Option<QuotaDoc>,
 }
 
-/// One API key, kept small: a bundle may hold 100 000 of them in every
-/// worker VM, and most have no limits of their own.
-#[derive(Debug)]
-pub struct Key {
-    id: KeyIdBytes,
-    pub hash: SecretHash,
-    pub previous: Option<(SecretHash, u64)>,
-    pub sub_account: usize,
-    pub active: bool,
-    pub expires_at: Option<u64>,
-    limits: Option<Box<KeyLimits>>,
-}
-
-/// What narrows a key beyond its sub-account, when anything does.
-#[derive(Debug)]
-struct KeyLimits {
-    scopes: Option<Scopes>,
-    allowlist: Option<AllowList>,
-    quota: Option<QuotaDoc>,
-}
-
-static NO_SCOPES: Option<Scopes> = None;
-static NO_ALLOWLIST: Option<AllowList> = None;
-
-impl Key {
-    /// The public key id (base62, validated at compile time).
-    pub fn id(&self) -> &str {
-        std::str::from_utf8(&self.id).unwrap_or_default()
-    }
-
-    pub fn scopes(&self) -> &Option<Scopes> {
-        self.limits.as_ref().map_or(&NO_SCOPES, |l| &l.scopes)
-    }
-
-    pub fn allowlist(&self) -> &Option<AllowList> {
-        self.limits.as_ref().map_or(&NO_ALLOWLIST, |l| &l.allowlist)
-    }
-
-    pub fn quota(&self) -> Option<&QuotaDoc> {
-        self.limits.as_ref().and_then(|l| l.quota.as_ref())
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scopes {
     pub methods: Vec<String>,
@@ -113,13 +72,23 @@ pub struct Principal {
 
 /// Validates and compiles. The error names the field that is wrong.
 pub fn compile(doc: &BundleDoc) -> Result<Policy, String> {
+    compile_with_table(doc, None)
+}
+
+/// As `compile`, adopting the packed key records a sealed bundle carries
+/// after its JSON: `bytes[start..]` (see `super::pack`).
+pub fn compile_with_table(doc: &BundleDoc, table: Option<(Zeroizing<Vec<u8>>, usize)>) -> Result<Policy, String> {
     if doc.schema != SCHEMA_VERSION {
         return Err(format!("schema: {} is not supported (this build reads {SCHEMA_VERSION})", doc.schema));
     }
     let mut policy = Policy { version: doc.version, ..Policy::default() };
     compile_providers(doc, &mut policy)?;
     compile_tenants(doc, &mut policy)?;
-    compile_keys(doc, &mut policy)?;
+    let packed = match table {
+        Some((bytes, start)) => KeyTable::adopt(bytes, start, policy.sub_accounts.len())?,
+        None => KeyTable::default(),
+    };
+    compile_keys(doc, &mut policy, packed)?;
     compile_oidc(doc, &mut policy)?;
     Ok(policy)
 }
@@ -200,21 +169,30 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
     Ok(())
 }
 
-fn compile_keys(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
+fn compile_keys(doc: &BundleDoc, policy: &mut Policy, packed: KeyTable) -> Result<(), String> {
     let sub_index = sub_account_index(&policy.tenants, &policy.sub_accounts);
-    policy.keys.reserve(doc.keys.len());
+    let mut records: Vec<Record> = Vec::new();
+    let mut limited = HashMap::new();
+    let mut seen = HashSet::new();
     for (i, k) in doc.keys.iter().enumerate() {
-        // Field names are built only for an error: this loop runs once per
-        // key, in every worker VM, on every publish.
+        // Field names are built only for an error.
         let at = || format!("keys[{i}]");
         let id: KeyIdBytes =
             k.id.as_bytes().try_into().ok().filter(|_| apikey::is_valid_key_id(&k.id)).ok_or_else(|| {
                 format!("{}.id: {:?} is not a key id ({} base62 characters)", at(), k.id, apikey::KEY_ID_LEN)
             })?;
+        if !seen.insert(id) || packed.find(&id).is_some() {
+            return Err(format!("{}.id: duplicate key id {:?}", at(), k.id));
+        }
         let sub_account = *sub_index
             .get(&(k.tenant.as_str(), k.sub_account.as_str()))
             .ok_or_else(|| format!("{}: tenant {:?} has no sub-account {:?}", at(), k.tenant, k.sub_account))?;
         let hash = hash_from_hex(&k.hash).ok_or_else(|| format!("{}.hash: expected 64 hex digits", at()))?;
+        if is_plain(k) {
+            let sub = u32::try_from(sub_account).map_err(|_| format!("{}: too many sub-accounts", at()))?;
+            records.push(encode_record(&id, &hash, sub, k.status, k.expires_at));
+            continue;
+        }
         let previous = match &k.previous {
             Some(p) => Some((
                 hash_from_hex(&p.hash).ok_or_else(|| format!("{}.previous.hash: expected 64 hex digits", at()))?,
@@ -225,13 +203,13 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
         let limits = if k.scopes.is_none() && k.ip_allowlist.is_none() && k.quota.is_none() {
             None
         } else {
-            Some(Box::new(KeyLimits {
+            Some(KeyLimits {
                 scopes: compile_scopes(k.scopes.as_ref(), &format!("{}.scopes", at()))?,
                 allowlist: compile_allowlist(k.ip_allowlist.as_ref(), &format!("{}.ip_allowlist", at()))?,
                 quota: compile_quota(k.quota, &format!("{}.quota", at()))?,
-            }))
+            })
         };
-        let key = Key {
+        let key = LimitedKey {
             id,
             hash,
             previous,
@@ -240,10 +218,9 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
             expires_at: k.expires_at,
             limits,
         };
-        if policy.keys.insert(id, key).is_some() {
-            return Err(format!("{}.id: duplicate key id {:?}", at(), k.id));
-        }
+        limited.insert(id, key);
     }
+    policy.keys = KeyIndex::new(packed, records, limited);
     Ok(())
 }
 

@@ -6,10 +6,13 @@
 //! would reject.
 
 pub mod compile;
+pub mod keys;
+pub mod pack;
 pub mod schema;
 pub mod seal;
 
 pub use compile::{compile, Policy};
+pub use pack::pack;
 pub use seal::{open, seal, BundleKey, SealError};
 
 /// Why a bundle was refused: names the stage and the offending field.
@@ -30,19 +33,21 @@ impl std::fmt::Display for BundleError {
     }
 }
 
-/// Opens a sealed bundle and compiles it; the only entry point the filter uses.
-pub fn open_and_compile(sealed: &str, key: &BundleKey) -> Result<Policy, BundleError> {
-    let plaintext = open(sealed, key).map_err(BundleError::Seal)?;
-    let doc = schema::parse(&plaintext).map_err(BundleError::Parse)?;
-    // Gone before the compiled tables grow: the VM's memory never shrinks,
-    // so what it peaks at is what it keeps.
-    drop(plaintext);
+/// Opens a sealed bundle and compiles it; the only entry point the filter
+/// uses. Takes either envelope form (text or binary, see `seal`).
+pub fn open_and_compile(sealed: impl AsRef<[u8]>, key: &BundleKey) -> Result<Policy, BundleError> {
+    let sealed = sealed.as_ref();
     let header = seal::peek_header(sealed).map_err(BundleError::Seal)?;
+    let plaintext = seal::open(sealed, key).map_err(BundleError::Seal)?;
+    let (json_len, table_start) = pack::split(&plaintext);
+    let doc = schema::parse(plaintext.get(..json_len).unwrap_or_default()).map_err(BundleError::Parse)?;
     if header.version != doc.version {
         return Err(BundleError::Invalid(format!(
             "version: the sealed header says {} but the body says {}",
             header.version, doc.version
         )));
     }
-    compile(&doc).map_err(BundleError::Invalid)
+    // The key records stay in the decrypted buffer: no copy, no parse.
+    let table = table_start.map(|start| (plaintext, start));
+    compile::compile_with_table(&doc, table).map_err(BundleError::Invalid)
 }

@@ -1,6 +1,11 @@
-//! The sealed envelope: `thb1.<header>.<nonce‖ciphertext>`, both parts
-//! base64url without padding. The header is authenticated as AAD, so its
-//! fields (schema, version, key id) cannot be swapped onto another body.
+//! The sealed envelope, in two forms with the same header and body:
+//! text `thb1.<header>.<nonce‖ciphertext>` (both parts base64url without
+//! padding: for a StringValue, a terminal, a test), and binary
+//! `thb1b.<header>.<raw nonce‖ciphertext>`, which `tokenhub-admin publish`
+//! puts in the ECDS file as a BytesValue: Envoy decodes the base64 once in
+//! C++ and each VM gets raw bytes — no in-VM decode, and a third less VM
+//! memory. The header is authenticated as AAD, so its fields (schema,
+//! version, key id) cannot be swapped onto another body.
 
 use crate::core::crypto::{Key256, NONCE_LEN, TAG_LEN};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 pub const ENVELOPE_PREFIX: &str = "thb1";
+pub const BINARY_PREFIX: &str = "thb1b";
 
 /// The bundle key: a `Key256` read from `TOKENHUB_BUNDLE_KEY`.
 pub type BundleKey = Key256;
@@ -58,17 +64,38 @@ pub fn seal(plaintext: &[u8], key: &BundleKey, version: u64, nonce: [u8; NONCE_L
     Ok(format!("{ENVELOPE_PREFIX}.{header_b64}.{}", URL_SAFE_NO_PAD.encode(body)))
 }
 
+/// The binary form of a text envelope (same header, same sealed body).
+pub fn to_binary(sealed: &str) -> Result<Vec<u8>, SealError> {
+    let (header_b64, body) = split(sealed.as_bytes())?;
+    let raw = body.bytes()?;
+    let mut out = Vec::with_capacity(BINARY_PREFIX.len() + header_b64.len() + raw.len() + 2);
+    out.extend_from_slice(BINARY_PREFIX.as_bytes());
+    out.push(b'.');
+    out.extend_from_slice(header_b64);
+    out.push(b'.');
+    out.extend_from_slice(&raw);
+    Ok(out)
+}
+
+/// The text form of a sealed bundle in either form.
+pub fn to_text(sealed: &[u8]) -> Result<String, SealError> {
+    let (header_b64, body) = split(sealed)?;
+    let header = std::str::from_utf8(header_b64).map_err(|_| SealError::Envelope("header is not base64url"))?;
+    Ok(format!("{ENVELOPE_PREFIX}.{header}.{}", URL_SAFE_NO_PAD.encode(body.bytes()?)))
+}
+
 /// Reads the authenticated header without decrypting (for `status` and
 /// for diagnostics). The header is only trustworthy after `open` succeeds.
-pub fn peek_header(sealed: &str) -> Result<Header, SealError> {
-    let (header_b64, _) = split(sealed)?;
+pub fn peek_header(sealed: impl AsRef<[u8]>) -> Result<Header, SealError> {
+    let (header_b64, _) = split(sealed.as_ref())?;
     let bytes = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| SealError::Envelope("header is not base64url"))?;
     serde_json::from_slice(&bytes).map_err(|_| SealError::Envelope("header is not the expected JSON"))
 }
 
-/// Opens a sealed bundle: checks the header, the key id, then decrypts and
-/// authenticates. Returns the plaintext, zeroized when dropped.
-pub fn open(sealed: &str, key: &BundleKey) -> Result<Zeroizing<Vec<u8>>, SealError> {
+/// Opens a sealed bundle (either form): checks the header, the key id,
+/// then decrypts and authenticates. The plaintext is zeroized when dropped.
+pub fn open(sealed: impl AsRef<[u8]>, key: &BundleKey) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let sealed = sealed.as_ref();
     let header = peek_header(sealed)?;
     if header.alg != "A256GCM" {
         return Err(SealError::Envelope("unsupported algorithm"));
@@ -79,19 +106,48 @@ pub fn open(sealed: &str, key: &BundleKey) -> Result<Zeroizing<Vec<u8>>, SealErr
     if header.kid != key.id() {
         return Err(SealError::WrongKey { sealed_with: header.kid, have: key.id() });
     }
-    let (header_b64, body_b64) = split(sealed)?;
-    let body = URL_SAFE_NO_PAD.decode(body_b64).map_err(|_| SealError::Envelope("body is not base64url"))?;
+    let (header_b64, body) = split(sealed)?;
+    let body = body.bytes()?;
     if body.len() < NONCE_LEN + TAG_LEN {
         return Err(SealError::Envelope("body is too short"));
     }
-    key.open_vec(header_b64.as_bytes(), body).ok_or(SealError::Decrypt)
+    key.open_vec(header_b64, body).ok_or(SealError::Decrypt)
 }
 
-fn split(sealed: &str) -> Result<(&str, &str), SealError> {
-    let mut parts = sealed.trim().splitn(3, '.');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(ENVELOPE_PREFIX), Some(h), Some(b)) if !h.is_empty() && !b.is_empty() => Ok((h, b)),
-        (Some(ENVELOPE_PREFIX), _, _) => Err(SealError::Envelope("expected thb1.<header>.<body>")),
+enum Body<'a> {
+    Base64(&'a [u8]),
+    Raw(&'a [u8]),
+}
+
+impl Body<'_> {
+    /// nonce‖ciphertext‖tag, in a buffer of its own (decrypted in place).
+    fn bytes(&self) -> Result<Vec<u8>, SealError> {
+        match self {
+            Self::Base64(text) => {
+                URL_SAFE_NO_PAD.decode(text).map_err(|_| SealError::Envelope("body is not base64url"))
+            }
+            Self::Raw(raw) => Ok(raw.to_vec()),
+        }
+    }
+}
+
+/// (header, body) of either form. The text form may carry surrounding
+/// whitespace (a file, a terminal); the binary form is taken as it is.
+fn split(sealed: &[u8]) -> Result<(&[u8], Body<'_>), SealError> {
+    let text = sealed.trim_ascii_start();
+    let mut parts = text.splitn(3, |&b| b == b'.');
+    let (prefix, header, body) = (parts.next(), parts.next(), parts.next());
+    let expected = SealError::Envelope("expected thb1.<header>.<body>");
+    let (header, body) = match (header, body) {
+        (Some(h), Some(b)) if !h.is_empty() && !b.is_empty() => (h, b),
+        _ if matches!(prefix, Some(p) if p == ENVELOPE_PREFIX.as_bytes() || p == BINARY_PREFIX.as_bytes()) => {
+            return Err(expected)
+        }
+        _ => return Err(SealError::Envelope("does not start with thb1.")),
+    };
+    match prefix {
+        Some(p) if p == ENVELOPE_PREFIX.as_bytes() => Ok((header, Body::Base64(body.trim_ascii_end()))),
+        Some(p) if p == BINARY_PREFIX.as_bytes() => Ok((header, Body::Raw(body))),
         _ => Err(SealError::Envelope("does not start with thb1.")),
     }
 }
@@ -162,9 +218,28 @@ mod tests {
     }
 
     #[test]
+    fn binary_form_opens_like_the_text_form() {
+        let sealed = seal(PLAIN, &key(1), 3, [7; 12]).unwrap();
+        let binary = to_binary(&sealed).unwrap();
+        assert!(binary.starts_with(b"thb1b."));
+        assert_eq!(open(&binary, &key(1)).unwrap().as_slice(), PLAIN);
+        assert_eq!(peek_header(&binary).unwrap().version, 3);
+        // Raw bytes are authenticated exactly like the text form.
+        for i in [binary.len() - 1, binary.len() - 20] {
+            let mut t = binary.clone();
+            t[i] ^= 0x01;
+            assert_eq!(open(&t, &key(1)), Err(SealError::Decrypt));
+        }
+        assert!(open(&binary[..binary.len() - 1], &key(1)).is_err());
+        assert!(matches!(open(b"thb1b.", &key(1)), Err(SealError::Envelope(_))));
+        assert_eq!(to_text(&binary).unwrap(), sealed);
+        assert_eq!(to_text(sealed.as_bytes()).unwrap(), sealed);
+    }
+
+    #[test]
     fn future_schema_is_refused_before_decrypting() {
         let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"A256GCM","schema":2,"version":1,"kid":"x"}"#);
-        assert_eq!(open(&format!("thb1.{h}.AAAA"), &key(1)), Err(SealError::UnsupportedSchema(2)));
+        assert_eq!(open(format!("thb1.{h}.AAAA"), &key(1)), Err(SealError::UnsupportedSchema(2)));
     }
 
     #[test]

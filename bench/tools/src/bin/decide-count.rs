@@ -110,14 +110,17 @@ fn main() {
     );
 }
 
-/// Heap needed to load a bundle of `keys` keys, as `on_configure` does it.
+/// Heap needed to load a bundle of `keys` keys, as `on_configure` does it:
+/// the sealed binary envelope `publish` writes (what the VM is handed),
+/// opened and compiled.
 fn memory(keys: usize, cidrs: usize) {
-    use tokenhub_guard::core::bundle::{open_and_compile, seal, BundleKey};
+    use tokenhub_guard::core::bundle::{open_and_compile, pack, seal, BundleKey};
     let key = BundleKey::from_bytes([7; 32]);
     let (doc, _) = tokenhub_bench::policy(keys, cidrs, 1);
     let sealed = {
-        let plain = serde_json::to_vec(&doc).unwrap_or_default();
-        seal(&plain, &key, doc.version, [1; 12]).unwrap_or_default()
+        let plain = pack(&doc).unwrap_or_default();
+        let text = seal(&plain, &key, doc.version, [1; 12]).unwrap_or_default();
+        seal::to_binary(&text).unwrap_or_default()
     };
     drop(doc);
     let sealed_len = sealed.len() as u64;
