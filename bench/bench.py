@@ -899,9 +899,11 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
         p("| step | CPU µs/req median | paired median over the previous step (IQR) |")
         p("|---|---:|---:|")
         prev = None
-        for k in ("bare", "noop", "headers", "glue", "guard"):
+        for k in ("bare", "noop", "noop_r", "headers", "glue", "guard"):
             if k not in fr:
                 continue
+            if k == "noop_r":
+                prev = "bare"
             if prev is None:
                 p(f"| {k} | {med(fr[k]):.1f} | – |")
             else:
@@ -910,8 +912,24 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
                 p(f"| {k} | {med(fr[k]):.1f} | {med(d):+.1f} ({q(0.25):+.1f} … {q(0.75):+.1f}) |")
             prev = k
         p("")
-        p("glue = the no-op making every host call of the guard's allow path; guard − glue = the guard's own code "
-          "in the VM.")
+        p("noop_r = the no-op restricted to the guard's capability list; headers, glue = noop_r making the "
+          "header fetch, every host call of the guard's allow path; guard − glue = the guard's own code in the VM. "
+          "Each step is paired with the one above it (noop_r with bare).")
+
+    scale = out_dir / "scale_focus.json"
+    if scale.exists():
+        sr = json.loads(scale.read_text())
+        n = len(sr.get("k10", []))
+        when = dt.datetime.fromtimestamp(scale.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        p("")
+        p(f"## Focused scale check (`bench/scale_focus.py`, {n} interleaved rounds × 3 s, a separate run, {when})")
+        p("")
+        p("| guard allow with | CPU µs/req median | paired ratio to 10 keys + 1 CIDR, median (IQR) |")
+        p("|---|---:|---:|")
+        for k in sr:
+            r = sorted(x / y for x, y in zip(sr[k], sr["k10"]))
+            q = lambda f: r[int(f * (len(r) - 1))]
+            p(f"| {k} | {med(sr[k]):.1f} | {med(r):.3f} ({q(0.25):.3f}–{q(0.75):.3f}) |")
 
     if v8:
         p("")

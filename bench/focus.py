@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A focused, many-round comparison of the allow path's cost ladder — bare
-Envoy, the no-op Wasm filter, the no-op doing only the header fetch, the
-no-op doing all of the guard's host calls, and the guard — with paired
+Envoy, the no-op Wasm filter (plain, and restricted to the guard's
+capability list), the restricted no-op doing only the header fetch, the
+restricted no-op doing all of the guard's host calls, and the guard — with paired
 per-round differences, for when `make bench`'s 7 rounds cannot resolve a
 ~10 µs step on a noisy machine. Run after `make bench` (it uses the built
 filters and tools):  .venv/bin/python bench/focus.py [ROUNDS]   (default 16)
@@ -20,8 +21,9 @@ env = {"TOKENHUB_BUNDLE_KEY": b["key"]}
 envoys = {
   "bare": B.Envoy("bare", work, envoy_bin, []),
   "noop": B.Envoy("noop", work, envoy_bin, B.noop_filters()),
-  "headers": B.Envoy("headers", work, envoy_bin, B.noop_filters("headers")),
-  "glue": B.Envoy("glue", work, envoy_bin, B.noop_filters("headers,source,time,rewrite,metric")),
+  "noop_r": B.Envoy("noop_r", work, envoy_bin, B.noop_filters(restricted=True)),
+  "headers": B.Envoy("headers", work, envoy_bin, B.noop_filters("headers", restricted=True)),
+  "glue": B.Envoy("glue", work, envoy_bin, B.noop_filters("headers,source,time,rewrite,metric", restricted=True)),
   "guard": B.Envoy("guard", work, envoy_bin, B.guard_filters(b["live"]), env=env, bundle=b),
 }
 hdr = B.auth(b["credentials"]["allow"])
@@ -44,7 +46,7 @@ base = res["bare"]
 for k, v in res.items():
     d = [x - y for x, y in zip(v, base)]
     print(f"{k:10s} median {statistics.median(v):7.1f}  min {min(v):7.1f}  paired-over-bare median {statistics.median(d):6.1f}")
-for a, b2 in [("guard", "glue"), ("glue", "noop"), ("headers", "noop"), ("noop", "bare")]:
+for a, b2 in [("guard", "glue"), ("glue", "noop_r"), ("headers", "noop_r"), ("noop_r", "bare"), ("noop", "bare")]:
     d = sorted(x - y for x, y in zip(res[a], res[b2]))
     q = lambda p: d[int(p * (len(d) - 1))]
     print(f"{a}-{b2}: paired median {statistics.median(d):6.1f}  IQR {q(0.25):6.1f}..{q(0.75):6.1f}")

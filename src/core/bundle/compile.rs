@@ -220,7 +220,7 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy, packed: KeyTable) -> Resul
         };
         limited.insert(id, key);
     }
-    policy.keys = KeyIndex::new(packed, records, limited);
+    policy.keys = KeyIndex::new(packed, records, limited)?;
     Ok(())
 }
 

@@ -140,11 +140,33 @@ pub fn decode_record(r: &[u8]) -> Option<DecodedRecord> {
     })
 }
 
-/// Sorted records in a (zeroized) buffer, from `start` on.
+/// Sorted records in a (zeroized) buffer, from `start` on, with an index
+/// by the ids' first two characters: a lookup bisects ~1/3 844 of the
+/// table, a handful of cache lines instead of ~17 at 100 000 keys.
 #[derive(Default)]
 pub struct KeyTable {
     bytes: Zeroizing<Vec<u8>>,
     start: usize,
+    /// `buckets[b]..buckets[b + 1]`: the records whose id starts with the
+    /// two characters numbered `b` (empty when the table is).
+    buckets: Vec<u32>,
+}
+
+const BASE: usize = 62;
+const BUCKETS: usize = BASE * BASE;
+
+/// A base62 character's rank, in byte order (0-9, A-Z, a-z).
+fn rank(c: u8) -> Option<usize> {
+    match c {
+        b'0'..=b'9' => Some(usize::from(c - b'0')),
+        b'A'..=b'Z' => Some(usize::from(c - b'A') + 10),
+        b'a'..=b'z' => Some(usize::from(c - b'a') + 36),
+        _ => None,
+    }
+}
+
+fn bucket(id: &[u8]) -> Option<usize> {
+    Some(rank(*id.first()?)? * BASE + rank(*id.get(1)?)?)
 }
 
 impl std::fmt::Debug for KeyTable {
@@ -158,7 +180,7 @@ impl KeyTable {
     /// ids base62 and strictly ascending (so unique), sub-account indexes
     /// below `sub_accounts`, no unknown flags.
     pub fn adopt(bytes: Zeroizing<Vec<u8>>, start: usize, sub_accounts: usize) -> Result<Self, String> {
-        let table = Self { bytes, start };
+        let mut table = Self { bytes, start, buckets: Vec::new() };
         let records = table.records();
         if !records.len().is_multiple_of(RECORD_LEN) {
             return Err(format!(
@@ -183,17 +205,43 @@ impl KeyTable {
                 return Err(format!("key table record {i}: unknown flags"));
             }
         }
+        table.index()?;
         Ok(table)
     }
 
-    /// A table from unsorted records (keys written as JSON).
-    fn from_records(mut records: Vec<Record>) -> Self {
+    /// Builds `buckets` (records already sorted, ids already base62).
+    fn index(&mut self) -> Result<(), String> {
+        let count = self.len();
+        if count == 0 {
+            return Ok(());
+        }
+        let too_many = || "key table: too many records".to_string();
+        let mut buckets = vec![0u32; BUCKETS + 1];
+        let mut next = 0;
+        for (i, r) in self.records().chunks_exact(RECORD_LEN).enumerate() {
+            let b = bucket(r).ok_or_else(|| format!("key table record {i}: the id is not base62"))?;
+            let at = u32::try_from(i).map_err(|_| too_many())?;
+            while next <= b {
+                buckets[next] = at;
+                next += 1;
+            }
+        }
+        let end = u32::try_from(count).map_err(|_| too_many())?;
+        buckets[next..].iter_mut().for_each(|slot| *slot = end);
+        self.buckets = buckets;
+        Ok(())
+    }
+
+    /// A table from unsorted records of validated keys (written as JSON).
+    fn from_records(mut records: Vec<Record>) -> Result<Self, String> {
         records.sort_unstable();
         let mut bytes = Zeroizing::new(Vec::with_capacity(records.len() * RECORD_LEN));
         for r in &records {
             bytes.extend_from_slice(r);
         }
-        Self { bytes, start: 0 }
+        let mut table = Self { bytes, start: 0, buckets: Vec::new() };
+        table.index()?;
+        Ok(table)
     }
 
     fn records(&self) -> &[u8] {
@@ -212,9 +260,10 @@ impl KeyTable {
         self.records().get(index * RECORD_LEN..(index + 1) * RECORD_LEN)
     }
 
-    /// Binary search by id: ~17 comparisons of 12 bytes at 100 000 keys.
+    /// Binary search by id within its bucket.
     pub fn find(&self, id: &[u8]) -> Option<Key<'_>> {
-        let (mut lo, mut hi) = (0, self.len());
+        let b = bucket(id)?;
+        let (mut lo, mut hi) = (*self.buckets.get(b)? as usize, *self.buckets.get(b + 1)? as usize);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let r = self.record(mid)?;
@@ -260,15 +309,19 @@ impl KeyIndex {
     /// `packed` (from a sealed bundle, already checked), plus the keys a
     /// JSON document listed: plain ones as records, the rest as limited.
     /// The caller has made sure no id appears twice.
-    pub fn new(packed: KeyTable, records: Vec<Record>, limited: HashMap<KeyIdBytes, LimitedKey>) -> Self {
+    pub fn new(
+        packed: KeyTable,
+        records: Vec<Record>,
+        limited: HashMap<KeyIdBytes, LimitedKey>,
+    ) -> Result<Self, String> {
         let table = if records.is_empty() {
             packed
         } else {
             let mut all = records;
             all.extend(packed.records().chunks_exact(RECORD_LEN).filter_map(|r| Record::try_from(r).ok()));
-            KeyTable::from_records(all)
+            KeyTable::from_records(all)?
         };
-        Self { table, limited }
+        Ok(Self { table, limited })
     }
 
     pub fn get(&self, id: &[u8]) -> Option<Key<'_>> {
@@ -291,5 +344,52 @@ impl KeyIndex {
 
     pub fn iter(&self) -> impl Iterator<Item = Key<'_>> {
         self.table.iter().chain(self.limited())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+    fn ids(n: usize, mut seed: u64) -> Vec<KeyIdBytes> {
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ALPHABET[(seed % 62) as usize]
+        };
+        (0..n).map(|_| std::array::from_fn(|_| next())).collect()
+    }
+
+    fn table_of(ids: &[KeyIdBytes]) -> KeyTable {
+        let records = ids.iter().enumerate().map(|(i, id)| encode_record(id, &[i as u8; 32], 0, Status::Active, None));
+        KeyTable::from_records(records.collect()).unwrap()
+    }
+
+    #[test]
+    fn the_bucket_index_finds_exactly_the_keys_in_the_table() {
+        let mut present = ids(3000, 0x9e37_79b9_7f4a_7c15);
+        // The alphabet's edges, in the first and second position.
+        for edge in [*b"000000000000", *b"zzzzzzzzzzzz", *b"9Zaz00000000", *b"Az9a00000000", *b"a9zA00000000"] {
+            present.push(edge);
+        }
+        present.sort_unstable();
+        present.dedup();
+        let table = table_of(&present);
+        assert_eq!(table.len(), present.len());
+        for (i, id) in present.iter().enumerate() {
+            let key = table.find(id).unwrap_or_else(|| panic!("{i} not found"));
+            assert_eq!(key.id().as_bytes(), id);
+        }
+        for absent in ids(3000, 42).iter().filter(|id| present.binary_search(id).is_err()) {
+            assert!(table.find(absent).is_none());
+        }
+        for malformed in [&b"-00000000000"[..], b"0-0000000000", b"", b"0"] {
+            assert!(table.find(malformed).is_none());
+        }
+        assert!(KeyTable::default().find(b"000000000000").is_none());
+        assert!(table_of(&[]).find(b"000000000000").is_none());
     }
 }
