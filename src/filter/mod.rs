@@ -179,6 +179,13 @@ fn ensure_quota_counters(policy: &Policy, metrics: Option<&Metrics>) -> Result<(
     Ok(())
 }
 
+/// A request refused by its quotas: over a limit (429), or the counters
+/// could not be read or written (fail closed, 503).
+enum QuotaRefusal {
+    Exceeded(Budget),
+    Unavailable,
+}
+
 struct GuardHttp {
     policy: Option<Rc<Policy>>,
     metrics: Option<Rc<Metrics>>,
@@ -216,10 +223,13 @@ impl HttpContext for GuardHttp {
         // neither the upstream nor the access log ever sees a claimed tenant.
         match decide(&policy, &facts) {
             Decision::Allow(grant) => {
-                if let Err(action) = self.charge_quota(&grant.subject, facts.now) {
+                if let Err(refusal) = self.charge_quota(&grant.subject, facts.now) {
                     self.strip(&view, &[]);
                     self.set_identity(&grant.subject);
-                    return action;
+                    return match refusal {
+                        QuotaRefusal::Exceeded(budget) => self.deny_quota(budget),
+                        QuotaRefusal::Unavailable => self.deny(DenyReason::FilterFault),
+                    };
                 }
                 // What is about to be overwritten needs no separate removal
                 // (one host call fewer per header, on every allowed request).
@@ -295,8 +305,8 @@ impl GuardHttp {
         }
     }
 
-    /// Counts the request against its quotas; the refusal if over.
-    fn charge_quota(&mut self, subject: &Subject<'_>, now: u64) -> Result<(), Action> {
+    /// Counts the request against its quotas; why it is refused, if it is.
+    fn charge_quota(&mut self, subject: &Subject<'_>, now: u64) -> Result<(), QuotaRefusal> {
         let limits = quota::limits_for(subject.credential.key(), subject.sub_account, subject.tenant);
         match quota::consume(&SharedCounters, &limits, now) {
             QuotaOutcome::Unlimited => Ok(()),
@@ -304,8 +314,8 @@ impl GuardHttp {
                 self.budget = Some(budget);
                 Ok(())
             }
-            QuotaOutcome::Exceeded(budget) => Err(self.deny_quota(budget)),
-            QuotaOutcome::Unavailable => Err(self.deny(DenyReason::FilterFault)),
+            QuotaOutcome::Exceeded(budget) => Err(QuotaRefusal::Exceeded(budget)),
+            QuotaOutcome::Unavailable => Err(QuotaRefusal::Unavailable),
         }
     }
 
