@@ -61,11 +61,10 @@ pub fn sealed_in_resource(resource: &serde_json::Value) -> Option<Vec<u8>> {
     }
 }
 
-/// Seals the policy after proving the filter will accept it: compile, pack,
-/// seal, then open and compile the sealed bytes exactly as `on_configure`
-/// does. Returns the binary envelope (see `core::bundle::seal`).
+/// Seals the policy after proving the filter will accept it: pack (which
+/// compiles), seal, then open and compile the sealed bytes exactly as
+/// `on_configure` does. Returns the binary envelope (see `core::bundle::seal`).
 pub fn seal_policy(doc: &StoreDoc, key: &BundleKey) -> Result<Vec<u8>, AdminError> {
-    bundle::compile(&doc.policy).map_err(AdminError::Invalid)?;
     let plain = bundle::pack(&doc.policy).map_err(AdminError::Invalid)?;
     let sealed =
         seal(&plain, key, doc.policy.version, random_nonce()).map_err(|e| AdminError::Internal(e.to_string()))?;

@@ -324,6 +324,11 @@ impl KeyIndex {
         Ok(Self { table, limited })
     }
 
+    /// The plain keys' records, sorted by id: what a sealed bundle carries.
+    pub fn records(&self) -> &[u8] {
+        self.table.records()
+    }
+
     pub fn get(&self, id: &[u8]) -> Option<Key<'_>> {
         let fixed: &KeyIdBytes = id.try_into().ok()?;
         self.limited.get(fixed).map(LimitedKey::view).or_else(|| self.table.find(id))

@@ -4,42 +4,20 @@
 //! worker VM decrypts and keeps as they are, instead of ~20 MB of JSON it
 //! would parse and rebuild. A plaintext without the NUL is JSON only.
 
-use super::keys::{decode_record, encode_record, is_plain, KeyIdBytes, Record, RECORD_LEN};
+use super::compile::compile;
+use super::keys::{decode_record, is_plain, RECORD_LEN};
 use super::schema::{BundleDoc, KeyDoc};
-use crate::core::apikey;
-use crate::core::secret::{hash_from_hex, to_hex};
-use std::collections::HashMap;
+use crate::core::secret::to_hex;
 use zeroize::Zeroizing;
 
 const SEPARATOR: u8 = 0;
 
-/// The plaintext to seal for `doc`. Expects a document that compiles (the
-/// publisher compiles it first); a plain key it cannot pack is an error.
+/// The plaintext to seal for `doc`. Compiling it validates every key (the
+/// error names the field) and builds the sorted records the filter adopts;
+/// packing only writes them after the JSON of everything else.
 pub fn pack(doc: &BundleDoc) -> Result<Zeroizing<Vec<u8>>, String> {
-    let subs = sub_account_positions(doc);
-    let mut records: Vec<Record> = Vec::new();
-    let mut limited = Vec::new();
-    for (i, k) in doc.keys.iter().enumerate() {
-        if !is_plain(k) {
-            limited.push(k.clone());
-            continue;
-        }
-        let id: KeyIdBytes =
-            k.id.as_bytes()
-                .try_into()
-                .ok()
-                .filter(|_| apikey::is_valid_key_id(&k.id))
-                .ok_or_else(|| format!("keys[{i}].id: not a key id"))?;
-        let hash = hash_from_hex(&k.hash).ok_or_else(|| format!("keys[{i}].hash: expected 64 hex digits"))?;
-        let sub = *subs
-            .get(&(k.tenant.as_str(), k.sub_account.as_str()))
-            .ok_or_else(|| format!("keys[{i}]: tenant {:?} has no sub-account {:?}", k.tenant, k.sub_account))?;
-        records.push(encode_record(&id, &hash, sub, k.status, k.expires_at));
-    }
-    records.sort_unstable();
-    if records.windows(2).any(|w| w[0][..apikey::KEY_ID_LEN] == w[1][..apikey::KEY_ID_LEN]) {
-        return Err("keys: duplicate key id".into());
-    }
+    let policy = compile(doc)?;
+    let records = policy.keys.records();
     // Every field listed (no `..`): a field added to the schema fails to
     // compile here until it is carried over.
     let json_part = BundleDoc {
@@ -47,16 +25,14 @@ pub fn pack(doc: &BundleDoc) -> Result<Zeroizing<Vec<u8>>, String> {
         version: doc.version,
         issued_at: doc.issued_at,
         tenants: doc.tenants.clone(),
-        keys: limited,
+        keys: doc.keys.iter().filter(|k| !is_plain(k)).cloned().collect(),
         providers: doc.providers.clone(),
         oidc: doc.oidc.clone(),
     };
     let mut out = Zeroizing::new(serde_json::to_vec(&json_part).map_err(|e| e.to_string())?);
-    out.reserve(1 + records.len() * RECORD_LEN);
+    out.reserve(1 + records.len());
     out.push(SEPARATOR);
-    for r in &records {
-        out.extend_from_slice(r);
-    }
+    out.extend_from_slice(records);
     Ok(out)
 }
 
@@ -94,14 +70,4 @@ pub fn unpack(plaintext: &[u8]) -> Result<BundleDoc, String> {
         });
     }
     Ok(doc)
-}
-
-/// (tenant id, sub-account id) → its position in document order, which is
-/// the order `compile` gives sub-accounts.
-fn sub_account_positions(doc: &BundleDoc) -> HashMap<(&str, &str), u32> {
-    doc.tenants
-        .iter()
-        .flat_map(|t| t.sub_accounts.iter().map(move |s| (t.id.as_str(), s.id.as_str())))
-        .zip(0u32..)
-        .collect()
 }
