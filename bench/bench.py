@@ -50,10 +50,22 @@ def log(msg):
     print(f"bench: {msg}", file=sys.stderr, flush=True)
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now and not handed out before in this run: the
+    kernel may give a port back as soon as the probe socket closes, and two
+    Envoys on one port would share it silently (SO_REUSEPORT) — requests
+    meant for one configuration answered by another."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise SystemExit("bench: no free loopback port after 100 tries")
 
 
 # --------------------------------------------------------------------------
@@ -87,6 +99,9 @@ def listener(name, port, hcm_config):
     return {
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        # A port taken by another process fails the start (and start() retries
+        # with new ports) instead of being shared with it.
+        "enable_reuse_port": False,
         "filter_chains": [{"filters": [hcm_config]}],
     }
 
