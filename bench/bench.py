@@ -422,6 +422,8 @@ def build_plan(args, work, envoy_bin):
     mid = 50 if s else 10_000
     many_cidrs = 20 if s else 10_000
     some_cidrs = 10 if s else 100
+    # Beyond the targets ("and more if the bundle allows"): 0 = skip.
+    huge = min(args.beyond_keys, 400) if s else args.beyond_keys
     republish = 1 if s else args.reloads
 
     log("generating and publishing bundles (bench-bundle → admin::publish::publish)")
@@ -433,6 +435,8 @@ def build_plan(args, work, envoy_bin):
         f"c{many_cidrs}": make_bundle(work, f"c{many_cidrs}", 10, many_cidrs, 0),
         f"k{big}c{many_cidrs}": make_bundle(work, f"k{big}c{many_cidrs}", big, many_cidrs, 0),
     }
+    if huge:
+        bundles[f"k{huge}"] = make_bundle(work, f"k{huge}", huge, 1, republish)
     creds = bundles["k10"]["credentials"]
 
     def guard(name, b):
@@ -490,12 +494,16 @@ def build_plan(args, work, envoy_bin):
              auth(c(f"k{big}c{many_cidrs}")["allow"]), (200, ok),
              f"guard allow, {big} keys + {many_cidrs} CIDRs", "scale", keys=big, cidrs=many_cidrs),
     ]
+    if huge:
+        cases.append(Case(f"guard-allow-k{huge}", envoys[f"guard-k{huge}"], auth(c(f"k{huge}")["allow"]), (200, ok),
+                          f"guard allow, {huge} keys (beyond the targets)", "scale", keys=huge, cidrs=1,
+                          latency=False))
     if args.only:
         keep = set(args.only.split(","))
         cases = [x for x in cases if x.name in keep or x.name in ("bare", "wasm-noop", "wasm-noop-restricted")]
         used = {id(x.envoy) for x in cases}
         envoys = {k: e for k, e in envoys.items() if id(e) in used}
-    sizes = {"mid": mid, "big": big, "many_cidrs": many_cidrs, "some_cidrs": some_cidrs}
+    sizes = {"mid": mid, "big": big, "huge": huge, "many_cidrs": many_cidrs, "some_cidrs": some_cidrs}
     return envoys, cases, bundles, sizes
 
 
@@ -776,6 +784,8 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
     per_key = {}
     key_rows = [("k10", 10, "guard-allow"), (f"k{sizes['mid']}", sizes["mid"], f"guard-allow-k{sizes['mid']}"),
                 (f"k{sizes['big']}", sizes["big"], f"guard-allow-k{sizes['big']}")]
+    if sizes.get("huge") and f"k{sizes['huge']}" in bundles:
+        key_rows.append((f"k{sizes['huge']}", sizes["huge"], f"guard-allow-k{sizes['huge']}"))
     for bname, keys, cname in key_rows:
         b = bundles[bname]
         e = envoys.get(f"guard-{bname}")
@@ -1037,6 +1047,8 @@ def main():
     ap.add_argument("--lat-fraction", type=float, default=0.5,
                     help="fixed rate = this × the slowest configuration's best-round saturated req/s")
     ap.add_argument("--reloads", type=int, default=3, help="republishes timed per key count")
+    ap.add_argument("--beyond-keys", type=int, default=1_000_000,
+                    help="one more key count, beyond the targets' 100 000 (scale table only; 0 skips it)")
     ap.add_argument("--only", help="comma-separated case names (bare and wasm-noop always run)")
     ap.add_argument("--no-native-bench", action="store_true", help="skip criterion and callgrind")
     ap.add_argument("--out", default=str(BENCH / "results"))
@@ -1126,7 +1138,7 @@ def main():
 
         log("bundle reloads")
         reloads = {}
-        for bname in ("k10", f"k{sizes['mid']}", f"k{sizes['big']}"):
+        for bname in ("k10", f"k{sizes['mid']}", f"k{sizes['big']}", f"k{sizes['huge']}"):
             e = envoys.get(f"guard-{bname}")
             if e:
                 reloads[bname] = reload_times(e, bundles[bname])
@@ -1139,7 +1151,7 @@ def main():
 
     mem = [json.loads(subprocess.run([str(TOOLS_BIN / "decide-count"), "--keys", str(k), "--memory"],
                                      capture_output=True, text=True, check=True).stdout)
-           for k in (10, sizes["mid"], sizes["big"])]
+           for k in (10, sizes["mid"], sizes["big"], sizes["huge"]) if k]
     crit, cg, v8 = {}, {}, {}
     if not args.no_native_bench:
         log("native decision: criterion")

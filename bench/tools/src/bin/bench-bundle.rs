@@ -4,7 +4,7 @@
 //!
 //! usage: bench-bundle --out DIR --keys N [--cidrs M] --wasm FILE [--republish K]
 //!
-//! Writes DIR/guard.json (the ECDS file to start Envoy with), DIR/next/guard.N.yaml
+//! Writes DIR/guard.json (the ECDS file to start Envoy with), DIR/next/guard.N.json
 //! (K later versions of the same policy, for reload timing), DIR/bundle.key
 //! (TOKENHUB_BUNDLE_KEY) and DIR/info.json (credentials, versions, timings).
 
@@ -64,7 +64,7 @@ fn run() -> Result<(), String> {
     let now = unix_now();
     for i in 0..=args.republish {
         let file =
-            if i == 0 { args.out.join("guard.json") } else { args.out.join("next").join(format!("guard.{i}.yaml")) };
+            if i == 0 { args.out.join("guard.json") } else { args.out.join("next").join(format!("guard.{i}.json")) };
         let t = Instant::now();
         let published =
             publish(&mut doc, &file, &args.wasm, now).map_err(|e| format!("publish {}: {e}", file.display()))?;
