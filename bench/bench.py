@@ -788,6 +788,7 @@ def fmt(x, nd=1):
 
 
 def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, out_dir, v8=None, instr=None):
+    instr = instr or {}
     by = {c.name: c for c in cases}
     cpu = {c.name: med([r["cpu_us_per_req"] for r in c.sat]) for c in cases}
     rps = {c.name: med([r["rps"] for r in c.sat]) for c in cases}
@@ -837,29 +838,39 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
           "(so Envoy enters both VMs for the same callbacks); what is left above the full ladder is the guard's own "
           "code in the VM (decision, SHA-256, allocations, header parsing).")
         p("")
-        p("| step | CPU µs/req | over no-op | this step adds |")
-        p("|---|---:|---:|---:|")
+        p("| step | CPU µs/req | over no-op | this step adds | instructions/req | this step adds |")
+        p("|---|---:|---:|---:|---:|---:|")
         noop = cpu.get("wasm-noop-restricted", noop)
-        prev = noop
-        p(f"| no-op Wasm filter, restricted | {fmt(noop, 2)} | 0.00 | – |")
+
+        def ins(name, since=None):
+            v, b = instr.get(name), instr.get(since) if since else None
+            if v is None:
+                return "–"
+            return f"{v - b:,.0f}" if since and b is not None else ("–" if since else f"{v:,.0f}")
+
+        prev = "wasm-noop-restricted"
+        p(f"| no-op Wasm filter, restricted | {fmt(noop, 2)} | 0.00 | – | {ins(prev)} | – |")
         for n, ops in LADDER:
             p(f"| + {ops.split(',')[-1] if n != 'wasm-headers-source-time' else 'source, time'} (`{ops}`) | "
-              f"{fmt(cpu[n], 2)} | {fmt(cpu[n] - noop, 2)} | {fmt(cpu[n] - prev, 2)} |")
-            prev = cpu[n]
+              f"{fmt(cpu[n], 2)} | {fmt(cpu[n] - noop, 2)} | {fmt(cpu[n] - cpu[prev], 2)} | {ins(n)} | "
+              f"{ins(n, prev)} |")
+            prev = n
         ga_ = cpu["guard-allow"]
-        p(f"| guard allow path | {fmt(ga_, 2)} | {fmt(ga_ - noop, 2)} | {fmt(ga_ - prev, 2)} (guard's own code) |")
+        p(f"| guard allow path | {fmt(ga_, 2)} | {fmt(ga_ - noop, 2)} | {fmt(ga_ - cpu[prev], 2)} (guard's own "
+          f"code) | {ins('guard-allow')} | {ins('guard-allow', prev)} |")
         if ALTERNATIVE[0] in cpu:
             alt = cpu[ALTERNATIVE[0]]
             p(f"| *alternative to the last two steps:* one header-map replace (`{ALTERNATIVE[1]}`) | {fmt(alt, 2)} | "
-              f"{fmt(alt - noop, 2)} | {fmt(alt - prev, 2)} vs the full ladder |")
+              f"{fmt(alt - noop, 2)} | {fmt(alt - cpu[prev], 2)} vs the full ladder | {ins(ALTERNATIVE[0])} | "
+              f"{ins(ALTERNATIVE[0], prev)} vs the full ladder |")
 
     # Scale: keys
     p("")
     p("## Scale with keys (guard, 1 CIDR)")
     p("")
     p("| keys | ECDS file MiB | publish ms (admin::publish) | reload in all VMs ms (median, max) | "
-      "RSS MiB | VM bytes/key | CPU µs/req |")
-    p("|---:|---:|---:|---:|---:|---:|---:|")
+      "RSS MiB | VM bytes/key | CPU µs/req | instructions/req |")
+    p("|---:|---:|---:|---:|---:|---:|---:|---:|")
     k10_rss = envoys["guard-k10"].startup_rss
     per_key = {}
     key_rows = [("k10", 10, "guard-allow"), (f"k{sizes['mid']}", sizes["mid"], f"guard-allow-k{sizes['mid']}"),
@@ -876,7 +887,7 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
         per_key[keys] = pk
         p(f"| {keys:,} | {b['ecds_bytes'] / 2**20:.2f} | {fmt(med(b['publish_ms']), 0)} | "
           f"{fmt(med(rl), 0)}, {fmt(max(rl) if rl else None, 0)} | {fmt(rss / 2**20, 1)} | {fmt(pk, 0)} | "
-          f"{fmt(cpu.get(cname), 2)} |")
+          f"{fmt(cpu.get(cname), 2)} | {fmt(instr.get(cname), 0)} |")
     p("")
     vmc = envoys["guard-k10"].vm_count
     p(f"VM bytes/key = (RSS with N keys − RSS with 10 keys) / (N − 10) / {vmc} VMs: Envoy's `wasm.wasm_vm_count` "
@@ -898,11 +909,13 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
     p("")
     p("## Scale with allowlist size (guard, 10 keys)")
     p("")
-    p("| CIDRs | CPU µs/req | vs 1 CIDR |")
-    p("|---:|---:|---:|")
+    p("| CIDRs | CPU µs/req | vs 1 CIDR | instructions/req | vs 1 CIDR |")
+    p("|---:|---:|---:|---:|---:|")
     for n, cname in [(1, "guard-allow"), (sizes["some_cidrs"], f"guard-allow-c{sizes['some_cidrs']}"),
                      (sizes["many_cidrs"], f"guard-allow-c{sizes['many_cidrs']}")]:
-        p(f"| {n:,} | {fmt(cpu.get(cname), 2)} | {fmt(cpu.get(cname, float('nan')) / cpu['guard-allow'], 3)} |")
+        i_ratio = instr[cname] / instr["guard-allow"] if cname in instr and "guard-allow" in instr else None
+        p(f"| {n:,} | {fmt(cpu.get(cname), 2)} | {fmt(cpu.get(cname, float('nan')) / cpu['guard-allow'], 3)} | "
+          f"{fmt(instr.get(cname), 0)} | {fmt(i_ratio, 3)} |")
 
     # Instructions
     if instr:
@@ -947,8 +960,6 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
         mins = {c.name: min(rounds_of(c.name)) for c in cases}
         paired = [f({c.name: c.sat[i]["cpu_us_per_req"] for c in cases}) for i in range(len(by["bare"].sat))]
         return f(cpu), f(mins), med(paired)
-
-    instr = instr or {}
 
     def verdict(values, ok, by_instructions=None):
         """All three CPU estimators must agree; when they do not, the
