@@ -280,6 +280,13 @@ class Envoy:
             log(f"{self.name}: port clash, retrying")
         raise SystemExit(f"bench: {self.name}: Envoy did not start; log:\n" + self.log_path.read_text()[-3000:])
 
+    def wait_bundle_loaded(self, timeout):
+        """A guard Envoy: until its VMs logged the ECDS bundle loaded (the
+        listener is ready before that: apply_default_config_without_warming)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.log_path.read_text().count("loaded (") < 2:
+            time.sleep(0.05)
+
     def wait_ready(self, timeout=120):
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -651,19 +658,21 @@ def envoy_instructions(cases, work, smoke):
                          "--smc-check=all-non-file", f"--callgrind-out-file={prefix}.%p"], ready_timeout=600)
         try:
             if e.bundle:
-                deadline = time.time() + 600
-                while time.time() < deadline and e.log_path.read_text().count("loaded (") < 2:
-                    time.sleep(0.2)
+                e.wait_bundle_loaded(600)
             port = e.ports["listen"]
             for c in group:
                 keep_alive_requests(port, c.headers, warm)
-            ctl = ["callgrind_control"]
-            subprocess.run(ctl + ["-i", "on", str(e.proc.pid)], check=True, capture_output=True, timeout=120)
+
+            def control(*command):
+                subprocess.run(["callgrind_control", *command, str(e.proc.pid)], check=True, capture_output=True,
+                               timeout=120)
+
+            control("-i", "on")
             for part, c in enumerate(group, start=1):
                 keep_alive_requests(port, c.headers, 20)
-                subprocess.run(ctl + ["-z", str(e.proc.pid)], check=True, capture_output=True, timeout=120)
+                control("-z")
                 statuses = keep_alive_requests(port, c.headers, n)
-                subprocess.run(ctl + ["-d", str(e.proc.pid)], check=True, capture_output=True, timeout=120)
+                control("-d")
                 if statuses != {c.expect[0]: n}:
                     raise SystemExit(f"bench: {c.name} under callgrind: statuses {statuses}, expected {c.expect[0]}")
                 deadline = time.time() + 60
@@ -843,10 +852,12 @@ def report(args, cases, bundles, envoys, reloads, crit, cg, mem, sizes, meta, ou
         noop = cpu.get("wasm-noop-restricted", noop)
 
         def ins(name, since=None):
-            v, b = instr.get(name), instr.get(since) if since else None
-            if v is None:
-                return "–"
-            return f"{v - b:,.0f}" if since and b is not None else ("–" if since else f"{v:,.0f}")
+            """Instructions of `name`, or what it adds over `since`."""
+            v = instr.get(name)
+            if since is None:
+                return fmt(v, 0)
+            b = instr.get(since)
+            return fmt(v - b, 0) if v is not None and b is not None else "–"
 
         prev = "wasm-noop-restricted"
         p(f"| no-op Wasm filter, restricted | {fmt(noop, 2)} | 0.00 | – | {ins(prev)} | – |")
@@ -1235,11 +1246,9 @@ def main():
             e.start()
         # Startup RSS after the initial bundle load (ready = listeners up; the
         # guard's ECDS load is logged): wait for the loaded lines.
-        for name, e in envoys.items():
+        for e in envoys.values():
             if e.bundle:
-                deadline = time.time() + 120
-                while time.time() < deadline and e.log_path.read_text().count("loaded (") < 2:
-                    time.sleep(0.05)
+                e.wait_bundle_loaded(120)
         time.sleep(1)
         for e in envoys.values():
             e.startup_rss = e.rss_bytes()
