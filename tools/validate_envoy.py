@@ -214,6 +214,15 @@ def placeholder_values(work: pathlib.Path, wasm: pathlib.Path) -> dict:
         "ACCESS_LOG": work / "access.log",
         "TLS_CERT": cert,
         "TLS_KEY": key,
+        # envoy/xds: a gateway of the control plane (validate mode loads the
+        # TLS files, so any certificate will do).
+        "NODE_ID": "validate",
+        "XDS_HOST": "127.0.0.1",
+        "XDS_PORT": 10005,
+        "XDS_SERVER_NAME": "tokenhub-control-plane",
+        "XDS_CA": cert,
+        "XDS_CERT": cert,
+        "XDS_KEY": key,
     }
 
 

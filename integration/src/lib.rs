@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod control_plane;
 pub mod echo;
 pub mod envoy;
 pub mod guard;

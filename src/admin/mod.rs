@@ -6,6 +6,7 @@ pub mod actions;
 pub mod audit;
 pub mod cli;
 pub mod fsutil;
+pub mod logger;
 pub mod ops;
 pub mod publish;
 pub mod serve;
@@ -13,6 +14,7 @@ pub mod session;
 pub mod store;
 pub mod totp;
 pub mod usage;
+pub mod xds;
 
 use rand::RngCore;
 use std::path::Path;

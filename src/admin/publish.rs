@@ -13,6 +13,13 @@ use std::path::Path;
 
 /// The filter's name in Envoy's `config_discovery`.
 pub const FILTER_NAME: &str = "tokenhub.guard";
+/// The plugin's name and root id.
+pub const PLUGIN_NAME: &str = "tokenhub_guard";
+/// The published VM (the bootstraps' default_config has a VM of its own).
+pub const VM_ID: &str = "tokenhub_guard";
+pub const RUNTIME: &str = "envoy.wasm.runtime.v8";
+/// The Envoy process's variable that carries the bundle key into the VM.
+pub const BUNDLE_KEY_ENV: &str = "TOKENHUB_BUNDLE_KEY";
 
 /// Validates, seals and writes the bundle; records what was published.
 pub fn publish(doc: &mut StoreDoc, ecds_file: &Path, wasm_path: &Path, now: u64) -> Result<Published, AdminError> {
@@ -47,6 +54,23 @@ fn version_on_disk(ecds_file: &Path) -> u64 {
     let Ok(text) = std::fs::read(ecds_file) else { return 0 };
     let Ok(resource) = serde_json::from_slice::<serde_json::Value>(&text) else { return 0 };
     sealed_in_resource(&resource).and_then(|sealed| seal::peek_header(sealed).ok()).map_or(0, |h| h.version)
+}
+
+/// What a published ECDS resource carries that changes between publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardResource {
+    pub sealed: Vec<u8>,
+    pub wasm_path: String,
+}
+
+impl GuardResource {
+    /// Reads the resource `ecds_resource` writes.
+    pub fn from_json(resource: &serde_json::Value) -> Option<Self> {
+        let config = &resource["resources"][0]["typed_config"]["config"];
+        (resource["resources"][0]["name"] == FILTER_NAME).then_some(())?;
+        let wasm_path = config["vm_config"]["code"]["local"]["filename"].as_str()?.to_string();
+        Some(Self { sealed: sealed_in_resource(resource)?, wasm_path })
+    }
 }
 
 /// The sealed bundle an ECDS resource carries: the BytesValue `publish`
@@ -113,8 +137,13 @@ pub const GUARD_CAPABILITIES: [&str; 22] = [
 /// WASI calls the Rust standard library makes on the guard's behalf.
 const WASI_RUNTIME: [&str; 3] = ["random_get", "fd_write", "proc_exit"];
 
+/// Every capability the published VM is allowed.
+pub fn capabilities() -> impl Iterator<Item = &'static str> {
+    GUARD_CAPABILITIES.iter().chain(WASI_RUNTIME.iter()).copied()
+}
+
 fn allowed_capabilities() -> serde_json::Map<String, serde_json::Value> {
-    GUARD_CAPABILITIES.iter().chain(WASI_RUNTIME.iter()).map(|c| (c.to_string(), json!({}))).collect()
+    capabilities().map(|c| (c.to_string(), json!({}))).collect()
 }
 
 /// The ECDS resource. JSON is valid YAML, so the file may be named .yaml.
@@ -128,13 +157,13 @@ pub fn ecds_resource(sealed: &[u8], wasm_path: &Path) -> serde_json::Value {
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
                 "config": {
-                    "name": "tokenhub_guard",
-                    "root_id": "tokenhub_guard",
+                    "name": PLUGIN_NAME,
+                    "root_id": PLUGIN_NAME,
                     "vm_config": {
-                        "vm_id": "tokenhub_guard",
-                        "runtime": "envoy.wasm.runtime.v8",
+                        "vm_id": VM_ID,
+                        "runtime": RUNTIME,
                         "code": { "local": { "filename": wasm_path.to_string_lossy() } },
-                        "environment_variables": { "host_env_keys": ["TOKENHUB_BUNDLE_KEY"] }
+                        "environment_variables": { "host_env_keys": [BUNDLE_KEY_ENV] }
                     },
                     "configuration": {
                         "@type": BYTES_VALUE,

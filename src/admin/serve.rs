@@ -46,6 +46,15 @@ pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminEr
             "serve publishes after every change: configure where first with `tokenhub-admin publish --ecds-file FILE --wasm FILE`".into(),
         ));
     }
+    super::logger::init();
+    if let Some(xds) = super::xds::options(args, &doc.settings, home)? {
+        let tls = if xds.tls.is_some() { "mTLS" } else { "plaintext, loopback" };
+        let bound = super::xds::spawn(xds)?;
+        println!("tokenhub-admin serve: xDS (ECDS) on grpc://{} ({tls})", bound.xds);
+        if let Some(m) = bound.metrics {
+            println!("tokenhub-admin serve: metrics on http://{m}/metrics");
+        }
+    }
     let server = Server::http(addr).map_err(|e| AdminError::Io(format!("listen on {addr}: {e}")))?;
     let bound = server.server_addr().to_ip().map_or_else(|| addr.to_string(), |a| a.to_string());
     // One line on stdout so a supervisor (or a test) learns the port.

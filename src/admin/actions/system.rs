@@ -5,7 +5,7 @@ use super::Reply;
 use crate::admin::audit::Target;
 use crate::admin::publish;
 use crate::admin::session::{Op, Scope, Session};
-use crate::admin::{fsutil, AdminError};
+use crate::admin::{fsutil, xds, AdminError};
 use serde_json::json;
 use std::path::Path;
 
@@ -38,6 +38,7 @@ pub fn status(s: &Session) -> Result<Reply, AdminError> {
         });
         let matches = doc.published.as_ref().zip(actual.as_ref()).map(|(p, a)| a.as_deref() == Some(p.sha256.as_str()));
         let secured = Session::secured(doc);
+        let gateways = xds::registry::read(&s.store.paths.home);
         let json = json!({
             "store_revision": doc.revision,
             "tenants": doc.policy.tenants.len(),
@@ -47,6 +48,7 @@ pub fn status(s: &Session) -> Result<Reply, AdminError> {
             "acting_as": who.name,
             "published": doc.published,
             "published_file_matches": matches,
+            "gateways": gateways.gateways.values().collect::<Vec<_>>(),
         });
         let mut text = format!(
             "store revision {} — {} tenants, {} keys, {} admins",
@@ -66,6 +68,7 @@ pub fn status(s: &Session) -> Result<Reply, AdminError> {
                 });
             }
         }
+        text.push_str(&gateway_lines(&gateways));
         text.push_str(if secured {
             "\n2FA: required for every change"
         } else {
@@ -73,6 +76,28 @@ pub fn status(s: &Session) -> Result<Reply, AdminError> {
         });
         Ok(Reply::new(text, json))
     })
+}
+
+/// One line per gateway the xDS control plane knows (none without xDS).
+fn gateway_lines(state: &xds::registry::State) -> String {
+    let mut text = String::new();
+    if !state.gateways.is_empty() {
+        let serving = state.serving_version.map_or("nothing".to_string(), |v| v.to_string());
+        text.push_str(&format!("\ngateways (xDS, serving {serving}):"));
+    }
+    for g in state.gateways.values() {
+        let acked = g.acked_version.map_or("none".to_string(), |v| v.to_string());
+        let link = if g.connected { "connected" } else { "disconnected" };
+        text.push_str(&format!(
+            "\n  {} {link}, acknowledged {acked}, last seen {}",
+            g.node_id,
+            date(Some(g.last_seen))
+        ));
+        if let Some(n) = &g.last_nack {
+            text.push_str(&format!(", refused {} on {}: {}", n.version, date(Some(n.at)), n.reason));
+        }
+    }
+    text
 }
 
 /// Writes Envoy's TOKENHUB_BUNDLE_KEY to a 0600 file (platform only, audited).

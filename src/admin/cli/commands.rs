@@ -361,6 +361,25 @@ pub struct ServeArgs {
     /// Accept a non-loopback listen address (put TLS and a firewall in front).
     #[arg(long)]
     pub allow_remote: bool,
+    /// Also be the control plane of several gateways: push every publish to
+    /// each Envoy that subscribes over xDS (ECDS, gRPC) on this address.
+    /// Off a loopback address it needs the three --xds-* TLS files (mTLS).
+    #[arg(long, value_name = "IP:PORT")]
+    pub xds_listen: Option<String>,
+    /// PEM certificate the xDS server presents (the gateways pin its name).
+    #[arg(long, value_name = "FILE", requires_all = ["xds_key", "xds_client_ca"])]
+    pub xds_cert: Option<PathBuf>,
+    /// PEM private key of that certificate (mode 0600 or stricter).
+    #[arg(long, value_name = "FILE", requires = "xds_cert")]
+    pub xds_key: Option<PathBuf>,
+    /// PEM CA that signed the gateways' client certificates: a peer without
+    /// one it signed gets no TLS session, so not even the sealed bundle.
+    #[arg(long, value_name = "FILE", requires = "xds_cert")]
+    pub xds_client_ca: Option<PathBuf>,
+    /// Prometheus metrics of the gateways' xDS state (plain HTTP, no
+    /// secrets: node ids and bundle versions).
+    #[arg(long, value_name = "IP:PORT", requires = "xds_listen")]
+    pub metrics_listen: Option<String>,
 }
 
 const TENANT_HELP: &str = "Examples:
@@ -429,7 +448,14 @@ const SERVE_HELP: &str = "Example:
   TOKENHUB_HOME=/var/lib/tokenhub tokenhub-admin serve --listen 127.0.0.1:8081
   curl -H \"authorization: Bearer $TOKEN\" http://127.0.0.1:8081/v1/keys
   curl -X POST -H \"authorization: Bearer $TOKEN\" -H \"x-tokenhub-otp: 123456\" http://127.0.0.1:8081/v1/incident/revoke/Ab12Cd34Ef56
-Every change is published at once. See docs/admin-api.md.";
+Every change is published at once. See docs/admin-api.md.
+
+Control plane for several gateways (README, \"Scale out\"): Envoys subscribe to
+the bundle over xDS; certificates from tools/xds-certs.sh (or your CA):
+  tokenhub-admin serve --xds-listen 0.0.0.0:18000 \\
+      --xds-cert xds/server.crt --xds-key xds/server.key --xds-client-ca xds/ca.crt \\
+      --metrics-listen 0.0.0.0:9102
+  tokenhub-admin status     # every gateway: version acknowledged, last refusal, last seen";
 
 const USAGE_HELP: &str = "Examples:
   tokenhub-admin usage --access-log /var/log/envoy/access.json
