@@ -67,7 +67,7 @@ lint:
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
 
-.PHONY: bench bench-smoke
+.PHONY: bench bench-smoke bench-xds
 
 ## Benchmarks (bench/README.md): the guard side by side with bare Envoy,
 ## Envoy's native filters and a no-op Wasm filter, scale with keys and
@@ -75,6 +75,11 @@ lint:
 ## results in bench/results/.
 bench: bootstrap wasm
 	bench/run.sh
+
+## Scale-out rows (bench/xds.sh): a 100 000-key bundle pushed over xDS to
+## three gateways, and revoke propagation; results in bench/results/xds.md.
+bench-xds: bootstrap wasm admin
+	bench/xds.sh
 
 ## The benchmark harness end to end at tiny sizes (about two minutes once
 ## built), so it cannot rot. No timing assertions.

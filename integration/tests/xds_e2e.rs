@@ -256,3 +256,58 @@ fn a_peer_without_a_client_certificate_gets_no_bundle() {
     let plain = tokenhub_integration::client::get(addr.parse().unwrap(), "/", &[]);
     assert!(plain.is_err() || plain.as_ref().is_ok_and(|r| r.status != 200), "{plain:?}");
 }
+
+/// The size row of the scale-out bench (`make bench-xds`): a bundle from
+/// `bench-bundle` (TOKENHUB_BIG_BUNDLE=DIR: guard.json, next/guard.N.json,
+/// bundle.key, info.json) served by the control plane to three gateways;
+/// each later version is renamed into place and timed until every gateway
+/// runs it. Ignored in `make test` (building 100 000 keys takes a while).
+#[test]
+#[ignore = "bench: needs TOKENHUB_BIG_BUNDLE from bench-bundle (make bench-xds)"]
+fn a_large_bundle_reaches_every_replica() {
+    let dir = std::path::PathBuf::from(std::env::var("TOKENHUB_BIG_BUNDLE").expect("TOKENHUB_BIG_BUNDLE=DIR"));
+    let info: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("info.json")).unwrap()).unwrap();
+    let versions: Vec<u64> = info["versions"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let bundle_key = std::fs::read_to_string(dir.join("bundle.key")).unwrap().trim().to_string();
+    let wasm = paths::guard_wasm();
+    let admin = Admin::init(&wasm);
+    let target = admin.ecds_file();
+    let place = |source: &std::path::Path| {
+        let tmp = target.with_extension("incoming");
+        std::fs::copy(source, &tmp).unwrap();
+        std::fs::rename(&tmp, &target).unwrap();
+    };
+    place(&dir.join("guard.json"));
+    let certs = XdsCerts::make(&admin.dir().join("xds"), &GATEWAYS);
+    let plane = ControlPlane::start(&admin, &certs);
+    let echo = EchoUpstream::start().expect("echo upstream");
+    let gateways: Vec<Envoy> =
+        GATEWAYS.iter().map(|node| start_gateway(&plane, &echo, node, &certs, &bundle_key)).collect();
+    let wait = |version: u64| {
+        let start = Instant::now();
+        for envoy in &gateways {
+            envoy.wait_for_stat(LOADED_STAT, |v| v == version, Duration::from_secs(120));
+        }
+        start.elapsed()
+    };
+    wait(versions[0]);
+    let mut took: Vec<Duration> = versions[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, &version)| {
+            let start = Instant::now();
+            place(&dir.join("next").join(format!("guard.{}.json", i + 1)));
+            wait(version);
+            start.elapsed()
+        })
+        .collect();
+    took.sort();
+    println!(
+        "xds bundle of {} keys ({:.1} MB ECDS file): renamed into place → loaded by 3 gateways x 2 workers: median {} ms, max {} ms over {} pushes",
+        info["keys"],
+        info["ecds_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+        percentile(&took, 0.5).as_millis(),
+        took[took.len() - 1].as_millis(),
+        took.len()
+    );
+}
