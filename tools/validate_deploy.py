@@ -8,7 +8,7 @@ Docker (envoy/docker):
     (check-jsonschema's vendored compose-spec);
   - every service hardened: non-root user, read-only root filesystem, all
     capabilities dropped; every secret it uses declared from a file;
-  - the Dockerfile linted with hadolint.
+  - the Dockerfiles (the real one and the offline variant) linted with hadolint.
 Kubernetes (envoy/k8s):
   - kustomization.yaml lists exactly the resource files in the directory;
   - each of them against the Kubernetes schemas (kubernetes-validate
@@ -157,6 +157,7 @@ def main() -> int:
     report = Report()
     check_compose(report, root / "docker" / "docker-compose.yaml")
     check_dockerfile(report, root / "docker" / "Dockerfile")
+    check_dockerfile(report, root / "docker" / "Dockerfile.offline")
     check_k8s(report, root / "k8s")
     print(f"{report.passed} passed, {report.failures} failed")
     return 1 if report.failures else 0
