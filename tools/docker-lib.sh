@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # shellcheck shell=bash
 # Shared by envoy/docker/up.sh, tools/docker-images.sh and tools/test-docker.py
 # (through `tools/docker-lib.sh --print-compose`): a running Docker engine and

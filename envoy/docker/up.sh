@@ -83,6 +83,8 @@ make_secrets
 ensure_engine
 ensure_compose
 compose() { "${COMPOSE[@]}" -f docker-compose.yaml "$@"; }
+# How to call Compose here (printed): `docker compose`, or the pinned binary.
+DC="${COMPOSE[*]} -f $PWD/docker-compose.yaml"
 
 if ((OFFLINE)); then
     TOKENHUB_ENVOY_IMAGE=$("$ROOT/tools/docker-images.sh" | tail -1)
@@ -132,8 +134,6 @@ URL=https://127.0.0.1:$PORT/v1/chat/completions
 C="curl -s --cacert $CERT"
 NET=$(compose ps -q envoy | xargs docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}')
 CLIENT=${TOKENHUB_CURL_IMAGE:-curlimages/curl:8.11.1}
-# How to call Compose here: `docker compose`, or the pinned binary.
-DC="${COMPOSE[*]} -f $PWD/docker-compose.yaml"
 cat <<MSG
 
 TokenHub Guard Docker demo is running (envoy/docker/up.sh --down removes it, with its store).
