@@ -165,7 +165,11 @@ mod tests {
     const CONTAINER: ProcessIds = ProcessIds { uid: 65532, gid: 65532 };
 
     fn check(mode: u32, uid: u32, gid: u32, process: Option<ProcessIds>) -> Result<(), String> {
-        check_secret_mode(Path::new("/etc/tokenhub/master/master.key"), FileIds { mode: 0o100000 | mode, uid, gid }, process)
+        check_secret_mode(
+            Path::new("/etc/tokenhub/master/master.key"),
+            FileIds { mode: 0o100000 | mode, uid, gid },
+            process,
+        )
     }
 
     #[test]
@@ -190,13 +194,13 @@ mod tests {
     #[test]
     fn anything_else_is_refused_with_the_fix() {
         let refused = [
-            (0o644, 0, 65532, Some(CONTAINER)),     // the old up.sh: world-readable
-            (0o444, 0, 65532, Some(CONTAINER)),     // others may read
-            (0o660, 0, 65532, Some(CONTAINER)),     // group may write
-            (0o440, 0, 1000, Some(CONTAINER)),      // another group
-            (0o440, 1000, 65532, Some(CONTAINER)),  // another owner
+            (0o644, 0, 65532, Some(CONTAINER)),                 // the old up.sh: world-readable
+            (0o444, 0, 65532, Some(CONTAINER)),                 // others may read
+            (0o660, 0, 65532, Some(CONTAINER)),                 // group may write
+            (0o440, 0, 1000, Some(CONTAINER)),                  // another group
+            (0o440, 1000, 65532, Some(CONTAINER)),              // another owner
             (0o440, 0, 0, Some(ProcessIds { uid: 0, gid: 0 })), // root's group
-            (0o440, 0, 65532, None),                // process unknown: 0600 rule only
+            (0o440, 0, 65532, None),                            // process unknown: 0600 rule only
         ];
         for (mode, uid, gid, process) in refused {
             let err = check(mode, uid, gid, process).unwrap_err();
@@ -243,7 +247,11 @@ mod tests {
                     gid: yaml_number(&lines, "runAsGroup:", i, true).unwrap(),
                 };
                 let file = FileIds { mode: 0o100000 | default_mode | 0o440, uid: 0, gid: fs_group };
-                assert_eq!(check_secret_mode(Path::new("master.key"), file, Some(process)), Ok(()), "{file:?} {process:?}");
+                assert_eq!(
+                    check_secret_mode(Path::new("master.key"), file, Some(process)),
+                    Ok(()),
+                    "{file:?} {process:?}"
+                );
                 mounts += 1;
             }
         }
