@@ -35,7 +35,8 @@ for spec in "${IMAGES[@]}"; do
     if [[ ! -s $tarball ]]; then
         command -v mmdebstrap >/dev/null || {
             log "mmdebstrap missing: installing it (Debian package)"
-            apt-get install -y --no-install-recommends mmdebstrap >/dev/null
+            apt-get update -qq >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
         }
         mkdir -p "$CACHE"
         log "building $tarball with mmdebstrap (Debian bookworm, variant essential + $packages)"
