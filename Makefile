@@ -113,7 +113,7 @@ fuzz-lint:
 timing:
 	cargo test --release --test constant_time -- --ignored --nocapture --test-threads=1
 
-.PHONY: demo-docker demo-docker-down test-docker
+.PHONY: demo-docker demo-docker-down test-docker test-k8s-pods
 
 ## The Docker Compose demo in a real engine, nothing pulled: installs and
 ## starts Docker and Compose v2 when missing, builds the images offline
@@ -136,3 +136,12 @@ demo-docker-down:
 test-docker: bootstrap wasm admin
 	cargo build --release -p tokenhub-integration --bin echo-upstream
 	$(VENV)/bin/python tools/test-docker.py
+
+## The Kubernetes manifests (envoy/k8s) run as pods in the Docker engine,
+## generated from the manifests as the kubelet would run them (users,
+## fsGroup, read-only roots, capabilities, Secret volumes in the kubelet's
+## ..data layout, emptyDirs, init containers first, probes polled;
+## tools/test-k8s-pods.py), then checked like the Docker demo.
+test-k8s-pods: bootstrap wasm admin
+	cargo build --release -p tokenhub-integration --bin echo-upstream
+	$(VENV)/bin/python tools/test-k8s-pods.py

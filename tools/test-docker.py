@@ -483,8 +483,8 @@ def main() -> int:
     return finish(report)
 
 
-def finish(report: Report) -> int:
-    log(f"test-docker took {time.monotonic() - STARTED:.0f} s")
+def finish(report: Report, name: str = "test-docker") -> int:
+    log(f"{name} took {time.monotonic() - STARTED:.0f} s")
     print(f"{report.passed} passed, {report.failed} failed")
     return 1 if report.failed else 0
 
