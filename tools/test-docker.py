@@ -195,11 +195,20 @@ def from_container(ip: str, key: str) -> str:
         "docker", "run", "--rm", "-i", "--network", net, "--ip", ip, "--user", USER, "--read-only",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true",
         "-v", f"{SECRETS / 'tls.crt'}:/tls.crt:ro", "tokenhub/client:dev",
-        "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert", "/tls.crt",
+        "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert", "/tls.crt",
         "-H", "@-", "-X", "POST", "-d", "{}", f"https://envoy:8443{CHAT}",
     ]
-    proc = run(argv, input=f"authorization: Bearer {key}\n", check=False, timeout=120)
-    return proc.stdout.strip() + (f" ({proc.stderr.strip()})" if proc.returncode else "")
+    # A container's network can take a moment to pass traffic (seen once
+    # here: curl failed without an HTTP answer): up to 3 tries when no
+    # HTTP status came back at all; any status is final.
+    for attempt in range(3):
+        proc = run(argv, input=f"authorization: Bearer {key}\n", check=False, timeout=120)
+        got = proc.stdout.strip()
+        if got not in ("", "000"):
+            return got
+        log(f"no HTTP answer from {ip} (try {attempt + 1}): exit {proc.returncode} {proc.stderr.strip()}")
+        time.sleep(1)
+    return f"{got} (exit {proc.returncode}: {proc.stderr.strip()})"
 
 
 def api(method: str, path: str, token: str, body=None, otp=None, timed=False):
