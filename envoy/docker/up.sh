@@ -121,9 +121,13 @@ if [[ ! -s $STATE ]] || ! admin tenant show demo >/dev/null 2>&1; then
     # printed below and kept in $STATE, 0600, for the next run.)
     KEY=$(admin --json key create --tenant demo --sub-account research --name demo-key 2>/dev/null | json_key)
     US_KEY=$(admin --json key create --tenant globex --name globex-key 2>/dev/null | json_key)
+    # A well-formed key that no longer exists: created, then deleted.
+    GONE=$(admin --json key create --tenant demo --name deleted-key 2>/dev/null | json_key)
+    admin key delete "${GONE:4:12}" >/dev/null
     admin publish >/dev/null
-    (umask 077 && printf 'KEY=%s\nUS_KEY=%s\n' "$KEY" "$US_KEY" >"$STATE")
+    (umask 077 && printf 'KEY=%s\nUS_KEY=%s\nGONE=%s\n' "$KEY" "$US_KEY" "$GONE" >"$STATE")
 fi
+GONE=
 # shellcheck disable=SC1090
 source "$STATE"
 TYPO=${KEY%?}x
@@ -158,7 +162,11 @@ a client-sent x-tokenhub-region is replaced by the tenant's:
 TLS 1.2 is refused (handshake alert "protocol version"):
   $C -S --tlsv1.2 --tls-max 1.2 $URL
 
-Wrong key (401): a mistyped key (its checksum fails before any lookup):
+Denials need no body (curl 7.x over HTTP/2 may report "(92) Stream error" when the
+gateway refuses a request before reading its body; add --http1.1 to see the reply then).
+
+Wrong key (401): a deleted key, then a mistyped one (its checksum fails before any lookup):
+  $C $URL -H 'Authorization: Bearer $GONE'
   $C $URL -H 'Authorization: Bearer $TYPO'
 
 Wrong IP (403): the same key from a container on the network (its own address, not the gateway's):
