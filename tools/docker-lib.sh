@@ -37,8 +37,7 @@ ensure_engine() {
     mkdir -p "$DOCKER_CACHE"
     docker_log "starting dockerd (log: $DOCKER_CACHE/dockerd.log)"
     setsid nohup dockerd >"$DOCKER_CACHE/dockerd.log" 2>&1 </dev/null &
-    local i
-    for i in $(seq 120); do
+    for _ in $(seq 120); do
         docker info >/dev/null 2>&1 && return 0
         sleep 0.5
     done

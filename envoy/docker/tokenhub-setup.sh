@@ -18,7 +18,7 @@
 #      needs none of this: a memory emptyDir lives as long as the pod.)
 set -eu
 
-: "${TOKENHUB_HOME:?set TOKENHUB_HOME (the store's volume)}"
+: "${TOKENHUB_HOME:?set TOKENHUB_HOME (the store directory)}"
 : "${TOKENHUB_MASTER_KEY_FILE:?set TOKENHUB_MASTER_KEY_FILE (the mounted master key)}"
 WASM_SRC=${WASM_SRC:-/usr/local/share/tokenhub/tokenhub_guard.wasm}
 WASM_DIR=${WASM_DIR:-/opt/tokenhub/wasm}

@@ -97,7 +97,7 @@ fi
 # Envoy compiles the module in every worker before it serves: wait for an
 # HTTP answer (any status) on the published listener.
 for _ in $(seq 120); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$SECRETS/tls.crt" https://127.0.0.1:$PORT/ || true)
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$SECRETS/tls.crt" "https://127.0.0.1:$PORT/" || true)
     [[ $code != 000 ]] && break
     sleep 0.5
 done
@@ -136,6 +136,7 @@ TYPO=${KEY%?}x
 CERT=$(cd "$SECRETS" && pwd)/tls.crt
 URL=https://127.0.0.1:$PORT/v1/chat/completions
 C="curl -s --cacert $CERT"
+# shellcheck disable=SC2016 # a Go template, not a shell expansion
 NET=$(compose ps -q envoy | xargs docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}')
 CLIENT=${TOKENHUB_CURL_IMAGE:-curlimages/curl:8.11.1}
 cat <<MSG
