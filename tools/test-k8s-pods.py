@@ -184,8 +184,8 @@ def make_volumes(pod: str, spec: dict, secrets: dict, configmaps: dict) -> dict:
 
 
 class Pod:
-    def __init__(self, name: str, spec: dict, aliases: list, ports: list):
-        self.name, self.spec, self.aliases, self.ports = name, spec, aliases, ports
+    def __init__(self, name: str, spec: dict, aliases: list, ports: list, replica: int = 0):
+        self.name, self.spec, self.aliases, self.ports, self.replica = name, spec, aliases, ports, replica
         self.holder = f"{name}-pod"
         self.vols = {}
         self.ip = None
@@ -235,8 +235,8 @@ class Pod:
                   "--read-only", "--cap-drop", "ALL", "--user", "65532:65532", "--security-opt", "no-new-privileges:true"]
         for alias in self.aliases:
             holder += ["--network-alias", alias]
-        for port in self.ports:
-            holder += ["-p", f"127.0.0.1:{PORT}:{port}"]
+        for port in self.ports:  # replica i on PORT + i
+            holder += ["-p", f"127.0.0.1:{PORT + self.replica}:{port}"]
         run(holder + ["--entrypoint", "sleep", "tokenhub/debian-base:bookworm", "infinity"])
         self.ip = run(["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                        self.holder]).stdout.strip()
@@ -299,7 +299,7 @@ def pods_from(docs) -> list:
         published = [p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])
                      if p.get("name") == "https"]
         for i in range(d["spec"].get("replicas", 1)):
-            pods.append(Pod(f"tk8s-{d['metadata']['name']}-{i}", template["spec"], aliases, published))
+            pods.append(Pod(f"tk8s-{d['metadata']['name']}-{i}", template["spec"], aliases, published, i))
     return pods
 
 
@@ -360,6 +360,7 @@ def main() -> int:
                       for d in docs if d["kind"] == "ConfigMap"}
         run(["docker", "network", "create", "--label", LABEL, "--subnet", f"{SUBNET}.0/24", NET])
         pods = pods_from(docs)
+        # The first gateway replica is the one driven (published on PORT).
         gateway = next(p for p in pods if any(c["name"] == "envoy" for c in p.spec["containers"]))
         t0 = time.monotonic()
         for pod in sorted(pods, key=lambda p: p is gateway):  # upstreams first
