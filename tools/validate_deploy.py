@@ -8,7 +8,9 @@ Docker (envoy/docker):
     (check-jsonschema's vendored compose-spec);
   - every service hardened: non-root user, read-only root filesystem, all
     capabilities dropped; every secret it uses declared from a file;
-  - the Dockerfile linted with hadolint.
+  - the admin API and Envoy's admin interface on their containers' own
+    loopback, never published;
+  - the Dockerfiles (the real one and the offline variant) linted with hadolint.
 Kubernetes (envoy/k8s):
   - kustomization.yaml lists exactly the resource files in the directory;
   - each of them against the Kubernetes schemas (kubernetes-validate
@@ -16,7 +18,11 @@ Kubernetes (envoy/k8s):
   - every pod hardened: runAsNonRoot, RuntimeDefault seccomp, and every
     container with a read-only root filesystem, no privilege escalation,
     ALL capabilities dropped, resource requests and limits; the gateway's
-    Envoy with readiness and liveness probes.
+    Envoy with readiness and liveness probes;
+  - references a real apply would trip over: Secret (secretGenerator),
+    ConfigMap and claim names of volumes, volume mounts, probe and Service
+    ports, and Envoy's container ports against its listeners (admin on
+    loopback).
 
 The tools come from the project's virtualenv (tools/requirements.txt).
 
@@ -76,10 +82,22 @@ def check_compose(report: Report, path: pathlib.Path) -> None:
             if not ok
         ]
         report.check(not weak, f"{path}: service {name} hardened", "missing " + ", ".join(weak))
+        command = " ".join(str(x) for x in (service.get("command") or []))
+        report.check("--allow-remote" not in command and "0.0.0.0:8081" not in command,
+                     f"{path}: service {name} keeps the admin API on its own loopback")
+        published = [str(p) for p in service.get("ports", [])]
+        report.check(not any(":9901" in p or ":8081" in p for p in published),
+                     f"{path}: service {name} publishes no admin port", f"{published}")
         for secret in service.get("secrets", []):
             source = secret if isinstance(secret, str) else secret.get("source")
             ok = "file" in declared.get(source, {})
             report.check(ok, f"{path}: service {name} secret {source} comes from a file")
+
+
+def check_envoy_admin(report: Report, path: pathlib.Path) -> None:
+    envoy = yaml.safe_load(path.read_text())
+    admin = envoy.get("admin", {}).get("address", {}).get("socket_address", {}).get("address")
+    report.check(admin in ("127.0.0.1", "::1"), f"{path}: Envoy's admin interface on loopback", f"bound to {admin}")
 
 
 def check_dockerfile(report: Report, path: pathlib.Path) -> None:
@@ -143,6 +161,74 @@ def check_pod(report: Report, path: pathlib.Path, name: str, spec: dict) -> None
         report.check(probes, f"{path}: {name}/envoy has readiness and liveness probes")
 
 
+def check_references(report: Report, k8s: pathlib.Path, files: list) -> None:
+    """What `kubectl apply` and the kubelet would trip over that schemas do
+    not see: volumes naming a Secret, ConfigMap or claim that nothing
+    creates, probes and Services naming ports no container declares, and
+    container ports that disagree with the listeners in Envoy's config."""
+    kustomization = yaml.safe_load((k8s / KUSTOMIZATION).read_text())
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    secrets = {g["name"]: [i.partition("=")[0] for i in g.get("files", [])]
+               for g in kustomization.get("secretGenerator", [])}
+    secrets.update({d["metadata"]["name"]: list(d.get("data", {})) for d in docs if d["kind"] == "Secret"})
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    pods = [(d, d["spec"]["template"]) for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet")]
+    for workload, template in pods:
+        name, spec = workload["metadata"]["name"], template["spec"]
+        for vol in spec.get("volumes", []):
+            if "secret" in vol:
+                ref = vol["secret"]["secretName"]
+                keys = [i["key"] for i in vol["secret"].get("items", [])]
+                ok = ref in secrets and all(k in secrets[ref] for k in keys)
+                report.check(ok, f"{name}: volume {vol['name']} names Secret {ref}, which the kustomization makes")
+            if "configMap" in vol:
+                ref = vol["configMap"]["name"]
+                report.check(ref in configmaps, f"{name}: volume {vol['name']} names ConfigMap {ref}, which exists")
+            if "persistentVolumeClaim" in vol:
+                ref = vol["persistentVolumeClaim"]["claimName"]
+                report.check(ref in claims, f"{name}: volume {vol['name']} names claim {ref}, which exists")
+        volumes = {v["name"] for v in spec.get("volumes", [])}
+        for c in spec.get("initContainers", []) + spec.get("containers", []):
+            mounts = {m["name"] for m in c.get("volumeMounts", [])}
+            report.check(mounts <= volumes, f"{name}/{c['name']}: every volume mount names a pod volume",
+                         f"unknown {sorted(mounts - volumes)}")
+            ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                probe = c.get(kind) or {}
+                for handler in ("httpGet", "tcpSocket"):
+                    port = (probe.get(handler) or {}).get("port")
+                    if port is not None:
+                        ok = port in ports.values() if isinstance(port, int) else port in ports
+                        report.check(ok, f"{name}/{c['name']}: {kind} port {port} is a declared container port")
+        # Envoy's container ports are exactly the ports its listeners use;
+        # its admin interface is on loopback only.
+        for c in spec.get("containers", []):
+            envoy_cm = next((configmaps[v["configMap"]["name"]] for v in spec.get("volumes", [])
+                             if "configMap" in v and any(m["name"] == v["name"] for m in c.get("volumeMounts", []))
+                             and "envoy.yaml" in configmaps.get(v["configMap"]["name"], {})), None)
+            if envoy_cm is None:
+                continue
+            envoy = yaml.safe_load(envoy_cm["envoy.yaml"])
+            listening = {lst["address"]["socket_address"]["port_value"] for lst in envoy["static_resources"]["listeners"]}
+            declared = {p["containerPort"] for p in c.get("ports", [])}
+            report.check(listening == declared, f"{name}/{c['name']}: container ports match Envoy's listeners",
+                         f"listeners {sorted(listening)}, ports {sorted(declared)}")
+            admin = envoy.get("admin", {}).get("address", {}).get("socket_address", {}).get("address")
+            report.check(admin in ("127.0.0.1", "::1"), f"{name}/{c['name']}: Envoy's admin interface on loopback",
+                         f"bound to {admin}")
+    # Services reach a port the selected pods declare.
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        selector = svc["spec"].get("selector", {})
+        selected = [t for _, t in pods if all(t["metadata"]["labels"].get(k) == v for k, v in selector.items())]
+        named = {p.get("name") for t in selected for c in t["spec"]["containers"] for p in c.get("ports", [])}
+        numbers = {p["containerPort"] for t in selected for c in t["spec"]["containers"] for p in c.get("ports", [])}
+        for port in svc["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            ok = bool(selected) and (target in named if isinstance(target, str) else target in numbers)
+            report.check(ok, f"Service {svc['metadata']['name']}: targetPort {target} is a port of its pods")
+
+
 def check_k8s(report: Report, k8s: pathlib.Path) -> None:
     files = resource_files(report, k8s)
     validate = [str(BIN / "kubernetes-validate"), "--strict", "--quiet"] + [str(f) for f in files]
@@ -150,13 +236,16 @@ def check_k8s(report: Report, k8s: pathlib.Path) -> None:
     for path in files:
         for name, spec in pod_specs(path):
             check_pod(report, path, name, spec)
+    check_references(report, k8s, files)
 
 
 def main() -> int:
     root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "envoy")
     report = Report()
     check_compose(report, root / "docker" / "docker-compose.yaml")
+    check_envoy_admin(report, root / "docker" / "envoy.yaml")
     check_dockerfile(report, root / "docker" / "Dockerfile")
+    check_dockerfile(report, root / "docker" / "Dockerfile.offline")
     check_k8s(report, root / "k8s")
     print(f"{report.passed} passed, {report.failures} failed")
     return 1 if report.failures else 0

@@ -10,9 +10,15 @@
 #      volume, from which Envoy's command line sets TOKENHUB_BUNDLE_KEY,
 #      and re-publish, so Envoy starts with the current bundle (it refuses
 #      to start without a guard.json).
+#   4. with TOKENHUB_SETUP_HOLD=1 (Docker Compose): mark the work done
+#      (KEYS_DIR/.setup-done, the service's health check) and stay,
+#      holding the `keys` tmpfs volume: Docker unmounts a tmpfs volume, and
+#      loses the bundle key, as soon as no running container mounts it, and
+#      a one-shot container would be gone before Envoy starts. (Kubernetes
+#      needs none of this: a memory emptyDir lives as long as the pod.)
 set -eu
 
-: "${TOKENHUB_HOME:?set TOKENHUB_HOME (the store's volume)}"
+: "${TOKENHUB_HOME:?set TOKENHUB_HOME (the store directory)}"
 : "${TOKENHUB_MASTER_KEY_FILE:?set TOKENHUB_MASTER_KEY_FILE (the mounted master key)}"
 WASM_SRC=${WASM_SRC:-/usr/local/share/tokenhub/tokenhub_guard.wasm}
 WASM_DIR=${WASM_DIR:-/opt/tokenhub/wasm}
@@ -35,5 +41,15 @@ fi
 # `sync` re-publishes the committed policy and writes the bundle key. It
 # changes no policy and needs only the master key, so it works unattended
 # even once admins have 2FA (audited as `system`).
-rm -f "$KEYS_DIR/bundle.key"
+rm -f "$KEYS_DIR/bundle.key" "$KEYS_DIR/.setup-done"
 tokenhub-admin sync --bundle-key-out "$KEYS_DIR/bundle.key"
+
+if [ "${TOKENHUB_SETUP_HOLD:-0}" = 1 ]; then
+    : >"$KEYS_DIR/.setup-done"
+    log "done; holding the keys volume until stopped"
+    trap 'exit 0' TERM INT
+    while :; do
+        sleep 3600 &
+        wait $! || true
+    done
+fi
