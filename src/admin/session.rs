@@ -74,6 +74,10 @@ pub struct Ctx {
     pub keep_on_error: bool,
     /// Extra audit detail on success (never a secret).
     pub note: Option<String>,
+    /// Further tenants the operation touched (e.g. the previous owner of an
+    /// identity mapping): the audit line is repeated under each, so every
+    /// tenant's admins see what happened to their objects.
+    pub also_tenants: Vec<String>,
 }
 
 pub struct Session<'a> {
@@ -246,7 +250,7 @@ impl Session<'_> {
             return Err(e);
         }
         let mut work = doc.clone();
-        let mut ctx = Ctx { principal, now: self.now, target, keep_on_error: false, note };
+        let mut ctx = Ctx { principal, now: self.now, target, keep_on_error: false, note, also_tenants: Vec::new() };
         let result = f(&mut work, &mut ctx).and_then(|v| {
             if self.auto_publish && op.changes_policy {
                 super::publish::publish_configured(&mut work, None, None, self.now)?;
@@ -256,17 +260,20 @@ impl Session<'_> {
         match result {
             Ok(v) => {
                 let event = self.event(&ctx.principal.name, op.action, ctx.target, Outcome::Ok, ctx.note);
-                self.record_and_commit(store, &mut work, event)?;
+                let events = with_also(event, &ctx.also_tenants);
+                self.record_all_and_commit(store, &mut work, events)?;
                 Ok(v)
             }
             Err(e) => {
                 let outcome = match e {
                     AdminError::Auth(_) => Outcome::AuthFailed,
+                    AdminError::Forbidden(_) => Outcome::Denied,
                     _ => Outcome::Error,
                 };
                 let event = self.event(&ctx.principal.name, op.action, ctx.target, outcome, Some(e.to_string()));
+                let events = with_also(event, &ctx.also_tenants);
                 let keep = if ctx.keep_on_error { &mut work } else { &mut doc };
-                self.record_and_commit(store, keep, event)?;
+                self.record_all_and_commit(store, keep, events)?;
                 Err(e)
             }
         }
@@ -301,9 +308,17 @@ impl Session<'_> {
     /// Audit first: a crash in between leaves an audited change that did not
     /// happen, never a change that was not audited.
     fn record_and_commit(&self, store: &Store, doc: &mut StoreDoc, event: Event) -> Result<(), AdminError> {
+        self.record_all_and_commit(store, doc, vec![event])
+    }
+
+    /// Appends several audit lines (one operation seen from several
+    /// tenants), then commits once.
+    fn record_all_and_commit(&self, store: &Store, doc: &mut StoreDoc, events: Vec<Event>) -> Result<(), AdminError> {
         let key = doc.audit.key_bytes()?;
-        let head = AuditLog::new(store.paths.audit()).append(&key, event, self.now)?;
-        doc.audit.head = Some(head);
+        let log = AuditLog::new(store.paths.audit());
+        for event in events {
+            doc.audit.head = Some(log.append(&key, event, self.now)?);
+        }
         store.commit(doc)
     }
 
@@ -313,6 +328,21 @@ impl Session<'_> {
         let mut doc = store.load()?;
         self.record_and_commit(store, &mut doc, event)
     }
+}
+
+/// The event, then a copy under each further tenant (other ids dropped:
+/// they belong to the first tenant's objects).
+fn with_also(event: Event, also: &[String]) -> Vec<Event> {
+    let copies: Vec<Event> = also
+        .iter()
+        .filter(|t| event.target.tenant.as_ref() != Some(*t))
+        .map(|t| {
+            let mut copy = event.clone();
+            copy.target = Target { tenant: Some(t.clone()), ..Target::default() };
+            copy
+        })
+        .collect();
+    std::iter::once(event).chain(copies).collect()
 }
 
 impl Session<'_> {

