@@ -71,3 +71,57 @@ fn a_tenant_admin_cannot_take_over_another_tenants_identity_mapping() {
     }
     home.run(&["--as", "root", "audit", "verify"]).ok();
 }
+
+#[test]
+fn a_foreign_key_id_looks_missing_and_status_is_the_tenants_own() {
+    let home = two_tenants("foreign-ids");
+    let (theirs, _) = home.create_key(&["--tenant", "globex"]);
+    home.create_key(&["--tenant", "globex"]);
+    let (mine, _) = home.create_key(&["--tenant", "acme"]);
+    let missing = "AAAAAAAAAAAA";
+    let as_ann = |args: &[&str]| {
+        let mut full = vec!["--as", "ann"];
+        full.extend_from_slice(args);
+        home.run(&full)
+    };
+    for verb in [
+        vec!["key", "disable"],
+        vec!["key", "rotate"],
+        vec!["key", "delete"],
+        vec!["key", "show"],
+        vec!["incident", "revoke"],
+        vec!["quota", "show", "--key"],
+        vec!["ip", "list", "--key"],
+    ] {
+        let probe = |id: &str| {
+            let mut args = verb.clone();
+            args.push(id);
+            let run = as_ann(&args).fails(3);
+            run.stderr.replace(id, "<id>")
+        };
+        let (foreign, absent) = (probe(&theirs), probe(missing));
+        assert_eq!(foreign, absent, "{verb:?}: a foreign id must answer exactly like a missing one");
+        assert!(!foreign.contains("globex"), "{verb:?}: {foreign}");
+    }
+    // The key is untouched, and ann's own audit view does not name its tenant.
+    let shown = home.run(&["--json", "--as", "root", "key", "show", &theirs]).ok().json();
+    assert_eq!(shown["status"], "active");
+    let seen = home.run(&["--json", "--as", "ann", "audit", "search"]).ok().json();
+    assert!(!seen.to_string().contains("globex"), "{seen}");
+    // globex's admin sees the probes on its key.
+    let probes = home.run(&["--json", "--as", "gil", "audit", "search", "--key", &theirs]).ok().json();
+    assert!(probes.as_array().unwrap().iter().any(|e| e["actor"] == "ann" && e["outcome"] == "denied"), "{probes}");
+    // Status: ann counts her tenant only; root counts everything.
+    let status = as_ann(&["--json", "status"]).ok().json();
+    assert_eq!(
+        (status["tenants"].as_u64(), status["keys"].as_u64(), status["admins"].as_u64()),
+        (Some(1), Some(1), Some(1))
+    );
+    let status = home.run(&["--json", "--as", "root", "status"]).ok().json();
+    assert_eq!(
+        (status["tenants"].as_u64(), status["keys"].as_u64(), status["admins"].as_u64()),
+        (Some(2), Some(3), Some(3))
+    );
+    // Her own key still works for her.
+    as_ann(&["key", "disable", &mine]).ok();
+}

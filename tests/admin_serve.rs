@@ -277,7 +277,13 @@ fn tenant_admins_over_http() {
     let globex = svc.as_(&root).call("POST", "/v1/keys", Some(json!({"tenant": "globex"}))).1;
     let globex_id = globex["key_id"].as_str().unwrap();
     assert_eq!(a.get(&format!("/v1/keys/{globex_id}")).0, 404, "another tenant's key is not visible");
-    assert_eq!(a.call("POST", &format!("/v1/incident/revoke/{globex_id}"), None).0, 403);
+    // Another tenant's key id answers exactly like a missing one (issue 16 #8).
+    let foreign = a.call("POST", &format!("/v1/incident/revoke/{globex_id}"), None);
+    let missing = a.call("POST", "/v1/incident/revoke/AAAAAAAAAAAA", None);
+    assert_eq!(foreign.0, 404);
+    assert_eq!(foreign.1.to_string().replace(globex_id, "<id>"), missing.1.to_string().replace("AAAAAAAAAAAA", "<id>"));
+    let status = a.get("/v1/status").1;
+    assert_eq!((status["tenants"].as_u64(), status["keys"].as_u64()), (Some(1), Some(1)), "{status}");
     assert_eq!(a.call("POST", &format!("/v1/incident/revoke/{key_id}"), None).0, 200);
     assert!(a
         .get("/v1/audit/tail?n=100")

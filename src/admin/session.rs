@@ -10,7 +10,7 @@
 //! over HTTP), and every change needs that admin's TOTP or recovery code. An
 //! admin without 2FA may then only read and enroll its own 2FA.
 
-use super::accounts::{self, authorize, Need, Principal};
+use super::accounts::{self, authorize, authorize_key, Need, Principal};
 use super::audit::{AuditLog, Event, Outcome, Target};
 use super::store::{Store, StoreDoc};
 use super::totp::{self, CodeKind, Refusal};
@@ -244,7 +244,14 @@ impl Session<'_> {
                 return Err(fail.error);
             }
         };
-        if let Err(e) = authorize(&principal, &Self::need(op.scope, &target)) {
+        // An object named by key id: a tenant admin gets the same "not
+        // found" for another tenant's key as for a missing one.
+        let by_key = op.target.tenant.is_none() && op.scope == Scope::Tenant;
+        let allowed = match (&op.target.key_id, by_key) {
+            (Some(id), true) => authorize_key(&principal, id, target.tenant.as_deref()),
+            _ => authorize(&principal, &Self::need(op.scope, &target)),
+        };
+        if let Err(e) = allowed {
             let event = self.event(&principal.name, op.action, target, Outcome::Denied, Some(e.to_string()));
             self.record_and_commit(store, &mut doc, event)?;
             return Err(e);

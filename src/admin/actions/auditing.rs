@@ -38,6 +38,16 @@ fn visible(who: &Principal, e: &Entry) -> bool {
     who.is_platform() || (e.target.tenant.is_some() && e.target.tenant == who.tenant) || e.actor == who.name
 }
 
+/// A tenant admin's own entry about another tenant's object (a key id it
+/// probed) shows the id it gave, not the tenant the id resolved to.
+fn redact(who: &Principal, mut e: Entry) -> Entry {
+    if !who.is_platform() && e.target.tenant.is_some() && e.target.tenant != who.tenant {
+        e.target.tenant = None;
+        e.target.sub_account = None;
+    }
+    e
+}
+
 fn entries_reply(entries: Vec<Entry>) -> Reply {
     let text = if entries.is_empty() {
         "no matching audit entries".to_string()
@@ -49,8 +59,12 @@ fn entries_reply(entries: Vec<Entry>) -> Reply {
 
 pub fn tail(s: &Session, n: usize) -> Result<Reply, AdminError> {
     s.read(|_, who| {
-        let mut entries: Vec<Entry> =
-            AuditLog::new(s.store.paths.audit()).entries()?.into_iter().filter(|e| visible(who, e)).collect();
+        let mut entries: Vec<Entry> = AuditLog::new(s.store.paths.audit())
+            .entries()?
+            .into_iter()
+            .filter(|e| visible(who, e))
+            .map(|e| redact(who, e))
+            .collect();
         let skip = entries.len().saturating_sub(n);
         entries.drain(..skip);
         Ok(entries_reply(entries))
@@ -95,6 +109,7 @@ pub fn search(s: &Session, args: &SearchArgs) -> Result<Reply, AdminError> {
             .entries()?
             .into_iter()
             .filter(|e| visible(who, e) && filter.matches(e) && (!args.failures || e.outcome != Outcome::Ok))
+            .map(|e| redact(who, e))
             .collect();
         Ok(entries_reply(entries))
     })
