@@ -125,3 +125,54 @@ fn a_foreign_key_id_looks_missing_and_status_is_the_tenants_own() {
     // Her own key still works for her.
     as_ann(&["key", "disable", &mine]).ok();
 }
+
+/// Issue 16 #11: the master key is never created beside the store it opens.
+#[test]
+fn init_keeps_the_master_key_out_of_the_stores_directory() {
+    let dir = std::env::temp_dir().join(format!("thg-keyplace-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let home = dir.join("home");
+    let run = |env: &[(&str, &std::path::Path)]| {
+        let mut c = std::process::Command::new(admin_support::BIN);
+        c.args(["init"]).env("TOKENHUB_HOME", &home);
+        for v in ["TOKENHUB_MASTER_KEY", "TOKENHUB_MASTER_KEY_FILE", "TOKENHUB_ADMIN", "TOKENHUB_OTP"] {
+            c.env_remove(v);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    // Nothing said: refused, with where and why.
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("TOKENHUB_MASTER_KEY_FILE") && err.contains("outside"), "{err}");
+    assert!(!home.join("master.key").exists() && !home.join("store.enc").exists());
+    // Inside the store's directory: refused.
+    let out = run(&[("TOKENHUB_MASTER_KEY_FILE", &home.join("master.key"))]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("inside the store's directory"), "{err}");
+    assert!(!home.join("master.key").exists());
+    // Outside: created 0600, and later commands find it only when told.
+    let key = dir.join("keys").join("master.key");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    let out = run(&[("TOKENHUB_MASTER_KEY_FILE", &key)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!home.join("master.key").exists());
+    let out = std::process::Command::new(admin_support::BIN)
+        .args(["tenant", "list"])
+        .env("TOKENHUB_HOME", &home)
+        .env_remove("TOKENHUB_MASTER_KEY")
+        .env_remove("TOKENHUB_MASTER_KEY_FILE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no master key"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

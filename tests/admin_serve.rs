@@ -23,6 +23,7 @@ impl Service {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("TOKENHUB_HOME", home.home())
+            .env("TOKENHUB_MASTER_KEY_FILE", home.master_key_file())
             .env_remove("TOKENHUB_MASTER_KEY")
             .env_remove("TOKENHUB_ADMIN")
             .env_remove("TOKENHUB_OTP")
@@ -333,4 +334,33 @@ fn refuses_to_listen_beyond_loopback() {
     std::fs::remove_file(bare.home().join("store.enc")).unwrap();
     bare.run(&["init"]).ok();
     bare.run(&["serve", "--listen", "127.0.0.1:0"]).fails(2);
+}
+
+/// Issue 16 #11: query values are text (a time in unix seconds, an all-digit
+/// id), and a body's wrong value is never quoted back.
+#[test]
+fn numeric_query_strings_and_errors_that_quote_nothing() {
+    let (home, root, _) = setup("serve-query");
+    home.run(&["publish"]).ok();
+    home.run(&["tenant", "add", "2024"]).ok();
+    let svc = Service::start(&home);
+    let c = svc.as_(&root);
+    let (status, found) = c.get("/v1/audit/search?since=1700000000&action=tenant.add");
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found.as_array().unwrap().len(), 3, "{found}");
+    assert_eq!(c.get("/v1/audit/search?since=4102444800").1.as_array().unwrap().len(), 0);
+    let (status, keys) = c.get("/v1/keys?tenant=2024");
+    assert_eq!((status, keys.as_array().map(Vec::len)), (200, Some(0)), "{keys}");
+    assert_eq!(c.get("/v1/audit/tail?n=2").1.as_array().unwrap().len(), 2);
+    assert_eq!(c.get("/v1/audit/tail?n=two").0, 400);
+    // A value in the wrong place: the error names the field, not the value.
+    let secret = "sk-live-0123456789abcdefSECRET";
+    let (status, err) = c.call("PUT", "/v1/quota", Some(json!({"tenant": "acme", "per_minute": secret})));
+    assert_eq!(status, 400);
+    assert!(!err.to_string().contains(secret), "{err}");
+    let (status, err) =
+        c.call("PUT", "/v1/providers/openai", Some(json!({"path_prefix": "/v1/", "secret": secret, secret: 1})));
+    assert_eq!(status, 400);
+    assert!(!err.to_string().contains(secret), "{err}");
+    assert!(!home.audit_text().contains(secret));
 }

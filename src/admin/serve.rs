@@ -15,7 +15,7 @@ use super::cli::commands::ServeArgs;
 use super::ops::ProviderSpec;
 use super::session::{Claim, Session};
 use super::store::Store;
-use super::{unix_now, AdminError};
+use super::{safe_serde_error, unix_now, AdminError};
 use crate::core::bundle::schema::Status;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -108,7 +108,8 @@ fn read_call(request: &mut Request) -> Result<Call, AdminError> {
         Value::Null
     } else {
         // The parser's message names a position, never the content.
-        serde_json::from_slice(&raw).map_err(|e| AdminError::Usage(format!("the body is not JSON: {e}")))?
+        serde_json::from_slice(&raw)
+            .map_err(|e| AdminError::Usage(format!("the body is not JSON: {}", safe_serde_error(&e))))?
     };
     Ok(Call { method: request.method().clone(), path, query, body })
 }
@@ -205,13 +206,22 @@ fn created(reply: Result<Reply, AdminError>) -> Routed {
 
 fn body<T: DeserializeOwned>(call: &Call) -> Result<T, AdminError> {
     let value = if call.body.is_null() { json!({}) } else { call.body.clone() };
-    serde_json::from_value(value).map_err(|e| AdminError::Usage(format!("request body: {e}")))
+    serde_json::from_value(value).map_err(|e| AdminError::Usage(format!("request body: {}", safe_serde_error(&e))))
 }
 
+/// Query parameters are text: `?since=1700000000` is the string the
+/// action parses (a time), `?tenant=2024` a tenant id. The few numeric
+/// parameters parse their text themselves (`number_text`).
 fn query<T: DeserializeOwned>(call: &Call) -> Result<T, AdminError> {
-    let map: serde_json::Map<String, Value> =
-        call.query.iter().map(|(k, v)| (k.clone(), v.parse::<u64>().map_or_else(|_| json!(v), |n| json!(n)))).collect();
-    serde_json::from_value(Value::Object(map)).map_err(|e| AdminError::Usage(format!("query: {e}")))
+    let map: serde_json::Map<String, Value> = call.query.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| AdminError::Usage(format!("query: {}", safe_serde_error(&e))))
+}
+
+/// A numeric query parameter, given as text.
+fn number_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| t.trim().parse::<usize>().map_err(|_| serde::de::Error::custom("expected a whole number"))).transpose()
 }
 
 fn route(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
@@ -457,6 +467,7 @@ fn route_providers(s: &Session, method: &Method, path: &[&str], call: &Call) -> 
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct TailQuery {
+    #[serde(deserialize_with = "number_text")]
     n: Option<usize>,
 }
 

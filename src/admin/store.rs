@@ -181,8 +181,9 @@ impl Store {
             }
             _ => AdminError::io(&path, e),
         })?;
-        let env: Envelope = serde_json::from_str(&text)
-            .map_err(|e| AdminError::Corrupt(format!("{}: not a TokenHub store ({e})", path.display())))?;
+        let env: Envelope = serde_json::from_str(&text).map_err(|e| {
+            AdminError::Corrupt(format!("{}: not a TokenHub store ({})", path.display(), super::safe_serde_error(&e)))
+        })?;
         if env.format != FORMAT || env.v != FORMAT_VERSION {
             return Err(AdminError::Corrupt(format!(
                 "{}: unsupported store format {} v{}",
@@ -203,7 +204,9 @@ impl Store {
         let plain = self.master.open(aad(&env.kid).as_bytes(), &sealed).ok_or_else(|| {
             AdminError::Corrupt(format!("{}: authentication failed (file altered or truncated)", path.display()))
         })?;
-        serde_json::from_slice(&plain).map_err(|e| AdminError::Corrupt(format!("{}: {e}", path.display())))
+        // The decrypted document holds secrets: the error names a position only.
+        serde_json::from_slice(&plain)
+            .map_err(|e| AdminError::Corrupt(format!("{}: {}", path.display(), super::safe_serde_error(&e))))
     }
 
     /// Encrypts and atomically replaces the store file (mode 0600).
