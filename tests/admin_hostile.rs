@@ -176,3 +176,80 @@ fn init_keeps_the_master_key_out_of_the_stores_directory() {
     assert!(err.contains("no master key"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 16 #4: an older store.enc put back (one revision is enough) is
+/// refused everywhere, including the unattended republish; so is a log cut
+/// by more than its last commit. The documented recoveries work.
+#[test]
+fn a_rolled_back_store_is_refused_and_cannot_be_republished() {
+    let home = Home::new("rollback-store");
+    home.run(&["tenant", "add", "acme"]).ok();
+    let (key_id, _) = home.create_key(&["--tenant", "acme"]);
+    home.run(&["publish"]).ok();
+    let store = home.home().join("store.enc");
+    let before_revoke = std::fs::read(&store).unwrap();
+    // The incident response: one commit disables the key and publishes.
+    home.run(&["incident", "revoke", &key_id]).ok();
+    let newest = std::fs::read(&store).unwrap();
+    let published = std::fs::read(home.ecds_file()).unwrap();
+    let log_before = home.audit_text();
+    // Someone with write access (no master key) puts the old store back.
+    std::fs::write(&store, &before_revoke).unwrap();
+    for args in
+        [vec!["key", "list"], vec!["key", "enable", key_id.as_str()], vec!["sync"], vec!["publish"], vec!["status"]]
+    {
+        let run = home.run(&args).fails(5);
+        assert!(run.stderr.contains("older than the audit log"), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("audit rebind") && run.stderr.contains("newest store.enc"), "{}", run.stderr);
+    }
+    let verify = home.run(&["audit", "verify"]).fails(5);
+    assert!(verify.stderr.contains("older"), "{}", verify.stderr);
+    assert_eq!(std::fs::read(home.ecds_file()).unwrap(), published, "nothing republished");
+    assert_eq!(home.audit_text(), log_before, "nothing appended");
+    // Recovery 1: the newest store back: everything works again.
+    std::fs::write(&store, &newest).unwrap();
+    home.run(&["audit", "verify"]).ok();
+    let key = home.run(&["--json", "key", "show", &key_id]).ok().json();
+    assert_eq!(key["status"], "disabled");
+    // Recovery 2: a deliberate restore, recorded in the log.
+    std::fs::write(&store, &before_revoke).unwrap();
+    let rebind = home.run(&["audit", "rebind"]).ok();
+    assert!(rebind.stdout.contains("older store.enc"), "{}", rebind.stdout);
+    home.run(&["audit", "verify"]).ok();
+    home.run(&["audit", "rebind"]).fails(2);
+    let last: Value = serde_json::from_str(home.audit_text().lines().last().unwrap()).unwrap();
+    assert_eq!((last["action"].as_str(), last["actor"].as_str()), (Some("audit.rebind"), Some("system")));
+    home.run(&["sync"]).ok();
+}
+
+#[test]
+fn a_cut_audit_log_is_refused_and_the_last_commit_is_restored() {
+    let home = Home::new("rollback-log");
+    home.run(&["tenant", "add", "acme"]).ok();
+    home.run(&["tenant", "add", "globex"]).ok();
+    home.run(&["tenant", "add", "initech"]).ok();
+    let full = home.audit_text();
+    // The last commit's line missing (as after a crash between the store's
+    // commit and the append): the next command appends it again, unchanged.
+    home.rewrite_audit(|l| {
+        l.pop();
+    });
+    home.run(&["tenant", "list"]).ok();
+    home.run(&["audit", "verify"]).ok();
+    assert_eq!(home.audit_text(), full);
+    // More than that cut: refused, by reads, changes and verify alike.
+    home.rewrite_audit(|l| l.truncate(l.len() - 2));
+    for args in [vec!["tenant", "list"], vec!["tenant", "add", "hooli"], vec!["sync"]] {
+        let run = home.run(&args).fails(5);
+        assert!(run.stderr.contains("cut from the end"), "{args:?}: {}", run.stderr);
+    }
+    home.run(&["audit", "verify"]).fails(5);
+    // Recovery: the full log back, or a recorded rebind.
+    std::fs::write(home.audit_log(), &full).unwrap();
+    home.run(&["tenant", "list"]).ok();
+    home.rewrite_audit(|l| l.truncate(l.len() - 2));
+    let rebind = home.run(&["audit", "rebind"]).ok();
+    assert!(rebind.stdout.contains("cut"), "{}", rebind.stdout);
+    home.run(&["audit", "verify"]).ok();
+    home.run(&["tenant", "add", "hooli"]).ok();
+}

@@ -332,6 +332,9 @@ fn refuses_to_listen_beyond_loopback() {
     // Without a publish target it refuses too: it could not publish changes.
     let bare = Home::new("serve-unconfigured");
     std::fs::remove_file(bare.home().join("store.enc")).unwrap();
+    // A new store does not continue the old store's audit log.
+    assert!(bare.run(&["init"]).fails(2).stderr.contains("audit.log exists"));
+    std::fs::rename(bare.audit_log(), bare.dir.join("old-audit.log")).unwrap();
     bare.run(&["init"]).ok();
     bare.run(&["serve", "--listen", "127.0.0.1:0"]).fails(2);
 }

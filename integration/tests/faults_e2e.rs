@@ -686,11 +686,14 @@ fn a_publish_killed_before_its_commit_never_lets_a_version_name_two_bundles() {
     thread::sleep(Duration::from_millis(u64::from(1000 - ms) + 20));
 
     // The admin: a publish whose store commit never happened (killed after
-    // the rename), simulated by putting the store back. The next publish
-    // reads the newer version on disk and goes past it.
-    let before = std::fs::read(&store).unwrap();
+    // the rename), simulated by putting the store and its audit log back
+    // (the log is appended after the store's commit, so neither changed).
+    // The next publish reads the newer version on disk and goes past it.
+    let audit = fx.admin.home().join("audit.log");
+    let (before, before_log) = (std::fs::read(&store).unwrap(), std::fs::read(&audit).unwrap());
     let first = fx.publish();
     std::fs::write(&store, &before).unwrap();
+    std::fs::write(&audit, &before_log).unwrap();
     fx.admin.json(&["key", "disable", &fx.key.key_id]);
     let second = fx.publish();
     assert!(second > first, "version {second} reused or older than {first}");

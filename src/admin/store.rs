@@ -7,7 +7,7 @@
 //! invocations serialize and a crash leaves the last committed state.
 
 use super::accounts::AdminAccount;
-use super::audit::Head;
+use super::audit::{Entry, Head};
 use super::fsutil::{self, LockGuard};
 use super::AdminError;
 use crate::core::bundle::schema::BundleDoc;
@@ -59,6 +59,11 @@ pub struct AuditState {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<Head>,
+    /// The lines of the last commit, sealed with it: the store is committed
+    /// first, then they are appended, so a crash in between (or a cut of
+    /// just these lines) is repaired by appending them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Entry>,
 }
 
 impl AuditState {

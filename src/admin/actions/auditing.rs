@@ -4,7 +4,7 @@
 use super::Reply;
 use crate::admin::accounts::Principal;
 use crate::admin::audit::{parse_time, AuditLog, Entry, Filter, Outcome, VerifyReport};
-use crate::admin::session::Session;
+use crate::admin::session::{check_binding, Session};
 use crate::admin::AdminError;
 use serde::Deserialize;
 use serde_json::json;
@@ -115,9 +115,12 @@ pub fn search(s: &Session, args: &SearchArgs) -> Result<Reply, AdminError> {
     })
 }
 
-/// Checks the whole chain against the store's key and recorded head.
+/// Checks the whole chain against the store's key and recorded head (the
+/// last line). Lines of the last commit still missing from the log are
+/// appended first (under the lock); any other disagreement is reported.
 pub fn verify_report(s: &Session) -> Result<VerifyReport, AdminError> {
-    s.read(|doc, _| {
+    s.store.locked(|store| store.load().map(|doc| check_binding(store, &doc, true)))??.ok();
+    s.read_bound(false, |doc, _| {
         let mut audit = doc.audit.clone();
         let key = audit.key_bytes()?;
         AuditLog::new(s.store.paths.audit()).verify(&key, doc.audit.head.as_ref())
@@ -185,4 +188,10 @@ pub fn usage(s: &Session, args: &UsageArgs) -> Result<Reply, AdminError> {
         let r = report(lines, &UsageFilter { tenant, key_id: args.key.clone(), since, until });
         Ok(Reply::new(r.to_text().trim_end().to_string(), r.to_json()))
     })
+}
+
+/// Binds store and log again after a deliberate restore (see `audit rebind`).
+pub fn rebind(s: &Session) -> Result<Reply, AdminError> {
+    let detail = s.rebind()?;
+    Ok(Reply::new(format!("store and audit log bound again: {detail}"), json!({"rebound": true, "detail": detail})))
 }

@@ -217,6 +217,14 @@ pub fn write_secret_file(path: &Path, text: &str) -> Result<(), AdminError> {
 }
 
 fn init(cli: &Cli, args: &InitArgs) -> Result<Reply, AdminError> {
+    let paths = StorePaths::new(&cli.home);
+    if !paths.store().exists() && paths.audit().exists() {
+        return Err(AdminError::Usage(format!(
+            "{} exists from an earlier store: a new store cannot continue another store's audit log. Keep it (it is the record of that store) by moving it out of {}, then run init again",
+            paths.audit().display(),
+            cli.home.display()
+        )));
+    }
     let mut created_master = None;
     if std::env::var_os("TOKENHUB_MASTER_KEY").is_none() {
         let Some(key_file) = cli.master_key_file.as_deref() else {
