@@ -449,6 +449,16 @@ impl Session<'_> {
         })?
     }
 
+    /// Audits refusals that happened outside a session (the HTTP service's
+    /// aggregated failed authentications): one commit for all of them.
+    pub fn record_events(&self, events: Vec<Event>) -> Result<(), AdminError> {
+        self.store.locked(|store| {
+            let mut doc = store.load()?;
+            check_binding(store, &doc, true)?;
+            self.record_all_and_commit(store, &mut doc, events)
+        })?
+    }
+
     /// After a deliberate restore: records how store and log disagree as an
     /// `audit.rebind` line chained to the log's last line, and commits the
     /// store with that head. Needs only the master key, like `system`.
