@@ -253,3 +253,26 @@ fn a_cut_audit_log_is_refused_and_the_last_commit_is_restored() {
     home.run(&["audit", "verify"]).ok();
     home.run(&["tenant", "add", "hooli"]).ok();
 }
+
+/// Reads run without the store lock: a commit landing between a read's
+/// load of the store and its look at the log must not look like a
+/// rollback (found by `make test-api`).
+#[test]
+fn reads_racing_commits_never_see_a_false_rollback() {
+    let home = Home::new("read-race");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    home.run(&["tenant", "list"]).ok();
+                }
+            });
+        }
+        for i in 0..25 {
+            home.run(&["tenant", "add", &format!("t{i}")]).ok();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    home.run(&["audit", "verify"]).ok();
+}

@@ -300,9 +300,15 @@ impl Session<'_> {
         check: bool,
         f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
-        let doc = self.store.load()?;
-        if check {
-            check_binding(self.store, &doc, false)?;
+        let mut doc = self.store.load()?;
+        // Without the lock, a commit may land between loading the store and
+        // reading the log's tail (the log then looks ahead): look again
+        // under the lock before calling it a rollback.
+        if check && check_binding(self.store, &doc, false).is_err() {
+            doc = self.store.locked(|store| {
+                let doc = store.load()?;
+                check_binding(store, &doc, false).map(|()| doc)
+            })??;
         }
         match self.identify(&doc) {
             Ok(p) => f(&doc, &p),
