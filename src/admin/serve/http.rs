@@ -351,7 +351,10 @@ impl AuthCache {
         let now = stamp(store);
         if now.is_none() || state.0 != now {
             let doc = store.load()?;
-            *state = (now, doc.admins);
+            // Only what a token check needs: no 2FA secrets kept around.
+            let admins =
+                doc.admins.into_iter().map(|a| AdminAccount { second_factor: Default::default(), ..a }).collect();
+            *state = (now, admins);
         }
         Ok(accounts::by_token(&state.1, token).is_some())
     }
