@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ADMIN=${1:-target/release/tokenhub-admin}
+# SCHEMATHESIS: another schemathesis binary (default: the project's .venv).
 ST=${SCHEMATHESIS:-.venv/bin/schemathesis}
 [[ -x $ADMIN ]] || { echo "api-fuzz: $ADMIN missing; run make admin" >&2; exit 1; }
 [[ -x $ST ]] || { echo "api-fuzz: $ST missing; run make bootstrap" >&2; exit 1; }
@@ -16,7 +17,10 @@ EXAMPLES=${API_FUZZ_EXAMPLES:-25}
 WORK=$(mktemp -d /tmp/tokenhub-api-fuzz.XXXXXX)
 SERVE_PID=
 cleanup() {
-    [[ -n $SERVE_PID ]] && kill "$SERVE_PID" 2>/dev/null && wait "$SERVE_PID" 2>/dev/null || true
+    if [[ -n $SERVE_PID ]]; then
+        kill "$SERVE_PID" 2>/dev/null || true
+        wait "$SERVE_PID" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
