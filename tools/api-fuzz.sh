@@ -51,7 +51,10 @@ URL=$(sed -nE 's|.*listening on (http://[^ ]+).*|\1|p' "$WORK/serve.out")
     printf '[headers]\nAuthorization = "Bearer %s"\n' "$TOKEN" >"$WORK/schemathesis.toml"
 )
 status=0
-timeout 900 "$ST" --config-file "$WORK/schemathesis.toml" --no-color run docs/openapi.yaml \
+SPEC=$PWD/docs/openapi.yaml
+ST=$(realpath "$ST")
+# From the work directory: schemathesis keeps its cache (.schemathesis/) there.
+(cd "$WORK" && timeout 900 "$ST" --config-file "$WORK/schemathesis.toml" --no-color run "$SPEC" \
     --url "$URL" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --max-examples "$EXAMPLES" \
@@ -59,7 +62,7 @@ timeout 900 "$ST" --config-file "$WORK/schemathesis.toml" --no-color run docs/op
     --workers 2 \
     --seed 1 \
     --suppress-health-check all \
-    >"$WORK/schemathesis.log" 2>&1 || status=$?
+    >"$WORK/schemathesis.log" 2>&1) || status=$?
 mkdir -p target
 cp "$WORK/schemathesis.log" target/api-fuzz.log
 if [[ $status -ne 0 ]]; then cat "$WORK/schemathesis.log"; else tail -n 25 "$WORK/schemathesis.log"; fi
