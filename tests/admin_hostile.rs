@@ -204,6 +204,9 @@ fn a_rolled_back_store_is_refused_and_cannot_be_republished() {
     }
     let verify = home.run(&["audit", "verify"]).fails(5);
     assert!(verify.stderr.contains("older"), "{}", verify.stderr);
+    // A refused identification is not audited onto a log that is not the
+    // store's (that would bind them again silently).
+    home.run(&["--as", "nobody", "audit", "verify"]).fails(5);
     assert_eq!(std::fs::read(home.ecds_file()).unwrap(), published, "nothing republished");
     assert_eq!(home.audit_text(), log_before, "nothing appended");
     // Recovery 1: the newest store back: everything works again.

@@ -361,6 +361,9 @@ impl Session<'_> {
     /// the audit head moves.
     fn record_only(&self, store: &Store, event: Event) -> Result<(), AdminError> {
         let mut doc = store.load()?;
+        // Never chain onto a log that is not this store's (that would bind
+        // them again silently; only `audit rebind` may).
+        check_binding(store, &doc, true)?;
         self.record_and_commit(store, &mut doc, event)
     }
 }
