@@ -209,7 +209,7 @@ fn the_audit_log_never_holds_a_secret() {
     assert!(lines.iter().any(|e| e["action"] == "admin.token.create" && e["target"]["token_id"] == token["token_id"]));
     assert!(lines.iter().any(|e| e["outcome"] == "auth_failed" && e["action"] == "tenant.add"));
     // And the master key never leaves its file.
-    let master = std::fs::read_to_string(home.home().join("master.key")).unwrap();
+    let master = std::fs::read_to_string(home.master_key_file()).unwrap();
     assert!(!log.contains(master.trim()));
     let store = std::fs::read_to_string(home.home().join("store.enc")).unwrap();
     for s in &secrets[..7] {

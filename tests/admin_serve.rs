@@ -23,6 +23,7 @@ impl Service {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("TOKENHUB_HOME", home.home())
+            .env("TOKENHUB_MASTER_KEY_FILE", home.master_key_file())
             .env_remove("TOKENHUB_MASTER_KEY")
             .env_remove("TOKENHUB_ADMIN")
             .env_remove("TOKENHUB_OTP")
@@ -134,6 +135,31 @@ fn setup(name: &str) -> (Home, String, String) {
     (home, root, ann)
 }
 
+/// Failed authentications the audit log counts (aggregated lines say
+/// "N failed authentications from …", single ones count 1).
+fn audited_failures(home: &Home) -> u64 {
+    home.audit_lines()
+        .into_iter()
+        .filter(|e| e["outcome"] == "auth_failed" && e["via"] == "http" && e["action"] == "auth.identify")
+        .map(|e| {
+            let detail = e["detail"].as_str().unwrap_or_default().to_string();
+            match detail.split_once(" failed authentications from ") {
+                Some((n, _)) => n.parse::<u64>().unwrap(),
+                None => 1,
+            }
+        })
+        .sum()
+}
+
+/// Waits (bounded) for the service's periodic flush to audit `n` failures.
+fn wait_for_failures(home: &Home, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while audited_failures(home) < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(audited_failures(home), n, "{}", home.audit_text());
+}
+
 fn published_version(home: &Home) -> u64 {
     home.run(&["--json", "status"]).ok().json()["published"]["version"].as_u64().unwrap_or(0)
 }
@@ -159,11 +185,10 @@ fn health_and_authentication() {
     assert_eq!(c.call("PATCH", "/v1/tenants", None).0, 404);
     assert_eq!(c.call("POST", "/v1/tenants", Some(json!({"id": "x", "colour": "red"}))).0, 400);
     assert_eq!(c.call("POST", "/v1/tenants", Some(json!("not an object"))).0, 400);
-    // Failed authentications are audited, without the presented token.
+    // Failed authentications are audited (aggregated per address), without
+    // the presented token.
+    wait_for_failures(&home, 3);
     let log = home.audit_text();
-    let failures =
-        home.audit_lines().into_iter().filter(|e| e["outcome"] == "auth_failed" && e["via"] == "http").count();
-    assert_eq!(failures, 3);
     assert!(!log.contains(&wrong[4..]) && !log.contains(&root[4..]));
     // A revoked token stops working at once.
     let id = home.run(&["--json", "admin", "token", "list", "root"]).ok().json()[0]["id"].as_str().unwrap().to_string();
@@ -277,7 +302,13 @@ fn tenant_admins_over_http() {
     let globex = svc.as_(&root).call("POST", "/v1/keys", Some(json!({"tenant": "globex"}))).1;
     let globex_id = globex["key_id"].as_str().unwrap();
     assert_eq!(a.get(&format!("/v1/keys/{globex_id}")).0, 404, "another tenant's key is not visible");
-    assert_eq!(a.call("POST", &format!("/v1/incident/revoke/{globex_id}"), None).0, 403);
+    // Another tenant's key id answers exactly like a missing one (issue 16 #8).
+    let foreign = a.call("POST", &format!("/v1/incident/revoke/{globex_id}"), None);
+    let missing = a.call("POST", "/v1/incident/revoke/AAAAAAAAAAAA", None);
+    assert_eq!(foreign.0, 404);
+    assert_eq!(foreign.1.to_string().replace(globex_id, "<id>"), missing.1.to_string().replace("AAAAAAAAAAAA", "<id>"));
+    let status = a.get("/v1/status").1;
+    assert_eq!((status["tenants"].as_u64(), status["keys"].as_u64()), (Some(1), Some(1)), "{status}");
     assert_eq!(a.call("POST", &format!("/v1/incident/revoke/{key_id}"), None).0, 200);
     assert!(a
         .get("/v1/audit/tail?n=100")
@@ -325,6 +356,172 @@ fn refuses_to_listen_beyond_loopback() {
     // Without a publish target it refuses too: it could not publish changes.
     let bare = Home::new("serve-unconfigured");
     std::fs::remove_file(bare.home().join("store.enc")).unwrap();
+    // A new store does not continue the old store's audit log.
+    assert!(bare.run(&["init"]).fails(2).stderr.contains("audit.log exists"));
+    std::fs::rename(bare.audit_log(), bare.dir.join("old-audit.log")).unwrap();
     bare.run(&["init"]).ok();
     bare.run(&["serve", "--listen", "127.0.0.1:0"]).fails(2);
+}
+
+/// Issue 16 #11: query values are text (a time in unix seconds, an all-digit
+/// id), and a body's wrong value is never quoted back.
+#[test]
+fn numeric_query_strings_and_errors_that_quote_nothing() {
+    let (home, root, _) = setup("serve-query");
+    home.run(&["publish"]).ok();
+    home.run(&["tenant", "add", "2024"]).ok();
+    let svc = Service::start(&home);
+    let c = svc.as_(&root);
+    let (status, found) = c.get("/v1/audit/search?since=1700000000&action=tenant.add");
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found.as_array().unwrap().len(), 3, "{found}");
+    assert_eq!(c.get("/v1/audit/search?since=4102444800").1.as_array().unwrap().len(), 0);
+    let (status, keys) = c.get("/v1/keys?tenant=2024");
+    assert_eq!((status, keys.as_array().map(Vec::len)), (200, Some(0)), "{keys}");
+    assert_eq!(c.get("/v1/audit/tail?n=2").1.as_array().unwrap().len(), 2);
+    assert_eq!(c.get("/v1/audit/tail?n=two").0, 400);
+    // A value in the wrong place: the error names the field, not the value.
+    let secret = "sk-live-0123456789abcdefSECRET";
+    let (status, err) = c.call("PUT", "/v1/quota", Some(json!({"tenant": "acme", "per_minute": secret})));
+    assert_eq!(status, 400);
+    assert!(!err.to_string().contains(secret), "{err}");
+    let (status, err) =
+        c.call("PUT", "/v1/providers/openai", Some(json!({"path_prefix": "/v1/", "secret": secret, secret: 1})));
+    assert_eq!(status, 400);
+    assert!(!err.to_string().contains(secret), "{err}");
+    assert!(!home.audit_text().contains(secret));
+}
+
+/// Issue 16 #3: a slow-loris client (connections that trickle their head,
+/// one that trickles a body) and 10 000 requests with bad tokens: the API
+/// keeps answering a real admin within 1 s, no bad request is answered
+/// 5xx, and the store and the audit log stay bounded.
+#[test]
+fn slow_loris_and_a_bad_token_flood_leave_the_api_answering() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    let (home, root, _) = setup("serve-dos");
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let c = svc.as_(&root);
+    assert_eq!(c.get("/v1/tenants").0, 200);
+    let store = home.home().join("store.enc");
+    let revision = |h: &Home| h.run(&["--json", "status"]).ok().json()["store_revision"].as_u64().unwrap();
+    let (store_before, log_before, rev_before) =
+        (std::fs::metadata(&store).unwrap().len(), home.audit_text().len(), revision(&home));
+    let stop = AtomicBool::new(false);
+    let statuses: Vec<AtomicU64> = (0..600).map(|_| AtomicU64::new(0)).collect();
+    let slowest_ms = AtomicU64::new(0);
+    let probes = AtomicU64::new(0);
+    let addr = svc.addr.clone();
+    std::thread::scope(|scope| {
+        // Slow loris: 40 connections each sending a byte of their head every 300 ms.
+        for _ in 0..40 {
+            let (addr, stop) = (&addr, &stop);
+            scope.spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                for b in b"POST /v1/tenants HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n".iter().cycle() {
+                    if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            });
+        }
+        // A valid admin trickling a body it announced.
+        {
+            let (addr, stop, root) = (&addr, &stop, &root);
+            scope.spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let head = format!(
+                    "POST /v1/tenants HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {root}\r\ncontent-length: 4000\r\n\r\n{{"
+                );
+                s.write_all(head.as_bytes()).unwrap();
+                while !stop.load(Ordering::Relaxed) && s.write_all(b" ").is_ok() {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            });
+        }
+        // The flood: 10 000 requests with bad tokens, from 4 clients.
+        let flood: Vec<_> = (0..4)
+            .map(|t| {
+                let (addr, statuses, stop) = (&addr, &statuses, &stop);
+                scope.spawn(move || {
+                    for i in 0..2500 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let token = format!("tha_{:012}{:040}", t, i);
+                        let mut s = TcpStream::connect(addr).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                        let req = format!(
+                            "POST /v1/tenants HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-length: 11\r\n\r\n{{\"id\":\"x\"}}"
+                        );
+                        s.write_all(req.as_bytes()).unwrap();
+                        let mut raw = Vec::new();
+                        let _ = s.read_to_end(&mut raw);
+                        let text = String::from_utf8_lossy(&raw);
+                        let status: usize = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                        statuses[status.min(599)].fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        // The real admin, meanwhile: every answer within 1 s.
+        let prober = {
+            let (addr, stop, slowest_ms, probes, root) = (&addr, &stop, &slowest_ms, &probes, &root);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let mut s = TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                    let req = format!("GET /v1/tenants HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {root}\r\n\r\n");
+                    s.write_all(req.as_bytes()).unwrap();
+                    let mut raw = Vec::new();
+                    let read = s.read_to_end(&mut raw);
+                    let text = String::from_utf8_lossy(&raw);
+                    if !(read.is_ok() && text.starts_with("HTTP/1.1 200")) {
+                        stop.store(true, Ordering::Relaxed);
+                        panic!("the admin was not answered within 1 s: {read:?} {text}");
+                    }
+                    slowest_ms.fetch_max(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    probes.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        for f in flood {
+            f.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        prober.join().unwrap();
+    });
+    let count = |s: usize| statuses[s].load(Ordering::Relaxed);
+    let answered: u64 = statuses.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+    assert_eq!(answered, 10_000);
+    assert_eq!(
+        count(401) + count(429),
+        10_000,
+        "401 {} 429 {} other {}",
+        count(401),
+        count(429),
+        answered - count(401) - count(429)
+    );
+    assert!(probes.load(Ordering::Relaxed) > 0);
+    // Every failure is counted in the log, in a bounded number of lines.
+    wait_for_failures(&home, 10_000);
+    let (store_after, log_after, rev_after) =
+        (std::fs::metadata(&store).unwrap().len(), home.audit_text().len(), revision(&home));
+    eprintln!(
+        "slowest admin answer {} ms over {} probes; 401: {}, 429: {}; store {store_before} -> {store_after} bytes (revision {rev_before} -> {rev_after}); audit log {log_before} -> {log_after} bytes",
+        slowest_ms.load(Ordering::Relaxed),
+        probes.load(Ordering::Relaxed),
+        count(401),
+        count(429)
+    );
+    assert!(rev_after - rev_before < 50, "the store was rewritten {} times", rev_after - rev_before);
+    assert!(log_after - log_before < 30_000, "the audit log grew by {} bytes", log_after - log_before);
+    assert!(store_after < store_before + 4_000, "the store grew from {store_before} to {store_after} bytes");
+    // Still serving, and the trickled body never became a tenant.
+    assert_eq!(c.get("/v1/tenants").1.as_array().unwrap().len(), 2);
 }

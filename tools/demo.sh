@@ -52,6 +52,8 @@ CERT=$DEMO/tls/tls.crt
 )
 chmod 0644 "$CERT"
 export TOKENHUB_HOME=$DEMO/admin
+# The master key lives outside the store's directory (init refuses otherwise).
+export TOKENHUB_MASTER_KEY_FILE=$DEMO/master.key
 admin() { "$ADMIN" "$@"; }
 
 admin init --ecds-file "$DEMO/bundle/guard.json" --wasm "$WASM" --bundle-key-out "$DEMO/bundle.key" >/dev/null
@@ -137,7 +139,7 @@ The access log: metadata only (tenant, key id, client IP, path without query, st
   tail -f $DEMO/access.log
 
 Administer it live (another shell):
-  export TOKENHUB_HOME=$DEMO/admin
+  export TOKENHUB_HOME=$DEMO/admin TOKENHUB_MASTER_KEY_FILE=$DEMO/master.key
   $ADMIN key list
   $ADMIN key disable <KEY_ID> && $ADMIN publish     # the key gets 401 within a second
 MSG

@@ -144,6 +144,8 @@ impl Admin {
         for name in FOREIGN_ENV {
             cmd.env_remove(name);
         }
+        // Outside the store's directory, as `init` requires.
+        cmd.env("TOKENHUB_MASTER_KEY_FILE", self.dir.join("master.key"));
         cmd
     }
 

@@ -686,11 +686,14 @@ fn a_publish_killed_before_its_commit_never_lets_a_version_name_two_bundles() {
     thread::sleep(Duration::from_millis(u64::from(1000 - ms) + 20));
 
     // The admin: a publish whose store commit never happened (killed after
-    // the rename), simulated by putting the store back. The next publish
-    // reads the newer version on disk and goes past it.
-    let before = std::fs::read(&store).unwrap();
+    // the rename), simulated by putting the store and its audit log back
+    // (the log is appended after the store's commit, so neither changed).
+    // The next publish reads the newer version on disk and goes past it.
+    let audit = fx.admin.home().join("audit.log");
+    let (before, before_log) = (std::fs::read(&store).unwrap(), std::fs::read(&audit).unwrap());
     let first = fx.publish();
     std::fs::write(&store, &before).unwrap();
+    std::fs::write(&audit, &before_log).unwrap();
     fx.admin.json(&["key", "disable", &fx.key.key_id]);
     let second = fx.publish();
     assert!(second > first, "version {second} reused or older than {first}");
@@ -699,13 +702,15 @@ fn a_publish_killed_before_its_commit_never_lets_a_version_name_two_bundles() {
     // The filter: should a number ever name two bundles (here forced by
     // also putting the old file back in place, which Envoy does not
     // watch), the latest configuration wins, also for what a rollback
-    // falls back to.
-    let before = std::fs::read(&store).unwrap();
+    // falls back to. (Store and audit log go back together: the admin
+    // refuses a store put back alone.)
+    let (before, before_log) = (std::fs::read(&store).unwrap(), std::fs::read(&audit).unwrap());
     let before_file = std::fs::read(&ecds).unwrap();
     fx.admin.json(&["key", "enable", &fx.key.key_id]);
     let third = fx.publish();
     fx.expect_allowed(|| fx.with_key(&fx.key.key));
     std::fs::write(&store, &before).unwrap();
+    std::fs::write(&audit, &before_log).unwrap();
     std::fs::write(&ecds, &before_file).unwrap();
     let fourth = fx.publish();
     println!("versions: {first} {second} {third} {fourth} (third == fourth: {})", third == fourth);

@@ -272,6 +272,7 @@ fn a_large_bundle_reaches_every_replica() {
     let wasm = paths::guard_wasm();
     let admin = Admin::init(&wasm);
     let target = admin.ecds_file();
+    std::fs::create_dir_all(admin.bundle_dir()).unwrap();
     let place = |source: &std::path::Path| {
         let tmp = target.with_extension("incoming");
         std::fs::copy(source, &tmp).unwrap();

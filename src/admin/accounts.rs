@@ -127,6 +127,24 @@ pub fn authorize(who: &Principal, need: &Need) -> Result<(), AdminError> {
     }))
 }
 
+/// What a caller who may not see a key is told: exactly what it is told
+/// for a key that does not exist, so a tenant admin cannot learn that an
+/// id belongs to another tenant (or which one).
+pub fn no_such_key(id: &str) -> AdminError {
+    AdminError::NotFound(format!("no key {id:?}; list them with `tokenhub-admin key list`"))
+}
+
+/// `authorize` for an object named by key id, whose tenant (`None`: no such
+/// key) was looked up from the key: a refusal is "not found", never "it is
+/// tenant X's".
+pub fn authorize_key(who: &Principal, key_id: &str, tenant: Option<&str>) -> Result<(), AdminError> {
+    match tenant {
+        Some(t) if who.covers_tenant(t) => Ok(()),
+        None if who.is_platform() => Ok(()),
+        _ => Err(no_such_key(key_id)),
+    }
+}
+
 /// Admin names end up in otpauth URIs and audit lines: a small alphabet.
 pub fn check_name(name: &str) -> Result<(), AdminError> {
     let ok = !name.is_empty()

@@ -5,9 +5,11 @@
 //! Chained: each line carries `prev` (the previous line's `hash`) and its own
 //! `hash`, an HMAC-SHA-256 of the line keyed by a key kept in the encrypted
 //! store — so nobody without the master key can rewrite the log and recompute
-//! the chain. The store also records the last committed entry (`AuditHead`),
-//! so truncating the end of the log is detected too. Appends happen under the
-//! store lock and are fsynced.
+//! the chain. Store and log are bound both ways: each line records `rev`,
+//! the store revision it was committed with, and the store records the
+//! log's head and the lines of its last commit (see `session::check_binding`):
+//! an older store put back, or a log cut at the end, is refused. Appends
+//! happen under the store lock and are fsynced.
 
 use super::AdminError;
 use crate::core::secret::{bytes_equal, to_hex};
@@ -96,6 +98,10 @@ pub struct Entry {
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// The store revision committed with this line (binds the log to the
+    /// store: an older `store.enc` put back is behind the log's last `rev`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<u64>,
     pub prev: String,
     pub hash: String,
 }
@@ -131,6 +137,45 @@ pub fn entry_mac(key: &[u8], entry: &Entry) -> Result<String, AdminError> {
     Ok(to_hex(&mac.finalize().into_bytes()))
 }
 
+impl Entry {
+    pub fn head(&self) -> Head {
+        Head { seq: self.seq, hash: self.hash.clone() }
+    }
+}
+
+/// The entries for `events`, chained after `last` (the log's last line),
+/// each recording `rev`, the store revision they are committed with.
+pub fn prepare(
+    key: &[u8],
+    last: Option<&Entry>,
+    events: Vec<Event>,
+    now: u64,
+    rev: Option<u64>,
+) -> Result<Vec<Entry>, AdminError> {
+    let (mut seq, mut prev) = last.map_or((1, GENESIS.to_string()), |e| (e.seq + 1, e.hash.clone()));
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        let mut entry = Entry {
+            seq,
+            time: rfc3339(now),
+            actor: event.actor,
+            via: event.via.into(),
+            action: event.action,
+            target: event.target,
+            outcome: event.outcome,
+            detail: event.detail.map(|d| truncate(&d)),
+            rev,
+            prev,
+            hash: String::new(),
+        };
+        entry.hash = entry_mac(key, &entry)?;
+        seq += 1;
+        prev = entry.hash.clone();
+        out.push(entry);
+    }
+    Ok(out)
+}
+
 pub struct AuditLog {
     path: PathBuf,
 }
@@ -146,49 +191,59 @@ impl AuditLog {
 
     /// Appends one entry and fsyncs. The caller holds the store lock.
     pub fn append(&self, key: &[u8], event: Event, now: u64) -> Result<Head, AdminError> {
+        let last = self.last_entry(true)?;
+        let entries = prepare(key, last.as_ref(), vec![event], now, None)?;
+        self.write_entries(&entries)?;
+        entries.last().map(Entry::head).ok_or_else(|| AdminError::Internal("no audit entry".into()))
+    }
+
+    /// The last complete line as an entry (`None`: the log is empty or
+    /// missing). With `cut`, an interrupted last line (no newline: its
+    /// writer died) is removed first; the caller then holds the store lock.
+    pub fn last_entry(&self, cut: bool) -> Result<Option<Entry>, AdminError> {
         let io = |e| AdminError::io(&self.path, e);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(io)?;
-        let last = drop_partial_tail_and_read_last(&mut file).map_err(io)?;
-        let (seq, prev) = match last {
-            Some(line) => {
-                let e: Entry = serde_json::from_str(&line).map_err(|_| {
-                    AdminError::Corrupt(format!(
-                        "{}: the last line is not an audit entry; run `tokenhub-admin audit verify`",
-                        self.path.display()
-                    ))
-                })?;
-                (e.seq + 1, e.hash)
-            }
-            None => (1, GENESIS.to_string()),
+        let file = if cut {
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&self.path)
+        } else {
+            File::open(&self.path)
         };
-        let mut entry = Entry {
-            seq,
-            time: rfc3339(now),
-            actor: event.actor,
-            via: event.via.into(),
-            action: event.action,
-            target: event.target,
-            outcome: event.outcome,
-            detail: event.detail.map(|d| truncate(&d)),
-            prev,
-            hash: String::new(),
+        let mut file = match file {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
         };
-        entry.hash = entry_mac(key, &entry)?;
-        let mut line = serde_json::to_vec(&entry).map_err(|e| AdminError::Internal(e.to_string()))?;
-        line.push(b'\n');
-        file.seek(SeekFrom::End(0)).map_err(io)?;
-        // One write of the whole line: a crash leaves at most a partial last
-        // line, which has no newline and is dropped by the next append.
-        file.write_all(&line).map_err(io)?;
-        file.sync_data().map_err(io)?;
-        Ok(Head { seq: entry.seq, hash: entry.hash })
+        let Some(line) = read_last_line(&mut file, cut).map_err(io)? else { return Ok(None) };
+        serde_json::from_str(&line).map(Some).map_err(|_| {
+            AdminError::Corrupt(format!(
+                "{}: the last line is not an audit entry; run `tokenhub-admin audit verify`",
+                self.path.display()
+            ))
+        })
+    }
+
+    /// Appends entries made by `prepare` in one write, and fsyncs. Refuses
+    /// entries that do not continue the log's last line.
+    pub fn write_entries(&self, entries: &[Entry]) -> Result<(), AdminError> {
+        let io = |e| AdminError::io(&self.path, e);
+        let Some(first) = entries.first() else { return Ok(()) };
+        let last = self.last_entry(true)?;
+        let tip = last.as_ref().map_or(GENESIS, |e| e.hash.as_str());
+        if first.prev != tip {
+            return Err(AdminError::Internal(format!(
+                "{}: the entries to append do not continue the log (it changed under the lock)",
+                self.path.display()
+            )));
+        }
+        let mut bytes = Vec::new();
+        for entry in entries {
+            serde_json::to_writer(&mut bytes, entry).map_err(|e| AdminError::Internal(e.to_string()))?;
+            bytes.push(b'\n');
+        }
+        let mut file = OpenOptions::new().append(true).create(true).mode(0o600).open(&self.path).map_err(io)?;
+        // One write: a crash leaves at most a partial last line, which has
+        // no newline and is dropped by the next append.
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_data().map_err(io)
     }
 
     /// Every complete line, parsed where possible (for tail and search).
@@ -234,6 +289,20 @@ impl AuditLog {
                 anchor_seen |= entry.seq == a.seq && entry.hash == a.hash;
             }
             previous = Some(entry);
+        }
+        let last = lines.iter().rev().find_map(|(n, t)| serde_json::from_str::<Entry>(t).ok().map(|e| (*n, e)));
+        if let (Some(a), Some((n, last))) = (anchor.filter(|_| anchor_seen), last) {
+            if last.seq != a.seq || last.hash != a.hash {
+                problems.push(Problem {
+                    line: n,
+                    message: format!(
+                        "the store records entry {} as its last but the log goes on to entry {} (revision {}): store.enc is older than the log (an older copy was put back)",
+                        a.seq,
+                        last.seq,
+                        last.rev.map_or_else(|| "?".to_string(), |r| r.to_string())
+                    ),
+                });
+            }
         }
         if let Some(a) = anchor.filter(|a| a.seq > 0 && !anchor_seen) {
             problems.push(Problem {
@@ -289,27 +358,29 @@ impl VerifyReport {
     }
 }
 
-/// Cuts an interrupted last line (no newline: its writer died before the
-/// commit) and returns the last complete line.
-fn drop_partial_tail_and_read_last(file: &mut File) -> io::Result<Option<String>> {
+/// Returns the last complete line; with `cut`, first removes an
+/// interrupted last line (no newline: its writer died before the commit).
+fn read_last_line(file: &mut File, cut: bool) -> io::Result<Option<String>> {
     let len = file.metadata()?.len();
     let mut window = 64 * 1024u64;
     loop {
         let start = len.saturating_sub(window);
         file.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::new();
-        file.take(len - start).read_to_end(&mut buf)?;
+        (&mut *file).take(len - start).read_to_end(&mut buf)?;
         let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
             if start == 0 {
-                file.set_len(0)?;
+                if cut && len > 0 {
+                    file.set_len(0)?;
+                }
                 return Ok(None);
             }
             window *= 2;
             continue;
         };
-        let cut = start + last_nl as u64 + 1;
-        if cut < len {
-            file.set_len(cut)?;
+        let end = start + last_nl as u64 + 1;
+        if cut && end < len {
+            file.set_len(end)?;
             file.sync_data()?;
         }
         let before = &buf[..last_nl];

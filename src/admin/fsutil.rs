@@ -9,22 +9,42 @@ use std::path::{Path, PathBuf};
 /// Replaces `path` with `contents` so that a reader (or a crash) only ever
 /// sees the old or the new file: temp file in the same directory, fsync,
 /// rename, fsync the directory. The file gets `mode` (e.g. 0o600).
+///
+/// The temp file is created with `O_CREAT|O_EXCL|O_NOFOLLOW` under a name
+/// nobody can predict: a file or symlink planted at that name by someone
+/// who can write the directory makes the write fail instead of writing
+/// through it (to the link's target) or reusing a file they hold open.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_dir(path);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}.tmp.{}.{}", std::process::id(), unpredictable()));
+    let mut created = false;
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .mode(mode)
+            .open(&tmp)?;
+        created = true;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(&dir)?.sync_all()
     })();
-    if result.is_err() {
+    // Never remove a file this call did not create (it may be a planted link).
+    if result.is_err() && created {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// 64 bits from the OS random source, in hex, for temp file names.
+fn unpredictable() -> String {
+    let mut b = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -292,5 +312,25 @@ mod tests {
         let me = ProcessIds::current().unwrap();
         let meta = fs::metadata("/proc/self").unwrap();
         assert_eq!((me.uid, me.gid), (meta.uid(), meta.gid()));
+    }
+
+    #[test]
+    fn temp_files_are_exclusive_and_never_followed() {
+        let dir = std::env::temp_dir().join(format!("thg-fsutil-excl-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        // The name the old code used (`.f.tmp.<pid>`), planted as a symlink
+        // to a file the attacker wants overwritten: never written through.
+        let victim = dir.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join(format!(".f.tmp.{}", std::process::id()))).unwrap();
+        let p = dir.join("f");
+        write_atomic(&p, b"new", 0o600).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        let names: Vec<String> =
+            fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -4,8 +4,11 @@
 //! `GET /healthz` carries an admin token (`authorization: Bearer tha_…`);
 //! every change also carries a 2FA code (`x-tokenhub-otp`) when the admin has
 //! 2FA, goes through the same session (least privilege, audit) as the CLI,
-//! and is published in the same commit. Requests are handled one at a time:
-//! the store lock serializes them anyway. See docs/admin-api.md.
+//! and is published in the same commit. The transport (`http`) serves
+//! connections concurrently with bounded resources and checks the token
+//! before it reads a body. See docs/admin-api.md and docs/openapi.yaml.
+
+mod http;
 
 use super::actions::access::{IpChange, QuotaArgs, TargetArgs};
 use super::actions::auditing::SearchArgs;
@@ -15,19 +18,25 @@ use super::cli::commands::ServeArgs;
 use super::ops::ProviderSpec;
 use super::session::{Claim, Session};
 use super::store::Store;
-use super::{unix_now, AdminError};
+use super::{safe_serde_error, unix_now, AdminError};
 use crate::core::bundle::schema::Status;
+use http::{AuthCache, Failures, Head, Method, Refusal, Slots, Workers};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::io::Read;
-use std::net::SocketAddr;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use tiny_http::{Header, Method, Request, Response, Server};
 use zeroize::Zeroizing;
 
-/// Larger bodies are refused: no operation needs more.
-const MAX_BODY: usize = 64 * 1024;
+/// What every connection thread shares.
+struct Shared<'a> {
+    store: &'a Store,
+    auth: AuthCache,
+    failures: Failures,
+    slots: Slots,
+    workers: Workers,
+}
 
 /// Runs until the process is stopped.
 pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminError> {
@@ -55,17 +64,56 @@ pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminEr
             println!("tokenhub-admin serve: metrics on http://{m}/metrics");
         }
     }
-    let server = Server::http(addr).map_err(|e| AdminError::Io(format!("listen on {addr}: {e}")))?;
-    let bound = server.server_addr().to_ip().map_or_else(|| addr.to_string(), |a| a.to_string());
+    let listener = TcpListener::bind(addr).map_err(|e| AdminError::Io(format!("listen on {addr}: {e}")))?;
+    let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
     // One line on stdout so a supervisor (or a test) learns the port.
     println!("tokenhub-admin serve: listening on http://{bound} (store {})", home.display());
-    for request in server.incoming_requests() {
-        handle(store, request);
-    }
+    let _ = std::io::stdout().flush();
+    let shared = Shared {
+        store,
+        auth: AuthCache::new(),
+        failures: Failures::new(),
+        slots: Slots::new(),
+        workers: Workers::new(),
+    };
+    std::thread::scope(|scope| {
+        let sh = &shared;
+        // Aggregated failed authentications reach the audit log at least
+        // this often.
+        scope.spawn(move || loop {
+            std::thread::sleep(http::FAILURE_FLUSH);
+            sh.failures.flush(sh.store);
+        });
+        for conn in listener.incoming() {
+            let Ok(stream) = conn else { continue };
+            let Some(slot) = sh.slots.take() else {
+                busy(stream);
+                continue;
+            };
+            let worker = std::thread::Builder::new().stack_size(1024 * 1024).spawn_scoped(scope, move || {
+                let _slot = slot;
+                connection(sh, stream);
+            });
+            if let Err(e) = worker {
+                eprintln!("tokenhub-admin serve: cannot start a connection thread: {e}");
+            }
+        }
+    });
     Ok(())
 }
 
-/// A request, read: method, path segments, query, headers we use, body.
+/// Every connection slot is taken: answer 503 without waiting on the client.
+fn busy(stream: TcpStream) {
+    let body = json!({"error": {"kind": "busy", "message": "too many open connections; retry shortly"}}).to_string();
+    let text = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(text.as_bytes());
+}
+
+/// A request, read: method, path segments, query, body.
 struct Call {
     method: Method,
     path: Vec<String>,
@@ -73,25 +121,67 @@ struct Call {
     body: Value,
 }
 
-fn handle(store: &Store, mut request: Request) {
-    let (status, body) = match read_call(&mut request) {
-        Ok(call) => respond_to(store, &request, &call),
-        Err(e) => error_body(&e),
-    };
-    let mut response = Response::from_string(body.to_string()).with_status_code(status);
-    for (name, value) in [("content-type", "application/json"), ("cache-control", "no-store")] {
-        // Static ASCII: from_bytes cannot fail on these.
-        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response.add_header(h);
-        }
-    }
-    // A client that went away is not our problem.
-    let _ = request.respond(response);
+fn refuse(stream: TcpStream, r: &Refusal) {
+    http::respond(stream, r.status, &http::refusal_body(r), r.retry_after);
 }
 
-fn read_call(request: &mut Request) -> Result<Call, AdminError> {
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+fn connection(sh: &Shared, mut stream: TcpStream) {
+    http::configure(&stream);
+    let peer = stream.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+    let mut head = match http::read_head(&mut stream) {
+        Ok(h) => h,
+        Err(r) => return refuse(stream, &r),
+    };
+    let (path, query) = split_target(&head.target);
+    if path == ["healthz"] {
+        let (status, body) = health(sh.store, &head.method);
+        return http::respond(stream, status, &body, None);
+    }
+    // The token is checked before any body is read, from hashes cached in
+    // memory: a bad token costs neither a decryption nor a store write.
+    let token = bearer(&head);
+    match token.as_ref().map(|t| sh.auth.check(sh.store, t)) {
+        Some(Ok(true)) => {}
+        Some(Err(e)) => {
+            let (status, body) = error_body(&e);
+            return http::respond(stream, status, &body, None);
+        }
+        Some(Ok(false)) | None => {
+            let why = if token.is_none() {
+                "no admin token: send authorization: Bearer tha_…"
+            } else {
+                "invalid or revoked admin token"
+            };
+            if let Some(wait) = sh.failures.record(sh.store, peer, why) {
+                let r = Refusal {
+                    status: 429,
+                    kind: "rate_limited",
+                    message: "too many failed authentications from this address; retry later".into(),
+                    retry_after: Some(wait),
+                };
+                return refuse(stream, &r);
+            }
+            let (status, body) = error_body(&AdminError::Auth(why.into()));
+            return http::respond(stream, status, &body, None);
+        }
+    }
+    let call = match http::body_length(&head)
+        .and_then(|n| http::read_body(&mut stream, &mut head, n))
+        .map_err(|r| (r.status, http::refusal_body(&r)))
+        .and_then(|raw| parse_body(&raw).map_err(|e| error_body(&e)))
+    {
+        Ok(body) => Call { method: head.method.clone(), path, query, body },
+        Err((status, body)) => return http::respond(stream, status, &body, None),
+    };
+    let (status, body) = {
+        let _permit = sh.workers.acquire();
+        respond_to(sh.store, &head, &call)
+    };
+    http::respond(stream, status, &body, None);
+}
+
+fn split_target(target: &str) -> (Vec<String>, Vec<(String, String)>) {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let path: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
     let query = query
         .split('&')
@@ -101,25 +191,16 @@ fn read_call(request: &mut Request) -> Result<Call, AdminError> {
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(AdminError::Usage(format!("request body larger than {MAX_BODY} bytes")));
+    (path, query)
+}
+
+fn parse_body(raw: &[u8]) -> Result<Value, AdminError> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
     }
-    let mut raw = Zeroizing::new(Vec::new());
-    request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut raw)
-        .map_err(|e| AdminError::Io(format!("reading the request body: {e}")))?;
-    if raw.len() > MAX_BODY {
-        return Err(AdminError::Usage(format!("request body larger than {MAX_BODY} bytes")));
-    }
-    let body = if raw.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        // The parser's message names a position, never the content.
-        serde_json::from_slice(&raw).map_err(|e| AdminError::Usage(format!("the body is not JSON: {e}")))?
-    };
-    Ok(Call { method: request.method().clone(), path, query, body })
+    // The parser's message names a position, never the content.
+    serde_json::from_slice(raw)
+        .map_err(|e| AdminError::Usage(format!("the body is not JSON: {}", safe_serde_error(&e))))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -146,26 +227,22 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn header_value(request: &Request, name: &'static str) -> Option<String> {
-    request.headers().iter().find(|h| h.field.equiv(name)).map(|h| h.value.as_str().trim().to_string())
+fn bearer(head: &Head) -> Option<Zeroizing<String>> {
+    let v = head.header("authorization")?;
+    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?.trim();
+    (!t.is_empty()).then(|| Zeroizing::new(t.to_string()))
 }
 
-fn respond_to(store: &Store, request: &Request, call: &Call) -> (u16, Value) {
-    let path: Vec<&str> = call.path.iter().map(String::as_str).collect();
-    if path == ["healthz"] {
-        return health(store, &call.method);
-    }
-    let token = header_value(request, "authorization")
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).map(str::to_string))
-        .unwrap_or_default();
+fn respond_to(store: &Store, head: &Head, call: &Call) -> (u16, Value) {
     let session = Session {
         store,
-        claim: Claim::Token(Zeroizing::new(token)),
-        otp: header_value(request, "x-tokenhub-otp").map(Zeroizing::new),
+        claim: Claim::Token(bearer(head).unwrap_or_default()),
+        otp: head.header("x-tokenhub-otp").map(|v| Zeroizing::new(v.to_string())),
         via: "http",
         now: unix_now(),
         auto_publish: true,
     };
+    let path: Vec<&str> = call.path.iter().map(String::as_str).collect();
     let result = match path.split_first() {
         Some((&"v1", rest)) => route(&session, &call.method, rest, call),
         _ => Err(no_route(&call.method, &call.path)),
@@ -176,13 +253,15 @@ fn respond_to(store: &Store, request: &Request, call: &Call) -> (u16, Value) {
     }
 }
 
+/// Cheap: no decryption, no lock. Says the service runs and its store file
+/// is there; the first authenticated request tells whether it opens.
 fn health(store: &Store, method: &Method) -> (u16, Value) {
     if *method != Method::Get {
         return error_body(&AdminError::Usage("use GET /healthz".into()));
     }
-    match store.load() {
-        Ok(doc) => (200, json!({"status": "ok", "published_version": doc.published.map(|p| p.version)})),
-        Err(e) => (503, json!({"status": "unavailable", "error": {"kind": e.kind()}})),
+    match std::fs::metadata(store.paths.store()) {
+        Ok(m) if m.is_file() => (200, json!({"status": "ok"})),
+        _ => (503, json!({"status": "unavailable", "error": {"kind": "io"}})),
     }
 }
 
@@ -214,13 +293,22 @@ fn created(reply: Result<Reply, AdminError>) -> Routed {
 
 fn body<T: DeserializeOwned>(call: &Call) -> Result<T, AdminError> {
     let value = if call.body.is_null() { json!({}) } else { call.body.clone() };
-    serde_json::from_value(value).map_err(|e| AdminError::Usage(format!("request body: {e}")))
+    serde_json::from_value(value).map_err(|e| AdminError::Usage(format!("request body: {}", safe_serde_error(&e))))
 }
 
+/// Query parameters are text: `?since=1700000000` is the string the
+/// action parses (a time), `?tenant=2024` a tenant id. The few numeric
+/// parameters parse their text themselves (`number_text`).
 fn query<T: DeserializeOwned>(call: &Call) -> Result<T, AdminError> {
-    let map: serde_json::Map<String, Value> =
-        call.query.iter().map(|(k, v)| (k.clone(), v.parse::<u64>().map_or_else(|_| json!(v), |n| json!(n)))).collect();
-    serde_json::from_value(Value::Object(map)).map_err(|e| AdminError::Usage(format!("query: {e}")))
+    let map: serde_json::Map<String, Value> = call.query.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| AdminError::Usage(format!("query: {}", safe_serde_error(&e))))
+}
+
+/// A numeric query parameter, given as text.
+fn number_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| t.trim().parse::<usize>().map_err(|_| serde::de::Error::custom("expected a whole number"))).transpose()
 }
 
 fn route(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
@@ -466,6 +554,7 @@ fn route_providers(s: &Session, method: &Method, path: &[&str], call: &Call) -> 
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 struct TailQuery {
+    #[serde(deserialize_with = "number_text")]
     n: Option<usize>,
 }
 

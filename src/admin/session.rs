@@ -10,8 +10,8 @@
 //! over HTTP), and every change needs that admin's TOTP or recovery code. An
 //! admin without 2FA may then only read and enroll its own 2FA.
 
-use super::accounts::{self, authorize, Need, Principal};
-use super::audit::{AuditLog, Event, Outcome, Target};
+use super::accounts::{self, authorize, authorize_key, Need, Principal};
+use super::audit::{self, AuditLog, Entry, Event, Outcome, Target};
 use super::store::{Store, StoreDoc};
 use super::totp::{self, CodeKind, Refusal};
 use super::AdminError;
@@ -74,6 +74,10 @@ pub struct Ctx {
     pub keep_on_error: bool,
     /// Extra audit detail on success (never a secret).
     pub note: Option<String>,
+    /// Further tenants the operation touched (e.g. the previous owner of an
+    /// identity mapping): the audit line is repeated under each, so every
+    /// tenant's admins see what happened to their objects.
+    pub also_tenants: Vec<String>,
 }
 
 pub struct Session<'a> {
@@ -229,6 +233,7 @@ impl Session<'_> {
         f: impl FnOnce(&mut StoreDoc, &mut Ctx) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
         let mut doc = store.load()?;
+        check_binding(store, &doc, true)?;
         let mut target = op.target.clone();
         Self::resolve(&doc, &mut target);
         let (principal, note) = match self.authenticate(&mut doc, &op) {
@@ -240,13 +245,20 @@ impl Session<'_> {
                 return Err(fail.error);
             }
         };
-        if let Err(e) = authorize(&principal, &Self::need(op.scope, &target)) {
+        // An object named by key id: a tenant admin gets the same "not
+        // found" for another tenant's key as for a missing one.
+        let by_key = op.target.tenant.is_none() && op.scope == Scope::Tenant;
+        let allowed = match (&op.target.key_id, by_key) {
+            (Some(id), true) => authorize_key(&principal, id, target.tenant.as_deref()),
+            _ => authorize(&principal, &Self::need(op.scope, &target)),
+        };
+        if let Err(e) = allowed {
             let event = self.event(&principal.name, op.action, target, Outcome::Denied, Some(e.to_string()));
             self.record_and_commit(store, &mut doc, event)?;
             return Err(e);
         }
         let mut work = doc.clone();
-        let mut ctx = Ctx { principal, now: self.now, target, keep_on_error: false, note };
+        let mut ctx = Ctx { principal, now: self.now, target, keep_on_error: false, note, also_tenants: Vec::new() };
         let result = f(&mut work, &mut ctx).and_then(|v| {
             if self.auto_publish && op.changes_policy {
                 super::publish::publish_configured(&mut work, None, None, self.now)?;
@@ -256,17 +268,20 @@ impl Session<'_> {
         match result {
             Ok(v) => {
                 let event = self.event(&ctx.principal.name, op.action, ctx.target, Outcome::Ok, ctx.note);
-                self.record_and_commit(store, &mut work, event)?;
+                let events = with_also(event, &ctx.also_tenants);
+                self.record_all_and_commit(store, &mut work, events)?;
                 Ok(v)
             }
             Err(e) => {
                 let outcome = match e {
                     AdminError::Auth(_) => Outcome::AuthFailed,
+                    AdminError::Forbidden(_) => Outcome::Denied,
                     _ => Outcome::Error,
                 };
                 let event = self.event(&ctx.principal.name, op.action, ctx.target, outcome, Some(e.to_string()));
+                let events = with_also(event, &ctx.also_tenants);
                 let keep = if ctx.keep_on_error { &mut work } else { &mut doc };
-                self.record_and_commit(store, keep, event)?;
+                self.record_all_and_commit(store, keep, events)?;
                 Err(e)
             }
         }
@@ -275,7 +290,26 @@ impl Session<'_> {
     /// Runs a read: identify the admin (no 2FA: reads change nothing) and
     /// hand `f` the document and the principal, which must filter by tenant.
     pub fn read<T>(&self, f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>) -> Result<T, AdminError> {
-        let doc = self.store.load()?;
+        self.read_bound(true, f)
+    }
+
+    /// `read`, refusing a store and log that are not bound to each other
+    /// (with `check`), or leaving that to `f` (`audit verify` reports it).
+    pub fn read_bound<T>(
+        &self,
+        check: bool,
+        f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        let mut doc = self.store.load()?;
+        // Without the lock, a commit may land between loading the store and
+        // reading the log's tail (the log then looks ahead): look again
+        // under the lock before calling it a rollback.
+        if check && check_binding(self.store, &doc, false).is_err() {
+            doc = self.store.locked(|store| {
+                let doc = store.load()?;
+                check_binding(store, &doc, false).map(|()| doc)
+            })??;
+        }
         match self.identify(&doc) {
             Ok(p) => f(&doc, &p),
             Err(fail) => {
@@ -298,21 +332,94 @@ impl Session<'_> {
     }
 
     /// Appends the audit line, then commits the store (with the new head).
-    /// Audit first: a crash in between leaves an audited change that did not
-    /// happen, never a change that was not audited.
     fn record_and_commit(&self, store: &Store, doc: &mut StoreDoc, event: Event) -> Result<(), AdminError> {
+        self.record_all_and_commit(store, doc, vec![event])
+    }
+
+    /// Commits the store with the new audit lines sealed in it (and the log
+    /// head they end at), then appends them to the log. A crash in between
+    /// leaves a committed change whose lines are in the store, appended by
+    /// the next command (`check_binding`): never a change without its audit
+    /// lines, and never a log ahead of its store — so a log ahead of the
+    /// store can only mean an older store.enc was put back.
+    fn record_all_and_commit(&self, store: &Store, doc: &mut StoreDoc, events: Vec<Event>) -> Result<(), AdminError> {
         let key = doc.audit.key_bytes()?;
-        let head = AuditLog::new(store.paths.audit()).append(&key, event, self.now)?;
-        doc.audit.head = Some(head);
-        store.commit(doc)
+        let log = AuditLog::new(store.paths.audit());
+        let last = log.last_entry(true)?;
+        let entries = audit::prepare(&key, last.as_ref(), events, self.now, Some(doc.revision + 1))?;
+        doc.audit.head = entries.last().map(Entry::head);
+        doc.audit.pending.clone_from(&entries);
+        store.commit(doc)?;
+        log.write_entries(&entries).map_err(|e| {
+            AdminError::Io(format!(
+                "the change is committed, but its audit line could not be written ({e}); the next command appends it"
+            ))
+        })
     }
 
     /// Audits a refusal that changed nothing; the store is reloaded so only
     /// the audit head moves.
     fn record_only(&self, store: &Store, event: Event) -> Result<(), AdminError> {
         let mut doc = store.load()?;
+        // Never chain onto a log that is not this store's (that would bind
+        // them again silently; only `audit rebind` may).
+        check_binding(store, &doc, true)?;
         self.record_and_commit(store, &mut doc, event)
     }
+}
+
+/// What to do when store and log disagree, for the operator.
+const REBIND_HINT: &str = "if you restored a backup on purpose, `tokenhub-admin audit rebind` records that in the log and binds the two again (it needs the master key)";
+
+/// Refuses a store and an audit log that are not the same point in
+/// history: the log's last line must be the head the store recorded. Lines
+/// of the last commit missing from the log (a crash after the commit, or
+/// exactly those lines cut) are appended again when `repair` (under the
+/// store lock) and accepted otherwise. A log that goes on past the store's
+/// head means an older store.enc was put back (it would revive revoked keys
+/// and admins); a log that ends before it means lines were cut.
+pub fn check_binding(store: &Store, doc: &StoreDoc, repair: bool) -> Result<(), AdminError> {
+    let log = AuditLog::new(store.paths.audit());
+    let last = log.last_entry(repair)?;
+    let head = doc.audit.head.clone().unwrap_or_default();
+    let tip = last.as_ref().map_or(audit::GENESIS, |e| e.hash.as_str());
+    if last.as_ref().map_or(head.seq == 0, |e| e.head() == head) {
+        return Ok(());
+    }
+    if let Some(i) = doc.audit.pending.iter().position(|p| p.prev == tip) {
+        return if repair { log.write_entries(&doc.audit.pending[i..]) } else { Ok(()) };
+    }
+    let path = log.path().display();
+    Err(match last {
+        Some(e) if e.seq > head.seq => AdminError::Corrupt(format!(
+            "{} is older than the audit log: it is revision {} and records audit entry {} as its last, but {path} goes on to entry {}{}. An older copy of the store was put back, which would revive revoked keys and admins; refusing to use it. Recovery: put back the newest store.enc (the log's later entries say what changed since); {REBIND_HINT}",
+            store.paths.store().display(),
+            doc.revision,
+            head.seq,
+            e.seq,
+            e.rev.map(|r| format!(" (revision {r})")).unwrap_or_default(),
+        )),
+        other => AdminError::Corrupt(format!(
+            "the audit log {path} ends at entry {} but the store records entry {} as committed: lines were cut from the end of the log (or it was replaced or removed); refusing to go on. Recovery: put back the complete audit.log from a backup, then run `tokenhub-admin audit verify`; {REBIND_HINT}",
+            other.map_or(0, |e| e.seq),
+            head.seq
+        )),
+    })
+}
+
+/// The event, then a copy under each further tenant (other ids dropped:
+/// they belong to the first tenant's objects).
+fn with_also(event: Event, also: &[String]) -> Vec<Event> {
+    let copies: Vec<Event> = also
+        .iter()
+        .filter(|t| event.target.tenant.as_ref() != Some(*t))
+        .map(|t| {
+            let mut copy = event.clone();
+            copy.target = Target { tenant: Some(t.clone()), ..Target::default() };
+            copy
+        })
+        .collect();
+    std::iter::once(event).chain(copies).collect()
 }
 
 impl Session<'_> {
@@ -328,6 +435,7 @@ impl Session<'_> {
     ) -> Result<T, AdminError> {
         self.store.locked(|store| {
             let mut doc = store.load()?;
+            check_binding(store, &doc, true)?;
             let result = f(&mut doc);
             let (outcome, detail) = match &result {
                 Ok(_) => (Outcome::Ok, None),
@@ -347,6 +455,54 @@ impl Session<'_> {
                 self.record_only(store, event)?;
             }
             result
+        })?
+    }
+
+    /// Audits refusals that happened outside a session (the HTTP service's
+    /// aggregated failed authentications): one commit for all of them.
+    pub fn record_events(&self, events: Vec<Event>) -> Result<(), AdminError> {
+        self.store.locked(|store| {
+            let mut doc = store.load()?;
+            check_binding(store, &doc, true)?;
+            self.record_all_and_commit(store, &mut doc, events)
+        })?
+    }
+
+    /// After a deliberate restore: records how store and log disagree as an
+    /// `audit.rebind` line chained to the log's last line, and commits the
+    /// store with that head. Needs only the master key, like `system`.
+    pub fn rebind(&self) -> Result<String, AdminError> {
+        self.store.locked(|store| {
+            let mut doc = store.load()?;
+            let Err(problem) = check_binding(store, &doc, true) else {
+                return Err(AdminError::Usage(
+                    "the store and the audit log agree; there is nothing to rebind (`tokenhub-admin audit verify` checks the whole log)".into(),
+                ));
+            };
+            let last = AuditLog::new(store.paths.audit()).last_entry(true)?;
+            let head = doc.audit.head.clone().unwrap_or_default();
+            let detail = format!(
+                "store revision {} recorded audit entry {}; the log ended at entry {}{}",
+                doc.revision,
+                head.seq,
+                last.as_ref().map_or(0, |e| e.seq),
+                match last.as_ref() {
+                    Some(e) if e.seq > head.seq => " (an older store.enc was put back)",
+                    _ => " (log lines were cut or the log replaced)",
+                }
+            );
+            let event = Event {
+                actor: "system".into(),
+                via: self.via,
+                action: "audit.rebind".into(),
+                target: Target::default(),
+                outcome: Outcome::Ok,
+                detail: Some(detail.clone()),
+            };
+            doc.audit.pending.clear();
+            self.record_all_and_commit(store, &mut doc, vec![event])?;
+            drop(problem);
+            Ok(detail)
         })?
     }
 

@@ -7,7 +7,7 @@
 //! invocations serialize and a crash leaves the last committed state.
 
 use super::accounts::AdminAccount;
-use super::audit::Head;
+use super::audit::{Entry, Head};
 use super::fsutil::{self, LockGuard};
 use super::AdminError;
 use crate::core::bundle::schema::BundleDoc;
@@ -59,6 +59,11 @@ pub struct AuditState {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<Head>,
+    /// The lines of the last commit, sealed with it: the store is committed
+    /// first, then they are appended, so a crash in between (or a cut of
+    /// just these lines) is repaired by appending them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Entry>,
 }
 
 impl AuditState {
@@ -181,8 +186,9 @@ impl Store {
             }
             _ => AdminError::io(&path, e),
         })?;
-        let env: Envelope = serde_json::from_str(&text)
-            .map_err(|e| AdminError::Corrupt(format!("{}: not a TokenHub store ({e})", path.display())))?;
+        let env: Envelope = serde_json::from_str(&text).map_err(|e| {
+            AdminError::Corrupt(format!("{}: not a TokenHub store ({})", path.display(), super::safe_serde_error(&e)))
+        })?;
         if env.format != FORMAT || env.v != FORMAT_VERSION {
             return Err(AdminError::Corrupt(format!(
                 "{}: unsupported store format {} v{}",
@@ -203,7 +209,9 @@ impl Store {
         let plain = self.master.open(aad(&env.kid).as_bytes(), &sealed).ok_or_else(|| {
             AdminError::Corrupt(format!("{}: authentication failed (file altered or truncated)", path.display()))
         })?;
-        serde_json::from_slice(&plain).map_err(|e| AdminError::Corrupt(format!("{}: {e}", path.display())))
+        // The decrypted document holds secrets: the error names a position only.
+        serde_json::from_slice(&plain)
+            .map_err(|e| AdminError::Corrupt(format!("{}: {}", path.display(), super::safe_serde_error(&e))))
     }
 
     /// Encrypts and atomically replaces the store file (mode 0600).

@@ -61,6 +61,10 @@ impl Home {
     pub fn home(&self) -> PathBuf {
         self.dir.join("home")
     }
+    /// Outside the store's directory, as `init` requires.
+    pub fn master_key_file(&self) -> PathBuf {
+        self.dir.join("master.key")
+    }
     pub fn ecds_file(&self) -> PathBuf {
         self.dir.join("bundle").join("guard.json")
     }
@@ -72,8 +76,8 @@ impl Home {
         let mut c = Command::new(BIN);
         c.args(args)
             .env("TOKENHUB_HOME", self.home())
+            .env("TOKENHUB_MASTER_KEY_FILE", self.master_key_file())
             .env_remove("TOKENHUB_MASTER_KEY")
-            .env_remove("TOKENHUB_MASTER_KEY_FILE")
             .env_remove("TOKENHUB_ADMIN")
             .env_remove("TOKENHUB_OTP");
         c

@@ -4,7 +4,7 @@
 
 use super::render::quota_text;
 use super::Reply;
-use crate::admin::accounts::{authorize, Need};
+use crate::admin::accounts::{authorize, authorize_key, Need, Principal};
 use crate::admin::audit::Target;
 use crate::admin::ops;
 use crate::admin::session::{Op, Scope, Session};
@@ -190,7 +190,7 @@ fn reachable(lists: &[Option<&IpAllowlistDoc>]) -> bool {
 pub fn ip_list(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
     let audit_target = target.audit_target()?;
     s.read(|doc, who| {
-        authorize(who, &Need::Tenant(tenant_of(doc, &audit_target)))?;
+        authorize_target(who, doc, &audit_target)?;
         let mut doc = doc.clone();
         let list = allowlist_mut(&mut doc, target)?.clone().unwrap_or_default();
         let mut text = format!(
@@ -206,6 +206,15 @@ pub fn ip_list(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
 }
 
 /// The tenant a target belongs to (a key's tenant is looked up).
+/// A read's authorization; a key named by id is "not found" to a tenant
+/// admin whether it is missing or another tenant's.
+fn authorize_target(who: &Principal, doc: &StoreDoc, t: &Target) -> Result<(), AdminError> {
+    match (&t.tenant, &t.key_id) {
+        (None, Some(k)) => authorize_key(who, k, tenant_of(doc, t).as_deref()),
+        _ => authorize(who, &Need::Tenant(tenant_of(doc, t))),
+    }
+}
+
 fn tenant_of(doc: &StoreDoc, t: &Target) -> Option<String> {
     match (&t.tenant, &t.key_id) {
         (Some(tenant), _) => Some(tenant.clone()),
@@ -275,7 +284,7 @@ fn write_quota(
 pub fn quota_show(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
     let audit_target = target.audit_target()?;
     s.read(|doc, who| {
-        authorize(who, &Need::Tenant(tenant_of(doc, &audit_target)))?;
+        authorize_target(who, doc, &audit_target)?;
         let mut copy = doc.clone();
         let own = *quota_mut(&mut copy, target)?;
         let effective = effective_quota(doc, target);

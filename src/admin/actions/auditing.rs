@@ -4,7 +4,7 @@
 use super::Reply;
 use crate::admin::accounts::Principal;
 use crate::admin::audit::{parse_time, AuditLog, Entry, Filter, Outcome, VerifyReport};
-use crate::admin::session::Session;
+use crate::admin::session::{check_binding, Session};
 use crate::admin::AdminError;
 use serde::Deserialize;
 use serde_json::json;
@@ -38,6 +38,16 @@ fn visible(who: &Principal, e: &Entry) -> bool {
     who.is_platform() || (e.target.tenant.is_some() && e.target.tenant == who.tenant) || e.actor == who.name
 }
 
+/// A tenant admin's own entry about another tenant's object (a key id it
+/// probed) shows the id it gave, not the tenant the id resolved to.
+fn redact(who: &Principal, mut e: Entry) -> Entry {
+    if !who.is_platform() && e.target.tenant.is_some() && e.target.tenant != who.tenant {
+        e.target.tenant = None;
+        e.target.sub_account = None;
+    }
+    e
+}
+
 fn entries_reply(entries: Vec<Entry>) -> Reply {
     let text = if entries.is_empty() {
         "no matching audit entries".to_string()
@@ -49,8 +59,12 @@ fn entries_reply(entries: Vec<Entry>) -> Reply {
 
 pub fn tail(s: &Session, n: usize) -> Result<Reply, AdminError> {
     s.read(|_, who| {
-        let mut entries: Vec<Entry> =
-            AuditLog::new(s.store.paths.audit()).entries()?.into_iter().filter(|e| visible(who, e)).collect();
+        let mut entries: Vec<Entry> = AuditLog::new(s.store.paths.audit())
+            .entries()?
+            .into_iter()
+            .filter(|e| visible(who, e))
+            .map(|e| redact(who, e))
+            .collect();
         let skip = entries.len().saturating_sub(n);
         entries.drain(..skip);
         Ok(entries_reply(entries))
@@ -95,14 +109,18 @@ pub fn search(s: &Session, args: &SearchArgs) -> Result<Reply, AdminError> {
             .entries()?
             .into_iter()
             .filter(|e| visible(who, e) && filter.matches(e) && (!args.failures || e.outcome != Outcome::Ok))
+            .map(|e| redact(who, e))
             .collect();
         Ok(entries_reply(entries))
     })
 }
 
-/// Checks the whole chain against the store's key and recorded head.
+/// Checks the whole chain against the store's key and recorded head (the
+/// last line). Lines of the last commit still missing from the log are
+/// appended first (under the lock); any other disagreement is reported.
 pub fn verify_report(s: &Session) -> Result<VerifyReport, AdminError> {
-    s.read(|doc, _| {
+    s.store.locked(|store| store.load().map(|doc| check_binding(store, &doc, true)))??.ok();
+    s.read_bound(false, |doc, _| {
         let mut audit = doc.audit.clone();
         let key = audit.key_bytes()?;
         AuditLog::new(s.store.paths.audit()).verify(&key, doc.audit.head.as_ref())
@@ -170,4 +188,10 @@ pub fn usage(s: &Session, args: &UsageArgs) -> Result<Reply, AdminError> {
         let r = report(lines, &UsageFilter { tenant, key_id: args.key.clone(), since, until });
         Ok(Reply::new(r.to_text().trim_end().to_string(), r.to_json()))
     })
+}
+
+/// Binds store and log again after a deliberate restore (see `audit rebind`).
+pub fn rebind(s: &Session) -> Result<Reply, AdminError> {
+    let detail = s.rebind()?;
+    Ok(Reply::new(format!("store and audit log bound again: {detail}"), json!({"rebound": true, "detail": detail})))
 }

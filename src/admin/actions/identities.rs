@@ -5,6 +5,7 @@
 
 use super::render::table;
 use super::Reply;
+use crate::admin::accounts::{authorize, Need};
 use crate::admin::audit::Target;
 use crate::admin::ops;
 use crate::admin::session::{Op, Scope, Session};
@@ -47,7 +48,26 @@ fn scopes(a: &MapArgs) -> Option<ScopesDoc> {
 /// Maps an identity (replacing an existing mapping of the same identity).
 pub fn map(s: &Session, a: &MapArgs) -> Result<Reply, AdminError> {
     let target = Target::sub_account(&a.tenant, &a.sub_account);
-    s.mutate(Op::policy("oidc.map", Scope::Tenant, target), |d, _| {
+    s.mutate(Op::policy("oidc.map", Scope::Tenant, target), |d, c| {
+        // Replacing another tenant's mapping moves that identity away from
+        // it: the actor must be allowed to act on the old owner too, and
+        // the old owner's admins see it in their audit view either way.
+        let previous: Vec<String> = d
+            .policy
+            .oidc
+            .iter()
+            .filter(|o| o.issuer == a.issuer && o.claim == a.claim && o.value == a.value && o.tenant != a.tenant)
+            .map(|o| o.tenant.clone())
+            .collect();
+        for owner in previous {
+            c.also_tenants.push(owner.clone());
+            authorize(&c.principal, &Need::Tenant(Some(owner.clone()))).map_err(|_| {
+                AdminError::Forbidden(format!(
+                    "{} {}={} is mapped to another tenant; only an admin of that tenant (or a platform admin) may move it: ask them to `oidc unmap` it first",
+                    a.issuer, a.claim, a.value
+                ))
+            })?;
+        }
         d.policy.oidc.retain(|o| !(o.issuer == a.issuer && o.claim == a.claim && o.value == a.value));
         d.policy.oidc.push(OidcPrincipalDoc {
             issuer: a.issuer.clone(),

@@ -39,11 +39,19 @@ pub fn status(s: &Session) -> Result<Reply, AdminError> {
         let matches = doc.published.as_ref().zip(actual.as_ref()).map(|(p, a)| a.as_deref() == Some(p.sha256.as_str()));
         let secured = Session::secured(doc);
         let gateways = xds::registry::read(&s.store.paths.home);
+        // A tenant admin sees its own tenant's counts, not the platform's.
+        let tenants = doc.policy.tenants.iter().filter(|t| who.covers_tenant(&t.id)).count();
+        let keys = doc.policy.keys.iter().filter(|k| who.covers_tenant(&k.tenant)).count();
+        let admins = doc
+            .admins
+            .iter()
+            .filter(|a| who.is_platform() || (a.tenant.is_some() && a.tenant == who.tenant))
+            .count();
         let json = json!({
             "store_revision": doc.revision,
-            "tenants": doc.policy.tenants.len(),
-            "keys": doc.policy.keys.len(),
-            "admins": doc.admins.len(),
+            "tenants": tenants,
+            "keys": keys,
+            "admins": admins,
             "two_factor_required": secured,
             "acting_as": who.name,
             "published": doc.published,
@@ -52,10 +60,7 @@ pub fn status(s: &Session) -> Result<Reply, AdminError> {
         });
         let mut text = format!(
             "store revision {} — {} tenants, {} keys, {} admins",
-            doc.revision,
-            doc.policy.tenants.len(),
-            doc.policy.keys.len(),
-            doc.admins.len()
+            doc.revision, tenants, keys, admins
         );
         match (&doc.published, matches) {
             (None, _) => text.push_str("\nnothing published yet; run `tokenhub-admin publish`"),

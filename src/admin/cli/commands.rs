@@ -351,6 +351,10 @@ pub enum AuditCmd {
     Search(SearchArgs),
     /// Check every line's MAC and the chain; names any edited, removed, inserted or moved line.
     Verify,
+    /// After a deliberate restore of store.enc or audit.log from a backup:
+    /// record in the log how they disagree and bind them again. Needs only
+    /// the master key (audited as `system`); refuses when they agree.
+    Rebind,
 }
 
 #[derive(Args, Debug)]

@@ -165,5 +165,6 @@ fn audit(s: &Session, c: &AuditCmd) -> Result<Reply, AdminError> {
         AuditCmd::Tail { n } => auditing::tail(s, *n),
         AuditCmd::Search(args) => auditing::search(s, args),
         AuditCmd::Verify => auditing::verify(s),
+        AuditCmd::Rebind => auditing::rebind(s),
     }
 }

@@ -30,8 +30,10 @@ pub struct Cli {
     /// Directory holding the encrypted store, its lock and the audit log.
     #[arg(long, env = "TOKENHUB_HOME", default_value = ".tokenhub", global = true)]
     pub home: PathBuf,
-    /// File with the base64 master key (mode 0600). Default: <home>/master.key.
-    /// TOKENHUB_MASTER_KEY (the key itself) takes precedence when set.
+    /// File with the base64 master key (mode 0600), kept outside <home>:
+    /// whoever copies or backs up the store's directory must not get the
+    /// key that opens it. `init` creates it if missing. TOKENHUB_MASTER_KEY
+    /// (the key itself) takes precedence when set.
     #[arg(long, env = "TOKENHUB_MASTER_KEY_FILE", global = true)]
     pub master_key_file: Option<PathBuf>,
     /// The admin you act as (required once 2FA is on).
@@ -54,6 +56,7 @@ pub struct Cli {
 }
 
 const MAIN_HELP: &str = "Quick start:
+  export TOKENHUB_MASTER_KEY_FILE=/etc/tokenhub/master.key   # outside the store's directory; init creates it
   tokenhub-admin init --ecds-file /etc/tokenhub/bundle/guard.json --wasm /etc/tokenhub/tokenhub_guard.wasm --bundle-key-out bundle.key
   tokenhub-admin admin add alice --role platform
   tokenhub-admin --as alice 2fa enroll            # scan the QR code
@@ -105,12 +108,52 @@ fn print_reply(cli: &Cli, reply: &Reply) {
     }
 }
 
-fn key_file(cli: &Cli) -> PathBuf {
-    cli.master_key_file.clone().unwrap_or_else(|| cli.home.join("master.key"))
+/// Where earlier versions put the master key by default: beside the store.
+fn legacy_key_file(cli: &Cli) -> PathBuf {
+    cli.home.join("master.key")
 }
 
+/// How to say where the master key is, and why not in <home>.
+const MASTER_KEY_HINT: &str = "set TOKENHUB_MASTER_KEY_FILE (or --master-key-file) to a 0600 file outside the store's directory, e.g. /etc/tokenhub/master.key or a mounted secret, or pass the key itself in TOKENHUB_MASTER_KEY; the key must not live beside store.enc, or whoever copies or backs up that directory can open every secret in it";
+
 pub fn open_store(cli: &Cli) -> Result<Store, AdminError> {
-    Ok(Store::new(StorePaths::new(&cli.home), load_master_key(Some(&key_file(cli)))?))
+    if std::env::var_os("TOKENHUB_MASTER_KEY").is_none() && cli.master_key_file.is_none() {
+        let legacy = legacy_key_file(cli);
+        let found = if legacy.exists() {
+            format!(
+                " ({} is there from an older version: move it out of {}, then point TOKENHUB_MASTER_KEY_FILE at it)",
+                legacy.display(),
+                cli.home.display()
+            )
+        } else {
+            String::new()
+        };
+        return Err(AdminError::Usage(format!("no master key: {MASTER_KEY_HINT}{found}")));
+    }
+    Ok(Store::new(StorePaths::new(&cli.home), load_master_key(cli.master_key_file.as_deref())?))
+}
+
+/// Refuses a new master key file inside the store's directory.
+fn check_key_outside_home(key_file: &Path, home: &Path) -> Result<(), AdminError> {
+    let home = home.canonicalize().map_err(|e| AdminError::io(home, e))?;
+    let parent = match key_file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = parent.canonicalize().map_err(|e| {
+        AdminError::Usage(format!(
+            "the master key file's directory {} cannot be used ({e}); create it first (mode 0700)",
+            parent.display()
+        ))
+    })?;
+    if dir.starts_with(&home) {
+        return Err(AdminError::Usage(format!(
+            "refusing to create the master key at {}, inside the store's directory {}: {MASTER_KEY_HINT}",
+            key_file.display(),
+            home.display()
+        )));
+    }
+    Ok(())
 }
 
 fn run(cli: &Cli) -> Result<Reply, AdminError> {
@@ -174,13 +217,27 @@ pub fn write_secret_file(path: &Path, text: &str) -> Result<(), AdminError> {
 }
 
 fn init(cli: &Cli, args: &InitArgs) -> Result<Reply, AdminError> {
-    fsutil::ensure_private_dir(&cli.home).map_err(|e| AdminError::io(&cli.home, e))?;
-    let key_file = key_file(cli);
-    let mut created_master = false;
-    if std::env::var_os("TOKENHUB_MASTER_KEY").is_none() && !key_file.exists() {
-        write_secret_file(&key_file, &random_key256().to_base64())?;
-        created_master = true;
+    let paths = StorePaths::new(&cli.home);
+    if !paths.store().exists() && paths.audit().exists() {
+        return Err(AdminError::Usage(format!(
+            "{} exists from an earlier store: a new store cannot continue another store's audit log. Keep it (it is the record of that store) by moving it out of {}, then run init again",
+            paths.audit().display(),
+            cli.home.display()
+        )));
     }
+    let mut created_master = None;
+    if std::env::var_os("TOKENHUB_MASTER_KEY").is_none() {
+        let Some(key_file) = cli.master_key_file.as_deref() else {
+            return Err(AdminError::Usage(format!("where should init keep the new master key? {MASTER_KEY_HINT}")));
+        };
+        fsutil::ensure_private_dir(&cli.home).map_err(|e| AdminError::io(&cli.home, e))?;
+        if !key_file.exists() {
+            check_key_outside_home(key_file, &cli.home)?;
+            write_secret_file(key_file, &random_key256().to_base64())?;
+            created_master = Some(key_file.to_path_buf());
+        }
+    }
+    fsutil::ensure_private_dir(&cli.home).map_err(|e| AdminError::io(&cli.home, e))?;
     let store = open_store(cli)?;
     let bundle_key = random_key256();
     let mut doc = StoreDoc {
@@ -200,15 +257,15 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<Reply, AdminError> {
     let op = super::session::Op::new("store.init", super::session::Scope::Anyone, super::audit::Target::default());
     session.mutate(op, |_, _| Ok(()))?;
     let mut text = format!("store created at {}", store.paths.store().display());
-    if created_master {
+    if let Some(key_file) = &created_master {
         text.push_str(&format!(
-            "\nnew master key written to {} (mode 0600): back it up; without it the store cannot be opened",
+            "\nnew master key written to {} (mode 0600): back it up apart from the store; without it the store cannot be opened",
             key_file.display()
         ));
     }
     text.push_str("\nnext: tokenhub-admin admin add NAME --role platform, then 2fa enroll / 2fa verify --as NAME");
     Ok(Reply::new(
         text,
-        json!({"store": store.paths.store(), "master_key_created": created_master, "bundle_key_id": bundle_key.id()}),
+        json!({"store": store.paths.store(), "master_key_created": created_master.is_some(), "bundle_key_id": bundle_key.id()}),
     ))
 }
