@@ -171,6 +171,7 @@ fn a_refused_push_leaves_the_last_good_bundle_and_is_reported() {
         .arg("--home")
         .arg(fleet.admin.home())
         .arg("status")
+        .env("TOKENHUB_MASTER_KEY_FILE", fleet.admin.dir().join("master.key"))
         .output()
         .expect("tokenhub-admin status");
     let text = String::from_utf8_lossy(&out.stdout);
