@@ -49,6 +49,21 @@ kp.PORT = int(os.environ.get("TOKENHUB_K8S_SCALE_OUT_PORT", "29443"))
 kp.NET = "tokenhub-k8s-scale-out"
 kp.LABEL = "tokenhub.k8s-scale-out=1"
 kp.SUBNET = os.environ.get("TOKENHUB_K8S_SCALE_OUT_SUBNET_PREFIX", "172.28.57")
+# Images of this tree under their own tag (tools/docker-images.sh): the
+# engine's `:dev` images may be rebuilt from another checkout meanwhile.
+TAG = os.environ.setdefault("TOKENHUB_IMAGE_TAG", "scale-out")
+CLIENT_IMAGE = f"tokenhub/client:{TAG}"
+
+
+_pods_image_for = kp.image_for
+
+
+def image_for(image: str) -> str:
+    name = _pods_image_for(image)
+    return name.rsplit(":", 1)[0] + f":{TAG}" if name.endswith(":dev") else name
+
+
+kp.image_for = image_for
 GATEWAY = "tokenhub-gateway"
 CONTROL_PLANE = "tokenhub-control-plane"
 # The whole suite, engine start and image builds aside.
@@ -170,12 +185,13 @@ def every(ports, key: str, want: int, timeout: float) -> tuple:
     return not pending, time.monotonic() - t0
 
 
-def gateways_in_sync(cp, want: int, timeout: float = 20.0) -> tuple:
+def gateways_in_sync(cp, want: int, timeout: float = 20.0, who=()) -> tuple:
     """`tokenhub-admin status` in the control-plane pod until `want`
-    connected gateways acknowledge the published version."""
+    connected gateways acknowledge the published version (`who`: --as NAME
+    once 2FA is on; a read needs no code)."""
     deadline = time.monotonic() + timeout
     while True:
-        status = json.loads(cp.exec("control-plane", "tokenhub-admin", "--json", "status").stdout)
+        status = json.loads(cp.exec("control-plane", "tokenhub-admin", *who, "--json", "status").stdout)
         version = (status.get("published") or {}).get("version")
         connected = [g for g in status["gateways"] if g["connected"]]
         synced = [g["node_id"] for g in connected if g["acked_version"] == version]
@@ -265,7 +281,7 @@ def main() -> int:
         headers = f"authorization: Bearer {token}\nx-tokenhub-otp: {otp.next()}\n"
         report.check(all(on_port(p, victim["key"]) == 200 for p in ports), "the victim key works before the revoke")
         code = run(["docker", "run", "--rm", "-i", "--network", f"container:{cp.holder}", "--user", "65532:65532",
-                    "--read-only", "--cap-drop", "ALL", "tokenhub/client:dev", "-sS", "-o", "/dev/null", "-w",
+                    "--read-only", "--cap-drop", "ALL", CLIENT_IMAGE, "-sS", "-o", "/dev/null", "-w",
                     "%{http_code}", "-H", "@-", "-X", "POST",
                     f"http://127.0.0.1:8081/v1/incident/revoke/{victim['key_id']}"], input=headers, check=False).stdout
         ok, took = every(ports, victim["key"], 401, 15)
@@ -311,7 +327,7 @@ def main() -> int:
                      f"{unavailable}, preStop {grace:.0f} s) under a client loop: no refused, unauthenticated "
                      "or failed request",
                      f"{load.ok} answered 200, {len(load.bad)} not: {load.bad[:5]}; {time.monotonic() - t0:.1f} s")
-        synced, nodes, version = gateways_in_sync(cp, len(gateways))
+        synced, nodes, version = gateways_in_sync(cp, len(gateways), who=("--as", "ops"))
         report.check(synced and nodes == sorted(p.name for p in gateways),
                      "after the rolling restart, status lists the 3 new gateways in sync", f"{nodes}")
         report.check(all(on_port(p, victim["key"]) == 401 for p in ports),
@@ -326,7 +342,8 @@ def main() -> int:
         t0 = time.monotonic()
         run(["docker", "start", f"{cp.name}-control-plane"])
         back = cp.wait_ready(timeout=60)
-        synced, nodes, _ = gateways_in_sync(cp, len(gateways), timeout=10) if back else (False, [], None)
+        synced, nodes, _ = (gateways_in_sync(cp, len(gateways), timeout=10, who=("--as", "ops")) if back
+                            else (False, [], None))
         report.check(back and synced, "control plane back: every gateway reconnects and acknowledges",
                      f"{time.monotonic() - t0:.1f} s from the restart; {nodes}")
         fresh = json.loads(admin("--json", "--as", "ops", "--otp-stdin", "--publish", "key", "create", "--tenant",
@@ -337,6 +354,17 @@ def main() -> int:
             converged = all(on_port(p, fresh["key"]) == 200 for p in ports)
         report.check(converged, "a key created after the restart works on every gateway",
                      f"{time.monotonic() - t0:.2f} s")
+        # The control plane's metrics, through its Service port (the pod's
+        # address), as Prometheus would scrape them.
+        metrics_port = next(p["containerPort"] for c in cp.spec["containers"] for p in c.get("ports", [])
+                            if p["name"] == "metrics")
+        conn = http.client.HTTPConnection(cp.ip, metrics_port, timeout=5)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        in_sync = sorted(line.split('"')[1] for line in text.splitlines()
+                         if line.startswith("tokenhub_xds_gateway_in_sync{") and line.endswith(" 1"))
+        report.check(in_sync == sorted(p.name for p in gateways),
+                     "the control plane's metrics show the 3 gateways in sync", f"{in_sync}")
         report.check(time.monotonic() - t_start < TIMEOUT, f"the suite ran within {TIMEOUT:.0f} s",
                      f"{time.monotonic() - t_start:.0f} s")
     except Exception as e:
