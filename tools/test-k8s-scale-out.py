@@ -17,7 +17,11 @@ run them), then driven:
     loop: no refused, unauthenticated or failed request;
   - the control plane killed (its container, as a crash): every gateway
     keeps serving the same decisions; restarted (as the kubelet does): every
-    gateway back in sync, and a new key works on every gateway.
+    gateway back in sync, and a new key works on every gateway;
+  - the control-plane pod recreated on its claim: refused by its init
+    container with a bundle key Secret the store was not made with (the
+    gateways keep serving), then with the right one every gateway follows
+    it to its new address.
 
 Stand-ins, besides those of test-k8s-pods: the Service in front of the
 gateways is the client loop's own endpoint list (the endpoints controller:
@@ -26,11 +30,13 @@ TLS port is published on the host's loopback (PORT + i). Prints one line
 per check and "N passed, M failed"; bounded by TIMEOUT.
 """
 
+import base64
 import http.client
 import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import sys
 import threading
 import time
@@ -365,6 +371,45 @@ def main() -> int:
                          if line.startswith("tokenhub_xds_gateway_in_sync{") and line.endswith(" 1"))
         report.check(in_sync == sorted(p.name for p in gateways),
                      "the control plane's metrics show the 3 gateways in sync", f"{in_sync}")
+
+        # The control-plane pod recreated (strategy Recreate: same claim,
+        # a new pod address behind the Service name): first with a bundle
+        # key Secret that does not match the store, which its init
+        # container refuses; then with the right one, and every gateway
+        # follows it to the new address.
+        def recreate(with_secrets) -> str:
+            cp.stop()
+            for path, _ in cp.vols.values():
+                if str(path).startswith(str(kp.WORK / "pods")):
+                    run(["umount", path], check=False)
+                    shutil.rmtree(path, ignore_errors=True)
+            cp.vols = {}
+            try:
+                cp.start(with_secrets, configmaps)
+            except RuntimeError as e:
+                return str(e)
+            return ""
+
+        wrong = dict(secrets, **{"tokenhub-bundle-key": {"bundle.key": base64.b64encode(os.urandom(32)) + b"\n"}})
+        refused = recreate(wrong)
+        report.check("another bundle key" in refused and "tokenhub-admin bundle-key" in refused,
+                     "the control plane's init container refuses a bundle key Secret the store was not made with",
+                     refused[-300:])
+        down_since = time.monotonic()
+        same = all(on_port(p, key) == 200 and on_port(p, victim["key"]) == 401 for p in ports)
+        report.check(same, "meanwhile every gateway keeps serving its last bundle")
+        t0 = time.monotonic()
+        started = not recreate(secrets) and cp.wait_ready(timeout=60)
+        synced, nodes, _ = (gateways_in_sync(cp, len(gateways), timeout=30, who=("--as", "ops")) if started
+                            else (False, [], None))
+        report.check(started and synced, "the control-plane pod recreated on its claim: every gateway reconnects "
+                     "to its new address and acknowledges",
+                     f"{time.monotonic() - t0:.1f} s from the new pod's start ({time.monotonic() - down_since:.0f} s "
+                     f"down); {nodes}")
+        fresh = json.loads(admin("--json", "--as", "ops", "--otp-stdin", "--publish", "key", "create", "--tenant",
+                                 "demo", "--name", "recreated", input=otp.next() + "\n").stdout)
+        ok, took = every(ports, fresh["key"], 200, 10)
+        report.check(ok, "a key created on the recreated control plane works on every gateway", f"{took:.2f} s")
         report.check(time.monotonic() - t_start < TIMEOUT, f"the suite ran within {TIMEOUT:.0f} s",
                      f"{time.monotonic() - t_start:.0f} s")
     except Exception as e:
