@@ -16,7 +16,8 @@ run them), then driven:
     endpoints, its preStop, then stopped; one at a time) under a client
     loop: no refused, unauthenticated or failed request;
   - the control plane killed (its container, as a crash): every gateway
-    keeps serving the same decisions; restarted (as the kubelet does): every
+    keeps serving the same decisions, and a gateway started meanwhile never
+    turns ready (until the control plane is back); restarted (as the kubelet does): every
     gateway back in sync, and a new key works on every gateway;
   - the control-plane pod recreated on its claim: refused by its init
     container with a bundle key Secret the store was not made with (the
@@ -74,6 +75,9 @@ GATEWAY = "tokenhub-gateway"
 CONTROL_PLANE = "tokenhub-control-plane"
 # The whole suite, engine start and image builds aside.
 TIMEOUT = float(os.environ.get("TOKENHUB_K8S_SCALE_OUT_TIMEOUT", "600"))
+# Twice the 5 s after which a gateway with a first-fetch timeout (the xDS
+# template's) would turn ready with nothing to enforce.
+LATE_WAIT = 10.0
 log = kp.log
 run = kp.run
 
@@ -344,6 +348,14 @@ def main() -> int:
         time.sleep(2)
         same = all(on_port(p, key) == 200 and on_port(p, victim["key"]) == 401 for p in ports)
         report.check(same, "control plane killed: every gateway keeps serving, same decisions")
+        # A gateway started now (a scale-up, a rescheduled pod) has nothing
+        # to enforce: it must stay out of the Service until it has.
+        late = kp.Pod(f"tk8s-{GATEWAY}-{2 * len(gateways)}", gateways[0].spec, gateways[0].aliases,
+                      gateways[0].ports, 2 * len(gateways))
+        late.start(secrets, configmaps)
+        never = not late.wait_ready(timeout=LATE_WAIT)
+        report.check(never, f"a gateway started while the control plane is away is not ready after {LATE_WAIT:.0f} s "
+                     "(its probes fail: no listener before the first push)")
         # The kubelet restarts the container (restartPolicy Always).
         t0 = time.monotonic()
         run(["docker", "start", f"{cp.name}-control-plane"])
@@ -352,6 +364,11 @@ def main() -> int:
                             else (False, [], None))
         report.check(back and synced, "control plane back: every gateway reconnects and acknowledges",
                      f"{time.monotonic() - t0:.1f} s from the restart; {nodes}")
+        late_ready = late.wait_ready(timeout=60)
+        late_port = kp.PORT + late.replica
+        report.check(late_ready and on_port(late_port, key) == 200 and on_port(late_port, victim["key"]) == 401,
+                     "that gateway turns ready once the control plane is back, enforcing the current bundle")
+        late.stop()
         fresh = json.loads(admin("--json", "--as", "ops", "--otp-stdin", "--publish", "key", "create", "--tenant",
                                  "demo", "--name", "after", input=otp.next() + "\n").stdout)
         t0 = time.monotonic()

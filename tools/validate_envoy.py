@@ -161,8 +161,9 @@ def check_drift(root: pathlib.Path, path: pathlib.Path, text: str) -> bool:
     """The container config's client listener equals the demo template's.
     A config with the xDS cluster (a scaled-out gateway) must take the
     guard from the control plane exactly as envoy/xds/envoy.yaml.tmpl does
-    (config source and cluster); whether its listener warms until the
-    first push (apply_default_config_without_warming) is its own choice."""
+    (config source and cluster); whether and how long its listener warms
+    until the first push (apply_default_config_without_warming,
+    initial_fetch_timeout) is its own choice."""
     config = yaml.safe_load(text)
     demo = yaml.safe_load(render((root / DEMO_TEMPLATE).read_text(), CONTAINER_VALUES))
     expected = client_chain(demo)
@@ -172,8 +173,10 @@ def check_drift(root: pathlib.Path, path: pathlib.Path, text: str) -> bool:
         xds = yaml.safe_load(render((root / XDS_TEMPLATE).read_text(), CONTAINER_XDS_VALUES))
         ours = guard_discovery(client_chain(config))
         discovery = guard_discovery(expected)
-        discovery["config_source"] = guard_discovery(client_chain(xds))["config_source"]
-        discovery["apply_default_config_without_warming"] = ours.get("apply_default_config_without_warming")
+        discovery["config_source"] = dict(guard_discovery(client_chain(xds))["config_source"])
+        for warming in ("apply_default_config_without_warming",):
+            discovery[warming] = ours.get(warming)
+        discovery["config_source"]["initial_fetch_timeout"] = ours["config_source"].get("initial_fetch_timeout")
         template_cluster = next(c for c in xds["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER)
         found = first_difference(template_cluster, clusters[XDS_CLUSTER], f"clusters[{XDS_CLUSTER}]")
         if found:
