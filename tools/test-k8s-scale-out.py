@@ -78,6 +78,8 @@ TIMEOUT = float(os.environ.get("TOKENHUB_K8S_SCALE_OUT_TIMEOUT", "600"))
 # Twice the 5 s after which a gateway with a first-fetch timeout (the xDS
 # template's) would turn ready with nothing to enforce.
 LATE_WAIT = 10.0
+# Bound on the gateways' reconnection after the control plane's restart.
+RECONNECT_WAIT = 60.0
 log = kp.log
 run = kp.run
 
@@ -195,18 +197,39 @@ def every(ports, key: str, want: int, timeout: float) -> tuple:
     return not pending, time.monotonic() - t0
 
 
-def gateways_in_sync(cp, want: int, timeout: float = 20.0, who=()) -> tuple:
-    """`tokenhub-admin status` in the control-plane pod until `want`
-    connected gateways acknowledge the published version (`who`: --as NAME
-    once 2FA is on; a read needs no code)."""
+def gateways_in_sync(cp, pods, timeout: float = 20.0, who=(), exact=True) -> tuple:
+    """`tokenhub-admin status` in the control-plane pod until exactly these
+    pods (with exact=False: at least these) are the connected gateways, each
+    acknowledging the published version (`who`: --as NAME once 2FA is on;
+    a read needs no code)."""
+    want = sorted(p.name for p in pods)
     deadline = time.monotonic() + timeout
     while True:
         status = json.loads(cp.exec("control-plane", "tokenhub-admin", *who, "--json", "status").stdout)
         version = (status.get("published") or {}).get("version")
-        connected = [g for g in status["gateways"] if g["connected"]]
-        synced = [g["node_id"] for g in connected if g["acked_version"] == version]
-        if len(synced) == want and len(connected) == want or time.monotonic() > deadline:
-            return len(synced) == want and len(connected) == want, sorted(synced), version
+        connected = sorted(g["node_id"] for g in status["gateways"] if g["connected"])
+        synced = sorted(g["node_id"] for g in status["gateways"] if g["connected"] and g["acked_version"] == version)
+        ok = connected == synced == want if exact else set(want) <= set(synced)
+        if ok or time.monotonic() > deadline:
+            return ok, synced, version
+
+
+def sync_times(cp, pods, t0: float, timeout: float, who=()) -> dict:
+    """Seconds from t0 until each pod is a connected gateway acknowledging
+    the published version (None: not within timeout)."""
+    seen = {p.name: None for p in pods}
+    deadline = time.monotonic() + timeout
+    while None in seen.values() and time.monotonic() < deadline:
+        proc = cp.exec("control-plane", "tokenhub-admin", *who, "--json", "status", check=False)
+        if proc.returncode == 0:
+            status = json.loads(proc.stdout)
+            version = (status.get("published") or {}).get("version")
+            for g in status["gateways"]:
+                if g["node_id"] in seen and seen[g["node_id"]] is None and g["connected"] \
+                        and g["acked_version"] == version:
+                    seen[g["node_id"]] = round(time.monotonic() - t0, 1)
+        time.sleep(0.2)
+    return seen
 
 
 def prestop_seconds(spec: dict) -> float:
@@ -278,8 +301,8 @@ def main() -> int:
         ok, took = every(ports, key, 200, 30)
         report.check(ok, f"a key works through every gateway ({len(ports)}), pushed by the control plane",
                      f"{took:.2f} s after publish")
-        synced, nodes, version = gateways_in_sync(cp, len(gateways))
-        report.check(synced and nodes == sorted(p.name for p in gateways),
+        synced, nodes, version = gateways_in_sync(cp, gateways)
+        report.check(synced,
                      "`tokenhub-admin status` in the control-plane pod lists the 3 gateways (node id = pod name), "
                      f"in sync at version {version}", f"{nodes}")
 
@@ -337,8 +360,8 @@ def main() -> int:
                      f"{unavailable}, preStop {grace:.0f} s) under a client loop: no refused, unauthenticated "
                      "or failed request",
                      f"{load.ok} answered 200, {len(load.bad)} not: {load.bad[:5]}; {time.monotonic() - t0:.1f} s")
-        synced, nodes, version = gateways_in_sync(cp, len(gateways), who=("--as", "ops"))
-        report.check(synced and nodes == sorted(p.name for p in gateways),
+        synced, nodes, version = gateways_in_sync(cp, gateways, who=("--as", "ops"))
+        report.check(synced,
                      "after the rolling restart, status lists the 3 new gateways in sync", f"{nodes}")
         report.check(all(on_port(p, victim["key"]) == 401 for p in ports),
                      "the revoked key is refused by every new gateway")
@@ -360,10 +383,11 @@ def main() -> int:
         t0 = time.monotonic()
         run(["docker", "start", f"{cp.name}-control-plane"])
         back = cp.wait_ready(timeout=60)
-        synced, nodes, _ = (gateways_in_sync(cp, len(gateways), timeout=10, who=("--as", "ops")) if back
-                            else (False, [], None))
-        report.check(back and synced, "control plane back: every gateway reconnects and acknowledges",
-                     f"{time.monotonic() - t0:.1f} s from the restart; {nodes}")
+        # Bounded, not a speed target: the seconds are reported.
+        times = sync_times(cp, gateways + [late], t0, timeout=RECONNECT_WAIT, who=("--as", "ops")) if back else {}
+        report.check(back and None not in times.values(),
+                     "control plane back: every gateway (the late one too) reconnects and acknowledges",
+                     f"seconds from the restart (control plane down {LATE_WAIT + 2:.0f}+ s): {times}")
         late_ready = late.wait_ready(timeout=60)
         late_port = kp.PORT + late.replica
         report.check(late_ready and on_port(late_port, key) == 200 and on_port(late_port, victim["key"]) == 401,
@@ -417,7 +441,7 @@ def main() -> int:
         report.check(same, "meanwhile every gateway keeps serving its last bundle")
         t0 = time.monotonic()
         started = not recreate(secrets) and cp.wait_ready(timeout=60)
-        synced, nodes, _ = (gateways_in_sync(cp, len(gateways), timeout=30, who=("--as", "ops")) if started
+        synced, nodes, _ = (gateways_in_sync(cp, gateways, timeout=30, who=("--as", "ops")) if started
                             else (False, [], None))
         report.check(started and synced, "the control-plane pod recreated on its claim: every gateway reconnects "
                      "to its new address and acknowledges",
