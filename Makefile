@@ -157,3 +157,16 @@ test-docker: bootstrap wasm admin
 test-k8s-pods: bootstrap wasm admin
 	cargo build --release -p tokenhub-integration --bin echo-upstream
 	$(VENV)/bin/python tools/test-k8s-pods.py
+
+.PHONY: test-k8s-scale-out
+
+## The scaled-out Kubernetes shape (envoy/k8s/scale-out: control plane +
+## 3 gateways) as pods in the Docker engine, by the same pod runner
+## (tools/test-k8s-scale-out.py): a key through every gateway, status
+## lists them in sync, a revoke through the control plane refused by all,
+## a rolling restart under load with no failed request, the control plane
+## killed and back. Not part of `make test` (needs an engine); .ci/run
+## runs it after test-k8s-pods.
+test-k8s-scale-out: bootstrap wasm admin
+	cargo build --release -p tokenhub-integration --bin echo-upstream
+	$(VENV)/bin/python tools/test-k8s-scale-out.py

@@ -253,3 +253,52 @@ fn secrets_stay_out_of_output_and_errors() {
     }
     assert!(!home.audit_text().contains(good) && !home.audit_text().contains(secret_part));
 }
+
+#[test]
+fn init_takes_the_bundle_key_from_a_file_for_scaled_out_gateways() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("thg-bundle-key-file-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let given = dir.join("bundle.key");
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    std::fs::write(&given, format!("{key}\n")).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenhub-admin"))
+            .args(args)
+            .env("TOKENHUB_HOME", dir.join("home"))
+            .env_remove("TOKENHUB_MASTER_KEY")
+            .env_remove("TOKENHUB_MASTER_KEY_FILE")
+            .output()
+            .unwrap()
+    };
+    let ecds = dir.join("guard.json");
+    let init = |extra: &[&str]| {
+        let mut args = vec!["init", "--ecds-file", ecds.to_str().unwrap(), "--wasm", "/opt/tokenhub/guard.wasm"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    // Readable by others: refused, naming the fix, and no store is made.
+    std::fs::set_permissions(&given, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = init(&["--bundle-key-file", given.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("chmod 600"), "{stderr}");
+    assert!(!dir.join("home/store.enc").exists());
+    // Not a key: refused with what a bundle key is.
+    let bad = dir.join("bad.key");
+    std::fs::write(&bad, "not a key\n").unwrap();
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let refused = init(&["--bundle-key-file", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("openssl rand -base64 32"), "{stderr}");
+    assert!(!stderr.contains(key));
+    // A private file: the store seals with exactly that key.
+    std::fs::set_permissions(&given, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let made = init(&["--bundle-key-file", given.to_str().unwrap()]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(!String::from_utf8_lossy(&made.stdout).contains(key));
+    let out = dir.join("exported.key");
+    assert!(run(&["bundle-key", "--out", out.to_str().unwrap()]).status.success());
+    assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), key);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -80,11 +80,12 @@ def run(argv, *, input=None, check=True, timeout=300):
 # The manifests
 
 
-def manifests():
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+def manifests(k8s=None):
+    k8s = k8s or K8S
+    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
     docs = []
     for name in kustomization["resources"]:
-        docs += [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
+        docs += [d for d in yaml.safe_load_all((k8s / name).read_text()) if d]
     return kustomization, docs
 
 
@@ -171,6 +172,8 @@ def make_volumes(pod: str, spec: dict, secrets: dict, configmaps: dict) -> dict:
             mode = src.get("defaultMode", 0o644)
             if fs_group is not None:
                 mode |= 0o440  # read-only volume with fsGroup
+            if src.get("items"):  # only the listed keys, at their paths
+                data = {item["path"]: data[item["key"]] for item in src["items"]}
             path.mkdir(parents=True)
             atomic_writer(path, data, mode, fs_group)
             vols[name] = (path, True)
@@ -189,6 +192,7 @@ class Pod:
         self.holder = f"{name}-pod"
         self.vols = {}
         self.ip = None
+        self.secrets = {}
 
     def container_argv(self, c: dict, detach: bool) -> list:
         pod_ctx = self.spec.get("securityContext", {})
@@ -214,9 +218,27 @@ class Pod:
         if "cpu" in limits:
             cpu = str(limits["cpu"])
             argv += ["--cpus", str(int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu))]
-        env = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+        env, secret_env = {}, {}
+        for e in c.get("env", []):
+            source = e.get("valueFrom") or {}
+            if "fieldRef" in source:  # the downward API: the pod's name
+                if source["fieldRef"]["fieldPath"] != "metadata.name":
+                    raise RuntimeError(f"{self.name}: env {e['name']}: fieldRef this runner does not know")
+                env[e["name"]] = self.name
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                secret_env[e["name"]] = self.secrets[ref["name"]][ref["key"]].decode()
+            else:
+                env[e["name"]] = e.get("value", "")
         for k, v in env.items():
             argv += ["-e", f"{k}={v}"]
+        if secret_env:  # through a private file, never on the command line
+            env_file = WORK / "pods" / self.name / f"{c['name']}.env"
+            env_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.writelines(f"{k}={v.strip()}\n" for k, v in secret_env.items())
+            argv += ["--env-file", env_file]
         for m in c.get("volumeMounts", []):
             path, ro = self.vols[m["name"]]
             argv += ["-v", f"{path}:{m['mountPath']}{':ro' if ro or m.get('readOnly') else ''}"]
@@ -229,6 +251,7 @@ class Pod:
         return argv
 
     def start(self, secrets, configmaps) -> None:
+        self.secrets = secrets
         if not self.vols:
             self.vols = make_volumes(self.name, self.spec, secrets, configmaps)
         holder = ["docker", "run", "-d", "--name", self.holder, "--label", LABEL, "--network", NET,

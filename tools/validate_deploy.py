@@ -11,7 +11,8 @@ Docker (envoy/docker):
   - the admin API and Envoy's admin interface on their containers' own
     loopback, never published;
   - the Dockerfiles (the real one and the offline variant) linted with hadolint.
-Kubernetes (envoy/k8s):
+Kubernetes (envoy/k8s, the single pod, and envoy/k8s/scale-out, the
+control plane and its gateways), each:
   - kustomization.yaml lists exactly the resource files in the directory;
   - each of them against the Kubernetes schemas (kubernetes-validate
     --strict);
@@ -22,7 +23,9 @@ Kubernetes (envoy/k8s):
   - references a real apply would trip over: Secret (secretGenerator),
     ConfigMap and claim names of volumes, volume mounts, probe and Service
     ports, and Envoy's container ports against its listeners (admin on
-    loopback).
+    loopback), env from Secret keys the kustomization makes;
+  - scaled out: the gateway pods hold no store (no volume claim) and no
+    master key; the files shared with the single pod are copies of it.
 
 The tools come from the project's virtualenv (tools/requirements.txt).
 
@@ -39,6 +42,12 @@ BIN = pathlib.Path(sys.executable).parent
 NON_ROOT = "65532:65532"
 KUSTOMIZATION = "kustomization.yaml"
 GATEWAY = "tokenhub-gateway"
+CONTROL_PLANE = "tokenhub-control-plane"
+MASTER_KEY = "tokenhub-master-key"
+# Files of the scaled-out kustomization (k8s/scale-out) that must stay
+# copies of the single pod's (kustomize loads no file from outside a
+# kustomization's directory).
+SHARED_WITH_SINGLE_POD = ["namespace.yaml", "upstreams.yaml"]
 
 
 class Report:
@@ -190,6 +199,12 @@ def check_references(report: Report, k8s: pathlib.Path, files: list) -> None:
                 report.check(ref in claims, f"{name}: volume {vol['name']} names claim {ref}, which exists")
         volumes = {v["name"] for v in spec.get("volumes", [])}
         for c in spec.get("initContainers", []) + spec.get("containers", []):
+            for e in c.get("env", []):
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref:
+                    ok = ref["name"] in secrets and ref["key"] in secrets[ref["name"]]
+                    report.check(ok, f"{name}/{c['name']}: env {e['name']} names key {ref['key']} of Secret "
+                                 f"{ref['name']}, which the kustomization makes")
             mounts = {m["name"] for m in c.get("volumeMounts", [])}
             report.check(mounts <= volumes, f"{name}/{c['name']}: every volume mount names a pod volume",
                          f"unknown {sorted(mounts - volumes)}")
@@ -217,6 +232,22 @@ def check_references(report: Report, k8s: pathlib.Path, files: list) -> None:
             admin = envoy.get("admin", {}).get("address", {}).get("socket_address", {}).get("address")
             report.check(admin in ("127.0.0.1", "::1"), f"{name}/{c['name']}: Envoy's admin interface on loopback",
                          f"bound to {admin}")
+    # Autoscalers scale a workload that exists; disruption budgets select
+    # pods of one (and, with a fixed minAvailable, no more than it runs).
+    for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        ok = any(w["kind"] == target["kind"] and w["metadata"]["name"] == target["name"] for w, _ in pods)
+        report.check(ok, f"HorizontalPodAutoscaler {hpa['metadata']['name']}: scales {target['kind']} "
+                     f"{target['name']}, which exists")
+    for pdb in (d for d in docs if d["kind"] == "PodDisruptionBudget"):
+        labels = pdb["spec"]["selector"].get("matchLabels", {})
+        selected = [w for w, t in pods if all(t["metadata"]["labels"].get(k) == v for k, v in labels.items())]
+        floor = pdb["spec"].get("minAvailable")
+        ok = bool(selected) and (not isinstance(floor, int)
+                                 or all(floor < w["spec"].get("replicas", 1) or floor == 1 for w in selected))
+        report.check(ok, f"PodDisruptionBudget {pdb['metadata']['name']}: selects pods of "
+                     f"{[w['metadata']['name'] for w in selected]}, minAvailable {floor} below their replicas "
+                     "(or 1 for a single pod)")
     # Services reach a port the selected pods declare.
     for svc in (d for d in docs if d["kind"] == "Service"):
         selector = svc["spec"].get("selector", {})
@@ -229,8 +260,31 @@ def check_references(report: Report, k8s: pathlib.Path, files: list) -> None:
             report.check(ok, f"Service {svc['metadata']['name']}: targetPort {target} is a port of its pods")
 
 
+def check_gateway_holds_no_store(report: Report, k8s: pathlib.Path, files: list) -> None:
+    """Scaled out (a control plane beside the gateways): the gateway pods
+    mount no volume claim and no master key, and the shared files are the
+    single-pod deployment's own."""
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    names = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    if CONTROL_PLANE not in names:
+        return
+    for d in docs:
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == GATEWAY:
+            spec = d["spec"]["template"]["spec"]
+            held = [v["name"] for v in spec.get("volumes", [])
+                    if "persistentVolumeClaim" in v or (v.get("secret") or {}).get("secretName") == MASTER_KEY]
+            env = [e["name"] for c in spec.get("initContainers", []) + spec["containers"] for e in c.get("env", [])
+                   if "MASTER_KEY" in e["name"] or (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name") == MASTER_KEY]
+            report.check(not held and not env, f"{k8s}: {GATEWAY} holds no store and no master key",
+                         f"volumes {held}, env {env}")
+    for shared in SHARED_WITH_SINGLE_POD:
+        same = (k8s / shared).read_text() == (k8s.parent / shared).read_text()
+        report.check(same, f"{k8s / shared} is a copy of {k8s.parent / shared}", "they differ: copy it again")
+
+
 def check_k8s(report: Report, k8s: pathlib.Path) -> None:
     files = resource_files(report, k8s)
+    check_gateway_holds_no_store(report, k8s, files)
     validate = [str(BIN / "kubernetes-validate"), "--strict", "--quiet"] + [str(f) for f in files]
     report.tool(f"{k8s}: {len(files)} files (kubernetes-validate --strict)", validate)
     for path in files:
@@ -247,6 +301,7 @@ def main() -> int:
     check_dockerfile(report, root / "docker" / "Dockerfile")
     check_dockerfile(report, root / "docker" / "Dockerfile.offline")
     check_k8s(report, root / "k8s")
+    check_k8s(report, root / "k8s" / "scale-out")
     print(f"{report.passed} passed, {report.failures} failed")
     return 1 if report.failures else 0
 

@@ -18,7 +18,10 @@ The container configs (Docker, Kubernetes) name paths inside the container
 (CONTAINER_PATHS); those are mapped to the same local files. They must not
 drift from the demo template: their client listener's filter chain (TLS,
 access log, routes, guard) must equal the template's rendered with the
-container paths.
+container paths. A container config taking the guard from the control
+plane (envoy/k8s/scale-out) must do so as envoy/xds/envoy.yaml.tmpl does:
+the guard's config source and the tokenhub_xds cluster are compared with
+that template's.
 
 An ECDS file is checked by embedding each of its resources as a static HTTP
 filter in a minimal bootstrap; its sealed-bundle placeholder is replaced by
@@ -49,6 +52,10 @@ CONTAINER_PATHS = {
     "/var/lib/tokenhub/bundle": "BUNDLE_DIR",
     "/etc/tokenhub/tls/tls.crt": "TLS_CERT",
     "/etc/tokenhub/tls/tls.key": "TLS_KEY",
+    # A scaled-out gateway's xDS client certificate (envoy/k8s/scale-out).
+    "/etc/tokenhub/xds/tls.crt": "XDS_CERT",
+    "/etc/tokenhub/xds/tls.key": "XDS_KEY",
+    "/etc/tokenhub/xds/ca.crt": "XDS_CA",
 }
 # The demo template rendered for the drift check; the ports other than the
 # listener's lie outside the compared filter chain.
@@ -59,6 +66,20 @@ CONTAINER_VALUES = {
     "ADMIN_PORT": 9901,
     "UPSTREAM_EU_PORT": 8080,
     "UPSTREAM_US_PORT": 8080,
+}
+# The xDS gateway template rendered for the drift check of a container
+# config that takes the guard from the control plane (envoy/k8s/scale-out):
+# its guard config source and its xDS cluster must be the template's.
+XDS_TEMPLATE = "xds/envoy.yaml.tmpl"
+XDS_CLUSTER = "tokenhub_xds"
+GUARD_FILTER = "tokenhub.guard"
+CONTAINER_XDS_VALUES = {
+    **CONTAINER_VALUES,
+    "NODE_ID": "unused",
+    "UPSTREAM_PORT": 8080,
+    "XDS_HOST": "tokenhub-control-plane",
+    "XDS_PORT": 18000,
+    "XDS_SERVER_NAME": "tokenhub-control-plane",
 }
 
 
@@ -126,14 +147,47 @@ def first_difference(a, b, where="filter_chains"):
     return None if a == b else f"{where}: {a!r} vs {b!r}"
 
 
+def guard_discovery(chain: list) -> dict:
+    """The guard filter's config_discovery in a client filter chain."""
+    for fc in chain:
+        for f in fc.get("filters", []):
+            for h in f.get("typed_config", {}).get("http_filters", []):
+                if h.get("name") == GUARD_FILTER:
+                    return h["config_discovery"]
+    raise SystemExit(f"no {GUARD_FILTER} filter in the client listener")
+
+
 def check_drift(root: pathlib.Path, path: pathlib.Path, text: str) -> bool:
-    """The container config's client listener equals the demo template's."""
+    """The container config's client listener equals the demo template's.
+    A config with the xDS cluster (a scaled-out gateway) must take the
+    guard from the control plane exactly as envoy/xds/envoy.yaml.tmpl does
+    (config source and cluster); whether and how long its listener warms
+    until the first push (apply_default_config_without_warming,
+    initial_fetch_timeout) is its own choice."""
+    config = yaml.safe_load(text)
     demo = yaml.safe_load(render((root / DEMO_TEMPLATE).read_text(), CONTAINER_VALUES))
-    found = first_difference(client_chain(demo), client_chain(yaml.safe_load(text)))
+    expected = client_chain(demo)
+    against = DEMO_TEMPLATE
+    clusters = {c["name"]: c for c in config["static_resources"].get("clusters", [])}
+    if XDS_CLUSTER in clusters:
+        xds = yaml.safe_load(render((root / XDS_TEMPLATE).read_text(), CONTAINER_XDS_VALUES))
+        ours = guard_discovery(client_chain(config))
+        discovery = guard_discovery(expected)
+        discovery["config_source"] = dict(guard_discovery(client_chain(xds))["config_source"])
+        for warming in ("apply_default_config_without_warming",):
+            discovery[warming] = ours.get(warming)
+        discovery["config_source"]["initial_fetch_timeout"] = ours["config_source"].get("initial_fetch_timeout")
+        template_cluster = next(c for c in xds["static_resources"]["clusters"] if c["name"] == XDS_CLUSTER)
+        found = first_difference(template_cluster, clusters[XDS_CLUSTER], f"clusters[{XDS_CLUSTER}]")
+        if found:
+            print(f"FAILED  {path}: xDS cluster drifted from {root / XDS_TEMPLATE}: {found}", file=sys.stderr)
+            return False
+        against = f"{DEMO_TEMPLATE}, guard config source and xDS cluster as {XDS_TEMPLATE}"
+    found = first_difference(expected, client_chain(config))
     if found:
-        print(f"FAILED  {path}: drifted from {root / DEMO_TEMPLATE}: {found}", file=sys.stderr)
+        print(f"FAILED  {path}: drifted from {against}: {found}", file=sys.stderr)
         return False
-    print(f"ok      {path} (same client listener as {DEMO_TEMPLATE})")
+    print(f"ok      {path} (same client listener as {against})")
     return True
 
 

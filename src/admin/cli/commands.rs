@@ -104,6 +104,12 @@ pub struct InitArgs {
     /// Also write the new bundle key to this file (mode 0600).
     #[arg(long)]
     pub bundle_key_out: Option<PathBuf>,
+    /// Use the bundle key in this file (base64 of 32 bytes, e.g. from
+    /// `openssl rand -base64 32`; mode 0600, or a mounted secret) instead
+    /// of a new random one: the gateways of a scaled-out deployment get
+    /// the same file from their own Secret (README, "Scale out").
+    #[arg(long, value_name = "FILE")]
+    pub bundle_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -239,7 +239,18 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<Reply, AdminError> {
     }
     fsutil::ensure_private_dir(&cli.home).map_err(|e| AdminError::io(&cli.home, e))?;
     let store = open_store(cli)?;
-    let bundle_key = random_key256();
+    let bundle_key = match &args.bundle_key_file {
+        Some(path) => {
+            let text = Zeroizing::new(fsutil::read_private_file(path).map_err(|e| AdminError::io(path, e))?);
+            crate::core::crypto::Key256::from_base64(&text).map_err(|e| {
+                AdminError::Usage(format!(
+                    "{}: {e}: the bundle key is the base64 of 32 random bytes (openssl rand -base64 32)",
+                    path.display()
+                ))
+            })?
+        }
+        None => random_key256(),
+    };
     let mut doc = StoreDoc {
         bundle_key: bundle_key.to_base64().to_string(),
         policy: BundleDoc { schema: SCHEMA_VERSION, ..Default::default() },
