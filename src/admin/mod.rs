@@ -8,6 +8,7 @@ pub mod cli;
 pub mod fsutil;
 pub mod ops;
 pub mod publish;
+pub mod ratelimit;
 pub mod serve;
 pub mod session;
 pub mod store;
