@@ -48,7 +48,8 @@ fn load_bytes(text: &[u8], key: &BundleKey) -> Result<LimitTable, String> {
 pub struct Source {
     path: PathBuf,
     key: BundleKey,
-    seen: Option<(Option<SystemTime>, u64, [u8; 32])>,
+    /// (modified, inode, length, SHA-256) of the file last read.
+    seen: Option<(Option<SystemTime>, u64, u64, [u8; 32])>,
     version: u64,
 }
 
@@ -73,10 +74,12 @@ impl Source {
     pub fn poll(&mut self) -> Polled {
         let meta = match std::fs::metadata(&self.path) {
             Ok(m) => m,
-            Err(e) => return self.refuse_once(None, 0, [0; 32], format!("{}: {e}", self.path.display())),
+            Err(e) => return self.refuse_once(format!("{}: {e}", self.path.display())),
         };
-        let stamp = (meta.modified().ok(), meta.len());
-        if self.seen.is_some_and(|(m, l, _)| (m, l) == stamp) {
+        // `publish` renames a new file into place: a new inode, even when the
+        // size and the modification time (coarse on some filesystems) match.
+        let stamp = (meta.modified().ok(), std::os::unix::fs::MetadataExt::ino(&meta), meta.len());
+        if self.seen.is_some_and(|(m, i, l, _)| (m, i, l) == stamp) {
             return Polled::Unchanged;
         }
         let text = match std::fs::read(&self.path) {
@@ -84,11 +87,11 @@ impl Source {
             Err(e) => return Polled::Refused(format!("{}: {e}", self.path.display())),
         };
         let hash: [u8; 32] = Sha256::digest(&text).into();
-        if self.seen.is_some_and(|(_, _, h)| h == hash) {
-            self.seen = Some((stamp.0, stamp.1, hash));
+        let unchanged = self.seen.is_some_and(|(_, _, _, h)| h == hash);
+        self.seen = Some((stamp.0, stamp.1, stamp.2, hash));
+        if unchanged {
             return Polled::Unchanged;
         }
-        self.seen = Some((stamp.0, stamp.1, hash));
         match load_bytes(&text, &self.key) {
             Ok(table) if table.policy.version < self.version => Polled::Refused(format!(
                 "{}: bundle version {} is older than version {} already loaded (rollback refused)",
@@ -105,11 +108,12 @@ impl Source {
     }
 
     /// A missing file is reported once, not on every poll.
-    fn refuse_once(&mut self, m: Option<SystemTime>, l: u64, h: [u8; 32], why: String) -> Polled {
-        if self.seen == Some((m, l, h)) {
+    fn refuse_once(&mut self, why: String) -> Polled {
+        let missing = (None, 0, 0, [0; 32]);
+        if self.seen == Some(missing) {
             return Polled::Unchanged;
         }
-        self.seen = Some((m, l, h));
+        self.seen = Some(missing);
         Polled::Refused(why)
     }
 }
