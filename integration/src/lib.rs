@@ -14,6 +14,7 @@ pub mod admin;
 pub mod client;
 pub mod echo;
 pub mod envoy;
+pub mod global;
 pub mod guard;
 pub mod http1;
 pub mod http2;
@@ -26,6 +27,7 @@ pub use admin::{Admin, AdminOutput, IssuedKey};
 pub use client::{get, get_lines, request, Connection, Response};
 pub use echo::{EchoUpstream, ReceivedRequest};
 pub use envoy::{guard_ecds_yaml, EcdsOutcome, Envoy, EnvoyOptions};
+pub use global::{RateLimitService, Redis};
 pub use ports::free_port;
 pub use process::ChildGuard;
 

@@ -37,9 +37,7 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
             crate::admin::serve::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
         }
         // Handled before a store is opened (see `cli::run`).
-        Command::Ratelimit(a) => {
-            crate::admin::ratelimit::run(a).map(|()| Reply::new("stopped", serde_json::json!({})))
-        }
+        Command::Ratelimit(a) => crate::admin::ratelimit::run(a).map(|()| Reply::new("stopped", serde_json::json!({}))),
     }
 }
 

@@ -145,14 +145,8 @@ mod tests {
     #[test]
     fn the_tightest_remaining_budget_is_reported() {
         let limits = [lim("k", 30, MINUTE), lim("t", 100, MINUTE)];
-        assert_eq!(
-            judge(&limits, &[29, 31], 10),
-            QuotaOutcome::Allowed(Budget { limit: 30, remaining: 1, reset: 50 })
-        );
-        assert_eq!(
-            judge(&limits, &[5, 99], 10),
-            QuotaOutcome::Allowed(Budget { limit: 100, remaining: 1, reset: 50 })
-        );
+        assert_eq!(judge(&limits, &[29, 31], 10), QuotaOutcome::Allowed(Budget { limit: 30, remaining: 1, reset: 50 }));
+        assert_eq!(judge(&limits, &[5, 99], 10), QuotaOutcome::Allowed(Budget { limit: 100, remaining: 1, reset: 50 }));
     }
 
     #[test]

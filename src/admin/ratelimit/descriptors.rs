@@ -93,11 +93,8 @@ impl LimitTable {
         let key: Option<Key<'_>> = match key_id {
             None => None,
             Some(id) => {
-                let key = self
-                    .policy
-                    .keys
-                    .get(id.as_bytes())
-                    .ok_or_else(|| DescriptorError::Unknown(format!("key {id}")))?;
+                let key =
+                    self.policy.keys.get(id.as_bytes()).ok_or_else(|| DescriptorError::Unknown(format!("key {id}")))?;
                 if key.sub_account != index {
                     return Err(DescriptorError::Malformed(format!("names key {id} of another sub-account")));
                 }

@@ -99,7 +99,12 @@ pub fn run(args: &RatelimitArgs) -> Result<(), AdminError> {
     runtime.block_on(serve(addr, counters, &mut source, poll))
 }
 
-async fn serve(addr: SocketAddr, counters: RedisCounters, source: &mut Source, poll: Duration) -> Result<(), AdminError> {
+async fn serve(
+    addr: SocketAddr,
+    counters: RedisCounters,
+    source: &mut Source,
+    poll: Duration,
+) -> Result<(), AdminError> {
     let shared: Shared = Arc::new(RwLock::new(None));
     reload(source, &shared);
     let listener =
@@ -215,7 +220,9 @@ pub fn response(outcome: QuotaOutcome, descriptors: usize) -> Result<RateLimitRe
     let header = |(name, value): (&str, String)| HeaderValue { key: name.into(), value, ..Default::default() };
     let (code, headers, body) = match outcome {
         QuotaOutcome::Unlimited => (Code::Ok, Vec::new(), Vec::new()),
-        QuotaOutcome::Allowed(b) => (Code::Ok, quota::rate_limit_headers(b).into_iter().map(header).collect(), Vec::new()),
+        QuotaOutcome::Allowed(b) => {
+            (Code::Ok, quota::rate_limit_headers(b).into_iter().map(header).collect(), Vec::new())
+        }
         QuotaOutcome::Exceeded(b) => {
             let mut headers: Vec<HeaderValue> = quota::refusal_headers(b).into_iter().map(header).collect();
             headers.push(header(("content-type", "application/json".into())));
