@@ -142,7 +142,7 @@ fn reload(source: &mut Source, shared: &Shared) {
                 table.policy.keys.len()
             );
             let mut slot = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            *slot = Some(Arc::new(table));
+            *slot = Some(Arc::from(table));
         }
         Polled::Refused(why) => {
             let serving = shared.read().map(|s| s.as_ref().map(|t| t.policy.version)).unwrap_or(None);

@@ -57,7 +57,7 @@ pub struct Source {
 #[derive(Debug)]
 pub enum Polled {
     Unchanged,
-    Loaded(LimitTable),
+    Loaded(Box<LimitTable>),
     /// Not loaded; the reason names the problem (never bundle content).
     Refused(String),
 }
@@ -101,7 +101,7 @@ impl Source {
             )),
             Ok(table) => {
                 self.version = table.policy.version;
-                Polled::Loaded(table)
+                Polled::Loaded(Box::new(table))
             }
             Err(e) => Polled::Refused(format!("{}: {e}", self.path.display())),
         }
