@@ -28,6 +28,13 @@ fn expires_at(limit: &Limit, now: u64) -> u64 {
     now.saturating_add(reset).saturating_add(1)
 }
 
+/// Whether a `redis://[user][:password]@host` URL carries a password.
+pub fn has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':') || !userinfo.is_empty())
+}
+
 fn unix_i64(t: u64) -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
@@ -74,8 +81,9 @@ impl std::fmt::Display for CounterError {
 
 impl RedisCounters {
     pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        // The URL is never echoed: it may hold a password.
         let client = redis::Client::open(url)
-            .map_err(|e| format!("--redis {url:?} is not a Redis URL like redis://127.0.0.1:6379 ({e})"))?;
+            .map_err(|e| format!("--redis is not a Redis URL like redis://127.0.0.1:6379 ({:?})", e.kind()))?;
         Ok(Self { client, conn: Mutex::new(None), timeout })
     }
 
@@ -169,6 +177,15 @@ mod tests {
         );
         // Exactly at the limit is still admitted (the limit-th request).
         assert!(matches!(judge(&limits, &[30, 30], 30), QuotaOutcome::Allowed(Budget { remaining: 0, .. })));
+    }
+
+    #[test]
+    fn urls_with_credentials_are_recognized() {
+        assert!(has_password("redis://:s3cret@10.0.0.5:6379"));
+        assert!(has_password("redis://user:s3cret@10.0.0.5:6379/0"));
+        assert!(has_password("redis://s3cret@10.0.0.5"));
+        assert!(!has_password("redis://127.0.0.1:6379"));
+        assert!(!has_password("redis://127.0.0.1:6379/0?protocol=resp3"));
     }
 
     #[test]

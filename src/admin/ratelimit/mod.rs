@@ -45,8 +45,9 @@ pub struct RatelimitArgs {
     /// the service answers anyone who can reach it).
     #[arg(long)]
     pub allow_remote: bool,
-    /// Where the counters live.
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    /// Where the counters live. A URL with a password belongs in the
+    /// environment variable (TOKENHUB_REDIS_URL), never on the command line.
+    #[arg(long, env = "TOKENHUB_REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
     /// The ECDS file `tokenhub-admin publish` writes (guard.json); re-read
     /// when it changes.
@@ -60,8 +61,9 @@ pub struct RatelimitArgs {
     #[arg(long, default_value_t = 500)]
     pub poll_ms: u64,
     /// Redis connect and reply timeout, in milliseconds (keep it below the
-    /// Envoy filter's `timeout`).
-    #[arg(long, default_value_t = 300)]
+    /// Envoy filter's `timeout`, 2 s in the template). A request whose
+    /// reply timed out may have been counted: it errs towards refusing.
+    #[arg(long, default_value_t = 1000)]
     pub redis_timeout_ms: u64,
 }
 
@@ -71,6 +73,9 @@ pub const RATELIMIT_HELP: &str = "Examples:
 Used in the global quota mode (`tokenhub-admin quota mode global`): run one or more beside Redis and
 point every Envoy's ratelimit filter at them (envoy/global-ratelimit/envoy.yaml.tmpl). The limits are
 the published bundle's; counters live in Redis, so replicas of this service share them.";
+
+/// The Redis URL when it carries a password (`--redis` reads it too).
+pub const REDIS_URL_ENV: &str = "TOKENHUB_REDIS_URL";
 
 /// The loaded limits, swapped whole on reload.
 type Shared = Arc<RwLock<Option<Arc<LimitTable>>>>;
@@ -84,6 +89,11 @@ pub fn run(args: &RatelimitArgs) -> Result<(), AdminError> {
     if !addr.ip().is_loopback() && !args.allow_remote {
         return Err(AdminError::Usage(format!(
             "refusing to listen on {addr}: the rate limit service belongs on loopback or a private network; pass --allow-remote to override"
+        )));
+    }
+    if std::env::var_os(REDIS_URL_ENV).is_none() && counter::has_password(&args.redis) {
+        return Err(AdminError::Usage(format!(
+            "--redis: a URL with a password would be visible in the process list; put it in {REDIS_URL_ENV} instead"
         )));
     }
     let key = source::bundle_key(args.bundle_key_file.as_deref()).map_err(AdminError::Usage)?;
