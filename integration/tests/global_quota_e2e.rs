@@ -208,7 +208,7 @@ fn key_sub_account_and_tenant_limits_hold_exactly_across_three_replicas() {
 }
 
 #[test]
-fn redis_down_fails_closed_and_recovers_and_a_service_restart_loses_no_count() {
+fn redis_down_fails_closed_then_recovers_a_service_restart_loses_no_count_and_a_publish_reloads() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let (fx, keys) = start(|a| {
         let k = a.create_key("acme", &[]);
@@ -264,4 +264,11 @@ fn redis_down_fails_closed_and_recovers_and_a_service_restart_loses_no_count() {
     };
     assert_eq!(back.status, 200, "after Redis came back: {}", back.body_text());
     assert!(fx.service.log().contains("Redis"), "the service logged the outage:\n{}", fx.service.log());
+
+    // A new publish reaches the running service: the key's limit drops to
+    // 1/min, and the one request already counted since Redis came back uses it.
+    quota(&fx.admin, &["--key", &keys[0].key_id], &["--per-minute", "1"]);
+    fx.admin.publish();
+    fx.service.wait_loaded(fx.admin.published_version());
+    assert_refusal(&fx.call_via(1, &key, &[]), 1);
 }
