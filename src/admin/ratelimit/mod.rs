@@ -18,6 +18,7 @@ pub mod descriptors;
 pub mod source;
 
 use crate::admin::AdminError;
+use crate::core::bundle::schema::QuotaMode;
 use crate::core::errors::DenyReason;
 use crate::core::quota::{self, QuotaOutcome};
 use clap::Args;
@@ -151,6 +152,11 @@ fn reload(source: &mut Source, shared: &Shared) {
                 table.policy.tenants.len(),
                 table.policy.keys.len()
             );
+            if table.policy.quota_mode == QuotaMode::Local {
+                eprintln!(
+                    "tokenhub-admin ratelimit: the bundle is in local quota mode: the guards count, this service answers OK without counting (`tokenhub-admin quota mode global` switches)"
+                );
+            }
             let mut slot = shared.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             *slot = Some(Arc::from(table));
         }
@@ -199,22 +205,7 @@ impl RateLimitService for Service {
             .map_err(|_| tonic::Status::internal("limits lock poisoned"))?
             .clone()
             .ok_or_else(|| tonic::Status::unavailable("no valid bundle loaded yet"))?;
-        if request.domain != descriptors::DOMAIN {
-            return Err(tonic::Status::invalid_argument(format!(
-                "domain {:?}: this service answers domain {:?}",
-                request.domain,
-                descriptors::DOMAIN
-            )));
-        }
-        // Every descriptor's limits, counted together: all admit or none counts.
-        let mut limits = Vec::new();
-        for d in &request.descriptors {
-            let entries: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
-            let found = table.limits(&entries).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-            limits.extend(found);
-        }
-        limits.sort_by(|a, b| a.counter.cmp(&b.counter));
-        limits.dedup_by(|a, b| a.counter == b.counter);
+        let limits = request_limits(&table, &request)?;
         let hits = u64::from(request.hits_addend.max(1));
         let outcome = self.counters.consume(&limits, hits, crate::admin::unix_now()).await.map_err(|e| {
             eprintln!("tokenhub-admin ratelimit: {e}");
@@ -222,6 +213,31 @@ impl RateLimitService for Service {
         })?;
         response(outcome, request.descriptors.len()).map(tonic::Response::new)
     }
+}
+
+/// Every limit a request counts against: all of its descriptors' limits,
+/// counted together (all admit or none counts). None while the bundle is in
+/// local mode: the guards count then, and this service only says OK, so
+/// that the mode in the bundle alone decides who counts.
+pub fn request_limits(table: &LimitTable, request: &RateLimitRequest) -> Result<Vec<quota::Limit>, tonic::Status> {
+    if request.domain != descriptors::DOMAIN {
+        return Err(tonic::Status::invalid_argument(format!(
+            "domain {:?}: this service answers domain {:?}",
+            request.domain,
+            descriptors::DOMAIN
+        )));
+    }
+    if table.policy.quota_mode == QuotaMode::Local {
+        return Ok(Vec::new());
+    }
+    let mut limits = Vec::new();
+    for d in &request.descriptors {
+        let entries: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        limits.extend(table.limits(&entries).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?);
+    }
+    limits.sort_by(|a, b| a.counter.cmp(&b.counter));
+    limits.dedup_by(|a, b| a.counter == b.counter);
+    Ok(limits)
 }
 
 /// The answer Envoy turns into the client's response; an error (Envoy's
@@ -275,6 +291,54 @@ mod tests {
         assert_eq!(r.raw_body, DenyReason::QuotaExceeded.body().into_bytes());
         let body: serde_json::Value = serde_json::from_slice(&r.raw_body).unwrap();
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    }
+
+    fn table(mode: QuotaMode) -> LimitTable {
+        use crate::core::bundle::schema::{BundleDoc, QuotaDoc, SubAccountDoc, TenantDoc, SCHEMA_VERSION};
+        let doc = BundleDoc {
+            schema: SCHEMA_VERSION,
+            version: 1,
+            quota_mode: mode,
+            tenants: vec![TenantDoc {
+                id: "acme".into(),
+                quota: Some(QuotaDoc { per_minute: Some(10), per_day: None }),
+                sub_accounts: vec![SubAccountDoc { id: "default".into(), ..Default::default() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        LimitTable::new(crate::core::bundle::compile(&doc).unwrap())
+    }
+
+    fn request(domain: &str, descriptors: &[&[(&str, &str)]]) -> RateLimitRequest {
+        use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
+            rate_limit_descriptor::Entry, RateLimitDescriptor,
+        };
+        RateLimitRequest {
+            domain: domain.into(),
+            descriptors: descriptors
+                .iter()
+                .map(|entries| RateLimitDescriptor {
+                    entries: entries.iter().map(|(k, v)| Entry { key: (*k).into(), value: (*v).into() }).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            hits_addend: 0,
+        }
+    }
+
+    #[test]
+    fn the_bundles_mode_decides_whether_this_service_counts() {
+        let d: &[(&str, &str)] = &[("tenant", "acme"), ("sub_account", "default")];
+        let global = request_limits(&table(QuotaMode::Global), &request("tokenhub", &[d, d])).unwrap();
+        assert_eq!(global.len(), 1, "the same limit twice counts once: {global:?}");
+        assert_eq!((global[0].counter.as_str(), global[0].limit), ("tokenhub.q|t|acme|m", 10));
+        assert!(request_limits(&table(QuotaMode::Local), &request("tokenhub", &[d])).unwrap().is_empty());
+        let err = request_limits(&table(QuotaMode::Global), &request("other", &[d])).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let unknown: &[(&str, &str)] = &[("tenant", "globex"), ("sub_account", "default")];
+        let err = request_limits(&table(QuotaMode::Global), &request("tokenhub", &[unknown])).unwrap_err();
+        assert!(err.message().contains("not in the loaded bundle"), "{}", err.message());
     }
 
     #[test]
