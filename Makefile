@@ -10,7 +10,7 @@ VENV        := .venv
 # Python wrapper in .venv/bin.
 ENVOY        = $(shell tools/envoy-path)
 
-.PHONY: bootstrap wasm wasm-fault admin test test-api test-wasm validate validate-envoy validate-deploy demo lint
+.PHONY: bootstrap wasm wasm-fault admin test test-api test-wasm validate validate-envoy validate-deploy demo demo-global lint
 
 ## Rust wasm target + .venv with the pinned Envoy (tools/requirements.txt).
 bootstrap:
@@ -67,6 +67,12 @@ demo: bootstrap wasm admin
 ## response as documented; the audit log verifies afterwards.
 test-api: bootstrap admin
 	tools/api-fuzz.sh target/release/tokenhub-admin
+
+## The global quota mode: two Envoy replicas sharing one quota through
+## tokenhub-admin ratelimit and Redis (docs/global-quotas.md).
+demo-global: bootstrap wasm admin
+	cargo build --release -p tokenhub-integration --bin echo-upstream
+	tools/demo-global.sh
 
 ## Formatting and clippy, natively (all features) and for the wasm target.
 lint:

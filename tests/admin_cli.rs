@@ -155,9 +155,20 @@ fn help_teaches_with_examples() {
     let home = Home::new("help");
     let top = home.run(&["--help"]).ok();
     assert!(top.stdout.contains("Quick start") && top.stdout.contains("Exit codes"));
-    for group in
-        ["tenant", "subaccount", "key", "ip", "quota", "provider", "incident", "admin", "2fa", "audit", "serve"]
-    {
+    for group in [
+        "tenant",
+        "subaccount",
+        "key",
+        "ip",
+        "quota",
+        "provider",
+        "incident",
+        "admin",
+        "2fa",
+        "audit",
+        "serve",
+        "ratelimit",
+    ] {
         let help = home.run(&[group, "--help"]).ok();
         assert!(help.stdout.contains("Example"), "{group} --help has no examples:\n{}", help.stdout);
     }
@@ -191,6 +202,29 @@ fn quotas_per_tenant_sub_account_and_key() {
     assert_eq!(sets.len(), 3);
     assert_eq!(sets[2]["target"]["key_id"], key_id.as_str());
     assert_eq!(sets[2]["detail"], "1000/min, 5000/day");
+}
+
+#[test]
+fn quota_mode_is_validated_audited_and_published() {
+    let home = Home::new("quota-mode");
+    home.run(&["tenant", "add", "acme"]).ok();
+    let shown = home.run(&["--json", "quota", "mode"]).ok().json();
+    assert_eq!(shown["quota_mode"], "local", "local is the default");
+    home.run(&["quota", "mode", "everywhere"]).fails(2);
+    let set = home.run(&["--json", "quota", "mode", "global"]).ok();
+    assert_eq!(set.json()["quota_mode"], "global");
+    assert_eq!(set.json()["previous"], "local");
+    assert!(set.stderr.contains("tokenhub-admin ratelimit"), "global mode warns what it needs: {}", set.stderr);
+    assert_eq!(home.run(&["--json", "quota", "mode"]).ok().json()["quota_mode"], "global");
+    home.run(&["publish"]).ok();
+    assert_eq!(published_policy(&home)["quota_mode"], "global", "the mode travels in the sealed bundle");
+    home.run(&["quota", "mode", "local"]).ok();
+    home.run(&["publish"]).ok();
+    assert!(published_policy(&home).get("quota_mode").is_none(), "local (the default) is left out of the bundle");
+    let changes: Vec<Value> = home.audit_lines().into_iter().filter(|e| e["action"] == "quota.mode").collect();
+    assert_eq!(changes.len(), 2, "each change is audited");
+    assert_eq!(changes[0]["detail"], "local -> global");
+    assert_eq!(changes[1]["detail"], "global -> local");
 }
 
 #[test]

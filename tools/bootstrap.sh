@@ -59,7 +59,21 @@ ensure_node() {
     apt-get install -y -qq nodejs
 }
 
+# Redis (Debian redis-server) holds the global quota counters; the tests
+# start their own on a free loopback port (the package's own daemon is not
+# needed, and stays stopped where there is no init system).
+ensure_redis() {
+    if command -v redis-server >/dev/null; then
+        return
+    fi
+    command -v apt-get >/dev/null || { log "redis-server is missing"; exit 1; }
+    log "installing redis-server"
+    apt-get update -qq
+    apt-get install -y -qq redis-server
+}
+
 ensure_wasm_target
 ensure_node
+ensure_redis
 ensure_venv
 log "envoy: $(tools/envoy-path) ($("$(tools/envoy-path)" --version | grep -o 'version: [^ ]*' || true))"

@@ -263,6 +263,7 @@ def placeholder_values(work: pathlib.Path, wasm: pathlib.Path) -> dict:
         "UPSTREAM_PORT": 10002,
         "UPSTREAM_EU_PORT": 10003,
         "UPSTREAM_US_PORT": 10004,
+        "RATELIMIT_PORT": 10005,
         "BUNDLE_DIR": bundle,
         "WASM_PATH": wasm,
         "ACCESS_LOG": work / "access.log",

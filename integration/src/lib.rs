@@ -15,6 +15,7 @@ pub mod client;
 pub mod control_plane;
 pub mod echo;
 pub mod envoy;
+pub mod global;
 pub mod guard;
 pub mod http1;
 pub mod http2;
@@ -27,6 +28,7 @@ pub use admin::{Admin, AdminOutput, IssuedKey};
 pub use client::{get, get_lines, request, Connection, Response};
 pub use echo::{EchoUpstream, ReceivedRequest};
 pub use envoy::{guard_ecds_yaml, EcdsOutcome, Envoy, EnvoyOptions};
+pub use global::{RateLimitService, Redis};
 pub use ports::free_port;
 pub use process::ChildGuard;
 

@@ -9,6 +9,7 @@ pub mod fsutil;
 pub mod logger;
 pub mod ops;
 pub mod publish;
+pub mod ratelimit;
 pub mod serve;
 pub mod session;
 pub mod store;

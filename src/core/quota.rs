@@ -57,6 +57,24 @@ pub enum QuotaOutcome {
     Unavailable,
 }
 
+/// IETF RateLimit header fields (limit, remaining, seconds to reset), on
+/// every counted response: from the guard (local mode) or from the rate
+/// limit service (global mode) — one definition for both.
+pub fn rate_limit_headers(b: Budget) -> [(&'static str, String); 3] {
+    [
+        ("ratelimit-limit", b.limit.to_string()),
+        ("ratelimit-remaining", b.remaining.to_string()),
+        ("ratelimit-reset", b.reset.to_string()),
+    ]
+}
+
+/// The headers of a 429: the RateLimit fields of the exhausted limit and
+/// `Retry-After` (its body is `DenyReason::QuotaExceeded.body()`).
+pub fn refusal_headers(b: Budget) -> [(&'static str, String); 4] {
+    let [limit, remaining, reset] = rate_limit_headers(b);
+    [limit, remaining, reset, ("retry-after", b.reset.to_string())]
+}
+
 /// The limits that apply to a request of `key` (key, sub-account, tenant;
 /// per minute and per day), with their shared-data counter names.
 pub fn limits_for(key: Option<Key<'_>>, sub: &SubAccount, tenant: &Tenant) -> Vec<Limit> {

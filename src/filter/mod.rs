@@ -4,6 +4,7 @@
 
 mod host;
 
+use crate::core::bundle::schema::QuotaMode;
 use crate::core::bundle::{self, BundleKey, Policy};
 use crate::core::decision::{decide, is_stripped_header, Decision, OidcIdentity, RequestFacts, Subject};
 use crate::core::errors::DenyReason;
@@ -169,7 +170,8 @@ fn newest_policy(version: u64, key: &BundleKey) -> Option<Policy> {
 /// Creates every quota counter the policy can use, before any worker serves
 /// it (see `quota::ensure_counters`), and reports how many exist.
 fn ensure_quota_counters(policy: &Policy, metrics: Option<&Metrics>) -> Result<(), String> {
-    let counters = quota::all_counters(policy);
+    // Global mode: the rate limit service keeps the counters, not the guard.
+    let counters = if policy.quota_mode == QuotaMode::Local { quota::all_counters(policy) } else { Vec::new() };
     let count = counters.len();
     quota::ensure_counters(&SharedCounters, counters)
         .map_err(|_| "cannot create quota counters in shared data".to_string())?;
@@ -223,7 +225,13 @@ impl HttpContext for GuardHttp {
         // neither the upstream nor the access log ever sees a claimed tenant.
         match decide(&policy, &facts) {
             Decision::Allow(grant) => {
-                if let Err(refusal) = self.charge_quota(&grant.subject, facts.now) {
+                // Global mode: Envoy's rate limit filter after the guard
+                // counts, from the identity headers set below.
+                let charged = match policy.quota_mode {
+                    QuotaMode::Local => self.charge_quota(&grant.subject, facts.now),
+                    QuotaMode::Global => Ok(()),
+                };
+                if let Err(refusal) = charged {
                     self.strip(&view, &[]);
                     self.set_identity(&grant.subject);
                     return match refusal {
@@ -257,7 +265,7 @@ impl HttpContext for GuardHttp {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(budget) = self.budget {
-            for (name, value) in rate_limit_headers(budget) {
+            for (name, value) in quota::rate_limit_headers(budget) {
                 self.set_http_response_header(name, Some(&value));
             }
         }
@@ -276,15 +284,6 @@ mod fault_injection {
             panic!("fault injection: trap requested");
         }
     }
-}
-
-/// IETF RateLimit header fields (limit, remaining, seconds to reset).
-fn rate_limit_headers(b: Budget) -> [(&'static str, String); 3] {
-    [
-        ("ratelimit-limit", b.limit.to_string()),
-        ("ratelimit-remaining", b.remaining.to_string()),
-        ("ratelimit-reset", b.reset.to_string()),
-    ]
 }
 
 impl GuardHttp {
@@ -327,9 +326,7 @@ impl GuardHttp {
 
     /// 429 with `Retry-After` and the RateLimit fields of the exhausted limit.
     fn deny_quota(&mut self, budget: Budget) -> Action {
-        let [limit, remaining, reset] = rate_limit_headers(budget);
-        let retry_after = ("retry-after", budget.reset.to_string());
-        self.deny_with(DenyReason::QuotaExceeded, &[limit, remaining, reset, retry_after])
+        self.deny_with(DenyReason::QuotaExceeded, &quota::refusal_headers(budget))
     }
 
     fn deny_with(&mut self, reason: DenyReason, extra: &[(&str, String)]) -> Action {

@@ -65,6 +65,7 @@ pub fn base_doc() -> BundleDoc {
             },
         ],
         oidc: vec![],
+        quota_mode: Default::default(),
     }
 }
 

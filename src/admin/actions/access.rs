@@ -10,7 +10,7 @@ use crate::admin::ops;
 use crate::admin::session::{Op, Scope, Session};
 use crate::admin::store::StoreDoc;
 use crate::admin::AdminError;
-use crate::core::bundle::schema::{IpAllowlistDoc, QuotaDoc};
+use crate::core::bundle::schema::{IpAllowlistDoc, QuotaDoc, QuotaMode};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -297,6 +297,41 @@ pub fn quota_show(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError>
             ),
             json!({"quota": own, "effective": effective}),
         ))
+    })
+}
+
+/// `quota mode`: where every quota is counted. `local`: by the guard in
+/// each Envoy (exact per Envoy, nothing else to run); `global`: by the rate
+/// limit service, counters in Redis, exact across every replica (Envoy must
+/// run `envoy/global-ratelimit/envoy.yaml.tmpl` or the like, else nothing
+/// counts). The platform's call: it changes how every tenant is limited.
+pub fn quota_mode_set(s: &Session, mode: QuotaMode) -> Result<Reply, AdminError> {
+    let previous = s.mutate(Op::policy("quota.mode", Scope::Platform, Target::default()), |d, c| {
+        let previous = d.policy.quota_mode;
+        d.policy.quota_mode = mode;
+        ops::validate(d)?;
+        c.note = Some(format!("{} -> {}", previous.label(), mode.label()));
+        Ok(previous)
+    })?;
+    let mut reply = Reply::new(
+        format!("quota mode: {} (was {}); {}", mode.label(), previous.label(), s.apply_hint()),
+        json!({"quota_mode": mode, "previous": previous}),
+    );
+    if mode == QuotaMode::Global && previous != mode {
+        reply = reply.warn(
+            "in global mode the guard counts nothing: every Envoy must send its requests to `tokenhub-admin ratelimit` \
+             (see envoy/global-ratelimit/envoy.yaml.tmpl), or quotas are not enforced"
+                .to_string(),
+        );
+    }
+    Ok(reply)
+}
+
+pub fn quota_mode_show(s: &Session) -> Result<Reply, AdminError> {
+    s.read(|doc, who| {
+        authorize(who, &Need::Anyone)?;
+        let mode = doc.policy.quota_mode;
+        Ok(Reply::new(format!("quota mode: {}", mode.label()), json!({"quota_mode": mode})))
     })
 }
 

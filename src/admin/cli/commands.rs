@@ -69,6 +69,10 @@ pub enum Command {
     /// Run the admin HTTP service (JSON API; see docs/admin-api.md).
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
+    /// Run Envoy's rate limit service for the global quota mode: limits
+    /// from the published bundle, counters in Redis (needs no store).
+    #[command(after_help = crate::admin::ratelimit::RATELIMIT_HELP)]
+    Ratelimit(crate::admin::ratelimit::RatelimitArgs),
 }
 
 impl Command {
@@ -76,14 +80,18 @@ impl Command {
     /// acting admin has 2FA): used to decide whether to prompt for one.
     pub fn mutates(&self) -> bool {
         match self {
-            Self::Init(_) | Self::Status | Self::Serve(_) | Self::Audit(_) | Self::Usage(_) | Self::Sync { .. } => {
-                false
-            }
+            Self::Init(_)
+            | Self::Status
+            | Self::Serve(_)
+            | Self::Ratelimit(_)
+            | Self::Audit(_)
+            | Self::Usage(_)
+            | Self::Sync { .. } => false,
             Self::Tenant(c) => !matches!(c, TenantCmd::List | TenantCmd::Show { .. }),
             Self::SubAccount(c) => !matches!(c, SubAccountCmd::List { .. }),
             Self::Key(c) => !matches!(c, KeyCmd::List { .. } | KeyCmd::Show { .. }),
             Self::Ip(c) => !matches!(c, IpCmd::List { .. }),
-            Self::Quota(c) => !matches!(c, QuotaCmd::Show { .. }),
+            Self::Quota(c) => !matches!(c, QuotaCmd::Show { .. } | QuotaCmd::Mode { mode: None }),
             Self::Provider(c) => !matches!(c, ProviderCmd::List),
             Self::Oidc(c) => !matches!(c, OidcCmd::List),
             Self::Admin(AdminCmd::List) | Self::Admin(AdminCmd::Token(TokenCmd::List { .. })) => false,
@@ -238,6 +246,31 @@ pub enum QuotaCmd {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Where quotas are counted: `local` (the guard in each Envoy, the
+    /// default) or `global` (the rate limit service, counters in Redis,
+    /// shared by every replica). Without a value: show the current mode.
+    Mode {
+        #[arg(value_enum)]
+        mode: Option<QuotaModeArg>,
+    },
+}
+
+/// `quota mode` values (clap's view of `QuotaMode`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaModeArg {
+    /// Counted by the guard, per Envoy (exact among its workers).
+    Local,
+    /// Counted by `tokenhub-admin ratelimit` in Redis, across all Envoys.
+    Global,
+}
+
+impl From<QuotaModeArg> for crate::core::bundle::schema::QuotaMode {
+    fn from(m: QuotaModeArg) -> Self {
+        match m {
+            QuotaModeArg::Local => Self::Local,
+            QuotaModeArg::Global => Self::Global,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -421,6 +454,7 @@ const QUOTA_HELP: &str = "Examples:
   tokenhub-admin quota set --tenant acme --sub-account research --per-minute 100
   tokenhub-admin quota set --key Ab12Cd34Ef56 --per-day 5000
   tokenhub-admin quota show --key Ab12Cd34Ef56
+  tokenhub-admin quota mode global      # count in Redis, shared by every Envoy
 A tenant's own quota is set by platform admins; tenant admins divide it among sub-accounts and keys.";
 
 const PROVIDER_HELP: &str = "Examples:

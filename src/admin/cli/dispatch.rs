@@ -36,6 +36,8 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::Serve(a) => {
             crate::admin::serve::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
         }
+        // Handled before a store is opened (see `cli::run`).
+        Command::Ratelimit(a) => crate::admin::ratelimit::run(a).map(|()| Reply::new("stopped", serde_json::json!({}))),
     }
 }
 
@@ -96,6 +98,8 @@ fn quota(s: &Session, c: &QuotaCmd) -> Result<Reply, AdminError> {
         QuotaCmd::Set(args) => access::quota_set(s, args),
         QuotaCmd::Show { target } => access::quota_show(s, target),
         QuotaCmd::Clear { target } => access::quota_clear(s, target),
+        QuotaCmd::Mode { mode: Some(mode) } => access::quota_mode_set(s, (*mode).into()),
+        QuotaCmd::Mode { mode: None } => access::quota_mode_show(s),
     }
 }
 

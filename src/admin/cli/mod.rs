@@ -160,6 +160,11 @@ fn run(cli: &Cli) -> Result<Reply, AdminError> {
     if let Command::Init(args) = &cli.command {
         return init(cli, args);
     }
+    // Needs no store and no master key: only the published file and the bundle key.
+    if let Command::Ratelimit(args) = &cli.command {
+        crate::admin::ratelimit::run(args)?;
+        return Ok(Reply::new("tokenhub-admin ratelimit: stopped", json!({"stopped": true})));
+    }
     let store = open_store(cli)?;
     let claim = match &cli.as_admin {
         Some(name) => Claim::Named(name.clone()),

@@ -3,7 +3,7 @@
 //! Every error names the offending field, e.g. `keys[3].tenant`.
 
 use super::keys::{encode_record, is_plain, KeyIndex, KeyLimits, KeyTable, LimitedKey, Record};
-use super::schema::{BundleDoc, IpAllowlistDoc, QuotaDoc, ScopesDoc, Status, SCHEMA_VERSION};
+use super::schema::{BundleDoc, IpAllowlistDoc, QuotaDoc, QuotaMode, ScopesDoc, Status, SCHEMA_VERSION};
 use crate::core::apikey;
 use crate::core::cidr::AllowList;
 use crate::core::secret::hash_from_hex;
@@ -25,6 +25,8 @@ pub struct Policy {
     /// Issuer → the claims its principals are mapped by (what the filter
     /// reads from the verified JWT payload).
     pub oidc_claims: HashMap<String, Vec<String>>,
+    /// Who counts the quotas: the guard (`Local`) or the rate limit service.
+    pub quota_mode: QuotaMode,
 }
 
 #[derive(Debug)]
@@ -81,7 +83,7 @@ pub fn compile_with_table(doc: &BundleDoc, table: Option<(Zeroizing<Vec<u8>>, us
     if doc.schema != SCHEMA_VERSION {
         return Err(format!("schema: {} is not supported (this build reads {SCHEMA_VERSION})", doc.schema));
     }
-    let mut policy = Policy { version: doc.version, ..Policy::default() };
+    let mut policy = Policy { version: doc.version, quota_mode: doc.quota_mode, ..Policy::default() };
     compile_providers(doc, &mut policy)?;
     compile_tenants(doc, &mut policy)?;
     let packed = match table {

@@ -28,6 +28,7 @@ pub fn pack(doc: &BundleDoc) -> Result<Zeroizing<Vec<u8>>, String> {
         keys: doc.keys.iter().filter(|k| !is_plain(k)).cloned().collect(),
         providers: doc.providers.clone(),
         oidc: doc.oidc.clone(),
+        quota_mode: doc.quota_mode,
     };
     let mut out = Zeroizing::new(serde_json::to_vec(&json_part).map_err(|e| e.to_string())?);
     out.reserve(1 + records.len());

@@ -24,6 +24,36 @@ pub struct BundleDoc {
     pub providers: Vec<ProviderDoc>,
     #[serde(default)]
     pub oidc: Vec<OidcPrincipalDoc>,
+    /// Where quotas are counted (absent = `local`).
+    #[serde(default, skip_serializing_if = "QuotaMode::is_local")]
+    pub quota_mode: QuotaMode,
+}
+
+/// Where the quotas of `quota set` are counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaMode {
+    /// By the guard, in Envoy's shared data: exact among the workers of one
+    /// Envoy, each Envoy counting on its own.
+    #[default]
+    Local,
+    /// By the rate limit service (`tokenhub-admin ratelimit`, counters in
+    /// Redis), reached through Envoy's `envoy.filters.http.ratelimit` placed
+    /// after the guard: exact across every replica. The guard counts nothing.
+    Global,
+}
+
+impl QuotaMode {
+    pub fn is_local(&self) -> bool {
+        *self == Self::Local
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Global => "global",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

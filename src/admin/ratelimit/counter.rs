@@ -1,0 +1,196 @@
+//! Fixed-window counters in Redis, with the guard's semantics (see
+//! `core::quota`): windows aligned on the clock (the same `window`
+//! arithmetic, so `ratelimit-reset` means the same in both modes), every
+//! limit of a request admits it or none counts it.
+//!
+//! One request = one `MULTI … EXEC` round trip: `INCRBY` every counter of
+//! the current window and `EXPIREAT` it just after the window ends. Redis
+//! runs the transaction atomically, so each increment returns a distinct
+//! count: exactly `limit` requests see a count within the limit, however
+//! many replicas ask at once. A refused request gives its increments back
+//! (`DECRBY`), like the guard's rollback, so a refusal consumes nothing.
+//! Counters live only in Redis: restarting this service loses none.
+
+use crate::core::quota::{window, Budget, Limit, QuotaOutcome};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Redis key of a limit's counter in the window that contains `now`.
+pub fn redis_key(limit: &Limit, now: u64) -> String {
+    let (index, _) = window(now, limit.window);
+    format!("{}|{index}", limit.counter)
+}
+
+/// When the counter of `now`'s window may go: one second after its end.
+fn expires_at(limit: &Limit, now: u64) -> u64 {
+    let (_, reset) = window(now, limit.window);
+    now.saturating_add(reset).saturating_add(1)
+}
+
+/// Whether a `redis://[user][:password]@host` URL carries a password.
+pub fn has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':') || !userinfo.is_empty())
+}
+
+fn unix_i64(t: u64) -> i64 {
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
+/// The outcome of counted increments: the tightest budget, or the first
+/// limit that the request would exceed.
+pub fn judge(limits: &[Limit], counts: &[u64], now: u64) -> QuotaOutcome {
+    if limits.is_empty() {
+        return QuotaOutcome::Unlimited;
+    }
+    if counts.len() != limits.len() {
+        return QuotaOutcome::Unavailable;
+    }
+    let mut tightest: Option<Budget> = None;
+    for (limit, &count) in limits.iter().zip(counts) {
+        let (_, reset) = window(now, limit.window);
+        if count > limit.limit {
+            return QuotaOutcome::Exceeded(Budget { limit: limit.limit, remaining: 0, reset });
+        }
+        let budget = Budget { limit: limit.limit, remaining: limit.limit - count, reset };
+        if tightest.is_none_or(|t| budget.remaining < t.remaining) {
+            tightest = Some(budget);
+        }
+    }
+    tightest.map_or(QuotaOutcome::Unlimited, QuotaOutcome::Allowed)
+}
+
+/// The Redis connection: made on first use (Redis may start after this
+/// service), then kept; `redis`' connection manager reconnects by itself.
+pub struct RedisCounters {
+    client: redis::Client,
+    conn: Mutex<Option<ConnectionManager>>,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct CounterError(pub String);
+
+impl std::fmt::Display for CounterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Redis: {}", self.0)
+    }
+}
+
+impl RedisCounters {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        // The URL is never echoed: it may hold a password.
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("--redis is not a Redis URL like redis://127.0.0.1:6379 ({:?})", e.kind()))?;
+        Ok(Self { client, conn: Mutex::new(None), timeout })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, CounterError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(self.client.clone(), config)
+            .await
+            .map_err(|e| CounterError(format!("cannot connect: {e}")))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Counts `hits` against every limit, or none of them.
+    pub async fn consume(&self, limits: &[Limit], hits: u64, now: u64) -> Result<QuotaOutcome, CounterError> {
+        if limits.is_empty() {
+            return Ok(QuotaOutcome::Unlimited);
+        }
+        let mut conn = self.connection().await?;
+        let keys: Vec<String> = limits.iter().map(|l| redis_key(l, now)).collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (limit, key) in limits.iter().zip(&keys) {
+            pipe.incr(key, hits).expire_at(key, unix_i64(expires_at(limit, now))).ignore();
+        }
+        let counts: Vec<u64> =
+            pipe.query_async(&mut conn).await.map_err(|e| CounterError(format!("count failed: {e}")))?;
+        // A refused request's hits do not count: take them back. Never more
+        // than the limit is admitted even if this fails (the counts stay
+        // higher, so later requests may be refused early, never late).
+        let outcome = judge(limits, &counts, now);
+        if matches!(outcome, QuotaOutcome::Exceeded(_)) {
+            let mut undo = redis::pipe();
+            undo.atomic();
+            for (limit, key) in limits.iter().zip(&keys) {
+                // The expiry again: should the window have ended meanwhile,
+                // a recreated key must not stay forever.
+                undo.decr(key, hits).ignore().expire_at(key, unix_i64(expires_at(limit, now))).ignore();
+            }
+            if let Err(e) = undo.query_async::<()>(&mut conn).await {
+                eprintln!("tokenhub-admin ratelimit: could not give back a refused request's counts ({e})");
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::quota::{DAY, MINUTE};
+
+    fn lim(name: &str, limit: u64, window: u64) -> Limit {
+        Limit { counter: name.into(), limit, window }
+    }
+
+    #[test]
+    fn keys_name_the_window_and_expire_just_after_it() {
+        let l = lim("tokenhub.q|k|abc|m", 30, MINUTE);
+        assert_eq!(redis_key(&l, 119), "tokenhub.q|k|abc|m|1");
+        assert_eq!(redis_key(&l, 120), "tokenhub.q|k|abc|m|2");
+        assert_eq!(expires_at(&l, 119), 121);
+        assert_eq!(expires_at(&l, 120), 181);
+        assert_eq!(expires_at(&lim("d", 1, DAY), DAY + 5), 2 * DAY + 1);
+    }
+
+    #[test]
+    fn the_tightest_remaining_budget_is_reported() {
+        let limits = [lim("k", 30, MINUTE), lim("t", 100, MINUTE)];
+        assert_eq!(judge(&limits, &[29, 31], 10), QuotaOutcome::Allowed(Budget { limit: 30, remaining: 1, reset: 50 }));
+        assert_eq!(judge(&limits, &[5, 99], 10), QuotaOutcome::Allowed(Budget { limit: 100, remaining: 1, reset: 50 }));
+    }
+
+    #[test]
+    fn a_count_past_any_limit_refuses_with_that_limits_reset() {
+        let limits = [lim("k", 30, MINUTE), lim("t", 5000, DAY)];
+        assert_eq!(
+            judge(&limits, &[31, 40], 30),
+            QuotaOutcome::Exceeded(Budget { limit: 30, remaining: 0, reset: 30 })
+        );
+        assert_eq!(
+            judge(&limits, &[3, 5001], 30),
+            QuotaOutcome::Exceeded(Budget { limit: 5000, remaining: 0, reset: DAY - 30 })
+        );
+        // Exactly at the limit is still admitted (the limit-th request).
+        assert!(matches!(judge(&limits, &[30, 30], 30), QuotaOutcome::Allowed(Budget { remaining: 0, .. })));
+    }
+
+    #[test]
+    fn urls_with_credentials_are_recognized() {
+        assert!(has_password("redis://:s3cret@10.0.0.5:6379"));
+        assert!(has_password("redis://user:s3cret@10.0.0.5:6379/0"));
+        assert!(has_password("redis://s3cret@10.0.0.5"));
+        assert!(!has_password("redis://127.0.0.1:6379"));
+        assert!(!has_password("redis://127.0.0.1:6379/0?protocol=resp3"));
+    }
+
+    #[test]
+    fn no_limits_is_unlimited_and_a_short_reply_fails_closed() {
+        assert_eq!(judge(&[], &[], 0), QuotaOutcome::Unlimited);
+        assert_eq!(judge(&[lim("k", 3, MINUTE), lim("t", 3, MINUTE)], &[1], 0), QuotaOutcome::Unavailable);
+    }
+}

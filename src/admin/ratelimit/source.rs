@@ -1,0 +1,204 @@
+//! The limits' source: the ECDS file `publish` writes, opened with the
+//! bundle key by the same `core::bundle::open_and_compile` the filter runs,
+//! re-read when it changes. A bad file is logged and the last good bundle
+//! keeps serving; an older version than the one loaded is refused, as the
+//! guard refuses rollbacks.
+
+use super::descriptors::LimitTable;
+use crate::admin::fsutil;
+use crate::admin::publish::sealed_in_resource;
+use crate::core::bundle::{self, BundleKey};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Environment variable holding the bundle key (as for Envoy).
+pub const BUNDLE_KEY_ENV: &str = "TOKENHUB_BUNDLE_KEY";
+
+/// The bundle key from a 0600 file, else from `TOKENHUB_BUNDLE_KEY`.
+pub fn bundle_key(file: Option<&Path>) -> Result<BundleKey, String> {
+    let text = match file {
+        Some(path) => zeroize::Zeroizing::new(
+            fsutil::read_private_file(path).map_err(|e| format!("--bundle-key-file {}: {e}", path.display()))?,
+        ),
+        None => zeroize::Zeroizing::new(std::env::var(BUNDLE_KEY_ENV).map_err(|_| {
+            format!("no bundle key: set {BUNDLE_KEY_ENV} or pass --bundle-key-file (`tokenhub-admin bundle-key --out FILE` writes it)")
+        })?),
+    };
+    BundleKey::from_base64(text.trim()).map_err(|e| format!("bundle key: {e}"))
+}
+
+/// Opens the ECDS file's bundle into a limit table.
+pub fn load(path: &Path, key: &BundleKey) -> Result<LimitTable, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    load_bytes(&text, key).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn load_bytes(text: &[u8], key: &BundleKey) -> Result<LimitTable, String> {
+    let resource: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| format!("not the JSON ECDS resource `publish` writes ({e})"))?;
+    let sealed = sealed_in_resource(&resource)
+        .ok_or("no sealed bundle at resources[0].typed_config.config.configuration (not a file `publish` wrote)")?;
+    let policy = bundle::open_and_compile(sealed, key).map_err(|e| e.to_string())?;
+    Ok(LimitTable::new(policy))
+}
+
+/// Watches one file: `poll` returns a new table when the file changed to a
+/// newer valid bundle.
+pub struct Source {
+    path: PathBuf,
+    key: BundleKey,
+    /// (modified, inode, length, SHA-256) of the file last read.
+    seen: Option<(Option<SystemTime>, u64, u64, [u8; 32])>,
+    version: u64,
+}
+
+/// What a poll found.
+#[derive(Debug)]
+pub enum Polled {
+    Unchanged,
+    Loaded(Box<LimitTable>),
+    /// Not loaded; the reason names the problem (never bundle content).
+    Refused(String),
+}
+
+impl Source {
+    pub fn new(path: PathBuf, key: BundleKey) -> Self {
+        Self { path, key, seen: None, version: 0 }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn poll(&mut self) -> Polled {
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) => return self.refuse_once(format!("{}: {e}", self.path.display())),
+        };
+        // `publish` renames a new file into place: a new inode, even when the
+        // size and the modification time (coarse on some filesystems) match.
+        let stamp = (meta.modified().ok(), std::os::unix::fs::MetadataExt::ino(&meta), meta.len());
+        if self.seen.is_some_and(|(m, i, l, _)| (m, i, l) == stamp) {
+            return Polled::Unchanged;
+        }
+        let text = match std::fs::read(&self.path) {
+            Ok(t) => t,
+            Err(e) => return Polled::Refused(format!("{}: {e}", self.path.display())),
+        };
+        let hash: [u8; 32] = Sha256::digest(&text).into();
+        let unchanged = self.seen.is_some_and(|(_, _, _, h)| h == hash);
+        self.seen = Some((stamp.0, stamp.1, stamp.2, hash));
+        if unchanged {
+            return Polled::Unchanged;
+        }
+        match load_bytes(&text, &self.key) {
+            Ok(table) if table.policy.version < self.version => Polled::Refused(format!(
+                "{}: bundle version {} is older than version {} already loaded (rollback refused)",
+                self.path.display(),
+                table.policy.version,
+                self.version
+            )),
+            Ok(table) => {
+                self.version = table.policy.version;
+                Polled::Loaded(Box::new(table))
+            }
+            Err(e) => Polled::Refused(format!("{}: {e}", self.path.display())),
+        }
+    }
+
+    /// A missing file is reported once, not on every poll.
+    fn refuse_once(&mut self, why: String) -> Polled {
+        let missing = (None, 0, 0, [0; 32]);
+        if self.seen == Some(missing) {
+            return Polled::Unchanged;
+        }
+        self.seen = Some(missing);
+        Polled::Refused(why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::publish::ecds_resource;
+    use crate::core::bundle::schema::{BundleDoc, QuotaDoc, QuotaMode, SubAccountDoc, TenantDoc, SCHEMA_VERSION};
+    use crate::core::bundle::{pack, seal, seal::to_binary};
+
+    fn key(n: u8) -> BundleKey {
+        BundleKey::from_bytes([n; 32])
+    }
+
+    fn ecds(version: u64, per_minute: u64, k: &BundleKey) -> Vec<u8> {
+        let doc = BundleDoc {
+            schema: SCHEMA_VERSION,
+            version,
+            quota_mode: QuotaMode::Global,
+            tenants: vec![TenantDoc {
+                id: "acme".into(),
+                quota: Some(QuotaDoc { per_minute: Some(per_minute), per_day: None }),
+                sub_accounts: vec![SubAccountDoc { id: "default".into(), ..Default::default() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let sealed = to_binary(&seal(&pack(&doc).unwrap(), k, version, [7; 12]).unwrap()).unwrap();
+        serde_json::to_vec(&ecds_resource(&sealed, Path::new("/w/guard.wasm"))).unwrap()
+    }
+
+    fn tenant_limit(t: &LimitTable) -> u64 {
+        t.limits(&[("tenant", "acme"), ("sub_account", "default")]).unwrap()[0].limit
+    }
+
+    fn write(path: &Path, bytes: &[u8]) {
+        // A new inode and a distinct mtime-or-length, as publish's rename.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn loads_what_publish_writes_then_reloads_on_change_and_keeps_the_last_good_bundle() {
+        let dir = std::env::temp_dir().join(format!("thg-rl-source-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("guard.json");
+        let k = key(1);
+        let mut source = Source::new(path.clone(), key(1));
+
+        // Missing: reported once.
+        assert!(matches!(source.poll(), Polled::Refused(r) if r.contains("guard.json")));
+        assert!(matches!(source.poll(), Polled::Unchanged));
+
+        write(&path, &ecds(5, 30, &k));
+        let Polled::Loaded(t) = source.poll() else { panic!("version 5 should load") };
+        assert_eq!((t.policy.version, t.policy.quota_mode, tenant_limit(&t)), (5, QuotaMode::Global, 30));
+        assert!(matches!(source.poll(), Polled::Unchanged));
+
+        // Sealed with another key, truncated, an older version: refused with a reason.
+        write(&path, &ecds(6, 40, &key(2)));
+        assert!(matches!(source.poll(), Polled::Refused(r) if r.contains("sealed with key")));
+        write(&path, b"{\"resources\": [");
+        assert!(matches!(source.poll(), Polled::Refused(r) if r.contains("not the JSON ECDS resource")));
+        write(&path, &ecds(4, 40, &k));
+        assert!(matches!(source.poll(), Polled::Refused(r) if r.contains("rollback refused")));
+
+        write(&path, &ecds(7, 60, &k));
+        let Polled::Loaded(t) = source.poll() else { panic!("version 7 should load") };
+        assert_eq!(tenant_limit(&t), 60);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_bundle_key_file_must_be_private() {
+        let dir = std::env::temp_dir().join(format!("thg-rl-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bundle.key");
+        std::fs::write(&path, format!("{}\n", &*key(3).to_base64())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(bundle_key(Some(&path)).unwrap_err().contains("chmod 600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(bundle_key(Some(&path)).unwrap().id(), key(3).id());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
