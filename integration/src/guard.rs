@@ -63,32 +63,15 @@ pub const METHOD_NOT_ALLOWED: Denial = forbidden("insufficient_scope", "method_n
 pub const PATH_NOT_ALLOWED: Denial = forbidden("insufficient_scope", "path_not_allowed");
 pub const NO_PROVIDER: Denial =
     Denial { status: 404, kind: "invalid_request_error", code: "unknown_url", reason: "no_provider" };
+pub const SHARED_CREDENTIAL_REFUSED: Denial = forbidden("provider_credential_required", "shared_credential_refused");
 pub const NO_BUNDLE: Denial =
     Denial { status: 503, kind: "service_unavailable", code: "policy_unavailable", reason: "no_bundle" };
 
-/// Every reason label the filter defines a counter for (src/core/errors.rs).
-pub const DENY_LABELS: [&str; 20] = [
-    "no_bundle",
-    "missing_credential",
-    "duplicate_credential",
-    "malformed_credential",
-    "bad_checksum",
-    "unknown_key",
-    "wrong_secret",
-    "key_disabled",
-    "key_expired",
-    "tenant_disabled",
-    "sub_account_disabled",
-    "ip_not_allowed",
-    "tenant_mismatch",
-    "method_not_allowed",
-    "path_not_allowed",
-    "path_not_normalized",
-    "no_provider",
-    "provider_not_configured",
-    "quota_exceeded",
-    "filter_fault",
-];
+/// Every reason label the filter defines a counter for: the guard's own
+/// list (`DenyReason::ALL`, src/core/errors.rs), not a copy.
+pub fn deny_labels() -> impl Iterator<Item = &'static str> {
+    tokenhub_guard::core::errors::DenyReason::ALL.into_iter().map(|r| r.label())
+}
 
 // ---------------------------------------------------------------------------
 // The fixture: store + echo + Envoy, one per test.

@@ -13,7 +13,7 @@
 //! `cargo build --features admin --bin tokenhub-admin`) and Envoy
 //! (`make bootstrap`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokenhub_integration::guard::*;
@@ -693,11 +693,19 @@ fn prometheus_counts_decisions_and_shows_the_published_version() {
     .into_iter()
     .map(|(n, v)| (n.to_string(), v))
     .collect();
-    for name in ["tokenhub_allowed".to_string()].into_iter().chain(DENY_LABELS.map(|l| format!("tokenhub_denied_{l}")))
+    for name in
+        ["tokenhub_allowed".to_string()].into_iter().chain(deny_labels().map(|l| format!("tokenhub_denied_{l}")))
     {
         assert!(prometheus_value(&text, &name).is_some(), "{name} missing from /stats/prometheus");
         assert!(text.contains(&format!("# TYPE {name} counter")), "{name} is not a counter");
     }
+    // And no denial counter the guard's list does not know.
+    let defined: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE tokenhub_denied_"))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    assert_eq!(defined, deny_labels().collect::<BTreeSet<_>>(), "tokenhub_denied_* counters in /stats/prometheus");
     // Every decision counter, including reasons this test does not know.
     let got: BTreeMap<String, u64> = text
         .lines()

@@ -4,6 +4,7 @@
 
 use crate::core::apikey::{self, KeyFormatError};
 use crate::core::bundle::compile::{Key, Policy, Principal, Provider, Scopes, SubAccount, Tenant};
+use crate::core::bundle::shared::PROVIDER_ROUTING_HEADERS;
 use crate::core::cidr::AllowList;
 use crate::core::errors::DenyReason;
 use crate::core::secret::{hash_secret, hashes_equal};
@@ -144,7 +145,7 @@ fn decide_inner<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Grant<
         return Err(deny(DenyReason::PathNotNormalized));
     }
     check_scopes(req.method, path, [&sub_account.scopes, credential.scopes()]).map_err(deny)?;
-    let inject = provider_credential(policy, path, tenant).map_err(deny)?;
+    let inject = provider_credential(policy, req.method, path, tenant).map_err(deny)?;
     Ok(Grant { subject, inject })
 }
 
@@ -314,9 +315,12 @@ fn check_scopes(method: &str, path: &str, scopes: [&Option<Scopes>; 2]) -> Resul
 }
 
 /// Step 8 (injection part): the provider with the longest matching prefix,
-/// and the tenant's own secret for it or the platform's.
+/// and the tenant's own secret for it, or the platform's where the provider
+/// shares it for this endpoint (never for stateful ones: see
+/// `bundle::shared`).
 fn provider_credential<'p>(
     policy: &'p Policy,
+    method: &str,
     path: &str,
     tenant: &'p Tenant,
 ) -> Result<(&'p str, &'p str), DenyReason> {
@@ -326,7 +330,13 @@ fn provider_credential<'p>(
         .enumerate()
         .find(|(_, p)| path_has_prefix(path, &p.path_prefix))
         .ok_or(DenyReason::NoProvider)?;
-    let value = provider.value_for(index, tenant).ok_or(DenyReason::ProviderNotConfigured)?;
+    let value = provider.value_for(index, tenant, method, path).map_err(|shared| {
+        if shared {
+            DenyReason::SharedCredentialRefused
+        } else {
+            DenyReason::ProviderNotConfigured
+        }
+    })?;
     Ok((provider.header.as_str(), value))
 }
 
@@ -359,10 +369,12 @@ fn is_normalized(path: &str) -> bool {
 }
 
 /// True for the headers the filter removes from every request: the client's
-/// credential headers and anything in the `x-tokenhub-` namespace (also
-/// spelled with underscores, which some proxies treat as dashes).
+/// credential headers, provider routing headers (`OpenAI-Organization`…,
+/// which would steer the platform's credential), and anything in the
+/// `x-tokenhub-` namespace (also spelled with underscores, which some
+/// proxies treat as dashes).
 pub fn is_stripped_header(name: &str) -> bool {
-    CREDENTIAL_HEADERS.contains(&name) || is_tokenhub_header(name)
+    CREDENTIAL_HEADERS.contains(&name) || is_tokenhub_header(name) || PROVIDER_ROUTING_HEADERS.contains(&name)
 }
 
 pub fn is_tokenhub_header(name: &str) -> bool {

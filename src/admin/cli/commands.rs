@@ -250,6 +250,16 @@ pub enum ProviderCmd {
         tenant: Option<String>,
         #[arg(long)]
         secret_file: Option<PathBuf>,
+        /// Endpoints the platform's secret may serve: the stateless ones of
+        /// `openai` or `anthropic` under --path-prefix, or `none`. Default:
+        /// unchanged; for a new platform secret, the preset named like the
+        /// provider. Everything else needs the tenant's own secret.
+        #[arg(long, value_name = "openai|anthropic|none")]
+        shared_preset: Option<String>,
+        /// One more endpoint the platform's secret may serve: "METHOD /path"
+        /// (exact) or "METHOD /path/*" (below it). Repeatable.
+        #[arg(long, value_name = "METHOD PATH")]
+        shared_endpoint: Vec<String>,
     },
     List,
     Remove {
