@@ -275,7 +275,21 @@ fn scopes_narrow_by_method_and_segment_aware_prefix() {
     assert_eq!(at("POST", "/v1/chatty"), Some(DenyReason::PathNotAllowed));
     assert_eq!(at("POST", "/v1/embeddings"), Some(DenyReason::PathNotAllowed));
     assert_eq!(at("POST", "/V1/chat"), Some(DenyReason::PathNotAllowed), "case matters");
-    for bad in ["/v1/chat/../embeddings", "/v1/chat/%2e%2e/x", "/v1//chat", "/v1/chat%2Fx", "/v1/./chat", "v1/chat"] {
+    for bad in [
+        "/v1/chat/../embeddings",
+        "/v1/chat/%2e%2e/x",
+        "/v1//chat",
+        "/v1/chat%2Fx",
+        "/v1/./chat",
+        "v1/chat",
+        // Dot segments with path parameters: `..;` is `..` to servlet-style upstreams.
+        "/v1/chat/..;/embeddings",
+        "/v1/chat/..;x=1/embeddings",
+        "/v1/chat/.;/completions",
+        "/v1/chat/..;",
+        "/v1/chat/..%3b/embeddings",
+        "/v1/chat/..%3B/embeddings",
+    ] {
         assert_eq!(at("POST", bad), Some(DenyReason::PathNotNormalized), "{bad}");
     }
 }

@@ -571,6 +571,39 @@ fn no_bundle_at_start_is_503_until_the_first_publish() {
     assert_eq!(prometheus_value(&fx.envoy.stats_prometheus(), "tokenhub_bundle_version"), Some(version));
 }
 
+/// With no bundle no identity is known: a client's claimed tenant and key
+/// id are stripped like on every other path, so neither the upstream nor
+/// the access log ever shows them as identity. A request Envoy refuses
+/// before the guard runs logs no identity either.
+#[test]
+fn no_bundle_denial_strips_claims_and_the_access_log_never_names_a_claimed_tenant() {
+    let fx = Fixture::start_unpublished("{\"resources\": []}\n");
+    let claims = [("x-tokenhub-tenant", "claimed-tenant"), ("x-tokenhub-key-id", "ClaimedKeyId")];
+    fx.expect_denied(NO_BUNDLE, || fx.get("/v1/models", &claims));
+    // Refused by Envoy (escaped slash) before the guard.
+    fx.expect_refused_by_envoy(400, || fx.get("/v1%2Fmodels", &claims));
+    // A claim that matches nothing once a bundle serves: the real tenant is logged.
+    fx.publish();
+    let auth = bearer(&fx.key.key);
+    fx.expect_allowed(|| fx.get("/v1/models", &[("authorization", auth.as_str())]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = fx.envoy.access_log();
+        if log.len() >= 3 || Instant::now() >= deadline {
+            break log;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(log.len(), 3, "access log lines: {log:#?}");
+    for line in &log[..2] {
+        assert!(line["tenant"].is_null() && line["key_id"].is_null(), "a claim logged as identity: {line}");
+    }
+    let text = format!("{log:?}");
+    assert!(!text.contains("claimed-tenant") && !text.contains("ClaimedKeyId"), "{text}");
+    assert_eq!(log[2]["tenant"], TENANT, "{}", log[2]);
+    assert_eq!(log[2]["key_id"], fx.key.key_id.as_str(), "{}", log[2]);
+}
+
 #[test]
 fn empty_ecds_file_at_start_is_503() {
     let fx = Fixture::start_unpublished("");

@@ -355,17 +355,21 @@ pub fn path_without_query(path: &str) -> &str {
 
 /// Envoy normalizes paths before filters run (normalize_path, merge_slashes,
 /// escaped-slash rejection in the shipped configs). Anything that still
-/// looks un-normalized means a misconfigured listener: refuse it rather than
-/// match scopes against a path the upstream will read differently.
+/// looks un-normalized means a misconfigured listener or an Envoy that
+/// normalizes differently: refuse it rather than match scopes against a
+/// path the upstream will read differently. The guard decides this itself,
+/// so its decisions do not depend on the Envoy release: a dot segment with
+/// path parameters (`..;x`, `.;x`, which servlet-style upstreams resolve as
+/// `..` and `.`) is a dot segment too; Envoy 1.39 folds it, 1.36 passes it.
 fn is_normalized(path: &str) -> bool {
     if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
         return false;
     }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00", "%3b"].iter().any(|esc| lower.contains(esc)) {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    !["%2e", "%2f", "%5c", "%00"].iter().any(|esc| lower.contains(esc))
+    !path.split('/').any(|seg| matches!(seg.split(';').next(), Some("." | "..")))
 }
 
 /// True for the headers the filter removes from every request: the client's
