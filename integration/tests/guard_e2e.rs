@@ -368,6 +368,7 @@ fn inbound_tokenhub_headers_are_stripped_and_authoritative_ones_set_once() {
 fn scope_violations_are_403() {
     let mut scoped = None;
     let fx = Fixture::start_with(|admin, _| {
+        share_everything_under_v1(admin);
         scoped = Some(admin.create_key(TENANT, &["--methods", "POST", "--paths", "/v1/chat"]));
     });
     let key = scoped.unwrap().key;
