@@ -377,6 +377,43 @@ fn shared_endpoints_are_validated() {
     assert!(err(|d| d.providers[0].secret = None).contains("no platform secret"));
 }
 
+/// A wrong secret for an existing key id and an id that does not exist
+/// cost the filter the same header operations (host calls): the time to a
+/// 401 does not tell which key ids exist. Only the identified owner's
+/// values are set; the unknown id's are removals.
+#[test]
+fn unknown_key_and_wrong_secret_cost_the_same_header_operations() {
+    let p = policy_with(|_| {});
+    let (_, wrong, _) = make_key(1, 77);
+    let denial_for = |key: &str| {
+        let headers: Vec<(&str, &[u8])> = vec![("x-api-key", key.as_bytes())];
+        let facts = RequestFacts {
+            method: "POST",
+            path: "/v1/chat/completions",
+            headers: &headers,
+            source: None,
+            now: NOW,
+            oidc: None,
+        };
+        match decide(&p, &facts) {
+            Decision::Deny(d) => (d.reason, d.identity_headers().map(|h| h.map(|(n, v)| (n, v.map(str::to_string))))),
+            Decision::Allow(_) => panic!("{key} allowed"),
+        }
+    };
+    let (reason, wrong_ops) = denial_for(&wrong);
+    assert_eq!(reason, DenyReason::WrongSecret);
+    let wrong_ops = wrong_ops.expect("the owner is named for the access log");
+    assert!(wrong_ops.iter().any(|(_, v)| v.is_some()));
+    // A syntactically valid key whose id is not in the policy.
+    let unknown = make_key(999, 0).1;
+    let (reason, unknown_ops) = denial_for(&unknown);
+    assert_eq!(reason, DenyReason::UnknownKey);
+    let unknown_ops = unknown_ops.expect("an unknown id gets the same number of header operations");
+    let names = |ops: &[(&'static str, Option<String>)]| ops.iter().map(|(n, _)| *n).collect::<Vec<&str>>();
+    assert_eq!(names(&unknown_ops), names(&wrong_ops));
+    assert!(unknown_ops.iter().all(|(_, v)| v.is_none()), "no identity is invented for an unknown id");
+}
+
 #[test]
 fn stripped_headers() {
     for h in [

@@ -99,7 +99,24 @@ impl Denial<'_> {
     fn anonymous(reason: DenyReason) -> Self {
         Self { reason, subject: None }
     }
+
+    /// The identity headers the filter sets on a refused request (for the
+    /// access log): the owner's when the key was identified. An unknown key
+    /// id gets the same number of header operations (removals), so a wrong
+    /// secret for an existing id costs the same host calls as an id that
+    /// does not exist: the time to a 401 does not tell which ids exist.
+    /// `None`: nothing to set.
+    pub fn identity_headers(&self) -> Option<[(&'static str, Option<&str>); 5]> {
+        match (&self.subject, self.reason) {
+            (Some(subject), _) => Some(subject.identity_headers()),
+            (None, DenyReason::UnknownKey) => Some(IDENTITY_HEADERS.map(|name| (name, None))),
+            (None, _) => None,
+        }
+    }
 }
+
+/// The authoritative identity headers, in the order they are set.
+const IDENTITY_HEADERS: [&str; 5] = [TENANT_HEADER, SUB_ACCOUNT_HEADER, KEY_ID_HEADER, REGION_HEADER, AUTH_HEADER];
 
 /// An allowed request: who it belongs to and what to inject.
 #[derive(Debug)]

@@ -250,8 +250,8 @@ impl HttpContext for GuardHttp {
             }
             Decision::Deny(denial) => {
                 self.strip(&view, &[]);
-                if let Some(subject) = &denial.subject {
-                    self.set_identity(subject);
+                for (name, value) in denial.identity_headers().into_iter().flatten() {
+                    self.set_http_request_header(name, value);
                 }
                 self.deny(denial.reason)
             }
