@@ -3,6 +3,8 @@
 //! `tokenhub_guard.wasm`, read with `wasmparser` (no list restated here).
 //! Needs the release module: `make wasm` (a prerequisite of `make test`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tokenhub_guard::capabilities::{CALLBACKS, HOST_CALLS, WASI};
