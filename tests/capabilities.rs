@@ -114,6 +114,7 @@ fn names(list: &[&str]) -> BTreeSet<String> {
 /// anywhere. A host call the guard really makes but the list lacks is
 /// stubbed by Envoy, which the e2e suites see as a failed request.
 #[test]
+#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
 fn allowed_host_calls_are_the_ones_the_module_uses() {
     let tables = module_tables();
     let of = |module: &str| -> BTreeSet<String> {
@@ -150,6 +151,7 @@ fn allowed_host_calls_are_the_ones_the_module_uses() {
 /// open) is among them. The SDK exports more callbacks (bodies, trailers,
 /// logs): leaving those out is the point.
 #[test]
+#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
 fn allowed_callbacks_are_exported_and_include_the_request_path() {
     let tables = module_tables();
     let callbacks = names(&CALLBACKS);
