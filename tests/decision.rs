@@ -267,27 +267,151 @@ fn scopes_narrow_by_method_and_segment_aware_prefix() {
         r.path = path.into();
         run(&p, &r).err()
     };
-    assert_eq!(at("POST", "/v1/chat"), None);
+    // In scope; but not an endpoint the platform's credential serves.
+    assert_eq!(at("POST", "/v1/chat"), Some(DenyReason::SharedCredentialRefused));
     assert_eq!(at("POST", "/v1/chat/completions?x=1"), None);
     assert_eq!(at("GET", "/v1/chat/completions"), Some(DenyReason::MethodNotAllowed), "key narrows to POST");
     assert_eq!(at("DELETE", "/v1/chat"), Some(DenyReason::MethodNotAllowed));
     assert_eq!(at("POST", "/v1/chatty"), Some(DenyReason::PathNotAllowed));
     assert_eq!(at("POST", "/v1/embeddings"), Some(DenyReason::PathNotAllowed));
     assert_eq!(at("POST", "/V1/chat"), Some(DenyReason::PathNotAllowed), "case matters");
-    for bad in ["/v1/chat/../embeddings", "/v1/chat/%2e%2e/x", "/v1//chat", "/v1/chat%2Fx", "/v1/./chat", "v1/chat"] {
+    for bad in [
+        "/v1/chat/../embeddings",
+        "/v1/chat/%2e%2e/x",
+        "/v1//chat",
+        "/v1/chat%2Fx",
+        "/v1/./chat",
+        "v1/chat",
+        // Dot segments with path parameters: `..;` is `..` to servlet-style upstreams.
+        "/v1/chat/..;/embeddings",
+        "/v1/chat/..;x=1/embeddings",
+        "/v1/chat/.;/completions",
+        "/v1/chat/..;",
+        "/v1/chat/..%3b/embeddings",
+        "/v1/chat/..%3B/embeddings",
+    ] {
         assert_eq!(at("POST", bad), Some(DenyReason::PathNotNormalized), "{bad}");
     }
 }
 
 #[test]
 fn provider_selection_and_missing_secret() {
-    let p = policy_with(|d| d.providers[1].secret = None);
+    let p = policy_with(|d| {
+        d.providers[1].secret = None;
+        d.providers[1].shared_endpoints.clear();
+    });
     let k = make_key(1, 0).1;
     let mut r = req(&[("x-api-key", &k)]);
     r.path = "/other".into();
     assert_eq!(deny(&p, &r), DenyReason::NoProvider);
     r.path = "/anthropic/v1/messages".into();
     assert_eq!(deny(&p, &r), DenyReason::ProviderNotConfigured);
+}
+
+/// The platform's shared credential serves only the stateless endpoints
+/// the provider lists; stateful ones (objects kept under the credential)
+/// need the tenant's own secret, and get it when the tenant has one.
+#[test]
+fn stateful_endpoints_never_use_the_shared_credential() {
+    let p = policy_with(|_| {});
+    let at = |key: u32, method: &'static str, path: &str| {
+        let mut r = req(&[("x-api-key", &make_key(key, 0).1)]);
+        r.method = method;
+        r.path = path.into();
+        run(&p, &r)
+    };
+    // acme (key 1) has no secret of its own.
+    for (method, path) in [
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/moderations"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/gpt-4o"),
+        ("POST", "/anthropic/v1/messages"),
+        ("POST", "/anthropic/v1/messages/count_tokens"),
+    ] {
+        assert!(at(1, method, path).is_ok(), "{method} {path} on the shared credential");
+    }
+    for (method, path) in [
+        ("GET", "/v1/files"),
+        ("POST", "/v1/files"),
+        ("GET", "/v1/files/file-abc/content"),
+        ("POST", "/v1/batches"),
+        ("GET", "/v1/batches/batch_1"),
+        ("POST", "/v1/assistants"),
+        ("GET", "/v1/threads/thread_1/messages"),
+        ("POST", "/v1/vector_stores"),
+        ("GET", "/v1/fine_tuning/jobs"),
+        ("GET", "/v1/chat/completions"),
+        ("GET", "/v1/chat/completions/chatcmpl-1"),
+        ("DELETE", "/v1/chat/completions/chatcmpl-1"),
+        ("POST", "/v1/responses"),
+        ("GET", "/v1/responses/resp_1"),
+        ("DELETE", "/v1/models/ft:gpt-4o:acme"),
+        ("GET", "/anthropic/v1/files"),
+        ("POST", "/anthropic/v1/messages/batches"),
+        ("GET", "/anthropic/v1/messages/batches/msgbatch_1/results"),
+    ] {
+        assert_eq!(at(1, method, path).err(), Some(DenyReason::SharedCredentialRefused), "{method} {path}");
+        // globex (key 3) brings its own OpenAI secret: served with it.
+        if path.starts_with("/v1/") {
+            let out = at(3, method, path).unwrap_or_else(|r| panic!("{method} {path} with own secret: {r:?}"));
+            assert!(out.contains(&("authorization".into(), "Bearer sk-globex-own".into())), "{method} {path}");
+        }
+    }
+    assert_eq!(DenyReason::SharedCredentialRefused.status(), 403);
+}
+
+#[test]
+fn shared_endpoints_are_validated() {
+    let err = |mutate: fn(&mut BundleDoc)| {
+        let mut doc = base_doc();
+        mutate(&mut doc);
+        compile(&doc).err().unwrap_or_default()
+    };
+    assert!(err(|d| d.providers[0].shared_endpoints.clear()).contains("providers[0].shared_endpoints"));
+    assert!(err(|d| d.providers[0].shared_endpoints = vec!["POST /anthropic/v1/messages".into()])
+        .contains("providers[0].shared_endpoints[0]"));
+    assert!(err(|d| d.providers[0].shared_endpoints = vec!["post /v1/files".into()]).contains("upper-case"));
+    assert!(err(|d| d.providers[0].secret = None).contains("no platform secret"));
+}
+
+/// A wrong secret for an existing key id and an id that does not exist
+/// cost the filter the same header operations (host calls): the time to a
+/// 401 does not tell which key ids exist. Only the identified owner's
+/// values are set; the unknown id's are removals.
+#[test]
+fn unknown_key_and_wrong_secret_cost_the_same_header_operations() {
+    let p = policy_with(|_| {});
+    let (_, wrong, _) = make_key(1, 77);
+    let denial_for = |key: &str| {
+        let headers: Vec<(&str, &[u8])> = vec![("x-api-key", key.as_bytes())];
+        let facts = RequestFacts {
+            method: "POST",
+            path: "/v1/chat/completions",
+            headers: &headers,
+            source: None,
+            now: NOW,
+            oidc: None,
+        };
+        match decide(&p, &facts) {
+            Decision::Deny(d) => (d.reason, d.identity_headers().map(|h| h.map(|(n, v)| (n, v.map(str::to_string))))),
+            Decision::Allow(_) => panic!("{key} allowed"),
+        }
+    };
+    let (reason, wrong_ops) = denial_for(&wrong);
+    assert_eq!(reason, DenyReason::WrongSecret);
+    let wrong_ops = wrong_ops.expect("the owner is named for the access log");
+    assert!(wrong_ops.iter().any(|(_, v)| v.is_some()));
+    // A syntactically valid key whose id is not in the policy.
+    let unknown = make_key(999, 0).1;
+    let (reason, unknown_ops) = denial_for(&unknown);
+    assert_eq!(reason, DenyReason::UnknownKey);
+    let unknown_ops = unknown_ops.expect("an unknown id gets the same number of header operations");
+    let names = |ops: &[(&'static str, Option<String>)]| ops.iter().map(|(n, _)| *n).collect::<Vec<&str>>();
+    assert_eq!(names(&unknown_ops), names(&wrong_ops));
+    assert!(unknown_ops.iter().all(|(_, v)| v.is_none()), "no identity is invented for an unknown id");
 }
 
 #[test]
@@ -299,10 +423,12 @@ fn stripped_headers() {
         "x-tokenhub-anything",
         "x_tokenhub_tenant",
         "X-TokenHub-Region",
+        "openai-organization",
+        "openai-project",
     ] {
         assert!(is_stripped_header(h), "{h}");
     }
-    for h in ["x-tokenhubx", "content-type", "x-request-id", "x-tokenhu"] {
+    for h in ["x-tokenhubx", "content-type", "x-request-id", "x-tokenhu", "openai-beta", "anthropic-version"] {
         assert!(!is_stripped_header(h), "{h}");
     }
 }

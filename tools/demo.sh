@@ -132,6 +132,11 @@ Wrong key (401): a deleted key, then a mistyped one (its checksum fails before a
 Wrong IP (403): the same key from 127.0.0.2, outside the tenant's allowlist:
   $C --interface 127.0.0.2 $URL -H 'Authorization: Bearer $KEY'
 
+Stateful provider endpoint (403 provider_credential_required): files, batches, assistants, stored
+responses… live under the provider credential that made them, so the platform's shared credential
+serves only stateless endpoints; a tenant needs its own provider secret for these:
+  $C https://127.0.0.1:$LISTEN_PORT/v1/files -H 'Authorization: Bearer $KEY'
+
 Spoofed tenant (403): the key belongs to tenant demo:
   $C $URL -H 'Authorization: Bearer $KEY' -H 'x-tokenhub-tenant: other'
 

@@ -23,6 +23,13 @@ plane (envoy/k8s/scale-out) must do so as envoy/xds/envoy.yaml.tmpl does:
 the guard's config source and the tokenhub_xds cluster are compared with
 that template's.
 
+Every bootstrap is also checked for what validate mode cannot see: each
+jwt_authn remote JWKS is fetched from a cluster whose TLS pins the identity
+provider (SNI and a DNS subject-alt-name equal to the JWKS URI's host, a
+trusted CA), and no access log names a client-settable x-tokenhub-* header
+as identity (%REQ(X-TOKENHUB-...)%). A self-check first proves both checks
+refuse a mutated demo template.
+
 An ECDS file is checked by embedding each of its resources as a static HTTP
 filter in a minimal bootstrap; its sealed-bundle placeholder is replaced by
 an empty configuration (the guard's "no bundle" state, which it accepts).
@@ -191,6 +198,114 @@ def check_drift(root: pathlib.Path, path: pathlib.Path, text: str) -> bool:
     return True
 
 
+def walk(value):
+    """Every dict inside a parsed YAML value, depth first."""
+    if isinstance(value, dict):
+        yield value
+        for v in value.values():
+            yield from walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from walk(v)
+
+
+def jwks_problems(config: dict) -> list:
+    """Each remote JWKS must be fetched from a cluster whose TLS pins the
+    identity provider: SNI and a DNS SAN equal to the JWKS URI's host, and
+    a trusted CA. Otherwise any publicly trusted certificate for any name
+    is accepted, and whoever redirects the connection serves their own
+    signing keys (issue 16, finding 2)."""
+    clusters = {c.get("name"): c for c in (config.get("static_resources") or {}).get("clusters") or []}
+    problems = []
+    for node in walk(config):
+        remote = node.get("remote_jwks")
+        if not isinstance(remote, dict):
+            continue
+        uri = (remote.get("http_uri") or {}).get("uri", "")
+        name = (remote.get("http_uri") or {}).get("cluster", "")
+        host = re.sub(r"^https://([^/:]+).*$", r"\1", uri)
+        if not uri.startswith("https://"):
+            problems.append(f"remote JWKS {uri!r} is not fetched over https")
+            continue
+        cluster = clusters.get(name)
+        if cluster is None:
+            problems.append(f"remote JWKS {uri}: no static cluster {name!r}")
+            continue
+        tls = ((cluster.get("transport_socket") or {}).get("typed_config")) or {}
+        validation = (tls.get("common_tls_context") or {}).get("validation_context") or {}
+        sans = validation.get("match_typed_subject_alt_names") or []
+        pinned = any(s.get("san_type") == "DNS" and (s.get("matcher") or {}).get("exact") == host for s in sans)
+        if tls.get("sni") != host:
+            problems.append(f"cluster {name}: sni must be {host} (the JWKS URI's host), not {tls.get('sni')!r}")
+        if not validation.get("trusted_ca"):
+            problems.append(f"cluster {name}: no trusted_ca")
+        if not pinned:
+            problems.append(
+                f"cluster {name}: validation_context.match_typed_subject_alt_names must pin "
+                f"{{san_type: DNS, matcher: {{exact: {host}}}}}"
+            )
+    return problems
+
+
+def access_log_problems(text: str) -> list:
+    """No access log may log a client's x-tokenhub-* claim as identity:
+    %REQ(X-TOKENHUB-...)% reads the header whether or not the guard ran
+    (a request refused before it still carries the client's value). Use
+    the %CEL(...)% form gated on the guard having run (envoy/README.md)."""
+    return [
+        f"access log logs a client-settable header as identity: {m.group(0)} "
+        "(use %CEL('wasm.tokenhub_decision' in filter_state || has(upstream.address) ? ... )%)"
+        for m in re.finditer(r"%REQ\(\s*X-TOKENHUB-[A-Z-]+[^%]*%", text, re.IGNORECASE)
+    ]
+
+
+def check_security(path, text: str) -> bool:
+    """The checks Envoy's validate mode cannot make: pinned JWKS TLS, and
+    access logs that never name a client claim as identity."""
+    problems = jwks_problems(yaml.safe_load(text) or {}) + access_log_problems(text)
+    for problem in problems:
+        print(f"FAILED  {path}: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"ok      {path} (JWKS TLS pinned, no client claim logged)")
+    return not problems
+
+
+def self_check(root: pathlib.Path, values: dict) -> bool:
+    """The security checks can fail: the demo template with a JWKS cluster's
+    SAN pin removed, its SNI changed, or a raw %REQ(X-TOKENHUB-TENANT)% in
+    the access log must each be refused."""
+    text = render((root / DEMO_TEMPLATE).read_text(), values)
+    config = yaml.safe_load(text)
+    clusters = [c for c in config["static_resources"]["clusters"] if c["name"].startswith("jwks_")]
+    if not clusters or jwks_problems(config):
+        print(f"FAILED  self-check: {DEMO_TEMPLATE} has no pinned JWKS cluster to mutate", file=sys.stderr)
+        return False
+    ok = True
+    for mutate, what in [
+        (lambda v: v.pop("match_typed_subject_alt_names"), "SAN pin removed"),
+        (lambda v: v.update(match_typed_subject_alt_names=[{"san_type": "DNS", "matcher": {"exact": "evil.example"}}]),
+         "SAN of another name"),
+    ]:
+        mutated = yaml.safe_load(text)
+        cluster = next(c for c in mutated["static_resources"]["clusters"] if c["name"] == clusters[0]["name"])
+        mutate(cluster["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"])
+        if not jwks_problems(mutated):
+            print(f"FAILED  self-check: a JWKS cluster with its {what} passed", file=sys.stderr)
+            ok = False
+    mutated = yaml.safe_load(text)
+    cluster = next(c for c in mutated["static_resources"]["clusters"] if c["name"] == clusters[0]["name"])
+    cluster["transport_socket"]["typed_config"]["sni"] = "evil.example"
+    if not jwks_problems(mutated):
+        print("FAILED  self-check: a JWKS cluster with another SNI passed", file=sys.stderr)
+        ok = False
+    if not access_log_problems('tenant: "%REQ(X-TOKENHUB-TENANT)%"'):
+        print("FAILED  self-check: a raw %REQ(X-TOKENHUB-TENANT)% passed", file=sys.stderr)
+        ok = False
+    if ok:
+        print("ok      self-check: the security checks refuse unpinned JWKS and logged claims")
+    return ok
+
+
 def run_validate(envoy: str, config: pathlib.Path, label: str) -> bool:
     proc = subprocess.run(
         [envoy, "--mode", "validate", "-c", str(config), "--log-level", "error"],
@@ -293,14 +408,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="validate-envoy-") as tmp:
         work = pathlib.Path(tmp)
         values = placeholder_values(work, args.wasm.resolve())
-        results = []
+        results = [self_check(args.root, values)]
         for n, path in enumerate(sorted(args.root.rglob("envoy*.yaml*"))):
             config = work / f"{n}-{path.name.replace('.tmpl', '')}.rendered.yaml"
             if path.name.endswith(".tmpl"):
-                config.write_text(render(path.read_text(), values))
+                rendered = render(path.read_text(), values)
+                config.write_text(rendered)
+                results.append(check_security(path, rendered))
             else:
                 text = container_config(path)
                 results.append(check_drift(args.root, path, text))
+                results.append(check_security(path, text))
                 config.write_text(localize(text, values))
             results.append(run_validate(args.envoy, config, str(path)))
         for path in sorted(args.root.rglob("*.ecds.*")):

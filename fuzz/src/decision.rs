@@ -296,8 +296,12 @@ fn normalized(path: &str) -> bool {
     path.starts_with('/')
         && !path.contains("//")
         && !path.contains('\\')
-        && !path.split('/').any(|s| s == "." || s == "..")
-        && !["%2e", "%2f", "%5c", "%00"].iter().any(|e| lower.contains(e))
+        // A dot segment, also with path parameters (`..;x`).
+        && !path.split('/').any(|s| {
+            let name = &s[..s.find(';').unwrap_or(s.len())];
+            name == "." || name == ".."
+        })
+        && !["%2e", "%2f", "%5c", "%00", "%3b"].iter().any(|e| lower.contains(e))
 }
 
 pub fn model(fx: &Fixture, r: &Req) -> Expect {
@@ -414,8 +418,24 @@ fn after_credential(
     let Some(provider) = PROVIDERS.iter().filter(|p| under(path, p.prefix)).max_by_key(|p| p.prefix.len()) else {
         return deny(&[NoProvider]);
     };
-    let secret = tenant.own.iter().find(|(p, _)| *p == provider.id).map(|(_, s)| *s).or(provider.secret);
-    let Some(secret) = secret else { return deny(&[ProviderNotConfigured]) };
+    //    The platform's only where the provider shares it for this
+    //    method and path ("METHOD /exact" or "METHOD /dir/*", * = any).
+    let shares = |entry: &&str| {
+        let (m, p) = entry.split_once(' ').unwrap_or(("", ""));
+        let method_ok = m == "*" || m == r.method;
+        method_ok
+            && match p.strip_suffix('*') {
+                Some(dir) => path.len() > dir.len() && path.starts_with(dir),
+                None => path == p,
+            }
+    };
+    let own = tenant.own.iter().find(|(p, _)| *p == provider.id).map(|(_, s)| *s);
+    let secret = match (own, provider.secret) {
+        (Some(own), _) => own,
+        (None, Some(shared)) if provider.shared.iter().any(shares) => shared,
+        (None, Some(_)) => return deny(&[SharedCredentialRefused]),
+        (None, None) => return deny(&[ProviderNotConfigured]),
+    };
     Expect::Allow { cred, inject: (provider.header, provider.format.replace("{secret}", secret)) }
 }
 

@@ -260,6 +260,8 @@ pub struct ProviderM {
     pub header: &'static str,
     pub format: &'static str,
     pub secret: Option<&'static str>,
+    /// Where the platform's secret may be used ("METHOD /path[/*]").
+    pub shared: &'static [&'static str],
 }
 
 const fn on(cidrs: &'static [&'static str]) -> Option<List> {
@@ -273,6 +275,7 @@ pub const PROVIDERS: &[ProviderM] = &[
         header: "authorization",
         format: "Bearer {secret}",
         secret: Some("sk-platform-openai"),
+        shared: &["POST /v1/chat/completions", "GET /v1/models", "GET /v1/models/*", "* /v1/embeddings"],
     },
     ProviderM {
         id: "openai-chat",
@@ -280,6 +283,7 @@ pub const PROVIDERS: &[ProviderM] = &[
         header: "authorization",
         format: "Bearer {secret}",
         secret: Some("sk-platform-chat"),
+        shared: &["* /v1/chat", "POST /v1/chat/*"],
     },
     ProviderM {
         id: "anthropic",
@@ -287,8 +291,16 @@ pub const PROVIDERS: &[ProviderM] = &[
         header: "x-api-key",
         format: "{secret}",
         secret: Some("sk-ant"),
+        shared: &["POST /anthropic/v1/messages", "GET /anthropic/v1/models"],
     },
-    ProviderM { id: "byo", prefix: "/byo/v2", header: "authorization", format: "Token {secret}", secret: None },
+    ProviderM {
+        id: "byo",
+        prefix: "/byo/v2",
+        header: "authorization",
+        format: "Token {secret}",
+        secret: None,
+        shared: &[],
+    },
 ];
 
 pub const TENANTS: &[TenantM] = &[
@@ -438,7 +450,7 @@ pub fn fixture_json() -> Vec<u8> {
     let providers: Vec<_> = PROVIDERS
         .iter()
         .map(|p| {
-            serde_json::json!({ "id": p.id, "path_prefix": p.prefix, "header": p.header, "format": p.format, "secret": p.secret })
+            serde_json::json!({ "id": p.id, "path_prefix": p.prefix, "header": p.header, "format": p.format, "secret": p.secret, "shared_endpoints": p.shared })
         })
         .collect();
     let oidc: Vec<_> = PRINCIPALS

@@ -61,34 +61,19 @@ pub const IP_NOT_ALLOWED: Denial = forbidden("ip_not_allowed", "ip_not_allowed")
 pub const TENANT_MISMATCH: Denial = forbidden("tenant_mismatch", "tenant_mismatch");
 pub const METHOD_NOT_ALLOWED: Denial = forbidden("insufficient_scope", "method_not_allowed");
 pub const PATH_NOT_ALLOWED: Denial = forbidden("insufficient_scope", "path_not_allowed");
+pub const PATH_NOT_NORMALIZED: Denial =
+    Denial { status: 400, kind: "invalid_request_error", code: "invalid_path", reason: "path_not_normalized" };
 pub const NO_PROVIDER: Denial =
     Denial { status: 404, kind: "invalid_request_error", code: "unknown_url", reason: "no_provider" };
+pub const SHARED_CREDENTIAL_REFUSED: Denial = forbidden("provider_credential_required", "shared_credential_refused");
 pub const NO_BUNDLE: Denial =
     Denial { status: 503, kind: "service_unavailable", code: "policy_unavailable", reason: "no_bundle" };
 
-/// Every reason label the filter defines a counter for (src/core/errors.rs).
-pub const DENY_LABELS: [&str; 20] = [
-    "no_bundle",
-    "missing_credential",
-    "duplicate_credential",
-    "malformed_credential",
-    "bad_checksum",
-    "unknown_key",
-    "wrong_secret",
-    "key_disabled",
-    "key_expired",
-    "tenant_disabled",
-    "sub_account_disabled",
-    "ip_not_allowed",
-    "tenant_mismatch",
-    "method_not_allowed",
-    "path_not_allowed",
-    "path_not_normalized",
-    "no_provider",
-    "provider_not_configured",
-    "quota_exceeded",
-    "filter_fault",
-];
+/// Every reason label the filter defines a counter for: the guard's own
+/// list (`DenyReason::ALL`, src/core/errors.rs), not a copy.
+pub fn deny_labels() -> impl Iterator<Item = &'static str> {
+    tokenhub_guard::core::errors::DenyReason::ALL.into_iter().map(|r| r.label())
+}
 
 // ---------------------------------------------------------------------------
 // The fixture: store + echo + Envoy, one per test.
@@ -126,6 +111,16 @@ pub fn new_store_for(wasm: &Path) -> (Admin, IssuedKey) {
     );
     let key = admin.create_key(TENANT, &[]);
     (admin, key)
+}
+
+/// Lets the platform's OpenAI secret serve every method and path under
+/// `/v1/` (not only the stateless preset), for suites about scopes and
+/// paths rather than about the shared credential.
+pub fn share_everything_under_v1(admin: &Admin) {
+    admin.set_provider(
+        &["openai", "--path-prefix", "/v1/", "--shared-endpoint", "* /v1/", "--shared-endpoint", "* /v1/*"],
+        OPENAI_SECRET,
+    );
 }
 
 impl Fixture {
@@ -277,6 +272,23 @@ impl Fixture {
     pub fn expect_denied(&self, want: Denial, send: impl FnOnce() -> Response) -> Response {
         let before = self.guard_counters();
         let resp = send();
+        assert_error(&resp, want);
+        let upstream = self.echo.take_requests();
+        assert!(upstream.is_empty(), "a refused request ({want:?}) reached the upstream: {upstream:#?}");
+        assert_counted(&before, &self.guard_counters(), &format!("tokenhub.denied.{}", want.reason));
+        resp
+    }
+
+    /// `send` must be refused for one of `wants` (the one whose status and
+    /// error code the answer has), as [`Fixture::expect_denied`] checks it.
+    pub fn expect_denied_any(&self, wants: &[Denial], send: impl FnOnce() -> Response) -> Response {
+        let before = self.guard_counters();
+        let resp = send();
+        let code = resp.json()["error"]["code"].as_str().unwrap_or_default().to_string();
+        let want = *wants
+            .iter()
+            .find(|w| w.status == resp.status && w.code == code)
+            .unwrap_or_else(|| panic!("expected one of {wants:?}, got {} {}", resp.status, resp.body_text()));
         assert_error(&resp, want);
         let upstream = self.echo.take_requests();
         assert!(upstream.is_empty(), "a refused request ({want:?}) reached the upstream: {upstream:#?}");

@@ -531,6 +531,8 @@ struct Traffic {
 struct CanaryRequest {
     body: String,
     path_and_query: String,
+    /// The same query on a stateless GET endpoint.
+    h2_path_and_query: String,
     headers: Vec<(String, String)>,
 }
 
@@ -539,6 +541,7 @@ impl CanaryRequest {
         CanaryRequest {
             body: format!("{{\"prompt\":\"{}\"}}", c.get("body")),
             path_and_query: format!("{CHAT}?q={}", c.get("query")),
+            h2_path_and_query: format!("/v1/models?q={}", c.get("query")),
             headers: vec![
                 ("x-client-note".into(), c.get("header")),
                 ("cookie".into(), format!("session={}", c.get("cookie"))),
@@ -574,9 +577,11 @@ fn canary_cases(gw: &Gateway, c: &Canaries, req: &CanaryRequest) -> Vec<(u16, Ve
     ]
 }
 
-/// Sends every canary case twice (POST with the body over HTTP/1.1, GET
-/// over HTTP/2), then the eu key from outside its allowlist and with a
-/// spoofed key id. Returns what was planted, secrets included.
+/// Sends every canary case twice (POST chat completions with the body over
+/// HTTP/1.1, GET models over HTTP/2, both with the canary query: `GET` of
+/// chat completions lists stored completions, which the platform's shared
+/// credential does not serve), then the eu key from outside its allowlist
+/// and with a spoofed key id. Returns what was planted, secrets included.
 fn send_canary_traffic(gw: &Gateway, c: &Canaries) -> Traffic {
     let req = CanaryRequest::new(c);
     let cases = canary_cases(gw, c, &req);
@@ -586,7 +591,7 @@ fn send_canary_traffic(gw: &Gateway, c: &Canaries) -> Traffic {
     let send = |headers: &[(String, String)], h2: bool, src: Option<&str>| {
         let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let r = if h2 {
-            Req::new("GET", &req.path_and_query, &refs).h2()
+            Req::new("GET", &req.h2_path_and_query, &refs).h2()
         } else {
             Req::new("POST", &req.path_and_query, &refs).body(&req.body)
         };

@@ -13,7 +13,7 @@
 //! `cargo build --features admin --bin tokenhub-admin`) and Envoy
 //! (`make bootstrap`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokenhub_integration::guard::*;
@@ -368,6 +368,7 @@ fn inbound_tokenhub_headers_are_stripped_and_authoritative_ones_set_once() {
 fn scope_violations_are_403() {
     let mut scoped = None;
     let fx = Fixture::start_with(|admin, _| {
+        share_everything_under_v1(admin);
         scoped = Some(admin.create_key(TENANT, &["--methods", "POST", "--paths", "/v1/chat"]));
     });
     let key = scoped.unwrap().key;
@@ -571,6 +572,39 @@ fn no_bundle_at_start_is_503_until_the_first_publish() {
     assert_eq!(prometheus_value(&fx.envoy.stats_prometheus(), "tokenhub_bundle_version"), Some(version));
 }
 
+/// With no bundle no identity is known: a client's claimed tenant and key
+/// id are stripped like on every other path, so neither the upstream nor
+/// the access log ever shows them as identity. A request Envoy refuses
+/// before the guard runs logs no identity either.
+#[test]
+fn no_bundle_denial_strips_claims_and_the_access_log_never_names_a_claimed_tenant() {
+    let fx = Fixture::start_unpublished("{\"resources\": []}\n");
+    let claims = [("x-tokenhub-tenant", "claimed-tenant"), ("x-tokenhub-key-id", "ClaimedKeyId")];
+    fx.expect_denied(NO_BUNDLE, || fx.get("/v1/models", &claims));
+    // Refused by Envoy (escaped slash) before the guard.
+    fx.expect_refused_by_envoy(400, || fx.get("/v1%2Fmodels", &claims));
+    // A claim that matches nothing once a bundle serves: the real tenant is logged.
+    fx.publish();
+    let auth = bearer(&fx.key.key);
+    fx.expect_allowed(|| fx.get("/v1/models", &[("authorization", auth.as_str())]));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = fx.envoy.access_log();
+        if log.len() >= 3 || Instant::now() >= deadline {
+            break log;
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(log.len(), 3, "access log lines: {log:#?}");
+    for line in &log[..2] {
+        assert!(line["tenant"].is_null() && line["key_id"].is_null(), "a claim logged as identity: {line}");
+    }
+    let text = format!("{log:?}");
+    assert!(!text.contains("claimed-tenant") && !text.contains("ClaimedKeyId"), "{text}");
+    assert_eq!(log[2]["tenant"], TENANT, "{}", log[2]);
+    assert_eq!(log[2]["key_id"], fx.key.key_id.as_str(), "{}", log[2]);
+}
+
 #[test]
 fn empty_ecds_file_at_start_is_503() {
     let fx = Fixture::start_unpublished("");
@@ -693,11 +727,19 @@ fn prometheus_counts_decisions_and_shows_the_published_version() {
     .into_iter()
     .map(|(n, v)| (n.to_string(), v))
     .collect();
-    for name in ["tokenhub_allowed".to_string()].into_iter().chain(DENY_LABELS.map(|l| format!("tokenhub_denied_{l}")))
+    for name in
+        ["tokenhub_allowed".to_string()].into_iter().chain(deny_labels().map(|l| format!("tokenhub_denied_{l}")))
     {
         assert!(prometheus_value(&text, &name).is_some(), "{name} missing from /stats/prometheus");
         assert!(text.contains(&format!("# TYPE {name} counter")), "{name} is not a counter");
     }
+    // And no denial counter the guard's list does not know.
+    let defined: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE tokenhub_denied_"))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    assert_eq!(defined, deny_labels().collect::<BTreeSet<_>>(), "tokenhub_denied_* counters in /stats/prometheus");
     // Every decision counter, including reasons this test does not know.
     let got: BTreeMap<String, u64> = text
         .lines()

@@ -94,3 +94,38 @@ fn free_ports_are_distinct() {
     unique.dedup();
     assert_eq!(unique.len(), ports.len());
 }
+
+/// The harness's expected denials (written out by hand, so the e2e tests
+/// check the guard rather than repeat it) agree with the guard's one list
+/// of reasons: same status, error type and code for the same label.
+#[test]
+fn expected_denials_agree_with_the_guards_reasons() {
+    use tokenhub_guard::core::errors::DenyReason;
+    use tokenhub_integration::guard::*;
+    let expected = [
+        MISSING_KEY,
+        MALFORMED_KEY,
+        DUPLICATE_KEY,
+        BAD_CHECKSUM,
+        UNKNOWN_KEY,
+        WRONG_SECRET,
+        KEY_DISABLED,
+        KEY_EXPIRED,
+        IP_NOT_ALLOWED,
+        TENANT_MISMATCH,
+        METHOD_NOT_ALLOWED,
+        PATH_NOT_ALLOWED,
+        NO_PROVIDER,
+        NO_BUNDLE,
+        SHARED_CREDENTIAL_REFUSED,
+    ];
+    for want in expected {
+        let reason = DenyReason::ALL
+            .into_iter()
+            .find(|r| r.label() == want.reason)
+            .unwrap_or_else(|| panic!("{want:?}: no such reason in DenyReason::ALL"));
+        let (kind, code, _) = reason.parts();
+        assert_eq!((u32::from(want.status), want.kind, want.code), (reason.status(), kind, code), "{want:?}");
+    }
+    assert_eq!(deny_labels().count(), DenyReason::COUNT);
+}

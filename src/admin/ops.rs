@@ -135,6 +135,36 @@ pub struct ProviderSpec {
     pub path_prefix: String,
     pub header: String,
     pub format: String,
+    /// `openai`, `anthropic` (their stateless endpoints under the path
+    /// prefix, see `core::bundle::shared`) or `none`.
+    pub shared_preset: Option<String>,
+    /// More `"METHOD /path"` entries the platform's secret may serve.
+    pub shared_endpoints: Vec<String>,
+}
+
+/// The endpoints the platform's secret may serve after a `provider set`:
+/// what was asked for (a preset and/or entries); else what the provider
+/// already had; else, for a new platform secret of a provider whose id
+/// names a preset (`openai`, `anthropic`), that preset.
+fn shared_endpoints_after(spec: &ProviderSpec, current: &[String], platform: bool) -> Result<Vec<String>, AdminError> {
+    use crate::core::bundle::shared;
+    let mut list = match spec.shared_preset.as_deref() {
+        None | Some("none") => Vec::new(),
+        Some(name) => shared::expand(
+            &spec.path_prefix,
+            shared::preset(name).ok_or_else(|| {
+                AdminError::Usage(format!("unknown --shared-preset {name:?}: use openai, anthropic or none"))
+            })?,
+        ),
+    };
+    list.extend(spec.shared_endpoints.iter().map(|e| e.trim().to_string()));
+    if spec.shared_preset.is_some() || !spec.shared_endpoints.is_empty() {
+        return Ok(list);
+    }
+    if !current.is_empty() || !platform {
+        return Ok(current.to_vec());
+    }
+    Ok(shared::preset(&spec.id).map(|p| shared::expand(&spec.path_prefix, p)).unwrap_or_default())
 }
 
 /// Sets a provider (route, header, format) and its secret: the platform's
@@ -153,6 +183,7 @@ pub fn set_provider(
             doc.policy.providers.last_mut().ok_or_else(|| AdminError::Internal("provider insert".into()))?
         }
     };
+    provider.shared_endpoints = shared_endpoints_after(&spec, &provider.shared_endpoints, tenant.is_none())?;
     provider.path_prefix = spec.path_prefix;
     provider.header = spec.header;
     provider.format = spec.format;

@@ -99,51 +99,9 @@ pub fn seal_policy(doc: &StoreDoc, key: &BundleKey) -> Result<Vec<u8>, AdminErro
 
 const BYTES_VALUE: &str = "type.googleapis.com/google.protobuf.BytesValue";
 
-/// Everything the guard's module may do, by Proxy-Wasm/WASI name; Envoy
-/// (`capability_restriction_config`) stubs every other host call and never
-/// enters the VM for an unlisted callback. Least privilege: no outbound
-/// HTTP/gRPC calls, no queues, no body or buffer writes. And speed: the
-/// body, trailer, log and done callbacks are not listed, so Envoy skips
-/// those VM entries on every request (the guard never looks at bodies).
-/// A host call missing here fails the guard's e2e tests (a trap → 503).
-pub const GUARD_CAPABILITIES: [&str; 22] = [
-    // Callbacks the filter implements.
-    "proxy_on_vm_start",
-    "proxy_on_configure",
-    "proxy_on_context_create",
-    "proxy_on_request_headers",
-    "proxy_on_response_headers",
-    "proxy_on_delete",
-    // Host calls it makes.
-    "proxy_log",
-    "proxy_get_buffer_bytes",
-    "proxy_get_property",
-    "proxy_set_property",
-    "proxy_get_shared_data",
-    "proxy_set_shared_data",
-    "proxy_get_current_time_nanoseconds",
-    "proxy_define_metric",
-    "proxy_increment_metric",
-    "proxy_record_metric",
-    "proxy_get_header_map_pairs",
-    "proxy_replace_header_map_value",
-    "proxy_remove_header_map_value",
-    "proxy_send_local_response",
-    // WASI: the bundle key (environment), hash-map seeds, panic messages.
-    "environ_get",
-    "environ_sizes_get",
-];
-
-/// WASI calls the Rust standard library makes on the guard's behalf.
-const WASI_RUNTIME: [&str; 3] = ["random_get", "fd_write", "proc_exit"];
-
-/// Every capability the published VM is allowed.
-pub fn capabilities() -> impl Iterator<Item = &'static str> {
-    GUARD_CAPABILITIES.iter().chain(WASI_RUNTIME.iter()).copied()
-}
-
+/// What the guard's module may do (see `crate::capabilities`).
 fn allowed_capabilities() -> serde_json::Map<String, serde_json::Value> {
-    capabilities().map(|c| (c.to_string(), json!({}))).collect()
+    crate::capabilities::all().map(|c| (c.to_string(), json!({}))).collect()
 }
 
 /// The ECDS resource. JSON is valid YAML, so the file may be named .yaml.
@@ -229,22 +187,5 @@ mod tests {
         let text = text.replace("<sealed bundle text>", "").replace("{{WASM_PATH}}", "/w/tokenhub_guard.wasm");
         let documented: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         assert_eq!(documented, ecds_resource(b"", Path::new("/w/tokenhub_guard.wasm")));
-    }
-
-    /// An unlisted callback is never called: without the request-headers
-    /// callback the guard would not run at all (fail open), so the list
-    /// must keep every callback the filter implements.
-    #[test]
-    fn every_callback_the_filter_implements_is_allowed() {
-        for callback in [
-            "proxy_on_vm_start",
-            "proxy_on_configure",
-            "proxy_on_context_create",
-            "proxy_on_request_headers",
-            "proxy_on_response_headers",
-            "proxy_on_delete",
-        ] {
-            assert!(GUARD_CAPABILITIES.contains(&callback), "{callback}");
-        }
     }
 }

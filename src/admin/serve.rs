@@ -519,6 +519,11 @@ struct ProviderBody {
     #[serde(default)]
     tenant: Option<String>,
     secret: String,
+    /// As `provider set --shared-preset` / `--shared-endpoint`.
+    #[serde(default)]
+    shared_preset: Option<String>,
+    #[serde(default)]
+    shared_endpoints: Vec<String>,
 }
 
 fn default_header() -> String {
@@ -543,6 +548,8 @@ fn route_providers(s: &Session, method: &Method, path: &[&str], call: &Call) -> 
                 path_prefix: b.path_prefix,
                 header: b.header.to_ascii_lowercase(),
                 format: b.format,
+                shared_preset: b.shared_preset,
+                shared_endpoints: b.shared_endpoints,
             };
             ok(providers::set(s, spec, b.tenant.as_deref(), secret))
         }

@@ -4,6 +4,7 @@
 
 use crate::core::apikey::{self, KeyFormatError};
 use crate::core::bundle::compile::{Key, Policy, Principal, Provider, Scopes, SubAccount, Tenant};
+use crate::core::bundle::shared::PROVIDER_ROUTING_HEADERS;
 use crate::core::cidr::AllowList;
 use crate::core::errors::DenyReason;
 use crate::core::secret::{hash_secret, hashes_equal};
@@ -98,7 +99,24 @@ impl Denial<'_> {
     fn anonymous(reason: DenyReason) -> Self {
         Self { reason, subject: None }
     }
+
+    /// The identity headers the filter sets on a refused request (for the
+    /// access log): the owner's when the key was identified. An unknown key
+    /// id gets the same number of header operations (removals), so a wrong
+    /// secret for an existing id costs the same host calls as an id that
+    /// does not exist: the time to a 401 does not tell which ids exist.
+    /// `None`: nothing to set.
+    pub fn identity_headers(&self) -> Option<[(&'static str, Option<&str>); 5]> {
+        match (&self.subject, self.reason) {
+            (Some(subject), _) => Some(subject.identity_headers()),
+            (None, DenyReason::UnknownKey) => Some(IDENTITY_HEADERS.map(|name| (name, None))),
+            (None, _) => None,
+        }
+    }
 }
+
+/// The authoritative identity headers, in the order they are set.
+const IDENTITY_HEADERS: [&str; 5] = [TENANT_HEADER, SUB_ACCOUNT_HEADER, KEY_ID_HEADER, REGION_HEADER, AUTH_HEADER];
 
 /// An allowed request: who it belongs to and what to inject.
 #[derive(Debug)]
@@ -144,7 +162,7 @@ fn decide_inner<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Grant<
         return Err(deny(DenyReason::PathNotNormalized));
     }
     check_scopes(req.method, path, [&sub_account.scopes, credential.scopes()]).map_err(deny)?;
-    let inject = provider_credential(policy, path, tenant).map_err(deny)?;
+    let inject = provider_credential(policy, req.method, path, tenant).map_err(deny)?;
     Ok(Grant { subject, inject })
 }
 
@@ -314,9 +332,12 @@ fn check_scopes(method: &str, path: &str, scopes: [&Option<Scopes>; 2]) -> Resul
 }
 
 /// Step 8 (injection part): the provider with the longest matching prefix,
-/// and the tenant's own secret for it or the platform's.
+/// and the tenant's own secret for it, or the platform's where the provider
+/// shares it for this endpoint (never for stateful ones: see
+/// `bundle::shared`).
 fn provider_credential<'p>(
     policy: &'p Policy,
+    method: &str,
     path: &str,
     tenant: &'p Tenant,
 ) -> Result<(&'p str, &'p str), DenyReason> {
@@ -326,7 +347,13 @@ fn provider_credential<'p>(
         .enumerate()
         .find(|(_, p)| path_has_prefix(path, &p.path_prefix))
         .ok_or(DenyReason::NoProvider)?;
-    let value = provider.value_for(index, tenant).ok_or(DenyReason::ProviderNotConfigured)?;
+    let value = provider.value_for(index, tenant, method, path).map_err(|shared| {
+        if shared {
+            DenyReason::SharedCredentialRefused
+        } else {
+            DenyReason::ProviderNotConfigured
+        }
+    })?;
     Ok((provider.header.as_str(), value))
 }
 
@@ -345,24 +372,30 @@ pub fn path_without_query(path: &str) -> &str {
 
 /// Envoy normalizes paths before filters run (normalize_path, merge_slashes,
 /// escaped-slash rejection in the shipped configs). Anything that still
-/// looks un-normalized means a misconfigured listener: refuse it rather than
-/// match scopes against a path the upstream will read differently.
+/// looks un-normalized means a misconfigured listener or an Envoy that
+/// normalizes differently: refuse it rather than match scopes against a
+/// path the upstream will read differently. The guard decides this itself,
+/// so its decisions do not depend on the Envoy release: a dot segment with
+/// path parameters (`..;x`, `.;x`, which servlet-style upstreams resolve as
+/// `..` and `.`) is a dot segment too; Envoy 1.39 folds it, 1.36 passes it.
 fn is_normalized(path: &str) -> bool {
     if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
         return false;
     }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00", "%3b"].iter().any(|esc| lower.contains(esc)) {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    !["%2e", "%2f", "%5c", "%00"].iter().any(|esc| lower.contains(esc))
+    !path.split('/').any(|seg| matches!(seg.split(';').next(), Some("." | "..")))
 }
 
 /// True for the headers the filter removes from every request: the client's
-/// credential headers and anything in the `x-tokenhub-` namespace (also
-/// spelled with underscores, which some proxies treat as dashes).
+/// credential headers, provider routing headers (`OpenAI-Organization`…,
+/// which would steer the platform's credential), and anything in the
+/// `x-tokenhub-` namespace (also spelled with underscores, which some
+/// proxies treat as dashes).
 pub fn is_stripped_header(name: &str) -> bool {
-    CREDENTIAL_HEADERS.contains(&name) || is_tokenhub_header(name)
+    CREDENTIAL_HEADERS.contains(&name) || is_tokenhub_header(name) || PROVIDER_ROUTING_HEADERS.contains(&name)
 }
 
 pub fn is_tokenhub_header(name: &str) -> bool {

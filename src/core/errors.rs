@@ -1,169 +1,106 @@
 //! Why a request was refused, and how that looks to the client: an HTTP
 //! status and an OpenAI-style JSON error that SDKs already parse. The reason
 //! is also the metric label, so denials are counted without logging content.
+//!
+//! Every reason is written once, in the `deny_reasons!` table below (the way
+//! Envoy's filters name every stat once in an `ALL_…_STATS` macro): the enum,
+//! `DenyReason::ALL`, the label, the metric name, the status and the client
+//! message all come from that one row. The integration harness and the
+//! filter's metrics iterate `ALL`; nothing restates the list.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DenyReason {
-    NoBundle,
-    MissingCredential,
-    DuplicateCredential,
-    MalformedCredential,
-    BadChecksum,
-    UnknownKey,
-    WrongSecret,
-    KeyDisabled,
-    KeyExpired,
-    UnknownPrincipal,
-    InvalidToken,
-    TenantDisabled,
-    SubAccountDisabled,
-    IpNotAllowed,
-    TenantMismatch,
-    MethodNotAllowed,
-    PathNotAllowed,
-    PathNotNormalized,
-    NoProvider,
-    ProviderNotConfigured,
-    QuotaExceeded,
-    FilterFault,
+const AUTH: &str = "authentication_error";
+const PERM: &str = "permission_error";
+const INVALID: &str = "invalid_request_error";
+const UNAVAILABLE: &str = "service_unavailable";
+const BAD_KEY: &str = "The API key is malformed. TokenHub keys look like thk_ followed by 50 letters and digits.";
+const INCORRECT_KEY: &str = "Incorrect API key provided.";
+
+/// One row per reason: `Variant => "label", status, (OpenAI type, code,
+/// constant message);`. Messages never echo anything the client sent.
+macro_rules! deny_reasons {
+    ($( $(#[$meta:meta])* $variant:ident => $label:literal, $status:literal, ($kind:expr, $code:literal, $message:expr); )+) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DenyReason {
+            $( $(#[$meta])* $variant, )+
+        }
+
+        impl DenyReason {
+            /// How many reasons there are.
+            pub const COUNT: usize = [$($label),+].len();
+
+            /// Every reason, in table order.
+            pub const ALL: [DenyReason; Self::COUNT] = [$(Self::$variant),+];
+
+            /// Stable snake_case label for metrics and access logs.
+            pub const fn label(self) -> &'static str {
+                match self { $(Self::$variant => $label),+ }
+            }
+
+            /// The guard's counter for this reason (`tokenhub.denied.<label>`;
+            /// Envoy shows it as `wasmcustom.tokenhub.denied.<label>`, and in
+            /// Prometheus as `tokenhub_denied_<label>`).
+            pub const fn metric_name(self) -> &'static str {
+                match self { $(Self::$variant => concat!("tokenhub.denied.", $label)),+ }
+            }
+
+            /// The HTTP status the client gets.
+            pub const fn status(self) -> u32 {
+                match self { $(Self::$variant => $status),+ }
+            }
+
+            /// (OpenAI error type, code, message). Messages are constant:
+            /// they never echo anything the client sent.
+            pub const fn parts(self) -> (&'static str, &'static str, &'static str) {
+                match self { $(Self::$variant => ($kind, $code, $message)),+ }
+            }
+        }
+    };
+}
+
+deny_reasons! {
+    NoBundle => "no_bundle", 503,
+        (UNAVAILABLE, "policy_unavailable", "The gateway has no valid policy loaded; requests are refused until one is.");
+    MissingCredential => "missing_credential", 401,
+        (AUTH, "missing_api_key", "No API key provided. Send it as 'Authorization: Bearer thk_...' or 'x-api-key: thk_...'.");
+    DuplicateCredential => "duplicate_credential", 401,
+        (AUTH, "invalid_api_key", "More than one API key was provided. Send exactly one.");
+    MalformedCredential => "malformed_credential", 401, (AUTH, "invalid_api_key", BAD_KEY);
+    BadChecksum => "bad_checksum", 401, (AUTH, "invalid_api_key", BAD_KEY);
+    UnknownKey => "unknown_key", 401, (AUTH, "invalid_api_key", INCORRECT_KEY);
+    WrongSecret => "wrong_secret", 401, (AUTH, "invalid_api_key", INCORRECT_KEY);
+    KeyDisabled => "key_disabled", 401, (AUTH, "invalid_api_key", "This API key has been disabled.");
+    KeyExpired => "key_expired", 401, (AUTH, "invalid_api_key", "This API key has expired.");
+    UnknownPrincipal => "unknown_principal", 401,
+        (AUTH, "unknown_principal", "This identity is not mapped to a TokenHub account.");
+    InvalidToken => "invalid_token", 401,
+        (AUTH, "invalid_token", "The identity token was not accepted: expired, not yet valid, from an unknown issuer or audience, or badly signed.");
+    TenantDisabled => "tenant_disabled", 403,
+        (PERM, "account_disabled", "The account this key belongs to is disabled.");
+    SubAccountDisabled => "sub_account_disabled", 403,
+        (PERM, "account_disabled", "The sub-account this key belongs to is disabled.");
+    IpNotAllowed => "ip_not_allowed", 403,
+        (PERM, "ip_not_allowed", "Requests from this IP address are not allowed for this key.");
+    TenantMismatch => "tenant_mismatch", 403,
+        (PERM, "tenant_mismatch", "The tenant in the request does not match the API key.");
+    MethodNotAllowed => "method_not_allowed", 403,
+        (PERM, "insufficient_scope", "This API key may not use this HTTP method.");
+    PathNotAllowed => "path_not_allowed", 403, (PERM, "insufficient_scope", "This API key may not access this path.");
+    PathNotNormalized => "path_not_normalized", 400,
+        (INVALID, "invalid_path", "The request path is not in normalized form.");
+    NoProvider => "no_provider", 404, (INVALID, "unknown_url", "No upstream provider serves this path.");
+    /// The endpoint keeps data at the provider (files, batches, assistants,
+    /// stored responses…): the platform's shared credential may not be used
+    /// for it, only the tenant's own provider secret.
+    SharedCredentialRefused => "shared_credential_refused", 403,
+        (PERM, "provider_credential_required", "This endpoint stores data at the upstream provider and is only available with your account's own provider credential, not the platform's shared one.");
+    ProviderNotConfigured => "provider_not_configured", 503,
+        (UNAVAILABLE, "provider_not_configured", "The upstream provider is not configured for this account.");
+    QuotaExceeded => "quota_exceeded", 429,
+        ("rate_limit_error", "rate_limit_exceeded", "Rate limit reached. Retry after the time in the Retry-After header.");
+    FilterFault => "filter_fault", 503, (UNAVAILABLE, "gateway_fault", "The gateway could not evaluate the request.");
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 22] = [
-        Self::NoBundle,
-        Self::MissingCredential,
-        Self::DuplicateCredential,
-        Self::MalformedCredential,
-        Self::BadChecksum,
-        Self::UnknownKey,
-        Self::WrongSecret,
-        Self::KeyDisabled,
-        Self::KeyExpired,
-        Self::UnknownPrincipal,
-        Self::InvalidToken,
-        Self::TenantDisabled,
-        Self::SubAccountDisabled,
-        Self::IpNotAllowed,
-        Self::TenantMismatch,
-        Self::MethodNotAllowed,
-        Self::PathNotAllowed,
-        Self::PathNotNormalized,
-        Self::NoProvider,
-        Self::ProviderNotConfigured,
-        Self::QuotaExceeded,
-        Self::FilterFault,
-    ];
-
-    /// Stable snake_case label for metrics and access logs.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::NoBundle => "no_bundle",
-            Self::MissingCredential => "missing_credential",
-            Self::DuplicateCredential => "duplicate_credential",
-            Self::MalformedCredential => "malformed_credential",
-            Self::BadChecksum => "bad_checksum",
-            Self::UnknownKey => "unknown_key",
-            Self::WrongSecret => "wrong_secret",
-            Self::KeyDisabled => "key_disabled",
-            Self::KeyExpired => "key_expired",
-            Self::UnknownPrincipal => "unknown_principal",
-            Self::InvalidToken => "invalid_token",
-            Self::TenantDisabled => "tenant_disabled",
-            Self::SubAccountDisabled => "sub_account_disabled",
-            Self::IpNotAllowed => "ip_not_allowed",
-            Self::TenantMismatch => "tenant_mismatch",
-            Self::MethodNotAllowed => "method_not_allowed",
-            Self::PathNotAllowed => "path_not_allowed",
-            Self::PathNotNormalized => "path_not_normalized",
-            Self::NoProvider => "no_provider",
-            Self::ProviderNotConfigured => "provider_not_configured",
-            Self::QuotaExceeded => "quota_exceeded",
-            Self::FilterFault => "filter_fault",
-        }
-    }
-
-    pub fn status(self) -> u32 {
-        match self {
-            Self::MissingCredential
-            | Self::DuplicateCredential
-            | Self::MalformedCredential
-            | Self::BadChecksum
-            | Self::UnknownKey
-            | Self::WrongSecret
-            | Self::KeyDisabled
-            | Self::KeyExpired
-            | Self::UnknownPrincipal
-            | Self::InvalidToken => 401,
-            Self::TenantDisabled
-            | Self::SubAccountDisabled
-            | Self::IpNotAllowed
-            | Self::TenantMismatch
-            | Self::MethodNotAllowed
-            | Self::PathNotAllowed => 403,
-            Self::PathNotNormalized => 400,
-            Self::NoProvider => 404,
-            Self::QuotaExceeded => 429,
-            Self::NoBundle | Self::ProviderNotConfigured | Self::FilterFault => 503,
-        }
-    }
-
-    /// (OpenAI error type, code, message). Messages are constant: they never
-    /// echo anything the client sent.
-    fn parts(self) -> (&'static str, &'static str, &'static str) {
-        const AUTH: &str = "authentication_error";
-        const PERM: &str = "permission_error";
-        match self {
-            Self::MissingCredential => (
-                AUTH,
-                "missing_api_key",
-                "No API key provided. Send it as 'Authorization: Bearer thk_...' or 'x-api-key: thk_...'.",
-            ),
-            Self::DuplicateCredential => {
-                (AUTH, "invalid_api_key", "More than one API key was provided. Send exactly one.")
-            }
-            Self::MalformedCredential | Self::BadChecksum => (
-                AUTH,
-                "invalid_api_key",
-                "The API key is malformed. TokenHub keys look like thk_ followed by 50 letters and digits.",
-            ),
-            Self::UnknownKey | Self::WrongSecret => (AUTH, "invalid_api_key", "Incorrect API key provided."),
-            Self::KeyDisabled => (AUTH, "invalid_api_key", "This API key has been disabled."),
-            Self::KeyExpired => (AUTH, "invalid_api_key", "This API key has expired."),
-            Self::UnknownPrincipal => (AUTH, "unknown_principal", "This identity is not mapped to a TokenHub account."),
-            Self::InvalidToken => (AUTH, "invalid_token", "The identity token was not accepted: expired, not yet valid, from an unknown issuer or audience, or badly signed."),
-            Self::TenantDisabled => (PERM, "account_disabled", "The account this key belongs to is disabled."),
-            Self::SubAccountDisabled => (PERM, "account_disabled", "The sub-account this key belongs to is disabled."),
-            Self::IpNotAllowed => {
-                (PERM, "ip_not_allowed", "Requests from this IP address are not allowed for this key.")
-            }
-            Self::TenantMismatch => (PERM, "tenant_mismatch", "The tenant in the request does not match the API key."),
-            Self::MethodNotAllowed => (PERM, "insufficient_scope", "This API key may not use this HTTP method."),
-            Self::PathNotAllowed => (PERM, "insufficient_scope", "This API key may not access this path."),
-            Self::PathNotNormalized => {
-                ("invalid_request_error", "invalid_path", "The request path is not in normalized form.")
-            }
-            Self::NoProvider => ("invalid_request_error", "unknown_url", "No upstream provider serves this path."),
-            Self::QuotaExceeded => (
-                "rate_limit_error",
-                "rate_limit_exceeded",
-                "Rate limit reached. Retry after the time in the Retry-After header.",
-            ),
-            Self::ProviderNotConfigured => (
-                "service_unavailable",
-                "provider_not_configured",
-                "The upstream provider is not configured for this account.",
-            ),
-            Self::NoBundle => (
-                "service_unavailable",
-                "policy_unavailable",
-                "The gateway has no valid policy loaded; requests are refused until one is.",
-            ),
-            Self::FilterFault => {
-                ("service_unavailable", "gateway_fault", "The gateway could not evaluate the request.")
-            }
-        }
-    }
-
     /// The JSON body sent to the client.
     pub fn body(self) -> String {
         let (kind, code, message) = self.parts();
@@ -191,6 +128,15 @@ mod tests {
         let labels: std::collections::HashSet<_> = DenyReason::ALL.iter().map(|r| r.label()).collect();
         assert_eq!(labels.len(), DenyReason::ALL.len());
         assert!(labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+    }
+
+    #[test]
+    fn metric_names_are_the_labels_under_tokenhub_denied() {
+        for r in DenyReason::ALL {
+            assert_eq!(r.metric_name(), format!("tokenhub.denied.{}", r.label()));
+        }
+        let distinct: std::collections::HashSet<_> = DenyReason::ALL.iter().collect();
+        assert_eq!(distinct.len(), DenyReason::COUNT);
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl Metrics {
         };
         let mut denied = Vec::with_capacity(DenyReason::ALL.len());
         for reason in DenyReason::ALL {
-            denied.push((reason, counter(&format!("tokenhub.denied.{}", reason.label()))?));
+            denied.push((reason, counter(reason.metric_name())?));
         }
         Ok(Self {
             allowed: counter("tokenhub.allowed")?,

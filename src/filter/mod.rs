@@ -199,11 +199,14 @@ impl Context for GuardHttp {}
 
 impl HttpContext for GuardHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let Some(policy) = self.policy.clone() else {
-            return self.deny(DenyReason::NoBundle);
-        };
         let headers = self.get_http_request_headers_bytes();
         let view: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let Some(policy) = self.policy.clone() else {
+            // No identity is known: the access log must not see a client's
+            // claimed tenant either.
+            self.strip(&view, &[]);
+            return self.deny(DenyReason::NoBundle);
+        };
         #[cfg(feature = "fault-injection")]
         fault_injection::maybe_trap(&view);
         let pseudo = |name: &str| {
@@ -255,8 +258,8 @@ impl HttpContext for GuardHttp {
             }
             Decision::Deny(denial) => {
                 self.strip(&view, &[]);
-                if let Some(subject) = &denial.subject {
-                    self.set_identity(subject);
+                for (name, value) in denial.identity_headers().into_iter().flatten() {
+                    self.set_http_request_header(name, value);
                 }
                 self.deny(denial.reason)
             }

@@ -3,6 +3,7 @@
 
 use tokenhub_guard::core::apikey;
 use tokenhub_guard::core::bundle::schema::*;
+use tokenhub_guard::core::bundle::shared;
 use tokenhub_guard::core::secret::{hash_secret, to_hex};
 
 pub const NOW: u64 = 1_800_000_000;
@@ -55,6 +56,7 @@ pub fn base_doc() -> BundleDoc {
                 header: "authorization".into(),
                 format: "Bearer {secret}".into(),
                 secret: Some("sk-platform-openai".into()),
+                shared_endpoints: shared::expand("/v1/", &shared::OPENAI),
             },
             ProviderDoc {
                 id: "anthropic".into(),
@@ -62,6 +64,7 @@ pub fn base_doc() -> BundleDoc {
                 header: "x-api-key".into(),
                 format: "{secret}".into(),
                 secret: Some("sk-ant-platform".into()),
+                shared_endpoints: shared::expand("/anthropic/", &shared::ANTHROPIC),
             },
         ],
         oidc: vec![],

@@ -168,6 +168,9 @@ pub fn policy(keys: usize, cidrs: usize, version: u64) -> (BundleDoc, Credential
             header: "authorization".to_string(),
             format: "Bearer {secret}".to_string(),
             secret: Some("sk-bench-upstream-secret".to_string()),
+            // The benchmark's requests (any method under /v1/) all use the
+            // platform secret: the allow path is what is measured.
+            shared_endpoints: vec!["* /v1/*".to_string()],
         }],
         ..BundleDoc::default()
     };

@@ -46,7 +46,8 @@ pub fn list(s: &Session) -> Result<Reply, AdminError> {
                     .map(|t| &t.id)
                     .collect();
                 json!({"id": p.id, "path_prefix": p.path_prefix, "header": p.header, "format": p.format,
-                       "has_default_secret": p.secret.is_some(), "tenants_with_own_secret": own})
+                       "has_default_secret": p.secret.is_some(), "shared_endpoints": p.shared_endpoints,
+                       "tenants_with_own_secret": own})
             })
             .collect();
         let text_rows: Vec<Vec<String>> = doc

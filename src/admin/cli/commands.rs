@@ -289,6 +289,16 @@ pub enum ProviderCmd {
         tenant: Option<String>,
         #[arg(long)]
         secret_file: Option<PathBuf>,
+        /// Endpoints the platform's secret may serve: the stateless ones of
+        /// `openai` or `anthropic` under --path-prefix, or `none`. Default:
+        /// unchanged; for a new platform secret, the preset named like the
+        /// provider. Everything else needs the tenant's own secret.
+        #[arg(long, value_name = "openai|anthropic|none")]
+        shared_preset: Option<String>,
+        /// One more endpoint the platform's secret may serve: "METHOD /path"
+        /// (exact) or "METHOD /path/*" (below it). Repeatable.
+        #[arg(long, value_name = "METHOD PATH")]
+        shared_endpoint: Vec<String>,
     },
     List,
     Remove {
@@ -461,7 +471,11 @@ const PROVIDER_HELP: &str = "Examples:
   tokenhub-admin provider set openai --path-prefix /v1/ --header authorization --format 'Bearer {secret}' < openai.secret
   tokenhub-admin provider set anthropic --path-prefix /anthropic/ --header x-api-key --format '{secret}' --secret-file anthropic.secret
   tokenhub-admin provider set openai --path-prefix /v1/ --tenant acme --secret-file acme-openai.secret
-The secret is never an argument: stdin or --secret-file.";
+  tokenhub-admin provider set llm --path-prefix /llm/ --shared-endpoint 'POST /llm/generate' < llm.secret
+The secret is never an argument: stdin or --secret-file.
+The platform's secret serves only the endpoints listed as shared (for `openai` and `anthropic`, their
+stateless ones by default); files, batches, assistants, stored responses and the like need the tenant's
+own secret (--tenant), else clients get 403 provider_credential_required.";
 
 const INCIDENT_HELP: &str = "Example (a key leaked):
   tokenhub-admin incident revoke Ab12Cd34Ef56          # disabled + published: Envoy refuses it within seconds

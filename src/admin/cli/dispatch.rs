@@ -105,13 +105,15 @@ fn quota(s: &Session, c: &QuotaCmd) -> Result<Reply, AdminError> {
 
 fn provider(s: &Session, c: &ProviderCmd) -> Result<Reply, AdminError> {
     match c {
-        ProviderCmd::Set { id, path_prefix, header, format, tenant, secret_file } => {
+        ProviderCmd::Set { id, path_prefix, header, format, tenant, secret_file, shared_preset, shared_endpoint } => {
             let secret = read_secret(secret_file.as_deref())?;
             let spec = ProviderSpec {
                 id: id.clone(),
                 path_prefix: path_prefix.clone(),
                 header: header.to_ascii_lowercase(),
                 format: format.clone(),
+                shared_preset: shared_preset.clone(),
+                shared_endpoints: shared_endpoint.clone(),
             };
             providers::set(s, spec, tenant.as_deref(), secret)
         }

@@ -68,7 +68,7 @@ pub fn encode(guard: &GuardResource) -> Any {
         }),
         failure_policy: FailurePolicy::FailReload as i32,
         capability_restriction_config: Some(CapabilityRestrictionConfig {
-            allowed_capabilities: publish::capabilities().map(|c| (c.to_string(), SanitizationConfig {})).collect(),
+            allowed_capabilities: crate::capabilities::all().map(|c| (c.to_string(), SanitizationConfig {})).collect(),
         }),
         ..Default::default()
     };

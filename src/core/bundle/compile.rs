@@ -4,6 +4,7 @@
 
 use super::keys::{encode_record, is_plain, KeyIndex, KeyLimits, KeyTable, LimitedKey, Record};
 use super::schema::{BundleDoc, IpAllowlistDoc, QuotaDoc, QuotaMode, ScopesDoc, Status, SCHEMA_VERSION};
+use super::shared::SharedEndpoint;
 use crate::core::apikey;
 use crate::core::cidr::AllowList;
 use crate::core::secret::hash_from_hex;
@@ -63,6 +64,8 @@ pub struct Provider {
     pub header: String,
     /// The header value with the platform's secret, if it has one.
     pub default_value: Option<String>,
+    /// Where the platform's secret may be used (see `super::shared`).
+    pub shared: Vec<SharedEndpoint>,
     format: String,
 }
 
@@ -111,16 +114,42 @@ fn compile_providers(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String>
             Some(s) => Some(render(&p.format, s, &format!("{at}.secret"))?),
             None => None,
         };
+        let shared = compile_shared(p, &at)?;
         policy.providers.push(Provider {
             id: p.id.clone(),
             path_prefix: p.path_prefix.clone(),
             header: p.header.clone(),
             default_value,
+            shared,
             format: p.format.clone(),
         });
     }
     policy.providers.sort_by_key(|p| std::cmp::Reverse(p.path_prefix.len()));
     Ok(())
+}
+
+/// The endpoints the platform's secret may serve. A secret with none would
+/// never be used, and endpoints without a secret mean nothing: both are
+/// mistakes worth naming.
+fn compile_shared(p: &super::schema::ProviderDoc, at: &str) -> Result<Vec<SharedEndpoint>, String> {
+    let shared = p
+        .shared_endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| SharedEndpoint::parse(e, &p.path_prefix).map_err(|m| format!("{at}.shared_endpoints[{i}]: {m}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    match (&p.secret, shared.is_empty()) {
+        (Some(_), true) => Err(format!(
+            "{at}.shared_endpoints: the platform secret may serve no endpoint; list the stateless endpoints \
+             it may serve (tokenhub-admin provider set {} --shared-preset openai|anthropic, or --shared-endpoint \
+             \"POST /v1/chat/completions\") or remove the platform secret",
+            p.id
+        )),
+        (None, false) => {
+            Err(format!("{at}.shared_endpoints: listed, but the provider has no platform secret to share; remove them"))
+        }
+        _ => Ok(shared),
+    }
 }
 
 fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
@@ -331,9 +360,24 @@ fn render(format: &str, secret: &str, at: &str) -> Result<String, String> {
 }
 
 impl Provider {
-    /// The header value to inject for a tenant: its own secret, else the
-    /// platform's.
-    pub fn value_for<'a>(&'a self, index: usize, tenant: &'a Tenant) -> Option<&'a str> {
-        tenant.provider_values.get(&index).or(self.default_value.as_ref()).map(String::as_str)
+    /// The header value to inject for a tenant: its own secret; else the
+    /// platform's where it may serve `method path`. `Err(true)` = the
+    /// platform has a secret but may not share it here; `Err(false)` = no
+    /// secret at all.
+    pub fn value_for<'a>(
+        &'a self,
+        index: usize,
+        tenant: &'a Tenant,
+        method: &str,
+        path: &str,
+    ) -> Result<&'a str, bool> {
+        if let Some(own) = tenant.provider_values.get(&index) {
+            return Ok(own);
+        }
+        match &self.default_value {
+            Some(shared) if self.shared.iter().any(|e| e.allows(method, path)) => Ok(shared),
+            Some(_) => Err(true),
+            None => Err(false),
+        }
     }
 }

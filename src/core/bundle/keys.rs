@@ -262,6 +262,11 @@ impl KeyTable {
 
     /// Binary search by id within its bucket.
     pub fn find(&self, id: &[u8]) -> Option<Key<'_>> {
+        self.position(id).and_then(|i| self.record(i)).and_then(view)
+    }
+
+    /// The record index of `id`.
+    fn position(&self, id: &[u8]) -> Option<usize> {
         let b = bucket(id)?;
         let (mut lo, mut hi) = (*self.buckets.get(b)? as usize, *self.buckets.get(b + 1)? as usize);
         while lo < hi {
@@ -270,7 +275,7 @@ impl KeyTable {
             match r[..HASH_AT].cmp(id) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return view(r),
+                std::cmp::Ordering::Equal => return Some(mid),
             }
         }
         None
@@ -327,6 +332,26 @@ impl KeyIndex {
     /// The plain keys' records, sorted by id: what a sealed bundle carries.
     pub fn records(&self) -> &[u8] {
         self.table.records()
+    }
+
+    /// Replaces a key's stored secret hash in place (same memory, same
+    /// layout); false if there is no such key. For measurements that must
+    /// differ only in the compared bytes (the constant-time test): the
+    /// filter never changes a compiled policy.
+    pub fn replace_hash(&mut self, id: &[u8], hash: &SecretHash) -> bool {
+        if let Some(k) = id.try_into().ok().and_then(|fixed: &KeyIdBytes| self.limited.get_mut(fixed)) {
+            k.hash = *hash;
+            return true;
+        }
+        let Some(at) = self.table.position(id) else { return false };
+        let start = self.table.start + at * RECORD_LEN + HASH_AT;
+        match self.table.bytes.get_mut(start..start + 32) {
+            Some(slot) => {
+                slot.copy_from_slice(hash);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn get(&self, id: &[u8]) -> Option<Key<'_>> {

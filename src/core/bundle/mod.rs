@@ -10,6 +10,7 @@ pub mod keys;
 pub mod pack;
 pub mod schema;
 pub mod seal;
+pub mod shared;
 
 pub use compile::{compile, Policy};
 pub use pack::pack;

@@ -175,6 +175,16 @@ pub struct ProviderDoc {
     /// may override it); absent means every tenant must bring its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    /// The endpoints the platform's `secret` may serve, as `"METHOD /path"`
+    /// (exact path) or `"METHOD /path/*"` (anything below it); `*` as the
+    /// method means any. Every other endpoint under `path_prefix` needs the
+    /// tenant's own provider secret (403 `provider_credential_required`):
+    /// objects a provider keeps (files, batches, assistants, stored
+    /// responses…) live under the credential that made them, so on a shared
+    /// credential every tenant could read every other's. Only stateless
+    /// endpoints belong here (see `super::shared`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_endpoints: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,51 @@
+//! What the guard's module may do inside Envoy, by Proxy-Wasm/WASI name:
+//! the `capability_restriction_config` that `tokenhub-admin publish` writes
+//! beside the bundle. Envoy stubs every other host call and never enters the
+//! VM for an unlisted callback. Least privilege: no outbound HTTP/gRPC
+//! calls, no queues, no body or buffer writes. And speed: the body, trailer,
+//! log and done callbacks are not listed, so Envoy skips those VM entries on
+//! every request (the guard never looks at bodies).
+//!
+//! The list lives beside the filter (`src/filter`), not in the admin: the
+//! test `tests/capabilities.rs` reads the import and export tables of the
+//! built `tokenhub_guard.wasm` and fails when the module imports a host call
+//! missing here (it would trap: 503 for every request) or when an entry here
+//! is no longer imported (a privilege nothing uses).
+
+/// Callbacks the filter implements (exports Envoy may enter).
+pub const CALLBACKS: [&str; 6] = [
+    "proxy_on_vm_start",
+    "proxy_on_configure",
+    "proxy_on_context_create",
+    "proxy_on_request_headers",
+    "proxy_on_response_headers",
+    "proxy_on_delete",
+];
+
+/// Proxy-Wasm host calls the filter makes (module `env` imports).
+pub const HOST_CALLS: [&str; 14] = [
+    "proxy_log",
+    "proxy_get_buffer_bytes",
+    "proxy_get_property",
+    "proxy_set_property",
+    "proxy_get_shared_data",
+    "proxy_set_shared_data",
+    "proxy_get_current_time_nanoseconds",
+    "proxy_define_metric",
+    "proxy_increment_metric",
+    "proxy_record_metric",
+    "proxy_get_header_map_pairs",
+    "proxy_replace_header_map_value",
+    "proxy_remove_header_map_value",
+    "proxy_send_local_response",
+];
+
+/// WASI calls (module `wasi_snapshot_preview1` imports): the bundle key
+/// from the environment, hash-map seeds, panic messages and exit, made by
+/// the filter or by Rust's standard library on its behalf.
+pub const WASI: [&str; 5] = ["environ_get", "environ_sizes_get", "random_get", "fd_write", "proc_exit"];
+
+/// Everything allowed, in the order it is written to the ECDS file.
+pub fn all() -> impl Iterator<Item = &'static str> {
+    CALLBACKS.into_iter().chain(HOST_CALLS).chain(WASI)
+}
