@@ -74,6 +74,59 @@ impl Drop for LockGuard {
     }
 }
 
+/// Follows a file its writers replace by rename (a published bundle):
+/// `poll` hands over its bytes when they changed since the last poll (size,
+/// mtime and inode first, so an unchanged file costs one `stat`; then the
+/// content, so a rewrite of the same bytes is no change), and a failure once
+/// per streak, not on every poll.
+pub struct FileWatch {
+    path: PathBuf,
+    stamp: Option<(u64, Option<std::time::SystemTime>, u64)>,
+    hash: Option<[u8; 32]>,
+    failing: bool,
+}
+
+impl FileWatch {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, stamp: None, hash: None, failing: false }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn poll(&mut self) -> Option<io::Result<Vec<u8>>> {
+        let meta = match fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) => return self.fail(e),
+        };
+        let stamp = (meta.len(), meta.modified().ok(), meta.ino());
+        if self.stamp == Some(stamp) {
+            return None;
+        }
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) => return self.fail(e),
+        };
+        self.stamp = Some(stamp);
+        self.failing = false;
+        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
+        if self.hash == Some(hash) {
+            return None;
+        }
+        self.hash = Some(hash);
+        Some(Ok(bytes))
+    }
+
+    fn fail(&mut self, e: io::Error) -> Option<io::Result<Vec<u8>>> {
+        self.stamp = None;
+        if std::mem::replace(&mut self.failing, true) {
+            return None;
+        }
+        Some(Err(e))
+    }
+}
+
 /// Reads a secret file (the master key), refusing one that others can
 /// read, like ssh does with private keys: a leaked master key opens every
 /// secret. See [`check_secret_mode`] for the one group-readable layout
@@ -256,8 +309,21 @@ mod tests {
     fn the_kubernetes_master_key_mount_is_accepted() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/k8s");
         let mut mounts = 0;
-        for entry in fs::read_dir(&dir).unwrap() {
-            let text = fs::read_to_string(entry.unwrap().path()).unwrap();
+        // Every manifest, the scale-out shape's (a subdirectory) included.
+        let mut files = Vec::new();
+        let mut dirs = vec![dir];
+        while let Some(d) = dirs.pop() {
+            for entry in fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "yaml") {
+                    files.push(path);
+                }
+            }
+        }
+        for file in files {
+            let text = fs::read_to_string(file).unwrap();
             let lines: Vec<&str> = text.lines().collect();
             for (i, _) in lines.iter().enumerate().filter(|(_, l)| l.trim() == "secretName: tokenhub-master-key") {
                 let default_mode = yaml_number(&lines, "defaultMode:", i, false).unwrap_or(0o644);
@@ -275,7 +341,10 @@ mod tests {
                 mounts += 1;
             }
         }
-        assert!(mounts > 0, "no Secret tokenhub-master-key volume under {}", dir.display());
+        assert!(
+            mounts >= 2,
+            "expected the single pod's and the control plane's tokenhub-master-key volumes, found {mounts}"
+        );
     }
 
     /// `envoy/docker/up.sh --secrets` writes a master key the Compose
@@ -331,6 +400,29 @@ mod tests {
         let names: Vec<String> =
             fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names.len(), 3, "{names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_watched_file_is_handed_over_once_per_change_and_a_failure_once_per_streak() {
+        let dir = std::env::temp_dir().join(format!("thg-fsutil-watch-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("guard.json");
+        let mut watch = FileWatch::new(p.clone());
+        assert!(matches!(watch.poll(), Some(Err(_))), "missing: reported");
+        assert!(watch.poll().is_none(), "still missing: reported once");
+        write_atomic(&p, b"v1", 0o600).unwrap();
+        assert_eq!(watch.poll().unwrap().unwrap(), b"v1");
+        assert!(watch.poll().is_none(), "unchanged");
+        write_atomic(&p, b"v1", 0o600).unwrap();
+        assert!(watch.poll().is_none(), "the same bytes renamed in again");
+        write_atomic(&p, b"v2", 0o600).unwrap();
+        assert_eq!(watch.poll().unwrap().unwrap(), b"v2");
+        fs::remove_file(&p).unwrap();
+        assert!(matches!(watch.poll(), Some(Err(_))));
+        write_atomic(&p, b"v3", 0o600).unwrap();
+        assert_eq!(watch.poll().unwrap().unwrap(), b"v3");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

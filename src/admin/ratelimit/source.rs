@@ -5,12 +5,10 @@
 //! guard refuses rollbacks.
 
 use super::descriptors::LimitTable;
-use crate::admin::fsutil;
+use crate::admin::fsutil::{self, FileWatch};
 use crate::admin::publish::sealed_in_resource;
 use crate::core::bundle::{self, BundleKey};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 /// Environment variable holding the bundle key (as for Envoy).
 pub const BUNDLE_KEY_ENV: &str = "TOKENHUB_BUNDLE_KEY";
@@ -46,10 +44,8 @@ fn load_bytes(text: &[u8], key: &BundleKey) -> Result<LimitTable, String> {
 /// Watches one file: `poll` returns a new table when the file changed to a
 /// newer valid bundle.
 pub struct Source {
-    path: PathBuf,
+    watch: FileWatch,
     key: BundleKey,
-    /// (modified, inode, length, SHA-256) of the file last read.
-    seen: Option<(Option<SystemTime>, u64, u64, [u8; 32])>,
     version: u64,
 }
 
@@ -64,57 +60,30 @@ pub enum Polled {
 
 impl Source {
     pub fn new(path: PathBuf, key: BundleKey) -> Self {
-        Self { path, key, seen: None, version: 0 }
+        Self { watch: FileWatch::new(path), key, version: 0 }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.watch.path()
     }
 
     pub fn poll(&mut self) -> Polled {
-        let meta = match std::fs::metadata(&self.path) {
-            Ok(m) => m,
-            Err(e) => return self.refuse_once(format!("{}: {e}", self.path.display())),
-        };
-        // `publish` renames a new file into place: a new inode, even when the
-        // size and the modification time (coarse on some filesystems) match.
-        let stamp = (meta.modified().ok(), std::os::unix::fs::MetadataExt::ino(&meta), meta.len());
-        if self.seen.is_some_and(|(m, i, l, _)| (m, i, l) == stamp) {
-            return Polled::Unchanged;
+        let path = self.watch.path().display().to_string();
+        match self.watch.poll() {
+            None => Polled::Unchanged,
+            Some(Err(e)) => Polled::Refused(format!("{path}: {e}")),
+            Some(Ok(text)) => match load_bytes(&text, &self.key) {
+                Ok(table) if table.policy.version < self.version => Polled::Refused(format!(
+                    "{path}: bundle version {} is older than version {} already loaded (rollback refused)",
+                    table.policy.version, self.version
+                )),
+                Ok(table) => {
+                    self.version = table.policy.version;
+                    Polled::Loaded(Box::new(table))
+                }
+                Err(e) => Polled::Refused(format!("{path}: {e}")),
+            },
         }
-        let text = match std::fs::read(&self.path) {
-            Ok(t) => t,
-            Err(e) => return Polled::Refused(format!("{}: {e}", self.path.display())),
-        };
-        let hash: [u8; 32] = Sha256::digest(&text).into();
-        let unchanged = self.seen.is_some_and(|(_, _, _, h)| h == hash);
-        self.seen = Some((stamp.0, stamp.1, stamp.2, hash));
-        if unchanged {
-            return Polled::Unchanged;
-        }
-        match load_bytes(&text, &self.key) {
-            Ok(table) if table.policy.version < self.version => Polled::Refused(format!(
-                "{}: bundle version {} is older than version {} already loaded (rollback refused)",
-                self.path.display(),
-                table.policy.version,
-                self.version
-            )),
-            Ok(table) => {
-                self.version = table.policy.version;
-                Polled::Loaded(Box::new(table))
-            }
-            Err(e) => Polled::Refused(format!("{}: {e}", self.path.display())),
-        }
-    }
-
-    /// A missing file is reported once, not on every poll.
-    fn refuse_once(&mut self, why: String) -> Polled {
-        let missing = (None, 0, 0, [0; 32]);
-        if self.seen == Some(missing) {
-            return Polled::Unchanged;
-        }
-        self.seen = Some(missing);
-        Polled::Refused(why)
     }
 }
 

@@ -4,8 +4,7 @@
 //! loopback, for a pod-local Envoy).
 //!
 //! The published ECDS file is the one source of what is served: a watcher
-//! re-reads it when it changes (every 50 ms it compares size, mtime and
-//! inode), so a publish by the HTTP API, by the CLI in another process, or
+//! re-reads it when it changes (`fsutil::FileWatch`, every 50 ms), so a publish by the HTTP API, by the CLI in another process, or
 //! by `incident revoke` reaches every Envoy the same way, and a restarted
 //! control plane serves the last publish at once.
 
@@ -18,7 +17,6 @@ use self::resource::Snapshot;
 use super::{fsutil, AdminError};
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -128,30 +126,20 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, AdminError> {
     Ok(ServerTlsConfig::new().identity(identity).client_ca_root(Certificate::from_pem(read(&files.client_ca)?)))
 }
 
-/// Size, mtime and inode: a publish renames a new file into place.
-fn file_stamp(path: &Path) -> Option<(u64, i64, i64, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.mtime(), m.mtime_nsec(), m.ino()))
-}
-
-/// Follows the published file: every new version becomes the served
+/// Follows the published file: every new bundle becomes the served
 /// snapshot. A file that cannot be read as a guard resource is logged and
 /// the last good snapshot keeps being served.
 async fn follow(path: PathBuf, tx: watch::Sender<Option<Arc<Snapshot>>>, registry: Arc<Registry>) {
-    let mut seen = None;
+    let mut file = fsutil::FileWatch::new(path);
     loop {
-        let stamp = file_stamp(&path);
-        if stamp != seen {
-            seen = stamp;
-            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| resource::snapshot_of_file(&b)) {
-                Ok(Some(snapshot)) if tx.borrow().as_deref() != Some(&snapshot) => {
-                    log::info!("xds: serving bundle version {}", snapshot.version);
-                    registry.update(|s| s.serving_version = Some(snapshot.version));
-                    tx.send_replace(Some(Arc::new(snapshot)));
-                }
-                Ok(_) => {}
-                Err(e) => log::warn!("xds: {} not served: {e}; the last good bundle stays", path.display()),
+        match file.poll().map(|read| read.map_err(|e| e.to_string()).and_then(|b| resource::snapshot_of_file(&b))) {
+            Some(Ok(Some(snapshot))) if tx.borrow().as_deref() != Some(&snapshot) => {
+                log::info!("xds: serving bundle version {}", snapshot.version);
+                registry.update(|s| s.serving_version = Some(snapshot.version));
+                tx.send_replace(Some(Arc::new(snapshot)));
             }
+            Some(Err(e)) => log::warn!("xds: {} not served: {e}; the last good bundle stays", file.path().display()),
+            _ => {}
         }
         tokio::time::sleep(POLL).await;
     }
