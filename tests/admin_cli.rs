@@ -302,7 +302,7 @@ fn init_takes_the_bundle_key_from_a_file_for_scaled_out_gateways() {
             .args(args)
             .env("TOKENHUB_HOME", dir.join("home"))
             .env_remove("TOKENHUB_MASTER_KEY")
-            .env_remove("TOKENHUB_MASTER_KEY_FILE")
+            .env("TOKENHUB_MASTER_KEY_FILE", dir.join("master.key"))
             .output()
             .unwrap()
     };

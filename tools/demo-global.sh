@@ -46,6 +46,8 @@ done
 rm -rf "$DEMO"
 mkdir -p "$DEMO/bundle" "$DEMO/redis"
 export TOKENHUB_HOME=$DEMO/admin
+# The master key lives outside the store's directory (init refuses otherwise).
+export TOKENHUB_MASTER_KEY_FILE=$DEMO/master.key
 admin() { "$ADMIN" "$@"; }
 admin init --ecds-file "$DEMO/bundle/guard.json" --wasm "$WASM" --bundle-key-out "$DEMO/bundle.key" >/dev/null
 admin tenant add demo --name "Demo Inc" --region eu >/dev/null
