@@ -92,42 +92,7 @@ impl AdminError {
     }
 }
 
-/// A serde error's text without the values it may quote: serde writes
-/// `invalid type: string "sk-…", expected u64`, and such text reaches HTTP
-/// responses, stderr and audit details. Quoted strings and backquoted
-/// values become `…`; field names, what was expected and the position stay.
-pub fn safe_serde_error(e: &serde_json::Error) -> String {
-    redact_quoted(&e.to_string())
-}
-
-fn redact_quoted(text: &str) -> String {
-    // Backquoted text that is a value (not a field or variant name we define).
-    const VALUE_TAGS: [&str; 6] =
-        ["integer ", "floating point ", "string ", "char ", "unknown variant ", "unknown field "];
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find(['"', '`']) {
-        let (before, after) = rest.split_at(i);
-        out.push_str(before);
-        let quote = after.chars().next().unwrap_or('"');
-        let body = &after[1..];
-        let Some(end) = body.find(quote) else {
-            out.push_str(after);
-            return out;
-        };
-        let redact = quote == '"' || VALUE_TAGS.iter().any(|t| out.ends_with(t));
-        if redact {
-            out.push(quote);
-            out.push('…');
-            out.push(quote);
-        } else {
-            out.push_str(&after[..end + 2]);
-        }
-        rest = &body[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
+pub use crate::core::redact::safe_serde_error;
 
 pub fn random_nonce() -> [u8; 12] {
     let mut n = [0u8; 12];
@@ -194,35 +159,6 @@ mod tests {
         assert!(parse_duration("7y").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999999w").is_err());
-    }
-
-    #[test]
-    fn serde_errors_lose_the_values_they_quote() {
-        #[derive(serde::Deserialize, Debug)]
-        #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
-        struct Q {
-            n: u64,
-            mode: Option<Mode>,
-        }
-        #[derive(serde::Deserialize, Debug)]
-        enum Mode {
-            A,
-        }
-        for (input, secret) in [
-            (r#"{"n":"sk-live-SECRET"}"#, "sk-live-SECRET"),
-            (r#"{"n":1,"sk-live-FIELD":1}"#, "sk-live-FIELD"),
-            (r#"{"n":1,"mode":"sk-live-VARIANT"}"#, "sk-live-VARIANT"),
-            (r#"{"n":-987654321}"#, "987654321"),
-        ] {
-            let e = serde_json::from_str::<Q>(input).unwrap_err();
-            assert!(e.to_string().contains(secret), "the test needs serde to quote it: {e}");
-            let safe = safe_serde_error(&e);
-            assert!(!safe.contains(secret), "{safe}");
-            assert!(safe.contains("line 1"), "{safe}");
-        }
-        let e = serde_json::from_str::<Q>(r#"{}"#).unwrap_err();
-        assert_eq!(safe_serde_error(&e), "missing field `n` at line 1 column 2");
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod crypto;
 pub mod decision;
 pub mod errors;
 pub mod quota;
+pub mod redact;
 pub mod secret;

@@ -524,7 +524,9 @@ malformed or unknown keys): a burst there is someone guessing keys.";
 
 const OIDC_HELP: &str = "Examples:
   tokenhub-admin oidc map --issuer https://accounts.google.com --value 110169484474386276334 --tenant acme --sub-account research
-  tokenhub-admin oidc map --issuer https://token.actions.githubusercontent.com --claim repository --value acme/app --tenant acme --methods POST
+  tokenhub-admin oidc map --issuer https://token.actions.githubusercontent.com --claim repository_id --value 123456789 --tenant acme --methods POST
   tokenhub-admin oidc list
 Envoy's jwt_authn filter verifies the token (issuer, audience, signature, expiry); the guard maps the
-verified identity through these entries. Changes apply on `publish`.";
+verified identity through these entries. Changes apply on `publish`.
+GitHub Actions: map the numeric `repository_id` (or `repository_owner_id`), never a name claim
+(`repository`, `sub`): a deleted or renamed repository's name can be taken by someone else.";

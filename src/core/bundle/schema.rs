@@ -205,7 +205,8 @@ fn default_claim() -> String {
     "sub".to_string()
 }
 
-/// Strict parse; the error message names the field and position.
+/// Strict parse; the error message names the field and position, never a
+/// value (Envoy logs it when the filter refuses a bundle).
 pub fn parse(json: &[u8]) -> Result<BundleDoc, String> {
-    serde_json::from_slice(json).map_err(|e| e.to_string())
+    serde_json::from_slice(json).map_err(|e| crate::core::redact::serde_error_naming_fields(&e))
 }
