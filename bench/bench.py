@@ -551,6 +551,7 @@ def saturation_run(case, duration, connections):
         "served": served,
         "cpu_us_per_req": (after_cpu - before_cpu) * 1e6 / served if served else float("nan"),
         "wrong_status": wrong,
+        "classes": classes,
         "socket_errors": w["socket_errors"],
         "wrk_p50_ms": parse_wrk_pct(w["raw"], "50%"),
         "wrk_p99_ms": parse_wrk_pct(w["raw"], "99%"),
@@ -1264,8 +1265,8 @@ def main():
             for c in order:
                 res = saturation_run(c, args.duration, args.connections)
                 if res["wrong_status"] or res["socket_errors"]:
-                    raise SystemExit(f"bench: {c.name}: {res['wrong_status']} responses with an unexpected status, "
-                                     f"{res['socket_errors']} socket errors")
+                    raise SystemExit(f"bench: {c.name}: {res['wrong_status']} responses with an unexpected status "
+                                     f"(Envoy's classes {res['classes']}), {res['socket_errors']} socket errors")
                 c.sat.append(res)
             log(f"saturation round {r + 1}/{args.rounds} done: " + ", ".join(
                 f"{c.name} {c.sat[-1]['cpu_us_per_req']:.1f}µs" for c in cases))
