@@ -259,14 +259,38 @@ def access_log_problems(text: str) -> list:
     ]
 
 
+def client_address_problems(config: dict) -> list:
+    """A gateway sends no client address to the provider (a third party;
+    issue 17): every connection manager that takes the client address from
+    the TCP peer must not append it to x-forwarded-for, and its routes must
+    drop the x-envoy-external-address Envoy sets. The guard removes
+    client-sent address headers and forwards one only for opted-in tenants."""
+    problems = []
+    for node in walk(config):
+        if node.get("use_remote_address") is not True:
+            continue
+        name = node.get("stat_prefix", "?")
+        if node.get("skip_xff_append") is not True:
+            problems.append(f"connection manager {name}: skip_xff_append: true (the client address reaches the provider)")
+        for vhost in (node.get("route_config") or {}).get("virtual_hosts") or []:
+            if "x-envoy-external-address" not in (vhost.get("request_headers_to_remove") or []):
+                problems.append(
+                    f"connection manager {name}, virtual host {vhost.get('name')}: "
+                    "request_headers_to_remove: [x-envoy-external-address]"
+                )
+    return problems
+
+
 def check_security(path, text: str) -> bool:
-    """The checks Envoy's validate mode cannot make: pinned JWKS TLS, and
-    access logs that never name a client claim as identity."""
-    problems = jwks_problems(yaml.safe_load(text) or {}) + access_log_problems(text)
+    """The checks Envoy's validate mode cannot make: pinned JWKS TLS, access
+    logs that never name a client claim as identity, no client address
+    toward the provider."""
+    config = yaml.safe_load(text) or {}
+    problems = jwks_problems(config) + access_log_problems(text) + client_address_problems(config)
     for problem in problems:
         print(f"FAILED  {path}: {problem}", file=sys.stderr)
     if not problems:
-        print(f"ok      {path} (JWKS TLS pinned, no client claim logged)")
+        print(f"ok      {path} (JWKS TLS pinned, no client claim logged, no client address upstream)")
     return not problems
 
 
@@ -301,8 +325,21 @@ def self_check(root: pathlib.Path, values: dict) -> bool:
     if not access_log_problems('tenant: "%REQ(X-TOKENHUB-TENANT)%"'):
         print("FAILED  self-check: a raw %REQ(X-TOKENHUB-TENANT)% passed", file=sys.stderr)
         ok = False
+    if client_address_problems(config):
+        print(f"FAILED  self-check: {DEMO_TEMPLATE} forwards a client address", file=sys.stderr)
+        ok = False
+    for key in ["skip_xff_append", "route_config"]:
+        mutated = yaml.safe_load(text)
+        manager = next(n for n in walk(mutated) if n.get("use_remote_address") is True)
+        if key == "route_config":
+            manager[key]["virtual_hosts"][0].pop("request_headers_to_remove")
+        else:
+            manager.pop(key)
+        if not client_address_problems(mutated):
+            print(f"FAILED  self-check: a connection manager without {key}'s client address removal passed", file=sys.stderr)
+            ok = False
     if ok:
-        print("ok      self-check: the security checks refuse unpinned JWKS and logged claims")
+        print("ok      self-check: the security checks refuse unpinned JWKS, logged claims and forwarded addresses")
     return ok
 
 
