@@ -174,6 +174,69 @@ class Client:
         raise RuntimeError("unreachable")
 
 
+# Quotas (the global mode here and in test-k8s-scale-out)
+
+
+def call(port: int, key: str) -> tuple:
+    """One request on its own connection: (status, headers, body)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=tls_context(), timeout=10)
+    try:
+        conn.request("POST", CHAT, body="{}", headers={"authorization": f"Bearer {key}",
+                                                          "content-type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as e:
+        return 0, {}, f"{type(e).__name__}: {e}"
+    finally:
+        conn.close()
+
+
+def room_in_minute(need: float) -> None:
+    """Waits until `need` seconds are left in the current minute (the
+    windows are clock-aligned)."""
+    left = 60 - time.time() % 60
+    if left < need:
+        time.sleep(left + 0.5)
+
+
+def hammer(ports, key: str, total: int, threads: int = 6) -> list:
+    """`total` requests from `threads` threads, spread over every gateway."""
+    results, lock = [], threading.Lock()
+
+    def worker(n):
+        for i in range(n, total, threads):
+            r = call(ports[i % len(ports)], key)
+            with lock:
+                results.append(r)
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return results
+
+
+def exactly_admitted(results: list, quota: int) -> tuple:
+    """(ok, detail): `quota` of the results admitted, every other one a 429
+    with Retry-After, RateLimit-* and the OpenAI-style rate_limit_exceeded JSON."""
+    admitted = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] == 429]
+    good_429 = all(1 <= int(h.get("retry-after", "0")) <= 60 and h.get("ratelimit-remaining") == "0"
+                   and h.get("ratelimit-limit") == str(quota) and quota_code(b) == "rate_limit_exceeded"
+                   for _, h, b in refused)
+    ok = len(admitted) == quota and len(refused) == len(results) - quota and good_429
+    others = [r[0] for r in results if r[0] not in (200, 429)]
+    return ok, f"{len(admitted)} admitted, {len(refused)} refused, others {others}; a refusal: {refused[:1]}"
+
+
+def quota_code(body: str) -> str:
+    try:
+        return json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
 def wait_listener(timeout=120.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
