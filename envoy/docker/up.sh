@@ -138,13 +138,23 @@ if [[ ! -s $STATE ]] || ! admin tenant show demo >/dev/null 2>&1; then
     admin publish >/dev/null
     (umask 077 && printf 'KEY=%s\nUS_KEY=%s\nGONE=%s\n' "$KEY" "$US_KEY" "$GONE" >"$STATE")
 fi
-if ((GLOBAL)) && [[ $(admin --json quota mode) != *'"global"'* ]]; then
-    log "switching the bundle to the global quota mode (counted in Redis by the rate limit service)"
-    admin --publish quota mode global >/dev/null
-fi
 GONE=
 # shellcheck disable=SC1090
 source "$STATE"
+if ((GLOBAL)) && [[ $(admin --json quota mode) != *'"global"'* ]]; then
+    log "switching the bundle to the global quota mode (counted in Redis by the rate limit service);"
+    log "the demo key gets a limit of 5 requests per minute to show it"
+    admin quota set --key "${KEY:4:12}" --per-minute 5 >/dev/null
+    admin --publish quota mode global >/dev/null 2>&1
+fi
+if ((GLOBAL)); then
+    # Until the service has loaded the switch (its --poll-ms), neither the
+    # guard nor the service counts (docs/global-quotas.md).
+    for _ in $(seq 100); do
+        compose logs ratelimit 2>/dev/null | grep -q 'quota mode global' && break
+        sleep 0.1
+    done
+fi
 TYPO=${KEY%?}x
 [[ $TYPO == "$KEY" ]] && TYPO=${KEY%?}y
 
@@ -173,6 +183,7 @@ MSG
 source "$ROOT/tools/demo-examples.sh"
 demo_examples
 cat <<MSG
+$( ((GLOBAL)) && printf '%s\n  %s\n\n' "Global quota mode: the demo key has 5 requests per minute, counted in Redis; the 6th gets 429 with Retry-After:" "for i in 1 2 3 4 5 6; do $C -o /dev/null -w '%{http_code} ' $URL -H 'Authorization: Bearer $KEY' -d '{}'; done; echo")
 Wrong IP (403): the same key from a container on the network (its own address, not the gateway's):
   docker run --rm --network $NET -v $CERT:/tls.crt:ro $CLIENT -s --cacert /tls.crt https://envoy:8443/v1/chat/completions -H 'Authorization: Bearer $KEY'
 
