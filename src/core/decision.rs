@@ -148,12 +148,7 @@ impl<'p> Grant<'p> {
     /// allowed by every level that lists models (the tightest applies).
     /// `None`: the scanner needs more of the body.
     pub fn check_model(&self, scan: &ModelScan) -> Option<Result<(), DenyReason>> {
-        match scan {
-            ModelScan::NeedMore => None,
-            ModelScan::Found(m) if models::allowed_by_all(&self.model_rules(), m) => Some(Ok(())),
-            ModelScan::Found(_) => Some(Err(DenyReason::ModelNotAllowed)),
-            ModelScan::NotJson | ModelScan::NotFoundWithinBound => Some(Err(DenyReason::ModelUnreadable)),
-        }
+        models::verdict(&self.model_rules(), scan)
     }
 }
 

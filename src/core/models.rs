@@ -10,6 +10,7 @@
 //! parsers resolve differently (first or last wins), is refused rather than
 //! decided on the wrong one.
 
+use crate::core::errors::DenyReason;
 use crate::core::jsonscan::{Captured, JsonScan, Syntax};
 
 /// How many body bytes may precede the end of the `model` value. Envoy
@@ -191,6 +192,16 @@ impl ModelRules {
 /// The tightest applies: every level that sets a list must allow the model.
 pub fn allowed_by_all(levels: &[&Option<ModelRules>], model: &str) -> bool {
     levels.iter().all(|l| l.as_ref().is_none_or(|r| r.allows(model)))
+}
+
+/// The body decision once the scanner has a result (`None`: feed more).
+pub fn verdict(levels: &[&Option<ModelRules>], scan: &ModelScan) -> Option<Result<(), DenyReason>> {
+    match scan {
+        ModelScan::NeedMore => None,
+        ModelScan::Found(m) if allowed_by_all(levels, m) => Some(Ok(())),
+        ModelScan::Found(_) => Some(Err(DenyReason::ModelNotAllowed)),
+        ModelScan::NotJson | ModelScan::NotFoundWithinBound => Some(Err(DenyReason::ModelUnreadable)),
+    }
 }
 
 /// Whether any level restricts models (then the body must be read).

@@ -34,6 +34,16 @@ pub struct Usage {
     pub reasoning: u64,
 }
 
+/// A model name as it may appear in an access log: at most 64 characters
+/// of `A-Z a-z 0-9 . _ : / @ -`, else nothing (a client-chosen string that
+/// matched a `prefix*` pattern must not carry content into the logs).
+pub fn loggable_model(model: &str) -> Option<&str> {
+    let ok = !model.is_empty()
+        && model.len() <= 64
+        && model.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'@' | b'-'));
+    ok.then_some(model)
+}
+
 /// The response body's framing, from its `content-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
