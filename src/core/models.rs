@@ -79,7 +79,9 @@ impl ModelScanner {
             decode_model(&c)
         } else if syntax == Syntax::Invalid {
             ModelScan::NotJson
-        } else if syntax == Syntax::Complete || self.seen >= self.bound {
+        } else if self.seen >= self.bound {
+            // (A complete object without `model` waits for the end of the
+            // body: trailing bytes may still make it not JSON.)
             ModelScan::NotFoundWithinBound
         } else {
             return ModelScan::NeedMore;
