@@ -102,7 +102,7 @@ deny_reasons! {
     /// read: not a JSON object, no string `model` member near the start, or
     /// two of them.
     ModelUnreadable => "model_unreadable", 400,
-        (INVALID, "model_required", "This API key may use only some models: the request body must be a JSON object with one string \"model\" member, within the first 4 MiB.");
+        (INVALID, "model_required", "This API key may use only some models: the request body must be a JSON object with one string 'model' member, within the first 4 MiB.");
     QuotaExceeded => "quota_exceeded", 429,
         ("rate_limit_error", "rate_limit_exceeded", "Rate limit reached. Retry after the time in the Retry-After header.");
     FilterFault => "filter_fault", 503, (UNAVAILABLE, "gateway_fault", "The gateway could not evaluate the request.");

@@ -2,8 +2,8 @@
 //! Proxy-Wasm host. It gathers request facts, calls `core::decision::decide`
 //! and applies the outcome. Bodies are read only for a credential with
 //! model allowlists: its request body goes through the bounded model
-//! scanner (headers held until the model is known, then the body streams
-//! on untouched) and its response body through the usage parser, whose
+//! scanner (the body held until the model is known, then streamed on
+//! untouched) and its response body through the usage parser, whose
 //! counts go to filter state for the access log. Nothing of a body is kept
 //! beyond the scanners' bounded state, or logged.
 
@@ -286,8 +286,13 @@ impl HttpContext for GuardHttp {
                 self.set_identity(&grant.subject);
                 self.set_http_request_header(grant.inject.0, Some(grant.inject.1));
                 if grant.needs_model() {
-                    // Only now is the body read: hold the headers until
-                    // the model is known.
+                    // Only now is the body read. Proxy-Wasm cannot hold the
+                    // headers and still see the body (a paused
+                    // on_request_headers gets no body callbacks), so the
+                    // headers go on and the body is held (buffered by
+                    // Envoy) until the model is known; a refusal then
+                    // answers locally and resets the upstream request,
+                    // which never received a byte of the body.
                     if end_of_stream {
                         return self.deny(DenyReason::ModelUnreadable);
                     }
@@ -297,7 +302,7 @@ impl HttpContext for GuardHttp {
                         scanned: 0,
                         decided: None,
                     });
-                    return Action::Pause;
+                    return Action::Continue;
                 }
                 if let Some(m) = &self.metrics {
                     m.allowed();
@@ -352,8 +357,18 @@ impl HttpContext for GuardHttp {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         // Metered: the requests whose body was read for their model.
         if self.body.as_ref().is_some_and(|c| c.decided.is_some()) {
-            let framing = self.get_http_response_header("content-type").and_then(|ct| Framing::from_content_type(&ct));
+            // (One map read: proxy_get_header_map_value is not among the
+            // allowed capabilities.)
+            let framing = self
+                .get_http_response_headers_bytes()
+                .into_iter()
+                .find(|(n, _)| n == "content-type")
+                .and_then(|(_, v)| Framing::from_content_type(&String::from_utf8_lossy(&v)));
             self.meter = framing.map(|f| Meter { parser: UsageParser::new(f), written: None, model_written: false });
+            let requested = self.body.as_ref().and_then(|c| c.decided.as_deref()).and_then(usage::loggable_model);
+            if let (Some(_), Some(name)) = (&self.meter, requested) {
+                self.set_property(vec!["tokenhub_model"], Some(name.as_bytes()));
+            }
         }
         if let Some(budget) = self.budget {
             for (name, value) in quota::rate_limit_headers(budget) {
@@ -395,15 +410,15 @@ impl GuardHttp {
     /// (`%FILTER_STATE(wasm.tokenhub_input_tokens:PLAIN)%`…): numbers and a
     /// model name only, written when they change.
     fn record_usage(&mut self) {
-        let requested = self.body.as_ref().and_then(|c| c.decided.clone());
         let Some(meter) = &mut self.meter else { return };
         let current = meter.parser.usage();
         let usage_changed = current.is_some() && current != meter.written;
         meter.written = current.or(meter.written);
-        // The provider's name for the model, else the allowed one asked for.
-        let model = match meter.model_written {
-            false => meter.parser.model().map(str::to_string).or(requested),
-            true => None,
+        // The provider's name for the model replaces the one asked for
+        // (written when the response began), once.
+        let model = match (meter.model_written, meter.parser.model()) {
+            (false, Some(m)) => Some(m.to_string()),
+            _ => None,
         };
         meter.model_written |= model.is_some();
         if let Some(name) = model.as_deref().and_then(usage::loggable_model) {
