@@ -146,14 +146,40 @@ pub enum TenantCmd {
         id: String,
         region: String,
     },
+    /// Models the tenant's keys may use: exact names or `prefix*`, comma
+    /// separated; no --models = any model.
+    SetModels {
+        id: String,
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SubAccountCmd {
-    Add { tenant: String, id: String },
-    List { tenant: String },
-    Disable { tenant: String, id: String },
-    Enable { tenant: String, id: String },
+    Add {
+        tenant: String,
+        id: String,
+    },
+    List {
+        tenant: String,
+    },
+    Disable {
+        tenant: String,
+        id: String,
+    },
+    Enable {
+        tenant: String,
+        id: String,
+    },
+    /// Models the sub-account's keys may use (narrows the tenant's list):
+    /// exact names or `prefix*`, comma separated; no --models = any model.
+    SetModels {
+        tenant: String,
+        id: String,
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

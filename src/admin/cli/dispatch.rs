@@ -57,6 +57,7 @@ fn tenant(s: &Session, c: &TenantCmd) -> Result<Reply, AdminError> {
         TenantCmd::Disable { id } => tenants::set_status(s, id, Status::Disabled),
         TenantCmd::Enable { id } => tenants::set_status(s, id, Status::Active),
         TenantCmd::SetRegion { id, region } => tenants::set_region(s, id, region),
+        TenantCmd::SetModels { id, models } => tenants::set_models(s, id, None, models),
     }
 }
 
@@ -66,6 +67,7 @@ fn sub_account(s: &Session, c: &SubAccountCmd) -> Result<Reply, AdminError> {
         SubAccountCmd::List { tenant } => tenants::sub_list(s, tenant),
         SubAccountCmd::Disable { tenant, id } => tenants::sub_set_status(s, tenant, id, Status::Disabled),
         SubAccountCmd::Enable { tenant, id } => tenants::sub_set_status(s, tenant, id, Status::Active),
+        SubAccountCmd::SetModels { tenant, id, models } => tenants::set_models(s, tenant, Some(id), models),
     }
 }
 
