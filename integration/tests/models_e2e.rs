@@ -226,14 +226,20 @@ fn model_allowlists_and_usage_through_envoy() {
     assert_eq!(fx.guard_stat("tokenhub.denied.model_not_allowed"), 1);
     assert_eq!(fx.guard_stat("tokenhub.denied.model_unreadable"), 2);
 
+    // A request without a body names no model: it goes on as any other.
+    let auth = bearer(&key.key);
+    let resp = fx.get("/v1/models", &[("authorization", auth.as_str())]);
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    assert_eq!(upstream.take_bodies(), vec![Vec::<u8>::new()]);
+
     // The unrestricted key: its body is never read, not-JSON passes.
     let resp = post(&fx, &fx.key.key, "/v1/chat/completions", format!("model=x&q={CANARY}").as_bytes());
     assert_eq!(resp.status, 200, "{}", resp.body_text());
     assert_eq!(upstream.take_bodies().len(), 1);
 
     // The access log: model and tokens of the metered requests.
-    let log = access_log_lines(&fx, 8);
-    assert_eq!(log.len(), 8, "{log:#?}");
+    let log = access_log_lines(&fx, 9);
+    assert_eq!(log.len(), 9, "{log:#?}");
     let tokens = |line: &serde_json::Value| {
         ["model", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"]
             .map(|f| line[f].as_str().map(str::to_string).unwrap_or_default())

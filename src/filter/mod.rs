@@ -292,17 +292,18 @@ impl HttpContext for GuardHttp {
                     // headers go on and the body is held (buffered by
                     // Envoy) until the model is known; a refusal then
                     // answers locally and resets the upstream request,
-                    // which never received a byte of the body.
-                    if end_of_stream {
-                        return self.deny(DenyReason::ModelUnreadable);
+                    // which never received a byte of the body. A request
+                    // without a body names no model (GET /v1/models…): it
+                    // goes on as any other.
+                    if !end_of_stream {
+                        self.body = Some(BodyCheck {
+                            rules: grant.model_rules().map(Clone::clone),
+                            scanner: ModelScanner::new(DEFAULT_SCAN_BOUND),
+                            scanned: 0,
+                            decided: None,
+                        });
+                        return Action::Continue;
                     }
-                    self.body = Some(BodyCheck {
-                        rules: grant.model_rules().map(Clone::clone),
-                        scanner: ModelScanner::new(DEFAULT_SCAN_BOUND),
-                        scanned: 0,
-                        decided: None,
-                    });
-                    return Action::Continue;
                 }
                 if let Some(m) = &self.metrics {
                     m.allowed();
