@@ -134,6 +134,28 @@ fn post(fx: &Fixture, key: &str, path: &str, body: &[u8]) -> Response {
     fx.send_raw(addrs::V4_PRIMARY, &request_lines("POST", path, &headers, true), body)
 }
 
+/// A POST whose body is written in two parts 300 ms apart (so Envoy hands
+/// the filter two chunks); the raw response text.
+fn post_in_two(fx: &Fixture, key: &str, first: &[u8], second: &[u8]) -> String {
+    use std::io::Read;
+    let mut conn = TcpStream::connect(fx.envoy.listener()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: tokenhub.test\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        first.len() + second.len()
+    );
+    conn.write_all(head.as_bytes()).expect("head");
+    conn.write_all(first).expect("first part");
+    conn.flush().expect("flush");
+    thread::sleep(Duration::from_millis(300));
+    // The refusal may already have closed the connection.
+    let _ = conn.write_all(second);
+    let mut out = Vec::new();
+    let _ = conn.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn chat(model: &str, stream: bool) -> Vec<u8> {
     // openai-python's order: the prompt before the model.
     format!(r#"{{"messages":[{{"role":"user","content":"{CANARY} question"}}],"model":"{model}","stream":{stream}}}"#)
@@ -222,9 +244,17 @@ fn model_allowlists_and_usage_through_envoy() {
     // Two model members: refused, whichever an upstream parser would read.
     let dup = br#"{"model":"gpt-4o-mini","messages":[],"model":"gpt-4o"}"#;
     assert_eq!(post(&fx, &key.key, "/v1/chat/completions", dup).status, 400);
+    // The second member arrives in a later chunk, after the first was
+    // decided and passed on: the request is still refused, and the
+    // upstream never gets a complete body.
+    let first = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"#;
+    let second = br#""model":"gpt-4o"}"#;
+    let resp = post_in_two(&fx, &key.key, first, second);
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains("model_required"), "{resp}");
     assert!(upstream.take_bodies().is_empty(), "a refused body reached the upstream");
     assert_eq!(fx.guard_stat("tokenhub.denied.model_not_allowed"), 1);
-    assert_eq!(fx.guard_stat("tokenhub.denied.model_unreadable"), 2);
+    assert_eq!(fx.guard_stat("tokenhub.denied.model_unreadable"), 3);
 
     // A request without a body names no model: it goes on as any other.
     let auth = bearer(&key.key);
@@ -238,8 +268,8 @@ fn model_allowlists_and_usage_through_envoy() {
     assert_eq!(upstream.take_bodies().len(), 1);
 
     // The access log: model and tokens of the metered requests.
-    let log = access_log_lines(&fx, 9);
-    assert_eq!(log.len(), 9, "{log:#?}");
+    let log = access_log_lines(&fx, 10);
+    assert_eq!(log.len(), 10, "{log:#?}");
     let tokens = |line: &serde_json::Value| {
         ["model", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"]
             .map(|f| line[f].as_str().map(str::to_string).unwrap_or_default())

@@ -480,6 +480,9 @@ impl GuardHttp {
     }
 
     fn deny_with(&mut self, reason: DenyReason, extra: &[(&str, String)]) -> Action {
+        // A refused request is not metered (its local reply names no model).
+        self.body = None;
+        self.meter = None;
         if let Some(m) = &self.metrics {
             m.denied(reason);
         }
