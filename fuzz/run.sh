@@ -21,7 +21,7 @@ seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(bundle_open bundle_compile apikey cidr decision)
+  targets=(bundle_open bundle_compile apikey cidr decision model_scan usage)
 fi
 
 cargo=(cargo)

@@ -2,9 +2,12 @@
 //! the `capability_restriction_config` that `tokenhub-admin publish` writes
 //! beside the bundle. Envoy stubs every other host call and never enters the
 //! VM for an unlisted callback. Least privilege: no outbound HTTP/gRPC
-//! calls, no queues, no body or buffer writes. And speed: the body, trailer,
-//! log and done callbacks are not listed, so Envoy skips those VM entries on
-//! every request (the guard never looks at bodies).
+//! calls, no queues, no body or buffer writes. And speed: the trailer, log
+//! and done callbacks are not listed, so Envoy skips those VM entries on
+//! every request. The body callbacks are listed since model allowlists
+//! (issue 18): Envoy enters the VM once per body chunk, and the guard
+//! returns at once unless the credential has model rules (then it reads the
+//! request body for the model and the response body for token usage).
 //!
 //! The list lives beside the filter (`src/filter`), not in the admin: the
 //! test `tests/capabilities.rs` reads the import and export tables of the
@@ -13,12 +16,14 @@
 //! is no longer imported (a privilege nothing uses).
 
 /// Callbacks the filter implements (exports Envoy may enter).
-pub const CALLBACKS: [&str; 6] = [
+pub const CALLBACKS: [&str; 8] = [
     "proxy_on_vm_start",
     "proxy_on_configure",
     "proxy_on_context_create",
     "proxy_on_request_headers",
+    "proxy_on_request_body",
     "proxy_on_response_headers",
+    "proxy_on_response_body",
     "proxy_on_delete",
 ];
 

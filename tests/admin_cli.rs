@@ -411,3 +411,38 @@ fn provider_set_declares_the_endpoints_the_shared_secret_serves() {
     .ok();
     assert_eq!(shared_of("openai"), openai);
 }
+
+#[test]
+fn model_lists_for_keys_sub_accounts_and_tenants_reach_the_bundle() {
+    let home = Home::new("models");
+    home.run(&["tenant", "add", "acme"]).ok();
+    home.run(&["subaccount", "add", "acme", "research"]).ok();
+    let (created, _) =
+        home.create_key(&["--tenant", "acme", "--sub-account", "research", "--models", "gpt-4o-mini,claude-3-5-*"]);
+    let (other, _) = home.create_key(&["--tenant", "acme"]);
+    home.run(&["key", "set-scopes", &other, "--paths", "/v1/", "--models", "gpt-4o"]).ok();
+    home.run(&["tenant", "set-models", "acme", "--models", "gpt-*,claude-*"]).ok();
+    let sub = home.run(&["--json", "subaccount", "set-models", "acme", "research", "--models", "gpt-4o*"]).ok().json();
+    assert_eq!(sub["models"], serde_json::json!(["gpt-4o*"]));
+    // A bad pattern is refused with the field named, and changes nothing.
+    let bad = home.run(&["tenant", "set-models", "acme", "--models", "gpt*4"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("tenants[0].models[0]") && bad.stderr.contains("at the end"), "{}", bad.stderr);
+    home.run(&["publish"]).ok();
+    let policy = published_policy(&home);
+    assert_eq!(policy["tenants"][0]["models"], serde_json::json!(["gpt-*", "claude-*"]));
+    assert_eq!(policy["tenants"][0]["sub_accounts"][1]["models"], serde_json::json!(["gpt-4o*"]));
+    let key = |id: &str| policy["keys"].as_array().unwrap().iter().find(|k| k["id"] == id).unwrap().clone();
+    assert_eq!(key(&created)["models"], serde_json::json!(["gpt-4o-mini", "claude-3-5-*"]));
+    assert_eq!(key(&other)["models"], serde_json::json!(["gpt-4o"]));
+    // set-scopes without --models clears the key's list; no --models clears a tenant's.
+    home.run(&["key", "set-scopes", &other]).ok();
+    home.run(&["tenant", "set-models", "acme"]).ok();
+    home.run(&["publish"]).ok();
+    let policy = published_policy(&home);
+    assert!(policy["tenants"][0].get("models").is_none());
+    let key = |id: &str| policy["keys"].as_array().unwrap().iter().find(|k| k["id"] == id).unwrap().clone();
+    assert!(key(&other).get("models").is_none());
+    let audit = home.audit_text();
+    assert!(audit.contains("tenant.set-models") && audit.contains("subaccount.set-models"));
+}

@@ -211,3 +211,30 @@ fn both_envelope_forms_open_to_the_same_policy() {
     let (a, b) = (open_and_compile(&text, &key).unwrap(), open_and_compile(&binary, &key).unwrap());
     assert_eq!(format!("{:?}", a.keys.iter().collect::<Vec<_>>()), format!("{:?}", b.keys.iter().collect::<Vec<_>>()));
 }
+
+#[test]
+fn model_lists_compile_and_bad_patterns_name_their_field() {
+    let mut doc = base_doc();
+    doc.tenants[0].models = vec!["gpt-4o*".into()];
+    doc.tenants[0].sub_accounts[1].models = vec!["gpt-4o-mini".into()];
+    doc.keys[2].models = vec!["claude-3-5-*".into()];
+    let policy = compile(&doc).unwrap();
+    assert!(policy.tenants[0].models.as_ref().is_some_and(|m| m.allows("gpt-4o-mini")));
+    assert!(policy.sub_accounts[1].models.is_some());
+    assert!(policy.sub_accounts[0].models.is_none());
+    let (id3, _, _) = make_key(3, 0);
+    assert!(policy.keys.get(id3.as_bytes()).unwrap().models().as_ref().is_some_and(|m| m.allows("claude-3-5-haiku")));
+    // A round trip through JSON keeps the lists; a key with models is not a packed record.
+    let json = serde_json::to_vec(&doc).unwrap();
+    assert_eq!(tokenhub_guard::core::bundle::schema::parse(&json).unwrap(), doc);
+    let packed = tokenhub_guard::core::bundle::pack(&doc).unwrap();
+    let sealed = seal_packed(&packed, &BundleKey::from_bytes([7; 32]), doc.version);
+    let opened = tokenhub_guard::core::bundle::open_and_compile(&sealed, &BundleKey::from_bytes([7; 32])).unwrap();
+    assert!(opened.keys.get(id3.as_bytes()).unwrap().models().is_some());
+
+    doc.keys[2].models = vec!["claude".into(), "gpt*4".into()];
+    assert!(compile_err(&doc).starts_with("keys[2].models[1]:"), "{}", compile_err(&doc));
+    doc.keys[2].models.clear();
+    doc.tenants[0].sub_accounts[1].models = vec!["*".into()];
+    assert!(compile_err(&doc).starts_with("tenants[0].sub_accounts[1].models[0]:"), "{}", compile_err(&doc));
+}

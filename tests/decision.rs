@@ -541,3 +541,61 @@ fn denials_name_the_owner_only_once_the_key_is_identified() {
     assert_eq!(subject_of(&claimed), (DenyReason::UnknownKey, None));
     assert_eq!(subject_of(&req(&[])), (DenyReason::MissingCredential, None));
 }
+
+/// The grant of an allowed request, then the body decision for `body`.
+fn model_verdict(policy: &Policy, key: u32, body: &[u8]) -> (bool, Option<Result<(), DenyReason>>) {
+    use tokenhub_guard::core::models::{ModelScanner, DEFAULT_SCAN_BOUND};
+    let r = req(&[("authorization", &bearer(key))]);
+    let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+    let facts =
+        RequestFacts { method: r.method, path: &r.path, headers: &headers, source: r.source, now: r.now, oidc: None };
+    let Decision::Allow(grant) = decide(policy, &facts) else { panic!("headers refused") };
+    if !grant.needs_model() {
+        return (false, None);
+    }
+    let mut scanner = ModelScanner::new(DEFAULT_SCAN_BOUND);
+    let scan = match scanner.feed(body) {
+        tokenhub_guard::core::models::ModelScan::NeedMore => scanner.finish(),
+        done => done,
+    };
+    (true, grant.check_model(&scan))
+}
+
+#[test]
+fn model_allowlists_the_tightest_level_applies() {
+    let p = policy_with(|d| {
+        d.tenants[0].models = vec!["gpt-*".into(), "claude-*".into()];
+        d.tenants[0].sub_accounts[0].models = vec!["gpt-4o*".into()];
+        d.keys[0].models = vec!["gpt-4o-mini".into(), "claude-3-haiku".into()];
+        d.keys[1].models = vec!["claude-3-haiku".into()];
+    });
+    let chat = |m: &str| format!(r#"{{"messages":[],"model":"{m}"}}"#).into_bytes();
+    // Key 1 (acme/research): key ∩ sub-account ∩ tenant.
+    assert_eq!(model_verdict(&p, 1, &chat("gpt-4o-mini")), (true, Some(Ok(()))));
+    assert_eq!(model_verdict(&p, 1, &chat("claude-3-haiku")), (true, Some(Err(DenyReason::ModelNotAllowed))));
+    assert_eq!(model_verdict(&p, 1, &chat("gpt-4o")), (true, Some(Err(DenyReason::ModelNotAllowed))));
+    // Key 2 (acme/sales): key ∩ tenant.
+    assert_eq!(model_verdict(&p, 2, &chat("claude-3-haiku")), (true, Some(Ok(()))));
+    assert_eq!(model_verdict(&p, 2, &chat("gpt-4o-mini")), (true, Some(Err(DenyReason::ModelNotAllowed))));
+    // Unreadable bodies, for restricted keys.
+    for body in [&b"model=gpt-4o-mini"[..], b"{}", b"[]", br#"{"model":"gpt-4o-mini","model":"gpt-4o"}"#] {
+        assert_eq!(model_verdict(&p, 1, body), (true, Some(Err(DenyReason::ModelUnreadable))));
+    }
+    // Key 3 (globex): no rule anywhere, its body is never read.
+    assert_eq!(model_verdict(&p, 3, b"not json"), (false, None));
+}
+
+#[test]
+fn tenant_and_sub_account_model_lists_restrict_their_keys() {
+    let p = policy_with(|d| d.tenants[1].sub_accounts[0].models = vec!["gpt-4o-mini".into()]);
+    assert_eq!(model_verdict(&p, 3, br#"{"model":"gpt-4o-mini"}"#), (true, Some(Ok(()))));
+    assert_eq!(model_verdict(&p, 3, br#"{"model":"o1"}"#), (true, Some(Err(DenyReason::ModelNotAllowed))));
+    assert_eq!(model_verdict(&p, 1, b"not json"), (false, None));
+}
+
+#[test]
+fn model_refusals_are_openai_shaped() {
+    assert_eq!(DenyReason::ModelNotAllowed.status(), 403);
+    assert_eq!(DenyReason::ModelNotAllowed.parts().1, "model_not_allowed");
+    assert_eq!(DenyReason::ModelUnreadable.status(), 400);
+}

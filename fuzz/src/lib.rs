@@ -16,16 +16,18 @@ pub mod input;
 pub mod seeds;
 pub mod targets;
 
-pub use targets::{apikey, bundle_compile, bundle_open, cidr, decision};
+pub use targets::{apikey, bundle_compile, bundle_open, cidr, decision, model_scan, usage};
 
 /// A target body.
 pub type Target = fn(&[u8]);
 
 /// The targets, by name, as `cargo fuzz` knows them.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("bundle_open", bundle_open),
     ("bundle_compile", bundle_compile),
     ("apikey", apikey),
     ("cidr", cidr),
     ("decision", decision),
+    ("model_scan", model_scan),
+    ("usage", usage),
 ];

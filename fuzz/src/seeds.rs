@@ -134,5 +134,28 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in requests {
         out.push(("decision", name.into(), bytes));
     }
+    let bodies: [(&str, &[u8]); 5] = [
+        ("openai", br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true}"#),
+        ("late", br#"{"messages":[{"role":"user","content":"say \"model\""}],"model":"gpt-4o"}"#),
+        ("escaped", br#"{"mod\u0065l":"claude-3-5-\u0073onnet","x":[1,{"model":"n"}]}"#),
+        ("duplicate", br#"{"model":"a","model":"b"}"#),
+        ("not-json", b"model=gpt-4o"),
+    ];
+    for (name, body) in bodies {
+        let mut bytes = vec![3];
+        bytes.extend_from_slice(body);
+        out.push(("model_scan", name.into(), bytes));
+    }
+    let responses: [(&str, u8, &[u8]); 4] = [
+        ("openai-json", 0, br#"{"model":"gpt-4o","usage":{"prompt_tokens":12,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":8},"completion_tokens_details":{"reasoning_tokens":1}}}"#),
+        ("gemini-json", 2, br#"{"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":2,"thoughtsTokenCount":1},"modelVersion":"gemini-2.5-flash"}"#),
+        ("openai-sse", 5, b"data: {\"model\":\"gpt-4o\",\"usage\":null}\n\ndata: {\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12}}\r\n\r\ndata: [DONE]\n\n"),
+        ("anthropic-sse", 7, b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude\",\"usage\":{\"input_tokens\":25,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n"),
+    ];
+    for (name, first, body) in responses {
+        let mut bytes = vec![first];
+        bytes.extend_from_slice(body);
+        out.push(("usage", name.into(), bytes));
+    }
     out
 }

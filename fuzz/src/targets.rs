@@ -241,3 +241,67 @@ pub fn cidr(data: &[u8]) {
         assert_eq!(list.contains(ip), expected, "contains({ip}) (canonical {}) with rules {lines:?}", canonical(ip));
     }
 }
+
+/// Request bodies through the model scanner. The first byte picks a chunk
+/// size. The body is fed as the filter feeds it: to the scanner until it
+/// decides, then the rest to `check_rest` (a duplicate `model` refuses).
+/// Invariants: the verdict does not depend on how the body is chunked; a `Found` model is what serde_json reads as the top-level
+/// `model` of a body that is valid JSON; and a valid JSON object with a
+/// plain string `model` (once, not too long) is always found.
+pub fn model_scan(data: &[u8]) {
+    use tokenhub_guard::core::models::{ModelScan, ModelScanner, Rest, DEFAULT_SCAN_BOUND, MAX_MODEL_LEN};
+    let Some((first, body)) = data.split_first() else { return };
+    let run = |size: usize| {
+        let mut s = ModelScanner::new(DEFAULT_SCAN_BOUND);
+        let mut verdict = ModelScan::NeedMore;
+        for c in body.chunks(size.max(1)) {
+            verdict = match verdict {
+                ModelScan::NeedMore => s.feed(c),
+                ModelScan::Found(m) if s.check_rest(c) == Rest::Fine => ModelScan::Found(m),
+                ModelScan::Found(_) => ModelScan::NotJson,
+                done => return done,
+            };
+        }
+        match verdict {
+            ModelScan::NeedMore => s.finish(),
+            done => done,
+        }
+    };
+    let whole = run(body.len());
+    assert_eq!(run(usize::from(*first % 16) + 1), whole, "chunking changed the result");
+    assert_eq!(run(1), whole, "1-byte chunks changed the result");
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    if let (ModelScan::Found(m), Some(v)) = (&whole, &parsed) {
+        assert_eq!(v["model"].as_str(), Some(m.as_str()), "serde_json reads another model");
+    }
+    let duplicated = body.windows(7).filter(|w| w == b"\"model\"").count() > 1 || body.contains(&b'\\');
+    if let Some(serde_json::Value::Object(o)) = &parsed {
+        if let Some(serde_json::Value::String(m)) = o.get("model") {
+            if !duplicated && !m.is_empty() && m.len() <= MAX_MODEL_LEN {
+                assert_eq!(whole, ModelScan::Found(m.clone()), "a valid body's model was missed");
+            }
+        }
+    }
+}
+
+/// Response bodies through the usage parser, as JSON and as SSE (the first
+/// byte picks the framing and a chunk size). Invariant: the usage and model
+/// read do not depend on the chunking, 1-byte chunks included.
+pub fn usage(data: &[u8]) {
+    use tokenhub_guard::core::usage::{Framing, UsageParser};
+    let Some((first, body)) = data.split_first() else { return };
+    let framing = if first & 1 == 0 { Framing::Json } else { Framing::EventStream };
+    let run = |size: usize| {
+        let mut p = UsageParser::new(framing);
+        for c in body.chunks(size.max(1)) {
+            p.feed(c);
+        }
+        (p.usage(), p.model().map(str::to_string))
+    };
+    let whole = run(body.len());
+    assert_eq!(run(usize::from(first >> 1) % 32 + 1), whole, "chunking changed the usage");
+    assert_eq!(run(1), whole, "1-byte chunks changed the usage");
+    if let Some(u) = whole.0 {
+        assert!(u.cached_input <= u.input.max(u.cached_input));
+    }
+}

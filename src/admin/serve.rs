@@ -426,7 +426,7 @@ fn route_keys(s: &Session, method: &Method, path: &[&str], call: &Call) -> Route
                 sub_account: b.sub_account.unwrap_or_else(|| "default".into()),
                 name: b.name,
                 expires_in: b.expires_in,
-                scopes: ScopeArgs { methods: b.methods, paths: b.paths },
+                scopes: ScopeArgs { methods: b.methods, paths: b.paths, models: Vec::new() },
             };
             created(keys::create(s, &args))
         }

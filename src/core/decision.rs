@@ -1,12 +1,14 @@
-//! The per-request decision, from request headers only (bodies are never
-//! read). Pure: the filter glue gathers the facts, calls `decide`, and
-//! applies the outcome.
+//! The per-request decision, from request headers (`decide`), then, only
+//! for a credential with model allowlists, from the model its body names
+//! (`Grant::check_model`). Pure: the filter glue gathers the facts, calls
+//! these, and applies the outcome.
 
 use crate::core::apikey::{self, KeyFormatError};
 use crate::core::bundle::compile::{Key, Policy, Principal, Provider, Scopes, SubAccount, Tenant};
 use crate::core::bundle::shared::PROVIDER_ROUTING_HEADERS;
 use crate::core::cidr::AllowList;
 use crate::core::errors::DenyReason;
+use crate::core::models::{self, ModelRules, ModelScan};
 use crate::core::secret::{hash_secret, hashes_equal};
 use std::net::IpAddr;
 
@@ -134,6 +136,32 @@ pub struct Grant<'p> {
     /// (header name, value) of the provider credential.
     pub inject: (&'p str, &'p str),
 }
+
+impl<'p> Grant<'p> {
+    /// The model allowlists of the key, sub-account and tenant.
+    pub fn model_rules(&self) -> [&'p Option<ModelRules>; 3] {
+        let key = match self.subject.credential {
+            Credential::Key(k) => k.models(),
+            Credential::Oidc(_) => &NO_MODELS,
+        };
+        [key, &self.subject.sub_account.models, &self.subject.tenant.models]
+    }
+
+    /// Whether the request body must be read for its model (only then is
+    /// it read at all).
+    pub fn needs_model(&self) -> bool {
+        models::any_rules(&self.model_rules())
+    }
+
+    /// The body decision, once the scanner has a result: the model must be
+    /// allowed by every level that lists models (the tightest applies).
+    /// `None`: the scanner needs more of the body.
+    pub fn check_model(&self, scan: &ModelScan) -> Option<Result<(), DenyReason>> {
+        models::verdict(&self.model_rules(), scan)
+    }
+}
+
+static NO_MODELS: Option<ModelRules> = None;
 
 #[derive(Debug)]
 pub enum Decision<'p> {

@@ -95,6 +95,14 @@ deny_reasons! {
         (PERM, "provider_credential_required", "This endpoint stores data at the upstream provider and is only available with your account's own provider credential, not the platform's shared one.");
     ProviderNotConfigured => "provider_not_configured", 503,
         (UNAVAILABLE, "provider_not_configured", "The upstream provider is not configured for this account.");
+    /// The key, sub-account or tenant lists its models and this is not one.
+    ModelNotAllowed => "model_not_allowed", 403,
+        (PERM, "model_not_allowed", "This API key may not use the requested model.");
+    /// A key with a model allowlist sent a body whose model could not be
+    /// read: not a JSON object, no string `model` member near the start, or
+    /// two of them.
+    ModelUnreadable => "model_unreadable", 400,
+        (INVALID, "model_required", "This API key may use only some models: the request body must be a JSON object with one string 'model' member, within the first 4 MiB.");
     QuotaExceeded => "quota_exceeded", 429,
         ("rate_limit_error", "rate_limit_exceeded", "Rate limit reached. Retry after the time in the Retry-After header.");
     FilterFault => "filter_fault", 503, (UNAVAILABLE, "gateway_fault", "The gateway could not evaluate the request.");

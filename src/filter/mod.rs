@@ -1,6 +1,11 @@
 //! The thin glue between Envoy and the core: the only module that calls the
 //! Proxy-Wasm host. It gathers request facts, calls `core::decision::decide`
-//! and applies the outcome. Bodies are never requested.
+//! and applies the outcome. Bodies are read only for a credential with
+//! model allowlists: its request body goes through the bounded model
+//! scanner (the body held until the model is known, then streamed on
+//! untouched) and its response body through the usage parser, whose
+//! counts go to filter state for the access log. Nothing of a body is kept
+//! beyond the scanners' bounded state, or logged.
 
 mod host;
 
@@ -10,7 +15,9 @@ use crate::core::decision::{
     decide, is_stripped_header, Decision, OidcIdentity, RequestFacts, Subject, FORWARDED_FOR_HEADER,
 };
 use crate::core::errors::DenyReason;
+use crate::core::models::{self, ModelRules, ModelScan, ModelScanner, Rest, DEFAULT_SCAN_BOUND};
 use crate::core::quota::{self, Budget, QuotaOutcome};
+use crate::core::usage::{self, Framing, Usage, UsageParser};
 use host::{Metrics, SharedCounters};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -68,7 +75,13 @@ impl RootContext for GuardRoot {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(GuardHttp { policy: self.policy.clone(), metrics: self.metrics.clone(), budget: None }))
+        Some(Box::new(GuardHttp {
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+            budget: None,
+            body: None,
+            meter: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -195,12 +208,33 @@ struct GuardHttp {
     metrics: Option<Rc<Metrics>>,
     /// The tightest quota budget after this request, echoed on the response.
     budget: Option<Budget>,
+    /// A credential with model allowlists: its request body's scan.
+    body: Option<BodyCheck>,
+    /// Its response's usage, once the response is JSON or SSE.
+    meter: Option<Meter>,
+}
+
+/// The request body of a credential with model allowlists.
+struct BodyCheck {
+    rules: [Option<ModelRules>; 3],
+    scanner: ModelScanner,
+    /// Body bytes already scanned (Envoy buffers while the filter pauses).
+    scanned: usize,
+    /// The allowed model, once decided (the rest streams through).
+    decided: Option<String>,
+}
+
+struct Meter {
+    parser: UsageParser,
+    /// What the filter state says so far (written only when it changes).
+    written: Option<Usage>,
+    model_written: bool,
 }
 
 impl Context for GuardHttp {}
 
 impl HttpContext for GuardHttp {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let headers = self.get_http_request_headers_bytes();
         let view: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
         let Some(policy) = self.policy.clone() else {
@@ -260,6 +294,26 @@ impl HttpContext for GuardHttp {
                 if let Some(address) = &forwarded_for {
                     self.set_http_request_header(FORWARDED_FOR_HEADER, Some(address));
                 }
+                if grant.needs_model() {
+                    // Only now is the body read. Proxy-Wasm cannot hold the
+                    // headers and still see the body (a paused
+                    // on_request_headers gets no body callbacks), so the
+                    // headers go on and the body is held (buffered by
+                    // Envoy) until the model is known; a refusal then
+                    // answers locally and resets the upstream request,
+                    // which never received a byte of the body. A request
+                    // without a body names no model (GET /v1/models…): it
+                    // goes on as any other.
+                    if !end_of_stream {
+                        self.body = Some(BodyCheck {
+                            rules: grant.model_rules().map(Clone::clone),
+                            scanner: ModelScanner::new(DEFAULT_SCAN_BOUND),
+                            scanned: 0,
+                            decided: None,
+                        });
+                        return Action::Continue;
+                    }
+                }
                 if let Some(m) = &self.metrics {
                     m.allowed();
                 }
@@ -275,12 +329,75 @@ impl HttpContext for GuardHttp {
         }
     }
 
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(check) = &mut self.body else { return Action::Continue };
+        if check.decided.is_some() {
+            // Streaming on: each callback holds only its own chunk.
+            let chunk = self.get_http_request_body(0, body_size).unwrap_or_default();
+            let rest = self.body.as_mut().map_or(Rest::Fine, |c| c.scanner.check_rest(&chunk));
+            return match rest {
+                Rest::Fine => Action::Continue,
+                Rest::DuplicateModel => self.deny(DenyReason::ModelUnreadable),
+            };
+        }
+        let start = check.scanned;
+        let new = self.get_http_request_body(start, body_size.saturating_sub(start)).unwrap_or_default();
+        let Some(check) = &mut self.body else { return Action::Continue };
+        check.scanned = body_size;
+        let mut scan = check.scanner.feed(&new);
+        if scan == ModelScan::NeedMore && end_of_stream {
+            scan = check.scanner.finish();
+        }
+        let levels = [&check.rules[0], &check.rules[1], &check.rules[2]];
+        match models::verdict(&levels, &scan) {
+            None => Action::Pause,
+            Some(Err(reason)) => self.deny(reason),
+            Some(Ok(())) => {
+                if let ModelScan::Found(model) = scan {
+                    check.decided = Some(model);
+                }
+                if let Some(m) = &self.metrics {
+                    m.allowed();
+                }
+                Action::Continue
+            }
+        }
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Metered: the requests whose body was read for their model.
+        if self.body.as_ref().is_some_and(|c| c.decided.is_some()) {
+            // (One map read: proxy_get_header_map_value is not among the
+            // allowed capabilities.)
+            let framing = self
+                .get_http_response_headers_bytes()
+                .into_iter()
+                .find(|(n, _)| n == "content-type")
+                .and_then(|(_, v)| Framing::from_content_type(&String::from_utf8_lossy(&v)));
+            self.meter = framing.map(|f| Meter { parser: UsageParser::new(f), written: None, model_written: false });
+            let requested = self.body.as_ref().and_then(|c| c.decided.as_deref()).and_then(usage::loggable_model);
+            if let (Some(_), Some(name)) = (&self.meter, requested) {
+                self.set_property(vec!["tokenhub_model"], Some(name.as_bytes()));
+            }
+        }
         if let Some(budget) = self.budget {
             for (name, value) in quota::rate_limit_headers(budget) {
                 self.set_http_response_header(name, Some(&value));
             }
         }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if self.meter.is_none() {
+            return Action::Continue;
+        }
+        let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+        if let Some(meter) = &mut self.meter {
+            meter.parser.feed(&chunk);
+        }
+        // Written as soon as known, so an aborted stream logs what arrived.
+        self.record_usage();
         Action::Continue
     }
 }
@@ -299,6 +416,36 @@ mod fault_injection {
 }
 
 impl GuardHttp {
+    /// Model and token counts into filter state for the access log
+    /// (`%FILTER_STATE(wasm.tokenhub_input_tokens:PLAIN)%`…): numbers and a
+    /// model name only, written when they change.
+    fn record_usage(&mut self) {
+        let Some(meter) = &mut self.meter else { return };
+        let current = meter.parser.usage();
+        let usage_changed = current.is_some() && current != meter.written;
+        meter.written = current.or(meter.written);
+        // The provider's name for the model replaces the one asked for
+        // (written when the response began), once.
+        let model = match (meter.model_written, meter.parser.model()) {
+            (false, Some(m)) => Some(m.to_string()),
+            _ => None,
+        };
+        meter.model_written |= model.is_some();
+        if let Some(name) = model.as_deref().and_then(usage::loggable_model) {
+            self.set_property(vec!["tokenhub_model"], Some(name.as_bytes()));
+        }
+        if let (true, Some(u)) = (usage_changed, current) {
+            for (name, value) in [
+                ("tokenhub_input_tokens", u.input),
+                ("tokenhub_output_tokens", u.output),
+                ("tokenhub_cached_tokens", u.cached_input),
+                ("tokenhub_reasoning_tokens", u.reasoning),
+            ] {
+                self.set_property(vec![name], Some(value.to_string().as_bytes()));
+            }
+        }
+    }
+
     /// Removes the client's credential and every `x-tokenhub-*` header
     /// (any case, `_` spellings too) except those in `overwritten`, which
     /// the caller sets next.
@@ -342,6 +489,9 @@ impl GuardHttp {
     }
 
     fn deny_with(&mut self, reason: DenyReason, extra: &[(&str, String)]) -> Action {
+        // A refused request is not metered (its local reply names no model).
+        self.body = None;
+        self.meter = None;
         if let Some(m) = &self.metrics {
             m.denied(reason);
         }

@@ -23,6 +23,10 @@ pub struct ScopeArgs {
     /// Allowed path prefixes, comma separated (default: any).
     #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
+    /// Allowed models, comma separated: exact names or `prefix*` (default:
+    /// any; with a list, the request body is read for its model).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
 }
 
 impl ScopeArgs {
@@ -34,6 +38,11 @@ impl ScopeArgs {
             methods: self.methods.iter().map(|m| m.trim().to_ascii_uppercase()).collect(),
             path_prefixes: self.paths.iter().map(|p| p.trim().to_string()).collect(),
         })
+    }
+
+    /// The model list (trimmed; empty = any model).
+    pub fn models(&self) -> Vec<String> {
+        self.models.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect()
     }
 }
 
@@ -69,6 +78,11 @@ pub fn create(s: &Session, args: &KeyCreate) -> Result<Reply, AdminError> {
             scopes: args.scopes.to_doc(),
         };
         let issued = ops::create_key(d, new, c.now)?;
+        let models = args.scopes.models();
+        if !models.is_empty() {
+            ops::key_mut(d, &issued.key_id)?.models = models;
+            ops::validate(d)?;
+        }
         c.target.key_id = Some(issued.key_id.clone());
         Ok(issued)
     })?;
@@ -183,14 +197,31 @@ pub fn delete(s: &Session, id: &str) -> Result<Reply, AdminError> {
 
 pub fn set_scopes(s: &Session, id: &str, scopes: &ScopeArgs) -> Result<Reply, AdminError> {
     let doc_scopes = scopes.to_doc();
+    let models = scopes.models();
     s.mutate(Op::policy("key.set-scopes", Scope::Tenant, Target::key(id)), |d, _| {
-        ops::key_mut(d, id)?.scopes = doc_scopes.clone();
+        let key = ops::key_mut(d, id)?;
+        key.scopes = doc_scopes.clone();
+        key.models = models.clone();
         ops::validate(d)
     })?;
     Ok(Reply::new(
-        format!("key {id} scopes set to {}; {}", scopes_text(doc_scopes.as_ref()), s.apply_hint()),
-        json!({"key_id": id, "scopes": doc_scopes}),
+        format!(
+            "key {id} scopes set to {}, models {}; {}",
+            scopes_text(doc_scopes.as_ref()),
+            models_text(&models),
+            s.apply_hint()
+        ),
+        json!({"key_id": id, "scopes": doc_scopes, "models": models}),
     ))
+}
+
+/// A model list for messages: "any" when empty.
+pub fn models_text(models: &[String]) -> String {
+    if models.is_empty() {
+        "any".into()
+    } else {
+        models.join(",")
+    }
 }
 
 /// `expires_in`: a duration from now, or `None` for never.

@@ -84,6 +84,32 @@ pub fn set_client_address(s: &Session, id: &str, forward: bool) -> Result<Reply,
     ))
 }
 
+/// Replaces the models a tenant (`sub = None`) or one of its sub-accounts
+/// may use: exact names or `prefix*`; empty = any model.
+pub fn set_models(s: &Session, tenant: &str, sub: Option<&str>, models: &[String]) -> Result<Reply, AdminError> {
+    let models: Vec<String> = models.iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+    let (action, scope, target, what) = match sub {
+        None => ("tenant.set-models", Scope::Platform, Target::tenant(tenant), format!("tenant {tenant}")),
+        Some(id) => (
+            "subaccount.set-models",
+            Scope::Tenant,
+            Target::sub_account(tenant, id),
+            format!("sub-account {tenant}/{id}"),
+        ),
+    };
+    s.mutate(Op::policy(action, scope, target), |d, _| {
+        match sub {
+            None => ops::tenant_mut(d, tenant)?.models = models.clone(),
+            Some(id) => ops::sub_account_mut(d, tenant, id)?.models = models.clone(),
+        }
+        ops::validate(d)
+    })?;
+    Ok(Reply::new(
+        format!("{what} models set to {}; {}", super::keys::models_text(&models), s.apply_hint()),
+        json!({"tenant": tenant, "sub_account": sub, "models": models}),
+    ))
+}
+
 /// A tenant without secrets: provider secrets are shown by provider id only.
 pub fn tenant_json(doc: &StoreDoc, t: &TenantDoc) -> Value {
     json!({

@@ -153,6 +153,13 @@ pub enum TenantCmd {
         #[arg(value_enum)]
         action: ClientAddress,
     },
+    /// Models the tenant's keys may use: exact names or `prefix*`, comma
+    /// separated; no --models = any model.
+    SetModels {
+        id: String,
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+    },
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -165,10 +172,29 @@ pub enum ClientAddress {
 
 #[derive(Subcommand, Debug)]
 pub enum SubAccountCmd {
-    Add { tenant: String, id: String },
-    List { tenant: String },
-    Disable { tenant: String, id: String },
-    Enable { tenant: String, id: String },
+    Add {
+        tenant: String,
+        id: String,
+    },
+    List {
+        tenant: String,
+    },
+    Disable {
+        tenant: String,
+        id: String,
+    },
+    Enable {
+        tenant: String,
+        id: String,
+    },
+    /// Models the sub-account's keys may use (narrows the tenant's list):
+    /// exact names or `prefix*`, comma separated; no --models = any model.
+    SetModels {
+        tenant: String,
+        id: String,
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -60,6 +60,7 @@ fn tenant(s: &Session, c: &TenantCmd) -> Result<Reply, AdminError> {
         TenantCmd::ClientAddress { id, action } => {
             tenants::set_client_address(s, id, matches!(action, ClientAddress::Forward))
         }
+        TenantCmd::SetModels { id, models } => tenants::set_models(s, id, None, models),
     }
 }
 
@@ -69,6 +70,7 @@ fn sub_account(s: &Session, c: &SubAccountCmd) -> Result<Reply, AdminError> {
         SubAccountCmd::List { tenant } => tenants::sub_list(s, tenant),
         SubAccountCmd::Disable { tenant, id } => tenants::sub_set_status(s, tenant, id, Status::Disabled),
         SubAccountCmd::Enable { tenant, id } => tenants::sub_set_status(s, tenant, id, Status::Active),
+        SubAccountCmd::SetModels { tenant, id, models } => tenants::set_models(s, tenant, Some(id), models),
     }
 }
 

@@ -7,6 +7,7 @@ use super::schema::{BundleDoc, IpAllowlistDoc, QuotaDoc, QuotaMode, ScopesDoc, S
 use super::shared::SharedEndpoint;
 use crate::core::apikey;
 use crate::core::cidr::AllowList;
+use crate::core::models::ModelRules;
 use crate::core::secret::hash_from_hex;
 use std::collections::{HashMap, HashSet};
 use zeroize::Zeroizing;
@@ -37,6 +38,7 @@ pub struct Tenant {
     pub active: bool,
     pub allowlist: Option<AllowList>,
     pub quota: Option<QuotaDoc>,
+    pub models: Option<ModelRules>,
     /// Per provider index: this tenant's rendered header value, if it brings its own secret.
     pub provider_values: HashMap<usize, String>,
     /// The provider gets the client's address in `x-forwarded-for`.
@@ -51,6 +53,7 @@ pub struct SubAccount {
     pub allowlist: Option<AllowList>,
     pub scopes: Option<Scopes>,
     pub quota: Option<QuotaDoc>,
+    pub models: Option<ModelRules>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -181,6 +184,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
             active: t.status == Status::Active,
             allowlist: compile_allowlist(t.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
             quota: compile_quota(t.quota, &format!("{at}.quota"))?,
+            models: compile_models(&t.models, &format!("{at}.models"))?,
             provider_values,
             forward_client_address: t.forward_client_address,
         });
@@ -197,6 +201,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
                 allowlist: compile_allowlist(s.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
                 scopes: compile_scopes(s.scopes.as_ref(), &format!("{at}.scopes"))?,
                 quota: compile_quota(s.quota, &format!("{at}.quota"))?,
+                models: compile_models(&s.models, &format!("{at}.models"))?,
             });
         }
     }
@@ -234,13 +239,14 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy, packed: KeyTable) -> Resul
             )),
             None => None,
         };
-        let limits = if k.scopes.is_none() && k.ip_allowlist.is_none() && k.quota.is_none() {
+        let limits = if k.scopes.is_none() && k.ip_allowlist.is_none() && k.quota.is_none() && k.models.is_empty() {
             None
         } else {
             Some(KeyLimits {
                 scopes: compile_scopes(k.scopes.as_ref(), &format!("{}.scopes", at()))?,
                 allowlist: compile_allowlist(k.ip_allowlist.as_ref(), &format!("{}.ip_allowlist", at()))?,
                 quota: compile_quota(k.quota, &format!("{}.quota", at()))?,
+                models: compile_models(&k.models, &format!("{}.models", at()))?,
             })
         };
         let key = LimitedKey {
@@ -312,6 +318,10 @@ fn compile_scopes(doc: Option<&ScopesDoc>, at: &str) -> Result<Option<Scopes>, S
         check_path_prefix(p, &format!("{at}.path_prefixes[{i}]"))?;
     }
     Ok(Some(Scopes { methods: d.methods.clone(), path_prefixes: d.path_prefixes.clone() }))
+}
+
+fn compile_models(list: &[String], at: &str) -> Result<Option<ModelRules>, String> {
+    ModelRules::compile(list).map_err(|(i, e)| format!("{at}[{i}]: {e}"))
 }
 
 fn compile_quota(doc: Option<QuotaDoc>, at: &str) -> Result<Option<QuotaDoc>, String> {

@@ -10,6 +10,7 @@
 use super::schema::{KeyDoc, Status};
 use crate::core::apikey::{self, KEY_ID_LEN};
 use crate::core::cidr::AllowList;
+use crate::core::models::ModelRules;
 use crate::core::secret::SecretHash;
 use std::collections::HashMap;
 use zeroize::Zeroizing;
@@ -49,8 +50,10 @@ pub struct KeyLimits {
     pub scopes: Option<Scopes>,
     pub allowlist: Option<AllowList>,
     pub quota: Option<QuotaDoc>,
+    pub models: Option<ModelRules>,
 }
 
+static NO_MODELS: Option<ModelRules> = None;
 static NO_SCOPES: Option<Scopes> = None;
 static NO_ALLOWLIST: Option<AllowList> = None;
 
@@ -66,6 +69,11 @@ impl<'p> Key<'p> {
 
     pub fn allowlist(&self) -> &'p Option<AllowList> {
         self.limits.map_or(&NO_ALLOWLIST, |l| &l.allowlist)
+    }
+
+    /// The key's own model allowlist, if it has one.
+    pub fn models(&self) -> &'p Option<ModelRules> {
+        self.limits.map_or(&NO_MODELS, |l| &l.models)
     }
 
     pub fn quota(&self) -> Option<&'p QuotaDoc> {
@@ -101,7 +109,7 @@ impl LimitedKey {
 
 /// Whether a key fits in a record (nothing beyond the record's fields).
 pub fn is_plain(k: &KeyDoc) -> bool {
-    k.previous.is_none() && k.scopes.is_none() && k.ip_allowlist.is_none() && k.quota.is_none()
+    k.previous.is_none() && k.scopes.is_none() && k.ip_allowlist.is_none() && k.quota.is_none() && k.models.is_empty()
 }
 
 pub fn encode_record(

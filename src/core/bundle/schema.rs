@@ -106,6 +106,10 @@ pub struct TenantDoc {
     pub ip_allowlist: Option<IpAllowlistDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaDoc>,
+    /// Allowed models: exact names and `prefix*` patterns; empty or absent
+    /// = any model (the request body is then never read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
     /// Provider id → this tenant's own upstream secret (overrides the
     /// provider's default secret).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -130,6 +134,10 @@ pub struct SubAccountDoc {
     pub scopes: Option<ScopesDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaDoc>,
+    /// Allowed models: exact names and `prefix*` patterns; empty or absent
+    /// = any model (the request body is then never read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +170,10 @@ pub struct KeyDoc {
     pub ip_allowlist: Option<IpAllowlistDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaDoc>,
+    /// Allowed models: exact names and `prefix*` patterns; empty or absent
+    /// = any model (the request body is then never read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,4 @@
+//! See `tokenhub_guard_fuzz::usage` for what this target checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tokenhub_guard_fuzz::usage(data));
