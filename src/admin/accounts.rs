@@ -83,9 +83,11 @@ impl Principal {
         self.role == Role::Platform
     }
 
-    /// May this principal see and change objects of `tenant`?
-    pub fn covers_tenant(&self, tenant: &str) -> bool {
-        self.is_platform() || self.tenant.as_deref() == Some(tenant)
+    /// Which tenants this principal may see and act on: every one for a
+    /// platform admin, its own for a tenant admin (never an object of no
+    /// tenant). The one filter of every listing and of `authorize`.
+    pub fn sees(&self, tenant: Option<&str>) -> bool {
+        self.is_platform() || (tenant.is_some() && self.tenant.as_deref() == tenant)
     }
 }
 
@@ -107,7 +109,7 @@ pub enum Need {
 pub fn authorize(who: &Principal, need: &Need) -> Result<(), AdminError> {
     let allowed = match need {
         Need::Platform => who.is_platform(),
-        Need::Tenant(Some(t)) => who.covers_tenant(t),
+        Need::Tenant(Some(t)) => who.sees(Some(t)),
         Need::Tenant(None) => who.is_platform(),
         Need::Itself(name) => who.is_platform() || &who.name == name,
         Need::Anyone => true,
@@ -139,7 +141,7 @@ pub fn no_such_key(id: &str) -> AdminError {
 /// tenant X's".
 pub fn authorize_key(who: &Principal, key_id: &str, tenant: Option<&str>) -> Result<(), AdminError> {
     match tenant {
-        Some(t) if who.covers_tenant(t) => Ok(()),
+        Some(t) if who.sees(Some(t)) => Ok(()),
         None if who.is_platform() => Ok(()),
         _ => Err(no_such_key(key_id)),
     }

@@ -206,6 +206,19 @@ impl Session<'_> {
         }
     }
 
+    /// The one authorization rule, for reads and changes: may `who` act on
+    /// `given` (as the caller named it) with `scope`, `resolved` being the
+    /// same target with its tenant looked up. An object named by key id: a
+    /// tenant admin gets the same "not found" for another tenant's key as
+    /// for a missing one.
+    fn authorize(who: &Principal, scope: Scope, given: &Target, resolved: &Target) -> Result<(), AdminError> {
+        let by_key = given.tenant.is_none() && scope == Scope::Tenant;
+        match (&given.key_id, by_key) {
+            (Some(id), true) => authorize_key(who, id, resolved.tenant.as_deref()),
+            _ => authorize(who, &Self::need(scope, resolved)),
+        }
+    }
+
     fn need(scope: Scope, target: &Target) -> Need {
         match scope {
             Scope::Platform => Need::Platform,
@@ -245,14 +258,7 @@ impl Session<'_> {
                 return Err(fail.error);
             }
         };
-        // An object named by key id: a tenant admin gets the same "not
-        // found" for another tenant's key as for a missing one.
-        let by_key = op.target.tenant.is_none() && op.scope == Scope::Tenant;
-        let allowed = match (&op.target.key_id, by_key) {
-            (Some(id), true) => authorize_key(&principal, id, target.tenant.as_deref()),
-            _ => authorize(&principal, &Self::need(op.scope, &target)),
-        };
-        if let Err(e) = allowed {
+        if let Err(e) = Self::authorize(&principal, op.scope, &op.target, &target) {
             let event = self.event(&principal.name, op.action, target, Outcome::Denied, Some(e.to_string()));
             self.record_and_commit(store, &mut doc, event)?;
             return Err(e);
@@ -287,17 +293,34 @@ impl Session<'_> {
         }
     }
 
-    /// Runs a read: identify the admin (no 2FA: reads change nothing) and
-    /// hand `f` the document and the principal, which must filter by tenant.
-    pub fn read<T>(&self, f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>) -> Result<T, AdminError> {
-        self.read_bound(true, f)
+    /// Runs a read, authorized as a change is (`mutate`): identify the admin
+    /// (no 2FA: reads change nothing), check `scope` against `target` (its
+    /// tenant looked up from a key id), then hand `f` the document and the
+    /// admin. A listing reads with `Scope::Anyone` and keeps only what
+    /// `Principal::sees` allows.
+    pub fn read<T>(
+        &self,
+        scope: Scope,
+        target: Target,
+        f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        self.read_checked(true, scope, target, f)
     }
 
-    /// `read`, refusing a store and log that are not bound to each other
-    /// (with `check`), or leaving that to `f` (`audit verify` reports it).
-    pub fn read_bound<T>(
+    /// A read by any admin that leaves a store and log that are not bound to
+    /// each other to `f` (`audit verify` reports it) instead of refusing.
+    pub fn read_unbound<T>(
+        &self,
+        f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        self.read_checked(false, Scope::Anyone, Target::default(), f)
+    }
+
+    fn read_checked<T>(
         &self,
         check: bool,
+        scope: Scope,
+        target: Target,
         f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
         let mut doc = self.store.load()?;
@@ -311,7 +334,12 @@ impl Session<'_> {
             })??;
         }
         match self.identify(&doc) {
-            Ok(p) => f(&doc, &p),
+            Ok(who) => {
+                let mut resolved = target.clone();
+                Self::resolve(&doc, &mut resolved);
+                Self::authorize(&who, scope, &target, &resolved)?;
+                f(&doc, &who)
+            }
             Err(fail) => {
                 let event = self.event(
                     &fail.actor,
@@ -511,7 +539,7 @@ impl Session<'_> {
         match &self.claim {
             Claim::Anonymous => Err(AdminError::Usage("say which admin you are: --as NAME (or TOKENHUB_ADMIN)".into())),
             Claim::Named(n) => Ok(n.clone()),
-            Claim::Token(_) => self.read(|_, who| Ok(who.name.clone())),
+            Claim::Token(_) => self.read(Scope::Anyone, Target::default(), |_, who| Ok(who.name.clone())),
         }
     }
 
@@ -591,7 +619,9 @@ mod tests {
         let secured = store("secured", true);
         let e = add_tenant(&session(&secured, Claim::Anonymous, None, T0), "acme").unwrap_err();
         assert_eq!(e.exit_code(), 4);
-        let e = session(&secured, Claim::Anonymous, None, T0).read(|_, _| Ok(())).unwrap_err();
+        let e = session(&secured, Claim::Anonymous, None, T0)
+            .read(Scope::Anyone, Target::default(), |_, _| Ok(()))
+            .unwrap_err();
         assert_eq!(e.exit_code(), 4);
         assert_eq!(outcomes(&secured), [Outcome::AuthFailed, Outcome::AuthFailed]);
     }
@@ -641,7 +671,9 @@ mod tests {
         let e = add_tenant(&session(&store, Claim::Named("ann".into()), None, T0), "x").unwrap_err();
         assert!(e.to_string().contains("2fa enroll"), "{e}");
         // Reading is fine.
-        let who = session(&store, Claim::Named("ann".into()), None, T0).read(|_, who| Ok(who.name.clone())).unwrap();
+        let who = session(&store, Claim::Named("ann".into()), None, T0)
+            .read(Scope::Anyone, Target::default(), |_, who| Ok(who.name.clone()))
+            .unwrap();
         assert_eq!(who, "ann");
     }
 }

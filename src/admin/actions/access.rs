@@ -4,7 +4,6 @@
 
 use super::render::quota_text;
 use super::Reply;
-use crate::admin::accounts::{authorize, authorize_key, Need, Principal};
 use crate::admin::audit::Target;
 use crate::admin::ops;
 use crate::admin::session::{Op, Scope, Session};
@@ -131,7 +130,7 @@ pub fn ip_change(s: &Session, target: &TargetArgs, change: IpChange<'_>) -> Resu
         reply =
             reply.warn(format!("this allowlist is enabled and empty: {} now refuses every address", target.describe()));
     } else {
-        let locked_out = s.read(|doc, _| Ok(locked_out(doc, target)))?;
+        let locked_out = s.read(Scope::Anyone, Target::default(), |doc, _| Ok(locked_out(doc, target)))?;
         if !locked_out.is_empty() {
             reply = reply.warn(format!(
                 "no address is in every enabled allowlist (tenant, sub-account and key) of: {}",
@@ -188,9 +187,7 @@ fn reachable(lists: &[Option<&IpAllowlistDoc>]) -> bool {
 }
 
 pub fn ip_list(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
-    let audit_target = target.audit_target()?;
-    s.read(|doc, who| {
-        authorize_target(who, doc, &audit_target)?;
+    s.read(Scope::Tenant, target.audit_target()?, |doc, _| {
         let mut doc = doc.clone();
         let list = allowlist_mut(&mut doc, target)?.clone().unwrap_or_default();
         let mut text = format!(
@@ -203,24 +200,6 @@ pub fn ip_list(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
         }
         Ok(Reply::new(text, json!(list)))
     })
-}
-
-/// The tenant a target belongs to (a key's tenant is looked up).
-/// A read's authorization; a key named by id is "not found" to a tenant
-/// admin whether it is missing or another tenant's.
-fn authorize_target(who: &Principal, doc: &StoreDoc, t: &Target) -> Result<(), AdminError> {
-    match (&t.tenant, &t.key_id) {
-        (None, Some(k)) => authorize_key(who, k, tenant_of(doc, t).as_deref()),
-        _ => authorize(who, &Need::Tenant(tenant_of(doc, t))),
-    }
-}
-
-fn tenant_of(doc: &StoreDoc, t: &Target) -> Option<String> {
-    match (&t.tenant, &t.key_id) {
-        (Some(tenant), _) => Some(tenant.clone()),
-        (None, Some(k)) => doc.policy.keys.iter().find(|key| &key.id == k).map(|key| key.tenant.clone()),
-        _ => None,
-    }
 }
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -282,9 +261,7 @@ fn write_quota(
 }
 
 pub fn quota_show(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
-    let audit_target = target.audit_target()?;
-    s.read(|doc, who| {
-        authorize_target(who, doc, &audit_target)?;
+    s.read(Scope::Tenant, target.audit_target()?, |doc, _| {
         let mut copy = doc.clone();
         let own = *quota_mut(&mut copy, target)?;
         let effective = effective_quota(doc, target);
@@ -328,8 +305,7 @@ pub fn quota_mode_set(s: &Session, mode: QuotaMode) -> Result<Reply, AdminError>
 }
 
 pub fn quota_mode_show(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        authorize(who, &Need::Anyone)?;
+    s.read(Scope::Anyone, Target::default(), |doc, _| {
         let mode = doc.policy.quota_mode;
         Ok(Reply::new(format!("quota mode: {}", mode.label()), json!({"quota_mode": mode})))
     })

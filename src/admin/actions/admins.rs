@@ -3,7 +3,7 @@
 
 use super::render::{date, status_str, table};
 use super::Reply;
-use crate::admin::accounts::{self, authorize, AdminAccount, Need, Role};
+use crate::admin::accounts::{self, AdminAccount, Role};
 use crate::admin::audit::{rfc3339, Target};
 use crate::admin::session::{Op, Scope, Session};
 use crate::admin::store::StoreDoc;
@@ -62,12 +62,9 @@ fn role_text(role: Role, tenant: Option<&str>) -> String {
 }
 
 pub fn list(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        let visible: Vec<&AdminAccount> = doc
-            .admins
-            .iter()
-            .filter(|a| who.is_platform() || a.name == who.name || (a.tenant.is_some() && a.tenant == who.tenant))
-            .collect();
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
+        let visible: Vec<&AdminAccount> =
+            doc.admins.iter().filter(|a| a.name == who.name || who.sees(a.tenant.as_deref())).collect();
         let rows: Vec<Vec<String>> = visible.iter().map(|a| admin_row(a, s.now)).collect();
         let text = table(&["ADMIN", "ROLE", "TENANT", "STATUS", "2FA", "RECOVERY", "TOKENS", "CREATED"], &rows);
         Ok(Reply::new(text, Value::Array(visible.iter().map(|a| admin_json(a, s.now)).collect())))
@@ -173,8 +170,7 @@ pub fn token_create(s: &Session, name: &str, label: &str) -> Result<Reply, Admin
 }
 
 pub fn token_list(s: &Session, name: &str) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        authorize(who, &Need::Itself(name.into()))?;
+    s.read(Scope::Itself, Target::admin(name), |doc, _| {
         let a = accounts::find(&doc.admins, name).ok_or_else(|| AdminError::NotFound(format!("no admin {name:?}")))?;
         let rows: Vec<Vec<String>> =
             a.tokens.iter().map(|t| vec![t.id.clone(), t.label.clone(), date(Some(t.created_at))]).collect();
@@ -323,7 +319,7 @@ pub fn reset(s: &Session, name: &str) -> Result<Reply, AdminError> {
 }
 
 pub fn status(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
         if who.bootstrap {
             return Ok(Reply::new(
                 "acting as bootstrap (no admin named); 2FA is not yet required on this store",

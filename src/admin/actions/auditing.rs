@@ -3,8 +3,9 @@
 
 use super::Reply;
 use crate::admin::accounts::Principal;
+use crate::admin::audit::Target;
 use crate::admin::audit::{parse_time, AuditLog, Entry, Filter, Outcome, VerifyReport};
-use crate::admin::session::{check_binding, Session};
+use crate::admin::session::{check_binding, Scope, Session};
 use crate::admin::AdminError;
 use serde::Deserialize;
 use serde_json::json;
@@ -35,7 +36,7 @@ pub fn entry_line(e: &Entry) -> String {
 }
 
 fn visible(who: &Principal, e: &Entry) -> bool {
-    who.is_platform() || (e.target.tenant.is_some() && e.target.tenant == who.tenant) || e.actor == who.name
+    who.sees(e.target.tenant.as_deref()) || e.actor == who.name
 }
 
 /// A tenant admin's own entry about another tenant's object (a key id it
@@ -58,7 +59,7 @@ fn entries_reply(entries: Vec<Entry>) -> Reply {
 }
 
 pub fn tail(s: &Session, n: usize) -> Result<Reply, AdminError> {
-    s.read(|_, who| {
+    s.read(Scope::Anyone, Target::default(), |_, who| {
         let mut entries: Vec<Entry> = AuditLog::new(s.store.paths.audit())
             .entries()?
             .into_iter()
@@ -104,7 +105,7 @@ pub fn search(s: &Session, args: &SearchArgs) -> Result<Reply, AdminError> {
         since: time(&args.since)?,
         until: time(&args.until)?,
     };
-    s.read(|_, who| {
+    s.read(Scope::Anyone, Target::default(), |_, who| {
         let entries: Vec<Entry> = AuditLog::new(s.store.paths.audit())
             .entries()?
             .into_iter()
@@ -120,7 +121,7 @@ pub fn search(s: &Session, args: &SearchArgs) -> Result<Reply, AdminError> {
 /// appended first (under the lock); any other disagreement is reported.
 pub fn verify_report(s: &Session) -> Result<VerifyReport, AdminError> {
     s.store.locked(|store| store.load().map(|doc| check_binding(store, &doc, true)))??.ok();
-    s.read_bound(false, |doc, _| {
+    s.read_unbound(|doc, _| {
         let mut audit = doc.audit.clone();
         let key = audit.key_bytes()?;
         AuditLog::new(s.store.paths.audit()).verify(&key, doc.audit.head.as_ref())
@@ -177,7 +178,7 @@ pub fn usage(s: &Session, args: &UsageArgs) -> Result<Reply, AdminError> {
     // "Z" sorts before every line of its second, an upper bound with it after.
     let since = time(&args.since)?.map(|t| t.trim_end_matches('Z').to_string());
     let until = time(&args.until)?;
-    s.read(|_, who| {
+    s.read(Scope::Anyone, Target::default(), |_, who| {
         let tenant = match (&who.tenant, who.is_platform()) {
             (_, true) => args.tenant.clone(),
             (Some(own), false) if args.tenant.as_ref().is_none_or(|t| t == own) => Some(own.clone()),

@@ -5,7 +5,6 @@
 
 use super::render::table;
 use super::Reply;
-use crate::admin::accounts::{authorize, Need};
 use crate::admin::audit::Target;
 use crate::admin::ops;
 use crate::admin::session::{Op, Scope, Session};
@@ -61,12 +60,12 @@ pub fn map(s: &Session, a: &MapArgs) -> Result<Reply, AdminError> {
             .collect();
         for owner in previous {
             c.also_tenants.push(owner.clone());
-            authorize(&c.principal, &Need::Tenant(Some(owner.clone()))).map_err(|_| {
-                AdminError::Forbidden(format!(
+            if !c.principal.sees(Some(&owner)) {
+                return Err(AdminError::Forbidden(format!(
                     "{} {}={} is mapped to another tenant; only an admin of that tenant (or a platform admin) may move it: ask them to `oidc unmap` it first",
                     a.issuer, a.claim, a.value
-                ))
-            })?;
+                )));
+            }
         }
         d.policy.oidc.retain(|o| !(o.issuer == a.issuer && o.claim == a.claim && o.value == a.value));
         d.policy.oidc.push(OidcPrincipalDoc {
@@ -97,7 +96,7 @@ pub struct UnmapArgs {
 }
 
 pub fn unmap(s: &Session, a: &UnmapArgs) -> Result<Reply, AdminError> {
-    let tenant = s.read(|doc, _| {
+    let tenant = s.read(Scope::Anyone, Target::default(), |doc, _| {
         doc.policy
             .oidc
             .iter()
@@ -113,8 +112,8 @@ pub fn unmap(s: &Session, a: &UnmapArgs) -> Result<Reply, AdminError> {
 }
 
 pub fn list(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        let visible: Vec<&OidcPrincipalDoc> = doc.policy.oidc.iter().filter(|o| who.covers_tenant(&o.tenant)).collect();
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
+        let visible: Vec<&OidcPrincipalDoc> = doc.policy.oidc.iter().filter(|o| who.sees(Some(&o.tenant))).collect();
         let rows: Vec<Vec<String>> = visible
             .iter()
             .map(|o| {

@@ -3,7 +3,7 @@
 
 use super::render::{date, quota_text, scopes_text, status_str, table};
 use super::Reply;
-use crate::admin::accounts::{authorize, Need};
+use crate::admin::accounts::no_such_key;
 use crate::admin::audit::{AuditLog, Filter, Target};
 use crate::admin::ops::{self, IssuedKey, NewKey};
 use crate::admin::session::{Op, Scope, Session};
@@ -94,15 +94,16 @@ fn issued_reply(issued: &IssuedKey, what: &str) -> Reply {
 }
 
 pub fn list(s: &Session, tenant: Option<&str>) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        if let Some(t) = tenant {
-            authorize(who, &Need::Tenant(Some(t.into())))?;
-        }
+    let (scope, target) = match tenant {
+        Some(t) => (Scope::Tenant, Target::tenant(t)),
+        None => (Scope::Anyone, Target::default()),
+    };
+    s.read(scope, target, |doc, who| {
         let keys: Vec<&KeyDoc> = doc
             .policy
             .keys
             .iter()
-            .filter(|k| who.covers_tenant(&k.tenant) && tenant.is_none_or(|t| k.tenant == t))
+            .filter(|k| who.sees(Some(&k.tenant)) && tenant.is_none_or(|t| k.tenant == t))
             .collect();
         let rows: Vec<Vec<String>> = keys.iter().map(|k| key_row(doc, k)).collect();
         let text = table(
@@ -129,25 +130,11 @@ fn key_row(doc: &StoreDoc, k: &KeyDoc) -> Vec<String> {
 }
 
 pub fn show(s: &Session, id: &str) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        let k = find_visible(doc, who, id)?;
+    s.read(Scope::Tenant, Target::key(id), |doc, _| {
+        let k = doc.policy.keys.iter().find(|k| k.id == id).ok_or_else(|| no_such_key(id))?;
         let v = key_json(doc, k);
         Ok(Reply::new(serde_json::to_string_pretty(&v).unwrap_or_default(), v))
     })
-}
-
-/// A key the principal may see; another tenant's key is "not found" to a
-/// tenant admin, so key ids of other tenants cannot be probed.
-fn find_visible<'a>(
-    doc: &'a StoreDoc,
-    who: &crate::admin::accounts::Principal,
-    id: &str,
-) -> Result<&'a KeyDoc, AdminError> {
-    doc.policy
-        .keys
-        .iter()
-        .find(|k| k.id == id && who.covers_tenant(&k.tenant))
-        .ok_or_else(|| AdminError::NotFound(format!("no key {id:?}; list them with `tokenhub-admin key list`")))
 }
 
 /// Everything about a key except its hashes.

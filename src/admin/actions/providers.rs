@@ -31,7 +31,7 @@ pub fn set(
 }
 
 pub fn list(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
         let rows: Vec<Value> = doc
             .policy
             .providers
@@ -42,7 +42,7 @@ pub fn list(s: &Session) -> Result<Reply, AdminError> {
                     .policy
                     .tenants
                     .iter()
-                    .filter(|t| who.covers_tenant(&t.id) && t.provider_secrets.contains_key(&p.id))
+                    .filter(|t| who.sees(Some(&t.id)) && t.provider_secrets.contains_key(&p.id))
                     .map(|t| &t.id)
                     .collect();
                 json!({"id": p.id, "path_prefix": p.path_prefix, "header": p.header, "format": p.format,

@@ -32,7 +32,7 @@ pub fn publish(s: &Session, ecds: Option<&Path>, wasm: Option<&Path>) -> Result<
 }
 
 pub fn status(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
         let actual = doc.published.as_ref().map(|p| {
             std::fs::read(&p.path).ok().map(|b| crate::core::secret::to_hex(&<sha2::Sha256 as sha2::Digest>::digest(&b)))
         });
@@ -40,13 +40,9 @@ pub fn status(s: &Session) -> Result<Reply, AdminError> {
         let secured = Session::secured(doc);
         let gateways = xds::registry::read(&s.store.paths.home);
         // A tenant admin sees its own tenant's counts, not the platform's.
-        let tenants = doc.policy.tenants.iter().filter(|t| who.covers_tenant(&t.id)).count();
-        let keys = doc.policy.keys.iter().filter(|k| who.covers_tenant(&k.tenant)).count();
-        let admins = doc
-            .admins
-            .iter()
-            .filter(|a| who.is_platform() || (a.tenant.is_some() && a.tenant == who.tenant))
-            .count();
+        let tenants = doc.policy.tenants.iter().filter(|t| who.sees(Some(&t.id))).count();
+        let keys = doc.policy.keys.iter().filter(|k| who.sees(Some(&k.tenant))).count();
+        let admins = doc.admins.iter().filter(|a| who.sees(a.tenant.as_deref())).count();
         let json = json!({
             "store_revision": doc.revision,
             "tenants": tenants,

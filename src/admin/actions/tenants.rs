@@ -2,7 +2,6 @@
 
 use super::render::{quota_text, status_str, table};
 use super::Reply;
-use crate::admin::accounts::{authorize, Need, Principal};
 use crate::admin::audit::Target;
 use crate::admin::ops;
 use crate::admin::session::{Op, Scope, Session};
@@ -19,8 +18,8 @@ pub fn add(s: &Session, id: &str, name: &str, region: &str) -> Result<Reply, Adm
 }
 
 pub fn list(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        let visible: Vec<&TenantDoc> = doc.policy.tenants.iter().filter(|t| who.covers_tenant(&t.id)).collect();
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
+        let visible: Vec<&TenantDoc> = doc.policy.tenants.iter().filter(|t| who.sees(Some(&t.id))).collect();
         let rows: Vec<Vec<String>> = visible
             .iter()
             .map(|t| {
@@ -40,8 +39,7 @@ pub fn list(s: &Session) -> Result<Reply, AdminError> {
 }
 
 pub fn show(s: &Session, id: &str) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        authorize(who, &Need::Tenant(Some(id.into())))?;
+    s.read(Scope::Tenant, Target::tenant(id), |doc, _| {
         let v = tenant_json(doc, ops::tenant(doc, id)?);
         Ok(Reply::new(serde_json::to_string_pretty(&v).unwrap_or_default(), v))
     })
@@ -90,8 +88,7 @@ pub fn sub_add(s: &Session, tenant: &str, id: &str) -> Result<Reply, AdminError>
 }
 
 pub fn sub_list(s: &Session, tenant: &str) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        authorize(who, &Need::Tenant(Some(tenant.into())))?;
+    s.read(Scope::Tenant, Target::tenant(tenant), |doc, _| {
         let t = ops::tenant(doc, tenant)?;
         let rows: Vec<Vec<String>> = t
             .sub_accounts
@@ -117,9 +114,4 @@ pub fn sub_set_status(s: &Session, tenant: &str, id: &str, status: Status) -> Re
         format!("sub-account {tenant}/{id} {}; {}", status_str(status), s.apply_hint()),
         json!({"tenant": tenant, "sub_account": id, "status": status}),
     ))
-}
-
-/// Tenants a principal may see (for listings elsewhere).
-pub fn visible<'a>(doc: &'a StoreDoc, who: &'a Principal) -> impl Iterator<Item = &'a TenantDoc> {
-    doc.policy.tenants.iter().filter(move |t| who.covers_tenant(&t.id))
 }
