@@ -29,7 +29,7 @@ pub fn key_mut<'a>(doc: &'a mut StoreDoc, id: &str) -> Result<&'a mut KeyDoc, Ad
     doc.policy.keys.iter_mut().find(|k| k.id == id).ok_or_else(|| not_found("key", id))
 }
 
-fn not_found(kind: &str, id: &str) -> AdminError {
+pub fn not_found(kind: &str, id: &str) -> AdminError {
     AdminError::NotFound(format!("no {kind} {id:?}; list them with `tokenhub-admin {} list`", kind.replace('-', "")))
 }
 

@@ -10,7 +10,7 @@
 
 mod http;
 
-use super::actions::access::{IpChange, QuotaArgs, TargetArgs};
+use super::actions::access::{IpChange, Level};
 use super::actions::auditing::SearchArgs;
 use super::actions::keys::{KeyCreate, ScopeArgs};
 use super::actions::{access, admins, auditing, keys, providers, system, tenants, Reply};
@@ -19,7 +19,7 @@ use super::ops::ProviderSpec;
 use super::session::{Claim, Session};
 use super::store::Store;
 use super::{safe_serde_error, unix_now, AdminError};
-use crate::core::bundle::schema::Status;
+use crate::core::bundle::schema::{QuotaDoc, Status};
 use http::{AuthCache, Failures, Head, Method, Refusal, Slots, Workers};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -449,15 +449,23 @@ struct IpBody {
     cidrs: Vec<String>,
 }
 
-impl IpBody {
-    fn target(&self) -> TargetArgs {
-        TargetArgs { tenant: self.tenant.clone(), sub_account: self.sub_account.clone(), key: self.key.clone() }
-    }
+/// `?tenant=…[&sub_account=…]` or `?key=…`.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct LevelQuery {
+    tenant: Option<String>,
+    sub_account: Option<String>,
+    key: Option<String>,
+}
+
+fn level_query(call: &Call) -> Result<Level, AdminError> {
+    let q: LevelQuery = query(call)?;
+    Level::parse(q.tenant, q.sub_account, q.key)
 }
 
 fn route_ip(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
-        (Method::Get, []) => ok(access::ip_list(s, &query::<TargetArgs>(call)?)),
+        (Method::Get, []) => ok(access::ip_list(s, &level_query(call)?)),
         (Method::Post, [verb]) => {
             let b: IpBody = body(call)?;
             let change = match *verb {
@@ -470,7 +478,7 @@ fn route_ip(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed 
             if matches!(change, IpChange::Allow(c) | IpChange::Deny(c) if c.is_empty()) {
                 return Err(AdminError::Usage("give \"cidrs\": [\"203.0.113.0/24\", …]".into()));
             }
-            ok(access::ip_change(s, &b.target(), change))
+            ok(access::ip_change(s, &Level::parse(b.tenant.clone(), b.sub_account.clone(), b.key.clone())?, change))
         }
         _ => Err(no_route(method, &call.path)),
     }
@@ -493,17 +501,13 @@ struct QuotaBody {
 
 fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
-        (Method::Get, []) => ok(access::quota_show(s, &query::<TargetArgs>(call)?)),
+        (Method::Get, []) => ok(access::quota_show(s, &level_query(call)?)),
         (Method::Put, []) => {
             let b: QuotaBody = body(call)?;
-            let args = QuotaArgs {
-                target: TargetArgs { tenant: b.tenant, sub_account: b.sub_account, key: b.key },
-                per_minute: b.per_minute,
-                per_day: b.per_day,
-            };
-            ok(access::quota_set(s, &args))
+            let level = Level::parse(b.tenant, b.sub_account, b.key)?;
+            ok(access::quota_set(s, &level, QuotaDoc { per_minute: b.per_minute, per_day: b.per_day }))
         }
-        (Method::Delete, []) => ok(access::quota_clear(s, &query::<TargetArgs>(call)?)),
+        (Method::Delete, []) => ok(access::quota_clear(s, &level_query(call)?)),
         _ => Err(no_route(method, &call.path)),
     }
 }

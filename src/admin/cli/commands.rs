@@ -1,10 +1,12 @@
 //! The command tree (clap). Each group's `after_help` shows real examples.
 
 use crate::admin::accounts::Role;
-use crate::admin::actions::access::{QuotaArgs, TargetArgs};
+use crate::admin::actions::access::Level;
 use crate::admin::actions::auditing::{SearchArgs, UsageArgs};
 use crate::admin::actions::identities::{MapArgs, UnmapArgs};
 use crate::admin::actions::keys::{KeyCreate, ScopeArgs};
+use crate::admin::AdminError;
+use crate::core::bundle::schema::QuotaDoc;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -198,6 +200,41 @@ pub enum KeyCmd {
         #[arg(long)]
         never: bool,
     },
+}
+
+/// Which level a command is about: a tenant, one of its sub-accounts, or a key.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetArgs {
+    #[arg(long, required_unless_present = "key")]
+    pub tenant: Option<String>,
+    #[arg(long, requires = "tenant")]
+    pub sub_account: Option<String>,
+    #[arg(long, conflicts_with_all = ["tenant", "sub_account"])]
+    pub key: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn level(&self) -> Result<Level, AdminError> {
+        Level::parse(self.tenant.clone(), self.sub_account.clone(), self.key.clone())
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct QuotaArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Requests per minute (omit for no per-minute limit).
+    #[arg(long)]
+    pub per_minute: Option<u64>,
+    /// Requests per day (omit for no daily limit).
+    #[arg(long)]
+    pub per_day: Option<u64>,
+}
+
+impl QuotaArgs {
+    pub fn quota(&self) -> QuotaDoc {
+        QuotaDoc { per_minute: self.per_minute, per_day: self.per_day }
+    }
 }
 
 #[derive(Subcommand, Debug)]

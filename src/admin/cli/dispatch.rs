@@ -85,19 +85,19 @@ fn key(s: &Session, c: &KeyCmd) -> Result<Reply, AdminError> {
 
 fn ip(s: &Session, c: &IpCmd) -> Result<Reply, AdminError> {
     match c {
-        IpCmd::Allow { target, cidrs } => access::ip_change(s, target, IpChange::Allow(cidrs)),
-        IpCmd::Deny { target, cidrs } => access::ip_change(s, target, IpChange::Deny(cidrs)),
-        IpCmd::Enable { target } => access::ip_change(s, target, IpChange::Enabled(true)),
-        IpCmd::Disable { target } => access::ip_change(s, target, IpChange::Enabled(false)),
-        IpCmd::List { target } => access::ip_list(s, target),
+        IpCmd::Allow { target, cidrs } => access::ip_change(s, &target.level()?, IpChange::Allow(cidrs)),
+        IpCmd::Deny { target, cidrs } => access::ip_change(s, &target.level()?, IpChange::Deny(cidrs)),
+        IpCmd::Enable { target } => access::ip_change(s, &target.level()?, IpChange::Enabled(true)),
+        IpCmd::Disable { target } => access::ip_change(s, &target.level()?, IpChange::Enabled(false)),
+        IpCmd::List { target } => access::ip_list(s, &target.level()?),
     }
 }
 
 fn quota(s: &Session, c: &QuotaCmd) -> Result<Reply, AdminError> {
     match c {
-        QuotaCmd::Set(args) => access::quota_set(s, args),
-        QuotaCmd::Show { target } => access::quota_show(s, target),
-        QuotaCmd::Clear { target } => access::quota_clear(s, target),
+        QuotaCmd::Set(args) => access::quota_set(s, &args.target.level()?, args.quota()),
+        QuotaCmd::Show { target } => access::quota_show(s, &target.level()?),
+        QuotaCmd::Clear { target } => access::quota_clear(s, &target.level()?),
         QuotaCmd::Mode { mode: Some(mode) } => access::quota_mode_set(s, (*mode).into()),
         QuotaCmd::Mode { mode: None } => access::quota_mode_show(s),
     }
