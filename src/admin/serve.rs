@@ -11,8 +11,8 @@
 mod http;
 
 use super::actions::access::{IpChange, Level};
-use super::actions::auditing::SearchArgs;
-use super::actions::keys::{KeyCreate, ScopeArgs};
+use super::actions::auditing::AuditQuery;
+use super::actions::keys::{KeySpec, Scopes};
 use super::actions::{access, admins, auditing, keys, providers, system, tenants, Reply};
 use super::cli::commands::ServeArgs;
 use super::ops::ProviderSpec;
@@ -240,7 +240,7 @@ fn respond_to(store: &Store, head: &Head, call: &Call) -> (u16, Value) {
         otp: head.header("x-tokenhub-otp").map(|v| Zeroizing::new(v.to_string())),
         via: "http",
         now: unix_now(),
-        auto_publish: true,
+        publish: Some(super::publish::publish_hook),
     };
     let path: Vec<&str> = call.path.iter().map(String::as_str).collect();
     let result = match path.split_first() {
@@ -403,6 +403,13 @@ struct ExpiryBody {
 
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
+struct ScopesBody {
+    methods: Vec<String>,
+    paths: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 struct KeyListQuery {
     tenant: Option<String>,
 }
@@ -412,12 +419,12 @@ fn route_keys(s: &Session, method: &Method, path: &[&str], call: &Call) -> Route
         (Method::Get, []) => ok(keys::list(s, query::<KeyListQuery>(call)?.tenant.as_deref())),
         (Method::Post, []) => {
             let b: KeyCreateBody = body(call)?;
-            let args = KeyCreate {
+            let args = KeySpec {
                 tenant: b.tenant,
-                sub_account: b.sub_account.unwrap_or_else(|| "default".into()),
+                sub_account: b.sub_account,
                 name: b.name,
                 expires_in: b.expires_in,
-                scopes: ScopeArgs { methods: b.methods, paths: b.paths },
+                scopes: Scopes { methods: b.methods, paths: b.paths },
             };
             created(keys::create(s, &args))
         }
@@ -430,7 +437,10 @@ fn route_keys(s: &Session, method: &Method, path: &[&str], call: &Call) -> Route
         (Method::Post, [id, "disable"]) => ok(keys::set_status(s, id, Status::Disabled)),
         (Method::Post, [id, "enable"]) => ok(keys::set_status(s, id, Status::Active)),
         (Method::Post, [id, "revoke"]) => ok(keys::incident_revoke(s, id)),
-        (Method::Put, [id, "scopes"]) => ok(keys::set_scopes(s, id, &body::<ScopeArgs>(call)?)),
+        (Method::Put, [id, "scopes"]) => {
+            let b: ScopesBody = body(call)?;
+            ok(keys::set_scopes(s, id, &Scopes { methods: b.methods, paths: b.paths }))
+        }
         (Method::Put, [id, "expiry"]) => ok(keys::set_expiry(s, id, body::<ExpiryBody>(call)?.expires_in.as_deref())),
         _ => Err(no_route(method, &call.path)),
     }
@@ -550,7 +560,7 @@ fn route_providers(s: &Session, method: &Method, path: &[&str], call: &Call) -> 
             let spec = ProviderSpec {
                 id: id.to_string(),
                 path_prefix: b.path_prefix,
-                header: b.header.to_ascii_lowercase(),
+                header: b.header,
                 format: b.format,
                 shared_preset: b.shared_preset,
                 shared_endpoints: b.shared_endpoints,
@@ -569,18 +579,39 @@ struct TailQuery {
     n: Option<usize>,
 }
 
+/// `GET /v1/audit/search` (besides `failures`, read apart: it is a flag).
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct SearchQuery {
+    tenant: Option<String>,
+    key: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
 fn route_audit(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
         (Method::Get, ["tail"]) => ok(auditing::tail(s, query::<TailQuery>(call)?.n.unwrap_or(20))),
         (Method::Get, ["search"]) => {
             // Query values are strings; `failures` arrives as "true".
-            let mut args: SearchArgs = query(&Call {
+            let q: SearchQuery = query(&Call {
                 query: call.query.iter().filter(|(k, _)| k != "failures").cloned().collect(),
                 method: call.method.clone(),
                 path: Vec::new(),
                 body: Value::Null,
             })?;
-            args.failures = call.query.iter().any(|(k, v)| k == "failures" && v != "false");
+            let failures = call.query.iter().any(|(k, v)| k == "failures" && v != "false");
+            let args = AuditQuery {
+                tenant: q.tenant,
+                key: q.key,
+                actor: q.actor,
+                action: q.action,
+                since: q.since,
+                until: q.until,
+                failures,
+            };
             ok(auditing::search(s, &args))
         }
         (Method::Get, ["verify"]) => {

@@ -88,9 +88,14 @@ pub struct Session<'a> {
     /// `cli` or `http`, recorded in the audit log.
     pub via: &'static str,
     pub now: u64,
-    /// Publish the bundle in the same commit as every policy change.
-    pub auto_publish: bool,
+    /// Publish the bundle in the same commit as every policy change (the
+    /// HTTP service, `--publish`): `publish::publish_hook`. The session
+    /// knows no publisher of its own.
+    pub publish: Option<PublishHook>,
 }
+
+/// Writes what the document now holds where the gateways read it.
+pub type PublishHook = fn(&mut StoreDoc, u64) -> Result<(), AdminError>;
 
 /// A refused authentication: the error for the caller, what to audit.
 struct AuthFailure {
@@ -266,8 +271,8 @@ impl Session<'_> {
         let mut work = doc.clone();
         let mut ctx = Ctx { principal, now: self.now, target, keep_on_error: false, note, also_tenants: Vec::new() };
         let result = f(&mut work, &mut ctx).and_then(|v| {
-            if self.auto_publish && op.changes_policy {
-                super::publish::publish_configured(&mut work, None, None, self.now)?;
+            if let (Some(publish), true) = (self.publish, op.changes_policy) {
+                publish(&mut work, self.now)?;
             }
             Ok(v)
         });
@@ -545,7 +550,7 @@ impl Session<'_> {
 
     /// How a change takes effect: published already, or on the next publish.
     pub fn apply_hint(&self) -> &'static str {
-        if self.auto_publish {
+        if self.publish.is_some() {
             "published"
         } else {
             "publish to apply"
@@ -592,7 +597,7 @@ mod tests {
     }
 
     fn session<'a>(store: &'a Store, claim: Claim, otp: Option<&str>, now: u64) -> Session<'a> {
-        Session { store, claim, otp: otp.map(|c| Zeroizing::new(c.into())), via: "cli", now, auto_publish: false }
+        Session { store, claim, otp: otp.map(|c| Zeroizing::new(c.into())), via: "cli", now, publish: None }
     }
 
     fn add_tenant(s: &Session, id: &str) -> Result<(), AdminError> {

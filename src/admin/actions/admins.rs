@@ -164,7 +164,7 @@ pub fn token_create(s: &Session, name: &str, label: &str) -> Result<Reply, Admin
         format!("token {id} created for admin {name}\n{}", token.as_str()),
         json!({"admin": name, "token_id": id, "token": token.as_str()}),
     )
-    .warn(
+    .shown_once(
         "This is the only time the token is shown. Send it as `authorization: Bearer TOKEN` to `tokenhub-admin serve`.",
     ))
 }
@@ -225,7 +225,7 @@ pub fn enroll(s: &Session, png: Option<&Path>) -> Result<Reply, AdminError> {
     }
     text.push_str(&format!("Then activate it: tokenhub-admin 2fa verify --as {name}   (enter the code the app shows)"));
     Ok(Reply::new(text, json!({"admin": name, "otpauth_uri": uri.as_str(), "secret": secret.as_str(), "png": png}))
-        .warn("The QR code and URI contain the 2FA secret: do not share or log them."))
+        .shown_once("The QR code and URI contain the 2FA secret: do not share or log them."))
 }
 
 fn qr_code(uri: &str) -> Result<qrcode::QrCode, AdminError> {
@@ -283,7 +283,7 @@ fn recovery_reply(name: &str, codes: &[Zeroizing<String>], what: &str) -> Reply 
         ),
         json!({"admin": name, "two_factor": true, "recovery_codes": list}),
     )
-    .warn("These recovery codes are shown only now.")
+    .shown_once("These recovery codes are shown only now.")
 }
 
 pub fn recovery_codes(s: &Session) -> Result<Reply, AdminError> {

@@ -7,7 +7,6 @@ use crate::admin::audit::Target;
 use crate::admin::audit::{parse_time, AuditLog, Entry, Filter, Outcome, VerifyReport};
 use crate::admin::session::{check_binding, Scope, Session};
 use crate::admin::AdminError;
-use serde::Deserialize;
 use serde_json::json;
 
 /// One entry as a line for a terminal.
@@ -72,30 +71,23 @@ pub fn tail(s: &Session, n: usize) -> Result<Reply, AdminError> {
     })
 }
 
-#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SearchArgs {
-    #[arg(long)]
+/// Which audit entries `search` returns (all given conditions hold).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
     pub tenant: Option<String>,
-    #[arg(long)]
     pub key: Option<String>,
-    #[arg(long)]
     pub actor: Option<String>,
     /// An action (`key.rotate`) or a family ending in a dot (`key.`, `2fa.`, `auth.`).
-    #[arg(long)]
     pub action: Option<String>,
     /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
-    #[arg(long)]
     pub since: Option<String>,
     /// Until (same forms as --since).
-    #[arg(long)]
     pub until: Option<String>,
     /// Only refusals (denied, auth failures, lockouts, errors).
-    #[arg(long)]
     pub failures: bool,
 }
 
-pub fn search(s: &Session, args: &SearchArgs) -> Result<Reply, AdminError> {
+pub fn search(s: &Session, args: &AuditQuery) -> Result<Reply, AdminError> {
     let time = |t: &Option<String>| t.as_deref().map(|t| parse_time(t, s.now).map_err(AdminError::Usage)).transpose();
     let filter = Filter {
         tenant: args.tenant.clone(),
@@ -145,28 +137,23 @@ pub fn verify(s: &Session) -> Result<Reply, AdminError> {
     )))
 }
 
-#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UsageArgs {
+/// What `usage` reads and which rows it keeps.
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
     /// Envoy's JSON access log (metadata only; see envoy/local/envoy.yaml.tmpl).
-    #[arg(long, env = "TOKENHUB_ACCESS_LOG")]
     pub access_log: std::path::PathBuf,
-    #[arg(long)]
     pub tenant: Option<String>,
-    #[arg(long)]
     pub key: Option<String>,
     /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
-    #[arg(long)]
     pub since: Option<String>,
     /// Until (same forms as --since).
-    #[arg(long)]
     pub until: Option<String>,
 }
 
 /// Requests, denials by reason, client IPs, first and last seen per tenant,
 /// sub-account and key, from the access log. A tenant admin sees only its
 /// own tenant's rows (and never the anonymous ones).
-pub fn usage(s: &Session, args: &UsageArgs) -> Result<Reply, AdminError> {
+pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
     use crate::admin::usage::{report, UsageFilter};
     use std::io::BufRead;
     let time = |t: &Option<String>| {

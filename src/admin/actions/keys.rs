@@ -10,22 +10,17 @@ use crate::admin::session::{Op, Scope, Session};
 use crate::admin::store::StoreDoc;
 use crate::admin::{parse_duration, publish, AdminError};
 use crate::core::bundle::schema::{KeyDoc, ScopesDoc, Status};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// Scopes of a key: methods and path prefixes (none = any).
-#[derive(clap::Args, Debug, Default, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScopeArgs {
-    /// Allowed HTTP methods, comma separated (default: any).
-    #[arg(long, value_delimiter = ',')]
+/// Scopes of a key or an identity: methods and path prefixes (none = any),
+/// as given; `to_doc` normalises them.
+#[derive(Debug, Default, Clone)]
+pub struct Scopes {
     pub methods: Vec<String>,
-    /// Allowed path prefixes, comma separated (default: any).
-    #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
 }
 
-impl ScopeArgs {
+impl Scopes {
     pub fn to_doc(&self) -> Option<ScopesDoc> {
         if self.methods.is_empty() && self.paths.is_empty() {
             return None;
@@ -37,37 +32,30 @@ impl ScopeArgs {
     }
 }
 
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct KeyCreate {
-    #[arg(long)]
+/// A key to create.
+#[derive(Debug, Clone, Default)]
+pub struct KeySpec {
     pub tenant: String,
-    #[arg(long, default_value = "default")]
-    pub sub_account: String,
+    /// `None`: the tenant's `default` sub-account.
+    pub sub_account: Option<String>,
     /// A label to recognise the key by (not secret).
-    #[arg(long, default_value = "")]
     pub name: String,
     /// Expire after this long, e.g. 90d.
-    #[arg(long)]
     pub expires_in: Option<String>,
-    #[command(flatten)]
-    pub scopes: ScopeArgs,
+    pub scopes: Scopes,
 }
 
 fn duration(text: &str) -> Result<u64, AdminError> {
     parse_duration(text).map_err(AdminError::Usage)
 }
 
-pub fn create(s: &Session, args: &KeyCreate) -> Result<Reply, AdminError> {
+pub fn create(s: &Session, args: &KeySpec) -> Result<Reply, AdminError> {
     let expires_at = args.expires_in.as_deref().map(duration).transpose()?.map(|d| s.now.saturating_add(d));
-    let target = Target::sub_account(&args.tenant, &args.sub_account);
+    let sub_account = args.sub_account.as_deref().unwrap_or(ops::DEFAULT_SUB_ACCOUNT);
+    let target = Target::sub_account(&args.tenant, sub_account);
     let issued = s.mutate(Op::policy("key.create", Scope::Tenant, target), |d, c| {
-        let new = NewKey {
-            tenant: &args.tenant,
-            sub_account: &args.sub_account,
-            name: &args.name,
-            expires_at,
-            scopes: args.scopes.to_doc(),
-        };
+        let new =
+            NewKey { tenant: &args.tenant, sub_account, name: &args.name, expires_at, scopes: args.scopes.to_doc() };
         let issued = ops::create_key(d, new, c.now)?;
         c.target.key_id = Some(issued.key_id.clone());
         Ok(issued)
@@ -90,7 +78,7 @@ fn issued_reply(issued: &IssuedKey, what: &str) -> Reply {
         format!("key {} {what}\n{}", issued.key_id, issued.key.as_str()),
         json!({"key_id": issued.key_id, "key": issued.key.as_str()}),
     )
-    .warn("This is the only time the key is shown. Store it in a secret manager.")
+    .shown_once("This is the only time the key is shown. Store it in a secret manager.")
 }
 
 pub fn list(s: &Session, tenant: Option<&str>) -> Result<Reply, AdminError> {
@@ -168,7 +156,7 @@ pub fn delete(s: &Session, id: &str) -> Result<Reply, AdminError> {
     Ok(Reply::new(format!("key {id} deleted; {}", s.apply_hint()), json!({"key_id": id, "deleted": true})))
 }
 
-pub fn set_scopes(s: &Session, id: &str, scopes: &ScopeArgs) -> Result<Reply, AdminError> {
+pub fn set_scopes(s: &Session, id: &str, scopes: &Scopes) -> Result<Reply, AdminError> {
     let doc_scopes = scopes.to_doc();
     s.mutate(Op::policy("key.set-scopes", Scope::Tenant, Target::key(id)), |d, _| {
         ops::key_mut(d, id)?.scopes = doc_scopes.clone();

@@ -1,11 +1,12 @@
 //! Whole-store operations: publish, status, exporting the bundle key.
 
 use super::render::date;
+use super::setup::write_secret_file;
 use super::Reply;
 use crate::admin::audit::Target;
 use crate::admin::publish;
 use crate::admin::session::{Op, Scope, Session};
-use crate::admin::{fsutil, xds, AdminError};
+use crate::admin::{xds, AdminError};
 use serde_json::json;
 use std::path::Path;
 
@@ -104,8 +105,7 @@ fn gateway_lines(state: &xds::registry::State) -> String {
 /// Writes Envoy's TOKENHUB_BUNDLE_KEY to a 0600 file (platform only, audited).
 pub fn bundle_key(s: &Session, out: &Path) -> Result<Reply, AdminError> {
     s.mutate(Op::new("bundle-key.export", Scope::Platform, Target::default()), |d, c| {
-        let text = zeroize::Zeroizing::new(format!("{}\n", d.bundle_key));
-        fsutil::write_atomic(out, text.as_bytes(), 0o600).map_err(|e| AdminError::io(out, e))?;
+        write_secret_file(out, &d.bundle_key)?;
         c.note = Some(format!("written to {}", out.display()));
         Ok(())
     })?;
@@ -118,8 +118,7 @@ pub fn bundle_key(s: &Session, out: &Path) -> Result<Reply, AdminError> {
 pub fn sync(s: &Session, bundle_key_out: Option<&Path>) -> Result<Reply, AdminError> {
     let info = s.system("system.sync", |d| {
         if let Some(out) = bundle_key_out {
-            let text = zeroize::Zeroizing::new(format!("{}\n", d.bundle_key));
-            fsutil::write_atomic(out, text.as_bytes(), 0o600).map_err(|e| AdminError::io(out, e))?;
+            write_secret_file(out, &d.bundle_key)?;
         }
         publish::publish_configured(d, None, None, s.now)
     })?;

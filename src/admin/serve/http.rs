@@ -453,7 +453,7 @@ impl Failures {
             otp: None,
             via: "http",
             now: unix_now(),
-            auto_publish: false,
+            publish: None,
         };
         if let Err(e) = session.record_events(events) {
             eprintln!("tokenhub-admin serve: could not audit failed authentications: {e}");
