@@ -10,8 +10,8 @@
 //! over HTTP), and every change needs that admin's TOTP or recovery code. An
 //! admin without 2FA may then only read and enroll its own 2FA.
 
-use super::accounts::{self, authorize, authorize_key, Need, Principal};
 use super::audit::{self, AuditLog, Entry, Event, Outcome, Target};
+use super::store::admins::{self, authorize, authorize_key, Actor, Need};
 use super::store::{Store, StoreDoc};
 use super::totp::{self, CodeKind, Refusal};
 use super::AdminError;
@@ -27,7 +27,7 @@ pub enum Claim {
     Token(Zeroizing<String>),
 }
 
-/// What an operation requires, resolved against its target.
+/// Whom a read or a change is allowed to, resolved against its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Platform,
@@ -38,9 +38,9 @@ pub enum Scope {
     Anyone,
 }
 
-/// An operation as the session sees it.
+/// A change as the session sees it (`mutate`).
 #[derive(Debug, Clone)]
-pub struct Op {
+pub struct Change {
     pub action: &'static str,
     pub scope: Scope,
     pub target: Target,
@@ -53,7 +53,7 @@ pub struct Op {
     pub enrolling: bool,
 }
 
-impl Op {
+impl Change {
     pub fn new(action: &'static str, scope: Scope, target: Target) -> Self {
         Self { action, scope, target, changes_policy: false, exempt_2fa: false, enrolling: false }
     }
@@ -66,7 +66,7 @@ impl Op {
 /// Given to an operation: the acting admin, the clock, and its target (which
 /// it may complete, e.g. with the id of the key it created).
 pub struct Ctx {
-    pub principal: Principal,
+    pub actor: Actor,
     pub now: u64,
     pub target: Target,
     /// Commit the operation's changes to the store even though it fails
@@ -113,20 +113,20 @@ impl AuthFailure {
 impl Session<'_> {
     /// Whether this store requires 2FA and named admins (see module docs).
     pub fn secured(doc: &StoreDoc) -> bool {
-        doc.two_factor_required || accounts::secured(&doc.admins)
+        doc.two_factor_required || admins::secured(&doc.admins)
     }
 
     /// The claimed actor's name for audit lines before authentication.
     fn claimed_name(&self) -> String {
         match &self.claim {
-            Claim::Anonymous => accounts::BOOTSTRAP_ACTOR.into(),
+            Claim::Anonymous => admins::BOOTSTRAP_ACTOR.into(),
             Claim::Named(n) => n.clone(),
             Claim::Token(_) => "(token)".into(),
         }
     }
 
     /// Identifies the acting admin (no 2FA check).
-    fn identify(&self, doc: &StoreDoc) -> Result<Principal, AuthFailure> {
+    fn identify(&self, doc: &StoreDoc) -> Result<Actor, AuthFailure> {
         let name = match &self.claim {
             Claim::Anonymous if Self::secured(doc) => {
                 return Err(AuthFailure::new(
@@ -136,15 +136,15 @@ impl Session<'_> {
                     ),
                 ))
             }
-            Claim::Anonymous => return Ok(Principal::bootstrap()),
+            Claim::Anonymous => return Ok(Actor::bootstrap()),
             Claim::Named(n) => n.clone(),
-            Claim::Token(t) => match accounts::by_token(&doc.admins, t) {
+            Claim::Token(t) => match admins::by_token(&doc.admins, t) {
                 Some(a) => a.name.clone(),
                 None => return Err(AuthFailure::new("-", AdminError::Auth("invalid or revoked admin token".into()))),
             },
         };
-        match accounts::find(&doc.admins, &name) {
-            Some(a) if a.status == crate::core::bundle::schema::Status::Active => Ok(Principal::of(a)),
+        match admins::find(&doc.admins, &name) {
+            Some(a) if a.status == crate::core::bundle::schema::Status::Active => Ok(Actor::of(a)),
             Some(_) => Err(AuthFailure::new(&name, AdminError::Auth(format!("admin {name:?} is disabled")))),
             None => Err(AuthFailure::new(
                 &name,
@@ -155,15 +155,15 @@ impl Session<'_> {
 
     /// Identifies the admin and, for a change, checks its second factor.
     /// Returns a note for the audit line (e.g. a recovery code was used).
-    fn authenticate(&self, doc: &mut StoreDoc, op: &Op) -> Result<(Principal, Option<String>), AuthFailure> {
+    fn authenticate(&self, doc: &mut StoreDoc, change: &Change) -> Result<(Actor, Option<String>), AuthFailure> {
         let who = self.identify(doc)?;
-        if who.bootstrap || op.exempt_2fa {
+        if who.bootstrap || change.exempt_2fa {
             return Ok((who, None));
         }
         let secured = Self::secured(doc);
-        let account = accounts::find_mut(&mut doc.admins, &who.name).map_err(|e| AuthFailure::new(&who.name, e))?;
+        let account = admins::find_mut(&mut doc.admins, &who.name).map_err(|e| AuthFailure::new(&who.name, e))?;
         if !account.second_factor.enabled() {
-            if secured && !op.enrolling {
+            if secured && !change.enrolling {
                 return Err(AuthFailure::new(
                     &who.name,
                     AdminError::Auth(format!(
@@ -204,7 +204,7 @@ impl Session<'_> {
             target.tenant.get_or_insert_with(|| k.tenant.clone());
             target.sub_account.get_or_insert_with(|| k.sub_account.clone());
         }
-        if let Some(a) = target.admin.as_ref().and_then(|n| accounts::find(&doc.admins, n)) {
+        if let Some(a) = target.admin.as_ref().and_then(|n| admins::find(&doc.admins, n)) {
             if target.tenant.is_none() {
                 target.tenant.clone_from(&a.tenant);
             }
@@ -216,7 +216,7 @@ impl Session<'_> {
     /// same target with its tenant looked up. An object named by key id: a
     /// tenant admin gets the same "not found" for another tenant's key as
     /// for a missing one.
-    fn authorize(who: &Principal, scope: Scope, given: &Target, resolved: &Target) -> Result<(), AdminError> {
+    fn authorize(who: &Actor, scope: Scope, given: &Target, resolved: &Target) -> Result<(), AdminError> {
         let by_key = given.tenant.is_none() && scope == Scope::Tenant;
         match (&given.key_id, by_key) {
             (Some(id), true) => authorize_key(who, id, resolved.tenant.as_deref()),
@@ -238,47 +238,47 @@ impl Session<'_> {
     /// are committed even when the change is not.
     pub fn mutate<T>(
         &self,
-        op: Op,
+        change: Change,
         f: impl FnOnce(&mut StoreDoc, &mut Ctx) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
-        self.store.locked(|store| self.mutate_locked(store, op, f))?
+        self.store.locked(|store| self.mutate_locked(store, change, f))?
     }
 
     fn mutate_locked<T>(
         &self,
         store: &Store,
-        op: Op,
+        change: Change,
         f: impl FnOnce(&mut StoreDoc, &mut Ctx) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
         let mut doc = store.load()?;
         check_binding(store, &doc, true)?;
-        let mut target = op.target.clone();
+        let mut target = change.target.clone();
         Self::resolve(&doc, &mut target);
-        let (principal, note) = match self.authenticate(&mut doc, &op) {
+        let (actor, note) = match self.authenticate(&mut doc, &change) {
             Ok(p) => p,
             Err(fail) => {
-                let event = self.event(&fail.actor, op.action, target, fail.outcome, Some(fail.error.to_string()));
+                let event = self.event(&fail.actor, change.action, target, fail.outcome, Some(fail.error.to_string()));
                 // A counted failure changed the 2FA state; commit it either way.
                 self.record_and_commit(store, &mut doc, event)?;
                 return Err(fail.error);
             }
         };
-        if let Err(e) = Self::authorize(&principal, op.scope, &op.target, &target) {
-            let event = self.event(&principal.name, op.action, target, Outcome::Denied, Some(e.to_string()));
+        if let Err(e) = Self::authorize(&actor, change.scope, &change.target, &target) {
+            let event = self.event(&actor.name, change.action, target, Outcome::Denied, Some(e.to_string()));
             self.record_and_commit(store, &mut doc, event)?;
             return Err(e);
         }
         let mut work = doc.clone();
-        let mut ctx = Ctx { principal, now: self.now, target, keep_on_error: false, note, also_tenants: Vec::new() };
+        let mut ctx = Ctx { actor, now: self.now, target, keep_on_error: false, note, also_tenants: Vec::new() };
         let result = f(&mut work, &mut ctx).and_then(|v| {
-            if let (Some(publish), true) = (self.publish, op.changes_policy) {
+            if let (Some(publish), true) = (self.publish, change.changes_policy) {
                 publish(&mut work, self.now)?;
             }
             Ok(v)
         });
         match result {
             Ok(v) => {
-                let event = self.event(&ctx.principal.name, op.action, ctx.target, Outcome::Ok, ctx.note);
+                let event = self.event(&ctx.actor.name, change.action, ctx.target, Outcome::Ok, ctx.note);
                 let events = with_also(event, &ctx.also_tenants);
                 self.record_all_and_commit(store, &mut work, events)?;
                 Ok(v)
@@ -289,7 +289,7 @@ impl Session<'_> {
                     AdminError::Forbidden(_) => Outcome::Denied,
                     _ => Outcome::Error,
                 };
-                let event = self.event(&ctx.principal.name, op.action, ctx.target, outcome, Some(e.to_string()));
+                let event = self.event(&ctx.actor.name, change.action, ctx.target, outcome, Some(e.to_string()));
                 let events = with_also(event, &ctx.also_tenants);
                 let keep = if ctx.keep_on_error { &mut work } else { &mut doc };
                 self.record_all_and_commit(store, keep, events)?;
@@ -302,22 +302,19 @@ impl Session<'_> {
     /// (no 2FA: reads change nothing), check `scope` against `target` (its
     /// tenant looked up from a key id), then hand `f` the document and the
     /// admin. A listing reads with `Scope::Anyone` and keeps only what
-    /// `Principal::sees` allows.
+    /// `Actor::sees` allows.
     pub fn read<T>(
         &self,
         scope: Scope,
         target: Target,
-        f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>,
+        f: impl FnOnce(&StoreDoc, &Actor) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
         self.read_checked(true, scope, target, f)
     }
 
     /// A read by any admin that leaves a store and log that are not bound to
     /// each other to `f` (`audit verify` reports it) instead of refusing.
-    pub fn read_unbound<T>(
-        &self,
-        f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>,
-    ) -> Result<T, AdminError> {
+    pub fn read_unbound<T>(&self, f: impl FnOnce(&StoreDoc, &Actor) -> Result<T, AdminError>) -> Result<T, AdminError> {
         self.read_checked(false, Scope::Anyone, Target::default(), f)
     }
 
@@ -326,7 +323,7 @@ impl Session<'_> {
         check: bool,
         scope: Scope,
         target: Target,
-        f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>,
+        f: impl FnOnce(&StoreDoc, &Actor) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
         let mut doc = self.store.load()?;
         // Without the lock, a commit may land between loading the store and
@@ -561,8 +558,8 @@ impl Session<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::accounts::{AdminAccount, Role};
     use crate::admin::audit::AuditLog;
+    use crate::admin::store::admins::{AdminAccount, Role};
     use crate::admin::store::StorePaths;
     use crate::core::bundle::schema::{BundleDoc, Status, SCHEMA_VERSION};
 
@@ -601,8 +598,8 @@ mod tests {
     }
 
     fn add_tenant(s: &Session, id: &str) -> Result<(), AdminError> {
-        s.mutate(Op::policy("tenant.add", Scope::Platform, Target::tenant(id)), |d, c| {
-            crate::admin::ops::add_tenant(d, id, "", "", c.now)
+        s.mutate(Change::policy("tenant.add", Scope::Platform, Target::tenant(id)), |d, c| {
+            crate::admin::store::policy::add_tenant(d, id, "", "", c.now)
         })
     }
 

@@ -5,8 +5,8 @@
 use super::render::quota_text;
 use super::Reply;
 use crate::admin::audit::Target;
-use crate::admin::ops;
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::store::policy;
 use crate::admin::store::StoreDoc;
 use crate::admin::AdminError;
 use crate::core::bundle::schema::{IpAllowlistDoc, KeyDoc, QuotaDoc, QuotaMode, SubAccountDoc, TenantDoc};
@@ -65,15 +65,15 @@ struct Limits<'a> {
 fn limits_mut<'a>(doc: &'a mut StoreDoc, level: &Level) -> Result<Limits<'a>, AdminError> {
     Ok(match level {
         Level::Key(k) => {
-            let k = ops::key_mut(doc, k)?;
+            let k = policy::key_mut(doc, k)?;
             Limits { ip_allowlist: &mut k.ip_allowlist, quota: &mut k.quota }
         }
         Level::SubAccount { tenant, sub_account } => {
-            let s = ops::sub_account_mut(doc, tenant, sub_account)?;
+            let s = policy::sub_account_mut(doc, tenant, sub_account)?;
             Limits { ip_allowlist: &mut s.ip_allowlist, quota: &mut s.quota }
         }
         Level::Tenant(t) => {
-            let t = ops::tenant_mut(doc, t)?;
+            let t = policy::tenant_mut(doc, t)?;
             Limits { ip_allowlist: &mut t.ip_allowlist, quota: &mut t.quota }
         }
     })
@@ -136,15 +136,15 @@ impl IpChange<'_> {
 
 pub fn ip_change(s: &Session, target: &Level, change: IpChange<'_>) -> Result<Reply, AdminError> {
     if let IpChange::Allow(cidrs) = change {
-        ops::check_cidrs(cidrs)?;
+        policy::check_cidrs(cidrs)?;
     }
-    let op = Op::policy(change.action(), Scope::Tenant, target.audit_target());
+    let op = Change::policy(change.action(), Scope::Tenant, target.audit_target());
     let list = s.mutate(op, |d, c| {
         let slot = limits_mut(d, target)?.ip_allowlist;
         let mut list = slot.clone().unwrap_or_default();
         change.apply(&mut list);
         *slot = Some(list.clone());
-        ops::validate(d)?;
+        policy::validate(d)?;
         c.note = Some(format!("enabled={} cidrs={}", list.enabled, list.cidrs.join(",")));
         Ok(list)
     })?;
@@ -236,15 +236,15 @@ pub fn ip_list(s: &Session, target: &Level) -> Result<Reply, AdminError> {
 fn own_limits(doc: &StoreDoc, level: &Level) -> Result<(Option<IpAllowlistDoc>, Option<QuotaDoc>), AdminError> {
     let chain = chain(doc, level);
     let found = match level {
-        Level::Key(id) => chain.key.map(|k| (&k.ip_allowlist, &k.quota)).ok_or_else(|| ops::not_found("key", id)),
+        Level::Key(id) => chain.key.map(|k| (&k.ip_allowlist, &k.quota)).ok_or_else(|| policy::not_found("key", id)),
         Level::SubAccount { tenant, sub_account } => {
-            ops::tenant(doc, tenant)?;
+            policy::tenant(doc, tenant)?;
             chain
                 .sub_account
                 .map(|s| (&s.ip_allowlist, &s.quota))
-                .ok_or_else(|| ops::not_found("sub-account", &format!("{tenant}/{sub_account}")))
+                .ok_or_else(|| policy::not_found("sub-account", &format!("{tenant}/{sub_account}")))
         }
-        Level::Tenant(t) => ops::tenant(doc, t).map(|t| (&t.ip_allowlist, &t.quota)),
+        Level::Tenant(t) => policy::tenant(doc, t).map(|t| (&t.ip_allowlist, &t.quota)),
     }?;
     Ok((found.0.clone(), *found.1))
 }
@@ -274,9 +274,9 @@ fn write_quota(
     action: &'static str,
 ) -> Result<Reply, AdminError> {
     let scope = if matches!(target, Level::Tenant(_)) { Scope::Platform } else { Scope::Tenant };
-    let effective = s.mutate(Op::policy(action, scope, target.audit_target()), |d, c| {
+    let effective = s.mutate(Change::policy(action, scope, target.audit_target()), |d, c| {
         *limits_mut(d, target)?.quota = quota;
-        ops::validate(d)?;
+        policy::validate(d)?;
         c.note = Some(quota_text(quota.as_ref()));
         Ok(effective_quota(d, target))
     })?;
@@ -316,10 +316,10 @@ pub fn quota_show(s: &Session, target: &Level) -> Result<Reply, AdminError> {
 /// run `envoy/global-ratelimit/envoy.yaml.tmpl` or the like, else nothing
 /// counts). The platform's call: it changes how every tenant is limited.
 pub fn quota_mode_set(s: &Session, mode: QuotaMode) -> Result<Reply, AdminError> {
-    let previous = s.mutate(Op::policy("quota.mode", Scope::Platform, Target::default()), |d, c| {
+    let previous = s.mutate(Change::policy("quota.mode", Scope::Platform, Target::default()), |d, c| {
         let previous = d.policy.quota_mode;
         d.policy.quota_mode = mode;
-        ops::validate(d)?;
+        policy::validate(d)?;
         c.note = Some(format!("{} -> {}", previous.label(), mode.label()));
         Ok(previous)
     })?;

@@ -2,10 +2,10 @@
 //! entries about its own tenant.
 
 use super::Reply;
-use crate::admin::accounts::Principal;
 use crate::admin::audit::Target;
 use crate::admin::audit::{parse_time, AuditLog, Entry, Filter, Outcome, VerifyReport};
 use crate::admin::session::{check_binding, Scope, Session};
+use crate::admin::store::admins::Actor;
 use crate::admin::AdminError;
 use serde_json::json;
 
@@ -34,13 +34,13 @@ pub fn entry_line(e: &Entry) -> String {
     format!("#{} {} {}@{} {} {} {}{detail}", e.seq, e.time, e.actor, e.via, e.action, ids.join(" "), outcome)
 }
 
-fn visible(who: &Principal, e: &Entry) -> bool {
+fn visible(who: &Actor, e: &Entry) -> bool {
     who.sees(e.target.tenant.as_deref()) || e.actor == who.name
 }
 
 /// A tenant admin's own entry about another tenant's object (a key id it
 /// probed) shows the id it gave, not the tenant the id resolved to.
-fn redact(who: &Principal, mut e: Entry) -> Entry {
+fn redact(who: &Actor, mut e: Entry) -> Entry {
     if !who.is_platform() && e.target.tenant.is_some() && e.target.tenant != who.tenant {
         e.target.tenant = None;
         e.target.sub_account = None;

@@ -7,8 +7,8 @@ use super::keys::Scopes;
 use super::render::table;
 use super::Reply;
 use crate::admin::audit::Target;
-use crate::admin::ops;
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::store::policy;
 use crate::admin::AdminError;
 use crate::core::bundle::schema::OidcPrincipalDoc;
 use serde_json::json;
@@ -30,7 +30,7 @@ pub struct Mapping {
 /// Maps an identity (replacing an existing mapping of the same identity).
 pub fn map(s: &Session, a: &Mapping) -> Result<Reply, AdminError> {
     let target = Target::sub_account(&a.tenant, &a.sub_account);
-    s.mutate(Op::policy("oidc.map", Scope::Tenant, target), |d, c| {
+    s.mutate(Change::policy("oidc.map", Scope::Tenant, target), |d, c| {
         // Replacing another tenant's mapping moves that identity away from
         // it: the actor must be allowed to act on the old owner too, and
         // the old owner's admins see it in their audit view either way.
@@ -43,7 +43,7 @@ pub fn map(s: &Session, a: &Mapping) -> Result<Reply, AdminError> {
             .collect();
         for owner in previous {
             c.also_tenants.push(owner.clone());
-            if !c.principal.sees(Some(&owner)) {
+            if !c.actor.sees(Some(&owner)) {
                 return Err(AdminError::Forbidden(format!(
                     "{} {}={} is mapped to another tenant; only an admin of that tenant (or a platform admin) may move it: ask them to `oidc unmap` it first",
                     a.issuer, a.claim, a.value
@@ -59,7 +59,7 @@ pub fn map(s: &Session, a: &Mapping) -> Result<Reply, AdminError> {
             sub_account: a.sub_account.clone(),
             scopes: a.scopes.to_doc(),
         });
-        ops::validate(d)
+        policy::validate(d)
     })?;
     Ok(Reply::new(
         format!("{} {}={} maps to {}/{}; {}", a.issuer, a.claim, a.value, a.tenant, a.sub_account, s.apply_hint()),
@@ -84,7 +84,7 @@ pub fn unmap(s: &Session, a: &Identity) -> Result<Reply, AdminError> {
             .map(|o| o.tenant.clone())
             .ok_or_else(|| AdminError::NotFound(format!("no mapping for {} {}={}", a.issuer, a.claim, a.value)))
     })?;
-    s.mutate(Op::policy("oidc.unmap", Scope::Tenant, Target::tenant(&tenant)), |d, _| {
+    s.mutate(Change::policy("oidc.unmap", Scope::Tenant, Target::tenant(&tenant)), |d, _| {
         d.policy.oidc.retain(|o| !(o.issuer == a.issuer && o.claim == a.claim && o.value == a.value));
         Ok(())
     })?;

@@ -3,10 +3,10 @@
 
 use super::render::{date, quota_text, scopes_text, status_str, table};
 use super::Reply;
-use crate::admin::accounts::no_such_key;
 use crate::admin::audit::{AuditLog, Filter, Target};
-use crate::admin::ops::{self, IssuedKey, NewKey};
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::store::admins::no_such_key;
+use crate::admin::store::policy::{self, IssuedKey, NewKey};
 use crate::admin::store::StoreDoc;
 use crate::admin::{parse_duration, publish, AdminError};
 use crate::core::bundle::schema::{KeyDoc, ScopesDoc, Status};
@@ -51,12 +51,12 @@ fn duration(text: &str) -> Result<u64, AdminError> {
 
 pub fn create(s: &Session, args: &KeySpec) -> Result<Reply, AdminError> {
     let expires_at = args.expires_in.as_deref().map(duration).transpose()?.map(|d| s.now.saturating_add(d));
-    let sub_account = args.sub_account.as_deref().unwrap_or(ops::DEFAULT_SUB_ACCOUNT);
+    let sub_account = args.sub_account.as_deref().unwrap_or(policy::DEFAULT_SUB_ACCOUNT);
     let target = Target::sub_account(&args.tenant, sub_account);
-    let issued = s.mutate(Op::policy("key.create", Scope::Tenant, target), |d, c| {
+    let issued = s.mutate(Change::policy("key.create", Scope::Tenant, target), |d, c| {
         let new =
             NewKey { tenant: &args.tenant, sub_account, name: &args.name, expires_at, scopes: args.scopes.to_doc() };
-        let issued = ops::create_key(d, new, c.now)?;
+        let issued = policy::create_key(d, new, c.now)?;
         c.target.key_id = Some(issued.key_id.clone());
         Ok(issued)
     })?;
@@ -65,9 +65,9 @@ pub fn create(s: &Session, args: &KeySpec) -> Result<Reply, AdminError> {
 
 pub fn rotate(s: &Session, id: &str, grace: &str) -> Result<Reply, AdminError> {
     let grace = duration(grace)?;
-    let issued = s.mutate(Op::policy("key.rotate", Scope::Tenant, Target::key(id)), |d, c| {
+    let issued = s.mutate(Change::policy("key.rotate", Scope::Tenant, Target::key(id)), |d, c| {
         c.note = Some(format!("previous secret valid for {grace}s"));
-        ops::rotate_key(d, id, grace, c.now)
+        policy::rotate_key(d, id, grace, c.now)
     })?;
     Ok(issued_reply(&issued, &format!("rotated (previous secret valid for {grace}s); {}", s.apply_hint())))
 }
@@ -139,7 +139,7 @@ pub fn key_json(doc: &StoreDoc, k: &KeyDoc) -> Value {
 
 pub fn set_status(s: &Session, id: &str, status: Status) -> Result<Reply, AdminError> {
     let action = if status == Status::Disabled { "key.disable" } else { "key.enable" };
-    s.mutate(Op::policy(action, Scope::Tenant, Target::key(id)), |d, _| ops::set_key_status(d, id, status))?;
+    s.mutate(Change::policy(action, Scope::Tenant, Target::key(id)), |d, _| policy::set_key_status(d, id, status))?;
     Ok(Reply::new(
         format!("key {id} {}; {}", status_str(status), s.apply_hint()),
         json!({"key_id": id, "status": status}),
@@ -147,8 +147,8 @@ pub fn set_status(s: &Session, id: &str, status: Status) -> Result<Reply, AdminE
 }
 
 pub fn delete(s: &Session, id: &str) -> Result<Reply, AdminError> {
-    s.mutate(Op::policy("key.delete", Scope::Tenant, Target::key(id)), |d, _| {
-        ops::key_mut(d, id)?;
+    s.mutate(Change::policy("key.delete", Scope::Tenant, Target::key(id)), |d, _| {
+        policy::key_mut(d, id)?;
         d.policy.keys.retain(|k| k.id != id);
         d.key_meta.remove(id);
         Ok(())
@@ -158,9 +158,9 @@ pub fn delete(s: &Session, id: &str) -> Result<Reply, AdminError> {
 
 pub fn set_scopes(s: &Session, id: &str, scopes: &Scopes) -> Result<Reply, AdminError> {
     let doc_scopes = scopes.to_doc();
-    s.mutate(Op::policy("key.set-scopes", Scope::Tenant, Target::key(id)), |d, _| {
-        ops::key_mut(d, id)?.scopes = doc_scopes.clone();
-        ops::validate(d)
+    s.mutate(Change::policy("key.set-scopes", Scope::Tenant, Target::key(id)), |d, _| {
+        policy::key_mut(d, id)?.scopes = doc_scopes.clone();
+        policy::validate(d)
     })?;
     Ok(Reply::new(
         format!("key {id} scopes set to {}; {}", scopes_text(doc_scopes.as_ref()), s.apply_hint()),
@@ -171,8 +171,8 @@ pub fn set_scopes(s: &Session, id: &str, scopes: &Scopes) -> Result<Reply, Admin
 /// `expires_in`: a duration from now, or `None` for never.
 pub fn set_expiry(s: &Session, id: &str, expires_in: Option<&str>) -> Result<Reply, AdminError> {
     let at = expires_in.map(duration).transpose()?.map(|d| s.now.saturating_add(d));
-    s.mutate(Op::policy("key.set-expiry", Scope::Tenant, Target::key(id)), |d, _| {
-        ops::key_mut(d, id)?.expires_at = at;
+    s.mutate(Change::policy("key.set-expiry", Scope::Tenant, Target::key(id)), |d, _| {
+        policy::key_mut(d, id)?.expires_at = at;
         Ok(())
     })?;
     Ok(Reply::new(
@@ -184,8 +184,8 @@ pub fn set_expiry(s: &Session, id: &str, expires_in: Option<&str>) -> Result<Rep
 /// The incident response of the security page in one step: disable the key
 /// (its previous secret too), publish at once, and show the key's history.
 pub fn incident_revoke(s: &Session, id: &str) -> Result<Reply, AdminError> {
-    let info = s.mutate(Op::new("incident.revoke", Scope::Tenant, Target::key(id)), |d, c| {
-        ops::set_key_status(d, id, Status::Disabled)?;
+    let info = s.mutate(Change::new("incident.revoke", Scope::Tenant, Target::key(id)), |d, c| {
+        policy::set_key_status(d, id, Status::Disabled)?;
         let info = publish::publish_configured(d, None, None, c.now)?;
         c.note = Some(format!("published version {}", info.published.version));
         Ok(info)

@@ -3,7 +3,7 @@
 
 use super::Reply;
 use crate::admin::audit::Target;
-use crate::admin::session::{Claim, Op, Scope, Session};
+use crate::admin::session::{Change, Claim, Scope, Session};
 use crate::admin::store::{load_master_key, Settings, Store, StoreDoc, StorePaths};
 use crate::admin::{fsutil, random_key256, unix_now, AdminError};
 use crate::core::bundle::schema::{BundleDoc, SCHEMA_VERSION};
@@ -131,7 +131,7 @@ pub fn init(home: &Path, master_key_file: Option<&Path>, args: &InitSpec) -> Res
     // The log starts with the store's creation.
     let session =
         Session { store: &store, claim: Claim::Anonymous, otp: None, via: "cli", now: unix_now(), publish: None };
-    let op = Op::new("store.init", Scope::Anyone, Target::default());
+    let op = Change::new("store.init", Scope::Anyone, Target::default());
     session.mutate(op, |_, _| Ok(()))?;
     let mut text = format!("store created at {}", store.paths.store().display());
     if let Some(key_file) = &created_master {

@@ -5,7 +5,7 @@ use super::setup::write_secret_file;
 use super::Reply;
 use crate::admin::audit::Target;
 use crate::admin::publish;
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
 use crate::admin::{xds, AdminError};
 use serde_json::json;
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::path::Path;
 /// platform's.
 pub fn publish(s: &Session, ecds: Option<&Path>, wasm: Option<&Path>) -> Result<Reply, AdminError> {
     let scope = if ecds.is_some() || wasm.is_some() { Scope::Platform } else { Scope::Anyone };
-    let info = s.mutate(Op::new("publish", scope, Target::default()), |d, c| {
+    let info = s.mutate(Change::new("publish", scope, Target::default()), |d, c| {
         let info = publish::publish_configured(d, ecds, wasm, c.now)?;
         c.note = Some(format!("version {}", info.published.version));
         Ok(info)
@@ -104,7 +104,7 @@ fn gateway_lines(state: &xds::registry::State) -> String {
 
 /// Writes Envoy's TOKENHUB_BUNDLE_KEY to a 0600 file (platform only, audited).
 pub fn bundle_key(s: &Session, out: &Path) -> Result<Reply, AdminError> {
-    s.mutate(Op::new("bundle-key.export", Scope::Platform, Target::default()), |d, c| {
+    s.mutate(Change::new("bundle-key.export", Scope::Platform, Target::default()), |d, c| {
         write_secret_file(out, &d.bundle_key)?;
         c.note = Some(format!("written to {}", out.display()));
         Ok(())

@@ -1,11 +1,11 @@
 //! The command tree (clap). Each group's `after_help` shows real examples.
 
-use crate::admin::accounts::Role;
 use crate::admin::actions::access::Level;
 use crate::admin::actions::auditing::{AuditQuery, UsageQuery};
 use crate::admin::actions::identities::{Identity, Mapping};
 use crate::admin::actions::keys::{KeySpec, Scopes};
-use crate::admin::ops::DEFAULT_SUB_ACCOUNT;
+use crate::admin::store::admins::Role;
+use crate::admin::store::policy::DEFAULT_SUB_ACCOUNT;
 use crate::admin::AdminError;
 use crate::core::bundle::schema::QuotaDoc;
 use clap::{Args, Subcommand};

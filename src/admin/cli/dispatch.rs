@@ -4,8 +4,8 @@ use super::commands::*;
 use super::Cli;
 use crate::admin::actions::access::IpChange;
 use crate::admin::actions::{access, admins, auditing, identities, keys, providers, system, tenants, Reply};
-use crate::admin::ops::ProviderSpec;
 use crate::admin::session::Session;
+use crate::admin::store::policy::ProviderSpec;
 use crate::admin::AdminError;
 use crate::core::bundle::schema::Status;
 use std::io::Read;
@@ -34,7 +34,7 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::Oidc(OidcCmd::Unmap(a)) => identities::unmap(s, &a.identity()),
         Command::Oidc(OidcCmd::List) => identities::list(s),
         Command::Serve(a) => {
-            crate::admin::serve::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
+            crate::admin::api::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
         }
         // Handled before a store is opened (see `cli::run`).
         Command::Ratelimit(a) => crate::admin::ratelimit::run(a).map(|()| Reply::new("stopped", serde_json::json!({}))),

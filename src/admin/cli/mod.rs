@@ -149,7 +149,7 @@ fn otp_for(cli: &Cli, store: &Store) -> Result<Option<Zeroizing<String>>, AdminE
     // Ask only when the code will be checked: the admin has 2FA on (or is
     // activating it). Read without the lock: nothing is decided here.
     let has_2fa =
-        store.load().ok().and_then(|d| super::accounts::find(&d.admins, name).map(|a| a.second_factor.enabled()));
+        store.load().ok().and_then(|d| super::store::admins::find(&d.admins, name).map(|a| a.second_factor.enabled()));
     if !(verifying || has_2fa == Some(true)) {
         return Ok(None);
     }

@@ -1,8 +1,8 @@
 //! Operations on the store document. Shared by the CLI and the admin HTTP
 //! service; each validates its input and names what is wrong.
 
-use super::store::{KeyMeta, StoreDoc, TenantMeta};
-use super::{random_base62, AdminError};
+use super::{KeyMeta, StoreDoc, TenantMeta};
+use crate::admin::{random_base62, AdminError};
 use crate::core::apikey;
 use crate::core::bundle::schema::*;
 use crate::core::cidr::parse_cidr;
