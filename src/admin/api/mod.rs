@@ -19,7 +19,7 @@ use super::session::{Claim, Session};
 use super::store::policy::ProviderSpec;
 use super::store::Store;
 use super::{safe_serde_error, unix_now, AdminError};
-use crate::core::bundle::schema::{QuotaDoc, Status};
+use crate::core::bundle::schema::{QuotaDoc, QuotaMode, Status};
 use http::{AuthCache, Failures, Head, Method, Refusal, Slots, Workers};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -509,6 +509,13 @@ struct QuotaBody {
     per_day: Option<u64>,
 }
 
+/// `PUT /v1/quota/mode`, as `tokenhub-admin quota mode local|global`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaModeBody {
+    quota_mode: QuotaMode,
+}
+
 fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
         (Method::Get, []) => ok(access::quota_show(s, &level_query(call)?)),
@@ -518,6 +525,8 @@ fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Rout
             ok(access::quota_set(s, &level, QuotaDoc { per_minute: b.per_minute, per_day: b.per_day }))
         }
         (Method::Delete, []) => ok(access::quota_clear(s, &level_query(call)?)),
+        (Method::Get, ["mode"]) => ok(access::quota_mode_show(s)),
+        (Method::Put, ["mode"]) => ok(access::quota_mode_set(s, body::<QuotaModeBody>(call)?.quota_mode)),
         _ => Err(no_route(method, &call.path)),
     }
 }
