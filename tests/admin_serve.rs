@@ -559,4 +559,10 @@ fn quota_mode_over_http_is_the_cli_action() {
 
     let (status, v) = r.call("PUT", "/v1/quota/mode", Some(json!({"quota_mode": "local"})));
     assert_eq!((status, v), (200, json!({"quota_mode": "local", "previous": "global"})));
+    // Bodies naming a level still refuse a field nobody knows.
+    let extra = json!({"tenant": "acme", "per_minute": 5, "colour": "red"});
+    assert_eq!(r.call("PUT", "/v1/quota", Some(extra)).0, 400);
+    let extra = json!({"tenant": "acme", "cidrs": ["10.0.0.0/8"], "colour": "red"});
+    assert_eq!(r.call("POST", "/v1/ip/allow", Some(extra)).0, 400);
+    assert_eq!(r.call("PUT", "/v1/quota", Some(json!({"tenant": 5, "per_minute": 5}))).0, 400);
 }

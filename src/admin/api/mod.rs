@@ -292,8 +292,7 @@ fn created(reply: Result<Reply, AdminError>) -> Routed {
 }
 
 fn body<T: DeserializeOwned>(call: &Call) -> Result<T, AdminError> {
-    let value = if call.body.is_null() { json!({}) } else { call.body.clone() };
-    serde_json::from_value(value).map_err(|e| AdminError::Usage(format!("request body: {}", safe_serde_error(&e))))
+    from_body(if call.body.is_null() { json!({}) } else { call.body.clone() })
 }
 
 /// Query parameters are text: `?since=1700000000` is the string the
@@ -446,38 +445,56 @@ fn route_keys(s: &Session, method: &Method, path: &[&str], call: &Call) -> Route
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 struct IpBody {
-    #[serde(default)]
-    tenant: Option<String>,
-    #[serde(default)]
-    sub_account: Option<String>,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
     cidrs: Vec<String>,
 }
 
-/// `?tenant=…[&sub_account=…]` or `?key=…`.
+/// `tenant`[+`sub_account`] or `key`: in a query (`?tenant=…`) or beside
+/// an operation's own fields in a body.
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
-struct LevelQuery {
+struct LevelFields {
     tenant: Option<String>,
     sub_account: Option<String>,
     key: Option<String>,
 }
 
+impl LevelFields {
+    fn level(self) -> Result<Level, AdminError> {
+        Level::parse(self.tenant, self.sub_account, self.key)
+    }
+}
+
 fn level_query(call: &Call) -> Result<Level, AdminError> {
-    let q: LevelQuery = query(call)?;
-    Level::parse(q.tenant, q.sub_account, q.key)
+    query::<LevelFields>(call)?.level()
+}
+
+/// A body naming a level beside the operation's own fields `T` (each part
+/// refuses fields it does not know).
+fn level_body<T: DeserializeOwned>(call: &Call) -> Result<(LevelFields, T), AdminError> {
+    let mut own = if call.body.is_null() { json!({}) } else { call.body.clone() };
+    let mut level = serde_json::Map::new();
+    if let Some(fields) = own.as_object_mut() {
+        for name in ["tenant", "sub_account", "key"] {
+            if let Some(v) = fields.remove(name) {
+                level.insert(name.into(), v);
+            }
+        }
+    }
+    Ok((from_body(Value::Object(level))?, from_body(own)?))
+}
+
+fn from_body<T: DeserializeOwned>(value: Value) -> Result<T, AdminError> {
+    serde_json::from_value(value).map_err(|e| AdminError::Usage(format!("request body: {}", safe_serde_error(&e))))
 }
 
 fn route_ip(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
         (Method::Get, []) => ok(access::ip_list(s, &level_query(call)?)),
         (Method::Post, [verb]) => {
-            let b: IpBody = body(call)?;
+            let (level, b): (LevelFields, IpBody) = level_body(call)?;
             let change = match *verb {
                 "allow" => IpChange::Allow(&b.cidrs),
                 "deny" => IpChange::Deny(&b.cidrs),
@@ -488,24 +505,16 @@ fn route_ip(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed 
             if matches!(change, IpChange::Allow(c) | IpChange::Deny(c) if c.is_empty()) {
                 return Err(AdminError::Usage("give \"cidrs\": [\"203.0.113.0/24\", …]".into()));
             }
-            ok(access::ip_change(s, &Level::parse(b.tenant.clone(), b.sub_account.clone(), b.key.clone())?, change))
+            ok(access::ip_change(s, &level.level()?, change))
         }
         _ => Err(no_route(method, &call.path)),
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 struct QuotaBody {
-    #[serde(default)]
-    tenant: Option<String>,
-    #[serde(default)]
-    sub_account: Option<String>,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
     per_minute: Option<u64>,
-    #[serde(default)]
     per_day: Option<u64>,
 }
 
@@ -520,9 +529,8 @@ fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Rout
     match (method, path) {
         (Method::Get, []) => ok(access::quota_show(s, &level_query(call)?)),
         (Method::Put, []) => {
-            let b: QuotaBody = body(call)?;
-            let level = Level::parse(b.tenant, b.sub_account, b.key)?;
-            ok(access::quota_set(s, &level, QuotaDoc { per_minute: b.per_minute, per_day: b.per_day }))
+            let (level, b): (LevelFields, QuotaBody) = level_body(call)?;
+            ok(access::quota_set(s, &level.level()?, QuotaDoc { per_minute: b.per_minute, per_day: b.per_day }))
         }
         (Method::Delete, []) => ok(access::quota_clear(s, &level_query(call)?)),
         (Method::Get, ["mode"]) => ok(access::quota_mode_show(s)),

@@ -314,6 +314,17 @@ impl UnmapArgs {
     }
 }
 
+/// `--since` and `--until` of `audit search` and `usage`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TimeArgs {
+    /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct SearchArgs {
     #[arg(long)]
@@ -325,12 +336,8 @@ pub struct SearchArgs {
     /// An action (`key.rotate`) or a family ending in a dot (`key.`, `2fa.`, `auth.`).
     #[arg(long)]
     pub action: Option<String>,
-    /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Until (same forms as --since).
-    #[arg(long)]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub time: TimeArgs,
     /// Only refusals (denied, auth failures, lockouts, errors).
     #[arg(long)]
     pub failures: bool,
@@ -343,8 +350,8 @@ impl SearchArgs {
             key: self.key.clone(),
             actor: self.actor.clone(),
             action: self.action.clone(),
-            since: self.since.clone(),
-            until: self.until.clone(),
+            since: self.time.since.clone(),
+            until: self.time.until.clone(),
             failures: self.failures,
         }
     }
@@ -359,12 +366,8 @@ pub struct UsageArgs {
     pub tenant: Option<String>,
     #[arg(long)]
     pub key: Option<String>,
-    /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Until (same forms as --since).
-    #[arg(long)]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub time: TimeArgs,
 }
 
 impl UsageArgs {
@@ -373,8 +376,8 @@ impl UsageArgs {
             access_log: self.access_log.clone(),
             tenant: self.tenant.clone(),
             key: self.key.clone(),
-            since: self.since.clone(),
-            until: self.until.clone(),
+            since: self.time.since.clone(),
+            until: self.time.until.clone(),
         }
     }
 }
