@@ -88,7 +88,7 @@ lint:
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
 
-.PHONY: bench bench-smoke bench-xds
+.PHONY: bench bench-smoke bench-xds bench-global
 
 ## Benchmarks (bench/README.md): the guard side by side with bare Envoy,
 ## Envoy's native filters and a no-op Wasm filter, scale with keys and
@@ -101,6 +101,13 @@ bench: bootstrap wasm
 ## three gateways, and revoke propagation; results in bench/results/xds.md.
 bench-xds: bootstrap wasm admin
 	bench/xds.sh
+
+## The global quota mode's cost per request over local mode (bench/global.py:
+## one Envoy each, side by side in one run, the rate limit service and
+## Redis included); about a minute; results in bench/results/global.md.
+bench-global: bootstrap wasm admin
+	cargo build --release -p tokenhub-integration --bin echo-upstream
+	$(VENV)/bin/python bench/global.py
 
 ## The benchmark harness end to end at tiny sizes (about two minutes once
 ## built), so it cannot rot. No timing assertions.

@@ -86,8 +86,11 @@ def hcm(stat_prefix, routes, http_filters):
             "merge_slashes": True,
             "path_with_escaped_slashes_action": "REJECT_REQUEST",
             "use_remote_address": True,
+            "skip_xff_append": True,
             "xff_num_trusted_hops": 0,
-            "route_config": {"name": stat_prefix, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+            "route_config": {"name": stat_prefix, "virtual_hosts": [{
+                "name": "all", "domains": ["*"], "request_headers_to_remove": ["x-envoy-external-address"], "routes": routes,
+            }]},
             "http_filters": http_filters + [{
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},

@@ -112,23 +112,11 @@ TokenHub Guard demo is running (Ctrl-C stops it).
   Demo key        $KEY  (tenant demo, region eu, sub-account research, allowed from 127.0.0.1 and ::1)
   US key          $US_KEY  (tenant globex, region us)
 
-Allowed: the upstream sees the provider credential and the authoritative tenant headers, not your key:
-  $C $URL -H 'Authorization: Bearer $KEY' -d '{}'
-
-Data localization: each tenant reaches its own region's upstream only (see x-tokenhub-region in the echo);
-a client-sent x-tokenhub-region is replaced by the tenant's:
-  $C $URL -H 'Authorization: Bearer $US_KEY' -H 'x-tokenhub-region: eu' -d '{}'
-
-TLS 1.2 is refused (handshake alert "protocol version"):
-  $C -S --tlsv1.2 --tls-max 1.2 $URL
-
-Denials need no body (curl 7.x over HTTP/2 may report "(92) Stream error" when the
-gateway refuses a request before reading its body; add --http1.1 to see the reply then).
-
-Wrong key (401): a deleted key, then a mistyped one (its checksum fails before any lookup):
-  $C $URL -H 'Authorization: Bearer $GONE'
-  $C $URL -H 'Authorization: Bearer $TYPO'
-
+MSG
+# shellcheck source=tools/demo-examples.sh
+source tools/demo-examples.sh
+demo_examples
+cat <<MSG
 Wrong IP (403): the same key from 127.0.0.2, outside the tenant's allowlist:
   $C --interface 127.0.0.2 $URL -H 'Authorization: Bearer $KEY'
 

@@ -9,6 +9,9 @@
 #                                  the offline setup, admin, echo and Envoy images
 #   tokenhub/debian-curl:bookworm  the same + curl and openssl: the test and
 #                                  admin-API client (stands in for curlimages/curl)
+#   tokenhub/debian-redis:bookworm the same base + Debian's redis-server: the
+#                                  global quota mode's counters (stands in for
+#                                  the official redis image)
 #
 #   tools/docker-base.sh            # build missing tarballs, import missing tags
 #   tools/docker-base.sh --rebuild  # build the tarballs again
@@ -21,6 +24,7 @@ MIRROR=${TOKENHUB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 IMAGES=(
     "tokenhub/debian-base:bookworm debian-bookworm-base-v1.tar ca-certificates"
     "tokenhub/debian-curl:bookworm debian-bookworm-curl-v1.tar ca-certificates,curl,openssl"
+    "tokenhub/debian-redis:bookworm debian-bookworm-redis-v1.tar ca-certificates,redis-server"
 )
 
 log() { echo "docker-base: $*" >&2; }

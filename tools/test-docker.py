@@ -23,6 +23,12 @@ engine and driven from outside, as a user would:
   - with 2FA on, restarting the sidecar and Envoy, and stopping and
     starting the whole stack (setup runs `sync` again), comes back
     unattended with the same decisions;
+  - the running demo switched to the global quota mode by
+    docker-compose.global.yaml (Redis and the rate limit service added,
+    hardened as declared): a key limited to QUOTA/min hammered by 6 threads
+    gets exactly QUOTA through, the rest 429 with Retry-After and
+    RateLimit-*; Redis killed: 503 quota_service_unavailable; Redis back:
+    counted again;
   - `down -v` leaves no container, volume or network of the project.
 
 Prints one line per check and "N passed, M failed"; exits 1 on a failure.
@@ -53,6 +59,14 @@ SUBNET = os.environ.get("TOKENHUB_TEST_SUBNET_PREFIX", "172.28.54")
 SECRETS = ROOT / ".cache" / "docker" / "test-secrets"
 USER = "65532:65532"
 CHAT = "/v1/chat/completions"
+# The compose files in use: the demo, and the global quota override once
+# the suite switches to it.
+FILES = ["docker-compose.yaml"]
+GLOBAL_OVERRIDE = "docker-compose.global.yaml"
+# Debian's redis-server on the offline base (tools/docker-base.sh).
+REDIS_IMAGE = "tokenhub/debian-redis:bookworm"
+# The metered key's per-minute limit in the global quota phase.
+QUOTA = 12
 PROVIDER_SECRET = "sk-demo-upstream-secret"
 ACCESS_LOG_FIELDS = {
     "time", "request_id", "tenant", "sub_account", "key_id", "region", "client_ip", "method", "path",
@@ -101,6 +115,7 @@ def stack_env() -> dict:
         TOKENHUB_SECRETS_DIR=str(SECRETS),
         TOKENHUB_ENVOY_IMAGE=ENVOY_IMAGE,
         TOKENHUB_CURL_IMAGE="tokenhub/client:dev",
+        TOKENHUB_REDIS_IMAGE=REDIS_IMAGE,
     )
     return env
 
@@ -111,7 +126,7 @@ def compose_cmd() -> list:
 
 
 def compose(*args, input=None, check=True, timeout=300):
-    argv = COMPOSE + ["-f", str(DOCKER_DIR / "docker-compose.yaml"), *args]
+    argv = COMPOSE + [a for f in FILES for a in ("-f", str(DOCKER_DIR / f))] + list(args)
     return run(argv, input=input, check=check, timeout=timeout, env=stack_env())
 
 
@@ -172,6 +187,69 @@ class Client:
                 if attempt:
                     raise
         raise RuntimeError("unreachable")
+
+
+# Quotas (the global mode here and in test-k8s-scale-out)
+
+
+def call(port: int, key: str) -> tuple:
+    """One request on its own connection: (status, headers, body)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=tls_context(), timeout=10)
+    try:
+        conn.request("POST", CHAT, body="{}", headers={"authorization": f"Bearer {key}",
+                                                          "content-type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException) as e:
+        return 0, {}, f"{type(e).__name__}: {e}"
+    finally:
+        conn.close()
+
+
+def room_in_minute(need: float) -> None:
+    """Waits until `need` seconds are left in the current minute (the
+    windows are clock-aligned)."""
+    left = 60 - time.time() % 60
+    if left < need:
+        time.sleep(left + 0.5)
+
+
+def hammer(ports, key: str, total: int, threads: int = 6) -> list:
+    """`total` requests from `threads` threads, spread over every gateway."""
+    results, lock = [], threading.Lock()
+
+    def worker(n):
+        for i in range(n, total, threads):
+            r = call(ports[i % len(ports)], key)
+            with lock:
+                results.append(r)
+
+    workers = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return results
+
+
+def exactly_admitted(results: list, quota: int) -> tuple:
+    """(ok, detail): `quota` of the results admitted, every other one a 429
+    with Retry-After, RateLimit-* and the OpenAI-style rate_limit_exceeded JSON."""
+    admitted = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] == 429]
+    good_429 = all(1 <= int(h.get("retry-after", "0")) <= 60 and h.get("ratelimit-remaining") == "0"
+                   and h.get("ratelimit-limit") == str(quota) and quota_code(b) == "rate_limit_exceeded"
+                   for _, h, b in refused)
+    ok = len(admitted) == quota and len(refused) == len(results) - quota and good_429
+    others = [r[0] for r in results if r[0] not in (200, 429)]
+    return ok, f"{len(admitted)} admitted, {len(refused)} refused, others {others}; a refusal: {refused[:1]}"
+
+
+def quota_code(body: str) -> str:
+    try:
+        return json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def wait_listener(timeout=120.0) -> bool:
@@ -419,6 +497,9 @@ def main() -> int:
 
         # A key to revoke; then 2FA on for the admin, and the revoke
         # through the sidecar's API.
+        # For the global quota phase, a key with a limit of its own.
+        metered = json.loads(cli("--json", "key", "create", "--tenant", "demo", "--name", "metered").stdout)
+        cli("quota", "set", "--key", metered["key_id"], "--per-minute", str(QUOTA))
         created = json.loads(cli("--json", "key", "create", "--tenant", "demo", "--name", "victim", "--publish").stdout)
         victim, victim_id = created["key"], created["key_id"]
         enroll = json.loads(cli("--json", "--as", "tester", "2fa", "enroll").stdout)
@@ -483,6 +564,7 @@ def main() -> int:
         report.check(up_again and back == 200 and Client().request(victim)[0] == 401 and setup_ok,
                      "after stopping and starting the whole stack (setup's sync, 2FA on): same decisions",
                      f"{time.monotonic() - t0:.1f} s, key {back}")
+        global_quota(report, key, metered, otp)
     except Exception as e:  # a broken step is a failure, and the stack still goes down
         report.check(False, "test-docker ran to the end", f"{type(e).__name__}: {e}")
     finally:
@@ -491,6 +573,46 @@ def main() -> int:
         report.check(not any(left.values()), "`docker compose down -v` leaves no container, volume or network", json.dumps(left))
         shutil.rmtree(SECRETS, ignore_errors=True)
     return finish(report)
+
+
+def global_quota(report: Report, key: str, metered: dict, otp: Otp) -> None:
+    """The running demo switched to the global quota mode by its override
+    file (Redis and the rate limit service added, Envoy recreated with the
+    ratelimit filter), then driven through the published port."""
+    FILES.append(GLOBAL_OVERRIDE)
+    t0 = time.monotonic()
+    compose("up", "--detach", "--no-build", "--pull", "never", "--wait", "--wait-timeout", "180", timeout=300)
+    up_again = wait_listener()
+    check_hardening(report)
+    mode = json.loads(cli("--json", "--as", "tester", "--otp-stdin", "--publish", "quota", "mode", "global",
+                          input=otp.next() + "\n").stdout)
+    version = json.loads(cli("--json", "--as", "tester", "status").stdout)["published"]["version"]
+    deadline, logs = time.monotonic() + 30, ""
+    while f"bundle version {version} loaded" not in logs and time.monotonic() < deadline:
+        logs = run(["docker", "logs", container("ratelimit")], check=False).stderr
+        time.sleep(0.2)
+    report.check(up_again and mode.get("quota_mode") == "global" and f"bundle version {version} loaded" in logs,
+                 f"{GLOBAL_OVERRIDE}: Redis and the rate limit service up, Envoy recreated with the ratelimit "
+                 "filter; quota mode global published (2FA) and loaded by the service",
+                 f"{time.monotonic() - t0:.1f} s; mode {mode.get('quota_mode')}, version {version}")
+    room_in_minute(25)
+    ok, detail = exactly_admitted(hammer([PORT], metered["key"], 3 * QUOTA), QUOTA)
+    report.check(ok, f"global mode: a key limited to {QUOTA}/min, {3 * QUOTA} requests from 6 threads through the "
+                 f"published port: exactly {QUOTA} admitted, the rest 429 with Retry-After and RateLimit-*", detail)
+    report.check(call(PORT, key)[0] == 200, "global mode: a key without a limit is still served")
+    run(["docker", "kill", container("redis")])
+    status, _, body = call(PORT, metered["key"])
+    report.check(status == 503 and quota_code(body) == "quota_service_unavailable",
+                 "Redis killed: the metered key gets 503 quota_service_unavailable (fail closed)",
+                 f"{status} {quota_code(body)}")
+    t0 = time.monotonic()
+    run(["docker", "start", container("redis")])
+    status = 0
+    while status not in (200, 429) and time.monotonic() - t0 < 30:
+        status = call(PORT, metered["key"])[0]
+        time.sleep(0.2)
+    report.check(status in (200, 429), "Redis back: the metered key is counted again (200 or 429)",
+                 f"{status} after {time.monotonic() - t0:.1f} s")
 
 
 def finish(report: Report, name: str = "test-docker") -> int:

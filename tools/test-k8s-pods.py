@@ -56,6 +56,8 @@ WORK = ROOT / ".cache" / "docker" / "k8s-pods"
 NET = "tokenhub-k8s-pods"
 SUBNET = os.environ.get("TOKENHUB_K8S_SUBNET_PREFIX", "172.28.55")
 PORT = int(os.environ.get("TOKENHUB_K8S_PORT", "28443"))
+# tools/docker-base.sh builds it (mmdebstrap, Debian's redis-server).
+REDIS_IMAGE = "tokenhub/debian-redis:bookworm"
 LABEL = "tokenhub.k8s-pods=1"
 STARTED = time.monotonic()
 
@@ -80,13 +82,14 @@ def run(argv, *, input=None, check=True, timeout=300):
 # The manifests
 
 
+_spec = importlib.util.spec_from_file_location("kustomize_lite", ROOT / "tools" / "kustomize_lite.py")
+kustomize_lite = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(kustomize_lite)
+
+
 def manifests(k8s=None):
-    k8s = k8s or K8S
-    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
-    docs = []
-    for name in kustomization["resources"]:
-        docs += [d for d in yaml.safe_load_all((k8s / name).read_text()) if d]
-    return kustomization, docs
+    """(kustomization, documents): resources, bases and patches applied."""
+    return kustomize_lite.render(k8s or K8S)
 
 
 def make_secrets(kustomization) -> dict:
@@ -118,6 +121,8 @@ def image_for(image: str) -> str:
     name = image.split("@")[0].rsplit(":", 1)[0] if ":" in image.split("/")[-1] else image
     if name == "envoyproxy/envoy":
         return td.ENVOY_IMAGE
+    if name == "redis":  # the official image: Debian's redis-server on the offline base
+        return REDIS_IMAGE
     return f"{name}:dev"
 
 
@@ -305,6 +310,15 @@ class Pod:
         if names:
             run(["docker", "rm", "-f", "-v", *names], check=False)
 
+    def release_volumes(self) -> None:
+        """The pod's own volumes gone, as when the kubelet deletes a pod
+        (its claims stay); the next start makes them afresh."""
+        for path, _ in self.vols.values():
+            if str(path).startswith(str(WORK / "pods")):
+                run(["umount", path], check=False)
+                shutil.rmtree(path, ignore_errors=True)
+        self.vols = {}
+
     def exec(self, container: str, *argv, input=None, check=True):
         return run(["docker", "exec", "-i", f"{self.name}-{container}", *argv], input=input, check=check)
 
@@ -346,6 +360,19 @@ def cleanup() -> dict:
 
 # ---------------------------------------------------------------------------
 # Checks
+
+
+def seed(admin) -> tuple:
+    """A tenant (eu), the provider, the host clients' address (the
+    network's gateway) allowed, a key and a victim key; not published.
+    `admin` runs tokenhub-admin in the pod that holds the store."""
+    admin("tenant", "add", "demo", "--region", "eu")
+    admin("provider", "set", "openai", "--path-prefix", "/v1/", "--header", "authorization", "--format",
+          "Bearer {secret}", input=td.PROVIDER_SECRET)
+    admin("ip", "allow", "--tenant", "demo", f"{SUBNET}.1/32")
+    key = json.loads(admin("--json", "key", "create", "--tenant", "demo").stdout)["key"]
+    victim = json.loads(admin("--json", "key", "create", "--tenant", "demo", "--name", "victim").stdout)
+    return key, victim
 
 
 def check_hardening(report, pod: Pod) -> None:
@@ -414,12 +441,7 @@ def main() -> int:
         # Tenants and keys through the sidecar (kubectl exec); host clients
         # come through the published port, from the network's gateway.
         admin = lambda *a, **k: gateway.exec("admin", "tokenhub-admin", *a, **k)  # noqa: E731
-        admin("tenant", "add", "demo", "--region", "eu")
-        admin("provider", "set", "openai", "--path-prefix", "/v1/", "--header", "authorization", "--format",
-              "Bearer {secret}", input=td.PROVIDER_SECRET)
-        admin("ip", "allow", "--tenant", "demo", f"{SUBNET}.1/32")
-        key = json.loads(admin("--json", "key", "create", "--tenant", "demo").stdout)["key"]
-        victim = json.loads(admin("--json", "key", "create", "--tenant", "demo", "--name", "victim").stdout)
+        key, victim = seed(admin)
         admin("publish")
         ok, _ = td.status_until(key, 200, 15)
         report.check(ok, "a key works through the gateway pod's TLS port")

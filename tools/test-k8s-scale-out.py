@@ -22,7 +22,15 @@ run them), then driven:
   - the control-plane pod recreated on its claim: refused by its init
     container with a bundle key Secret the store was not made with (the
     gateways keep serving), then with the right one every gateway follows
-    it to its new address.
+    it to its new address;
+  - the overlay global-quota (Redis, the rate limit service beside the
+    control plane, the gateways' config with the ratelimit filter): the
+    control-plane pod recreated with it on its claim, the gateways rolled;
+    quota mode global published; a key limited to QUOTA/min hammered by 6
+    threads over the 3 gateways gets exactly QUOTA through, the rest 429
+    with Retry-After and RateLimit-*; the rate limit service killed: 503
+    (fail closed), restarted: the count survives; Redis killed: 503
+    quota_service_unavailable on every gateway; restarted: counted again.
 
 Stand-ins, besides those of test-k8s-pods: the Service in front of the
 gateways is the client loop's own endpoint list (the endpoints controller:
@@ -37,7 +45,6 @@ import importlib.util
 import json
 import os
 import pathlib
-import shutil
 import sys
 import threading
 import time
@@ -73,6 +80,10 @@ def image_for(image: str) -> str:
 kp.image_for = image_for
 GATEWAY = "tokenhub-gateway"
 CONTROL_PLANE = "tokenhub-control-plane"
+REDIS = "tokenhub-redis"
+GLOBAL = SCALE_OUT / "global-quota"
+# The metered key's per-minute limit in the global phase.
+QUOTA = 12
 # The whole suite, engine start and image builds aside.
 TIMEOUT = float(os.environ.get("TOKENHUB_K8S_SCALE_OUT_TIMEOUT", "600"))
 # Twice the 5 s after which a gateway with a first-fetch timeout (the xDS
@@ -238,6 +249,102 @@ def prestop_seconds(spec: dict) -> float:
     return float(command[1]) if command[:1] == ["sleep"] else 0.0
 
 
+def global_quota(report, old_cp, old_gateways, secrets, otp, key: str, metered: dict) -> None:
+    """The overlay envoy/k8s/scale-out/global-quota: the control-plane pod
+    recreated on its claim with the rate limit service beside it, Redis,
+    and the gateways rolled to the config with the ratelimit filter; then
+    one quota enforced across every gateway, the service and Redis killed."""
+    kustomization, docs = kp.manifests(GLOBAL)
+    configmaps = {d["metadata"]["name"]: {k: v.encode() for k, v in d["data"].items()}
+                  for d in docs if d["kind"] == "ConfigMap"}
+    for pod in old_gateways + [old_cp]:
+        pod.stop()
+        pod.release_volumes()
+    # New pod names (and published ports) for the new ReplicaSets.
+    pods = kp.pods_from(docs)
+    cp = next(p for p in pods if p.name.startswith(f"tk8s-{CONTROL_PLANE}-"))
+    redis = next(p for p in pods if p.name.startswith(f"tk8s-{REDIS}-"))
+    gateways = [p for p in pods if p.name.startswith(f"tk8s-{GATEWAY}-")]
+    for pod in [cp, redis] + gateways:
+        pod.name, pod.holder = pod.name + "-g", pod.holder.replace("-pod", "-g-pod")
+        pod.replica += 10
+    t0 = time.monotonic()
+    redis.start(secrets, configmaps)
+    cp.start(secrets, configmaps)
+    ready = redis.wait_ready(60) and cp.wait_ready(60)
+    for pod in gateways:
+        pod.start(secrets, configmaps)
+    ready = ready and all(p.wait_ready(120) for p in gateways)
+    containers = sorted(c["name"] for c in cp.spec["containers"])
+    report.check(ready and containers == ["control-plane", "ratelimit"] and len(gateways) == 3,
+                 f"global-quota overlay: Redis, the control-plane pod with the rate limit service ({containers}) "
+                 f"and {len(gateways)} gateways started from the manifests, probes ready",
+                 f"{time.monotonic() - t0:.1f} s")
+    if not ready:
+        for pod in [redis, cp] + gateways:
+            for c in pod.spec["containers"]:
+                log(f"{pod.name}-{c['name']}: "
+                    + run(["docker", "logs", "--tail", "20", f"{pod.name}-{c['name']}"], check=False).stderr)
+        return
+    for pod in (redis, cp):
+        kp.check_hardening(report, pod)
+    ports = [kp.PORT + p.replica for p in gateways]
+    admin = lambda *a, **k: cp.exec("control-plane", "tokenhub-admin", *a, **k)  # noqa: E731
+    mode = json.loads(admin("--json", "--as", "ops", "--otp-stdin", "--publish", "quota", "mode", "global",
+                            input=otp.next() + "\n").stdout)
+    synced, nodes, version = gateways_in_sync(cp, gateways, timeout=30, who=("--as", "ops"))
+    logs = ""
+    deadline = time.monotonic() + 20
+    while f"bundle version {version} loaded" not in logs and time.monotonic() < deadline:
+        logs = run(["docker", "logs", f"{cp.name}-ratelimit"], check=False).stderr
+        time.sleep(0.2)
+    report.check(mode.get("quota_mode") == "global" and synced and f"bundle version {version} loaded" in logs,
+                 "quota mode global published (2FA): every gateway acknowledges it, the rate limit service "
+                 "beside the control plane loads it from the pod's bundle volume", f"{nodes}, version {version}")
+
+    # One key limited to QUOTA/min, hammered by 6 threads over the 3 gateways.
+    td.room_in_minute(25)
+    window = int(time.time() // 60)
+    ok, detail = td.exactly_admitted(td.hammer(ports, metered["key"], 3 * QUOTA), QUOTA)
+    report.check(ok, f"a key limited to {QUOTA}/min, {3 * QUOTA} requests from 6 threads over the {len(ports)} "
+                 f"gateways: exactly {QUOTA} admitted, the rest 429 with Retry-After and RateLimit-*", detail)
+    report.check(all(td.call(p, key)[0] == 200 for p in ports), "a key without a limit is still served by every gateway")
+
+    # The rate limit service crashes: fail closed; the kubelet restarts it
+    # and the count goes on (it lives in Redis).
+    run(["docker", "kill", f"{cp.name}-ratelimit"])
+    down = [td.call(p, metered["key"]) for p in ports]
+    report.check(all(s == 503 and td.quota_code(b) == "quota_service_unavailable" for s, _, b in down),
+                 "the rate limit service killed: every gateway refuses the metered key with 503 "
+                 "quota_service_unavailable (fail closed)", f"{[(s, td.quota_code(b)) for s, _, b in down]}")
+    run(["docker", "start", f"{cp.name}-ratelimit"])
+    back = cp.wait_ready(30)
+    again = [td.call(p, metered["key"])[0] for p in ports]
+    report.check(back and again == [429] * len(ports) and int(time.time() // 60) == window,
+                 "restarted (as the kubelet does): in the same window the count survives, the key is still over "
+                 "its limit on every gateway", f"{again}")
+
+    # Redis killed: the configured failure mode (fail closed), then back.
+    run(["docker", "kill", f"{redis.name}-redis"])
+    down = [td.call(p, metered["key"]) for p in ports]
+    report.check(all(s == 503 and td.quota_code(b) == "quota_service_unavailable" for s, _, b in down),
+                 "Redis killed: every gateway answers the metered key 503 quota_service_unavailable (fail closed)",
+                 f"{[(s, td.quota_code(b)) for s, _, b in down]}")
+    t0 = time.monotonic()
+    run(["docker", "start", f"{redis.name}-redis"])
+    statuses, recovered = [], redis.wait_ready(30)
+    while recovered and time.monotonic() - t0 < 30:
+        statuses = [td.call(p, metered["key"])[0] for p in ports]
+        if all(s in (200, 429) for s in statuses):
+            break
+        time.sleep(0.2)
+    else:
+        recovered = False
+    report.check(recovered, "Redis restarted (as the kubelet does): every gateway counts the metered key again "
+                 "(200 or 429; Redis keeps counters in memory, so its window starts again)",
+                 f"{statuses} after {time.monotonic() - t0:.1f} s")
+
+
 def main() -> int:
     report = td.Report()
     td.SECRETS = kp.WORK / "secrets"
@@ -290,12 +397,11 @@ def main() -> int:
                          f"mounts {sources}, env {env}")
 
         admin = lambda *a, **k: cp.exec("control-plane", "tokenhub-admin", *a, **k)  # noqa: E731
-        admin("tenant", "add", "demo", "--region", "eu")
-        admin("provider", "set", "openai", "--path-prefix", "/v1/", "--header", "authorization", "--format",
-              "Bearer {secret}", input=td.PROVIDER_SECRET)
-        admin("ip", "allow", "--tenant", "demo", f"{kp.SUBNET}.1/32")
-        key = json.loads(admin("--json", "key", "create", "--tenant", "demo").stdout)["key"]
-        victim = json.loads(admin("--json", "key", "create", "--tenant", "demo", "--name", "victim").stdout)
+        key, victim = kp.seed(admin)
+        # For the global phase: a key with its own per-minute limit (set
+        # before 2FA is on; counted by each guard until the mode changes).
+        metered = json.loads(admin("--json", "key", "create", "--tenant", "demo", "--name", "metered").stdout)
+        admin("quota", "set", "--key", metered["key_id"], "--per-minute", str(QUOTA))
         admin("publish")
         ports = [kp.PORT + p.replica for p in gateways]
         ok, took = every(ports, key, 200, 30)
@@ -420,11 +526,7 @@ def main() -> int:
         # follows it to the new address.
         def recreate(with_secrets) -> str:
             cp.stop()
-            for path, _ in cp.vols.values():
-                if str(path).startswith(str(kp.WORK / "pods")):
-                    run(["umount", path], check=False)
-                    shutil.rmtree(path, ignore_errors=True)
-            cp.vols = {}
+            cp.release_volumes()
             try:
                 cp.start(with_secrets, configmaps)
             except RuntimeError as e:
@@ -451,6 +553,7 @@ def main() -> int:
                                  "demo", "--name", "recreated", input=otp.next() + "\n").stdout)
         ok, took = every(ports, fresh["key"], 200, 10)
         report.check(ok, "a key created on the recreated control plane works on every gateway", f"{took:.2f} s")
+        global_quota(report, cp, gateways, secrets, otp, key, metered)
         report.check(time.monotonic() - t_start < TIMEOUT, f"the suite ran within {TIMEOUT:.0f} s",
                      f"{time.monotonic() - t_start:.0f} s")
     except Exception as e:

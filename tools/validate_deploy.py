@@ -35,8 +35,13 @@ Usage: validate_deploy.py [ENVOY_DIR]
 import pathlib
 import subprocess
 import sys
+import tempfile
 
 import yaml
+
+TOOLS = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS))
+import kustomize_lite  # noqa: E402
 
 BIN = pathlib.Path(sys.executable).parent
 NON_ROOT = "65532:65532"
@@ -75,12 +80,20 @@ class Report:
 # Docker
 
 
-def check_compose(report: Report, path: pathlib.Path) -> None:
-    schema = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)]
-    report.tool(f"{path} (Compose Specification schema)", schema)
+def check_compose(report: Report, path: pathlib.Path, override: pathlib.Path = None) -> None:
+    """The compose file, or with `override` the services as that override
+    file leaves them (each of its services' keys replacing the base's)."""
+    shown = override or path
+    schema = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(shown)]
+    report.tool(f"{shown} (Compose Specification schema)", schema)
     doc = yaml.safe_load(path.read_text())
+    services = doc.get("services", {})
+    if override:
+        extra = yaml.safe_load(override.read_text())
+        services = {name: dict(services.get(name, {}), **service) for name, service in extra["services"].items()}
+        path = shown
     declared = doc.get("secrets", {})
-    for name, service in doc.get("services", {}).items():
+    for name, service in services.items():
         weak = [
             what
             for what, ok in [
@@ -92,11 +105,14 @@ def check_compose(report: Report, path: pathlib.Path) -> None:
         ]
         report.check(not weak, f"{path}: service {name} hardened", "missing " + ", ".join(weak))
         command = " ".join(str(x) for x in (service.get("command") or []))
-        report.check("--allow-remote" not in command and "0.0.0.0:8081" not in command,
+        # The rate limit service answers Envoy over the network (never the
+        # admin API); it is checked below to be unpublished.
+        report.check(("--allow-remote" not in command or command.startswith("ratelimit "))
+                     and "0.0.0.0:8081" not in command,
                      f"{path}: service {name} keeps the admin API on its own loopback")
         published = [str(p) for p in service.get("ports", [])]
-        report.check(not any(":9901" in p or ":8081" in p for p in published),
-                     f"{path}: service {name} publishes no admin port", f"{published}")
+        report.check(not any(f":{port}" in p for p in published for port in (9901, 8081, 8082, 6379)),
+                     f"{path}: service {name} publishes no admin, rate limit or Redis port", f"{published}")
         for secret in service.get("secrets", []):
             source = secret if isinstance(secret, str) else secret.get("source")
             ok = "file" in declared.get(source, {})
@@ -122,9 +138,11 @@ def check_dockerfile(report: Report, path: pathlib.Path) -> None:
 
 
 def resource_files(report: Report, k8s: pathlib.Path) -> list:
-    """The files kustomization.yaml lists, checked against the directory."""
+    """The files kustomization.yaml lists (resources and patches; a base
+    directory aside), checked against the directory."""
     kustomization = yaml.safe_load((k8s / KUSTOMIZATION).read_text())
-    listed = kustomization.get("resources", [])
+    listed = [r for r in kustomization.get("resources", []) if not (k8s / r).is_dir()]
+    listed += [p["path"] for p in kustomization.get("patches", [])]
     present = sorted(p.name for p in k8s.glob("*.yaml") if p.name != KUSTOMIZATION)
     report.check(
         sorted(listed) == present,
@@ -175,7 +193,7 @@ def check_references(report: Report, k8s: pathlib.Path, files: list) -> None:
     not see: volumes naming a Secret, ConfigMap or claim that nothing
     creates, probes and Services naming ports no container declares, and
     container ports that disagree with the listeners in Envoy's config."""
-    kustomization = yaml.safe_load((k8s / KUSTOMIZATION).read_text())
+    kustomization, _ = kustomize_lite.render(k8s)  # an overlay's base's generators too
     docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
     secrets = {g["name"]: [i.partition("=")[0] for i in g.get("files", [])]
                for g in kustomization.get("secretGenerator", [])}
@@ -260,7 +278,7 @@ def check_references(report: Report, k8s: pathlib.Path, files: list) -> None:
             report.check(ok, f"Service {svc['metadata']['name']}: targetPort {target} is a port of its pods")
 
 
-def check_gateway_holds_no_store(report: Report, k8s: pathlib.Path, files: list) -> None:
+def check_gateway_holds_no_store(report: Report, k8s: pathlib.Path, files: list, copies: bool = True) -> None:
     """Scaled out (a control plane beside the gateways): the gateway pods
     mount no volume claim and no master key, and the shared files are the
     single-pod deployment's own."""
@@ -277,14 +295,38 @@ def check_gateway_holds_no_store(report: Report, k8s: pathlib.Path, files: list)
                    if "MASTER_KEY" in e["name"] or (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("name") == MASTER_KEY]
             report.check(not held and not env, f"{k8s}: {GATEWAY} holds no store and no master key",
                          f"volumes {held}, env {env}")
-    for shared in SHARED_WITH_SINGLE_POD:
+    for shared in SHARED_WITH_SINGLE_POD if copies else []:
         same = (k8s / shared).read_text() == (k8s.parent / shared).read_text()
         report.check(same, f"{k8s / shared} is a copy of {k8s.parent / shared}", "they differ: copy it again")
 
 
+def rendered_files(k8s: pathlib.Path, work: pathlib.Path) -> list:
+    """An overlay's documents as kustomize would emit them (its base
+    included, patches applied), one file each, for the checks that read
+    whole documents."""
+    _, docs = kustomize_lite.render(k8s)
+    files = []
+    for n, doc in enumerate(docs):
+        path = work / f"{n:02d}-{doc['kind'].lower()}-{doc['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        files.append(path)
+    return files
+
+
 def check_k8s(report: Report, k8s: pathlib.Path) -> None:
     files = resource_files(report, k8s)
-    check_gateway_holds_no_store(report, k8s, files)
+    kustomization = yaml.safe_load((k8s / KUSTOMIZATION).read_text())
+    if any((k8s / r).is_dir() for r in kustomization.get("resources", [])):
+        # An overlay: its patches are partial documents; check the result.
+        with tempfile.TemporaryDirectory(prefix="validate-deploy-") as tmp:
+            check_k8s_files(report, k8s, rendered_files(k8s, pathlib.Path(tmp)), overlay=True)
+        return
+    check_k8s_files(report, k8s, files)
+
+
+def check_k8s_files(report: Report, k8s: pathlib.Path, files: list, overlay: bool = False) -> None:
+    # An overlay's shared files are its base's own (no copies to compare).
+    check_gateway_holds_no_store(report, k8s, files, copies=not overlay)
     validate = [str(BIN / "kubernetes-validate"), "--strict", "--quiet"] + [str(f) for f in files]
     report.tool(f"{k8s}: {len(files)} files (kubernetes-validate --strict)", validate)
     for path in files:
@@ -297,11 +339,18 @@ def main() -> int:
     root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "envoy")
     report = Report()
     check_compose(report, root / "docker" / "docker-compose.yaml")
+    check_compose(report, root / "docker" / "docker-compose.yaml", root / "docker" / "docker-compose.global.yaml")
     check_envoy_admin(report, root / "docker" / "envoy.yaml")
     check_dockerfile(report, root / "docker" / "Dockerfile")
     check_dockerfile(report, root / "docker" / "Dockerfile.offline")
     check_k8s(report, root / "k8s")
     check_k8s(report, root / "k8s" / "scale-out")
+    check_k8s(report, root / "k8s" / "scale-out" / "global-quota")
+    generated = subprocess.run([sys.executable, str(TOOLS / "global_quota_config.py"), "--check"],
+                               capture_output=True, text=True, timeout=60)
+    report.check(generated.returncode == 0,
+                 "the global quota mode's Envoy configs (Kubernetes overlay, Compose override) are what "
+                 "tools/global_quota_config.py writes", generated.stderr.strip())
     print(f"{report.passed} passed, {report.failures} failed")
     return 1 if report.failures else 0
 

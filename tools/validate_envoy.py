@@ -38,6 +38,7 @@ Usage: validate_envoy.py --envoy BIN --wasm FILE [ROOT]
 """
 
 import argparse
+import copy
 import pathlib
 import re
 import subprocess
@@ -80,6 +81,9 @@ CONTAINER_VALUES = {
 XDS_TEMPLATE = "xds/envoy.yaml.tmpl"
 XDS_CLUSTER = "tokenhub_xds"
 GUARD_FILTER = "tokenhub.guard"
+# The global quota mode (envoy/global-ratelimit/envoy.yaml.tmpl).
+RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
+RATELIMIT_CLUSTER = "ratelimit"
 CONTAINER_XDS_VALUES = {
     **CONTAINER_VALUES,
     "NODE_ID": "unused",
@@ -154,6 +158,25 @@ def first_difference(a, b, where="filter_chains"):
     return None if a == b else f"{where}: {a!r} vs {b!r}"
 
 
+def without_global_quota(chain: list) -> list:
+    """A client filter chain without the global quota mode's parts (the
+    descriptor actions, the ratelimit filter, its local reply), which
+    tools/global_quota_config.py adds to a deployment's config from
+    envoy/global-ratelimit/envoy.yaml.tmpl."""
+    chain = copy.deepcopy(chain)
+    for fc in chain:
+        for f in fc.get("filters", []):
+            hcm = f.get("typed_config", {})
+            for vhost in (hcm.get("route_config") or {}).get("virtual_hosts", []):
+                vhost.pop("rate_limits", None)
+            if "http_filters" in hcm:
+                hcm["http_filters"] = [h for h in hcm["http_filters"] if h.get("name") != RATELIMIT_FILTER]
+            mappers = (hcm.get("local_reply_config") or {}).get("mappers")
+            if mappers is not None:
+                mappers[:] = [m for m in mappers if "rate_limiter_error" not in str(m.get("filter"))]
+    return chain
+
+
 def guard_discovery(chain: list) -> dict:
     """The guard filter's config_discovery in a client filter chain."""
     for fc in chain:
@@ -190,7 +213,11 @@ def check_drift(root: pathlib.Path, path: pathlib.Path, text: str) -> bool:
             print(f"FAILED  {path}: xDS cluster drifted from {root / XDS_TEMPLATE}: {found}", file=sys.stderr)
             return False
         against = f"{DEMO_TEMPLATE}, guard config source and xDS cluster as {XDS_TEMPLATE}"
-    found = first_difference(expected, client_chain(config))
+    ours = client_chain(config)
+    if RATELIMIT_CLUSTER in clusters:
+        ours = without_global_quota(ours)
+        against += " (its global quota parts aside: tools/global_quota_config.py)"
+    found = first_difference(expected, ours)
     if found:
         print(f"FAILED  {path}: drifted from {against}: {found}", file=sys.stderr)
         return False
@@ -259,14 +286,38 @@ def access_log_problems(text: str) -> list:
     ]
 
 
+def client_address_problems(config: dict) -> list:
+    """A gateway sends no client address to the provider (a third party;
+    issue 17): every connection manager that takes the client address from
+    the TCP peer must not append it to x-forwarded-for, and its routes must
+    drop the x-envoy-external-address Envoy sets. The guard removes
+    client-sent address headers and forwards one only for opted-in tenants."""
+    problems = []
+    for node in walk(config):
+        if node.get("use_remote_address") is not True:
+            continue
+        name = node.get("stat_prefix", "?")
+        if node.get("skip_xff_append") is not True:
+            problems.append(f"connection manager {name}: skip_xff_append: true (the client address reaches the provider)")
+        for vhost in (node.get("route_config") or {}).get("virtual_hosts") or []:
+            if "x-envoy-external-address" not in (vhost.get("request_headers_to_remove") or []):
+                problems.append(
+                    f"connection manager {name}, virtual host {vhost.get('name')}: "
+                    "request_headers_to_remove: [x-envoy-external-address]"
+                )
+    return problems
+
+
 def check_security(path, text: str) -> bool:
-    """The checks Envoy's validate mode cannot make: pinned JWKS TLS, and
-    access logs that never name a client claim as identity."""
-    problems = jwks_problems(yaml.safe_load(text) or {}) + access_log_problems(text)
+    """The checks Envoy's validate mode cannot make: pinned JWKS TLS, access
+    logs that never name a client claim as identity, no client address
+    toward the provider."""
+    config = yaml.safe_load(text) or {}
+    problems = jwks_problems(config) + access_log_problems(text) + client_address_problems(config)
     for problem in problems:
         print(f"FAILED  {path}: {problem}", file=sys.stderr)
     if not problems:
-        print(f"ok      {path} (JWKS TLS pinned, no client claim logged)")
+        print(f"ok      {path} (JWKS TLS pinned, no client claim logged, no client address upstream)")
     return not problems
 
 
@@ -301,8 +352,21 @@ def self_check(root: pathlib.Path, values: dict) -> bool:
     if not access_log_problems('tenant: "%REQ(X-TOKENHUB-TENANT)%"'):
         print("FAILED  self-check: a raw %REQ(X-TOKENHUB-TENANT)% passed", file=sys.stderr)
         ok = False
+    if client_address_problems(config):
+        print(f"FAILED  self-check: {DEMO_TEMPLATE} forwards a client address", file=sys.stderr)
+        ok = False
+    for key in ["skip_xff_append", "route_config"]:
+        mutated = yaml.safe_load(text)
+        manager = next(n for n in walk(mutated) if n.get("use_remote_address") is True)
+        if key == "route_config":
+            manager[key]["virtual_hosts"][0].pop("request_headers_to_remove")
+        else:
+            manager.pop(key)
+        if not client_address_problems(mutated):
+            print(f"FAILED  self-check: a connection manager without {key}'s client address removal passed", file=sys.stderr)
+            ok = False
     if ok:
-        print("ok      self-check: the security checks refuse unpinned JWKS and logged claims")
+        print("ok      self-check: the security checks refuse unpinned JWKS, logged claims and forwarded addresses")
     return ok
 
 

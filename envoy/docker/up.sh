@@ -8,6 +8,10 @@
 #                                 # (pulls rust, distroless and envoyproxy/envoy)
 #   envoy/docker/up.sh --offline  # nothing pulled: local Debian base + host-built
 #                                 # binaries (tools/docker-images.sh); `make demo-docker`
+#   envoy/docker/up.sh --global   # (with or without --offline) the global quota
+#                                 # mode: docker-compose.global.yaml adds Redis and
+#                                 # the rate limit service; the bundle is switched
+#                                 # to `quota mode global`
 #   envoy/docker/up.sh --secrets  # only create the secrets
 #   envoy/docker/up.sh --down     # stop and remove everything (containers,
 #                                 # volumes with the store, network)
@@ -72,23 +76,30 @@ case ${1:-} in
     ensure_compose
     exec "${COMPOSE[@]}" -f docker-compose.yaml --profile tools down -v --remove-orphans
     ;;
---offline)
-    OFFLINE=1
-    shift
-    ;;
-*) OFFLINE=0 ;;
 esac
+OFFLINE=0 GLOBAL=0
+FILES=(-f docker-compose.yaml)
+while (($#)); do
+    case $1 in
+    --offline) OFFLINE=1 ;;
+    --global) GLOBAL=1 FILES+=(-f docker-compose.global.yaml) ;;
+    *) break ;;
+    esac
+    shift
+done
 
 make_secrets
 ensure_engine
 ensure_compose
-compose() { "${COMPOSE[@]}" -f docker-compose.yaml "$@"; }
+compose() { "${COMPOSE[@]}" "${FILES[@]}" "$@"; }
 # How to call Compose here (printed): `docker compose`, or the pinned binary.
-DC="${COMPOSE[*]} -f $PWD/docker-compose.yaml"
+DC="${COMPOSE[*]} ${FILES[*]/#docker-compose/$PWD/docker-compose}"
 
 if ((OFFLINE)); then
     TOKENHUB_ENVOY_IMAGE=$("$ROOT/tools/docker-images.sh" | tail -1)
     export TOKENHUB_ENVOY_IMAGE TOKENHUB_CURL_IMAGE=tokenhub/client:${TOKENHUB_IMAGE_TAG:-dev}
+    # Debian's redis-server on the offline base (tools/docker-base.sh).
+    export TOKENHUB_REDIS_IMAGE=${TOKENHUB_REDIS_IMAGE:-tokenhub/debian-redis:bookworm}
     compose up --detach --no-build --pull never --wait --wait-timeout 180 "$@"
 else
     compose up --detach --build --wait --wait-timeout 600 "$@"
@@ -130,6 +141,20 @@ fi
 GONE=
 # shellcheck disable=SC1090
 source "$STATE"
+if ((GLOBAL)) && [[ $(admin --json quota mode) != *'"global"'* ]]; then
+    log "switching the bundle to the global quota mode (counted in Redis by the rate limit service);"
+    log "the demo key gets a limit of 5 requests per minute to show it"
+    admin quota set --key "${KEY:4:12}" --per-minute 5 >/dev/null
+    admin --publish quota mode global >/dev/null 2>&1
+fi
+if ((GLOBAL)); then
+    # Until the service has loaded the switch (its --poll-ms), neither the
+    # guard nor the service counts (docs/global-quotas.md).
+    for _ in $(seq 100); do
+        compose logs ratelimit 2>/dev/null | grep -q 'quota mode global' && break
+        sleep 0.1
+    done
+fi
 TYPO=${KEY%?}x
 [[ $TYPO == "$KEY" ]] && TYPO=${KEY%?}y
 
@@ -153,23 +178,12 @@ TokenHub Guard Docker demo is running (envoy/docker/up.sh --down removes it, wit
   Demo key        $KEY  (tenant demo, region eu, sub-account research)
   US key          $US_KEY  (tenant globex, region us)
 
-Allowed: the upstream sees the provider credential and the authoritative tenant headers, not your key:
-  $C $URL -H 'Authorization: Bearer $KEY' -d '{}'
-
-Data localization: each tenant reaches its own region's upstream only (see x-tokenhub-region in the echo);
-a client-sent x-tokenhub-region is replaced by the tenant's:
-  $C $URL -H 'Authorization: Bearer $US_KEY' -H 'x-tokenhub-region: eu' -d '{}'
-
-TLS 1.2 is refused (handshake alert "protocol version"):
-  $C -S --tlsv1.2 --tls-max 1.2 $URL
-
-Denials need no body (curl 7.x over HTTP/2 may report "(92) Stream error" when the
-gateway refuses a request before reading its body; add --http1.1 to see the reply then).
-
-Wrong key (401): a deleted key, then a mistyped one (its checksum fails before any lookup):
-  $C $URL -H 'Authorization: Bearer $GONE'
-  $C $URL -H 'Authorization: Bearer $TYPO'
-
+MSG
+# shellcheck source=tools/demo-examples.sh
+source "$ROOT/tools/demo-examples.sh"
+demo_examples
+cat <<MSG
+$( ((GLOBAL)) && printf '%s\n  %s\n\n' "Global quota mode: the demo key has 5 requests per minute, counted in Redis; the 6th gets 429 with Retry-After:" "for i in 1 2 3 4 5 6; do $C -o /dev/null -w '%{http_code} ' $URL -H 'Authorization: Bearer $KEY' -d '{}'; done; echo")
 Wrong IP (403): the same key from a container on the network (its own address, not the gateway's):
   docker run --rm --network $NET -v $CERT:/tls.crt:ro $CLIENT -s --cacert /tls.crt https://envoy:8443/v1/chat/completions -H 'Authorization: Bearer $KEY'
 

@@ -1,6 +1,6 @@
 //! The decision target: arbitrary method, path, headers (names and value
 //! bytes), source address and clock against the fixture policy, checked
-//! against a model of the decision written from DESIGN.md.
+//! against an independent model of the decision (the steps in README.md, "How it fits together").
 //!
 //! The model is the oracle for both directions: the core must allow exactly
 //! the requests the model allows (same key, tenant, sub-account, injected

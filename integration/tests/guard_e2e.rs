@@ -361,6 +361,52 @@ fn inbound_tokenhub_headers_are_stripped_and_authoritative_ones_set_once() {
     assert_eq!(sorted, want, "x-tokenhub-* headers upstream: {tokenhub:?}");
 }
 
+/// The headers that could tell a provider who the client is.
+const CLIENT_ADDRESS_HEADERS: [&str; 5] =
+    ["x-forwarded-for", "x-envoy-external-address", "forwarded", "x-real-ip", "true-client-ip"];
+
+#[test]
+fn the_provider_gets_no_client_address_unless_the_tenant_opts_in() {
+    let fx = Fixture::start();
+    let auth = bearer(&fx.key.key);
+    let sent = [
+        ("authorization", auth.as_str()),
+        ("x-forwarded-for", "198.51.100.7"),
+        ("forwarded", "for=198.51.100.7"),
+        ("x-real-ip", "198.51.100.7"),
+        ("true-client-ip", "198.51.100.7"),
+    ];
+    for (addr, request) in
+        [(addrs::V4_PRIMARY, &sent[..1]), (addrs::V4_PRIMARY, &sent[..]), (addrs::V6_LOOPBACK, &sent[..])]
+    {
+        let seen = fx.expect_allowed(|| fx.send(addr, "GET", "/v1/models", request));
+        for name in CLIENT_ADDRESS_HEADERS {
+            assert!(seen.header_all(name).is_empty(), "{name} reached the provider: {:#?}", seen.headers);
+        }
+        // (The host header holds the gateway's own address, not the client's.)
+        for (name, value) in seen.headers.iter().filter(|(n, _)| !n.eq_ignore_ascii_case("host")) {
+            assert!(
+                !value.contains("198.51.100.7") && !value.contains("127.0.0.") && !value.contains("::1"),
+                "{name}: {value}"
+            );
+        }
+    }
+    // Opted in: exactly the TCP peer the guard decided on, never the client's claim.
+    fx.admin.json(&["tenant", "client-address", TENANT, "forward"]);
+    fx.publish();
+    let seen = fx.expect_allowed(|| fx.send(addrs::V4_PRIMARY, "GET", "/v1/models", &sent));
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
+    for name in &CLIENT_ADDRESS_HEADERS[1..] {
+        assert!(seen.header_all(name).is_empty(), "{name} reached the provider: {:#?}", seen.headers);
+    }
+    let seen = fx.expect_allowed(|| fx.send(addrs::V6_LOOPBACK, "GET", "/v1/models", &sent[..1]));
+    assert_eq!(seen.header_all("x-forwarded-for"), ["::1"]);
+    fx.admin.json(&["tenant", "client-address", TENANT, "withhold"]);
+    fx.publish();
+    let seen = fx.expect_allowed(|| fx.send(addrs::V4_PRIMARY, "GET", "/v1/models", &sent));
+    assert!(seen.header_all("x-forwarded-for").is_empty(), "{:#?}", seen.headers);
+}
+
 // ===========================================================================
 // Scopes: 403.
 

@@ -17,6 +17,15 @@ pub const REGION_HEADER: &str = "x-tokenhub-region";
 pub const AUTH_HEADER: &str = "x-tokenhub-auth";
 const CREDENTIAL_HEADERS: [&str; 2] = ["authorization", "x-api-key"];
 
+/// Headers that carry a client's address toward the provider. Envoy itself
+/// adds none (`skip_xff_append`; the routes remove `x-envoy-external-address`),
+/// so these are client- or front-proxy-sent: removed unless the tenant opted in,
+/// and then replaced by the address the guard saw.
+pub const CLIENT_ADDRESS_HEADERS: [&str; 4] = ["x-forwarded-for", "forwarded", "x-real-ip", "true-client-ip"];
+
+/// The header an opted-in tenant's provider gets the client's address in.
+pub const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
+
 /// What the filter knows about a request. Header names are lower case (as
 /// Envoy delivers them); values are raw bytes, since a client may send
 /// anything.
@@ -391,11 +400,15 @@ fn is_normalized(path: &str) -> bool {
 
 /// True for the headers the filter removes from every request: the client's
 /// credential headers, provider routing headers (`OpenAI-Organization`…,
-/// which would steer the platform's credential), and anything in the
-/// `x-tokenhub-` namespace (also spelled with underscores, which some
+/// which would steer the platform's credential), client address headers
+/// (set again, by the guard, for tenants that opted in), and anything in
+/// the `x-tokenhub-` namespace (also spelled with underscores, which some
 /// proxies treat as dashes).
 pub fn is_stripped_header(name: &str) -> bool {
-    CREDENTIAL_HEADERS.contains(&name) || is_tokenhub_header(name) || PROVIDER_ROUTING_HEADERS.contains(&name)
+    CREDENTIAL_HEADERS.contains(&name)
+        || is_tokenhub_header(name)
+        || PROVIDER_ROUTING_HEADERS.contains(&name)
+        || CLIENT_ADDRESS_HEADERS.contains(&name)
 }
 
 pub fn is_tokenhub_header(name: &str) -> bool {
@@ -409,6 +422,12 @@ fn normalized_tokenhub_name(name: &str) -> Option<String> {
 }
 
 impl Subject<'_> {
+    /// The client address the provider gets: only for a tenant that opted
+    /// in, and only the TCP peer the guard decided on (never a client's claim).
+    pub fn forwarded_for(&self, source: Option<IpAddr>) -> Option<String> {
+        source.filter(|_| self.tenant.forward_client_address).map(|ip| ip.to_string())
+    }
+
     /// The authoritative identity headers (`None` = must be absent: no key
     /// id for an OIDC identity). Set on every allowed request, and on a
     /// refused one whose owner is known, for the access log.

@@ -3,6 +3,7 @@
 //! `wasm32-wasip1` (tested under a WASI runtime, and run inside Envoy).
 
 pub mod apikey;
+pub mod budget;
 pub mod bundle;
 pub mod cidr;
 pub mod crypto;

@@ -14,6 +14,10 @@ use crate::core::bundle::schema::QuotaDoc;
 
 pub const MINUTE: u64 = 60;
 pub const DAY: u64 = 86_400;
+/// A calendar month (UTC): as a window length, `window` counts months from
+/// the epoch instead of fixed spans. The value is the mean Gregorian month,
+/// so code that only needs a length (e.g. a Redis expiry) gets a sane one.
+pub const MONTH: u64 = 2_629_746;
 /// CAS attempts per counter before giving up (fail closed).
 pub const MAX_CAS_ATTEMPTS: usize = 64;
 
@@ -103,8 +107,45 @@ fn counter_key(name: &str, window: &str) -> String {
 
 /// Window index and seconds until it ends.
 pub fn window(now: u64, length: u64) -> (u64, u64) {
+    if length == MONTH {
+        return month_window(now);
+    }
     let length = length.max(1);
     (now / length, length - now % length)
+}
+
+/// Months since January 1970 (UTC) and seconds until the next month starts.
+fn month_window(now: u64) -> (u64, u64) {
+    let (year, month) = civil_month(now / DAY);
+    let index = (year - 1970) * 12 + (month - 1);
+    let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let next_start = days_from_civil(next_year, next_month) * DAY;
+    (index, next_start.saturating_sub(now).max(1))
+}
+
+/// (year, month 1..=12) of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, for non-negative days).
+fn civil_month(days: u64) -> (u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month)
+}
+
+/// Days since 1970-01-01 of the first day of (year, month).
+fn days_from_civil(year: u64, month: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe).saturating_sub(719_468)
 }
 
 fn decode(value: Option<&[u8]>) -> (u64, u64) {
@@ -124,20 +165,29 @@ fn encode(window: u64, count: u64) -> [u8; 16] {
 
 /// Counts one request against every limit, or none of them.
 pub fn consume(store: &dyn CounterStore, limits: &[Limit], now: u64) -> QuotaOutcome {
+    consume_amounts(store, limits, &vec![1; limits.len()], now)
+}
+
+/// Adds `amounts[i]` to `limits[i]`, for every limit whose window is not yet
+/// spent, or to none of them. A limit refuses only once it is reached, so an amount may
+/// take a counter past its limit (a token reservation larger than what is
+/// left): requests are counted in ones and never overshoot.
+pub fn consume_amounts(store: &dyn CounterStore, limits: &[Limit], amounts: &[u64], now: u64) -> QuotaOutcome {
     if limits.is_empty() {
         return QuotaOutcome::Unlimited;
     }
     let mut tightest: Option<Budget> = None;
     for (i, limit) in limits.iter().enumerate() {
-        match increment(store, limit, now) {
+        let amount = amounts.get(i).copied().unwrap_or(1);
+        match increment(store, limit, amount, now) {
             Step::Counted(b) => {
                 if tightest.is_none_or(|t| b.remaining < t.remaining) {
                     tightest = Some(b);
                 }
             }
             failed => {
-                for done in &limits[..i] {
-                    rollback(store, done, now);
+                for (done, amount) in limits[..i].iter().zip(amounts) {
+                    adjust(store, done, -i128::from(*amount), now);
                 }
                 return match failed {
                     Step::Full(b) => QuotaOutcome::Exceeded(b),
@@ -155,7 +205,7 @@ enum Step {
     Failed,
 }
 
-fn increment(store: &dyn CounterStore, limit: &Limit, now: u64) -> Step {
+fn increment(store: &dyn CounterStore, limit: &Limit, amount: u64, now: u64) -> Step {
     let (current, reset) = window(now, limit.window);
     for _ in 0..MAX_CAS_ATTEMPTS {
         let (value, cas) = store.get(&limit.counter);
@@ -164,9 +214,11 @@ fn increment(store: &dyn CounterStore, limit: &Limit, now: u64) -> Step {
         if count >= limit.limit {
             return Step::Full(Budget { limit: limit.limit, remaining: 0, reset });
         }
-        match store.set(&limit.counter, &encode(current, count + 1), cas) {
+        let counted = count.saturating_add(amount);
+        match store.set(&limit.counter, &encode(current, counted), cas) {
             Ok(true) => {
-                return Step::Counted(Budget { limit: limit.limit, remaining: limit.limit - count - 1, reset });
+                let remaining = limit.limit.saturating_sub(counted);
+                return Step::Counted(Budget { limit: limit.limit, remaining, reset });
             }
             Ok(false) => continue,
             Err(StoreError) => return Step::Failed,
@@ -175,19 +227,30 @@ fn increment(store: &dyn CounterStore, limit: &Limit, now: u64) -> Step {
     Step::Failed
 }
 
-/// Gives back one count taken in this window (best effort, bounded).
-fn rollback(store: &dyn CounterStore, limit: &Limit, now: u64) {
+/// Adds `delta` (negative: gives back) to this window's count, never below
+/// zero; a counter already in a later window is left alone. Bounded CAS
+/// retries; `false` when the store failed or stayed contended.
+pub(crate) fn adjust(store: &dyn CounterStore, limit: &Limit, delta: i128, now: u64) -> bool {
     let (current, _) = window(now, limit.window);
     for _ in 0..MAX_CAS_ATTEMPTS {
         let (value, cas) = store.get(&limit.counter);
         let (w, count) = decode(value.as_deref());
-        if w != current || count == 0 {
-            return;
+        let count = match w.cmp(&current) {
+            std::cmp::Ordering::Equal => count,
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Greater => return true,
+        };
+        let next = (i128::from(count) + delta).clamp(0, i128::from(u64::MAX)) as u64;
+        if next == count {
+            return true;
         }
-        if !matches!(store.set(&limit.counter, &encode(current, count - 1), cas), Ok(false)) {
-            return;
+        match store.set(&limit.counter, &encode(current, next), cas) {
+            Ok(true) => return true,
+            Ok(false) => continue,
+            Err(StoreError) => return false,
         }
     }
+    false
 }
 
 /// Makes sure every counter exists, so that request-time writes are always
@@ -278,6 +341,30 @@ mod tests {
         assert_eq!(window(60, 60), (1, 60));
         assert_eq!(window(86_399, DAY), (0, 1));
         assert_eq!(window(10, 0), (10, 1), "zero-length window is treated as 1s, never divides by zero");
+    }
+
+    #[test]
+    fn month_windows_follow_the_calendar() {
+        // 2026-12-01T00:00:00Z = 1_796_083_200; 2027-01-01 = +31 days.
+        let dec_1 = 1_796_083_200;
+        assert_eq!(window(dec_1, MONTH), ((2026 - 1970) * 12 + 11, 31 * DAY));
+        assert_eq!(window(dec_1 - 1, MONTH), ((2026 - 1970) * 12 + 10, 1));
+        assert_eq!(window(dec_1 + 31 * DAY, MONTH).0, (2027 - 1970) * 12);
+        // February of a leap year has 29 days, of others 28.
+        let feb_2028 = 1_832_976_000;
+        assert_eq!(window(feb_2028, MONTH), ((2028 - 1970) * 12 + 1, 29 * DAY));
+        let feb_2027 = 1_801_440_000;
+        assert_eq!(window(feb_2027, MONTH), ((2027 - 1970) * 12 + 1, 28 * DAY));
+        assert_eq!(window(0, MONTH), (0, 31 * DAY));
+        // Every day of four years: the index never goes back and steps by one.
+        let mut last = window(0, MONTH).0;
+        for day in 0..(4 * 366) {
+            let (index, reset) = window(day * DAY, MONTH);
+            assert!(index == last || index == last + 1, "day {day}");
+            assert!((1..=31 * DAY).contains(&reset), "day {day}: reset {reset}");
+            assert_eq!(window(day * DAY + reset, MONTH).0, index + 1, "day {day}: reset lands on the next month");
+            last = index;
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@ mod host;
 
 use crate::core::bundle::schema::QuotaMode;
 use crate::core::bundle::{self, BundleKey, Policy};
-use crate::core::decision::{decide, is_stripped_header, Decision, OidcIdentity, RequestFacts, Subject};
+use crate::core::decision::{
+    decide, is_stripped_header, Decision, OidcIdentity, RequestFacts, Subject, FORWARDED_FOR_HEADER,
+};
 use crate::core::errors::DenyReason;
 use crate::core::quota::{self, Budget, QuotaOutcome};
 use host::{Metrics, SharedCounters};
@@ -244,13 +246,20 @@ impl HttpContext for GuardHttp {
                 }
                 // What is about to be overwritten needs no separate removal
                 // (one host call fewer per header, on every allowed request).
-                let mut overwritten = [grant.inject.0; 6];
+                let forwarded_for = grant.subject.forwarded_for(facts.source);
+                let mut overwritten = [grant.inject.0; 7];
                 for (slot, (name, _)) in overwritten.iter_mut().zip(grant.subject.identity_headers()) {
                     *slot = name;
+                }
+                if forwarded_for.is_some() {
+                    overwritten[6] = FORWARDED_FOR_HEADER;
                 }
                 self.strip(&view, &overwritten);
                 self.set_identity(&grant.subject);
                 self.set_http_request_header(grant.inject.0, Some(grant.inject.1));
+                if let Some(address) = &forwarded_for {
+                    self.set_http_request_header(FORWARDED_FOR_HEADER, Some(address));
+                }
                 if let Some(m) = &self.metrics {
                     m.allowed();
                 }

@@ -68,10 +68,25 @@ pub fn set_region(s: &Session, id: &str, region: &str) -> Result<Reply, AdminErr
     ))
 }
 
+/// Whether the tenant's provider gets the client's address
+/// (`x-forwarded-for`); off by default (GDPR minimisation).
+pub fn set_client_address(s: &Session, id: &str, forward: bool) -> Result<Reply, AdminError> {
+    s.mutate(Change::policy("tenant.set-client-address", Scope::Platform, Target::tenant(id)), |d, _| {
+        policy::tenant_mut(d, id)?.forward_client_address = forward;
+        Ok(())
+    })?;
+    let what = if forward { "forwarded to its provider" } else { "withheld from its provider" };
+    Ok(Reply::new(
+        format!("tenant {id}: client address {what}; {}", s.apply_hint()),
+        json!({"tenant": id, "forward_client_address": forward}),
+    ))
+}
+
 /// A tenant without secrets: provider secrets are shown by provider id only.
 pub fn tenant_json(doc: &StoreDoc, t: &TenantDoc) -> Value {
     json!({
         "id": t.id, "name": t.name, "status": t.status, "region": t.region,
+        "forward_client_address": t.forward_client_address,
         "ip_allowlist": t.ip_allowlist, "quota": t.quota,
         "own_provider_secrets": t.provider_secrets.keys().collect::<Vec<_>>(),
         "sub_accounts": t.sub_accounts,

@@ -352,6 +352,12 @@ struct RegionBody {
     region: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientAddressBody {
+    forward: bool,
+}
+
 fn route_tenants(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
         (Method::Get, []) => ok(tenants::list(s)),
@@ -363,6 +369,9 @@ fn route_tenants(s: &Session, method: &Method, path: &[&str], call: &Call) -> Ro
         (Method::Post, [id, "disable"]) => ok(tenants::set_status(s, id, Status::Disabled)),
         (Method::Post, [id, "enable"]) => ok(tenants::set_status(s, id, Status::Active)),
         (Method::Put, [id, "region"]) => ok(tenants::set_region(s, id, &body::<RegionBody>(call)?.region)),
+        (Method::Put, [id, "client-address"]) => {
+            ok(tenants::set_client_address(s, id, body::<ClientAddressBody>(call)?.forward))
+        }
         (Method::Get, [t, "sub-accounts"]) => ok(tenants::sub_list(s, t)),
         (Method::Post, [t, "sub-accounts"]) => created(tenants::sub_add(s, t, &body::<IdBody>(call)?.id)),
         (Method::Post, [t, "sub-accounts", id, "disable"]) => ok(tenants::sub_set_status(s, t, id, Status::Disabled)),

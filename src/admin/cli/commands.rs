@@ -149,6 +149,21 @@ pub enum TenantCmd {
         id: String,
         region: String,
     },
+    /// Whether the tenant's provider gets the client's IP address in
+    /// `x-forwarded-for` (default: withheld; a provider is a third party).
+    ClientAddress {
+        id: String,
+        #[arg(value_enum)]
+        action: ClientAddress,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum ClientAddress {
+    /// Send the address the guard saw (the TCP peer) to the provider.
+    Forward,
+    /// Send no client address (the default).
+    Withhold,
 }
 
 #[derive(Subcommand, Debug)]

@@ -57,6 +57,9 @@ fn tenant(s: &Session, c: &TenantCmd) -> Result<Reply, AdminError> {
         TenantCmd::Disable { id } => tenants::set_status(s, id, Status::Disabled),
         TenantCmd::Enable { id } => tenants::set_status(s, id, Status::Active),
         TenantCmd::SetRegion { id, region } => tenants::set_region(s, id, region),
+        TenantCmd::ClientAddress { id, action } => {
+            tenants::set_client_address(s, id, matches!(action, ClientAddress::Forward))
+        }
     }
 }
 

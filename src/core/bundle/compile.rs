@@ -39,6 +39,8 @@ pub struct Tenant {
     pub quota: Option<QuotaDoc>,
     /// Per provider index: this tenant's rendered header value, if it brings its own secret.
     pub provider_values: HashMap<usize, String>,
+    /// The provider gets the client's address in `x-forwarded-for`.
+    pub forward_client_address: bool,
 }
 
 #[derive(Debug)]
@@ -180,6 +182,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
             allowlist: compile_allowlist(t.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
             quota: compile_quota(t.quota, &format!("{at}.quota"))?,
             provider_values,
+            forward_client_address: t.forward_client_address,
         });
         for (si, s) in t.sub_accounts.iter().enumerate() {
             let at = format!("{at}.sub_accounts[{si}]");

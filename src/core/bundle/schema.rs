@@ -112,6 +112,10 @@ pub struct TenantDoc {
     pub provider_secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub sub_accounts: Vec<SubAccountDoc>,
+    /// Send the client's address to the provider (`x-forwarded-for`). Off by
+    /// default: a provider is a third party (GDPR minimisation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_client_address: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

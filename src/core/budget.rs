@@ -1,0 +1,263 @@
+//! Token and spend budgets: tokens per minute and per day, dollars per
+//! calendar month, per key, sub-account and tenant, in the same shared
+//! counters as the request quotas (`core::quota`).
+//!
+//! A request's usage is known only when its response ends, so admission
+//! reserves an estimate and the end of the stream settles it:
+//!
+//! 1. `reserve`: refused (429) when any budget is already spent; otherwise
+//!    the estimate is added to every counter, all or none.
+//! 2. `settle`: the counter moves by `actual − reserved` (the reservation's
+//!    window still current) or by `actual` (a new window: the reservation
+//!    expired with its own). Runs at the end of the stream and on an abort,
+//!    with what was received so far.
+//!
+//! Overshoot bound: a request is admitted only while its counter is below
+//! the limit, and the counter already holds every admitted request's
+//! reservation or settled usage. So a window's total can exceed its limit by
+//! less than one reservation, plus what requests in flight use beyond their
+//! own reservation (an estimate too low; `max_tokens` in the request makes
+//! the output part exact). Charging only at the end, as gateways commonly
+//! do, lets every concurrent request in: the overshoot is all of them.
+
+use crate::core::quota::{adjust, consume_amounts, window, Budget, CounterStore, Limit, QuotaOutcome};
+
+/// One nano-dollar is 10⁻⁹ USD: prices per million tokens in dollars are
+/// exact in it down to $0.001, and a u64 counter holds $18 billion.
+pub const NANO_USD_PER_USD: u64 = 1_000_000_000;
+
+/// Output tokens reserved when the request states no `max_tokens`.
+pub const DEFAULT_OUTPUT_RESERVATION: u64 = 1_024;
+
+/// What a metered request is charged: tokens, and their cost in nano-dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Charge {
+    pub tokens: u64,
+    pub cost: u64,
+}
+
+/// Which part of a `Charge` a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meter {
+    Tokens,
+    Cost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeteredLimit {
+    pub limit: Limit,
+    pub meter: Meter,
+}
+
+impl Charge {
+    fn of(self, meter: Meter) -> u64 {
+        match meter {
+            Meter::Tokens => self.tokens,
+            Meter::Cost => self.cost,
+        }
+    }
+}
+
+/// A model's prices, in nano-dollars per token (= dollars per million
+/// tokens × 1 000: $2.50 per million is 2 500).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Price {
+    pub input: u64,
+    pub cached_input: u64,
+    pub output: u64,
+}
+
+impl Price {
+    /// The cost of a response's usage; `input` includes `cached_input`.
+    pub fn cost(&self, input: u64, cached_input: u64, output: u64) -> u64 {
+        let cached = cached_input.min(input);
+        (input - cached)
+            .saturating_mul(self.input)
+            .saturating_add(cached.saturating_mul(self.cached_input))
+            .saturating_add(output.saturating_mul(self.output))
+    }
+}
+
+/// The reservation for a request: its input estimated from the body's length
+/// (a token is rarely under 4 bytes of text, so bytes / 4 is on the high
+/// side for prose and code), plus its stated output cap or the default.
+pub fn estimate(price: &Price, body_bytes: u64, max_output: Option<u64>) -> Charge {
+    let input = body_bytes.div_ceil(4);
+    let output = max_output.unwrap_or(DEFAULT_OUTPUT_RESERVATION);
+    Charge { tokens: input.saturating_add(output), cost: price.cost(input, 0, output) }
+}
+
+/// Admission: refused when a budget is already spent, else the estimate is
+/// reserved in every counter (all or none).
+pub fn reserve(store: &dyn CounterStore, limits: &[MeteredLimit], estimate: Charge, now: u64) -> QuotaOutcome {
+    let (plain, amounts): (Vec<Limit>, Vec<u64>) =
+        limits.iter().map(|m| (m.limit.clone(), estimate.of(m.meter))).unzip();
+    consume_amounts(store, &plain, &amounts, now)
+}
+
+/// End of stream (or abort): replaces the reservation made at `reserved_at`
+/// with the actual charge. `false` when a counter could not be updated (the
+/// store failed or stayed contended; the reservation then stays charged).
+pub fn settle(
+    store: &dyn CounterStore,
+    limits: &[MeteredLimit],
+    reserved: Charge,
+    actual: Charge,
+    reserved_at: u64,
+    now: u64,
+) -> bool {
+    limits.iter().fold(true, |ok, m| {
+        let same_window = window(reserved_at, m.limit.window).0 == window(now, m.limit.window).0;
+        let delta = if same_window {
+            i128::from(actual.of(m.meter)) - i128::from(reserved.of(m.meter))
+        } else {
+            i128::from(actual.of(m.meter))
+        };
+        adjust(store, &m.limit, delta, now) && ok
+    })
+}
+
+/// True once a budget's use reaches `percent` of its limit (a soft limit:
+/// a metric and an access-log field, so operators hear before the 429).
+pub fn past_soft_limit(budget: &Budget, percent: u8) -> bool {
+    let used = budget.limit.saturating_sub(budget.remaining);
+    u128::from(used) * 100 >= u128::from(budget.limit) * u128::from(percent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::quota::{StoreError, MINUTE, MONTH};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// Shared-data semantics (CAS token per entry), safe across threads.
+    #[derive(Default)]
+    struct MemStore(Mutex<HashMap<String, (Vec<u8>, u32)>>);
+
+    impl CounterStore for MemStore {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+            let map = self.0.lock().unwrap();
+            map.get(key).map_or((None, 0), |(v, c)| (Some(v.clone()), *c))
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError> {
+            let mut map = self.0.lock().unwrap();
+            let entry = map.entry(key.to_string()).or_insert((Vec::new(), 0));
+            if entry.1 != cas && cas != 0 {
+                return Ok(false);
+            }
+            *entry = (value.to_vec(), entry.1 + 1);
+            Ok(true)
+        }
+    }
+
+    fn count(store: &MemStore, counter: &str) -> u64 {
+        let (value, _) = store.get(counter);
+        value.map_or(0, |v| u64::from_le_bytes(v[8..16].try_into().unwrap()))
+    }
+
+    fn tokens(counter: &str, limit: u64, window: u64) -> MeteredLimit {
+        MeteredLimit { limit: Limit { counter: counter.into(), limit, window }, meter: Meter::Tokens }
+    }
+
+    fn dollars(counter: &str, usd: u64) -> MeteredLimit {
+        MeteredLimit {
+            limit: Limit { counter: counter.into(), limit: usd * NANO_USD_PER_USD, window: MONTH },
+            meter: Meter::Cost,
+        }
+    }
+
+    #[test]
+    fn cost_counts_cached_input_at_its_own_price() {
+        // $2.50 / $1.25 / $10 per million tokens.
+        let price = Price { input: 2_500, cached_input: 1_250, output: 10_000 };
+        assert_eq!(price.cost(1_000_000, 0, 0), 2_500 * 1_000_000);
+        assert_eq!(price.cost(1_000, 400, 100), 600 * 2_500 + 400 * 1_250 + 100 * 10_000);
+        assert_eq!(price.cost(10, 50, 0), 10 * 1_250, "cached beyond the input is capped");
+        assert_eq!(price.cost(u64::MAX, 0, u64::MAX), u64::MAX, "saturates");
+    }
+
+    #[test]
+    fn estimates_use_max_tokens_when_stated() {
+        let price = Price { input: 1_000, cached_input: 0, output: 2_000 };
+        assert_eq!(estimate(&price, 400, Some(50)), Charge { tokens: 150, cost: 100 * 1_000 + 50 * 2_000 });
+        assert_eq!(estimate(&price, 0, None).tokens, DEFAULT_OUTPUT_RESERVATION);
+    }
+
+    #[test]
+    fn spent_budget_refuses_and_settlement_replaces_the_reservation() {
+        let store = MemStore::default();
+        let limits = [tokens("tpm", 1_000, MINUTE), dollars("usd", 1)];
+        let estimate = Charge { tokens: 600, cost: 300_000_000 };
+        assert!(matches!(reserve(&store, &limits, estimate, 0), QuotaOutcome::Allowed(_)));
+        assert_eq!(count(&store, "tpm"), 600);
+        // Still below the limit: admitted, the reservation may pass it.
+        assert!(matches!(reserve(&store, &limits, estimate, 1), QuotaOutcome::Allowed(Budget { remaining: 0, .. })));
+        assert_eq!(count(&store, "tpm"), 1_200);
+        assert!(matches!(reserve(&store, &limits, estimate, 2), QuotaOutcome::Exceeded(_)));
+        assert_eq!(count(&store, "usd"), 600_000_000, "a refusal reserves nothing anywhere");
+        // Both settle below their reservation: room again.
+        let actual = Charge { tokens: 100, cost: 50_000_000 };
+        assert!(settle(&store, &limits, estimate, actual, 0, 3));
+        assert!(settle(&store, &limits, estimate, actual, 1, 3));
+        assert_eq!((count(&store, "tpm"), count(&store, "usd")), (200, 100_000_000));
+        assert!(matches!(reserve(&store, &limits, estimate, 4), QuotaOutcome::Allowed(_)));
+    }
+
+    #[test]
+    fn a_reservation_from_an_ended_window_is_not_taken_from_the_new_one() {
+        let store = MemStore::default();
+        let limits = [tokens("tpm", 1_000, MINUTE)];
+        let estimate = Charge { tokens: 500, cost: 0 };
+        assert!(matches!(reserve(&store, &limits, estimate, 59), QuotaOutcome::Allowed(_)));
+        assert!(matches!(reserve(&store, &limits, estimate, 61), QuotaOutcome::Allowed(_)));
+        // The first settles in the second window: charged its actual, no credit.
+        assert!(settle(&store, &limits, estimate, Charge { tokens: 20, cost: 0 }, 59, 62));
+        assert_eq!(count(&store, "tpm"), 520);
+        // A settlement that would go below zero stops at zero.
+        assert!(settle(&store, &limits, Charge { tokens: 9_999, cost: 0 }, Charge::default(), 61, 62));
+        assert_eq!(count(&store, "tpm"), 0);
+    }
+
+    #[test]
+    fn soft_limit_is_a_share_of_the_limit() {
+        let b = |remaining| Budget { limit: 1_000, remaining, reset: 1 };
+        assert!(!past_soft_limit(&b(201), 80));
+        assert!(past_soft_limit(&b(200), 80));
+        assert!(past_soft_limit(&b(0), 100));
+        assert!(!past_soft_limit(&Budget { limit: u64::MAX, remaining: 1, reset: 1 }, 100));
+    }
+
+    /// The stated bound, under real concurrency: 8 threads admit, "stream"
+    /// and settle requests against one token budget until refused.
+    #[test]
+    fn concurrent_requests_overshoot_by_less_than_one_reservation() {
+        const LIMIT: u64 = 50_000;
+        const RESERVED: u64 = 700;
+        let store = MemStore::default();
+        let limits = [tokens("tpm", LIMIT, MINUTE)];
+        let admitted = std::sync::atomic::AtomicU64::new(0);
+        std::thread::scope(|scope| {
+            for seed in 0..8u64 {
+                let (store, limits, admitted) = (&store, &limits, &admitted);
+                scope.spawn(move || {
+                    let mut state = seed * 7919 + 1;
+                    let reservation = Charge { tokens: RESERVED, cost: 0 };
+                    while let QuotaOutcome::Allowed(_) = reserve(store, limits, reservation, 0) {
+                        admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                        let actual = 1 + (state >> 33) % RESERVED; // max_tokens honoured
+                        std::thread::yield_now();
+                        assert!(settle(store, limits, reservation, Charge { tokens: actual, cost: 0 }, 0, 0));
+                    }
+                });
+            }
+        });
+        let total = count(&store, "tpm");
+        // (A thread is refused while others' reservations are outstanding,
+        // so the settled total may end below the limit by up to 8 of them.)
+        assert!(total >= LIMIT - 8 * RESERVED, "the budget was used: {total}");
+        assert!(total < LIMIT + RESERVED, "overshoot bound: {total} ≥ {LIMIT} + {RESERVED}");
+        assert!(admitted.into_inner() > LIMIT / RESERVED, "settlements gave room back");
+    }
+}
