@@ -525,3 +525,44 @@ fn slow_loris_and_a_bad_token_flood_leave_the_api_answering() {
     // Still serving, and the trickled body never became a tenant.
     assert_eq!(c.get("/v1/tenants").1.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn quota_mode_over_http_is_the_cli_action() {
+    let (home, root, ann) = setup("serve-quota-mode");
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let (r, a) = (svc.as_(&root), svc.as_(&ann));
+    assert_eq!(r.get("/v1/quota/mode"), (200, json!({"quota_mode": "local"})));
+    // Any admin reads it; setting it is the platform's (it changes how every tenant is limited).
+    assert_eq!(a.get("/v1/quota/mode"), (200, json!({"quota_mode": "local"})));
+    let (status, v) = a.call("PUT", "/v1/quota/mode", Some(json!({"quota_mode": "global"})));
+    assert_eq!((status, v["error"]["kind"].as_str()), (403, Some("forbidden")));
+    // Bad bodies: an unknown mode, another field name, no body.
+    for body in [json!({"quota_mode": "regional"}), json!({"mode": "global"}), json!({})] {
+        let (status, v) = r.call("PUT", "/v1/quota/mode", Some(body.clone()));
+        assert_eq!((status, v["error"]["kind"].as_str()), (400, Some("usage")), "{body}");
+    }
+    assert_eq!(home.run(&["--json", "quota", "mode"]).ok().json(), json!({"quota_mode": "local"}));
+
+    let before = published_version(&home);
+    let (status, v) = r.call("PUT", "/v1/quota/mode", Some(json!({"quota_mode": "global"})));
+    assert_eq!((status, v), (200, json!({"quota_mode": "global", "previous": "local"})));
+    // Published in the same commit, and the CLI reads the same setting.
+    assert!(published_version(&home) > before);
+    assert_eq!(home.run(&["--json", "quota", "mode"]).ok().json(), json!({"quota_mode": "global"}));
+    assert_eq!(r.get("/v1/quota/mode"), (200, json!({"quota_mode": "global"})));
+    let line = home.audit_lines().into_iter().rev().find(|e| e["action"] == "quota.mode").unwrap();
+    assert_eq!((line["actor"].as_str(), line["via"].as_str()), (Some("root"), Some("http")));
+    assert_eq!(line["detail"], "local -> global");
+    // The refused tenant admin was audited as denied.
+    assert!(home.audit_lines().iter().any(|e| e["action"] == "quota.mode" && e["outcome"] == "denied"));
+
+    let (status, v) = r.call("PUT", "/v1/quota/mode", Some(json!({"quota_mode": "local"})));
+    assert_eq!((status, v), (200, json!({"quota_mode": "local", "previous": "global"})));
+    // Bodies naming a level still refuse a field nobody knows.
+    let extra = json!({"tenant": "acme", "per_minute": 5, "colour": "red"});
+    assert_eq!(r.call("PUT", "/v1/quota", Some(extra)).0, 400);
+    let extra = json!({"tenant": "acme", "cidrs": ["10.0.0.0/8"], "colour": "red"});
+    assert_eq!(r.call("POST", "/v1/ip/allow", Some(extra)).0, 400);
+    assert_eq!(r.call("PUT", "/v1/quota", Some(json!({"tenant": 5, "per_minute": 5}))).0, 400);
+}

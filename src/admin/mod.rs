@@ -1,16 +1,21 @@
 //! `tokenhub-admin`: the sidecar that keeps the encrypted store and
 //! publishes sealed bundles. Native only (behind the `admin` feature).
+//!
+//! The parts: `store` (the encrypted document: policy edits, admin
+//! accounts), `session` (who acts, may they, audit, commit), `actions` (every
+//! command, shared by both front ends), `cli` and `api` (the two front ends:
+//! argument types and conversion only), `publish` (sealing the bundle),
+//! `xds` (the control plane that pushes it) and `ratelimit` (the global
+//! quota service).
 
-pub mod accounts;
 pub mod actions;
+pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod fsutil;
 pub mod logger;
-pub mod ops;
 pub mod publish;
 pub mod ratelimit;
-pub mod serve;
 pub mod session;
 pub mod store;
 pub mod totp;

@@ -146,6 +146,12 @@ pub struct PublishedInfo {
     pub published: Published,
 }
 
+/// The session's publish hook (`Session::publish`): the committed policy to
+/// the configured ECDS file, in the same commit as the change.
+pub fn publish_hook(doc: &mut StoreDoc, now: u64) -> Result<(), AdminError> {
+    publish_configured(doc, None, None, now).map(|_| ())
+}
+
 /// Publishes to the configured ECDS file, first recording new settings if
 /// given. Refuses when nothing says where to write.
 pub fn publish_configured(

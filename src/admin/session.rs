@@ -10,8 +10,8 @@
 //! over HTTP), and every change needs that admin's TOTP or recovery code. An
 //! admin without 2FA may then only read and enroll its own 2FA.
 
-use super::accounts::{self, authorize, authorize_key, Need, Principal};
 use super::audit::{self, AuditLog, Entry, Event, Outcome, Target};
+use super::store::admins::{self, authorize, authorize_key, Actor, Need};
 use super::store::{Store, StoreDoc};
 use super::totp::{self, CodeKind, Refusal};
 use super::AdminError;
@@ -27,7 +27,7 @@ pub enum Claim {
     Token(Zeroizing<String>),
 }
 
-/// What an operation requires, resolved against its target.
+/// Whom a read or a change is allowed to, resolved against its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Platform,
@@ -38,9 +38,9 @@ pub enum Scope {
     Anyone,
 }
 
-/// An operation as the session sees it.
+/// A change as the session sees it (`mutate`).
 #[derive(Debug, Clone)]
-pub struct Op {
+pub struct Change {
     pub action: &'static str,
     pub scope: Scope,
     pub target: Target,
@@ -53,7 +53,7 @@ pub struct Op {
     pub enrolling: bool,
 }
 
-impl Op {
+impl Change {
     pub fn new(action: &'static str, scope: Scope, target: Target) -> Self {
         Self { action, scope, target, changes_policy: false, exempt_2fa: false, enrolling: false }
     }
@@ -66,7 +66,7 @@ impl Op {
 /// Given to an operation: the acting admin, the clock, and its target (which
 /// it may complete, e.g. with the id of the key it created).
 pub struct Ctx {
-    pub principal: Principal,
+    pub actor: Actor,
     pub now: u64,
     pub target: Target,
     /// Commit the operation's changes to the store even though it fails
@@ -88,9 +88,14 @@ pub struct Session<'a> {
     /// `cli` or `http`, recorded in the audit log.
     pub via: &'static str,
     pub now: u64,
-    /// Publish the bundle in the same commit as every policy change.
-    pub auto_publish: bool,
+    /// Publish the bundle in the same commit as every policy change (the
+    /// HTTP service, `--publish`): `publish::publish_hook`. The session
+    /// knows no publisher of its own.
+    pub publish: Option<PublishHook>,
 }
+
+/// Writes what the document now holds where the gateways read it.
+pub type PublishHook = fn(&mut StoreDoc, u64) -> Result<(), AdminError>;
 
 /// A refused authentication: the error for the caller, what to audit.
 struct AuthFailure {
@@ -108,20 +113,20 @@ impl AuthFailure {
 impl Session<'_> {
     /// Whether this store requires 2FA and named admins (see module docs).
     pub fn secured(doc: &StoreDoc) -> bool {
-        doc.two_factor_required || accounts::secured(&doc.admins)
+        doc.two_factor_required || admins::secured(&doc.admins)
     }
 
     /// The claimed actor's name for audit lines before authentication.
     fn claimed_name(&self) -> String {
         match &self.claim {
-            Claim::Anonymous => accounts::BOOTSTRAP_ACTOR.into(),
+            Claim::Anonymous => admins::BOOTSTRAP_ACTOR.into(),
             Claim::Named(n) => n.clone(),
             Claim::Token(_) => "(token)".into(),
         }
     }
 
     /// Identifies the acting admin (no 2FA check).
-    fn identify(&self, doc: &StoreDoc) -> Result<Principal, AuthFailure> {
+    fn identify(&self, doc: &StoreDoc) -> Result<Actor, AuthFailure> {
         let name = match &self.claim {
             Claim::Anonymous if Self::secured(doc) => {
                 return Err(AuthFailure::new(
@@ -131,15 +136,15 @@ impl Session<'_> {
                     ),
                 ))
             }
-            Claim::Anonymous => return Ok(Principal::bootstrap()),
+            Claim::Anonymous => return Ok(Actor::bootstrap()),
             Claim::Named(n) => n.clone(),
-            Claim::Token(t) => match accounts::by_token(&doc.admins, t) {
+            Claim::Token(t) => match admins::by_token(&doc.admins, t) {
                 Some(a) => a.name.clone(),
                 None => return Err(AuthFailure::new("-", AdminError::Auth("invalid or revoked admin token".into()))),
             },
         };
-        match accounts::find(&doc.admins, &name) {
-            Some(a) if a.status == crate::core::bundle::schema::Status::Active => Ok(Principal::of(a)),
+        match admins::find(&doc.admins, &name) {
+            Some(a) if a.status == crate::core::bundle::schema::Status::Active => Ok(Actor::of(a)),
             Some(_) => Err(AuthFailure::new(&name, AdminError::Auth(format!("admin {name:?} is disabled")))),
             None => Err(AuthFailure::new(
                 &name,
@@ -150,15 +155,15 @@ impl Session<'_> {
 
     /// Identifies the admin and, for a change, checks its second factor.
     /// Returns a note for the audit line (e.g. a recovery code was used).
-    fn authenticate(&self, doc: &mut StoreDoc, op: &Op) -> Result<(Principal, Option<String>), AuthFailure> {
+    fn authenticate(&self, doc: &mut StoreDoc, change: &Change) -> Result<(Actor, Option<String>), AuthFailure> {
         let who = self.identify(doc)?;
-        if who.bootstrap || op.exempt_2fa {
+        if who.bootstrap || change.exempt_2fa {
             return Ok((who, None));
         }
         let secured = Self::secured(doc);
-        let account = accounts::find_mut(&mut doc.admins, &who.name).map_err(|e| AuthFailure::new(&who.name, e))?;
+        let account = admins::find_mut(&mut doc.admins, &who.name).map_err(|e| AuthFailure::new(&who.name, e))?;
         if !account.second_factor.enabled() {
-            if secured && !op.enrolling {
+            if secured && !change.enrolling {
                 return Err(AuthFailure::new(
                     &who.name,
                     AdminError::Auth(format!(
@@ -199,10 +204,23 @@ impl Session<'_> {
             target.tenant.get_or_insert_with(|| k.tenant.clone());
             target.sub_account.get_or_insert_with(|| k.sub_account.clone());
         }
-        if let Some(a) = target.admin.as_ref().and_then(|n| accounts::find(&doc.admins, n)) {
+        if let Some(a) = target.admin.as_ref().and_then(|n| admins::find(&doc.admins, n)) {
             if target.tenant.is_none() {
                 target.tenant.clone_from(&a.tenant);
             }
+        }
+    }
+
+    /// The one authorization rule, for reads and changes: may `who` act on
+    /// `given` (as the caller named it) with `scope`, `resolved` being the
+    /// same target with its tenant looked up. An object named by key id: a
+    /// tenant admin gets the same "not found" for another tenant's key as
+    /// for a missing one.
+    fn authorize(who: &Actor, scope: Scope, given: &Target, resolved: &Target) -> Result<(), AdminError> {
+        let by_key = given.tenant.is_none() && scope == Scope::Tenant;
+        match (&given.key_id, by_key) {
+            (Some(id), true) => authorize_key(who, id, resolved.tenant.as_deref()),
+            _ => authorize(who, &Self::need(scope, resolved)),
         }
     }
 
@@ -220,54 +238,47 @@ impl Session<'_> {
     /// are committed even when the change is not.
     pub fn mutate<T>(
         &self,
-        op: Op,
+        change: Change,
         f: impl FnOnce(&mut StoreDoc, &mut Ctx) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
-        self.store.locked(|store| self.mutate_locked(store, op, f))?
+        self.store.locked(|store| self.mutate_locked(store, change, f))?
     }
 
     fn mutate_locked<T>(
         &self,
         store: &Store,
-        op: Op,
+        change: Change,
         f: impl FnOnce(&mut StoreDoc, &mut Ctx) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
         let mut doc = store.load()?;
         check_binding(store, &doc, true)?;
-        let mut target = op.target.clone();
+        let mut target = change.target.clone();
         Self::resolve(&doc, &mut target);
-        let (principal, note) = match self.authenticate(&mut doc, &op) {
+        let (actor, note) = match self.authenticate(&mut doc, &change) {
             Ok(p) => p,
             Err(fail) => {
-                let event = self.event(&fail.actor, op.action, target, fail.outcome, Some(fail.error.to_string()));
+                let event = self.event(&fail.actor, change.action, target, fail.outcome, Some(fail.error.to_string()));
                 // A counted failure changed the 2FA state; commit it either way.
                 self.record_and_commit(store, &mut doc, event)?;
                 return Err(fail.error);
             }
         };
-        // An object named by key id: a tenant admin gets the same "not
-        // found" for another tenant's key as for a missing one.
-        let by_key = op.target.tenant.is_none() && op.scope == Scope::Tenant;
-        let allowed = match (&op.target.key_id, by_key) {
-            (Some(id), true) => authorize_key(&principal, id, target.tenant.as_deref()),
-            _ => authorize(&principal, &Self::need(op.scope, &target)),
-        };
-        if let Err(e) = allowed {
-            let event = self.event(&principal.name, op.action, target, Outcome::Denied, Some(e.to_string()));
+        if let Err(e) = Self::authorize(&actor, change.scope, &change.target, &target) {
+            let event = self.event(&actor.name, change.action, target, Outcome::Denied, Some(e.to_string()));
             self.record_and_commit(store, &mut doc, event)?;
             return Err(e);
         }
         let mut work = doc.clone();
-        let mut ctx = Ctx { principal, now: self.now, target, keep_on_error: false, note, also_tenants: Vec::new() };
+        let mut ctx = Ctx { actor, now: self.now, target, keep_on_error: false, note, also_tenants: Vec::new() };
         let result = f(&mut work, &mut ctx).and_then(|v| {
-            if self.auto_publish && op.changes_policy {
-                super::publish::publish_configured(&mut work, None, None, self.now)?;
+            if let (Some(publish), true) = (self.publish, change.changes_policy) {
+                publish(&mut work, self.now)?;
             }
             Ok(v)
         });
         match result {
             Ok(v) => {
-                let event = self.event(&ctx.principal.name, op.action, ctx.target, Outcome::Ok, ctx.note);
+                let event = self.event(&ctx.actor.name, change.action, ctx.target, Outcome::Ok, ctx.note);
                 let events = with_also(event, &ctx.also_tenants);
                 self.record_all_and_commit(store, &mut work, events)?;
                 Ok(v)
@@ -278,7 +289,7 @@ impl Session<'_> {
                     AdminError::Forbidden(_) => Outcome::Denied,
                     _ => Outcome::Error,
                 };
-                let event = self.event(&ctx.principal.name, op.action, ctx.target, outcome, Some(e.to_string()));
+                let event = self.event(&ctx.actor.name, change.action, ctx.target, outcome, Some(e.to_string()));
                 let events = with_also(event, &ctx.also_tenants);
                 let keep = if ctx.keep_on_error { &mut work } else { &mut doc };
                 self.record_all_and_commit(store, keep, events)?;
@@ -287,18 +298,32 @@ impl Session<'_> {
         }
     }
 
-    /// Runs a read: identify the admin (no 2FA: reads change nothing) and
-    /// hand `f` the document and the principal, which must filter by tenant.
-    pub fn read<T>(&self, f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>) -> Result<T, AdminError> {
-        self.read_bound(true, f)
+    /// Runs a read, authorized as a change is (`mutate`): identify the admin
+    /// (no 2FA: reads change nothing), check `scope` against `target` (its
+    /// tenant looked up from a key id), then hand `f` the document and the
+    /// admin. A listing reads with `Scope::Anyone` and keeps only what
+    /// `Actor::sees` allows.
+    pub fn read<T>(
+        &self,
+        scope: Scope,
+        target: Target,
+        f: impl FnOnce(&StoreDoc, &Actor) -> Result<T, AdminError>,
+    ) -> Result<T, AdminError> {
+        self.read_checked(true, scope, target, f)
     }
 
-    /// `read`, refusing a store and log that are not bound to each other
-    /// (with `check`), or leaving that to `f` (`audit verify` reports it).
-    pub fn read_bound<T>(
+    /// A read by any admin that leaves a store and log that are not bound to
+    /// each other to `f` (`audit verify` reports it) instead of refusing.
+    pub fn read_unbound<T>(&self, f: impl FnOnce(&StoreDoc, &Actor) -> Result<T, AdminError>) -> Result<T, AdminError> {
+        self.read_checked(false, Scope::Anyone, Target::default(), f)
+    }
+
+    fn read_checked<T>(
         &self,
         check: bool,
-        f: impl FnOnce(&StoreDoc, &Principal) -> Result<T, AdminError>,
+        scope: Scope,
+        target: Target,
+        f: impl FnOnce(&StoreDoc, &Actor) -> Result<T, AdminError>,
     ) -> Result<T, AdminError> {
         let mut doc = self.store.load()?;
         // Without the lock, a commit may land between loading the store and
@@ -311,7 +336,12 @@ impl Session<'_> {
             })??;
         }
         match self.identify(&doc) {
-            Ok(p) => f(&doc, &p),
+            Ok(who) => {
+                let mut resolved = target.clone();
+                Self::resolve(&doc, &mut resolved);
+                Self::authorize(&who, scope, &target, &resolved)?;
+                f(&doc, &who)
+            }
             Err(fail) => {
                 let event = self.event(
                     &fail.actor,
@@ -511,13 +541,13 @@ impl Session<'_> {
         match &self.claim {
             Claim::Anonymous => Err(AdminError::Usage("say which admin you are: --as NAME (or TOKENHUB_ADMIN)".into())),
             Claim::Named(n) => Ok(n.clone()),
-            Claim::Token(_) => self.read(|_, who| Ok(who.name.clone())),
+            Claim::Token(_) => self.read(Scope::Anyone, Target::default(), |_, who| Ok(who.name.clone())),
         }
     }
 
     /// How a change takes effect: published already, or on the next publish.
     pub fn apply_hint(&self) -> &'static str {
-        if self.auto_publish {
+        if self.publish.is_some() {
             "published"
         } else {
             "publish to apply"
@@ -528,8 +558,8 @@ impl Session<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::accounts::{AdminAccount, Role};
     use crate::admin::audit::AuditLog;
+    use crate::admin::store::admins::{AdminAccount, Role};
     use crate::admin::store::StorePaths;
     use crate::core::bundle::schema::{BundleDoc, Status, SCHEMA_VERSION};
 
@@ -564,12 +594,12 @@ mod tests {
     }
 
     fn session<'a>(store: &'a Store, claim: Claim, otp: Option<&str>, now: u64) -> Session<'a> {
-        Session { store, claim, otp: otp.map(|c| Zeroizing::new(c.into())), via: "cli", now, auto_publish: false }
+        Session { store, claim, otp: otp.map(|c| Zeroizing::new(c.into())), via: "cli", now, publish: None }
     }
 
     fn add_tenant(s: &Session, id: &str) -> Result<(), AdminError> {
-        s.mutate(Op::policy("tenant.add", Scope::Platform, Target::tenant(id)), |d, c| {
-            crate::admin::ops::add_tenant(d, id, "", "", c.now)
+        s.mutate(Change::policy("tenant.add", Scope::Platform, Target::tenant(id)), |d, c| {
+            crate::admin::store::policy::add_tenant(d, id, "", "", c.now)
         })
     }
 
@@ -591,7 +621,9 @@ mod tests {
         let secured = store("secured", true);
         let e = add_tenant(&session(&secured, Claim::Anonymous, None, T0), "acme").unwrap_err();
         assert_eq!(e.exit_code(), 4);
-        let e = session(&secured, Claim::Anonymous, None, T0).read(|_, _| Ok(())).unwrap_err();
+        let e = session(&secured, Claim::Anonymous, None, T0)
+            .read(Scope::Anyone, Target::default(), |_, _| Ok(()))
+            .unwrap_err();
         assert_eq!(e.exit_code(), 4);
         assert_eq!(outcomes(&secured), [Outcome::AuthFailed, Outcome::AuthFailed]);
     }
@@ -641,7 +673,9 @@ mod tests {
         let e = add_tenant(&session(&store, Claim::Named("ann".into()), None, T0), "x").unwrap_err();
         assert!(e.to_string().contains("2fa enroll"), "{e}");
         // Reading is fine.
-        let who = session(&store, Claim::Named("ann".into()), None, T0).read(|_, who| Ok(who.name.clone())).unwrap();
+        let who = session(&store, Claim::Named("ann".into()), None, T0)
+            .read(Scope::Anyone, Target::default(), |_, who| Ok(who.name.clone()))
+            .unwrap();
         assert_eq!(who, "ann");
     }
 }

@@ -4,69 +4,100 @@
 
 use super::render::quota_text;
 use super::Reply;
-use crate::admin::accounts::{authorize, authorize_key, Need, Principal};
 use crate::admin::audit::Target;
-use crate::admin::ops;
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::store::policy;
 use crate::admin::store::StoreDoc;
 use crate::admin::AdminError;
-use crate::core::bundle::schema::{IpAllowlistDoc, QuotaDoc, QuotaMode};
-use serde::Deserialize;
+use crate::core::bundle::schema::{IpAllowlistDoc, KeyDoc, QuotaDoc, QuotaMode, SubAccountDoc, TenantDoc};
 use serde_json::json;
 
-/// Which object a command is about: a tenant, one of its sub-accounts, or a key.
-#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TargetArgs {
-    #[arg(long, required_unless_present = "key")]
-    pub tenant: Option<String>,
-    #[arg(long, requires = "tenant")]
-    pub sub_account: Option<String>,
-    #[arg(long, conflicts_with_all = ["tenant", "sub_account"])]
-    pub key: Option<String>,
+/// Which level a command is about: a tenant, one of its sub-accounts, or
+/// a key. Parsed once from what the CLI or the HTTP API was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Level {
+    Tenant(String),
+    SubAccount { tenant: String, sub_account: String },
+    Key(String),
 }
 
-impl TargetArgs {
-    fn audit_target(&self) -> Result<Target, AdminError> {
-        match (&self.key, &self.tenant, &self.sub_account) {
-            (Some(k), None, None) => Ok(Target::key(k)),
-            (None, Some(t), Some(s)) => Ok(Target::sub_account(t, s)),
-            (None, Some(t), None) => Ok(Target::tenant(t)),
+impl Level {
+    /// The one way in: `--tenant`, `--tenant` with `--sub-account`, or `--key`.
+    pub fn parse(tenant: Option<String>, sub_account: Option<String>, key: Option<String>) -> Result<Self, AdminError> {
+        match (key, tenant, sub_account) {
+            (Some(k), None, None) => Ok(Self::Key(k)),
+            (None, Some(tenant), Some(sub_account)) => Ok(Self::SubAccount { tenant, sub_account }),
+            (None, Some(t), None) => Ok(Self::Tenant(t)),
             _ => Err(AdminError::Usage("give --tenant, --tenant with --sub-account, or --key".into())),
         }
     }
 
-    fn is_tenant_level(&self) -> bool {
-        self.key.is_none() && self.sub_account.is_none()
+    fn audit_target(&self) -> Target {
+        match self {
+            Self::Tenant(t) => Target::tenant(t),
+            Self::SubAccount { tenant, sub_account } => Target::sub_account(tenant, sub_account),
+            Self::Key(k) => Target::key(k),
+        }
     }
 
     fn describe(&self) -> String {
-        match (&self.key, &self.tenant, &self.sub_account) {
-            (Some(k), _, _) => format!("key {k}"),
-            (None, Some(t), Some(s)) => format!("sub-account {t}/{s}"),
-            (None, Some(t), None) => format!("tenant {t}"),
-            _ => "nothing".into(),
+        match self {
+            Self::Tenant(t) => format!("tenant {t}"),
+            Self::SubAccount { tenant, sub_account } => format!("sub-account {tenant}/{sub_account}"),
+            Self::Key(k) => format!("key {k}"),
+        }
+    }
+
+    fn key_id(&self) -> Option<&str> {
+        match self {
+            Self::Key(k) => Some(k),
+            _ => None,
         }
     }
 }
 
-/// The allowlist slot a target names.
-fn allowlist_mut<'a>(doc: &'a mut StoreDoc, t: &TargetArgs) -> Result<&'a mut Option<IpAllowlistDoc>, AdminError> {
-    match (&t.key, &t.tenant, &t.sub_account) {
-        (Some(k), _, _) => Ok(&mut ops::key_mut(doc, k)?.ip_allowlist),
-        (None, Some(tenant), Some(sub)) => Ok(&mut ops::sub_account_mut(doc, tenant, sub)?.ip_allowlist),
-        (None, Some(tenant), None) => Ok(&mut ops::tenant_mut(doc, tenant)?.ip_allowlist),
-        (None, None, _) => Err(AdminError::Usage("give --tenant [--sub-account] or --key".into())),
-    }
+/// The allowlist and quota slots of one level.
+struct Limits<'a> {
+    ip_allowlist: &'a mut Option<IpAllowlistDoc>,
+    quota: &'a mut Option<QuotaDoc>,
 }
 
-fn quota_mut<'a>(doc: &'a mut StoreDoc, t: &TargetArgs) -> Result<&'a mut Option<QuotaDoc>, AdminError> {
-    match (&t.key, &t.tenant, &t.sub_account) {
-        (Some(k), _, _) => Ok(&mut ops::key_mut(doc, k)?.quota),
-        (None, Some(tenant), Some(sub)) => Ok(&mut ops::sub_account_mut(doc, tenant, sub)?.quota),
-        (None, Some(tenant), None) => Ok(&mut ops::tenant_mut(doc, tenant)?.quota),
-        (None, None, _) => Err(AdminError::Usage("give --tenant [--sub-account] or --key".into())),
-    }
+fn limits_mut<'a>(doc: &'a mut StoreDoc, level: &Level) -> Result<Limits<'a>, AdminError> {
+    Ok(match level {
+        Level::Key(k) => {
+            let k = policy::key_mut(doc, k)?;
+            Limits { ip_allowlist: &mut k.ip_allowlist, quota: &mut k.quota }
+        }
+        Level::SubAccount { tenant, sub_account } => {
+            let s = policy::sub_account_mut(doc, tenant, sub_account)?;
+            Limits { ip_allowlist: &mut s.ip_allowlist, quota: &mut s.quota }
+        }
+        Level::Tenant(t) => {
+            let t = policy::tenant_mut(doc, t)?;
+            Limits { ip_allowlist: &mut t.ip_allowlist, quota: &mut t.quota }
+        }
+    })
+}
+
+/// A level and the levels above it, as far as they exist (a key names its
+/// own sub-account and tenant).
+struct Chain<'a> {
+    tenant: Option<&'a TenantDoc>,
+    sub_account: Option<&'a SubAccountDoc>,
+    key: Option<&'a KeyDoc>,
+}
+
+fn chain<'a>(doc: &'a StoreDoc, level: &Level) -> Chain<'a> {
+    let key = level.key_id().and_then(|id| doc.policy.keys.iter().find(|k| k.id == id));
+    let (tenant, sub) = match (level, key) {
+        (Level::Key(_), Some(k)) => (Some(k.tenant.as_str()), Some(k.sub_account.as_str())),
+        (Level::Key(_), None) => (None, None),
+        (Level::SubAccount { tenant, sub_account }, _) => (Some(tenant.as_str()), Some(sub_account.as_str())),
+        (Level::Tenant(t), _) => (Some(t.as_str()), None),
+    };
+    let tenant = tenant.and_then(|id| doc.policy.tenants.iter().find(|t| t.id == id));
+    let sub_account = tenant.zip(sub).and_then(|(t, id)| t.sub_accounts.iter().find(|s| s.id == id));
+    Chain { tenant, sub_account, key }
 }
 
 /// How an `ip` command changes a list.
@@ -103,17 +134,17 @@ impl IpChange<'_> {
     }
 }
 
-pub fn ip_change(s: &Session, target: &TargetArgs, change: IpChange<'_>) -> Result<Reply, AdminError> {
+pub fn ip_change(s: &Session, target: &Level, change: IpChange<'_>) -> Result<Reply, AdminError> {
     if let IpChange::Allow(cidrs) = change {
-        ops::check_cidrs(cidrs)?;
+        policy::check_cidrs(cidrs)?;
     }
-    let op = Op::policy(change.action(), Scope::Tenant, target.audit_target()?);
+    let op = Change::policy(change.action(), Scope::Tenant, target.audit_target());
     let list = s.mutate(op, |d, c| {
-        let slot = allowlist_mut(d, target)?;
+        let slot = limits_mut(d, target)?.ip_allowlist;
         let mut list = slot.clone().unwrap_or_default();
         change.apply(&mut list);
         *slot = Some(list.clone());
-        ops::validate(d)?;
+        policy::validate(d)?;
         c.note = Some(format!("enabled={} cidrs={}", list.enabled, list.cidrs.join(",")));
         Ok(list)
     })?;
@@ -131,7 +162,7 @@ pub fn ip_change(s: &Session, target: &TargetArgs, change: IpChange<'_>) -> Resu
         reply =
             reply.warn(format!("this allowlist is enabled and empty: {} now refuses every address", target.describe()));
     } else {
-        let locked_out = s.read(|doc, _| Ok(locked_out(doc, target)))?;
+        let locked_out = s.read(Scope::Anyone, Target::default(), |doc, _| Ok(locked_out(doc, target)))?;
         if !locked_out.is_empty() {
             reply = reply.warn(format!(
                 "no address is in every enabled allowlist (tenant, sub-account and key) of: {}",
@@ -145,23 +176,22 @@ pub fn ip_change(s: &Session, target: &TargetArgs, change: IpChange<'_>) -> Resu
 /// The sub-accounts and keys under `target` that no address can reach:
 /// their enabled allowlists, with the ones above them, have an empty
 /// intersection.
-fn locked_out(doc: &StoreDoc, target: &TargetArgs) -> Vec<String> {
-    let tenant_id = match &target.key {
-        Some(k) => doc.policy.keys.iter().find(|key| &key.id == k).map(|key| key.tenant.clone()),
-        None => target.tenant.clone(),
-    };
-    let Some(t) = tenant_id.as_ref().and_then(|id| doc.policy.tenants.iter().find(|x| &x.id == id)) else {
+fn locked_out(doc: &StoreDoc, target: &Level) -> Vec<String> {
+    let chain = chain(doc, target);
+    let Some(t) = chain.tenant else {
         return Vec::new();
     };
+    let key_id = target.key_id();
     let mut out = Vec::new();
-    for sa in t.sub_accounts.iter().filter(|sa| target.sub_account.as_ref().is_none_or(|s| s == &sa.id)) {
+    let only_sub = chain.sub_account.map(|sa| sa.id.as_str());
+    for sa in t.sub_accounts.iter().filter(|sa| only_sub.is_none_or(|s| s == sa.id)) {
         let upper = [t.ip_allowlist.as_ref(), sa.ip_allowlist.as_ref()];
-        if target.key.is_none() && !reachable(&upper) {
+        if key_id.is_none() && !reachable(&upper) {
             out.push(format!("sub-account {}/{}", t.id, sa.id));
             continue;
         }
         let keys = doc.policy.keys.iter().filter(|k| k.tenant == t.id && k.sub_account == sa.id);
-        for k in keys.filter(|k| target.key.as_ref().is_none_or(|id| id == &k.id)) {
+        for k in keys.filter(|k| key_id.is_none_or(|id| id == k.id)) {
             if !reachable(&[upper[0], upper[1], k.ip_allowlist.as_ref()]) {
                 out.push(format!("key {}", k.id));
             }
@@ -187,12 +217,9 @@ fn reachable(lists: &[Option<&IpAllowlistDoc>]) -> bool {
     enabled.iter().flatten().any(|candidate| enabled.iter().all(|list| list.iter().any(|net| net.contains(candidate))))
 }
 
-pub fn ip_list(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
-    let audit_target = target.audit_target()?;
-    s.read(|doc, who| {
-        authorize_target(who, doc, &audit_target)?;
-        let mut doc = doc.clone();
-        let list = allowlist_mut(&mut doc, target)?.clone().unwrap_or_default();
+pub fn ip_list(s: &Session, target: &Level) -> Result<Reply, AdminError> {
+    s.read(Scope::Tenant, target.audit_target(), |doc, _| {
+        let list = own_limits(doc, target)?.0.unwrap_or_default();
         let mut text = format!(
             "{}: allowlist {}",
             target.describe(),
@@ -205,65 +232,51 @@ pub fn ip_list(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
     })
 }
 
-/// The tenant a target belongs to (a key's tenant is looked up).
-/// A read's authorization; a key named by id is "not found" to a tenant
-/// admin whether it is missing or another tenant's.
-fn authorize_target(who: &Principal, doc: &StoreDoc, t: &Target) -> Result<(), AdminError> {
-    match (&t.tenant, &t.key_id) {
-        (None, Some(k)) => authorize_key(who, k, tenant_of(doc, t).as_deref()),
-        _ => authorize(who, &Need::Tenant(tenant_of(doc, t))),
-    }
-}
-
-fn tenant_of(doc: &StoreDoc, t: &Target) -> Option<String> {
-    match (&t.tenant, &t.key_id) {
-        (Some(tenant), _) => Some(tenant.clone()),
-        (None, Some(k)) => doc.policy.keys.iter().find(|key| &key.id == k).map(|key| key.tenant.clone()),
-        _ => None,
-    }
-}
-
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct QuotaArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-    /// Requests per minute (omit for no per-minute limit).
-    #[arg(long)]
-    pub per_minute: Option<u64>,
-    /// Requests per day (omit for no daily limit).
-    #[arg(long)]
-    pub per_day: Option<u64>,
+/// A level's own allowlist and quota (not found: the level does not exist).
+fn own_limits(doc: &StoreDoc, level: &Level) -> Result<(Option<IpAllowlistDoc>, Option<QuotaDoc>), AdminError> {
+    let chain = chain(doc, level);
+    let found = match level {
+        Level::Key(id) => chain.key.map(|k| (&k.ip_allowlist, &k.quota)).ok_or_else(|| policy::not_found("key", id)),
+        Level::SubAccount { tenant, sub_account } => {
+            policy::tenant(doc, tenant)?;
+            chain
+                .sub_account
+                .map(|s| (&s.ip_allowlist, &s.quota))
+                .ok_or_else(|| policy::not_found("sub-account", &format!("{tenant}/{sub_account}")))
+        }
+        Level::Tenant(t) => policy::tenant(doc, t).map(|t| (&t.ip_allowlist, &t.quota)),
+    }?;
+    Ok((found.0.clone(), *found.1))
 }
 
 /// Sets the limits of one level, replacing what it had: a window left out
 /// has no limit at this level. A tenant's own quota is the platform's call
 /// (it is what the tenant pays for); a tenant admin divides it among its
 /// sub-accounts and keys.
-pub fn quota_set(s: &Session, args: &QuotaArgs) -> Result<Reply, AdminError> {
-    if args.per_minute.is_none() && args.per_day.is_none() {
+pub fn quota_set(s: &Session, target: &Level, quota: QuotaDoc) -> Result<Reply, AdminError> {
+    if quota.per_minute.is_none() && quota.per_day.is_none() {
         return Err(AdminError::Usage("give --per-minute and/or --per-day (or use `quota clear`)".into()));
     }
-    if args.per_minute == Some(0) || args.per_day == Some(0) {
+    if quota.per_minute == Some(0) || quota.per_day == Some(0) {
         return Err(AdminError::Usage("a limit of 0 would refuse everything; disable the key instead".into()));
     }
-    let quota = QuotaDoc { per_minute: args.per_minute, per_day: args.per_day };
-    write_quota(s, &args.target, Some(quota), "quota.set")
+    write_quota(s, target, Some(quota), "quota.set")
 }
 
-pub fn quota_clear(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
+pub fn quota_clear(s: &Session, target: &Level) -> Result<Reply, AdminError> {
     write_quota(s, target, None, "quota.clear")
 }
 
 fn write_quota(
     s: &Session,
-    target: &TargetArgs,
+    target: &Level,
     quota: Option<QuotaDoc>,
     action: &'static str,
 ) -> Result<Reply, AdminError> {
-    let scope = if target.is_tenant_level() { Scope::Platform } else { Scope::Tenant };
-    let effective = s.mutate(Op::policy(action, scope, target.audit_target()?), |d, c| {
-        *quota_mut(d, target)? = quota;
-        ops::validate(d)?;
+    let scope = if matches!(target, Level::Tenant(_)) { Scope::Platform } else { Scope::Tenant };
+    let effective = s.mutate(Change::policy(action, scope, target.audit_target()), |d, c| {
+        *limits_mut(d, target)?.quota = quota;
+        policy::validate(d)?;
         c.note = Some(quota_text(quota.as_ref()));
         Ok(effective_quota(d, target))
     })?;
@@ -281,12 +294,9 @@ fn write_quota(
     Ok(reply)
 }
 
-pub fn quota_show(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError> {
-    let audit_target = target.audit_target()?;
-    s.read(|doc, who| {
-        authorize_target(who, doc, &audit_target)?;
-        let mut copy = doc.clone();
-        let own = *quota_mut(&mut copy, target)?;
+pub fn quota_show(s: &Session, target: &Level) -> Result<Reply, AdminError> {
+    s.read(Scope::Tenant, target.audit_target(), |doc, _| {
+        let own = own_limits(doc, target)?.1;
         let effective = effective_quota(doc, target);
         Ok(Reply::new(
             format!(
@@ -306,10 +316,10 @@ pub fn quota_show(s: &Session, target: &TargetArgs) -> Result<Reply, AdminError>
 /// run `envoy/global-ratelimit/envoy.yaml.tmpl` or the like, else nothing
 /// counts). The platform's call: it changes how every tenant is limited.
 pub fn quota_mode_set(s: &Session, mode: QuotaMode) -> Result<Reply, AdminError> {
-    let previous = s.mutate(Op::policy("quota.mode", Scope::Platform, Target::default()), |d, c| {
+    let previous = s.mutate(Change::policy("quota.mode", Scope::Platform, Target::default()), |d, c| {
         let previous = d.policy.quota_mode;
         d.policy.quota_mode = mode;
-        ops::validate(d)?;
+        policy::validate(d)?;
         c.note = Some(format!("{} -> {}", previous.label(), mode.label()));
         Ok(previous)
     })?;
@@ -328,8 +338,7 @@ pub fn quota_mode_set(s: &Session, mode: QuotaMode) -> Result<Reply, AdminError>
 }
 
 pub fn quota_mode_show(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        authorize(who, &Need::Anyone)?;
+    s.read(Scope::Anyone, Target::default(), |doc, _| {
         let mode = doc.policy.quota_mode;
         Ok(Reply::new(format!("quota mode: {}", mode.label()), json!({"quota_mode": mode})))
     })
@@ -337,29 +346,14 @@ pub fn quota_mode_show(s: &Session) -> Result<Reply, AdminError> {
 
 /// The strictest limit per window across the target and the levels above it
 /// (key → sub-account → tenant), which is what the filter enforces.
-fn effective_quota(doc: &StoreDoc, t: &TargetArgs) -> Option<QuotaDoc> {
-    let mut levels: Vec<Option<QuotaDoc>> = Vec::new();
-    let (tenant, sub) = match &t.key {
-        Some(k) => match doc.policy.keys.iter().find(|key| &key.id == k) {
-            Some(key) => {
-                levels.push(key.quota);
-                (Some(key.tenant.clone()), Some(key.sub_account.clone()))
-            }
-            None => (None, None),
-        },
-        None => (t.tenant.clone(), t.sub_account.clone()),
-    };
-    if let Some(tdoc) = tenant.as_ref().and_then(|id| doc.policy.tenants.iter().find(|x| &x.id == id)) {
-        if let Some(sa) = sub.as_ref().and_then(|id| tdoc.sub_accounts.iter().find(|x| &x.id == id)) {
-            levels.push(sa.quota);
-        }
-        levels.push(tdoc.quota);
-    }
+fn effective_quota(doc: &StoreDoc, level: &Level) -> Option<QuotaDoc> {
+    let c = chain(doc, level);
+    let levels = [c.key.map(|k| k.quota), c.sub_account.map(|s| s.quota), c.tenant.map(|t| t.quota)];
     let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, y) => x.or(y),
     };
-    let q = levels.into_iter().flatten().fold(QuotaDoc::default(), |acc, q| QuotaDoc {
+    let q = levels.into_iter().flatten().flatten().fold(QuotaDoc::default(), |acc, q| QuotaDoc {
         per_minute: min(acc.per_minute, q.per_minute),
         per_day: min(acc.per_day, q.per_day),
     });
@@ -372,6 +366,61 @@ mod tests {
 
     fn list(enabled: bool, cidrs: &[&str]) -> IpAllowlistDoc {
         IpAllowlistDoc { enabled, cidrs: cidrs.iter().map(|c| c.to_string()).collect() }
+    }
+
+    /// Tenant acme (60/min), sub-account default (30/min, 1000/day), key k1 in it (no limits, an allowlist).
+    fn doc() -> StoreDoc {
+        let mut d = StoreDoc::default();
+        d.policy.tenants.push(TenantDoc {
+            id: "acme".into(),
+            quota: Some(QuotaDoc { per_minute: Some(60), per_day: None }),
+            ip_allowlist: Some(list(true, &["10.0.0.0/8"])),
+            sub_accounts: vec![SubAccountDoc {
+                id: "default".into(),
+                quota: Some(QuotaDoc { per_minute: Some(30), per_day: Some(1000) }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        d.policy.keys.push(KeyDoc {
+            id: "k1".into(),
+            tenant: "acme".into(),
+            sub_account: "default".into(),
+            ip_allowlist: Some(list(true, &["192.168.0.0/16"])),
+            ..Default::default()
+        });
+        d
+    }
+
+    #[test]
+    fn levels_parse_once_and_resolve_their_chain() {
+        let p = |t: Option<&str>, s: Option<&str>, k: Option<&str>| {
+            Level::parse(t.map(Into::into), s.map(Into::into), k.map(Into::into))
+        };
+        assert_eq!(p(Some("acme"), None, None).unwrap(), Level::Tenant("acme".into()));
+        assert_eq!(p(None, None, Some("k1")).unwrap(), Level::Key("k1".into()));
+        assert!(p(Some("acme"), None, Some("k1")).is_err());
+        assert!(p(None, Some("default"), None).is_err());
+        assert!(p(None, None, None).is_err());
+
+        let d = doc();
+        let strictest = QuotaDoc { per_minute: Some(30), per_day: Some(1000) };
+        assert_eq!(effective_quota(&d, &Level::Key("k1".into())), Some(strictest));
+        let sub = Level::SubAccount { tenant: "acme".into(), sub_account: "default".into() };
+        assert_eq!(effective_quota(&d, &sub), Some(strictest));
+        assert_eq!(effective_quota(&d, &Level::Tenant("acme".into())).and_then(|q| q.per_minute), Some(60));
+        assert_eq!(effective_quota(&d, &Level::Key("nope".into())), None);
+
+        assert_eq!(own_limits(&d, &Level::Key("k1".into())).unwrap().1, None);
+        assert_eq!(own_limits(&d, &sub).unwrap().1, Some(strictest));
+        let missing = Level::SubAccount { tenant: "acme".into(), sub_account: "x".into() };
+        assert!(own_limits(&d, &missing).unwrap_err().to_string().contains("sub-account \"acme/x\""));
+        assert!(own_limits(&d, &Level::Tenant("globex".into())).unwrap_err().to_string().contains("tenant"));
+
+        // The key's allowlist lies outside its tenant's: only the key is unreachable.
+        assert_eq!(locked_out(&d, &Level::Tenant("acme".into())), ["key k1"]);
+        assert_eq!(locked_out(&d, &Level::Key("k1".into())), ["key k1"]);
+        assert!(locked_out(&d, &Level::Key("nope".into())).is_empty());
     }
 
     #[test]

@@ -3,12 +3,13 @@
 
 use super::render::{date, status_str, table};
 use super::Reply;
-use crate::admin::accounts::{self, authorize, AdminAccount, Need, Role};
 use crate::admin::audit::{rfc3339, Target};
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::store::admins::{self, AdminAccount, Role};
+use crate::admin::store::policy;
 use crate::admin::store::StoreDoc;
 use crate::admin::totp::{self, SecondFactor};
-use crate::admin::{fsutil, ops, random_base62, random_index, AdminError};
+use crate::admin::{fsutil, random_base62, random_index, AdminError};
 use crate::core::bundle::schema::Status;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -18,7 +19,7 @@ use zeroize::Zeroizing;
 /// the first admin must be a platform admin (someone must be able to manage
 /// the others).
 pub fn add(s: &Session, name: &str, role: Role, tenant: Option<&str>) -> Result<Reply, AdminError> {
-    accounts::check_name(name)?;
+    admins::check_name(name)?;
     match (role, tenant) {
         (Role::Tenant, None) => return Err(AdminError::Usage("a tenant admin needs --tenant TENANT".into())),
         (Role::Platform, Some(_)) => {
@@ -27,15 +28,15 @@ pub fn add(s: &Session, name: &str, role: Role, tenant: Option<&str>) -> Result<
         _ => {}
     }
     let target = Target { admin: Some(name.into()), tenant: tenant.map(Into::into), ..Target::default() };
-    s.mutate(Op::new("admin.add", Scope::Platform, target), |d, c| {
-        if accounts::find(&d.admins, name).is_some() {
+    s.mutate(Change::new("admin.add", Scope::Platform, target), |d, c| {
+        if admins::find(&d.admins, name).is_some() {
             return Err(AdminError::Usage(format!("admin {name:?} already exists")));
         }
         if d.admins.is_empty() && role != Role::Platform {
             return Err(AdminError::Usage("the first admin must be a platform admin (--role platform)".into()));
         }
         if let Some(t) = tenant {
-            ops::tenant(d, t)?;
+            policy::tenant(d, t)?;
         }
         d.admins.push(AdminAccount {
             name: name.into(),
@@ -62,12 +63,9 @@ fn role_text(role: Role, tenant: Option<&str>) -> String {
 }
 
 pub fn list(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        let visible: Vec<&AdminAccount> = doc
-            .admins
-            .iter()
-            .filter(|a| who.is_platform() || a.name == who.name || (a.tenant.is_some() && a.tenant == who.tenant))
-            .collect();
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
+        let visible: Vec<&AdminAccount> =
+            doc.admins.iter().filter(|a| a.name == who.name || who.sees(a.tenant.as_deref())).collect();
         let rows: Vec<Vec<String>> = visible.iter().map(|a| admin_row(a, s.now)).collect();
         let text = table(&["ADMIN", "ROLE", "TENANT", "STATUS", "2FA", "RECOVERY", "TOKENS", "CREATED"], &rows);
         Ok(Reply::new(text, Value::Array(visible.iter().map(|a| admin_json(a, s.now)).collect())))
@@ -129,23 +127,23 @@ fn last_admin_error(name: &str) -> AdminError {
 
 pub fn set_status(s: &Session, name: &str, status: Status) -> Result<Reply, AdminError> {
     let action = if status == Status::Disabled { "admin.disable" } else { "admin.enable" };
-    s.mutate(Op::new(action, Scope::Platform, Target::admin(name)), |d, _| {
-        accounts::find_mut(&mut d.admins, name)?;
+    s.mutate(Change::new(action, Scope::Platform, Target::admin(name)), |d, _| {
+        admins::find_mut(&mut d.admins, name)?;
         let apply = |admins: &mut Vec<AdminAccount>| {
             admins.iter_mut().filter(|a| a.name == name).for_each(|a| a.status = status)
         };
         if !keeps_a_platform_admin(d, apply) {
             return Err(last_admin_error(name));
         }
-        accounts::find_mut(&mut d.admins, name)?.status = status;
+        admins::find_mut(&mut d.admins, name)?.status = status;
         Ok(())
     })?;
     Ok(Reply::new(format!("admin {name} {}", status_str(status)), json!({"admin": name, "status": status})))
 }
 
 pub fn remove(s: &Session, name: &str) -> Result<Reply, AdminError> {
-    s.mutate(Op::new("admin.remove", Scope::Platform, Target::admin(name)), |d, _| {
-        accounts::find_mut(&mut d.admins, name)?;
+    s.mutate(Change::new("admin.remove", Scope::Platform, Target::admin(name)), |d, _| {
+        admins::find_mut(&mut d.admins, name)?;
         if !keeps_a_platform_admin(d, |admins| admins.retain(|a| a.name != name)) {
             return Err(last_admin_error(name));
         }
@@ -157,9 +155,9 @@ pub fn remove(s: &Session, name: &str) -> Result<Reply, AdminError> {
 
 /// A token for the admin HTTP service, shown once; only its hash is kept.
 pub fn token_create(s: &Session, name: &str, label: &str) -> Result<Reply, AdminError> {
-    let (id, token) = s.mutate(Op::new("admin.token.create", Scope::Itself, Target::admin(name)), |d, c| {
-        let account = accounts::find_mut(&mut d.admins, name)?;
-        let (id, token) = accounts::issue_token(account, label, c.now, random_base62);
+    let (id, token) = s.mutate(Change::new("admin.token.create", Scope::Itself, Target::admin(name)), |d, c| {
+        let account = admins::find_mut(&mut d.admins, name)?;
+        let (id, token) = admins::issue_token(account, label, c.now, random_base62);
         c.target.token_id = Some(id.clone());
         Ok((id, token))
     })?;
@@ -167,15 +165,14 @@ pub fn token_create(s: &Session, name: &str, label: &str) -> Result<Reply, Admin
         format!("token {id} created for admin {name}\n{}", token.as_str()),
         json!({"admin": name, "token_id": id, "token": token.as_str()}),
     )
-    .warn(
+    .shown_once(
         "This is the only time the token is shown. Send it as `authorization: Bearer TOKEN` to `tokenhub-admin serve`.",
     ))
 }
 
 pub fn token_list(s: &Session, name: &str) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        authorize(who, &Need::Itself(name.into()))?;
-        let a = accounts::find(&doc.admins, name).ok_or_else(|| AdminError::NotFound(format!("no admin {name:?}")))?;
+    s.read(Scope::Itself, Target::admin(name), |doc, _| {
+        let a = admins::find(&doc.admins, name).ok_or_else(|| AdminError::NotFound(format!("no admin {name:?}")))?;
         let rows: Vec<Vec<String>> =
             a.tokens.iter().map(|t| vec![t.id.clone(), t.label.clone(), date(Some(t.created_at))]).collect();
         let json: Vec<Value> =
@@ -186,8 +183,8 @@ pub fn token_list(s: &Session, name: &str) -> Result<Reply, AdminError> {
 
 pub fn token_revoke(s: &Session, name: &str, token_id: &str) -> Result<Reply, AdminError> {
     let target = Target { admin: Some(name.into()), token_id: Some(token_id.into()), ..Target::default() };
-    s.mutate(Op::new("admin.token.revoke", Scope::Itself, target), |d, _| {
-        let account = accounts::find_mut(&mut d.admins, name)?;
+    s.mutate(Change::new("admin.token.revoke", Scope::Itself, target), |d, _| {
+        let account = admins::find_mut(&mut d.admins, name)?;
         let before = account.tokens.len();
         account.tokens.retain(|t| t.id != token_id);
         if account.tokens.len() == before {
@@ -206,10 +203,10 @@ pub fn token_revoke(s: &Session, name: &str, token_id: &str) -> Result<Reply, Ad
 /// current code, like any change.
 pub fn enroll(s: &Session, png: Option<&Path>) -> Result<Reply, AdminError> {
     let name = s.acting_admin()?;
-    let mut op = Op::new("2fa.enroll", Scope::Itself, Target::admin(&name));
+    let mut op = Change::new("2fa.enroll", Scope::Itself, Target::admin(&name));
     op.enrolling = true;
     let (secret, uri) = s.mutate(op, |d, _| {
-        let account = accounts::find_mut(&mut d.admins, &name)?;
+        let account = admins::find_mut(&mut d.admins, &name)?;
         let secret = Zeroizing::new(totp::new_secret());
         let uri = totp::otpauth_uri(&secret, &name).map_err(AdminError::Internal)?;
         account.second_factor.pending = Some(secret.to_string());
@@ -229,7 +226,7 @@ pub fn enroll(s: &Session, png: Option<&Path>) -> Result<Reply, AdminError> {
     }
     text.push_str(&format!("Then activate it: tokenhub-admin 2fa verify --as {name}   (enter the code the app shows)"));
     Ok(Reply::new(text, json!({"admin": name, "otpauth_uri": uri.as_str(), "secret": secret.as_str(), "png": png}))
-        .warn("The QR code and URI contain the 2FA secret: do not share or log them."))
+        .shown_once("The QR code and URI contain the 2FA secret: do not share or log them."))
 }
 
 fn qr_code(uri: &str) -> Result<qrcode::QrCode, AdminError> {
@@ -262,10 +259,10 @@ pub fn verify(s: &Session) -> Result<Reply, AdminError> {
     let code = s.otp.clone().ok_or_else(|| {
         AdminError::Usage("give the code the app shows: --otp CODE, --otp-stdin or TOKENHUB_OTP".into())
     })?;
-    let mut op = Op::new("2fa.verify", Scope::Itself, Target::admin(&name));
+    let mut op = Change::new("2fa.verify", Scope::Itself, Target::admin(&name));
     op.exempt_2fa = true;
     let codes = s.mutate(op, |d, c| {
-        let account = accounts::find_mut(&mut d.admins, &name)?;
+        let account = admins::find_mut(&mut d.admins, &name)?;
         if let Err(refusal) = totp::verify_pending(&mut account.second_factor, &code, c.now) {
             // The failure counts toward the lockout: keep that change.
             c.keep_on_error = true;
@@ -287,13 +284,13 @@ fn recovery_reply(name: &str, codes: &[Zeroizing<String>], what: &str) -> Reply 
         ),
         json!({"admin": name, "two_factor": true, "recovery_codes": list}),
     )
-    .warn("These recovery codes are shown only now.")
+    .shown_once("These recovery codes are shown only now.")
 }
 
 pub fn recovery_codes(s: &Session) -> Result<Reply, AdminError> {
     let name = s.acting_admin()?;
-    let codes = s.mutate(Op::new("2fa.recovery-codes", Scope::Itself, Target::admin(&name)), |d, _| {
-        let account = accounts::find_mut(&mut d.admins, &name)?;
+    let codes = s.mutate(Change::new("2fa.recovery-codes", Scope::Itself, Target::admin(&name)), |d, _| {
+        let account = admins::find_mut(&mut d.admins, &name)?;
         if !account.second_factor.enabled() {
             return Err(AdminError::Usage(format!("admin {name} has no 2FA yet: run `2fa enroll` first")));
         }
@@ -305,15 +302,15 @@ pub fn recovery_codes(s: &Session) -> Result<Reply, AdminError> {
 /// For a lost phone: a platform admin removes another admin's 2FA (and
 /// unlocks it); that admin enrolls again.
 pub fn reset(s: &Session, name: &str) -> Result<Reply, AdminError> {
-    s.mutate(Op::new("2fa.reset", Scope::Platform, Target::admin(name)), |d, _| {
-        accounts::find_mut(&mut d.admins, name)?;
+    s.mutate(Change::new("2fa.reset", Scope::Platform, Target::admin(name)), |d, _| {
+        admins::find_mut(&mut d.admins, name)?;
         let clear = |admins: &mut Vec<AdminAccount>| {
             admins.iter_mut().filter(|a| a.name == name).for_each(|a| a.second_factor = SecondFactor::default())
         };
         if !keeps_a_platform_admin(d, clear) {
             return Err(last_admin_error(name));
         }
-        accounts::find_mut(&mut d.admins, name)?.second_factor = SecondFactor::default();
+        admins::find_mut(&mut d.admins, name)?.second_factor = SecondFactor::default();
         Ok(())
     })?;
     Ok(Reply::new(
@@ -323,14 +320,14 @@ pub fn reset(s: &Session, name: &str) -> Result<Reply, AdminError> {
 }
 
 pub fn status(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
         if who.bootstrap {
             return Ok(Reply::new(
                 "acting as bootstrap (no admin named); 2FA is not yet required on this store",
                 json!({"admin": null, "two_factor_required": false}),
             ));
         }
-        let a = accounts::find(&doc.admins, &who.name).ok_or_else(|| AdminError::NotFound(who.name.clone()))?;
+        let a = admins::find(&doc.admins, &who.name).ok_or_else(|| AdminError::NotFound(who.name.clone()))?;
         let v = admin_json(a, s.now);
         Ok(Reply::new(
             format!(

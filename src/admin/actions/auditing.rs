@@ -2,11 +2,11 @@
 //! entries about its own tenant.
 
 use super::Reply;
-use crate::admin::accounts::Principal;
+use crate::admin::audit::Target;
 use crate::admin::audit::{parse_time, AuditLog, Entry, Filter, Outcome, VerifyReport};
-use crate::admin::session::{check_binding, Session};
+use crate::admin::session::{check_binding, Scope, Session};
+use crate::admin::store::admins::Actor;
 use crate::admin::AdminError;
-use serde::Deserialize;
 use serde_json::json;
 
 /// One entry as a line for a terminal.
@@ -34,13 +34,13 @@ pub fn entry_line(e: &Entry) -> String {
     format!("#{} {} {}@{} {} {} {}{detail}", e.seq, e.time, e.actor, e.via, e.action, ids.join(" "), outcome)
 }
 
-fn visible(who: &Principal, e: &Entry) -> bool {
-    who.is_platform() || (e.target.tenant.is_some() && e.target.tenant == who.tenant) || e.actor == who.name
+fn visible(who: &Actor, e: &Entry) -> bool {
+    who.sees(e.target.tenant.as_deref()) || e.actor == who.name
 }
 
 /// A tenant admin's own entry about another tenant's object (a key id it
 /// probed) shows the id it gave, not the tenant the id resolved to.
-fn redact(who: &Principal, mut e: Entry) -> Entry {
+fn redact(who: &Actor, mut e: Entry) -> Entry {
     if !who.is_platform() && e.target.tenant.is_some() && e.target.tenant != who.tenant {
         e.target.tenant = None;
         e.target.sub_account = None;
@@ -58,7 +58,7 @@ fn entries_reply(entries: Vec<Entry>) -> Reply {
 }
 
 pub fn tail(s: &Session, n: usize) -> Result<Reply, AdminError> {
-    s.read(|_, who| {
+    s.read(Scope::Anyone, Target::default(), |_, who| {
         let mut entries: Vec<Entry> = AuditLog::new(s.store.paths.audit())
             .entries()?
             .into_iter()
@@ -71,30 +71,23 @@ pub fn tail(s: &Session, n: usize) -> Result<Reply, AdminError> {
     })
 }
 
-#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SearchArgs {
-    #[arg(long)]
+/// Which audit entries `search` returns (all given conditions hold).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
     pub tenant: Option<String>,
-    #[arg(long)]
     pub key: Option<String>,
-    #[arg(long)]
     pub actor: Option<String>,
     /// An action (`key.rotate`) or a family ending in a dot (`key.`, `2fa.`, `auth.`).
-    #[arg(long)]
     pub action: Option<String>,
     /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
-    #[arg(long)]
     pub since: Option<String>,
     /// Until (same forms as --since).
-    #[arg(long)]
     pub until: Option<String>,
     /// Only refusals (denied, auth failures, lockouts, errors).
-    #[arg(long)]
     pub failures: bool,
 }
 
-pub fn search(s: &Session, args: &SearchArgs) -> Result<Reply, AdminError> {
+pub fn search(s: &Session, args: &AuditQuery) -> Result<Reply, AdminError> {
     let time = |t: &Option<String>| t.as_deref().map(|t| parse_time(t, s.now).map_err(AdminError::Usage)).transpose();
     let filter = Filter {
         tenant: args.tenant.clone(),
@@ -104,7 +97,7 @@ pub fn search(s: &Session, args: &SearchArgs) -> Result<Reply, AdminError> {
         since: time(&args.since)?,
         until: time(&args.until)?,
     };
-    s.read(|_, who| {
+    s.read(Scope::Anyone, Target::default(), |_, who| {
         let entries: Vec<Entry> = AuditLog::new(s.store.paths.audit())
             .entries()?
             .into_iter()
@@ -120,7 +113,7 @@ pub fn search(s: &Session, args: &SearchArgs) -> Result<Reply, AdminError> {
 /// appended first (under the lock); any other disagreement is reported.
 pub fn verify_report(s: &Session) -> Result<VerifyReport, AdminError> {
     s.store.locked(|store| store.load().map(|doc| check_binding(store, &doc, true)))??.ok();
-    s.read_bound(false, |doc, _| {
+    s.read_unbound(|doc, _| {
         let mut audit = doc.audit.clone();
         let key = audit.key_bytes()?;
         AuditLog::new(s.store.paths.audit()).verify(&key, doc.audit.head.as_ref())
@@ -144,28 +137,23 @@ pub fn verify(s: &Session) -> Result<Reply, AdminError> {
     )))
 }
 
-#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UsageArgs {
+/// What `usage` reads and which rows it keeps.
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
     /// Envoy's JSON access log (metadata only; see envoy/local/envoy.yaml.tmpl).
-    #[arg(long, env = "TOKENHUB_ACCESS_LOG")]
     pub access_log: std::path::PathBuf,
-    #[arg(long)]
     pub tenant: Option<String>,
-    #[arg(long)]
     pub key: Option<String>,
     /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
-    #[arg(long)]
     pub since: Option<String>,
     /// Until (same forms as --since).
-    #[arg(long)]
     pub until: Option<String>,
 }
 
 /// Requests, denials by reason, client IPs, first and last seen per tenant,
 /// sub-account and key, from the access log. A tenant admin sees only its
 /// own tenant's rows (and never the anonymous ones).
-pub fn usage(s: &Session, args: &UsageArgs) -> Result<Reply, AdminError> {
+pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
     use crate::admin::usage::{report, UsageFilter};
     use std::io::BufRead;
     let time = |t: &Option<String>| {
@@ -177,7 +165,7 @@ pub fn usage(s: &Session, args: &UsageArgs) -> Result<Reply, AdminError> {
     // "Z" sorts before every line of its second, an upper bound with it after.
     let since = time(&args.since)?.map(|t| t.trim_end_matches('Z').to_string());
     let until = time(&args.until)?;
-    s.read(|_, who| {
+    s.read(Scope::Anyone, Target::default(), |_, who| {
         let tenant = match (&who.tenant, who.is_platform()) {
             (_, true) => args.tenant.clone(),
             (Some(own), false) if args.tenant.as_ref().is_none_or(|t| t == own) => Some(own.clone()),

@@ -3,52 +3,34 @@
 //! (issuer, claim value) through these entries and applies the same IP,
 //! tenant, scope and quota rules as for an API key.
 
+use super::keys::Scopes;
 use super::render::table;
 use super::Reply;
-use crate::admin::accounts::{authorize, Need};
 use crate::admin::audit::Target;
-use crate::admin::ops;
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::store::policy;
 use crate::admin::AdminError;
-use crate::core::bundle::schema::{OidcPrincipalDoc, ScopesDoc};
-use serde::Deserialize;
+use crate::core::bundle::schema::OidcPrincipalDoc;
 use serde_json::json;
 
-#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MapArgs {
+/// An identity mapped to a tenant's sub-account, with its scopes.
+#[derive(Debug, Clone, Default)]
+pub struct Mapping {
     /// The token issuer (`iss`), e.g. https://accounts.google.com.
-    #[arg(long)]
     pub issuer: String,
     /// The claim that identifies the person or workload (`sub`, `email`…).
-    #[arg(long, default_value = "sub")]
     pub claim: String,
     /// The claim's value, e.g. the subject id or the email address.
-    #[arg(long)]
     pub value: String,
-    #[arg(long)]
     pub tenant: String,
-    #[arg(long, default_value = "default")]
     pub sub_account: String,
-    /// Allowed HTTP methods, comma separated (default: any).
-    #[arg(long, value_delimiter = ',')]
-    pub methods: Vec<String>,
-    /// Allowed path prefixes, comma separated (default: any).
-    #[arg(long, value_delimiter = ',')]
-    pub paths: Vec<String>,
-}
-
-fn scopes(a: &MapArgs) -> Option<ScopesDoc> {
-    (!a.methods.is_empty() || !a.paths.is_empty()).then(|| ScopesDoc {
-        methods: a.methods.iter().map(|m| m.trim().to_ascii_uppercase()).collect(),
-        path_prefixes: a.paths.iter().map(|p| p.trim().to_string()).collect(),
-    })
+    pub scopes: Scopes,
 }
 
 /// Maps an identity (replacing an existing mapping of the same identity).
-pub fn map(s: &Session, a: &MapArgs) -> Result<Reply, AdminError> {
+pub fn map(s: &Session, a: &Mapping) -> Result<Reply, AdminError> {
     let target = Target::sub_account(&a.tenant, &a.sub_account);
-    s.mutate(Op::policy("oidc.map", Scope::Tenant, target), |d, c| {
+    s.mutate(Change::policy("oidc.map", Scope::Tenant, target), |d, c| {
         // Replacing another tenant's mapping moves that identity away from
         // it: the actor must be allowed to act on the old owner too, and
         // the old owner's admins see it in their audit view either way.
@@ -61,12 +43,12 @@ pub fn map(s: &Session, a: &MapArgs) -> Result<Reply, AdminError> {
             .collect();
         for owner in previous {
             c.also_tenants.push(owner.clone());
-            authorize(&c.principal, &Need::Tenant(Some(owner.clone()))).map_err(|_| {
-                AdminError::Forbidden(format!(
+            if !c.actor.sees(Some(&owner)) {
+                return Err(AdminError::Forbidden(format!(
                     "{} {}={} is mapped to another tenant; only an admin of that tenant (or a platform admin) may move it: ask them to `oidc unmap` it first",
                     a.issuer, a.claim, a.value
-                ))
-            })?;
+                )));
+            }
         }
         d.policy.oidc.retain(|o| !(o.issuer == a.issuer && o.claim == a.claim && o.value == a.value));
         d.policy.oidc.push(OidcPrincipalDoc {
@@ -75,9 +57,9 @@ pub fn map(s: &Session, a: &MapArgs) -> Result<Reply, AdminError> {
             value: a.value.clone(),
             tenant: a.tenant.clone(),
             sub_account: a.sub_account.clone(),
-            scopes: scopes(a),
+            scopes: a.scopes.to_doc(),
         });
-        ops::validate(d)
+        policy::validate(d)
     })?;
     Ok(Reply::new(
         format!("{} {}={} maps to {}/{}; {}", a.issuer, a.claim, a.value, a.tenant, a.sub_account, s.apply_hint()),
@@ -85,19 +67,16 @@ pub fn map(s: &Session, a: &MapArgs) -> Result<Reply, AdminError> {
     ))
 }
 
-#[derive(clap::Args, Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UnmapArgs {
-    #[arg(long)]
+/// A mapped identity: issuer and claim value.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
     pub issuer: String,
-    #[arg(long, default_value = "sub")]
     pub claim: String,
-    #[arg(long)]
     pub value: String,
 }
 
-pub fn unmap(s: &Session, a: &UnmapArgs) -> Result<Reply, AdminError> {
-    let tenant = s.read(|doc, _| {
+pub fn unmap(s: &Session, a: &Identity) -> Result<Reply, AdminError> {
+    let tenant = s.read(Scope::Anyone, Target::default(), |doc, _| {
         doc.policy
             .oidc
             .iter()
@@ -105,7 +84,7 @@ pub fn unmap(s: &Session, a: &UnmapArgs) -> Result<Reply, AdminError> {
             .map(|o| o.tenant.clone())
             .ok_or_else(|| AdminError::NotFound(format!("no mapping for {} {}={}", a.issuer, a.claim, a.value)))
     })?;
-    s.mutate(Op::policy("oidc.unmap", Scope::Tenant, Target::tenant(&tenant)), |d, _| {
+    s.mutate(Change::policy("oidc.unmap", Scope::Tenant, Target::tenant(&tenant)), |d, _| {
         d.policy.oidc.retain(|o| !(o.issuer == a.issuer && o.claim == a.claim && o.value == a.value));
         Ok(())
     })?;
@@ -113,8 +92,8 @@ pub fn unmap(s: &Session, a: &UnmapArgs) -> Result<Reply, AdminError> {
 }
 
 pub fn list(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        let visible: Vec<&OidcPrincipalDoc> = doc.policy.oidc.iter().filter(|o| who.covers_tenant(&o.tenant)).collect();
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
+        let visible: Vec<&OidcPrincipalDoc> = doc.policy.oidc.iter().filter(|o| who.sees(Some(&o.tenant))).collect();
         let rows: Vec<Vec<String>> = visible
             .iter()
             .map(|o| {

@@ -3,33 +3,27 @@
 
 use super::render::{date, quota_text, scopes_text, status_str, table};
 use super::Reply;
-use crate::admin::accounts::{authorize, Need};
 use crate::admin::audit::{AuditLog, Filter, Target};
-use crate::admin::ops::{self, IssuedKey, NewKey};
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::store::admins::no_such_key;
+use crate::admin::store::policy::{self, IssuedKey, NewKey};
 use crate::admin::store::StoreDoc;
 use crate::admin::{parse_duration, publish, AdminError};
 use crate::core::bundle::schema::{KeyDoc, ScopesDoc, Status};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// Scopes of a key: methods and path prefixes (none = any).
-#[derive(clap::Args, Debug, Default, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScopeArgs {
-    /// Allowed HTTP methods, comma separated (default: any).
-    #[arg(long, value_delimiter = ',')]
+/// Scopes of a key or an identity: methods and path prefixes (none = any),
+/// as given; `to_doc` normalises them.
+#[derive(Debug, Default, Clone)]
+pub struct Scopes {
     pub methods: Vec<String>,
-    /// Allowed path prefixes, comma separated (default: any).
-    #[arg(long, value_delimiter = ',')]
     pub paths: Vec<String>,
-    /// Allowed models, comma separated: exact names or `prefix*` (default:
-    /// any; with a list, the request body is read for its model).
-    #[arg(long, value_delimiter = ',')]
+    /// Allowed models: exact names or `prefix*` (none = any; with a list,
+    /// the request body is read for its model).
     pub models: Vec<String>,
 }
 
-impl ScopeArgs {
+impl Scopes {
     pub fn to_doc(&self) -> Option<ScopesDoc> {
         if self.methods.is_empty() && self.paths.is_empty() {
             return None;
@@ -46,42 +40,35 @@ impl ScopeArgs {
     }
 }
 
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct KeyCreate {
-    #[arg(long)]
+/// A key to create.
+#[derive(Debug, Clone, Default)]
+pub struct KeySpec {
     pub tenant: String,
-    #[arg(long, default_value = "default")]
-    pub sub_account: String,
+    /// `None`: the tenant's `default` sub-account.
+    pub sub_account: Option<String>,
     /// A label to recognise the key by (not secret).
-    #[arg(long, default_value = "")]
     pub name: String,
     /// Expire after this long, e.g. 90d.
-    #[arg(long)]
     pub expires_in: Option<String>,
-    #[command(flatten)]
-    pub scopes: ScopeArgs,
+    pub scopes: Scopes,
 }
 
 fn duration(text: &str) -> Result<u64, AdminError> {
     parse_duration(text).map_err(AdminError::Usage)
 }
 
-pub fn create(s: &Session, args: &KeyCreate) -> Result<Reply, AdminError> {
+pub fn create(s: &Session, args: &KeySpec) -> Result<Reply, AdminError> {
     let expires_at = args.expires_in.as_deref().map(duration).transpose()?.map(|d| s.now.saturating_add(d));
-    let target = Target::sub_account(&args.tenant, &args.sub_account);
-    let issued = s.mutate(Op::policy("key.create", Scope::Tenant, target), |d, c| {
-        let new = NewKey {
-            tenant: &args.tenant,
-            sub_account: &args.sub_account,
-            name: &args.name,
-            expires_at,
-            scopes: args.scopes.to_doc(),
-        };
-        let issued = ops::create_key(d, new, c.now)?;
+    let sub_account = args.sub_account.as_deref().unwrap_or(policy::DEFAULT_SUB_ACCOUNT);
+    let target = Target::sub_account(&args.tenant, sub_account);
+    let issued = s.mutate(Change::policy("key.create", Scope::Tenant, target), |d, c| {
+        let new =
+            NewKey { tenant: &args.tenant, sub_account, name: &args.name, expires_at, scopes: args.scopes.to_doc() };
+        let issued = policy::create_key(d, new, c.now)?;
         let models = args.scopes.models();
         if !models.is_empty() {
-            ops::key_mut(d, &issued.key_id)?.models = models;
-            ops::validate(d)?;
+            policy::key_mut(d, &issued.key_id)?.models = models;
+            policy::validate(d)?;
         }
         c.target.key_id = Some(issued.key_id.clone());
         Ok(issued)
@@ -91,9 +78,9 @@ pub fn create(s: &Session, args: &KeyCreate) -> Result<Reply, AdminError> {
 
 pub fn rotate(s: &Session, id: &str, grace: &str) -> Result<Reply, AdminError> {
     let grace = duration(grace)?;
-    let issued = s.mutate(Op::policy("key.rotate", Scope::Tenant, Target::key(id)), |d, c| {
+    let issued = s.mutate(Change::policy("key.rotate", Scope::Tenant, Target::key(id)), |d, c| {
         c.note = Some(format!("previous secret valid for {grace}s"));
-        ops::rotate_key(d, id, grace, c.now)
+        policy::rotate_key(d, id, grace, c.now)
     })?;
     Ok(issued_reply(&issued, &format!("rotated (previous secret valid for {grace}s); {}", s.apply_hint())))
 }
@@ -104,19 +91,20 @@ fn issued_reply(issued: &IssuedKey, what: &str) -> Reply {
         format!("key {} {what}\n{}", issued.key_id, issued.key.as_str()),
         json!({"key_id": issued.key_id, "key": issued.key.as_str()}),
     )
-    .warn("This is the only time the key is shown. Store it in a secret manager.")
+    .shown_once("This is the only time the key is shown. Store it in a secret manager.")
 }
 
 pub fn list(s: &Session, tenant: Option<&str>) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        if let Some(t) = tenant {
-            authorize(who, &Need::Tenant(Some(t.into())))?;
-        }
+    let (scope, target) = match tenant {
+        Some(t) => (Scope::Tenant, Target::tenant(t)),
+        None => (Scope::Anyone, Target::default()),
+    };
+    s.read(scope, target, |doc, who| {
         let keys: Vec<&KeyDoc> = doc
             .policy
             .keys
             .iter()
-            .filter(|k| who.covers_tenant(&k.tenant) && tenant.is_none_or(|t| k.tenant == t))
+            .filter(|k| who.sees(Some(&k.tenant)) && tenant.is_none_or(|t| k.tenant == t))
             .collect();
         let rows: Vec<Vec<String>> = keys.iter().map(|k| key_row(doc, k)).collect();
         let text = table(
@@ -143,25 +131,11 @@ fn key_row(doc: &StoreDoc, k: &KeyDoc) -> Vec<String> {
 }
 
 pub fn show(s: &Session, id: &str) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        let k = find_visible(doc, who, id)?;
+    s.read(Scope::Tenant, Target::key(id), |doc, _| {
+        let k = doc.policy.keys.iter().find(|k| k.id == id).ok_or_else(|| no_such_key(id))?;
         let v = key_json(doc, k);
         Ok(Reply::new(serde_json::to_string_pretty(&v).unwrap_or_default(), v))
     })
-}
-
-/// A key the principal may see; another tenant's key is "not found" to a
-/// tenant admin, so key ids of other tenants cannot be probed.
-fn find_visible<'a>(
-    doc: &'a StoreDoc,
-    who: &crate::admin::accounts::Principal,
-    id: &str,
-) -> Result<&'a KeyDoc, AdminError> {
-    doc.policy
-        .keys
-        .iter()
-        .find(|k| k.id == id && who.covers_tenant(&k.tenant))
-        .ok_or_else(|| AdminError::NotFound(format!("no key {id:?}; list them with `tokenhub-admin key list`")))
 }
 
 /// Everything about a key except its hashes.
@@ -178,7 +152,7 @@ pub fn key_json(doc: &StoreDoc, k: &KeyDoc) -> Value {
 
 pub fn set_status(s: &Session, id: &str, status: Status) -> Result<Reply, AdminError> {
     let action = if status == Status::Disabled { "key.disable" } else { "key.enable" };
-    s.mutate(Op::policy(action, Scope::Tenant, Target::key(id)), |d, _| ops::set_key_status(d, id, status))?;
+    s.mutate(Change::policy(action, Scope::Tenant, Target::key(id)), |d, _| policy::set_key_status(d, id, status))?;
     Ok(Reply::new(
         format!("key {id} {}; {}", status_str(status), s.apply_hint()),
         json!({"key_id": id, "status": status}),
@@ -186,8 +160,8 @@ pub fn set_status(s: &Session, id: &str, status: Status) -> Result<Reply, AdminE
 }
 
 pub fn delete(s: &Session, id: &str) -> Result<Reply, AdminError> {
-    s.mutate(Op::policy("key.delete", Scope::Tenant, Target::key(id)), |d, _| {
-        ops::key_mut(d, id)?;
+    s.mutate(Change::policy("key.delete", Scope::Tenant, Target::key(id)), |d, _| {
+        policy::key_mut(d, id)?;
         d.policy.keys.retain(|k| k.id != id);
         d.key_meta.remove(id);
         Ok(())
@@ -195,14 +169,14 @@ pub fn delete(s: &Session, id: &str) -> Result<Reply, AdminError> {
     Ok(Reply::new(format!("key {id} deleted; {}", s.apply_hint()), json!({"key_id": id, "deleted": true})))
 }
 
-pub fn set_scopes(s: &Session, id: &str, scopes: &ScopeArgs) -> Result<Reply, AdminError> {
+pub fn set_scopes(s: &Session, id: &str, scopes: &Scopes) -> Result<Reply, AdminError> {
     let doc_scopes = scopes.to_doc();
     let models = scopes.models();
-    s.mutate(Op::policy("key.set-scopes", Scope::Tenant, Target::key(id)), |d, _| {
-        let key = ops::key_mut(d, id)?;
+    s.mutate(Change::policy("key.set-scopes", Scope::Tenant, Target::key(id)), |d, _| {
+        let key = policy::key_mut(d, id)?;
         key.scopes = doc_scopes.clone();
         key.models = models.clone();
-        ops::validate(d)
+        policy::validate(d)
     })?;
     Ok(Reply::new(
         format!(
@@ -227,8 +201,8 @@ pub fn models_text(models: &[String]) -> String {
 /// `expires_in`: a duration from now, or `None` for never.
 pub fn set_expiry(s: &Session, id: &str, expires_in: Option<&str>) -> Result<Reply, AdminError> {
     let at = expires_in.map(duration).transpose()?.map(|d| s.now.saturating_add(d));
-    s.mutate(Op::policy("key.set-expiry", Scope::Tenant, Target::key(id)), |d, _| {
-        ops::key_mut(d, id)?.expires_at = at;
+    s.mutate(Change::policy("key.set-expiry", Scope::Tenant, Target::key(id)), |d, _| {
+        policy::key_mut(d, id)?.expires_at = at;
         Ok(())
     })?;
     Ok(Reply::new(
@@ -240,8 +214,8 @@ pub fn set_expiry(s: &Session, id: &str, expires_in: Option<&str>) -> Result<Rep
 /// The incident response of the security page in one step: disable the key
 /// (its previous secret too), publish at once, and show the key's history.
 pub fn incident_revoke(s: &Session, id: &str) -> Result<Reply, AdminError> {
-    let info = s.mutate(Op::new("incident.revoke", Scope::Tenant, Target::key(id)), |d, c| {
-        ops::set_key_status(d, id, Status::Disabled)?;
+    let info = s.mutate(Change::new("incident.revoke", Scope::Tenant, Target::key(id)), |d, c| {
+        policy::set_key_status(d, id, Status::Disabled)?;
         let info = publish::publish_configured(d, None, None, c.now)?;
         c.note = Some(format!("published version {}", info.published.version));
         Ok(info)

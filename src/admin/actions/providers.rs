@@ -5,8 +5,8 @@
 use super::render::table;
 use super::Reply;
 use crate::admin::audit::Target;
-use crate::admin::ops::{self, ProviderSpec};
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::store::policy::{self, ProviderSpec};
 use crate::admin::AdminError;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
@@ -20,8 +20,8 @@ pub fn set(
     secret: Zeroizing<String>,
 ) -> Result<Reply, AdminError> {
     let id = spec.id.clone();
-    s.mutate(Op::policy("provider.set", Scope::Platform, Target::provider(&id, tenant)), |d, _| {
-        ops::set_provider(d, spec, tenant, secret)
+    s.mutate(Change::policy("provider.set", Scope::Platform, Target::provider(&id, tenant)), |d, _| {
+        policy::set_provider(d, spec, tenant, secret)
     })?;
     let whose = tenant.map_or("platform default".to_string(), |t| format!("tenant {t}'s own"));
     Ok(Reply::new(
@@ -31,7 +31,7 @@ pub fn set(
 }
 
 pub fn list(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
         let rows: Vec<Value> = doc
             .policy
             .providers
@@ -42,7 +42,7 @@ pub fn list(s: &Session) -> Result<Reply, AdminError> {
                     .policy
                     .tenants
                     .iter()
-                    .filter(|t| who.covers_tenant(&t.id) && t.provider_secrets.contains_key(&p.id))
+                    .filter(|t| who.sees(Some(&t.id)) && t.provider_secrets.contains_key(&p.id))
                     .map(|t| &t.id)
                     .collect();
                 json!({"id": p.id, "path_prefix": p.path_prefix, "header": p.header, "format": p.format,
@@ -70,7 +70,7 @@ pub fn list(s: &Session) -> Result<Reply, AdminError> {
 }
 
 pub fn remove(s: &Session, id: &str) -> Result<Reply, AdminError> {
-    s.mutate(Op::policy("provider.remove", Scope::Platform, Target::provider(id, None)), |d, _| {
+    s.mutate(Change::policy("provider.remove", Scope::Platform, Target::provider(id, None)), |d, _| {
         if !d.policy.providers.iter().any(|p| p.id == id) {
             return Err(AdminError::NotFound(format!("no provider {id:?}")));
         }

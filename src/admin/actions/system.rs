@@ -1,11 +1,12 @@
 //! Whole-store operations: publish, status, exporting the bundle key.
 
 use super::render::date;
+use super::setup::write_secret_file;
 use super::Reply;
 use crate::admin::audit::Target;
 use crate::admin::publish;
-use crate::admin::session::{Op, Scope, Session};
-use crate::admin::{fsutil, xds, AdminError};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::{xds, AdminError};
 use serde_json::json;
 use std::path::Path;
 
@@ -14,7 +15,7 @@ use std::path::Path;
 /// platform's.
 pub fn publish(s: &Session, ecds: Option<&Path>, wasm: Option<&Path>) -> Result<Reply, AdminError> {
     let scope = if ecds.is_some() || wasm.is_some() { Scope::Platform } else { Scope::Anyone };
-    let info = s.mutate(Op::new("publish", scope, Target::default()), |d, c| {
+    let info = s.mutate(Change::new("publish", scope, Target::default()), |d, c| {
         let info = publish::publish_configured(d, ecds, wasm, c.now)?;
         c.note = Some(format!("version {}", info.published.version));
         Ok(info)
@@ -32,7 +33,7 @@ pub fn publish(s: &Session, ecds: Option<&Path>, wasm: Option<&Path>) -> Result<
 }
 
 pub fn status(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
         let actual = doc.published.as_ref().map(|p| {
             std::fs::read(&p.path).ok().map(|b| crate::core::secret::to_hex(&<sha2::Sha256 as sha2::Digest>::digest(&b)))
         });
@@ -40,13 +41,9 @@ pub fn status(s: &Session) -> Result<Reply, AdminError> {
         let secured = Session::secured(doc);
         let gateways = xds::registry::read(&s.store.paths.home);
         // A tenant admin sees its own tenant's counts, not the platform's.
-        let tenants = doc.policy.tenants.iter().filter(|t| who.covers_tenant(&t.id)).count();
-        let keys = doc.policy.keys.iter().filter(|k| who.covers_tenant(&k.tenant)).count();
-        let admins = doc
-            .admins
-            .iter()
-            .filter(|a| who.is_platform() || (a.tenant.is_some() && a.tenant == who.tenant))
-            .count();
+        let tenants = doc.policy.tenants.iter().filter(|t| who.sees(Some(&t.id))).count();
+        let keys = doc.policy.keys.iter().filter(|k| who.sees(Some(&k.tenant))).count();
+        let admins = doc.admins.iter().filter(|a| who.sees(a.tenant.as_deref())).count();
         let json = json!({
             "store_revision": doc.revision,
             "tenants": tenants,
@@ -107,9 +104,8 @@ fn gateway_lines(state: &xds::registry::State) -> String {
 
 /// Writes Envoy's TOKENHUB_BUNDLE_KEY to a 0600 file (platform only, audited).
 pub fn bundle_key(s: &Session, out: &Path) -> Result<Reply, AdminError> {
-    s.mutate(Op::new("bundle-key.export", Scope::Platform, Target::default()), |d, c| {
-        let text = zeroize::Zeroizing::new(format!("{}\n", d.bundle_key));
-        fsutil::write_atomic(out, text.as_bytes(), 0o600).map_err(|e| AdminError::io(out, e))?;
+    s.mutate(Change::new("bundle-key.export", Scope::Platform, Target::default()), |d, c| {
+        write_secret_file(out, &d.bundle_key)?;
         c.note = Some(format!("written to {}", out.display()));
         Ok(())
     })?;
@@ -122,8 +118,7 @@ pub fn bundle_key(s: &Session, out: &Path) -> Result<Reply, AdminError> {
 pub fn sync(s: &Session, bundle_key_out: Option<&Path>) -> Result<Reply, AdminError> {
     let info = s.system("system.sync", |d| {
         if let Some(out) = bundle_key_out {
-            let text = zeroize::Zeroizing::new(format!("{}\n", d.bundle_key));
-            fsutil::write_atomic(out, text.as_bytes(), 0o600).map_err(|e| AdminError::io(out, e))?;
+            write_secret_file(out, &d.bundle_key)?;
         }
         publish::publish_configured(d, None, None, s.now)
     })?;

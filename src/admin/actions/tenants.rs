@@ -2,25 +2,24 @@
 
 use super::render::{quota_text, status_str, table};
 use super::Reply;
-use crate::admin::accounts::{authorize, Need, Principal};
 use crate::admin::audit::Target;
-use crate::admin::ops;
-use crate::admin::session::{Op, Scope, Session};
+use crate::admin::session::{Change, Scope, Session};
+use crate::admin::store::policy;
 use crate::admin::store::StoreDoc;
 use crate::admin::AdminError;
 use crate::core::bundle::schema::{Status, TenantDoc};
 use serde_json::{json, Value};
 
 pub fn add(s: &Session, id: &str, name: &str, region: &str) -> Result<Reply, AdminError> {
-    s.mutate(Op::policy("tenant.add", Scope::Platform, Target::tenant(id)), |d, c| {
-        ops::add_tenant(d, id, name, region, c.now)
+    s.mutate(Change::policy("tenant.add", Scope::Platform, Target::tenant(id)), |d, c| {
+        policy::add_tenant(d, id, name, region, c.now)
     })?;
     Ok(Reply::new(format!("tenant {id} added (with sub-account default); {}", s.apply_hint()), json!({"tenant": id})))
 }
 
 pub fn list(s: &Session) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        let visible: Vec<&TenantDoc> = doc.policy.tenants.iter().filter(|t| who.covers_tenant(&t.id)).collect();
+    s.read(Scope::Anyone, Target::default(), |doc, who| {
+        let visible: Vec<&TenantDoc> = doc.policy.tenants.iter().filter(|t| who.sees(Some(&t.id))).collect();
         let rows: Vec<Vec<String>> = visible
             .iter()
             .map(|t| {
@@ -40,17 +39,16 @@ pub fn list(s: &Session) -> Result<Reply, AdminError> {
 }
 
 pub fn show(s: &Session, id: &str) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        authorize(who, &Need::Tenant(Some(id.into())))?;
-        let v = tenant_json(doc, ops::tenant(doc, id)?);
+    s.read(Scope::Tenant, Target::tenant(id), |doc, _| {
+        let v = tenant_json(doc, policy::tenant(doc, id)?);
         Ok(Reply::new(serde_json::to_string_pretty(&v).unwrap_or_default(), v))
     })
 }
 
 pub fn set_status(s: &Session, id: &str, status: Status) -> Result<Reply, AdminError> {
     let action = if status == Status::Disabled { "tenant.disable" } else { "tenant.enable" };
-    s.mutate(Op::policy(action, Scope::Platform, Target::tenant(id)), |d, _| {
-        ops::tenant_mut(d, id)?.status = status;
+    s.mutate(Change::policy(action, Scope::Platform, Target::tenant(id)), |d, _| {
+        policy::tenant_mut(d, id)?.status = status;
         Ok(())
     })?;
     Ok(Reply::new(
@@ -60,9 +58,9 @@ pub fn set_status(s: &Session, id: &str, status: Status) -> Result<Reply, AdminE
 }
 
 pub fn set_region(s: &Session, id: &str, region: &str) -> Result<Reply, AdminError> {
-    s.mutate(Op::policy("tenant.set-region", Scope::Platform, Target::tenant(id)), |d, _| {
-        ops::tenant_mut(d, id)?.region = region.into();
-        ops::validate(d)
+    s.mutate(Change::policy("tenant.set-region", Scope::Platform, Target::tenant(id)), |d, _| {
+        policy::tenant_mut(d, id)?.region = region.into();
+        policy::validate(d)
     })?;
     Ok(Reply::new(
         format!("tenant {id} region set to {region}; {}", s.apply_hint()),
@@ -73,8 +71,8 @@ pub fn set_region(s: &Session, id: &str, region: &str) -> Result<Reply, AdminErr
 /// Whether the tenant's provider gets the client's address
 /// (`x-forwarded-for`); off by default (GDPR minimisation).
 pub fn set_client_address(s: &Session, id: &str, forward: bool) -> Result<Reply, AdminError> {
-    s.mutate(Op::policy("tenant.set-client-address", Scope::Platform, Target::tenant(id)), |d, _| {
-        ops::tenant_mut(d, id)?.forward_client_address = forward;
+    s.mutate(Change::policy("tenant.set-client-address", Scope::Platform, Target::tenant(id)), |d, _| {
+        policy::tenant_mut(d, id)?.forward_client_address = forward;
         Ok(())
     })?;
     let what = if forward { "forwarded to its provider" } else { "withheld from its provider" };
@@ -97,12 +95,12 @@ pub fn set_models(s: &Session, tenant: &str, sub: Option<&str>, models: &[String
             format!("sub-account {tenant}/{id}"),
         ),
     };
-    s.mutate(Op::policy(action, scope, target), |d, _| {
+    s.mutate(Change::policy(action, scope, target), |d, _| {
         match sub {
-            None => ops::tenant_mut(d, tenant)?.models = models.clone(),
-            Some(id) => ops::sub_account_mut(d, tenant, id)?.models = models.clone(),
+            None => policy::tenant_mut(d, tenant)?.models = models.clone(),
+            Some(id) => policy::sub_account_mut(d, tenant, id)?.models = models.clone(),
         }
-        ops::validate(d)
+        policy::validate(d)
     })?;
     Ok(Reply::new(
         format!("{what} models set to {}; {}", super::keys::models_text(&models), s.apply_hint()),
@@ -124,16 +122,15 @@ pub fn tenant_json(doc: &StoreDoc, t: &TenantDoc) -> Value {
 }
 
 pub fn sub_add(s: &Session, tenant: &str, id: &str) -> Result<Reply, AdminError> {
-    s.mutate(Op::policy("subaccount.add", Scope::Tenant, Target::sub_account(tenant, id)), |d, _| {
-        ops::add_sub_account(d, tenant, id)
+    s.mutate(Change::policy("subaccount.add", Scope::Tenant, Target::sub_account(tenant, id)), |d, _| {
+        policy::add_sub_account(d, tenant, id)
     })?;
     Ok(Reply::new(format!("sub-account {tenant}/{id} added"), json!({"tenant": tenant, "sub_account": id})))
 }
 
 pub fn sub_list(s: &Session, tenant: &str) -> Result<Reply, AdminError> {
-    s.read(|doc, who| {
-        authorize(who, &Need::Tenant(Some(tenant.into())))?;
-        let t = ops::tenant(doc, tenant)?;
+    s.read(Scope::Tenant, Target::tenant(tenant), |doc, _| {
+        let t = policy::tenant(doc, tenant)?;
         let rows: Vec<Vec<String>> = t
             .sub_accounts
             .iter()
@@ -150,17 +147,12 @@ pub fn sub_list(s: &Session, tenant: &str) -> Result<Reply, AdminError> {
 
 pub fn sub_set_status(s: &Session, tenant: &str, id: &str, status: Status) -> Result<Reply, AdminError> {
     let action = if status == Status::Disabled { "subaccount.disable" } else { "subaccount.enable" };
-    s.mutate(Op::policy(action, Scope::Tenant, Target::sub_account(tenant, id)), |d, _| {
-        ops::sub_account_mut(d, tenant, id)?.status = status;
+    s.mutate(Change::policy(action, Scope::Tenant, Target::sub_account(tenant, id)), |d, _| {
+        policy::sub_account_mut(d, tenant, id)?.status = status;
         Ok(())
     })?;
     Ok(Reply::new(
         format!("sub-account {tenant}/{id} {}; {}", status_str(status), s.apply_hint()),
         json!({"tenant": tenant, "sub_account": id, "status": status}),
     ))
-}
-
-/// Tenants a principal may see (for listings elsewhere).
-pub fn visible<'a>(doc: &'a StoreDoc, who: &'a Principal) -> impl Iterator<Item = &'a TenantDoc> {
-    doc.policy.tenants.iter().filter(move |t| who.covers_tenant(&t.id))
 }

@@ -1,10 +1,13 @@
 //! The command tree (clap). Each group's `after_help` shows real examples.
 
-use crate::admin::accounts::Role;
-use crate::admin::actions::access::{QuotaArgs, TargetArgs};
-use crate::admin::actions::auditing::{SearchArgs, UsageArgs};
-use crate::admin::actions::identities::{MapArgs, UnmapArgs};
-use crate::admin::actions::keys::{KeyCreate, ScopeArgs};
+use crate::admin::actions::access::Level;
+use crate::admin::actions::auditing::{AuditQuery, UsageQuery};
+use crate::admin::actions::identities::{Identity, Mapping};
+use crate::admin::actions::keys::{KeySpec, Scopes};
+use crate::admin::store::admins::Role;
+use crate::admin::store::policy::DEFAULT_SUB_ACCOUNT;
+use crate::admin::AdminError;
+use crate::core::bundle::schema::QuotaDoc;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -241,6 +244,224 @@ pub enum KeyCmd {
     },
 }
 
+/// `--role` values (clap's view of `Role`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleArg {
+    /// Everything, including tenants, providers and other admins.
+    Platform,
+    /// One tenant's sub-accounts, keys, allowlists and quotas.
+    Tenant,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Platform => Role::Platform,
+            RoleArg::Tenant => Role::Tenant,
+        }
+    }
+}
+
+/// Scopes of a key: methods and path prefixes (none = any).
+#[derive(Args, Debug, Default, Clone)]
+pub struct ScopeArgs {
+    /// Allowed HTTP methods, comma separated (default: any).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Allowed path prefixes, comma separated (default: any).
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Vec<String>,
+    /// Allowed models, comma separated: exact names or `prefix*` (default:
+    /// any; with a list, the request body is read for its model).
+    #[arg(long, value_delimiter = ',')]
+    pub models: Vec<String>,
+}
+
+impl ScopeArgs {
+    pub fn scopes(&self) -> Scopes {
+        Scopes { methods: self.methods.clone(), paths: self.paths.clone(), models: self.models.clone() }
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeyCreate {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long, default_value = DEFAULT_SUB_ACCOUNT)]
+    pub sub_account: String,
+    /// A label to recognise the key by (not secret).
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// Expire after this long, e.g. 90d.
+    #[arg(long)]
+    pub expires_in: Option<String>,
+    #[command(flatten)]
+    pub scopes: ScopeArgs,
+}
+
+impl KeyCreate {
+    pub fn spec(&self) -> KeySpec {
+        KeySpec {
+            tenant: self.tenant.clone(),
+            sub_account: Some(self.sub_account.clone()),
+            name: self.name.clone(),
+            expires_in: self.expires_in.clone(),
+            scopes: self.scopes.scopes(),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct MapArgs {
+    /// The token issuer (`iss`), e.g. https://accounts.google.com.
+    #[arg(long)]
+    pub issuer: String,
+    /// The claim that identifies the person or workload (`sub`, `email`…).
+    #[arg(long, default_value = "sub")]
+    pub claim: String,
+    /// The claim's value, e.g. the subject id or the email address.
+    #[arg(long)]
+    pub value: String,
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long, default_value = DEFAULT_SUB_ACCOUNT)]
+    pub sub_account: String,
+    #[command(flatten)]
+    pub scopes: ScopeArgs,
+}
+
+impl MapArgs {
+    pub fn mapping(&self) -> Mapping {
+        Mapping {
+            issuer: self.issuer.clone(),
+            claim: self.claim.clone(),
+            value: self.value.clone(),
+            tenant: self.tenant.clone(),
+            sub_account: self.sub_account.clone(),
+            scopes: self.scopes.scopes(),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct UnmapArgs {
+    #[arg(long)]
+    pub issuer: String,
+    #[arg(long, default_value = "sub")]
+    pub claim: String,
+    #[arg(long)]
+    pub value: String,
+}
+
+impl UnmapArgs {
+    pub fn identity(&self) -> Identity {
+        Identity { issuer: self.issuer.clone(), claim: self.claim.clone(), value: self.value.clone() }
+    }
+}
+
+/// `--since` and `--until` of `audit search` and `usage`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TimeArgs {
+    /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct SearchArgs {
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// An action (`key.rotate`) or a family ending in a dot (`key.`, `2fa.`, `auth.`).
+    #[arg(long)]
+    pub action: Option<String>,
+    #[command(flatten)]
+    pub time: TimeArgs,
+    /// Only refusals (denied, auth failures, lockouts, errors).
+    #[arg(long)]
+    pub failures: bool,
+}
+
+impl SearchArgs {
+    pub fn query(&self) -> AuditQuery {
+        AuditQuery {
+            tenant: self.tenant.clone(),
+            key: self.key.clone(),
+            actor: self.actor.clone(),
+            action: self.action.clone(),
+            since: self.time.since.clone(),
+            until: self.time.until.clone(),
+            failures: self.failures,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct UsageArgs {
+    /// Envoy's JSON access log (metadata only; see envoy/local/envoy.yaml.tmpl).
+    #[arg(long, env = "TOKENHUB_ACCESS_LOG")]
+    pub access_log: PathBuf,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long)]
+    pub key: Option<String>,
+    #[command(flatten)]
+    pub time: TimeArgs,
+}
+
+impl UsageArgs {
+    pub fn query(&self) -> UsageQuery {
+        UsageQuery {
+            access_log: self.access_log.clone(),
+            tenant: self.tenant.clone(),
+            key: self.key.clone(),
+            since: self.time.since.clone(),
+            until: self.time.until.clone(),
+        }
+    }
+}
+
+/// Which level a command is about: a tenant, one of its sub-accounts, or a key.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TargetArgs {
+    #[arg(long, required_unless_present = "key")]
+    pub tenant: Option<String>,
+    #[arg(long, requires = "tenant")]
+    pub sub_account: Option<String>,
+    #[arg(long, conflicts_with_all = ["tenant", "sub_account"])]
+    pub key: Option<String>,
+}
+
+impl TargetArgs {
+    pub fn level(&self) -> Result<Level, AdminError> {
+        Level::parse(self.tenant.clone(), self.sub_account.clone(), self.key.clone())
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct QuotaArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Requests per minute (omit for no per-minute limit).
+    #[arg(long)]
+    pub per_minute: Option<u64>,
+    /// Requests per day (omit for no daily limit).
+    #[arg(long)]
+    pub per_day: Option<u64>,
+}
+
+impl QuotaArgs {
+    pub fn quota(&self) -> QuotaDoc {
+        QuotaDoc { per_minute: self.per_minute, per_day: self.per_day }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum IpCmd {
     /// Add CIDRs to the list and enable it.
@@ -367,7 +588,7 @@ pub enum AdminCmd {
     Add {
         name: String,
         #[arg(long, value_enum)]
-        role: Role,
+        role: RoleArg,
         /// The tenant a tenant admin manages.
         #[arg(long)]
         tenant: Option<String>,

@@ -4,8 +4,8 @@ use super::commands::*;
 use super::Cli;
 use crate::admin::actions::access::IpChange;
 use crate::admin::actions::{access, admins, auditing, identities, keys, providers, system, tenants, Reply};
-use crate::admin::ops::ProviderSpec;
 use crate::admin::session::Session;
+use crate::admin::store::policy::ProviderSpec;
 use crate::admin::AdminError;
 use crate::core::bundle::schema::Status;
 use std::io::Read;
@@ -29,12 +29,12 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::Admin(c) => admin(s, c),
         Command::TwoFa(c) => two_fa(s, c),
         Command::Audit(c) => audit(s, c),
-        Command::Usage(a) => auditing::usage(s, a),
-        Command::Oidc(OidcCmd::Map(a)) => identities::map(s, a),
-        Command::Oidc(OidcCmd::Unmap(a)) => identities::unmap(s, a),
+        Command::Usage(a) => auditing::usage(s, &a.query()),
+        Command::Oidc(OidcCmd::Map(a)) => identities::map(s, &a.mapping()),
+        Command::Oidc(OidcCmd::Unmap(a)) => identities::unmap(s, &a.identity()),
         Command::Oidc(OidcCmd::List) => identities::list(s),
         Command::Serve(a) => {
-            crate::admin::serve::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
+            crate::admin::api::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
         }
         // Handled before a store is opened (see `cli::run`).
         Command::Ratelimit(a) => crate::admin::ratelimit::run(a).map(|()| Reply::new("stopped", serde_json::json!({}))),
@@ -76,33 +76,33 @@ fn sub_account(s: &Session, c: &SubAccountCmd) -> Result<Reply, AdminError> {
 
 fn key(s: &Session, c: &KeyCmd) -> Result<Reply, AdminError> {
     match c {
-        KeyCmd::Create(args) => keys::create(s, args),
+        KeyCmd::Create(args) => keys::create(s, &args.spec()),
         KeyCmd::List { tenant } => keys::list(s, tenant.as_deref()),
         KeyCmd::Show { id } => keys::show(s, id),
         KeyCmd::Rotate { id, grace } => keys::rotate(s, id, grace),
         KeyCmd::Disable { id } => keys::set_status(s, id, status_of(true)),
         KeyCmd::Enable { id } => keys::set_status(s, id, status_of(false)),
         KeyCmd::Delete { id } => keys::delete(s, id),
-        KeyCmd::SetScopes { id, scopes } => keys::set_scopes(s, id, scopes),
+        KeyCmd::SetScopes { id, scopes } => keys::set_scopes(s, id, &scopes.scopes()),
         KeyCmd::SetExpiry { id, r#in, never } => keys::set_expiry(s, id, if *never { None } else { r#in.as_deref() }),
     }
 }
 
 fn ip(s: &Session, c: &IpCmd) -> Result<Reply, AdminError> {
     match c {
-        IpCmd::Allow { target, cidrs } => access::ip_change(s, target, IpChange::Allow(cidrs)),
-        IpCmd::Deny { target, cidrs } => access::ip_change(s, target, IpChange::Deny(cidrs)),
-        IpCmd::Enable { target } => access::ip_change(s, target, IpChange::Enabled(true)),
-        IpCmd::Disable { target } => access::ip_change(s, target, IpChange::Enabled(false)),
-        IpCmd::List { target } => access::ip_list(s, target),
+        IpCmd::Allow { target, cidrs } => access::ip_change(s, &target.level()?, IpChange::Allow(cidrs)),
+        IpCmd::Deny { target, cidrs } => access::ip_change(s, &target.level()?, IpChange::Deny(cidrs)),
+        IpCmd::Enable { target } => access::ip_change(s, &target.level()?, IpChange::Enabled(true)),
+        IpCmd::Disable { target } => access::ip_change(s, &target.level()?, IpChange::Enabled(false)),
+        IpCmd::List { target } => access::ip_list(s, &target.level()?),
     }
 }
 
 fn quota(s: &Session, c: &QuotaCmd) -> Result<Reply, AdminError> {
     match c {
-        QuotaCmd::Set(args) => access::quota_set(s, args),
-        QuotaCmd::Show { target } => access::quota_show(s, target),
-        QuotaCmd::Clear { target } => access::quota_clear(s, target),
+        QuotaCmd::Set(args) => access::quota_set(s, &args.target.level()?, args.quota()),
+        QuotaCmd::Show { target } => access::quota_show(s, &target.level()?),
+        QuotaCmd::Clear { target } => access::quota_clear(s, &target.level()?),
         QuotaCmd::Mode { mode: Some(mode) } => access::quota_mode_set(s, (*mode).into()),
         QuotaCmd::Mode { mode: None } => access::quota_mode_show(s),
     }
@@ -115,7 +115,7 @@ fn provider(s: &Session, c: &ProviderCmd) -> Result<Reply, AdminError> {
             let spec = ProviderSpec {
                 id: id.clone(),
                 path_prefix: path_prefix.clone(),
-                header: header.to_ascii_lowercase(),
+                header: header.clone(),
                 format: format.clone(),
                 shared_preset: shared_preset.clone(),
                 shared_endpoints: shared_endpoint.clone(),
@@ -150,7 +150,7 @@ fn read_secret(file: Option<&Path>) -> Result<Zeroizing<String>, AdminError> {
 
 fn admin(s: &Session, c: &AdminCmd) -> Result<Reply, AdminError> {
     match c {
-        AdminCmd::Add { name, role, tenant } => admins::add(s, name, *role, tenant.as_deref()),
+        AdminCmd::Add { name, role, tenant } => admins::add(s, name, (*role).into(), tenant.as_deref()),
         AdminCmd::List => admins::list(s),
         AdminCmd::Disable { name } => admins::set_status(s, name, Status::Disabled),
         AdminCmd::Enable { name } => admins::set_status(s, name, Status::Active),
@@ -174,7 +174,7 @@ fn two_fa(s: &Session, c: &TwoFaCmd) -> Result<Reply, AdminError> {
 fn audit(s: &Session, c: &AuditCmd) -> Result<Reply, AdminError> {
     match c {
         AuditCmd::Tail { n } => auditing::tail(s, *n),
-        AuditCmd::Search(args) => auditing::search(s, args),
+        AuditCmd::Search(args) => auditing::search(s, &args.query()),
         AuditCmd::Verify => auditing::verify(s),
         AuditCmd::Rebind => auditing::rebind(s),
     }

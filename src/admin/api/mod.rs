@@ -10,16 +10,16 @@
 
 mod http;
 
-use super::actions::access::{IpChange, QuotaArgs, TargetArgs};
-use super::actions::auditing::SearchArgs;
-use super::actions::keys::{KeyCreate, ScopeArgs};
+use super::actions::access::{IpChange, Level};
+use super::actions::auditing::AuditQuery;
+use super::actions::keys::{KeySpec, Scopes};
 use super::actions::{access, admins, auditing, keys, providers, system, tenants, Reply};
 use super::cli::commands::ServeArgs;
-use super::ops::ProviderSpec;
 use super::session::{Claim, Session};
+use super::store::policy::ProviderSpec;
 use super::store::Store;
 use super::{safe_serde_error, unix_now, AdminError};
-use crate::core::bundle::schema::Status;
+use crate::core::bundle::schema::{QuotaDoc, QuotaMode, Status};
 use http::{AuthCache, Failures, Head, Method, Refusal, Slots, Workers};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -240,7 +240,7 @@ fn respond_to(store: &Store, head: &Head, call: &Call) -> (u16, Value) {
         otp: head.header("x-tokenhub-otp").map(|v| Zeroizing::new(v.to_string())),
         via: "http",
         now: unix_now(),
-        auto_publish: true,
+        publish: Some(super::publish::publish_hook),
     };
     let path: Vec<&str> = call.path.iter().map(String::as_str).collect();
     let result = match path.split_first() {
@@ -292,8 +292,7 @@ fn created(reply: Result<Reply, AdminError>) -> Routed {
 }
 
 fn body<T: DeserializeOwned>(call: &Call) -> Result<T, AdminError> {
-    let value = if call.body.is_null() { json!({}) } else { call.body.clone() };
-    serde_json::from_value(value).map_err(|e| AdminError::Usage(format!("request body: {}", safe_serde_error(&e))))
+    from_body(if call.body.is_null() { json!({}) } else { call.body.clone() })
 }
 
 /// Query parameters are text: `?since=1700000000` is the string the
@@ -395,6 +394,8 @@ struct KeyCreateBody {
     methods: Vec<String>,
     #[serde(default)]
     paths: Vec<String>,
+    #[serde(default)]
+    models: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -412,6 +413,14 @@ struct ExpiryBody {
 
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
+struct ScopesBody {
+    methods: Vec<String>,
+    paths: Vec<String>,
+    models: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 struct KeyListQuery {
     tenant: Option<String>,
 }
@@ -421,12 +430,12 @@ fn route_keys(s: &Session, method: &Method, path: &[&str], call: &Call) -> Route
         (Method::Get, []) => ok(keys::list(s, query::<KeyListQuery>(call)?.tenant.as_deref())),
         (Method::Post, []) => {
             let b: KeyCreateBody = body(call)?;
-            let args = KeyCreate {
+            let args = KeySpec {
                 tenant: b.tenant,
-                sub_account: b.sub_account.unwrap_or_else(|| "default".into()),
+                sub_account: b.sub_account,
                 name: b.name,
                 expires_in: b.expires_in,
-                scopes: ScopeArgs { methods: b.methods, paths: b.paths, models: Vec::new() },
+                scopes: Scopes { methods: b.methods, paths: b.paths, models: b.models },
             };
             created(keys::create(s, &args))
         }
@@ -439,36 +448,65 @@ fn route_keys(s: &Session, method: &Method, path: &[&str], call: &Call) -> Route
         (Method::Post, [id, "disable"]) => ok(keys::set_status(s, id, Status::Disabled)),
         (Method::Post, [id, "enable"]) => ok(keys::set_status(s, id, Status::Active)),
         (Method::Post, [id, "revoke"]) => ok(keys::incident_revoke(s, id)),
-        (Method::Put, [id, "scopes"]) => ok(keys::set_scopes(s, id, &body::<ScopeArgs>(call)?)),
+        (Method::Put, [id, "scopes"]) => {
+            let b: ScopesBody = body(call)?;
+            ok(keys::set_scopes(s, id, &Scopes { methods: b.methods, paths: b.paths, models: b.models }))
+        }
         (Method::Put, [id, "expiry"]) => ok(keys::set_expiry(s, id, body::<ExpiryBody>(call)?.expires_in.as_deref())),
         _ => Err(no_route(method, &call.path)),
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 struct IpBody {
-    #[serde(default)]
-    tenant: Option<String>,
-    #[serde(default)]
-    sub_account: Option<String>,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
     cidrs: Vec<String>,
 }
 
-impl IpBody {
-    fn target(&self) -> TargetArgs {
-        TargetArgs { tenant: self.tenant.clone(), sub_account: self.sub_account.clone(), key: self.key.clone() }
+/// `tenant`[+`sub_account`] or `key`: in a query (`?tenant=…`) or beside
+/// an operation's own fields in a body.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct LevelFields {
+    tenant: Option<String>,
+    sub_account: Option<String>,
+    key: Option<String>,
+}
+
+impl LevelFields {
+    fn level(self) -> Result<Level, AdminError> {
+        Level::parse(self.tenant, self.sub_account, self.key)
     }
+}
+
+fn level_query(call: &Call) -> Result<Level, AdminError> {
+    query::<LevelFields>(call)?.level()
+}
+
+/// A body naming a level beside the operation's own fields `T` (each part
+/// refuses fields it does not know).
+fn level_body<T: DeserializeOwned>(call: &Call) -> Result<(LevelFields, T), AdminError> {
+    let mut own = if call.body.is_null() { json!({}) } else { call.body.clone() };
+    let mut level = serde_json::Map::new();
+    if let Some(fields) = own.as_object_mut() {
+        for name in ["tenant", "sub_account", "key"] {
+            if let Some(v) = fields.remove(name) {
+                level.insert(name.into(), v);
+            }
+        }
+    }
+    Ok((from_body(Value::Object(level))?, from_body(own)?))
+}
+
+fn from_body<T: DeserializeOwned>(value: Value) -> Result<T, AdminError> {
+    serde_json::from_value(value).map_err(|e| AdminError::Usage(format!("request body: {}", safe_serde_error(&e))))
 }
 
 fn route_ip(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
-        (Method::Get, []) => ok(access::ip_list(s, &query::<TargetArgs>(call)?)),
+        (Method::Get, []) => ok(access::ip_list(s, &level_query(call)?)),
         (Method::Post, [verb]) => {
-            let b: IpBody = body(call)?;
+            let (level, b): (LevelFields, IpBody) = level_body(call)?;
             let change = match *verb {
                 "allow" => IpChange::Allow(&b.cidrs),
                 "deny" => IpChange::Deny(&b.cidrs),
@@ -479,40 +517,36 @@ fn route_ip(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed 
             if matches!(change, IpChange::Allow(c) | IpChange::Deny(c) if c.is_empty()) {
                 return Err(AdminError::Usage("give \"cidrs\": [\"203.0.113.0/24\", …]".into()));
             }
-            ok(access::ip_change(s, &b.target(), change))
+            ok(access::ip_change(s, &level.level()?, change))
         }
         _ => Err(no_route(method, &call.path)),
     }
 }
 
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct QuotaBody {
+    per_minute: Option<u64>,
+    per_day: Option<u64>,
+}
+
+/// `PUT /v1/quota/mode`, as `tokenhub-admin quota mode local|global`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct QuotaBody {
-    #[serde(default)]
-    tenant: Option<String>,
-    #[serde(default)]
-    sub_account: Option<String>,
-    #[serde(default)]
-    key: Option<String>,
-    #[serde(default)]
-    per_minute: Option<u64>,
-    #[serde(default)]
-    per_day: Option<u64>,
+struct QuotaModeBody {
+    quota_mode: QuotaMode,
 }
 
 fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
-        (Method::Get, []) => ok(access::quota_show(s, &query::<TargetArgs>(call)?)),
+        (Method::Get, []) => ok(access::quota_show(s, &level_query(call)?)),
         (Method::Put, []) => {
-            let b: QuotaBody = body(call)?;
-            let args = QuotaArgs {
-                target: TargetArgs { tenant: b.tenant, sub_account: b.sub_account, key: b.key },
-                per_minute: b.per_minute,
-                per_day: b.per_day,
-            };
-            ok(access::quota_set(s, &args))
+            let (level, b): (LevelFields, QuotaBody) = level_body(call)?;
+            ok(access::quota_set(s, &level.level()?, QuotaDoc { per_minute: b.per_minute, per_day: b.per_day }))
         }
-        (Method::Delete, []) => ok(access::quota_clear(s, &query::<TargetArgs>(call)?)),
+        (Method::Delete, []) => ok(access::quota_clear(s, &level_query(call)?)),
+        (Method::Get, ["mode"]) => ok(access::quota_mode_show(s)),
+        (Method::Put, ["mode"]) => ok(access::quota_mode_set(s, body::<QuotaModeBody>(call)?.quota_mode)),
         _ => Err(no_route(method, &call.path)),
     }
 }
@@ -555,7 +589,7 @@ fn route_providers(s: &Session, method: &Method, path: &[&str], call: &Call) -> 
             let spec = ProviderSpec {
                 id: id.to_string(),
                 path_prefix: b.path_prefix,
-                header: b.header.to_ascii_lowercase(),
+                header: b.header,
                 format: b.format,
                 shared_preset: b.shared_preset,
                 shared_endpoints: b.shared_endpoints,
@@ -574,18 +608,39 @@ struct TailQuery {
     n: Option<usize>,
 }
 
+/// `GET /v1/audit/search` (besides `failures`, read apart: it is a flag).
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct SearchQuery {
+    tenant: Option<String>,
+    key: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
 fn route_audit(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
         (Method::Get, ["tail"]) => ok(auditing::tail(s, query::<TailQuery>(call)?.n.unwrap_or(20))),
         (Method::Get, ["search"]) => {
             // Query values are strings; `failures` arrives as "true".
-            let mut args: SearchArgs = query(&Call {
+            let q: SearchQuery = query(&Call {
                 query: call.query.iter().filter(|(k, _)| k != "failures").cloned().collect(),
                 method: call.method.clone(),
                 path: Vec::new(),
                 body: Value::Null,
             })?;
-            args.failures = call.query.iter().any(|(k, v)| k == "failures" && v != "false");
+            let failures = call.query.iter().any(|(k, v)| k == "failures" && v != "false");
+            let args = AuditQuery {
+                tenant: q.tenant,
+                key: q.key,
+                actor: q.actor,
+                action: q.action,
+                since: q.since,
+                until: q.until,
+                failures,
+            };
             ok(auditing::search(s, &args))
         }
         (Method::Get, ["verify"]) => {

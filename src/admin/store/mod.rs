@@ -6,12 +6,15 @@
 //! AAD. Every change is lock → load → mutate → atomic replace, so concurrent
 //! invocations serialize and a crash leaves the last committed state.
 
-use super::accounts::AdminAccount;
+pub mod admins;
+pub mod policy;
+
 use super::audit::{Entry, Head};
 use super::fsutil::{self, LockGuard};
 use super::AdminError;
 use crate::core::bundle::schema::BundleDoc;
 use crate::core::crypto::Key256;
+use admins::AdminAccount;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};

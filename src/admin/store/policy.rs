@@ -1,8 +1,8 @@
 //! Operations on the store document. Shared by the CLI and the admin HTTP
 //! service; each validates its input and names what is wrong.
 
-use super::store::{KeyMeta, StoreDoc, TenantMeta};
-use super::{random_base62, AdminError};
+use super::{KeyMeta, StoreDoc, TenantMeta};
+use crate::admin::{random_base62, AdminError};
 use crate::core::apikey;
 use crate::core::bundle::schema::*;
 use crate::core::cidr::parse_cidr;
@@ -29,9 +29,13 @@ pub fn key_mut<'a>(doc: &'a mut StoreDoc, id: &str) -> Result<&'a mut KeyDoc, Ad
     doc.policy.keys.iter_mut().find(|k| k.id == id).ok_or_else(|| not_found("key", id))
 }
 
-fn not_found(kind: &str, id: &str) -> AdminError {
+pub fn not_found(kind: &str, id: &str) -> AdminError {
     AdminError::NotFound(format!("no {kind} {id:?}; list them with `tokenhub-admin {} list`", kind.replace('-', "")))
 }
+
+/// The sub-account every tenant starts with, and the one a key or an
+/// identity goes to when none is named.
+pub const DEFAULT_SUB_ACCOUNT: &str = "default";
 
 pub fn add_tenant(doc: &mut StoreDoc, id: &str, name: &str, region: &str, now: u64) -> Result<(), AdminError> {
     if doc.policy.tenants.iter().any(|t| t.id == id) {
@@ -43,7 +47,7 @@ pub fn add_tenant(doc: &mut StoreDoc, id: &str, name: &str, region: &str, now: u
         region: region.into(),
         // Every tenant starts with a default sub-account, so a key can be
         // created at once; departments get their own with `subaccount add`.
-        sub_accounts: vec![SubAccountDoc { id: "default".into(), ..Default::default() }],
+        sub_accounts: vec![SubAccountDoc { id: DEFAULT_SUB_ACCOUNT.into(), ..Default::default() }],
         ..Default::default()
     });
     doc.tenant_meta.insert(id.into(), TenantMeta { created_at: now });
@@ -185,7 +189,8 @@ pub fn set_provider(
     };
     provider.shared_endpoints = shared_endpoints_after(&spec, &provider.shared_endpoints, tenant.is_none())?;
     provider.path_prefix = spec.path_prefix;
-    provider.header = spec.header;
+    // Header names are case-insensitive; Envoy's are lower case.
+    provider.header = spec.header.to_ascii_lowercase();
     provider.format = spec.format;
     match tenant {
         None => provider.secret = Some(secret.to_string()),
@@ -200,4 +205,25 @@ pub fn set_provider(
 /// published. Secrets never appear in its messages.
 pub fn validate(doc: &StoreDoc) -> Result<(), AdminError> {
     crate::core::bundle::compile(&doc.policy).map(|_| ()).map_err(AdminError::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_header_is_stored_lower_case_whoever_gave_it() {
+        let mut doc = StoreDoc::default();
+        doc.policy.schema = SCHEMA_VERSION;
+        let spec = ProviderSpec {
+            id: "openai".into(),
+            path_prefix: "/v1/".into(),
+            header: "X-Api-Key".into(),
+            format: "{secret}".into(),
+            shared_preset: None,
+            shared_endpoints: vec![],
+        };
+        set_provider(&mut doc, spec, None, Zeroizing::new("s".into())).unwrap();
+        assert_eq!(doc.policy.providers[0].header, "x-api-key");
+    }
 }

@@ -5,15 +5,15 @@
 //! on the objects of its one tenant (its sub-accounts, keys, allowlists,
 //! sub-account and key quotas) and sees only them.
 
-use super::totp::SecondFactor;
-use super::AdminError;
+use crate::admin::totp::SecondFactor;
+use crate::admin::AdminError;
 use crate::core::bundle::schema::Status;
 use crate::core::secret::{bytes_equal, to_hex};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything, including tenants, providers and other admins.
@@ -59,7 +59,7 @@ const TOKEN_SECRET_LEN: usize = 40;
 
 /// Who is acting, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub struct Actor {
     pub name: String,
     pub role: Role,
     pub tenant: Option<String>,
@@ -70,7 +70,7 @@ pub struct Principal {
 /// The name audit entries give an unauthenticated operator.
 pub const BOOTSTRAP_ACTOR: &str = "bootstrap";
 
-impl Principal {
+impl Actor {
     pub fn bootstrap() -> Self {
         Self { name: BOOTSTRAP_ACTOR.into(), role: Role::Platform, tenant: None, bootstrap: true }
     }
@@ -83,9 +83,11 @@ impl Principal {
         self.role == Role::Platform
     }
 
-    /// May this principal see and change objects of `tenant`?
-    pub fn covers_tenant(&self, tenant: &str) -> bool {
-        self.is_platform() || self.tenant.as_deref() == Some(tenant)
+    /// Which tenants this actor may see and act on: every one for a
+    /// platform admin, its own for a tenant admin (never an object of no
+    /// tenant). The one filter of every listing and of `authorize`.
+    pub fn sees(&self, tenant: Option<&str>) -> bool {
+        self.is_platform() || (tenant.is_some() && self.tenant.as_deref() == tenant)
     }
 }
 
@@ -104,10 +106,10 @@ pub enum Need {
 }
 
 /// The least-privilege rule. The message says what would be needed.
-pub fn authorize(who: &Principal, need: &Need) -> Result<(), AdminError> {
+pub fn authorize(who: &Actor, need: &Need) -> Result<(), AdminError> {
     let allowed = match need {
         Need::Platform => who.is_platform(),
-        Need::Tenant(Some(t)) => who.covers_tenant(t),
+        Need::Tenant(Some(t)) => who.sees(Some(t)),
         Need::Tenant(None) => who.is_platform(),
         Need::Itself(name) => who.is_platform() || &who.name == name,
         Need::Anyone => true,
@@ -137,9 +139,9 @@ pub fn no_such_key(id: &str) -> AdminError {
 /// `authorize` for an object named by key id, whose tenant (`None`: no such
 /// key) was looked up from the key: a refusal is "not found", never "it is
 /// tenant X's".
-pub fn authorize_key(who: &Principal, key_id: &str, tenant: Option<&str>) -> Result<(), AdminError> {
+pub fn authorize_key(who: &Actor, key_id: &str, tenant: Option<&str>) -> Result<(), AdminError> {
     match tenant {
-        Some(t) if who.covers_tenant(t) => Ok(()),
+        Some(t) if who.sees(Some(t)) => Ok(()),
         None if who.is_platform() => Ok(()),
         _ => Err(no_such_key(key_id)),
     }
@@ -243,8 +245,8 @@ mod tests {
 
     #[test]
     fn least_privilege() {
-        let platform = Principal::of(&account("root", Role::Platform, None));
-        let acme = Principal::of(&account("ann", Role::Tenant, Some("acme")));
+        let platform = Actor::of(&account("root", Role::Platform, None));
+        let acme = Actor::of(&account("ann", Role::Tenant, Some("acme")));
         for need in [Need::Platform, Need::Tenant(Some("acme".into())), Need::Tenant(None), Need::Anyone] {
             assert!(authorize(&platform, &need).is_ok(), "{need:?}");
         }
@@ -257,7 +259,7 @@ mod tests {
             let e = authorize(&acme, &need).unwrap_err();
             assert_eq!(e.exit_code(), 4, "{need:?}");
         }
-        assert!(Principal::bootstrap().is_platform());
+        assert!(Actor::bootstrap().is_platform());
     }
 
     #[test]

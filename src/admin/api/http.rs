@@ -17,9 +17,9 @@
 //!   lock serializes changes anyway);
 //! - one request per connection (`connection: close`).
 
-use crate::admin::accounts::{self, AdminAccount};
 use crate::admin::audit::{Event, Outcome, Target};
 use crate::admin::session::Session;
+use crate::admin::store::admins::{self, AdminAccount};
 use crate::admin::store::Store;
 use crate::admin::{unix_now, AdminError};
 use std::collections::BTreeMap;
@@ -356,7 +356,7 @@ impl AuthCache {
                 doc.admins.into_iter().map(|a| AdminAccount { second_factor: Default::default(), ..a }).collect();
             *state = (now, admins);
         }
-        Ok(accounts::by_token(&state.1, token).is_some())
+        Ok(admins::by_token(&state.1, token).is_some())
     }
 }
 
@@ -453,7 +453,7 @@ impl Failures {
             otp: None,
             via: "http",
             now: unix_now(),
-            auto_publish: false,
+            publish: None,
         };
         if let Err(e) = session.record_events(events) {
             eprintln!("tokenhub-admin serve: could not audit failed authentications: {e}");
