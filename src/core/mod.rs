@@ -8,6 +8,9 @@ pub mod cidr;
 pub mod crypto;
 pub mod decision;
 pub mod errors;
+#[cfg(test)]
+mod memstore;
+pub mod newest;
 pub mod quota;
 pub mod redact;
 pub mod secret;
