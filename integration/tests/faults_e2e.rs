@@ -26,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokenhub_integration::guard::*;
 use tokenhub_integration::keys::secret_of;
-use tokenhub_integration::{paths, EcdsOutcome, IssuedKey, Response};
+use tokenhub_integration::{paths, EcdsOutcome, IssuedKey, Response, Rng};
 
 /// The promise for FAIL_RELOAD: a trapped worker serves again within this.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(5);
@@ -381,30 +381,6 @@ fn with_no_valid_bundle_at_start_every_request_is_refused_with_503() {
 // ===========================================================================
 // tokenhub-admin killed at random instants.
 
-/// xorshift64*: reproducible from the printed seed (TOKENHUB_CHAOS_SEED).
-struct Rng(u64);
-
-impl Rng {
-    fn from_env_or_clock() -> Rng {
-        let seed = std::env::var("TOKENHUB_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
-        });
-        println!("chaos seed: {seed} (TOKENHUB_CHAOS_SEED={seed} to replay)");
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// What the watcher saw of guard.json while the admin was being killed.
 #[derive(Default)]
 struct Watch {
@@ -458,7 +434,7 @@ fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_see
     let fx = Fixture::start_with(|admin, _| {
         admin.json(&["tenant", "add", CHAOS_TENANT, "--region", "eu"]);
     });
-    let mut rng = Rng::from_env_or_clock();
+    let mut rng = Rng::from_env("TOKENHUB_CHAOS_SEED", "chaos");
     let stop = Arc::new(AtomicBool::new(false));
     let watch = Arc::new(Mutex::new(Watch::default()));
     let watcher = watch_ecds(fx.admin.ecds_file(), Arc::clone(&stop), Arc::clone(&watch));

@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use tokenhub_integration::guard::*;
 use tokenhub_integration::keys::{forge_key, key_id_of, other_secret, secret_of};
-use tokenhub_integration::{addrs, paths, Connection, IssuedKey, Response};
+use tokenhub_integration::{addrs, paths, Connection, IssuedKey, Response, Rng};
 
 /// Either bundle may decide requests sent this close to a publish.
 const RELOAD_WINDOW: Duration = Duration::from_secs(1);
@@ -96,13 +96,6 @@ struct Sent {
 /// The keys the load threads may use, in creation order.
 type Pool = RwLock<Vec<IssuedKey>>;
 
-fn rng_step(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 #[test]
 fn soak_decisions_follow_the_bundle_in_force_while_keys_churn_and_the_filter_traps() {
     let secs = std::env::var("TOKENHUB_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60u64);
@@ -137,20 +130,22 @@ fn soak_decisions_follow_the_bundle_in_force_while_keys_churn_and_the_filter_tra
 
     // Load: keep-alive connections, random keys from the pool (new ones
     // before they are published, disabled and deleted ones too) and 10%
-    // forged keys that are never valid.
+    // forged keys that are never valid. One stream per thread, all from one
+    // printed seed.
+    let mut seed = Rng::from_env("TOKENHUB_SOAK_SEED", "soak");
     let loaders: Vec<_> = (0..LOAD_THREADS)
         .map(|n| {
+            let mut rng = seed.fork(n as u64);
             let (fx, pool, stop, sent_count) =
                 (Arc::clone(&fx), Arc::clone(&pool), Arc::clone(&stop), Arc::clone(&sent_count));
             thread::spawn(move || {
-                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (n as u64 + 1);
                 let mut log = Vec::new();
                 let mut errors: Vec<String> = Vec::new();
                 let mut conn: Option<Connection> = None;
                 while !stop.load(Ordering::Relaxed) && sent_count.fetch_add(1, Ordering::Relaxed) < REQUEST_CAP {
                     let (index, key) = {
                         let keys = pool.read().unwrap();
-                        let r = rng_step(&mut rng);
+                        let r = rng.next_u64();
                         if r.is_multiple_of(10) {
                             let real = &keys[(r as usize / 10) % keys.len()].key;
                             let forged = if r.is_multiple_of(20) {
@@ -226,14 +221,14 @@ fn soak_decisions_follow_the_bundle_in_force_while_keys_churn_and_the_filter_tra
     // Store state (committed) vs. what is published: a created key is
     // Absent until the next publish, which the snapshot below reflects.
     let mut store: Vec<KeyState> = states.clone();
-    let mut rng = 0xD1B5_4A32_D192_ED03u64;
+    let mut rng = seed.fork(LOAD_THREADS as u64);
     let (mut upstream_seen, mut upstream_bad) = (0u64, 0u64);
     let mut rss_start = None;
     let mut churn = BTreeMap::<&str, u64>::new();
     while t0.elapsed() < load_for && sent_count.load(Ordering::Relaxed) < REQUEST_CAP {
         let tick = Instant::now();
         let active: Vec<usize> = (0..store.len()).filter(|&i| store[i] == KeyState::Active).collect();
-        match rng_step(&mut rng) % 4 {
+        match rng.next_u64() % 4 {
             0 | 1 => {
                 let key = fx.admin.create_key(TENANT, &[]);
                 pool.write().unwrap().push(key);
@@ -242,14 +237,14 @@ fn soak_decisions_follow_the_bundle_in_force_while_keys_churn_and_the_filter_tra
                 *churn.entry("created").or_default() += 1;
             }
             2 if active.len() > 3 => {
-                let i = active[(rng_step(&mut rng) as usize) % active.len()];
+                let i = active[(rng.next_u64() as usize) % active.len()];
                 let id = pool.read().unwrap()[i].key_id.clone();
                 fx.admin.json(&["key", "disable", &id]);
                 store[i] = KeyState::Disabled;
                 *churn.entry("disabled").or_default() += 1;
             }
             _ if active.len() > 3 => {
-                let i = active[(rng_step(&mut rng) as usize) % active.len()];
+                let i = active[(rng.next_u64() as usize) % active.len()];
                 let id = pool.read().unwrap()[i].key_id.clone();
                 fx.admin.json(&["key", "delete", &id]);
                 store[i] = KeyState::Absent;

@@ -6,7 +6,6 @@
 use crate::core::quota::{CounterStore, StoreError};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 type Entries = HashMap<String, (Vec<u8>, u32)>;
 
@@ -70,9 +69,11 @@ impl CounterStore for MemStore {
 }
 
 /// The process-wide map every worker thread shares.
+#[cfg(not(target_family = "wasm"))]
 #[derive(Default)]
-pub struct SyncStore(Mutex<Entries>);
+pub struct SyncStore(std::sync::Mutex<Entries>);
 
+#[cfg(not(target_family = "wasm"))]
 impl CounterStore for SyncStore {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
         self.0.lock().map(|m| get(&m, key)).unwrap_or((None, 0))

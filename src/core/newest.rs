@@ -97,9 +97,12 @@ fn decode(value: Option<&[u8]>) -> Result<Option<Newest>, Unreadable> {
 
 #[cfg(test)]
 mod tests {
+    // Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
     use super::*;
     use crate::core::memstore::MemStore;
     use std::cell::RefCell;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn sealed(version: u64, variant: &str) -> Vec<u8> {
         format!("sealed bundle v{version} {variant}").into_bytes()

@@ -226,8 +226,11 @@ pub fn all_counters(policy: &crate::core::bundle::Policy) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    // Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
     use super::*;
     use crate::core::memstore::MemStore;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn lim(name: &str, limit: u64, window: u64) -> Limit {
         Limit { counter: name.into(), limit, window }

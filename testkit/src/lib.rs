@@ -1,0 +1,11 @@
+//! The one test kit of TokenHub Guard, shared by the core's tests
+//! (`tests/`), the end-to-end harness (`integration/`) and the fuzz harness
+//! (`fuzz/`): one seedable PRNG, one independent oracle of the API key
+//! format, the provider fixtures, one HTTP/1 message reader. Plain std, so it builds for every target the tests run on.
+
+pub mod http1;
+pub mod keys;
+pub mod providers;
+pub mod rng;
+
+pub use rng::Rng;
