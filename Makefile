@@ -48,9 +48,13 @@ test-envoy-range: bootstrap wasm admin
 
 ## The core's tests compiled to wasm32-wasip1 (the filter's own target) and
 ## run under Node's WASI: the crypto and parsing Envoy runs are the ones tested.
+## Then on wasm32-unknown-unknown under wasm-bindgen-test-runner (Node, no
+## WASI at all), so the core is proven free of WASI assumptions.
 test-wasm:
 	CARGO_TARGET_WASM32_WASIP1_RUNNER="node --no-warnings $(CURDIR)/tools/wasi-run.mjs" \
 	  cargo test --target $(WASM_TARGET) --lib --tests
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+	  cargo test --target wasm32-unknown-unknown --lib --tests
 
 ## Every Envoy config under envoy/ through `envoy --mode validate` (Envoy
 ## loads the real module while validating, hence the wasm prerequisite),

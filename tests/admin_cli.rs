@@ -9,6 +9,7 @@ mod admin_support;
 use admin_support::Home;
 use serde_json::Value;
 use tokenhub_guard::core::bundle::{self, BundleKey};
+use tokenhub_testkit::providers::ANTHROPIC_ARGS;
 
 /// The policy inside the published ECDS file, opened with the bundle key
 /// exactly as the filter does.
@@ -367,19 +368,7 @@ fn provider_set_declares_the_endpoints_the_shared_secret_serves() {
     assert_eq!(shared_of("acme-llm"), ["POST /llm/generate"]);
     // A preset under another prefix, plus one more endpoint.
     home.run_with(
-        &[
-            "provider",
-            "set",
-            "claude",
-            "--path-prefix",
-            "/anthropic/",
-            "--header",
-            "x-api-key",
-            "--format",
-            "{secret}",
-            "--shared-preset",
-            "anthropic",
-        ],
+        &[&["provider", "set", "claude"][..], &ANTHROPIC_ARGS, &["--shared-preset", "anthropic"]].concat(),
         &[],
         secret,
     )

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use tokenhub_testkit::http1;
 
 /// The service on a free loopback port, stopped on drop.
 struct Service {
@@ -55,17 +56,9 @@ impl Service {
         req.push_str("\r\n");
         req.push_str(&body);
         stream.write_all(req.as_bytes()).unwrap();
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).unwrap();
-        let text = String::from_utf8(raw).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-        assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-            unchunk(body)
-        } else {
-            body.to_string()
-        };
+        let (status, _, head, body) = http1::read_response(&mut BufReader::new(stream), method).unwrap();
+        assert!(head.header("content-type").is_some_and(|v| v.starts_with("application/json")), "{head:?}");
+        let body = String::from_utf8(body).unwrap();
         (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{method} {path}: {e}: {body}")))
     }
 
@@ -79,20 +72,6 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn unchunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap();
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-    out
 }
 
 /// Requests with a bearer token (and optionally a 2FA code).

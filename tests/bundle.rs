@@ -1,5 +1,8 @@
 //! Bundle parse, validate and seal/open, natively.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 mod common;
 
 use common::*;

@@ -4,6 +4,9 @@
 //! Needs the release module: `make wasm` (a prerequisite of `make test`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -114,7 +117,7 @@ fn names(list: &[&str]) -> BTreeSet<String> {
 /// anywhere. A host call the guard really makes but the list lacks is
 /// stubbed by Envoy, which the e2e suites see as a failed request.
 #[test]
-#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
+#[cfg_attr(target_family = "wasm", ignore = "no file system under the wasm test runners")]
 fn allowed_host_calls_are_the_ones_the_module_uses() {
     let tables = module_tables();
     let of = |module: &str| -> BTreeSet<String> {
@@ -151,7 +154,7 @@ fn allowed_host_calls_are_the_ones_the_module_uses() {
 /// open) is among them. The SDK exports more callbacks (trailers, logs,
 /// done): leaving those out is the point.
 #[test]
-#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
+#[cfg_attr(target_family = "wasm", ignore = "no file system under the wasm test runners")]
 fn allowed_callbacks_are_exported_and_include_the_request_path() {
     let tables = module_tables();
     let callbacks = names(&CALLBACKS);

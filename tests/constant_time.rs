@@ -21,6 +21,9 @@
 //! test thread, t statistics printed). Sample counts: `TIMING_SAMPLES`
 //! (a multiplier, default 1).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 mod common;
 
 use std::hint::black_box;
@@ -30,6 +33,8 @@ use tokenhub_guard::core::bundle::{compile, Policy};
 use tokenhub_guard::core::decision::{decide, Decision, RequestFacts};
 use tokenhub_guard::core::errors::DenyReason;
 use tokenhub_guard::core::secret::{hash_secret, hashes_equal, SecretHash};
+// The class sequence and random inputs: seeded, repeatable.
+use tokenhub_testkit::Rng;
 
 /// |t| at or above this means the two classes are distinguishable.
 const THRESHOLD: f64 = 4.5;
@@ -134,26 +139,6 @@ fn analyze(name: &'static str, samples: &[(bool, f64)]) -> Report {
 
 // ------------------------------------------------------------ measurement
 
-/// xorshift64*: the class sequence and random inputs (seeded, repeatable).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn nonzero_byte(&mut self) -> u8 {
-        (self.next() % 255 + 1) as u8
-    }
-
-    fn fill(&mut self, out: &mut [u8]) {
-        out.iter_mut().for_each(|b| *b = self.next() as u8);
-    }
-}
-
 fn samples(base: usize) -> usize {
     let k: usize = std::env::var("TIMING_SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     base * k.max(1)
@@ -204,11 +189,11 @@ fn measure<S, I>(
     mut install: impl FnMut(&mut S, &I),
     mut run: impl FnMut(&S) -> bool,
 ) -> Vec<(bool, f64)> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x1000_0000_01b3));
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x1000_0000_01b3));
     let warmup = n / 20;
     let mut out = Vec::with_capacity(n);
     for i in 0..n + warmup {
-        let (class_b, input) = &pool[(rng.next() % pool.len() as u64) as usize];
+        let (class_b, input) = &pool[(rng.next_u64() % pool.len() as u64) as usize];
         install(state, input);
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         let start = stamp();
@@ -259,7 +244,7 @@ struct HashPair {
 
 fn hash_pair() -> (HashPair, Pool<SecretHash>) {
     let right = hash_secret("K00000000001", "S0000000001G00000000000000000000");
-    let inputs = pool(256, &mut Rng(11), |class_b, rng| to_hash(wrong_copy(&right, class_b, rng)));
+    let inputs = pool(256, &mut Rng::new(11), |class_b, rng| to_hash(wrong_copy(&right, class_b, rng)));
     (HashPair { right, presented: right }, inputs)
 }
 
@@ -270,7 +255,7 @@ struct Buffers {
 }
 
 fn buffers() -> (Buffers, Pool<Vec<u8>>) {
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut right = vec![0u8; 4096];
     rng.fill(&mut right);
     let inputs = pool(16, &mut rng, |class_b, rng| wrong_copy(&right, class_b, rng));
@@ -299,7 +284,7 @@ fn key_path() -> (KeyPath, Pool<SecretHash>) {
     let presented_hash = hash_secret(parsed.key_id, parsed.secret);
     let key_id = parsed.key_id.as_bytes().to_vec();
     let value: &'static [u8] = format!("Bearer {wrong}").into_bytes().leak();
-    let inputs = pool(256, &mut Rng(13), |class_b, rng| {
+    let inputs = pool(256, &mut Rng::new(13), |class_b, rng| {
         if class_b {
             let mut random = [0u8; 32];
             rng.fill(&mut random);

@@ -1,5 +1,8 @@
 //! The request decision, natively, rule by rule.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 mod common;
 
 use common::*;
@@ -9,6 +12,7 @@ use tokenhub_guard::core::bundle::{compile, Policy};
 use tokenhub_guard::core::decision::{decide, is_stripped_header, Decision, OidcIdentity, RequestFacts};
 use tokenhub_guard::core::errors::DenyReason;
 use tokenhub_guard::core::secret::{hash_secret, to_hex};
+use tokenhub_testkit::providers::{STATEFUL, STATELESS};
 
 struct Req {
     method: &'static str,
@@ -321,38 +325,10 @@ fn stateful_endpoints_never_use_the_shared_credential() {
         run(&p, &r)
     };
     // acme (key 1) has no secret of its own.
-    for (method, path) in [
-        ("POST", "/v1/chat/completions"),
-        ("POST", "/v1/embeddings"),
-        ("POST", "/v1/completions"),
-        ("POST", "/v1/moderations"),
-        ("GET", "/v1/models"),
-        ("GET", "/v1/models/gpt-4o"),
-        ("POST", "/anthropic/v1/messages"),
-        ("POST", "/anthropic/v1/messages/count_tokens"),
-    ] {
+    for (method, path) in STATELESS {
         assert!(at(1, method, path).is_ok(), "{method} {path} on the shared credential");
     }
-    for (method, path) in [
-        ("GET", "/v1/files"),
-        ("POST", "/v1/files"),
-        ("GET", "/v1/files/file-abc/content"),
-        ("POST", "/v1/batches"),
-        ("GET", "/v1/batches/batch_1"),
-        ("POST", "/v1/assistants"),
-        ("GET", "/v1/threads/thread_1/messages"),
-        ("POST", "/v1/vector_stores"),
-        ("GET", "/v1/fine_tuning/jobs"),
-        ("GET", "/v1/chat/completions"),
-        ("GET", "/v1/chat/completions/chatcmpl-1"),
-        ("DELETE", "/v1/chat/completions/chatcmpl-1"),
-        ("POST", "/v1/responses"),
-        ("GET", "/v1/responses/resp_1"),
-        ("DELETE", "/v1/models/ft:gpt-4o:acme"),
-        ("GET", "/anthropic/v1/files"),
-        ("POST", "/anthropic/v1/messages/batches"),
-        ("GET", "/anthropic/v1/messages/batches/msgbatch_1/results"),
-    ] {
+    for (method, path) in STATEFUL {
         assert_eq!(at(1, method, path).err(), Some(DenyReason::SharedCredentialRefused), "{method} {path}");
         // globex (key 3) brings its own OpenAI secret: served with it.
         if path.starts_with("/v1/") {

@@ -7,6 +7,9 @@
 //! `make fuzz-seeds` rewrites the seed corpus from the fixture (after a
 //! bundle format change); `committed_seeds_are_current` says when it is due.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 #[path = "../fuzz/src/lib.rs"]
 mod harness;
@@ -57,20 +60,20 @@ fn generated_seeds_pass_every_invariant() {
 }
 
 #[test]
-#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
+#[cfg_attr(target_family = "wasm", ignore = "no file system under the wasm test runners")]
 fn seed_corpus_replays_cleanly() {
     let n = replay("corpus");
     assert!(n >= harness::seeds::all().len(), "only {n} seed files found");
 }
 
 #[test]
-#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
+#[cfg_attr(target_family = "wasm", ignore = "no file system under the wasm test runners")]
 fn saved_crashes_replay_cleanly() {
     replay("regressions");
 }
 
 #[test]
-#[cfg_attr(target_os = "wasi", ignore = "no file system under the WASI test runner")]
+#[cfg_attr(target_family = "wasm", ignore = "no file system under the wasm test runners")]
 fn committed_seeds_are_current() {
     let dir = fuzz_dir().join("corpus");
     if std::env::var_os("FUZZ_WRITE_SEEDS").is_some() {

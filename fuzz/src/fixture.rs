@@ -4,7 +4,6 @@
 //! base62 digits; SHA-256 over a domain tag, the key id, a zero byte and the
 //! secret), not by the core's own functions.
 
-use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::sync::OnceLock;
 use tokenhub_guard::core::bundle::{self, BundleKey, Policy};
@@ -18,33 +17,11 @@ pub fn bundle_key() -> BundleKey {
     BundleKey::from_bytes(BUNDLE_KEY)
 }
 
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
 /// `thk_` + id + secret + CRC32(id ‖ secret) as six base62 digits, most
-/// significant first.
-pub fn key_string(id: &str, secret: &str) -> String {
-    let mut crc = crc32fast::hash(format!("{id}{secret}").as_bytes());
-    let mut digits = [b'0'; 6];
-    for d in digits.iter_mut().rev() {
-        *d = BASE62[(crc % 62) as usize];
-        crc /= 62;
-    }
-    format!("thk_{id}{secret}{}", String::from_utf8_lossy(&digits))
-}
-
-pub fn base62(i: u8) -> u8 {
-    BASE62[usize::from(i) % 62]
-}
-
-/// Hex SHA-256 of the stored form of a secret.
-pub fn stored_hash(id: &str, secret: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"tokenhub-key-v1\0");
-    h.update(id.as_bytes());
-    h.update([0u8]);
-    h.update(secret.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
+/// significant first (the test kit's oracle of the format).
+pub use tokenhub_testkit::keys::forge_key as key_string;
+/// Hex SHA-256 of the stored form of a secret (the test kit's oracle).
+pub use tokenhub_testkit::keys::{base62, stored_hash};
 
 // ---------------------------------------------------------------- CIDR model
 

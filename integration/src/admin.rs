@@ -6,9 +6,8 @@
 use crate::paths;
 use serde_json::Value;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
@@ -19,35 +18,8 @@ static INSTANCE: AtomicU32 = AtomicU32::new(0);
 const FOREIGN_ENV: [&str; 5] =
     ["TOKENHUB_HOME", "TOKENHUB_MASTER_KEY", "TOKENHUB_MASTER_KEY_FILE", "TOKENHUB_ADMIN", "TOKENHUB_OTP"];
 
-/// One run of the CLI.
-#[derive(Debug)]
-pub struct AdminOutput {
-    pub args: Vec<String>,
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl AdminOutput {
-    /// stdout as JSON (the CLI was run with `--json`); panics otherwise.
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("tokenhub-admin {:?}: stdout is not JSON ({e}): {}", self.args, self.stdout))
-    }
-
-    /// Panics with everything the CLI said unless it exited 0.
-    pub fn ok(self) -> AdminOutput {
-        assert!(
-            self.status.success(),
-            "tokenhub-admin {:?} failed ({}):\nstdout: {}\nstderr: {}",
-            self.args,
-            self.status,
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-}
+/// One run of the CLI (the test kit's driver).
+pub use tokenhub_testkit::cli::Run as AdminOutput;
 
 /// A key as `key create` / `key rotate` print it (the only time the full
 /// key is shown).
@@ -151,21 +123,7 @@ impl Admin {
 
     /// Like [`Admin::run`], with `stdin` fed to the process (secrets).
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> AdminOutput {
-        let mut cmd = self.command(args);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(input).unwrap_or_else(|e| panic!("writing tokenhub-admin's stdin: {e}"));
-        }
-        let out = child.wait_with_output().unwrap_or_else(|e| panic!("waiting for tokenhub-admin: {e}"));
-        AdminOutput {
-            args: args.iter().map(|a| a.to_string()).collect(),
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        tokenhub_testkit::cli::run(self.command(args), args, stdin)
     }
 
     /// Runs the CLI, which must succeed, and returns its JSON output.

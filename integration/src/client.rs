@@ -2,7 +2,7 @@
 //! can send duplicate headers, odd whitespace, non-UTF-8 bytes) from a
 //! chosen loopback source address, and parses the response.
 
-use crate::http1::{self, find_header, Head};
+use crate::http1::{self, find_header};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -74,11 +74,7 @@ impl Connection {
     }
 
     fn read_response(&mut self, method: &str) -> io::Result<Response> {
-        let head = http1::read_head(&mut self.reader)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"))?;
-        let (status, reason) = parse_status_line(&head)?;
-        let kind = http1::response_body_kind(&head, method, status)?;
-        let body = http1::read_body(&mut self.reader, kind)?;
+        let (status, reason, head, body) = http1::read_response(&mut self.reader, method)?;
         Ok(Response { status, reason, headers: head.headers, body })
     }
 }
@@ -119,14 +115,4 @@ fn encode<L: AsRef<[u8]>>(head_lines: &[L], body: &[u8]) -> Vec<u8> {
 fn first_token(line: &[u8]) -> String {
     let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
     String::from_utf8_lossy(&line[..end]).into_owned()
-}
-
-fn parse_status_line(head: &Head) -> io::Result<(u16, String)> {
-    let mut parts = head.start_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(http1::invalid("not an HTTP/1.x status line"));
-    }
-    let status = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| http1::invalid("bad status code"))?;
-    Ok((status, parts.next().unwrap_or_default().to_string()))
 }

@@ -11,7 +11,7 @@ use crate::ports::free_port;
 use crate::process::ChildGuard;
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
@@ -29,22 +29,31 @@ fn private_dir(kind: &str) -> PathBuf {
     dir
 }
 
-fn wait_port(addr: SocketAddr, child: &mut ChildGuard, log: &PathBuf) {
+/// Starts `command` (stdout and stderr to `log`, no stdin) as `name` and
+/// waits until it listens on `port` of 127.0.0.1; its log on failure.
+/// `hint` says how to get the program when it cannot start at all.
+fn start_listening(name: &str, command: &mut Command, log: &Path, port: u16, hint: &str) -> ChildGuard {
+    let out = File::create(log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+    let err = out.try_clone().unwrap_or_else(|e| panic!("cloning log handle: {e}"));
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {name}: {e}{hint}"));
+    let mut child = ChildGuard::new(name, child);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + READY_TIMEOUT;
     while Instant::now() < deadline {
         if let Some(status) = child.exited() {
-            panic!(
-                "{} exited during startup ({status}):\n{}",
-                child.name(),
-                fs::read_to_string(log).unwrap_or_default()
-            );
+            panic!("{name} exited during startup ({status}):\n{}", fs::read_to_string(log).unwrap_or_default());
         }
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return;
+            return child;
         }
         thread::sleep(Duration::from_millis(20));
     }
-    panic!("{} not listening on {addr} after {READY_TIMEOUT:?}", child.name());
+    panic!("{name} not listening on {addr} after {READY_TIMEOUT:?}");
 }
 
 /// A `redis-server` on 127.0.0.1.
@@ -80,21 +89,20 @@ impl Redis {
     pub fn restart(&mut self) {
         self.kill();
         let bin = which("redis-server");
-        let log = self.dir.join("redis.log");
-        let out = File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
-        let err = out.try_clone().unwrap_or_else(|e| panic!("cloning log handle: {e}"));
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--protected-mode", "yes"])
             .arg("--dir")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e} (tools/bootstrap.sh installs redis-server)", bin.display()));
-        let mut child = ChildGuard::new("redis-server", child);
-        wait_port(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)), &mut child, &log);
+            .arg(&self.dir);
+        let log = self.dir.join("redis.log");
+        let child = start_listening(
+            "redis-server",
+            &mut command,
+            &log,
+            self.port,
+            " (tools/bootstrap.sh installs redis-server)",
+        );
         self.child = Some(child);
     }
 }
@@ -164,23 +172,21 @@ impl RateLimitService {
             child.stop();
         }
         self.starts += 1;
-        let log = self.log_path();
-        let out = File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
-        let err = out.try_clone().unwrap_or_else(|e| panic!("cloning log handle: {e}"));
         let bin = paths::admin_bin();
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command
             .arg("ratelimit")
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--redis", &self.redis_url, "--poll-ms", "100"])
             .arg("--bundle-file")
             .arg(&self.ecds_file)
-            .env("TOKENHUB_BUNDLE_KEY", &self.bundle_key)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {} ratelimit: {e}", bin.display()));
-        let mut child = ChildGuard::new("tokenhub-admin ratelimit", child);
-        wait_port(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)), &mut child, &log);
+            .env("TOKENHUB_BUNDLE_KEY", &self.bundle_key);
+        let child = start_listening(
+            "tokenhub-admin ratelimit",
+            &mut command,
+            &self.log_path(),
+            self.port,
+            &format!(" ({})", bin.display()),
+        );
         self.child = Some(child);
     }
 

@@ -17,12 +17,11 @@ pub mod echo;
 pub mod envoy;
 pub mod global;
 pub mod guard;
-pub mod http1;
 pub mod http2;
-pub mod keys;
 pub mod paths;
 pub mod ports;
 pub mod process;
+pub mod quota;
 
 pub use admin::{Admin, AdminOutput, IssuedKey};
 pub use client::{get, get_lines, request, Connection, Response};
@@ -31,6 +30,9 @@ pub use envoy::{guard_ecds_yaml, EcdsOutcome, Envoy, EnvoyOptions};
 pub use global::{RateLimitService, Redis};
 pub use ports::free_port;
 pub use process::ChildGuard;
+/// The HTTP/1 reader, the key-format oracle, the provider fixtures and the
+/// PRNG, from the one test kit.
+pub use tokenhub_testkit::{http1, keys, providers, Rng};
 
 /// Loopback source addresses for allowlist tests.
 pub mod addrs {

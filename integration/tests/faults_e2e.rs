@@ -26,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokenhub_integration::guard::*;
 use tokenhub_integration::keys::secret_of;
-use tokenhub_integration::{paths, EcdsOutcome, IssuedKey, Response};
+use tokenhub_integration::{paths, EcdsOutcome, IssuedKey, Response, Rng};
 
 /// The promise for FAIL_RELOAD: a trapped worker serves again within this.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(5);
@@ -381,30 +381,6 @@ fn with_no_valid_bundle_at_start_every_request_is_refused_with_503() {
 // ===========================================================================
 // tokenhub-admin killed at random instants.
 
-/// xorshift64*: reproducible from the printed seed (TOKENHUB_CHAOS_SEED).
-struct Rng(u64);
-
-impl Rng {
-    fn from_env_or_clock() -> Rng {
-        let seed = std::env::var("TOKENHUB_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1) | 1
-        });
-        println!("chaos seed: {seed} (TOKENHUB_CHAOS_SEED={seed} to replay)");
-        Rng(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// What the watcher saw of guard.json while the admin was being killed.
 #[derive(Default)]
 struct Watch {
@@ -452,79 +428,175 @@ enum Op {
 const OPS: [Op; 6] = [Op::CreateKey, Op::CreateKeyPublish, Op::AddTenant, Op::AllowCidr, Op::DisableKey, Op::Publish];
 const CHAOS_TENANT: &str = "chaos-co";
 
+/// The changes that committed (the command exited 0), to find afterwards.
+#[derive(Default)]
+struct Committed {
+    keys: Vec<IssuedKey>,
+    disabled: BTreeSet<String>,
+    /// Keys whose disable was killed: either state is right.
+    uncertain: BTreeSet<String>,
+    tenants: Vec<String>,
+    cidrs: Vec<String>,
+    published: BTreeSet<u64>,
+}
+
+impl Committed {
+    /// Records run `i` of `op` (on `target`, for a disable): finished
+    /// (`stdout` is its output) or killed.
+    fn record(&mut self, op: Op, i: usize, target: Option<&IssuedKey>, finished: Option<&str>) {
+        let json = || serde_json::from_str::<serde_json::Value>(finished.unwrap_or_default()).expect("admin output");
+        match (op, finished.is_some()) {
+            (Op::CreateKey | Op::CreateKeyPublish, true) => {
+                let json = json();
+                self.keys.push(IssuedKey {
+                    key: json["key"].as_str().unwrap().to_string(),
+                    key_id: json["key_id"].as_str().unwrap().to_string(),
+                });
+            }
+            (Op::AddTenant, true) => self.tenants.push(format!("chaos-t{i}")),
+            (Op::AllowCidr, true) => self.cidrs.push(cidr(i)),
+            (Op::DisableKey, true) => {
+                self.disabled.extend(target.map(|k| k.key_id.clone()));
+            }
+            (Op::DisableKey, false) => {
+                self.uncertain.extend(target.map(|k| k.key_id.clone()));
+            }
+            (Op::Publish, true) => {
+                self.published.insert(json()["version"].as_u64().unwrap());
+            }
+            _ => {}
+        }
+    }
+
+    /// The newest committed key not disabled (or maybe disabled) yet.
+    fn disable_target(&self) -> Option<IssuedKey> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| !self.disabled.contains(&k.key_id) && !self.uncertain.contains(&k.key_id))
+            .cloned()
+    }
+}
+
+fn cidr(i: usize) -> String {
+    format!("10.{}.0.0/16", i % 250)
+}
+
+/// The arguments of run `i` of `op`.
+fn args_for(op: Op, i: usize, target: Option<&IssuedKey>) -> Vec<String> {
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    match op {
+        Op::CreateKey => s(&["key", "create", "--tenant", TENANT, "--name", &format!("chaos-{i}")]),
+        Op::CreateKeyPublish => s(&["key", "create", "--tenant", TENANT, "--name", &format!("chaos-{i}"), "--publish"]),
+        Op::AddTenant => s(&["tenant", "add", &format!("chaos-t{i}"), "--region", "eu"]),
+        Op::AllowCidr => s(&["ip", "allow", "--tenant", CHAOS_TENANT, &cidr(i)]),
+        Op::DisableKey => match target {
+            Some(k) => s(&["key", "disable", &k.key_id]),
+            None => s(&["status"]),
+        },
+        Op::Publish => s(&["publish"]),
+    }
+}
+
 #[test]
 fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_sees_a_torn_bundle() {
     const KILLS: usize = 50;
     let fx = Fixture::start_with(|admin, _| {
         admin.json(&["tenant", "add", CHAOS_TENANT, "--region", "eu"]);
     });
-    let mut rng = Rng::from_env_or_clock();
+    let mut rng = Rng::from_env("TOKENHUB_CHAOS_SEED", "chaos");
     let stop = Arc::new(AtomicBool::new(false));
     let watch = Arc::new(Mutex::new(Watch::default()));
     let watcher = watch_ecds(fx.admin.ecds_file(), Arc::clone(&stop), Arc::clone(&watch));
+    let mut committed = Committed::default();
 
-    // Committed (exit 0) changes, to find afterwards.
-    let mut keys: Vec<IssuedKey> = Vec::new();
-    let mut disabled: BTreeSet<String> = BTreeSet::new();
-    // Keys whose disable was killed: either state is right.
-    let mut uncertain: BTreeSet<String> = BTreeSet::new();
-    let mut tenants: Vec<String> = Vec::new();
-    let mut cidrs: Vec<String> = Vec::new();
-    let mut published: BTreeSet<u64> = BTreeSet::new();
+    let took = calibrate(&fx, &mut committed);
+    let (killed, completed) = kill_at_random(&fx, &mut rng, &took, KILLS, &mut committed);
+    assert_store_holds(&fx, &committed);
 
-    let args_for = |op: Op, i: usize, keys: &[IssuedKey]| -> Vec<String> {
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        match op {
-            Op::CreateKey => s(&["key", "create", "--tenant", TENANT, "--name", &format!("chaos-{i}")]),
-            Op::CreateKeyPublish => {
-                s(&["key", "create", "--tenant", TENANT, "--name", &format!("chaos-{i}"), "--publish"])
-            }
-            Op::AddTenant => s(&["tenant", "add", &format!("chaos-t{i}"), "--region", "eu"]),
-            Op::AllowCidr => s(&["ip", "allow", "--tenant", CHAOS_TENANT, &format!("10.{}.0.0/16", i % 250)]),
-            Op::DisableKey => match keys.first() {
-                Some(k) => s(&["key", "disable", &k.key_id]),
-                None => s(&["status"]),
-            },
-            Op::Publish => s(&["publish"]),
+    // A last, undisturbed publish reaches Envoy with every committed change.
+    let final_version = fx.publish();
+    committed.published.insert(final_version);
+    thread::sleep(Duration::from_millis(50));
+    stop.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    for k in &committed.keys {
+        if committed.disabled.contains(&k.key_id) {
+            fx.expect_denied(KEY_DISABLED, || fx.with_key(&k.key));
+        } else if !committed.uncertain.contains(&k.key_id) {
+            fx.expect_allowed(|| fx.with_key(&k.key));
         }
-    };
+    }
 
-    // Calibrate: how long each operation takes when left alone.
-    let mut took: BTreeMap<String, Duration> = BTreeMap::new();
+    // Envoy never saw a torn or foreign file.
+    let w = watch.lock().unwrap();
+    assert!(w.torn.is_empty(), "the watcher read torn guard.json files: {:#?}", w.torn);
+    assert_eq!(fx.ecds_stat("update_failure"), 0, "Envoy failed to parse a published file");
+    assert_eq!(fx.ecds_stat("update_rejected"), 0, "the filter refused a published bundle");
+    let log = fx.envoy.log_contents();
+    let loaded: BTreeSet<u64> =
+        log.lines().filter_map(|l| l.split("bundle version ").nth(1)).filter_map(loaded_version).collect();
+    let written: BTreeSet<u64> = w.versions.keys().copied().chain(committed.published.iter().copied()).collect();
+    for v in &loaded {
+        assert!(
+            written.contains(v),
+            "Envoy loaded bundle version {v}, which the admin never wrote (written: {written:?})"
+        );
+    }
+    let reused: Vec<u64> = w.versions.iter().filter(|(_, s)| s.len() > 1).map(|(v, _)| *v).collect();
+    println!(
+        "admin chaos: {} runs, {killed} killed, {completed} finished before the kill; store opened after every one; \
+         committed: {} keys ({} disabled), {} tenants, {} CIDRs, {} publishes; watcher read guard.json {} times, torn 0; \
+         Envoy loaded {} distinct versions, all written by the admin; versions written with two different bundles \
+         (a killed publish's number reused): {reused:?}",
+        killed + completed,
+        committed.keys.len(),
+        committed.disabled.len(),
+        committed.tenants.len(),
+        committed.cidrs.len(),
+        committed.published.len(),
+        w.reads,
+        loaded.len()
+    );
+    assert!(reused.is_empty(), "a version number named two different bundles: {reused:?}");
+}
+
+/// Calibration: how long each operation takes when left alone.
+fn calibrate(fx: &Fixture, committed: &mut Committed) -> BTreeMap<String, Duration> {
+    let mut took = BTreeMap::new();
     for (i, op) in OPS.iter().enumerate() {
-        let args = args_for(*op, 1000 + i, &[]);
+        let args = args_for(*op, 1000 + i, None);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let start = Instant::now();
         let out = fx.admin.run(&argv).ok();
         took.insert(format!("{op:?}"), start.elapsed());
-        match op {
-            Op::CreateKey | Op::CreateKeyPublish => {
-                let json = out.json();
-                keys.push(IssuedKey {
-                    key: json["key"].as_str().unwrap().to_string(),
-                    key_id: json["key_id"].as_str().unwrap().to_string(),
-                });
-            }
-            Op::AddTenant => tenants.push(format!("chaos-t{}", 1000 + i)),
-            Op::AllowCidr => cidrs.push(format!("10.{}.0.0/16", (1000 + i) % 250)),
-            _ => {}
+        if *op != Op::Publish {
+            committed.record(*op, 1000 + i, None, Some(&out.stdout));
         }
     }
     println!("admin operations left alone take: {took:?}");
+    took
+}
 
-    let (mut killed, mut completed, mut store_checks) = (0, 0, 0);
-    for i in 0..KILLS {
+/// `kills` random operations, each SIGKILLed after a random share of the
+/// time it takes (some finish first); the store must open after each.
+/// Returns (killed, finished).
+fn kill_at_random(
+    fx: &Fixture,
+    rng: &mut Rng,
+    took: &BTreeMap<String, Duration>,
+    kills: usize,
+    committed: &mut Committed,
+) -> (usize, usize) {
+    let (mut killed, mut completed) = (0, 0);
+    for i in 0..kills {
         let op = OPS[rng.below(OPS.len() as u64) as usize];
         // DisableKey picks the newest committed key not disabled yet.
-        let target =
-            keys.iter().rev().find(|k| !disabled.contains(&k.key_id) && !uncertain.contains(&k.key_id)).cloned();
-        let mut args = args_for(op, i, &[]);
-        if op == Op::DisableKey {
-            match &target {
-                Some(k) => args = vec!["key".into(), "disable".into(), k.key_id.clone()],
-                None => continue,
-            }
+        let target = committed.disable_target();
+        if op == Op::DisableKey && target.is_none() {
+            continue;
         }
+        let args = args_for(op, i, target.as_ref());
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let budget = took[&format!("{op:?}")].as_micros() as u64;
         let delay = Duration::from_micros(rng.below(budget + budget / 3 + 1));
@@ -540,34 +612,13 @@ fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_see
         // SIGKILL (no chance to clean up), unless it already exited.
         let _ = child.kill();
         let out = child.wait_with_output().expect("reaping tokenhub-admin");
-        let ok = out.status.success();
-        if ok {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
             completed += 1;
+            committed.record(op, i, target.as_ref(), Some(&stdout));
         } else {
             killed += 1;
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        match (op, ok) {
-            (Op::CreateKey | Op::CreateKeyPublish, true) => {
-                let json: serde_json::Value = serde_json::from_str(&stdout).expect("key create output");
-                keys.push(IssuedKey {
-                    key: json["key"].as_str().unwrap().to_string(),
-                    key_id: json["key_id"].as_str().unwrap().to_string(),
-                });
-            }
-            (Op::AddTenant, true) => tenants.push(format!("chaos-t{i}")),
-            (Op::AllowCidr, true) => cidrs.push(format!("10.{}.0.0/16", i % 250)),
-            (Op::DisableKey, true) => {
-                disabled.insert(target.unwrap().key_id);
-            }
-            (Op::DisableKey, false) => {
-                uncertain.insert(target.unwrap().key_id);
-            }
-            (Op::Publish, true) => {
-                let json: serde_json::Value = serde_json::from_str(&stdout).expect("publish output");
-                published.insert(json["version"].as_u64().unwrap());
-            }
-            _ => {}
+            committed.record(op, i, target.as_ref(), None);
         }
         // The store opens after every kill.
         let status = fx.admin.run(&["status"]);
@@ -576,10 +627,12 @@ fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_see
             "after kill {i} ({op:?} after {delay:?}) the store does not open: {}",
             status.stderr
         );
-        store_checks += 1;
     }
+    (killed, completed)
+}
 
-    // Every committed change is in the store.
+/// Every committed change is in the store, and the audit log verifies.
+fn assert_store_holds(fx: &Fixture, committed: &Committed) {
     let listed = fx.admin.json(&["key", "list"]);
     let listed: BTreeMap<String, String> = listed
         .as_array()
@@ -587,23 +640,23 @@ fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_see
         .iter()
         .map(|k| (k["key_id"].as_str().unwrap().to_string(), k["status"].as_str().unwrap().to_string()))
         .collect();
-    for k in &keys {
+    for k in &committed.keys {
         let status = listed.get(&k.key_id).unwrap_or_else(|| panic!("committed key {} is lost", k.key_id));
-        if disabled.contains(&k.key_id) {
+        if committed.disabled.contains(&k.key_id) {
             assert_eq!(status, "disabled", "committed disable of {} is lost", k.key_id);
-        } else if !uncertain.contains(&k.key_id) {
+        } else if !committed.uncertain.contains(&k.key_id) {
             assert_eq!(status, "active", "key {} changed state without a committed command", k.key_id);
         }
     }
     let tenant_list = fx.admin.json(&["tenant", "list"]);
     let tenant_ids: BTreeSet<String> =
         tenant_list.as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_string()).collect();
-    for t in &tenants {
+    for t in &committed.tenants {
         assert!(tenant_ids.contains(t), "committed tenant {t} is lost");
     }
     let chaos = tenant_list.as_array().unwrap().iter().find(|t| t["id"] == CHAOS_TENANT).unwrap().clone();
     let allow = chaos["ip_allowlist"].to_string();
-    for c in &cidrs {
+    for c in &committed.cidrs {
         assert!(allow.contains(c), "committed allowlist entry {c} is lost: {allow}");
     }
     let verify = fx.admin.run(&["audit", "verify"]);
@@ -613,52 +666,6 @@ fn admin_killed_at_random_instants_loses_no_committed_change_and_envoy_never_see
         verify.stdout,
         verify.stderr
     );
-
-    // A last, undisturbed publish reaches Envoy with every committed change.
-    let final_version = fx.publish();
-    published.insert(final_version);
-    thread::sleep(Duration::from_millis(50));
-    stop.store(true, Ordering::SeqCst);
-    watcher.join().unwrap();
-    for k in &keys {
-        if disabled.contains(&k.key_id) {
-            fx.expect_denied(KEY_DISABLED, || fx.with_key(&k.key));
-        } else if !uncertain.contains(&k.key_id) {
-            fx.expect_allowed(|| fx.with_key(&k.key));
-        }
-    }
-
-    // Envoy never saw a torn or foreign file.
-    let w = watch.lock().unwrap();
-    assert!(w.torn.is_empty(), "the watcher read torn guard.json files: {:#?}", w.torn);
-    assert_eq!(fx.ecds_stat("update_failure"), 0, "Envoy failed to parse a published file");
-    assert_eq!(fx.ecds_stat("update_rejected"), 0, "the filter refused a published bundle");
-    let log = fx.envoy.log_contents();
-    let loaded: BTreeSet<u64> =
-        log.lines().filter_map(|l| l.split("bundle version ").nth(1)).filter_map(loaded_version).collect();
-    let written: BTreeSet<u64> = w.versions.keys().copied().chain(published.iter().copied()).collect();
-    for v in &loaded {
-        assert!(
-            written.contains(v),
-            "Envoy loaded bundle version {v}, which the admin never wrote (written: {written:?})"
-        );
-    }
-    let reused: Vec<u64> = w.versions.iter().filter(|(_, s)| s.len() > 1).map(|(v, _)| *v).collect();
-    println!(
-        "admin chaos: {} runs, {killed} killed, {completed} finished before the kill; store opened {store_checks} times; \
-         committed: {} keys ({} disabled), {} tenants, {} CIDRs, {} publishes; watcher read guard.json {} times, torn 0; \
-         Envoy loaded {} distinct versions, all written by the admin; versions written with two different bundles \
-         (a killed publish's number reused): {reused:?}",
-        killed + completed,
-        keys.len(),
-        disabled.len(),
-        tenants.len(),
-        cidrs.len(),
-        published.len(),
-        w.reads,
-        loaded.len()
-    );
-    assert!(reused.is_empty(), "a version number named two different bundles: {reused:?}");
 }
 
 /// "N loaded (…" (what follows "bundle version " in the filter's log) -> N

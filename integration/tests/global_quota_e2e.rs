@@ -11,7 +11,8 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+use tokenhub_integration::quota::*;
 use tokenhub_integration::{
     addrs, paths, Admin, EchoUpstream, Envoy, EnvoyOptions, IssuedKey, RateLimitService, Redis, Response,
 };
@@ -65,25 +66,11 @@ fn start(setup: impl FnOnce(&Admin) -> Vec<IssuedKey>) -> (Fixture, Vec<IssuedKe
     (Fixture { envoys, echo, admin, service, redis }, keys)
 }
 
-fn quota(admin: &Admin, target: &[&str], limits: &[&str]) {
-    let mut args = vec!["quota", "set"];
-    args.extend_from_slice(target);
-    args.extend_from_slice(limits);
-    admin.json(&args);
-}
-
 impl Fixture {
     /// One request with `key` through replica `replica`, on its own
     /// connection, carrying `extra` headers.
     fn call_via(&self, replica: usize, key: &str, extra: &[&str]) -> Response {
-        let mut lines = vec![
-            "POST /v1/chat/completions HTTP/1.1".to_string(),
-            "host: global.test".to_string(),
-            format!("authorization: Bearer {key}"),
-            "content-length: 0".to_string(),
-            "connection: close".to_string(),
-        ];
-        lines.extend(extra.iter().map(|h| h.to_string()));
+        let lines = call_lines("global.test", key, extra);
         self.envoys[replica % REPLICAS].request(addrs::V4_PRIMARY, &lines, b"").expect("request through Envoy")
     }
 
@@ -92,59 +79,16 @@ impl Fixture {
     }
 }
 
-fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// Waits until at least `need` seconds remain in the current minute.
-fn room_in_minute(need: u64) {
-    let left = 60 - unix_secs() % 60;
-    if left < need {
-        thread::sleep(Duration::from_secs(left) + Duration::from_millis(200));
-    }
-}
-
-fn header_u64(resp: &Response, name: &str) -> u64 {
-    resp.header(name)
-        .unwrap_or_else(|| panic!("no {name} header: {:?}", resp.headers))
-        .parse()
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
 /// `threads` threads, thread i sending through replica i % REPLICAS with
 /// key `keys[i % keys.len()]`, `per_thread` requests each; every response.
-fn hammer(fx: &Arc<Fixture>, keys: &[&str], threads: usize, per_thread: usize, extra: &[&str]) -> Vec<Response> {
-    let handles: Vec<_> = (0..threads)
-        .map(|i| {
-            let fx = Arc::clone(fx);
-            let key = keys[i % keys.len()].to_string();
-            let extra: Vec<String> = extra.iter().map(|h| h.to_string()).collect();
-            thread::spawn(move || {
-                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-                (0..per_thread).map(|_| fx.call_via(i, &key, &extra)).collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    handles.into_iter().flat_map(|h| h.join().expect("load thread")).collect()
-}
-
-fn ok(rs: &[Response]) -> usize {
-    rs.iter().filter(|r| r.status == 200).count()
-}
-
-/// The shape of every refusal: the guard's 429 in local mode, from the
-/// rate limit service in global mode.
-fn assert_refusal(r: &Response, limit: u64) {
-    assert_eq!(r.status, 429, "{}", r.body_text());
-    assert_eq!(header_u64(r, "ratelimit-limit"), limit, "{:?}", r.headers);
-    assert_eq!(header_u64(r, "ratelimit-remaining"), 0);
-    let retry = header_u64(r, "retry-after");
-    assert!((1..=60).contains(&retry), "retry-after {retry}");
-    assert_eq!(header_u64(r, "ratelimit-reset"), retry);
-    assert_eq!(r.header("content-type"), Some("application/json"), "{:?}", r.headers);
-    let body = r.json();
-    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
-    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+fn spread(fx: &Arc<Fixture>, keys: &[&str], threads: usize, per_thread: usize, extra: &[&str]) -> Vec<Response> {
+    let fx = Arc::clone(fx);
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let extra: Vec<String> = extra.iter().map(|h| h.to_string()).collect();
+    hammer(threads, per_thread, move |i| {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        fx.call_via(i, &keys[i % keys.len()], &extra)
+    })
 }
 
 #[test]
@@ -153,13 +97,13 @@ fn key_sub_account_and_tenant_limits_hold_exactly_across_three_replicas() {
     const KEY_LIMIT: u64 = 30;
     let (fx, keys) = start(|a| {
         let limited = a.create_key("acme", &[]);
-        quota(a, &["--key", &limited.key_id], &["--per-minute", &KEY_LIMIT.to_string()]);
+        set_quota(a, &["--key", &limited.key_id], &["--per-minute", &KEY_LIMIT.to_string()]);
         let lab_a = a.create_key("acme", &["--sub-account", "lab"]);
         let lab_b = a.create_key("acme", &["--sub-account", "lab"]);
-        quota(a, &["--tenant", "acme", "--sub-account", "lab"], &["--per-minute", "20"]);
+        set_quota(a, &["--tenant", "acme", "--sub-account", "lab"], &["--per-minute", "20"]);
         let gx_a = a.create_key("globex", &[]);
         let gx_b = a.create_key("globex", &[]);
-        quota(a, &["--tenant", "globex"], &["--per-minute", "25"]);
+        set_quota(a, &["--tenant", "globex"], &["--per-minute", "25"]);
         vec![limited, lab_a, lab_b, gx_a, gx_b]
     });
     let fx = Arc::new(fx);
@@ -171,8 +115,8 @@ fn key_sub_account_and_tenant_limits_hold_exactly_across_three_replicas() {
     // guard strips (a claimed tenant or sub-account that disagrees is a
     // 403 before any counting): they count under their own key all the same.
     let forged = ["x-tokenhub-key-id: AAAAAAAAAAAA", "x-tokenhub-region: us", "x-tokenhub-auth: oidc"];
-    let mut responses = hammer(&fx, &[&keys[0].key], 3, 10, &[]);
-    responses.extend(hammer(&fx, &[&keys[0].key], 3, 10, &forged));
+    let mut responses = spread(&fx, &[&keys[0].key], 3, 10, &[]);
+    responses.extend(spread(&fx, &[&keys[0].key], 3, 10, &forged));
     let allowed: Vec<&Response> = responses.iter().filter(|r| r.status == 200).collect();
     assert_eq!(allowed.len() as u64, KEY_LIMIT, "exactly the limit across all replicas");
     for r in responses.iter().filter(|r| r.status != 200) {
@@ -185,14 +129,14 @@ fn key_sub_account_and_tenant_limits_hold_exactly_across_three_replicas() {
     assert!(upstream.iter().all(|r| r.header("x-tokenhub-key-id") == Some(keys[0].key_id.as_str())));
 
     // The lab sub-account's 20/min, shared by two keys, over all replicas.
-    let lab = hammer(&fx, &[&keys[1].key, &keys[2].key], 6, 6, &[]);
-    assert_eq!(ok(&lab), 20, "sub-account limit across its keys and replicas");
+    let lab = spread(&fx, &[&keys[1].key, &keys[2].key], 6, 6, &[]);
+    assert_eq!(admitted(&lab), 20, "sub-account limit across its keys and replicas");
     for r in lab.iter().filter(|r| r.status != 200) {
         assert_refusal(r, 20);
     }
     // The tenant's 25/min, shared by two keys.
-    let globex = hammer(&fx, &[&keys[3].key, &keys[4].key], 6, 7, &[]);
-    assert_eq!(ok(&globex), 25, "tenant limit across its keys and replicas");
+    let globex = spread(&fx, &[&keys[3].key, &keys[4].key], 6, 7, &[]);
+    assert_eq!(admitted(&globex), 25, "tenant limit across its keys and replicas");
     for r in globex.iter().filter(|r| r.status != 200) {
         assert_refusal(r, 25);
     }
@@ -212,7 +156,7 @@ fn redis_down_fails_closed_then_recovers_a_service_restart_loses_no_count_and_a_
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let (fx, keys) = start(|a| {
         let k = a.create_key("acme", &[]);
-        quota(a, &["--key", &k.key_id], &["--per-minute", "10"]);
+        set_quota(a, &["--key", &k.key_id], &["--per-minute", "10"]);
         vec![k]
     });
     let mut fx = fx;
@@ -239,7 +183,7 @@ fn redis_down_fails_closed_then_recovers_a_service_restart_loses_no_count_and_a_
     assert_eq!(after.status, 200, "{}", after.body_text());
     assert_eq!(header_u64(&after, "ratelimit-remaining"), 5, "no count lost across the restart");
     let rest: Vec<Response> = (0..7).map(|i| fx.call_via(i, &key, &[])).collect();
-    assert_eq!(ok(&rest), 5, "the remaining five, then refusals");
+    assert_eq!(admitted(&rest), 5, "the remaining five, then refusals");
     assert_refusal(&rest[6], 10);
 
     // Redis killed: fail closed on every replica (503, JSON), never open.
@@ -267,7 +211,7 @@ fn redis_down_fails_closed_then_recovers_a_service_restart_loses_no_count_and_a_
 
     // A new publish reaches the running service: the key's limit drops to
     // 1/min, and the one request already counted since Redis came back uses it.
-    quota(&fx.admin, &["--key", &keys[0].key_id], &["--per-minute", "1"]);
+    set_quota(&fx.admin, &["--key", &keys[0].key_id], &["--per-minute", "1"]);
     fx.admin.publish();
     fx.service.wait_loaded(fx.admin.published_version());
     assert_refusal(&fx.call_via(1, &key, &[]), 1);

@@ -305,7 +305,7 @@ fn spoofed_tenant_headers_are_403() {
         ("x-tokenhub-tenant", "ZEBRA-WIDGETS"),
         ("x-tokenhub-sub-account", "other"),
         // (`x_tokenhub_tenant` never gets this far: the shipped configs
-        // refuse underscores in header names, see adversarial_e2e.rs.)
+        // refuse underscores in header names, see adversarial_e2e/claims.rs.)
         ("X-TokenHub-Tenant", "other"),
     ] {
         fx.expect_denied(TENANT_MISMATCH, || {

@@ -13,6 +13,7 @@
 //! Needs `make wasm`, `make admin` and `make bootstrap`.
 
 use tokenhub_integration::guard::*;
+use tokenhub_integration::providers::{ANTHROPIC_ARGS, STATEFUL, STATELESS};
 use tokenhub_integration::{addrs, IssuedKey};
 
 const OWN_TENANT: &str = "own-secret-co";
@@ -25,20 +26,10 @@ fn start() -> (Fixture, IssuedKey) {
     let fx = Fixture::start_with(|admin, _| {
         admin.json(&["tenant", "add", OWN_TENANT, "--region", REGION]);
         admin.set_provider(&["openai", "--path-prefix", "/v1/", "--tenant", OWN_TENANT], OWN_OPENAI);
-        admin.set_provider(
-            &[
-                "anthropic",
-                "--path-prefix",
-                "/anthropic/",
-                "--header",
-                "x-api-key",
-                "--format",
-                "{secret}",
-                "--tenant",
-                OWN_TENANT,
-            ],
-            OWN_ANTHROPIC,
-        );
+        let mut anthropic = vec!["anthropic"];
+        anthropic.extend(ANTHROPIC_ARGS);
+        anthropic.extend(["--tenant", OWN_TENANT]);
+        admin.set_provider(&anthropic, OWN_ANTHROPIC);
         own = Some(admin.create_key(OWN_TENANT, &[]));
     });
     let own = own.unwrap_or_else(|| panic!("no key for {OWN_TENANT}"));
@@ -48,52 +39,6 @@ fn start() -> (Fixture, IssuedKey) {
 fn send(fx: &Fixture, method: &str, path: &str, key: &str) -> tokenhub_integration::Response {
     fx.send(addrs::V4_PRIMARY, method, path, &[("authorization", &bearer(key))])
 }
-
-/// (method, path) of every stateful endpoint family named in the finding.
-const STATEFUL: [(&str, &str); 22] = [
-    // OpenAI files
-    ("GET", "/v1/files"),
-    ("POST", "/v1/files"),
-    ("GET", "/v1/files/file-abc123/content"),
-    ("POST", "/v1/uploads"),
-    // batches
-    ("GET", "/v1/batches"),
-    ("POST", "/v1/batches"),
-    // assistants, threads, vector stores
-    ("GET", "/v1/assistants"),
-    ("POST", "/v1/threads"),
-    ("GET", "/v1/threads/thread_abc/messages"),
-    ("GET", "/v1/vector_stores"),
-    // fine-tuning and the models it makes
-    ("GET", "/v1/fine_tuning/jobs"),
-    ("DELETE", "/v1/models/ft:gpt-4o-mini:org:custom:abc"),
-    // stored chat completions
-    ("GET", "/v1/chat/completions"),
-    ("GET", "/v1/chat/completions/chatcmpl-abc"),
-    ("POST", "/v1/chat/completions/chatcmpl-abc"),
-    ("DELETE", "/v1/chat/completions/chatcmpl-abc"),
-    // the Responses API (stores by default; reads stored responses by id)
-    ("POST", "/v1/responses"),
-    ("GET", "/v1/responses/resp_abc"),
-    // Anthropic files and message batches
-    ("GET", "/anthropic/v1/files"),
-    ("POST", "/anthropic/v1/files"),
-    ("POST", "/anthropic/v1/messages/batches"),
-    ("GET", "/anthropic/v1/messages/batches/msgbatch_abc/results"),
-];
-
-/// Stateless endpoints the platform's credential serves.
-const STATELESS: [(&str, &str); 9] = [
-    ("POST", "/v1/chat/completions"),
-    ("POST", "/v1/embeddings"),
-    ("POST", "/v1/completions"),
-    ("POST", "/v1/moderations"),
-    ("GET", "/v1/models"),
-    ("GET", "/v1/models/gpt-4o"),
-    ("POST", "/anthropic/v1/messages"),
-    ("POST", "/anthropic/v1/messages/count_tokens"),
-    ("GET", "/anthropic/v1/models"),
-];
 
 fn own_credential(path: &str) -> (&'static str, String) {
     if path.starts_with("/anthropic/") {

@@ -10,8 +10,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokenhub_integration::keys::key_with_id;
+use tokenhub_integration::quota::*;
 use tokenhub_integration::{addrs, paths, Admin, EchoUpstream, Envoy, EnvoyOptions, IssuedKey, Response};
 
 const TENANT: &str = "quota-co";
@@ -43,23 +44,9 @@ fn start(setup: impl FnOnce(&Admin) -> Vec<IssuedKey>) -> (Fixture, Vec<IssuedKe
     (Fixture { envoy, echo, admin }, keys)
 }
 
-fn quota(admin: &Admin, target: &[&str], limits: &[&str]) {
-    let mut args = vec!["quota", "set"];
-    args.extend_from_slice(target);
-    args.extend_from_slice(limits);
-    admin.json(&args);
-}
-
 impl Fixture {
     fn call(&self, key: &str) -> Response {
-        let lines = [
-            "POST /v1/chat/completions HTTP/1.1".to_string(),
-            "host: quota.test".to_string(),
-            format!("authorization: Bearer {key}"),
-            "content-length: 0".to_string(),
-            "connection: close".to_string(),
-        ];
-        self.envoy.request(addrs::V4_PRIMARY, &lines, b"").expect("request through Envoy")
+        self.envoy.request(addrs::V4_PRIMARY, &call_lines("quota.test", key, &[]), b"").expect("request through Envoy")
     }
 
     fn stat(&self, name: &str) -> u64 {
@@ -67,35 +54,11 @@ impl Fixture {
     }
 }
 
-fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// Waits until at least `need` seconds remain in the current minute.
-fn room_in_minute(need: u64) {
-    let left = 60 - unix_secs() % 60;
-    if left < need {
-        thread::sleep(Duration::from_secs(left) + Duration::from_millis(200));
-    }
-}
-
-fn header_u64(resp: &Response, name: &str) -> u64 {
-    resp.header(name)
-        .unwrap_or_else(|| panic!("no {name} header: {:?}", resp.headers))
-        .parse()
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
 /// Sends `per_thread` requests with `key` from each of `threads` threads,
 /// each request on its own connection; returns every response.
-fn hammer(fx: &Arc<Fixture>, key: &str, threads: usize, per_thread: usize) -> Vec<Response> {
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (fx, key) = (Arc::clone(fx), key.to_string());
-            thread::spawn(move || (0..per_thread).map(|_| fx.call(&key)).collect::<Vec<_>>())
-        })
-        .collect();
-    handles.into_iter().flat_map(|h| h.join().expect("load thread")).collect()
+fn with_key(fx: &Arc<Fixture>, key: &str, threads: usize, per_thread: usize) -> Vec<Response> {
+    let (fx, key) = (Arc::clone(fx), key.to_string());
+    hammer(threads, per_thread, move |_| fx.call(&key))
 }
 
 #[test]
@@ -103,12 +66,12 @@ fn key_limit_admits_exactly_n_under_concurrent_load_then_429_with_headers() {
     const LIMIT: u64 = 25;
     let (fx, keys) = start(|a| {
         let k = a.create_key(TENANT, &[]);
-        quota(a, &["--key", &k.key_id], &["--per-minute", &LIMIT.to_string()]);
+        set_quota(a, &["--key", &k.key_id], &["--per-minute", &LIMIT.to_string()]);
         vec![k]
     });
     let fx = Arc::new(fx);
     room_in_minute(20);
-    let responses = hammer(&fx, &keys[0].key, 6, 15);
+    let responses = with_key(&fx, &keys[0].key, 6, 15);
 
     let allowed: Vec<&Response> = responses.iter().filter(|r| r.status == 200).collect();
     let limited: Vec<&Response> = responses.iter().filter(|r| r.status == 429).collect();
@@ -123,14 +86,7 @@ fn key_limit_admits_exactly_n_under_concurrent_load_then_429_with_headers() {
         assert_eq!(header_u64(r, "ratelimit-limit"), LIMIT);
     }
     for r in &limited {
-        assert_eq!(header_u64(r, "ratelimit-limit"), LIMIT);
-        assert_eq!(header_u64(r, "ratelimit-remaining"), 0);
-        let retry = header_u64(r, "retry-after");
-        assert!((1..=60).contains(&retry), "retry-after {retry}");
-        assert_eq!(header_u64(r, "ratelimit-reset"), retry);
-        let body = r.json();
-        assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
-        assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+        assert_refusal(r, LIMIT);
     }
     assert_eq!(fx.stat("tokenhub.denied.quota_exceeded"), limited.len() as u64);
     assert_eq!(fx.stat("tokenhub.allowed"), LIMIT);
@@ -142,24 +98,23 @@ fn sub_account_and_tenant_limits_cap_several_keys_together() {
         let in_lab = a.create_key(TENANT, &["--sub-account", "lab"]);
         let in_lab_too = a.create_key(TENANT, &["--sub-account", "lab"]);
         let in_default = a.create_key(TENANT, &[]);
-        quota(a, &["--tenant", TENANT, "--sub-account", "lab"], &["--per-minute", "6"]);
-        quota(a, &["--tenant", TENANT], &["--per-minute", "10"]);
+        set_quota(a, &["--tenant", TENANT, "--sub-account", "lab"], &["--per-minute", "6"]);
+        set_quota(a, &["--tenant", TENANT], &["--per-minute", "10"]);
         vec![in_lab, in_lab_too, in_default]
     });
     let fx = Arc::new(fx);
     room_in_minute(20);
-    let ok = |rs: &[Response]| rs.iter().filter(|r| r.status == 200).count();
     // Two lab keys share the lab's 6, concurrently.
     let lab_a = thread::spawn({
         let (fx, k) = (Arc::clone(&fx), keys[0].key.clone());
-        move || hammer(&fx, &k, 2, 5)
+        move || with_key(&fx, &k, 2, 5)
     });
-    let lab_b = hammer(&fx, &keys[1].key, 2, 5);
+    let lab_b = with_key(&fx, &keys[1].key, 2, 5);
     let lab_a = lab_a.join().expect("lab thread");
-    assert_eq!(ok(&lab_a) + ok(&lab_b), 6, "sub-account limit across its keys");
+    assert_eq!(admitted(&lab_a) + admitted(&lab_b), 6, "sub-account limit across its keys");
     // The default sub-account has no limit of its own: the tenant's 10 leave 4.
-    let rest = hammer(&fx, &keys[2].key, 3, 4);
-    assert_eq!(ok(&rest), 4, "tenant limit across sub-accounts");
+    let rest = with_key(&fx, &keys[2].key, 3, 4);
+    assert_eq!(admitted(&rest), 4, "tenant limit across sub-accounts");
     let refused = rest.iter().find(|r| r.status == 429).expect("a 429");
     assert_eq!(header_u64(refused, "ratelimit-limit"), 10, "the tenant limit decided");
     assert_eq!(fx.echo.take_requests().len(), 10);
@@ -169,7 +124,7 @@ fn sub_account_and_tenant_limits_cap_several_keys_together() {
 fn a_new_window_admits_again_and_rotation_keeps_the_count() {
     let (fx, keys) = start(|a| {
         let k = a.create_key(TENANT, &[]);
-        quota(a, &["--key", &k.key_id], &["--per-minute", "3"]);
+        set_quota(a, &["--key", &k.key_id], &["--per-minute", "3"]);
         vec![k]
     });
     room_in_minute(15);
@@ -194,8 +149,8 @@ fn a_new_window_admits_again_and_rotation_keeps_the_count() {
 fn a_flood_of_unknown_keys_does_not_grow_shared_data() {
     let (fx, keys) = start(|a| {
         let k = a.create_key(TENANT, &[]);
-        quota(a, &["--key", &k.key_id], &["--per-minute", "1000"]);
-        quota(a, &["--tenant", TENANT], &["--per-day", "100000"]);
+        set_quota(a, &["--key", &k.key_id], &["--per-minute", "1000"]);
+        set_quota(a, &["--tenant", TENANT], &["--per-day", "100000"]);
         vec![k]
     });
     // One key quota (minute) + one tenant quota (day): two counters.

@@ -22,7 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use tokenhub_integration::guard::*;
 use tokenhub_integration::keys::{forge_key, key_id_of, other_secret, secret_of};
-use tokenhub_integration::{addrs, paths, Connection, IssuedKey, Response};
+use tokenhub_integration::{addrs, paths, Connection, IssuedKey, Response, Rng};
 
 /// Either bundle may decide requests sent this close to a publish.
 const RELOAD_WINDOW: Duration = Duration::from_secs(1);
@@ -96,116 +96,100 @@ struct Sent {
 /// The keys the load threads may use, in creation order.
 type Pool = RwLock<Vec<IssuedKey>>;
 
-fn rng_step(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
+/// What the phases of one soak run share.
+struct Run {
+    fx: Arc<Fixture>,
+    pool: Arc<Pool>,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+    sent_count: Arc<AtomicU64>,
 }
 
-#[test]
-fn soak_decisions_follow_the_bundle_in_force_while_keys_churn_and_the_filter_traps() {
-    let secs = std::env::var("TOKENHUB_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60u64);
-    let load_for = Duration::from_secs(secs);
-    let wasm = paths::fault_wasm();
-    assert!(wasm.is_file(), "{} is not built: run `make wasm-fault`", wasm.display());
+/// What the churn phase did and saw upstream.
+struct Churned {
+    publishes: Vec<Publish>,
+    states: Vec<KeyState>,
+    upstream_seen: u64,
+    upstream_bad: u64,
+    rss_start: Option<u64>,
+    churn: BTreeMap<&'static str, u64>,
+}
 
-    let mut initial = Vec::new();
-    let fx = Fixture::start_with_module(
-        &wasm,
-        |admin, key| {
-            initial.push(key.clone());
-            for _ in 0..5 {
-                initial.push(admin.create_key(TENANT, &[]));
-            }
-        },
-        |opts| {
-            opts.concurrency = 2;
-            // No per-request debug lines for tens of thousands of requests.
-            opts.component_log_level = None;
-        },
-    );
-    let fx = Arc::new(fx);
-    let pool: Arc<Pool> = Arc::new(RwLock::new(initial.clone()));
-    let t0 = Instant::now();
-    let publishes =
-        Arc::new(Mutex::new(vec![Publish { start: t0, end: t0, states: vec![KeyState::Active; initial.len()] }]));
-    let traps: Arc<Mutex<Vec<Instant>>> = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent_count = Arc::new(AtomicU64::new(0));
-    let rss_before_warmup = paths::process_rss_bytes(fx.envoy.pid());
+/// Every request judged against the bundles in force when it was sent.
+struct Judged {
+    wrong: Vec<String>,
+    allowed: u64,
+    fault_503: u64,
+    other_5xx: u64,
+    by_outcome: BTreeMap<String, u64>,
+}
 
-    // Load: keep-alive connections, random keys from the pool (new ones
-    // before they are published, disabled and deleted ones too) and 10%
-    // forged keys that are never valid.
-    let loaders: Vec<_> = (0..LOAD_THREADS)
-        .map(|n| {
-            let (fx, pool, stop, sent_count) =
-                (Arc::clone(&fx), Arc::clone(&pool), Arc::clone(&stop), Arc::clone(&sent_count));
-            thread::spawn(move || {
-                let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (n as u64 + 1);
-                let mut log = Vec::new();
-                let mut errors: Vec<String> = Vec::new();
-                let mut conn: Option<Connection> = None;
-                while !stop.load(Ordering::Relaxed) && sent_count.fetch_add(1, Ordering::Relaxed) < REQUEST_CAP {
-                    let (index, key) = {
-                        let keys = pool.read().unwrap();
-                        let r = rng_step(&mut rng);
-                        if r.is_multiple_of(10) {
-                            let real = &keys[(r as usize / 10) % keys.len()].key;
-                            let forged = if r.is_multiple_of(20) {
-                                forge_key("SoakUnknown0", secret_of(real))
-                            } else {
-                                forge_key(key_id_of(real), &other_secret(secret_of(real)))
-                            };
-                            (None, forged)
+impl Run {
+    /// Load: one thread of keep-alive requests, random keys from the pool
+    /// (new ones before they are published, disabled and deleted ones too)
+    /// and 10% forged keys that are never valid.
+    fn load(&self, mut rng: Rng) -> thread::JoinHandle<(Vec<Sent>, Vec<String>)> {
+        let (fx, pool, stop, sent_count) =
+            (Arc::clone(&self.fx), Arc::clone(&self.pool), Arc::clone(&self.stop), Arc::clone(&self.sent_count));
+        thread::spawn(move || {
+            let mut log = Vec::new();
+            let mut errors: Vec<String> = Vec::new();
+            let mut conn: Option<Connection> = None;
+            while !stop.load(Ordering::Relaxed) && sent_count.fetch_add(1, Ordering::Relaxed) < REQUEST_CAP {
+                let (index, key) = {
+                    let keys = pool.read().unwrap();
+                    let r = rng.next_u64();
+                    if r.is_multiple_of(10) {
+                        let real = &keys[(r as usize / 10) % keys.len()].key;
+                        let forged = if r.is_multiple_of(20) {
+                            forge_key("SoakUnknown0", secret_of(real))
                         } else {
-                            let i = (r as usize / 10) % keys.len();
-                            (Some(i), keys[i].key.clone())
-                        }
-                    };
-                    let lines = request_lines("GET", "/v1/models", &[("authorization", &bearer(&key))], false);
-                    let start = Instant::now();
-                    let resp = match conn.as_mut().map(|c| c.send(&lines, b"")) {
-                        Some(Ok(resp)) => resp,
-                        failed => {
-                            // A kept-alive connection Envoy had closed: the
-                            // request may or may not have been served; it is
-                            // counted, and sent again on a fresh connection.
-                            if let Some(Err(e)) = failed {
-                                errors.push(format!("{:?} after start: {e}", start.elapsed()));
-                            }
-                            // (Re)connect: the first request, or Envoy closed it.
-                            let mut fresh = fx.envoy.connect(addrs::V4_PRIMARY).expect("connecting to Envoy");
-                            let resp = fresh.send(&lines, b"").expect("request on a fresh connection");
-                            conn = Some(fresh);
-                            resp
-                        }
-                    };
-                    let end = Instant::now();
-                    if resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
-                        conn = None;
+                            forge_key(key_id_of(real), &other_secret(secret_of(real)))
+                        };
+                        (None, forged)
+                    } else {
+                        let i = (r as usize / 10) % keys.len();
+                        (Some(i), keys[i].key.clone())
                     }
-                    log.push(Sent { key: index, start, end, outcome: Outcome::of(&resp) });
+                };
+                let lines = request_lines("GET", "/v1/models", &[("authorization", &bearer(&key))], false);
+                let start = Instant::now();
+                let resp = match conn.as_mut().map(|c| c.send(&lines, b"")) {
+                    Some(Ok(resp)) => resp,
+                    failed => {
+                        // A kept-alive connection Envoy had closed: the
+                        // request may or may not have been served; it is
+                        // counted, and sent again on a fresh connection.
+                        if let Some(Err(e)) = failed {
+                            errors.push(format!("{:?} after start: {e}", start.elapsed()));
+                        }
+                        // (Re)connect: the first request, or Envoy closed it.
+                        let mut fresh = fx.envoy.connect(addrs::V4_PRIMARY).expect("connecting to Envoy");
+                        let resp = fresh.send(&lines, b"").expect("request on a fresh connection");
+                        conn = Some(fresh);
+                        resp
+                    }
+                };
+                let end = Instant::now();
+                if resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                    conn = None;
                 }
-                (log, errors)
-            })
+                log.push(Sent { key: index, start, end, outcome: Outcome::of(&resp) });
+            }
+            (log, errors)
         })
-        .collect();
+    }
 
-    // Faults: a trap every TRAP_EVERY, with an active key.
-    let trapper = {
-        let (fx, stop, traps, initial0) =
-            (Arc::clone(&fx), Arc::clone(&stop), Arc::clone(&traps), initial[0].key.clone());
+    /// Faults: a trap every TRAP_EVERY, with an active key.
+    fn inject_traps(&self, traps: &Arc<Mutex<Vec<Instant>>>, key: String) -> thread::JoinHandle<()> {
+        let (fx, stop, traps) = (Arc::clone(&self.fx), Arc::clone(&self.stop), Arc::clone(traps));
         thread::spawn(move || {
             let mut next = Instant::now() + TRAP_EVERY / 2;
             while !stop.load(Ordering::Relaxed) {
                 if Instant::now() >= next {
                     traps.lock().unwrap().push(Instant::now());
-                    let resp = fx.get(
-                        "/v1/models",
-                        &[("authorization", &bearer(&initial0)), ("x-tokenhub-test-fault", "panic")],
-                    );
+                    let resp =
+                        fx.get("/v1/models", &[("authorization", &bearer(&key)), ("x-tokenhub-test-fault", "panic")]);
                     assert_eq!(
                         Outcome::of(&resp),
                         Outcome::GuardUnavailable,
@@ -218,89 +202,81 @@ fn soak_decisions_follow_the_bundle_in_force_while_keys_churn_and_the_filter_tra
                 thread::sleep(Duration::from_millis(50));
             }
         })
-    };
-
-    // Churn: the main thread adds, disables and deletes keys and publishes
-    // every PUBLISH_EVERY; it also drains the upstream's record.
-    let mut states = vec![KeyState::Active; initial.len()];
-    // Store state (committed) vs. what is published: a created key is
-    // Absent until the next publish, which the snapshot below reflects.
-    let mut store: Vec<KeyState> = states.clone();
-    let mut rng = 0xD1B5_4A32_D192_ED03u64;
-    let (mut upstream_seen, mut upstream_bad) = (0u64, 0u64);
-    let mut rss_start = None;
-    let mut churn = BTreeMap::<&str, u64>::new();
-    while t0.elapsed() < load_for && sent_count.load(Ordering::Relaxed) < REQUEST_CAP {
-        let tick = Instant::now();
-        let active: Vec<usize> = (0..store.len()).filter(|&i| store[i] == KeyState::Active).collect();
-        match rng_step(&mut rng) % 4 {
-            0 | 1 => {
-                let key = fx.admin.create_key(TENANT, &[]);
-                pool.write().unwrap().push(key);
-                store.push(KeyState::Active);
-                states.push(KeyState::Absent);
-                *churn.entry("created").or_default() += 1;
-            }
-            2 if active.len() > 3 => {
-                let i = active[(rng_step(&mut rng) as usize) % active.len()];
-                let id = pool.read().unwrap()[i].key_id.clone();
-                fx.admin.json(&["key", "disable", &id]);
-                store[i] = KeyState::Disabled;
-                *churn.entry("disabled").or_default() += 1;
-            }
-            _ if active.len() > 3 => {
-                let i = active[(rng_step(&mut rng) as usize) % active.len()];
-                let id = pool.read().unwrap()[i].key_id.clone();
-                fx.admin.json(&["key", "delete", &id]);
-                store[i] = KeyState::Absent;
-                *churn.entry("deleted").or_default() += 1;
-            }
-            _ => {}
-        }
-        let start = Instant::now();
-        fx.admin.publish();
-        let end = Instant::now();
-        states.clone_from(&store);
-        publishes.lock().unwrap().push(Publish { start, end, states: states.clone() });
-        for seen in fx.echo.take_requests() {
-            upstream_seen += 1;
-            // The trap request itself never goes upstream.
-            if !seen.header_all("x-tokenhub-test-fault").is_empty() {
-                upstream_bad += 1;
-            }
-            let injected = format!("Bearer {OPENAI_SECRET}");
-            if seen.header_all("authorization") != [injected.as_str()]
-                || seen.header_all("x-tokenhub-tenant") != [TENANT]
-            {
-                upstream_bad += 1;
-            }
-        }
-        if rss_start.is_none() && t0.elapsed() > Duration::from_secs(5) {
-            rss_start = Some(paths::process_rss_bytes(fx.envoy.pid()));
-        }
-        thread::sleep(PUBLISH_EVERY.saturating_sub(tick.elapsed()));
     }
-    stop.store(true, Ordering::SeqCst);
-    let (mut sent, mut send_errors): (Vec<Sent>, Vec<String>) = (Vec::new(), Vec::new());
-    for loader in loaders {
-        let (log, errors) = loader.join().expect("load thread");
-        sent.extend(log);
-        send_errors.extend(errors);
-    }
-    trapper.join().expect("trap thread");
-    let load_took = t0.elapsed();
-    thread::sleep(Duration::from_millis(200));
-    upstream_seen += fx.echo.take_requests().len() as u64;
-    let rss_end = paths::process_rss_bytes(fx.envoy.pid());
-    let rss_start = rss_start.unwrap_or(rss_before_warmup);
 
-    // Judge every request.
-    let publishes = publishes.lock().unwrap();
-    let traps = traps.lock().unwrap();
+    /// Churn: adds, disables and deletes keys and publishes every
+    /// PUBLISH_EVERY until the load time or the request cap is reached;
+    /// drains the upstream's record meanwhile.
+    fn churn(&self, initial: usize, mut rng: Rng, load_for: Duration) -> Churned {
+        let (fx, pool, t0, sent_count) = (&self.fx, &self.pool, self.t0, &self.sent_count);
+        let mut publishes = vec![Publish { start: t0, end: t0, states: vec![KeyState::Active; initial] }];
+        let mut states = vec![KeyState::Active; initial];
+        // Store state (committed) vs. what is published: a created key is
+        // Absent until the next publish, which the snapshot below reflects.
+        let mut store: Vec<KeyState> = states.clone();
+        let (mut upstream_seen, mut upstream_bad) = (0u64, 0u64);
+        let mut rss_start = None;
+        let mut churn = BTreeMap::<&str, u64>::new();
+        while t0.elapsed() < load_for && sent_count.load(Ordering::Relaxed) < REQUEST_CAP {
+            let tick = Instant::now();
+            let active: Vec<usize> = (0..store.len()).filter(|&i| store[i] == KeyState::Active).collect();
+            match rng.next_u64() % 4 {
+                0 | 1 => {
+                    let key = fx.admin.create_key(TENANT, &[]);
+                    pool.write().unwrap().push(key);
+                    store.push(KeyState::Active);
+                    states.push(KeyState::Absent);
+                    *churn.entry("created").or_default() += 1;
+                }
+                2 if active.len() > 3 => {
+                    let i = active[(rng.next_u64() as usize) % active.len()];
+                    let id = pool.read().unwrap()[i].key_id.clone();
+                    fx.admin.json(&["key", "disable", &id]);
+                    store[i] = KeyState::Disabled;
+                    *churn.entry("disabled").or_default() += 1;
+                }
+                _ if active.len() > 3 => {
+                    let i = active[(rng.next_u64() as usize) % active.len()];
+                    let id = pool.read().unwrap()[i].key_id.clone();
+                    fx.admin.json(&["key", "delete", &id]);
+                    store[i] = KeyState::Absent;
+                    *churn.entry("deleted").or_default() += 1;
+                }
+                _ => {}
+            }
+            let start = Instant::now();
+            fx.admin.publish();
+            let end = Instant::now();
+            states.clone_from(&store);
+            publishes.push(Publish { start, end, states: states.clone() });
+            for seen in fx.echo.take_requests() {
+                upstream_seen += 1;
+                // The trap request itself never goes upstream.
+                if !seen.header_all("x-tokenhub-test-fault").is_empty() {
+                    upstream_bad += 1;
+                }
+                let injected = format!("Bearer {OPENAI_SECRET}");
+                if seen.header_all("authorization") != [injected.as_str()]
+                    || seen.header_all("x-tokenhub-tenant") != [TENANT]
+                {
+                    upstream_bad += 1;
+                }
+            }
+            if rss_start.is_none() && t0.elapsed() > Duration::from_secs(5) {
+                rss_start = Some(paths::process_rss_bytes(fx.envoy.pid()));
+            }
+            thread::sleep(PUBLISH_EVERY.saturating_sub(tick.elapsed()));
+        }
+        Churned { publishes, states, upstream_seen, upstream_bad, rss_start, churn }
+    }
+}
+
+/// Judges every request against the bundles in force when it was sent.
+fn judge(sent: &[Sent], publishes: &[Publish], traps: &[Instant], t0: Instant) -> Judged {
     let mut wrong: Vec<String> = Vec::new();
     let (mut allowed, mut fault_503, mut other_5xx) = (0u64, 0u64, 0u64);
     let mut by_outcome = BTreeMap::<String, u64>::new();
-    for s in &sent {
+    for s in sent {
         *by_outcome.entry(format!("{:?}", s.outcome)).or_default() += 1;
         if s.outcome == Outcome::Allowed {
             allowed += 1;
@@ -340,6 +316,63 @@ fn soak_decisions_follow_the_bundle_in_force_while_keys_churn_and_the_filter_tra
             wrong.push(format!("key #{:?} at {:?}: {:?}, acceptable {acceptable:?}", s.key, s.start - t0, s.outcome));
         }
     }
+    Judged { wrong, allowed, fault_503, other_5xx, by_outcome }
+}
+
+#[test]
+fn soak_decisions_follow_the_bundle_in_force_while_keys_churn_and_the_filter_traps() {
+    let secs = std::env::var("TOKENHUB_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60u64);
+    let load_for = Duration::from_secs(secs);
+    let wasm = paths::fault_wasm();
+    assert!(wasm.is_file(), "{} is not built: run `make wasm-fault`", wasm.display());
+
+    let mut initial = Vec::new();
+    let fx = Fixture::start_with_module(
+        &wasm,
+        |admin, key| {
+            initial.push(key.clone());
+            for _ in 0..5 {
+                initial.push(admin.create_key(TENANT, &[]));
+            }
+        },
+        |opts| {
+            opts.concurrency = 2;
+            // No per-request debug lines for tens of thousands of requests.
+            opts.component_log_level = None;
+        },
+    );
+    let run = Run {
+        fx: Arc::new(fx),
+        pool: Arc::new(RwLock::new(initial.clone())),
+        t0: Instant::now(),
+        stop: Arc::new(AtomicBool::new(false)),
+        sent_count: Arc::new(AtomicU64::new(0)),
+    };
+    let rss_before_warmup = paths::process_rss_bytes(run.fx.envoy.pid());
+    let mut seed = Rng::from_env("TOKENHUB_SOAK_SEED", "soak");
+
+    let loaders: Vec<_> = (0..LOAD_THREADS).map(|n| run.load(seed.fork(n as u64))).collect();
+    let traps = Arc::new(Mutex::new(Vec::new()));
+    let trapper = run.inject_traps(&traps, initial[0].key.clone());
+    let churned = run.churn(initial.len(), seed.fork(LOAD_THREADS as u64), load_for);
+    run.stop.store(true, Ordering::SeqCst);
+    let (mut sent, mut send_errors): (Vec<Sent>, Vec<String>) = (Vec::new(), Vec::new());
+    for loader in loaders {
+        let (log, errors) = loader.join().expect("load thread");
+        sent.extend(log);
+        send_errors.extend(errors);
+    }
+    trapper.join().expect("trap thread");
+    let load_took = run.t0.elapsed();
+    thread::sleep(Duration::from_millis(200));
+    let Churned { publishes, states, mut upstream_seen, upstream_bad, rss_start, churn } = churned;
+    upstream_seen += run.fx.echo.take_requests().len() as u64;
+    let rss_end = paths::process_rss_bytes(run.fx.envoy.pid());
+    let rss_start = rss_start.unwrap_or(rss_before_warmup);
+    let traps = traps.lock().unwrap();
+    let Judged { wrong, allowed, fault_503, other_5xx, by_outcome } = judge(&sent, &publishes, &traps, run.t0);
+    let fx = &run.fx;
+
     let growth = rss_end.saturating_sub(rss_start);
     let in_flight = upstream_seen.saturating_sub(allowed);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

@@ -111,7 +111,10 @@ fn encode_checksum(mut crc: u32) -> [u8; CHECKSUM_LEN] {
 
 #[cfg(test)]
 mod tests {
+    // Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const ID: &str = "AbCdEf012345";
     const SECRET: &str = "0123456789abcdefghijABCDEFGHIJxy";

@@ -127,31 +127,12 @@ pub fn past_soft_limit(budget: &Budget, percent: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::quota::{StoreError, MINUTE, MONTH};
-    use std::collections::HashMap;
-    use std::sync::Mutex;
+    use crate::core::memstore::MemStore;
+    use crate::core::quota::{MINUTE, MONTH};
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    /// Shared-data semantics (CAS token per entry), safe across threads.
-    #[derive(Default)]
-    struct MemStore(Mutex<HashMap<String, (Vec<u8>, u32)>>);
-
-    impl CounterStore for MemStore {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
-            let map = self.0.lock().unwrap();
-            map.get(key).map_or((None, 0), |(v, c)| (Some(v.clone()), *c))
-        }
-        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError> {
-            let mut map = self.0.lock().unwrap();
-            let entry = map.entry(key.to_string()).or_insert((Vec::new(), 0));
-            if entry.1 != cas && cas != 0 {
-                return Ok(false);
-            }
-            *entry = (value.to_vec(), entry.1 + 1);
-            Ok(true)
-        }
-    }
-
-    fn count(store: &MemStore, counter: &str) -> u64 {
+    fn count(store: &dyn CounterStore, counter: &str) -> u64 {
         let (value, _) = store.get(counter);
         value.map_or(0, |v| u64::from_le_bytes(v[8..16].try_into().unwrap()))
     }
@@ -230,11 +211,12 @@ mod tests {
 
     /// The stated bound, under real concurrency: 8 threads admit, "stream"
     /// and settle requests against one token budget until refused.
+    #[cfg(not(target_family = "wasm"))]
     #[test]
     fn concurrent_requests_overshoot_by_less_than_one_reservation() {
         const LIMIT: u64 = 50_000;
         const RESERVED: u64 = 700;
-        let store = MemStore::default();
+        let store = crate::core::memstore::SyncStore::default();
         let limits = [tokens("tpm", LIMIT, MINUTE)];
         let admitted = std::sync::atomic::AtomicU64::new(0);
         std::thread::scope(|scope| {

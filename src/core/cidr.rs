@@ -137,7 +137,10 @@ where
 
 #[cfg(test)]
 mod tests {
+    // Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn list(cidrs: &[&str]) -> AllowList {
         AllowList::from_cidrs(cidrs.iter().copied()).unwrap()

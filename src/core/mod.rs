@@ -10,7 +10,10 @@ pub mod crypto;
 pub mod decision;
 pub mod errors;
 pub mod jsonscan;
+#[cfg(test)]
+mod memstore;
 pub mod models;
+pub mod newest;
 pub mod quota;
 pub mod redact;
 pub mod secret;

@@ -289,46 +289,11 @@ pub fn all_counters(policy: &crate::core::bundle::Policy) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    // Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
     use super::*;
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-
-    /// Shared-data semantics: CAS token bumps on every write; a write to a
-    /// missing entry ignores CAS (as Envoy does).
-    #[derive(Default)]
-    struct MemStore {
-        map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-        /// Simulated contention: the next N writes fail with a CAS mismatch.
-        conflicts: RefCell<usize>,
-    }
-
-    impl CounterStore for MemStore {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
-            match self.map.borrow().get(key) {
-                Some((v, c)) => (Some(v.clone()), *c),
-                None => (None, 0),
-            }
-        }
-        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError> {
-            if *self.conflicts.borrow() > 0 {
-                *self.conflicts.borrow_mut() -= 1;
-                return Ok(false);
-            }
-            let mut map = self.map.borrow_mut();
-            match map.get_mut(key) {
-                Some((v, c)) if *c == cas || cas == 0 => {
-                    *v = value.to_vec();
-                    *c += 1;
-                    Ok(true)
-                }
-                Some(_) => Ok(false),
-                None => {
-                    map.insert(key.into(), (value.to_vec(), 1));
-                    Ok(true)
-                }
-            }
-        }
-    }
+    use crate::core::memstore::MemStore;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn lim(name: &str, limit: u64, window: u64) -> Limit {
         Limit { counter: name.into(), limit, window }
@@ -400,9 +365,9 @@ mod tests {
     fn contention_is_retried_and_bounded() {
         let s = MemStore::default();
         ensure_counters(&s, ["k".to_string()]).unwrap();
-        *s.conflicts.borrow_mut() = MAX_CAS_ATTEMPTS - 1;
+        s.conflict_next(MAX_CAS_ATTEMPTS - 1);
         assert!(matches!(consume(&s, &[lim("k", 10, 60)], 0), QuotaOutcome::Allowed(_)));
-        *s.conflicts.borrow_mut() = MAX_CAS_ATTEMPTS;
+        s.conflict_next(MAX_CAS_ATTEMPTS);
         assert_eq!(consume(&s, &[lim("k", 10, 60)], 0), QuotaOutcome::Unavailable);
     }
 

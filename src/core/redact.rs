@@ -47,7 +47,10 @@ fn redact_quoted(text: &str, value_tags: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
+    // Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
     fn serde_errors_lose_the_values_they_quote() {

@@ -5,7 +5,6 @@ use crate::core::quota::{CounterStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::Context;
 use proxy_wasm::types::{MetricType, Status};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::UNIX_EPOCH;
@@ -105,8 +104,9 @@ impl Metrics {
     }
 }
 
-/// Quota counters in Proxy-Wasm shared data: one process-wide map that
-/// every worker VM sees, with compare-and-swap on writes.
+/// Proxy-Wasm shared data: one process-wide map that every worker VM sees,
+/// with compare-and-swap on writes. It holds the quota counters and the
+/// newest accepted bundle (`core::newest`), and outlives the VMs.
 pub struct SharedCounters;
 
 impl CounterStore for SharedCounters {
@@ -124,59 +124,4 @@ impl CounterStore for SharedCounters {
             Err(_) => Err(StoreError),
         }
     }
-}
-
-const NEWEST_VERSION_KEY: &str = "tokenhub.bundle.newest_version";
-const NEWEST_SEALED_KEY: &str = "tokenhub.bundle.newest_sealed";
-
-/// A bundle older than one this Envoy process already accepted.
-pub struct Rollback {
-    pub newest: u64,
-}
-
-/// Records `version` (and its sealed text) as the newest accepted, or says
-/// it is a rollback. Every accepted update gets fresh VMs, so this lives in
-/// shared data, which outlives them (for the life of the Envoy process).
-/// The same version and text again is fine: every worker VM loads it.
-pub fn claim_newest(version: u64, sealed: &[u8]) -> Result<(), Rollback> {
-    let store = SharedCounters;
-    let digest: [u8; 32] = Sha256::digest(sealed).into();
-    for _ in 0..crate::core::quota::MAX_CAS_ATTEMPTS {
-        let (value, cas) = store.get(NEWEST_VERSION_KEY);
-        let (newest, newest_digest) = decode_newest(value.as_deref());
-        if version < newest {
-            return Err(Rollback { newest });
-        }
-        if version == newest && digest == newest_digest {
-            return Ok(());
-        }
-        // Newer; or the same number with other content (never published
-        // twice on purpose): the latest configuration wins. The text first,
-        // so a reader that sees the new version finds it.
-        let _ = hostcalls::set_shared_data(NEWEST_SEALED_KEY, Some(sealed), None);
-        let mut record = [0u8; 40];
-        record[..8].copy_from_slice(&version.to_le_bytes());
-        record[8..].copy_from_slice(&digest);
-        match store.set(NEWEST_VERSION_KEY, &record, cas) {
-            Ok(false) => continue,
-            // Shared data failing is no reason to refuse a valid, newer bundle.
-            Ok(true) | Err(StoreError) => return Ok(()),
-        }
-    }
-    Ok(())
-}
-
-/// The newest accepted version (0 = none yet) and its text's digest.
-pub fn newest_version() -> u64 {
-    decode_newest(SharedCounters.get(NEWEST_VERSION_KEY).0.as_deref()).0
-}
-
-fn decode_newest(value: Option<&[u8]>) -> (u64, [u8; 32]) {
-    let version = value.and_then(|v| v.get(..8)).and_then(|b| b.try_into().ok()).map_or(0, u64::from_le_bytes);
-    let digest = value.and_then(|v| v.get(8..40)).and_then(|b| b.try_into().ok()).unwrap_or([0; 32]);
-    (version, digest)
-}
-
-pub fn newest_sealed() -> Option<Vec<u8>> {
-    hostcalls::get_shared_data(NEWEST_SEALED_KEY).ok().and_then(|(v, _)| v)
 }

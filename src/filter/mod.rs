@@ -16,6 +16,7 @@ use crate::core::decision::{
 };
 use crate::core::errors::DenyReason;
 use crate::core::models::{self, ModelRules, ModelScan, ModelScanner, Rest, DEFAULT_SCAN_BOUND};
+use crate::core::newest::{self, Claim, Newest};
 use crate::core::quota::{self, Budget, QuotaOutcome};
 use crate::core::usage::{self, Framing, Usage, UsageParser};
 use host::{Metrics, SharedCounters};
@@ -102,18 +103,24 @@ impl GuardRoot {
     /// (serve 503), or an emptied ECDS file, which must not drop a bundle
     /// this Envoy already enforces (keep serving the newest).
     fn without_bundle(&self) -> Option<Policy> {
-        let newest = host::newest_version();
-        if newest == 0 {
-            log::warn!(
-                "tokenhub guard: no policy bundle configured; every request is refused with 503 until one is published"
-            );
-            return None;
-        }
-        log::error!("tokenhub guard: empty configuration refused; serving version {newest}");
+        let newest = match newest::newest(&SharedCounters) {
+            Ok(None) => {
+                log::warn!(
+                    "tokenhub guard: no policy bundle configured; every request is refused with 503 until one is published"
+                );
+                return None;
+            }
+            Ok(Some(newest)) => newest,
+            Err(newest::Unreadable) => {
+                log::error!("tokenhub guard: {UNREADABLE}");
+                return None;
+            }
+        };
+        log::error!("tokenhub guard: empty configuration refused; serving version {}", newest.version);
         if let Some(m) = &self.metrics {
             m.bundle_rejected();
         }
-        let policy = newest_policy(newest, &bundle_key().ok()?)?;
+        let policy = newest_policy(&newest, &bundle_key().ok()?)?;
         ensure_quota_counters(&policy, self.metrics.as_deref()).ok()?;
         if let Some(m) = &self.metrics {
             m.bundle_loaded(policy.version);
@@ -125,17 +132,26 @@ impl GuardRoot {
     /// rollback by serving the newest bundle this Envoy has accepted, and
     /// creates the quota counters. `None` = serve 503.
     fn admit(&self, policy: Policy, sealed: &[u8], key: &BundleKey) -> Option<Policy> {
-        let policy = match host::claim_newest(policy.version, sealed) {
-            Ok(()) => policy,
-            Err(host::Rollback { newest }) => {
+        let policy = match newest::claim(&SharedCounters, policy.version, sealed) {
+            Claim::Serve => policy,
+            Claim::Rollback(newest) => {
                 log::error!(
-                    "tokenhub guard: bundle version {} is older than version {newest} already loaded (rollback refused); serving version {newest}",
-                    policy.version
+                    "tokenhub guard: bundle version {} is older than version {} already loaded (rollback refused); serving version {}",
+                    policy.version,
+                    newest.version,
+                    newest.version
                 );
                 if let Some(m) = &self.metrics {
                     m.bundle_rejected();
                 }
-                newest_policy(newest, key)?
+                newest_policy(&newest, key)?
+            }
+            Claim::Unreadable => {
+                log::error!("tokenhub guard: bundle version {} not loaded: {UNREADABLE}", policy.version);
+                if let Some(m) = &self.metrics {
+                    m.bundle_rejected();
+                }
+                return None;
             }
         };
         if let Err(reason) = ensure_quota_counters(&policy, self.metrics.as_deref()) {
@@ -169,12 +185,14 @@ fn load_policy(config: &[u8], key: &BundleKey) -> Result<Policy, String> {
     bundle::open_and_compile(config, key).map_err(|e| e.to_string())
 }
 
+/// Why no bundle is served when the newest-bundle record is unreadable.
+const UNREADABLE: &str = "the record of the newest accepted bundle in shared data is unreadable, so no bundle can be checked for rollback; refusing every request (503) until Envoy restarts";
+
 /// The newest accepted bundle, kept sealed in shared data; `None` (serve
-/// 503) if it is gone or no longer the expected version.
-fn newest_policy(version: u64, key: &BundleKey) -> Option<Policy> {
-    let sealed = host::newest_sealed()?;
-    match load_policy(&sealed, key) {
-        Ok(p) if p.version == version => Some(p),
+/// 503) if it no longer opens or is not the expected version.
+fn newest_policy(newest: &Newest, key: &BundleKey) -> Option<Policy> {
+    match load_policy(&newest.sealed, key) {
+        Ok(p) if p.version == newest.version => Some(p),
         _ => {
             log::error!("tokenhub guard: the newest bundle is unavailable; refusing every request until the next one");
             None

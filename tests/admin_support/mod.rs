@@ -4,38 +4,16 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokenhub-admin");
 
 static N: AtomicU32 = AtomicU32::new(0);
 
-/// One CLI run.
-#[derive(Debug)]
-pub struct Run {
-    pub args: Vec<String>,
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn ok(self) -> Self {
-        assert_eq!(self.code, 0, "tokenhub-admin {:?}\nstdout: {}\nstderr: {}", self.args, self.stdout, self.stderr);
-        self
-    }
-    pub fn fails(self, code: i32) -> Self {
-        assert_eq!(self.code, code, "tokenhub-admin {:?}\nstdout: {}\nstderr: {}", self.args, self.stdout, self.stderr);
-        self
-    }
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("{:?}: not JSON ({e}): {}", self.args, self.stdout))
-    }
-}
+/// One CLI run (the test kit's driver).
+pub use tokenhub_testkit::cli::Run;
 
 /// A fresh store in a private temp directory (removed on drop).
 pub struct Home {
@@ -93,20 +71,7 @@ impl Home {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        }
-        let out: Output = child.wait_with_output().unwrap();
-        Run {
-            args: args.iter().map(|s| s.to_string()).collect(),
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        tokenhub_testkit::cli::run(c, args, stdin.map(str::as_bytes))
     }
 
     pub fn audit_text(&self) -> String {

@@ -154,7 +154,10 @@ fn split(sealed: &[u8]) -> Result<(&[u8], Body<'_>), SealError> {
 
 #[cfg(test)]
 mod tests {
+    // Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn key(b: u8) -> BundleKey {
         BundleKey::from_bytes([b; 32])

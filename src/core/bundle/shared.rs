@@ -125,7 +125,10 @@ impl SharedEndpoint {
 
 #[cfg(test)]
 mod tests {
+    // Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
     use super::*;
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn ep(entry: &str) -> SharedEndpoint {
         SharedEndpoint::parse(entry, "/v1/").unwrap()

@@ -1,5 +1,5 @@
-//! Minimal HTTP/1.1 message reading shared by the echo upstream and the
-//! raw client. Header names and values are kept as received (bytes decoded
+//! Minimal HTTP/1.1 message reading shared by the echo upstream, the raw
+//! client of the end-to-end harness and the admin API's tests. Header names and values are kept as received (bytes decoded
 //! lossily), in order, duplicates included: the tests assert on exactly
 //! what crossed the wire.
 
@@ -155,7 +155,28 @@ fn read_chunked<R: BufRead>(reader: &mut R, body: &mut Vec<u8>) -> io::Result<()
     }
 }
 
-pub(crate) fn invalid(msg: &str) -> io::Error {
+/// One response: status, reason, head and body (a response to `method`,
+/// which decides whether it has a body).
+pub fn read_response<R: BufRead>(reader: &mut R, method: &str) -> io::Result<(u16, String, Head, Vec<u8>)> {
+    let head = read_head(reader)?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"))?;
+    let (status, reason) = parse_status_line(&head)?;
+    let kind = response_body_kind(&head, method, status)?;
+    let body = read_body(reader, kind)?;
+    Ok((status, reason, head, body))
+}
+
+fn parse_status_line(head: &Head) -> io::Result<(u16, String)> {
+    let mut parts = head.start_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    if !version.starts_with("HTTP/1.") {
+        return Err(invalid("not an HTTP/1.x status line"));
+    }
+    let status = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| invalid("bad status code"))?;
+    Ok((status, parts.next().unwrap_or_default().to_string()))
+}
+
+pub fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
 }
 

@@ -65,12 +65,22 @@ pub fn one_char_off_secret(real: &str, index: usize) -> String {
 /// The stored form of a key's secret (src/core/secret.rs): hex SHA-256 of
 /// "tokenhub-key-v1\0" ‖ key id ‖ 0 ‖ secret.
 pub fn secret_hash_hex(key: &str) -> String {
+    stored_hash(key_id_of(key), secret_of(key))
+}
+
+/// The stored form of `secret` under `key_id` (see `secret_hash_hex`).
+pub fn stored_hash(key_id: &str, secret: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"tokenhub-key-v1\0");
-    h.update(key_id_of(key).as_bytes());
+    h.update(key_id.as_bytes());
     h.update([0u8]);
-    h.update(secret_of(key).as_bytes());
+    h.update(secret.as_bytes());
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The base62 digit `i` (mod 62).
+pub fn base62(i: u8) -> u8 {
+    BASE62[usize::from(i) % 62]
 }
 
 #[cfg(test)]
