@@ -4,8 +4,8 @@
 //! VM for an unlisted callback. Least privilege: no outbound HTTP/gRPC
 //! calls, no queues, no body or buffer writes. And speed: the trailer, log
 //! and done callbacks are not listed, so Envoy skips those VM entries on
-//! every request. The body callbacks are listed since model allowlists
-//! (issue 18): Envoy enters the VM once per body chunk, and the guard
+//! every request. The body callbacks are listed since model allowlists:
+//! Envoy enters the VM once per body chunk, and the guard
 //! returns at once unless the credential has model rules (then it reads the
 //! request body for the model and the response body for token usage).
 //!

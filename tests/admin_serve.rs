@@ -281,7 +281,7 @@ fn tenant_admins_over_http() {
     let globex = svc.as_(&root).call("POST", "/v1/keys", Some(json!({"tenant": "globex"}))).1;
     let globex_id = globex["key_id"].as_str().unwrap();
     assert_eq!(a.get(&format!("/v1/keys/{globex_id}")).0, 404, "another tenant's key is not visible");
-    // Another tenant's key id answers exactly like a missing one (issue 16 #8).
+    // Another tenant's key id answers exactly like a missing one.
     let foreign = a.call("POST", &format!("/v1/incident/revoke/{globex_id}"), None);
     let missing = a.call("POST", "/v1/incident/revoke/AAAAAAAAAAAA", None);
     assert_eq!(foreign.0, 404);

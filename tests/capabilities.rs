@@ -163,7 +163,7 @@ fn allowed_callbacks_are_exported_and_include_the_request_path() {
     for needed in ["proxy_on_request_headers", "proxy_on_configure", "proxy_on_context_create", "proxy_on_vm_start"] {
         assert!(callbacks.contains(needed), "{needed} must be allowed");
     }
-    // Bodies: read for credentials with model allowlists (issue 18);
+    // Bodies: read for credentials with model allowlists;
     // trailers, logs and done stay out.
     let skipped: Vec<&String> =
         callbacks.iter().filter(|c| c.contains("trailers") || c.contains("_log") || c.contains("done")).collect();

@@ -241,7 +241,7 @@ def jwks_problems(config: dict) -> list:
     identity provider: SNI and a DNS SAN equal to the JWKS URI's host, and
     a trusted CA. Otherwise any publicly trusted certificate for any name
     is accepted, and whoever redirects the connection serves their own
-    signing keys (issue 16, finding 2)."""
+    signing keys."""
     clusters = {c.get("name"): c for c in (config.get("static_resources") or {}).get("clusters") or []}
     problems = []
     for node in walk(config):
@@ -287,8 +287,7 @@ def access_log_problems(text: str) -> list:
 
 
 def client_address_problems(config: dict) -> list:
-    """A gateway sends no client address to the provider (a third party;
-    issue 17): every connection manager that takes the client address from
+    """A gateway sends no client address to the provider (a third party): every connection manager that takes the client address from
     the TCP peer must not append it to x-forwarded-for, and its routes must
     drop the x-envoy-external-address Envoy sets. The guard removes
     client-sent address headers and forwards one only for opted-in tenants."""

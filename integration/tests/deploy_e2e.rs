@@ -1,4 +1,4 @@
-//! The deployment promises (issue 5) through a real Envoy running the demo
+//! The deployment promises through a real Envoy running the demo
 //! config `envoy/demo/envoy.yaml.tmpl` (what `make demo` runs, and what the
 //! Docker and Kubernetes configs mirror):
 //!

@@ -1,4 +1,4 @@
-//! Faults through a real Envoy (issue 7, "Faults"):
+//! Faults through a real Envoy:
 //!
 //! - a trap in the filter (the fault-injection build: a request with
 //!   `x-tokenhub-test-fault: panic` panics inside the VM) answers 503 in the

@@ -1,4 +1,4 @@
-//! Global quotas end to end (issue 12, part 2): three real Envoys with two
+//! Global quotas end to end: three real Envoys with two
 //! workers each (envoy/global-ratelimit/envoy.yaml.tmpl), the guard with a
 //! bundle published in global quota mode, the real `tokenhub-admin
 //! ratelimit` service and a real Redis. Load is spread over all replicas;

@@ -1,4 +1,4 @@
-//! The guard end to end (issue 2): a real Envoy loading the built
+//! The guard end to end: a real Envoy loading the built
 //! `tokenhub_guard.wasm`, the bundle created and published by the real
 //! `tokenhub-admin` binary into the directory Envoy watches, the bundle key
 //! passed to Envoy as TOKENHUB_BUNDLE_KEY, and an echo upstream that

@@ -1,4 +1,4 @@
-//! The security page's incident response, end to end (issue 3): a key works
+//! The security page's incident response, end to end: a key works
 //! through real Envoy → `tokenhub-admin incident revoke KEY_ID` → the same
 //! key gets 401 within 2 s (no restart) → a new key works → the audit log
 //! shows the chain of events and `audit verify` passes.

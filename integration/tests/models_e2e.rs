@@ -1,4 +1,4 @@
-//! Model allowlists and token usage end to end (issue 18, first part): a
+//! Model allowlists and token usage end to end: a
 //! real Envoy with the built guard, keys with `--models` made by the real
 //! `tokenhub-admin`, and a scripted upstream that answers in the real
 //! OpenAI and Anthropic response shapes, JSON and SSE, the SSE written in

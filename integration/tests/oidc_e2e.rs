@@ -1,4 +1,4 @@
-//! OAuth / OIDC identities end to end (issue 5): Envoy's own `jwt_authn`
+//! OAuth / OIDC identities end to end: Envoy's own `jwt_authn`
 //! verifies a token signed by a locally generated RSA key (inline JWKS);
 //! the guard maps the verified (issuer, subject) through the bundle, which
 //! the real `tokenhub-admin oidc map` wrote, and applies the same IP,

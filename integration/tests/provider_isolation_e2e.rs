@@ -1,5 +1,5 @@
 //! Tenants cannot reach each other's data at the provider through the
-//! platform's shared credential (issue 16, finding 1), through a real Envoy.
+//! platform's shared credential, through a real Envoy.
 //!
 //! The fixture's tenant has no provider secret of its own: it is served
 //! with the platform's, and only on the stateless endpoints the providers

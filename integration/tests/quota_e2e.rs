@@ -1,4 +1,4 @@
-//! Quotas end to end (issue 4): limits set with the real `tokenhub-admin
+//! Quotas end to end: limits set with the real `tokenhub-admin
 //! quota set`, enforced by the filter in a real Envoy with two workers,
 //! counted in Proxy-Wasm shared data, under concurrent load from several
 //! connections.

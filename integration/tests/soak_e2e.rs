@@ -1,4 +1,4 @@
-//! Soak (issue 7): sustained load through a real Envoy while
+//! Soak: sustained load through a real Envoy while
 //! `tokenhub-admin` adds, disables and deletes keys and republishes every
 //! ~300 ms, and the filter is made to trap now and then. Bounded: a load
 //! phase of TOKENHUB_SOAK_SECS (default 60 s) or a request cap, loopback

@@ -1,5 +1,4 @@
-//! Hostile input through a real Envoy (issue 7, "Adversarial end-to-end
-//! suite"): credentials, source addresses, tenant claims, paths, HTTP/2
+//! Hostile input through a real Envoy: credentials, source addresses, tenant claims, paths, HTTP/2
 //! and request smuggling. Every case asserts the exact status and what
 //! reached the upstream: nothing, or exactly the expected headers (the
 //! client's credential absent, the provider credential injected once, the
