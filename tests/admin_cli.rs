@@ -435,3 +435,115 @@ fn model_lists_for_keys_sub_accounts_and_tenants_reach_the_bundle() {
     let audit = home.audit_text();
     assert!(audit.contains("tenant.set-models") && audit.contains("subaccount.set-models"));
 }
+
+/// Every field of `value` is declared in `schema` (JSON Schema subset:
+/// properties, items, $ref, type, const, enum), recursively; returns the
+/// paths of what is not.
+fn undeclared(value: &Value, schema: &Value, root: &Value, at: &str, out: &mut Vec<String>) {
+    let schema = match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => r.trim_start_matches("#/").split('/').fold(root, |s, part| &s[part]),
+        None => schema,
+    };
+    if let Some(constant) = schema.get("const") {
+        if value != constant {
+            out.push(format!("{at}: {value} is not {constant}"));
+        }
+    }
+    if let Some(choices) = schema.get("enum").and_then(Value::as_array) {
+        if !choices.contains(value) {
+            out.push(format!("{at}: {value} is not one of {choices:?}"));
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            let declared = schema.get("properties").and_then(Value::as_object);
+            for (name, field) in map {
+                match declared.and_then(|d| d.get(name)) {
+                    Some(sub) => undeclared(field, sub, root, &format!("{at}.{name}"), out),
+                    None if schema["additionalProperties"] == Value::Bool(false) => {
+                        out.push(format!("{at}.{name} is not in the schema"))
+                    }
+                    None => {}
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                undeclared(item, &schema["items"], root, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn tenant_export_holds_everything_about_the_tenant_and_no_secret() {
+    let home = Home::new("export");
+    home.run(&["tenant", "add", "acme", "--region", "eu"]).ok();
+    home.run(&["tenant", "add", "globex"]).ok();
+    home.run(&["subaccount", "add", "acme", "research"]).ok();
+    home.run(&["ip", "allow", "--tenant", "acme", "203.0.113.0/24"]).ok();
+    home.run(&["quota", "set", "--tenant", "acme", "--per-minute", "60"]).ok();
+    home.run_with(&["provider", "set", "openai", "--path-prefix", "/v1/"], &[], Some("sk-platform-0123456789")).ok();
+    home.run_with(
+        &["provider", "set", "openai", "--path-prefix", "/v1/", "--tenant", "acme"],
+        &[],
+        Some("sk-acme-own-0123456789"),
+    )
+    .ok();
+    let (acme_key, acme_secret) = home.create_key(&["--tenant", "acme", "--sub-account", "research", "--name", "ci"]);
+    let (globex_key, _) = home.create_key(&["--tenant", "globex"]);
+    home.run(&["oidc", "map", "--issuer", "https://accounts.google.com", "--value", "1234567890", "--tenant", "acme"])
+        .ok();
+    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
+    home.run(&["admin", "add", "ann", "--role", "tenant", "--tenant", "acme"]).ok();
+    home.run(&["admin", "add", "gus", "--role", "tenant", "--tenant", "globex"]).ok();
+    home.run(&["--as", "ann", "key", "disable", &acme_key]).ok();
+
+    // A tenant admin exports its own tenant, never another.
+    home.run(&["--as", "ann", "tenant", "export", "globex"]).fails(4);
+    let doc = home.run(&["--as", "ann", "--json", "tenant", "export", "acme"]).ok().json();
+    assert_eq!(doc["format"], "tokenhub.tenant-export/1");
+    assert_eq!(doc["tenant"]["id"], "acme");
+    assert_eq!(doc["tenant"]["region"], "eu");
+    assert_eq!(doc["tenant"]["own_provider_secrets"], serde_json::json!(["openai"]));
+    assert_eq!(doc["tenant"]["ip_allowlist"]["cidrs"], serde_json::json!(["203.0.113.0/24"]));
+    let keys: Vec<&str> = doc["keys"].as_array().unwrap().iter().map(|k| k["key_id"].as_str().unwrap()).collect();
+    assert_eq!(keys, [acme_key.as_str()]);
+    assert_eq!(doc["oidc_mappings"][0]["value"], "1234567890");
+    let admins: Vec<&str> = doc["admins"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(admins, ["ann"]);
+    let audit = doc["audit"].as_array().unwrap();
+    assert!(audit.iter().any(|e| e["action"] == "key.create" && e["target"]["key_id"] == acme_key.as_str()));
+    assert!(audit.iter().any(|e| e["action"] == "key.disable" && e["actor"] == "ann"));
+    assert!(audit.iter().all(|e| e["target"]["tenant"] == "acme" || e["actor"] == "ann"), "{audit:#?}");
+    // Nothing of another tenant (but what ann herself tried), no secret, no hash.
+    let mut others = doc.clone();
+    others["audit"] = Value::Array(audit.iter().filter(|e| e["actor"] != "ann").cloned().collect());
+    let text = others.to_string();
+    for absent in ["globex", globex_key.as_str(), "gus", "sk-platform", "sk-acme-own", &acme_secret[16..48]] {
+        assert!(!text.contains(absent), "{absent} in the export: {others:#}");
+    }
+    assert!(!doc.to_string().contains("sha256"), "no key hash");
+    assert!(!doc.to_string().contains(&acme_secret[16..48]), "no key secret");
+    // Every field is declared in the published schema.
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string("docs/tenant-export.schema.json").unwrap()).unwrap();
+    let mut problems = Vec::new();
+    undeclared(&doc, &schema, &schema, "$", &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let mut broken = doc.clone();
+    broken["keys"][0]["secret_hash"] = "x".into();
+    undeclared(&broken, &schema, &schema, "$", &mut problems);
+    assert_eq!(problems, ["$.keys[0].secret_hash is not in the schema"], "the schema check can fail");
+
+    // To a file: mode 0600, the same document; the export is audited.
+    let out = home.dir.join("acme-export.json");
+    home.run(&["--as", "root", "tenant", "export", "acme", "--out", out.to_str().unwrap()]).ok();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(written["keys"], doc["keys"]);
+    let exports: Vec<Value> = home.audit_lines().into_iter().filter(|e| e["action"] == "tenant.export").collect();
+    assert_eq!(exports.len(), 3, "two exports and one refusal: {exports:#?}");
+}

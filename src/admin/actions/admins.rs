@@ -95,7 +95,7 @@ fn two_fa_state(sf: &SecondFactor, now: u64) -> String {
 }
 
 /// An admin without secrets: token ids and labels, 2FA state, no hashes.
-fn admin_json(a: &AdminAccount, now: u64) -> Value {
+pub fn admin_json(a: &AdminAccount, now: u64) -> Value {
     json!({
         "name": a.name, "role": a.role, "tenant": a.tenant, "status": a.status, "created_at": a.created_at,
         "two_factor": {

@@ -112,7 +112,7 @@ pub fn set_models(s: &Session, tenant: &str, sub: Option<&str>, models: &[String
 pub fn tenant_json(doc: &StoreDoc, t: &TenantDoc) -> Value {
     json!({
         "id": t.id, "name": t.name, "status": t.status, "region": t.region,
-        "forward_client_address": t.forward_client_address,
+        "forward_client_address": t.forward_client_address, "models": t.models,
         "ip_allowlist": t.ip_allowlist, "quota": t.quota,
         "own_provider_secrets": t.provider_secrets.keys().collect::<Vec<_>>(),
         "sub_accounts": t.sub_accounts,

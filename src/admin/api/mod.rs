@@ -13,7 +13,7 @@ mod http;
 use super::actions::access::{IpChange, Level};
 use super::actions::auditing::AuditQuery;
 use super::actions::keys::{KeySpec, Scopes};
-use super::actions::{access, admins, auditing, keys, providers, system, tenants, Reply};
+use super::actions::{access, admins, auditing, keys, privacy, providers, system, tenants, Reply};
 use super::cli::commands::ServeArgs;
 use super::session::{Claim, Session};
 use super::store::policy::ProviderSpec;
@@ -366,6 +366,7 @@ fn route_tenants(s: &Session, method: &Method, path: &[&str], call: &Call) -> Ro
             created(tenants::add(s, &b.id, &b.name, &b.region))
         }
         (Method::Get, [id]) => ok(tenants::show(s, id)),
+        (Method::Post, [id, "export"]) => ok(privacy::export(s, id, None, None)),
         (Method::Post, [id, "disable"]) => ok(tenants::set_status(s, id, Status::Disabled)),
         (Method::Post, [id, "enable"]) => ok(tenants::set_status(s, id, Status::Active)),
         (Method::Put, [id, "region"]) => ok(tenants::set_region(s, id, &body::<RegionBody>(call)?.region)),

@@ -156,6 +156,19 @@ pub enum TenantCmd {
         #[arg(value_enum)]
         action: ClientAddress,
     },
+    /// Everything held about the tenant, as one JSON document (a data
+    /// subject's or a data-protection officer's request; audited, needs 2FA):
+    /// tenant, sub-accounts, key metadata (never secrets or hashes),
+    /// allowlists, quotas, OIDC mappings, its admins, their audit lines.
+    Export {
+        id: String,
+        /// Write it here (atomically, mode 0600) instead of to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also report the tenant's traffic from this Envoy access log.
+        #[arg(long)]
+        access_log: Option<PathBuf>,
+    },
     /// Models the tenant's keys may use: exact names or `prefix*`, comma
     /// separated; no --models = any model.
     SetModels {

@@ -3,7 +3,7 @@
 use super::commands::*;
 use super::Cli;
 use crate::admin::actions::access::IpChange;
-use crate::admin::actions::{access, admins, auditing, identities, keys, providers, system, tenants, Reply};
+use crate::admin::actions::{access, admins, auditing, identities, keys, privacy, providers, system, tenants, Reply};
 use crate::admin::session::Session;
 use crate::admin::store::policy::ProviderSpec;
 use crate::admin::AdminError;
@@ -54,6 +54,7 @@ fn tenant(s: &Session, c: &TenantCmd) -> Result<Reply, AdminError> {
         TenantCmd::Add { id, name, region } => tenants::add(s, id, name, region),
         TenantCmd::List => tenants::list(s),
         TenantCmd::Show { id } => tenants::show(s, id),
+        TenantCmd::Export { id, out, access_log } => privacy::export(s, id, access_log.as_deref(), out.as_deref()),
         TenantCmd::Disable { id } => tenants::set_status(s, id, Status::Disabled),
         TenantCmd::Enable { id } => tenants::set_status(s, id, Status::Active),
         TenantCmd::SetRegion { id, region } => tenants::set_region(s, id, region),
