@@ -72,6 +72,8 @@ ACCESS_LOG_FIELDS = {
     "time", "request_id", "tenant", "sub_account", "key_id", "region", "client_ip", "method", "path",
     "status", "reason", "details", "upstream_cluster", "protocol", "tls_version", "bytes_in", "bytes_out",
     "duration_ms",
+    # metered requests only (credentials with model rules): model and token counts, never content
+    "model", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
 }
 STARTED = time.monotonic()
 

@@ -34,7 +34,7 @@ const SHIPPED_LOG_LEVEL: &str = "warn";
 const SHIPPED_COMPONENT_LOG_LEVEL: &str = "wasm:info";
 const CHAT: &str = "/v1/chat/completions";
 /// Every field of an access log line; anything else would be a leak path.
-const ACCESS_LOG_FIELDS: [&str; 18] = [
+const ACCESS_LOG_FIELDS: [&str; 23] = [
     "time",
     "request_id",
     "tenant",
@@ -53,6 +53,12 @@ const ACCESS_LOG_FIELDS: [&str; 18] = [
     "bytes_in",
     "bytes_out",
     "duration_ms",
+    // Metered requests only (credentials with model rules): model and token counts, never content.
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
 ];
 
 // ---------------------------------------------------------------------------
