@@ -169,6 +169,17 @@ pub enum TenantCmd {
         #[arg(long)]
         access_log: Option<PathBuf>,
     },
+    /// Erases the tenant for good (platform admin, 2FA): sub-accounts,
+    /// keys, allowlists, quotas, provider secrets, OIDC mappings and its
+    /// admins leave the store (publish to drop them from the gateways), and
+    /// its audit lines keep their place in the chain with every personal
+    /// field replaced by `[erased]` (`audit verify` still passes).
+    Erase {
+        id: String,
+        /// The tenant's id again: erasure cannot be undone.
+        #[arg(long)]
+        confirm: String,
+    },
     /// Models the tenant's keys may use: exact names or `prefix*`, comma
     /// separated; no --models = any model.
     SetModels {
@@ -615,6 +626,14 @@ pub enum AdminCmd {
     },
     Remove {
         name: String,
+    },
+    /// Removes the account and makes every audit line it wrote or that
+    /// names it unreadable (`[erased]`; `audit verify` still passes).
+    Erase {
+        name: String,
+        /// The admin's name again: erasure cannot be undone.
+        #[arg(long)]
+        confirm: String,
     },
     /// Tokens for the admin HTTP service.
     #[command(subcommand)]
