@@ -132,3 +132,62 @@ fn admin_erase_removes_one_person() {
     let acme = home.run(&["--json", "--as", "root", "audit", "search", "--tenant", "acme"]).ok().json();
     assert!(acme.as_array().unwrap().iter().any(|e| e["action"] == "tenant.disable" && e["actor"] == "[erased]"));
 }
+
+/// An access-log line `days` days old.
+fn access_line(days: u64, ip: &str, tenant: &str) -> String {
+    let t = tokenhub_guard::admin::audit::rfc3339(admin_support::now() - days * 86_400 - 60);
+    format!(
+        r#"{{"start_time":"{}.250Z","method":"POST","path":"/v1/chat/completions","status":"200","client":"{ip}","tenant":"{tenant}","key_id":"k1"}}"#,
+        t.trim_end_matches('Z')
+    )
+}
+
+#[test]
+fn logs_prune_drops_old_lines_cuts_old_addresses_and_refuses_a_live_log() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new("prune");
+    let log = home.dir.join("access.log.1");
+    let lines = [
+        access_line(0, "203.0.113.77", "acme"),
+        access_line(10, "2001:db8:abcd:12::1", "acme"),
+        access_line(45, "198.51.100.9", "globex"),
+    ];
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o640)).unwrap();
+
+    // `usage` reads it as pruned: the 45-day-old line is not counted.
+    let usage = home.run(&["--json", "usage", "--access-log", log.to_str().unwrap()]).ok().json();
+    let text = usage.to_string();
+    assert!(!text.contains("globex") && !text.contains("198.51.100"), "{text}");
+    assert!(text.contains("2001:db8:abcd::") && text.contains("203.0.113.77"), "{text}");
+
+    // A process holding the file open: refused, the file untouched.
+    let mut holder = std::process::Command::new("sh")
+        .args(["-c", "exec 3>>\"$0\"; echo open; exec sleep 30", log.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut first).unwrap();
+    let refused = home.run(&["logs", "prune", "--access-log", log.to_str().unwrap()]).fails(2);
+    assert!(refused.stderr.contains("rotate it first"), "{}", refused.stderr);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), lines.join("\n") + "\n");
+
+    let out = home
+        .run(&["--json", "logs", "prune", "--access-log", log.to_str().unwrap(), "--retain-days", "30"])
+        .ok()
+        .json();
+    assert_eq!(out["files"][0]["stats"]["dropped"], 1, "{out}");
+    assert_eq!(out["files"][0]["stats"]["truncated"], 1, "{out}");
+    let pruned = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(pruned.lines().count(), 2);
+    assert_eq!(pruned.lines().next().unwrap(), lines[0], "a young line is kept byte for byte");
+    assert!(pruned.contains(r#""client":"2001:db8:abcd::""#) && !pruned.contains("12::1"), "{pruned}");
+    assert!(!pruned.contains("198.51.100") && !pruned.contains("globex"));
+    assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o640, "mode kept");
+    // At once (0 days): every address cut.
+    home.run(&["logs", "prune", "--access-log", log.to_str().unwrap(), "--truncate-ips-after-days", "0"]).ok();
+    assert!(std::fs::read_to_string(&log).unwrap().contains(r#""client":"203.0.113.0""#));
+}

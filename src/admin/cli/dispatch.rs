@@ -30,6 +30,9 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::TwoFa(c) => two_fa(s, c),
         Command::Audit(c) => audit(s, c),
         Command::Usage(a) => auditing::usage(s, &a.query()),
+        Command::Logs(LogsCmd::Prune { access_log, retention }) => {
+            auditing::prune_logs(access_log, retention.days(), s.now)
+        }
         Command::Oidc(OidcCmd::Map(a)) => identities::map(s, &a.mapping()),
         Command::Oidc(OidcCmd::Unmap(a)) => identities::unmap(s, &a.identity()),
         Command::Oidc(OidcCmd::List) => identities::list(s),
