@@ -190,4 +190,7 @@ fn logs_prune_drops_old_lines_cuts_old_addresses_and_refuses_a_live_log() {
     // At once (0 days): every address cut.
     home.run(&["logs", "prune", "--access-log", log.to_str().unwrap(), "--truncate-ips-after-days", "0"]).ok();
     assert!(std::fs::read_to_string(&log).unwrap().contains(r#""client":"203.0.113.0""#));
+    // An erased tenant's lines, whatever their age.
+    home.run(&["logs", "prune", "--access-log", log.to_str().unwrap(), "--drop-tenant", "acme"]).ok();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
 }

@@ -1,7 +1,7 @@
 //! GDPR through real Envoy: a tenant with keys, traffic, admins and an
 //! identity mapping is exported, erased and published away; the gateway
 //! refuses its keys within 1 s; the bundle (opened), the audit log and the
-//! pruned access log hold nothing of it but what docs/gdpr.md says stays.
+//! access log (rotated, pruned with --drop-tenant) hold nothing of it.
 //! (2FA and the decrypted store are covered natively in tests/erasure_cli.rs,
 //! which has the admin's own code; this crate has no TOTP and no admin
 //! feature.)
@@ -58,11 +58,14 @@ fn an_erased_tenant_is_refused_at_once_and_leaves_nothing_readable() {
     // Traffic: the erasee from 127.0.0.2, the bystander from 127.0.0.1.
     assert_eq!(call(&key.key, addrs::V4_OTHER), 200);
     assert_eq!(call(&other.key, addrs::V4_PRIMARY), 200);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(envoy.access_log_path()).unwrap_or_default().contains(TENANT) {
-        assert!(Instant::now() < deadline, "the access log never recorded the erasee's request");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let logged = |what: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::read_to_string(envoy.access_log_path()).unwrap_or_default().matches(what).count() < count {
+            assert!(Instant::now() < deadline, "the access log never recorded {count} lines with {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    logged(TENANT, 1);
 
     // Export (with its traffic), then erase and publish.
     let export = admin.dir().join("export.json");
@@ -85,6 +88,7 @@ fn an_erased_tenant_is_refused_at_once_and_leaves_nothing_readable() {
     assert_eq!(call(&other.key, addrs::V4_PRIMARY), 200, "the bystander is served");
     assert_eq!(erased["removed"]["admins"], 1);
 
+    logged(&other.key_id, 2);
     // Rotate Envoy's live log, then prune the rotated file (addresses cut at once).
     let rotated = envoy.dir().join("access.log.1");
     std::fs::rename(envoy.access_log_path(), &rotated).unwrap();
@@ -108,12 +112,17 @@ fn an_erased_tenant_is_refused_at_once_and_leaves_nothing_readable() {
         }
     }
     assert!(bundle.contains(OTHER) && audit.contains(OTHER), "the bystander stays");
-    // What docs/gdpr.md says stays in a managed access log until its
-    // retention: the tenant id and key id of its lines; never a full address.
+    // Pruned with the retention alone, the tenant's lines stay (docs/gdpr.md),
+    // without a full address; --drop-tenant then removes them.
     assert!(!pruned.contains("127.0.0.2") && !pruned.contains("127.0.0.1\""), "{pruned}");
-    assert!(pruned.contains("\"client\":\"127.0.0.0\""), "{pruned}");
-    for needle in [TENANT_NAME, ADMIN_NAME, IDENTITY, TENANT_SECRET, secret_part] {
+    assert!(pruned.contains("\"client\":\"127.0.0.0\"") && pruned.contains(TENANT), "{pruned}");
+    let dropped =
+        admin.json(&["logs", "prune", "--access-log", &rotated_str, "--drop-tenant", TENANT, "--retain-days", "30"]);
+    assert!(dropped["files"][0]["stats"]["erased"].as_u64().unwrap() >= 1, "{dropped}");
+    let pruned = std::fs::read_to_string(&rotated).unwrap();
+    for needle in personal.iter().chain([&secret_part, &"127.0.0.2"]) {
         assert!(!pruned.contains(needle), "{needle} in the access log");
     }
+    assert!(pruned.contains(&other.key_id), "the bystander's lines stay: {pruned} {dropped}");
     println!("tenant erase: the key was refused {refused_after:?} after the erase started");
 }

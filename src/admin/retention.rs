@@ -44,6 +44,8 @@ pub enum Kept {
 pub struct PruneStats {
     pub kept: u64,
     pub dropped: u64,
+    /// Lines of an erased tenant (`--drop-tenant`).
+    pub erased: u64,
     pub truncated: u64,
     pub undated: u64,
 }
@@ -77,11 +79,20 @@ impl Retention {
         }
     }
 
-    /// The lines that remain, and what happened.
-    pub fn prune<'a>(&self, lines: impl Iterator<Item = &'a str>) -> (Vec<String>, PruneStats) {
+    /// The lines that remain, and what happened; every line of
+    /// `drop_tenant` (an erased tenant) goes too, whatever its age.
+    pub fn prune<'a>(
+        &self,
+        lines: impl Iterator<Item = &'a str>,
+        drop_tenant: Option<&str>,
+    ) -> (Vec<String>, PruneStats) {
         let mut stats = PruneStats::default();
         let mut out = Vec::new();
         for line in lines {
+            if drop_tenant.is_some() && line_tenant(line).as_deref() == drop_tenant {
+                stats.erased += 1;
+                continue;
+            }
             let (kept, dated) = self.apply(line);
             stats.undated += u64::from(!dated && !line.trim().is_empty());
             match kept {
@@ -99,6 +110,12 @@ impl Retention {
         }
         (out, stats)
     }
+}
+
+/// The tenant a line names (`tenant`), if any.
+fn line_tenant(line: &str) -> Option<String> {
+    let v = serde_json::from_str::<Value>(line).ok()?;
+    v.get("tenant")?.as_str().map(str::to_string)
 }
 
 /// The line's time (`start_time` as Envoy writes it,
@@ -147,7 +164,7 @@ fn holders(path: &Path) -> Vec<u32> {
 /// open (a live log Envoy is writing: rotate it first, then prune the
 /// rotated file), rewrites it atomically with its mode and owner only when
 /// something changed.
-pub fn prune_file(path: &Path, rules: &Retention) -> Result<PruneStats, AdminError> {
+pub fn prune_file(path: &Path, rules: &Retention, drop_tenant: Option<&str>) -> Result<PruneStats, AdminError> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path).map_err(|e| AdminError::io(path, e))?;
     if !meta.file_type().is_file() {
@@ -164,8 +181,8 @@ pub fn prune_file(path: &Path, rules: &Retention) -> Result<PruneStats, AdminErr
         )));
     }
     let text = std::fs::read_to_string(path).map_err(|e| AdminError::io(path, e))?;
-    let (lines, stats) = rules.prune(text.lines());
-    if stats.dropped == 0 && stats.truncated == 0 {
+    let (lines, stats) = rules.prune(text.lines(), drop_tenant);
+    if stats.dropped == 0 && stats.truncated == 0 && stats.erased == 0 {
         return Ok(stats);
     }
     let mut bytes = lines.join("\n").into_bytes();
@@ -195,8 +212,8 @@ mod tests {
         let week = line("2025-12-20T10:00:00.000Z", "2001:db8:abcd:12::1");
         let old = line("2025-11-20T10:00:00.000Z", "198.51.100.9");
         let text = [fresh.as_str(), week.as_str(), old.as_str(), "not json", ""].join("\n");
-        let (out, stats) = rules.prune(text.lines());
-        assert_eq!(stats, PruneStats { kept: 3, dropped: 1, truncated: 1, undated: 1 });
+        let (out, stats) = rules.prune(text.lines(), None);
+        assert_eq!(stats, PruneStats { kept: 3, dropped: 1, erased: 0, truncated: 1, undated: 1 });
         assert_eq!(out[0], fresh);
         assert!(out[1].contains(r#""client":"2001:db8:abcd::""#), "{}", out[1]);
         assert!(!out.join("\n").contains("198.51.100"));
@@ -204,5 +221,9 @@ mod tests {
         assert_eq!(truncate_ip("acme"), None);
         let never = Retention { truncate_ips_after_days: None, ..rules };
         assert_eq!(never.apply(&week), (Kept::Same, true));
+        let other = line("2025-12-30T10:00:00.123Z", "203.0.113.8").replace("acme", "globex");
+        let text = [fresh.as_str(), other.as_str()].join("\n");
+        let (out, stats) = rules.prune(text.lines(), Some("acme"));
+        assert_eq!((out, stats.erased, stats.kept), (vec![other], 1, 1));
     }
 }

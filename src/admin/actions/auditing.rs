@@ -208,19 +208,26 @@ pub fn rebind(s: &Session) -> Result<Reply, AdminError> {
 
 /// `logs prune`: applies the retention to rotated access-log files (needs no
 /// store: whoever may write the files may prune them).
-pub fn prune_logs(files: &[std::path::PathBuf], days: RetentionDays, now: u64) -> Result<Reply, AdminError> {
+/// With `drop_tenant`, every line of that (erased) tenant goes too.
+pub fn prune_logs(
+    files: &[std::path::PathBuf],
+    days: RetentionDays,
+    drop_tenant: Option<&str>,
+    now: u64,
+) -> Result<Reply, AdminError> {
     use crate::admin::retention::{prune_file, Retention};
     let rules = Retention { now, retain_days: days.retain, truncate_ips_after_days: Some(days.truncate_ips_after) };
     let mut text = Vec::new();
     let mut out = Vec::new();
     for file in files {
-        let stats = prune_file(file, &rules)?;
+        let stats = prune_file(file, &rules, drop_tenant)?;
         text.push(format!(
-            "{}: {} lines kept, {} dropped (older than {} days), {} client addresses cut to /24 or /48 (older than {} days), {} without a readable time kept",
+            "{}: {} lines kept, {} dropped (older than {} days), {} of the erased tenant dropped, {} client addresses cut to /24 or /48 (older than {} days), {} without a readable time kept",
             file.display(),
             stats.kept,
             stats.dropped,
             days.retain,
+            stats.erased,
             stats.truncated,
             days.truncate_ips_after,
             stats.undated

@@ -489,6 +489,10 @@ pub enum LogsCmd {
         access_log: Vec<PathBuf>,
         #[command(flatten)]
         retention: RetentionArgs,
+        /// Also drop every line of this tenant, whatever its age (after
+        /// `tenant erase`).
+        #[arg(long)]
+        drop_tenant: Option<String>,
     },
 }
 

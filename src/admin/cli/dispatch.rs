@@ -30,8 +30,8 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::TwoFa(c) => two_fa(s, c),
         Command::Audit(c) => audit(s, c),
         Command::Usage(a) => auditing::usage(s, &a.query()),
-        Command::Logs(LogsCmd::Prune { access_log, retention }) => {
-            auditing::prune_logs(access_log, retention.days(), s.now)
+        Command::Logs(LogsCmd::Prune { access_log, retention, drop_tenant }) => {
+            auditing::prune_logs(access_log, retention.days(), drop_tenant.as_deref(), s.now)
         }
         Command::Oidc(OidcCmd::Map(a)) => identities::map(s, &a.mapping()),
         Command::Oidc(OidcCmd::Unmap(a)) => identities::unmap(s, &a.identity()),

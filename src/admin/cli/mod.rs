@@ -116,8 +116,13 @@ fn run(cli: &Cli) -> Result<Reply, AdminError> {
         return Ok(Reply::new("tokenhub-admin ratelimit: stopped", json!({"stopped": true})));
     }
     // Needs no store: the files' own permissions decide who may prune them.
-    if let Command::Logs(LogsCmd::Prune { access_log, retention }) = &cli.command {
-        return crate::admin::actions::auditing::prune_logs(access_log, retention.days(), unix_now());
+    if let Command::Logs(LogsCmd::Prune { access_log, retention, drop_tenant }) = &cli.command {
+        return crate::admin::actions::auditing::prune_logs(
+            access_log,
+            retention.days(),
+            drop_tenant.as_deref(),
+            unix_now(),
+        );
     }
     let store = setup::open_store(&cli.home, cli.master_key_file.as_deref())?;
     let claim = match &cli.as_admin {
