@@ -76,6 +76,11 @@ fn tenant_erase_leaves_nothing_readable_and_the_chain_verifiable() {
     assert_eq!(v["removed"]["admins"], 1);
     assert!(v["audit_lines_erased"].as_u64().unwrap() >= 8, "{v}");
     home.run(&["--as", "root", "--otp", &root[2], "publish"]).ok();
+    // Again: nothing left in the store or the log; a name found nowhere.
+    let again = home
+        .run(&["--json", "--as", "root", "--otp", &root[3], "tenant", "erase", "acme", "--confirm", "acme"])
+        .fails(3);
+    assert!(again.stderr.contains("acme"), "{}", again.stderr);
 
     // The chain verifies; every line is still there, and one more per command.
     home.run(&["--as", "root", "audit", "verify"]).ok();

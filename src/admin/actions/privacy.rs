@@ -102,6 +102,17 @@ pub fn erase_tenant(s: &Session, id: &str, confirm: &str) -> Result<Reply, Admin
     confirmed("tenant", id, confirm)?;
     // The line names no one: target empty, counts only.
     let change = Change::policy("tenant.erase", Scope::Platform, Target::default());
+    // Absent from the store, only an interrupted erasure's audit lines are
+    // left to erase; a name found nowhere is a typo, refused before the
+    // change so that no audit line records the name. (A tenant admin is
+    // refused, and audited, by the change itself.)
+    let known = s.read(Scope::Platform, Target::default(), |d, _| {
+        Ok(policy::tenant(d, id).is_ok()
+            || AuditLog::new(s.store.paths.audit()).entries()?.iter().any(|e| e.target.tenant.as_deref() == Some(id)))
+    });
+    if let Ok(false) = known {
+        return Err(policy::not_found("tenant", id));
+    }
     let (subject, removed) = s.mutate(change, |d, c| {
         let subject = remove_tenant(d, id);
         let removed = json!({"keys": subject.key_ids.len(), "admins": subject.admins.len()});
