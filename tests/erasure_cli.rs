@@ -131,6 +131,7 @@ fn admin_erase_removes_one_person() {
     home.run(&["--as", "root", "--otp", &root[0], "admin", "erase", "root", "--confirm", "root"]).fails(2);
     home.run(&["--as", "root", "--otp", &root[1], "admin", "erase", "bobsmith", "--confirm", "bobsmith"]).ok();
     home.run(&["--as", "root", "audit", "verify"]).ok();
+    home.run(&["--as", "root", "--otp", &root[2], "admin", "erase", "bobsmith", "--confirm", "bobsmith"]).fails(3);
     assert!(!home.audit_text().contains("bobsmith"));
     assert!(!store_text(&home).contains("bobsmith"));
     // The tenant's lines stay, with the erased admin's name gone.

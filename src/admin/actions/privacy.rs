@@ -157,6 +157,16 @@ fn remove_tenant(d: &mut StoreDoc, id: &str) -> Subject {
 pub fn erase_admin(s: &Session, name: &str, confirm: &str) -> Result<Reply, AdminError> {
     use super::admins::{keeps_a_platform_admin, last_admin_error};
     confirmed("admin", name, confirm)?;
+    let known = s.read(Scope::Platform, Target::default(), |d, _| {
+        Ok(crate::admin::store::admins::find(&d.admins, name).is_some()
+            || AuditLog::new(s.store.paths.audit())
+                .entries()?
+                .iter()
+                .any(|e| e.actor == name || e.target.admin.as_deref() == Some(name)))
+    });
+    if let Ok(false) = known {
+        return Err(policy::not_found("admin", name));
+    }
     s.mutate(Change::new("admin.erase", Scope::Platform, Target::default()), |d, c| {
         if c.actor.name == name {
             return Err(AdminError::Usage("an admin cannot erase itself: ask another platform admin".into()));
