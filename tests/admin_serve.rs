@@ -545,3 +545,25 @@ fn quota_mode_over_http_is_the_cli_action() {
     assert_eq!(r.call("POST", "/v1/ip/allow", Some(extra)).0, 400);
     assert_eq!(r.call("PUT", "/v1/quota", Some(json!({"tenant": 5, "per_minute": 5}))).0, 400);
 }
+
+#[test]
+fn erasure_over_http_needs_the_platform_and_the_confirmation() {
+    let (home, root, ann) = setup("serve-erase");
+    home.run(&["admin", "add", "gus", "--role", "tenant", "--tenant", "globex"]).ok();
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let (r, a) = (svc.as_(&root), svc.as_(&ann));
+    assert_eq!(a.call("POST", "/v1/tenants/acme/erase", Some(json!({"confirm": "acme"}))).0, 403);
+    assert_eq!(r.call("POST", "/v1/tenants/acme/erase", Some(json!({"confirm": "globex"}))).0, 400);
+    assert_eq!(r.call("POST", "/v1/tenants/acme/erase", None).0, 400);
+    let version = published_version(&home);
+    let (status, v) = r.call("POST", "/v1/tenants/acme/erase", Some(json!({"confirm": "acme"})));
+    assert_eq!((status, &v["erased"]), (200, &json!(true)), "{v}");
+    assert!(published_version(&home) > version, "published at once");
+    assert_eq!(r.get("/v1/tenants/acme").0, 404);
+    let (status, v) = r.call("POST", "/v1/admins/gus/erase", Some(json!({"confirm": "gus"})));
+    assert_eq!(status, 200, "{v}");
+    home.run(&["--as", "root", "audit", "verify"]).ok();
+    let text = home.audit_text();
+    assert!(!text.contains("acme") && !text.contains("\"ann\"") && !text.contains("gus"), "{text}");
+}

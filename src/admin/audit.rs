@@ -104,6 +104,84 @@ pub struct Entry {
     pub rev: Option<u64>,
     pub prev: String,
     pub hash: String,
+    /// Set when erasure (`tenant erase`, `admin erase`) replaced this
+    /// line's personal fields with `[erased]` (see `AuditLog::erase`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erased: Option<Erasure>,
+}
+
+/// What an erased line carries instead of its personal fields: when, and a
+/// MAC (same audit key, its own domain) over the line as it now is, its
+/// original `hash` and `prev` included. The original `hash` still links the
+/// chain; the new MAC shows the erased line was written by a holder of the
+/// audit key and not altered since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Erasure {
+    pub at: String,
+    pub mac: String,
+}
+
+/// What an erased personal field reads as.
+pub const ERASED: &str = "[erased]";
+
+/// Whose personal data an erasure removes from the log: a tenant (every
+/// line naming it, and every field of such a line), keys and admins by
+/// name (as target or actor).
+#[derive(Debug, Clone, Default)]
+pub struct Subject {
+    pub tenant: Option<String>,
+    pub key_ids: std::collections::BTreeSet<String>,
+    pub admins: std::collections::BTreeSet<String>,
+}
+
+impl Subject {
+    fn concerns(&self, e: &Entry) -> bool {
+        let t = &e.target;
+        (self.tenant.is_some() && t.tenant == self.tenant)
+            || t.key_id.as_ref().is_some_and(|k| self.key_ids.contains(k))
+            || t.admin.as_ref().is_some_and(|a| self.admins.contains(a))
+            || self.admins.contains(&e.actor)
+    }
+
+    /// Replaces the subject's fields of `e` (the whole target when the
+    /// line names the tenant; the detail always: it may quote a name).
+    fn erase(&self, e: &mut Entry) {
+        let gone = || Some(ERASED.to_string());
+        let t = &mut e.target;
+        let whole = self.tenant.is_some() && t.tenant == self.tenant;
+        if whole {
+            t.tenant = gone();
+            t.sub_account = t.sub_account.as_ref().and(gone());
+            t.key_id = t.key_id.as_ref().and(gone());
+            t.admin = t.admin.as_ref().and(gone());
+            t.token_id = t.token_id.as_ref().and(gone());
+        }
+        if t.key_id.as_ref().is_some_and(|k| self.key_ids.contains(k)) {
+            t.key_id = gone();
+        }
+        if t.admin.as_ref().is_some_and(|a| self.admins.contains(a)) {
+            t.admin = gone();
+            t.token_id = t.token_id.as_ref().and(gone());
+        }
+        if self.admins.contains(&e.actor) {
+            e.actor = ERASED.into();
+        }
+        e.detail = None;
+    }
+}
+
+/// The MAC of an erased line (see `Erasure`).
+pub fn erasure_mac(key: &[u8], entry: &Entry) -> Result<String, AdminError> {
+    let mut unsigned = entry.clone();
+    if let Some(e) = unsigned.erased.as_mut() {
+        e.mac = String::new();
+    }
+    let bytes = serde_json::to_vec(&unsigned).map_err(|e| AdminError::Internal(e.to_string()))?;
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| AdminError::Internal("audit key".into()))?;
+    mac.update(b"tokenhub-audit-erased-v1\n");
+    mac.update(&bytes);
+    Ok(to_hex(&mac.finalize().into_bytes()))
 }
 
 /// What the caller knows about an event; `append` adds seq, time and chain.
@@ -167,6 +245,7 @@ pub fn prepare(
             rev,
             prev,
             hash: String::new(),
+            erased: None,
         };
         entry.hash = entry_mac(key, &entry)?;
         seq += 1;
@@ -265,6 +344,50 @@ impl AuditLog {
         Ok(complete.lines().enumerate().map(|(i, l)| (i + 1, l.to_string())).collect())
     }
 
+    /// Makes `subject`'s personal fields unreadable in every line about it
+    /// (`Subject::erase`), each such line sealed with an erasure MAC; the
+    /// chain (`seq`, `prev`, `hash`) is kept, so `verify` still passes. The
+    /// log is rewritten atomically with its mode. A subject that is a tenant
+    /// also covers the key ids and admins its lines name. The caller holds
+    /// the store lock. Returns how many lines were erased.
+    pub fn erase(&self, key: &[u8], subject: &Subject, now: u64) -> Result<usize, AdminError> {
+        // Each line with its entry; untouched lines are written back as read.
+        let mut lines: Vec<(String, Option<Entry>)> =
+            self.lines()?.into_iter().map(|(_, l)| (l.clone(), serde_json::from_str::<Entry>(&l).ok())).collect();
+        let mut subject = subject.clone();
+        if subject.tenant.is_some() {
+            for e in lines.iter().filter_map(|(_, e)| e.as_ref()).filter(|e| e.target.tenant == subject.tenant) {
+                subject.key_ids.extend(e.target.key_id.iter().filter(|k| k.as_str() != ERASED).cloned());
+                subject.admins.extend(e.target.admin.iter().filter(|a| a.as_str() != ERASED).cloned());
+            }
+        }
+        let mut count = 0;
+        for (text, entry) in &mut lines {
+            let Some(e) = entry.as_mut().filter(|e| subject.concerns(e)) else { continue };
+            subject.erase(e);
+            e.erased = Some(Erasure { at: rfc3339(now), mac: String::new() });
+            let mac = erasure_mac(key, e)?;
+            if let Some(x) = e.erased.as_mut() {
+                x.mac = mac;
+            }
+            *text = serde_json::to_string(e).map_err(|e| AdminError::Internal(e.to_string()))?;
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(0);
+        }
+        let mut bytes = Vec::new();
+        for (text, _) in &lines {
+            bytes.extend_from_slice(text.as_bytes());
+            bytes.push(b'\n');
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            std::fs::metadata(&self.path).map_err(|e| AdminError::io(&self.path, e))?.permissions().mode() & 0o777;
+        super::fsutil::write_atomic(&self.path, &bytes, mode).map_err(|e| AdminError::io(&self.path, e))?;
+        Ok(count)
+    }
+
     /// Checks every line's MAC, the chain and the sequence, and that the
     /// entry the store recorded as committed is still there.
     pub fn verify(&self, key: &[u8], anchor: Option<&Head>) -> Result<VerifyReport, AdminError> {
@@ -278,7 +401,14 @@ impl AuditLog {
                 previous = None;
                 continue;
             };
-            if !bytes_equal(entry_mac(key, &entry)?.as_bytes(), entry.hash.as_bytes()) {
+            if let Some(erased) = &entry.erased {
+                if !bytes_equal(erasure_mac(key, &entry)?.as_bytes(), erased.mac.as_bytes()) {
+                    problems.push(Problem {
+                        line: *n,
+                        message: format!("erased entry {} was altered (its erasure MAC does not match)", entry.seq),
+                    });
+                }
+            } else if !bytes_equal(entry_mac(key, &entry)?.as_bytes(), entry.hash.as_bytes()) {
                 problems.push(Problem {
                     line: *n,
                     message: format!("entry {} was altered (its hash does not match its content)", entry.seq),

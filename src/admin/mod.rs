@@ -16,6 +16,7 @@ pub mod fsutil;
 pub mod logger;
 pub mod publish;
 pub mod ratelimit;
+pub mod retention;
 pub mod session;
 pub mod store;
 pub mod totp;

@@ -110,7 +110,7 @@ pub fn admin_json(a: &AdminAccount, now: u64) -> Value {
 /// True when, after `change`, an active platform admin remains who can act
 /// (one with 2FA, once 2FA is required): the store would be unmanageable
 /// otherwise.
-fn keeps_a_platform_admin(doc: &StoreDoc, change: impl FnOnce(&mut Vec<AdminAccount>)) -> bool {
+pub(super) fn keeps_a_platform_admin(doc: &StoreDoc, change: impl FnOnce(&mut Vec<AdminAccount>)) -> bool {
     let mut admins = doc.admins.clone();
     change(&mut admins);
     let secured = doc.two_factor_required;
@@ -119,7 +119,7 @@ fn keeps_a_platform_admin(doc: &StoreDoc, change: impl FnOnce(&mut Vec<AdminAcco
         .any(|a| a.role == Role::Platform && a.status == Status::Active && (!secured || a.second_factor.enabled()))
 }
 
-fn last_admin_error(name: &str) -> AdminError {
+pub(super) fn last_admin_error(name: &str) -> AdminError {
     AdminError::Usage(format!(
         "refusing: without {name} no platform admin (with 2FA) could manage this store; add another platform admin first"
     ))

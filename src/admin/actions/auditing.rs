@@ -148,12 +148,22 @@ pub struct UsageQuery {
     pub since: Option<String>,
     /// Until (same forms as --since).
     pub until: Option<String>,
+    /// Read the log as `logs prune` would leave it (`None`: every line).
+    pub retention: Option<RetentionDays>,
+}
+
+/// `logs prune`'s and `usage`'s retention, in days.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionDays {
+    pub retain: u64,
+    pub truncate_ips_after: u64,
 }
 
 /// Requests, denials by reason, client IPs, first and last seen per tenant,
 /// sub-account and key, from the access log. A tenant admin sees only its
 /// own tenant's rows (and never the anonymous ones).
 pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
+    use crate::admin::retention::{Kept, Retention};
     use crate::admin::usage::{report, UsageFilter};
     use std::io::BufRead;
     let time = |t: &Option<String>| {
@@ -172,7 +182,19 @@ pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
             _ => return Err(AdminError::Forbidden("a tenant admin can only review its own tenant's usage".into())),
         };
         let file = std::fs::File::open(&args.access_log).map_err(|e| AdminError::io(&args.access_log, e))?;
-        let lines = std::io::BufReader::new(file).lines().map_while(Result::ok);
+        let rules = args.retention.map(|d| Retention {
+            now: s.now,
+            retain_days: d.retain,
+            truncate_ips_after_days: Some(d.truncate_ips_after),
+        });
+        let lines = std::io::BufReader::new(file).lines().map_while(Result::ok).filter_map(|l| match rules {
+            None => Some(l),
+            Some(r) => match r.apply(&l).0 {
+                Kept::Same => Some(l),
+                Kept::Dropped => None,
+                Kept::Truncated(t) => Some(t),
+            },
+        });
         let r = report(lines, &UsageFilter { tenant, key_id: args.key.clone(), since, until });
         Ok(Reply::new(r.to_text().trim_end().to_string(), r.to_json()))
     })
@@ -182,4 +204,38 @@ pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
 pub fn rebind(s: &Session) -> Result<Reply, AdminError> {
     let detail = s.rebind()?;
     Ok(Reply::new(format!("store and audit log bound again: {detail}"), json!({"rebound": true, "detail": detail})))
+}
+
+/// `logs prune`: applies the retention to rotated access-log files (needs no
+/// store: whoever may write the files may prune them).
+/// With `drop_tenant`, every line of that (erased) tenant goes too.
+pub fn prune_logs(
+    files: &[std::path::PathBuf],
+    days: RetentionDays,
+    drop_tenant: Option<&str>,
+    now: u64,
+) -> Result<Reply, AdminError> {
+    use crate::admin::retention::{prune_file, Retention};
+    let rules = Retention { now, retain_days: days.retain, truncate_ips_after_days: Some(days.truncate_ips_after) };
+    let mut text = Vec::new();
+    let mut out = Vec::new();
+    for file in files {
+        let stats = prune_file(file, &rules, drop_tenant)?;
+        text.push(format!(
+            "{}: {} lines kept, {} dropped (older than {} days), {} of the erased tenant dropped, {} client addresses cut to /24 or /48 (older than {} days), {} without a readable time kept",
+            file.display(),
+            stats.kept,
+            stats.dropped,
+            days.retain,
+            stats.erased,
+            stats.truncated,
+            days.truncate_ips_after,
+            stats.undated
+        ));
+        out.push(json!({"file": file, "stats": stats}));
+    }
+    Ok(Reply::new(
+        text.join("\n"),
+        json!({"retain_days": days.retain, "truncate_ips_after_days": days.truncate_ips_after, "files": out}),
+    ))
 }

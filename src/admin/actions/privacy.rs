@@ -3,14 +3,20 @@
 //! (`docs/tenant-export.schema.json`). Never a secret: keys by id and
 //! metadata (no hash), provider secrets by provider id, admins without 2FA
 //! seeds, recovery codes or token hashes.
+//!
+//! Erasure (`tenant erase`, `admin erase`): the tenant or admin leaves the
+//! store (and so the next bundle), its provider secrets are overwritten in
+//! memory and gone from the store, and every audit line about it keeps its
+//! place in the chain with its personal fields replaced by `[erased]`
+//! (`AuditLog::erase`). The erase line itself names nobody.
 
 use super::admins::admin_json;
 use super::keys::key_json;
 use super::tenants::tenant_json;
 use super::Reply;
-use crate::admin::audit::{rfc3339, AuditLog, Target};
+use crate::admin::audit::{rfc3339, AuditLog, Subject, Target};
 use crate::admin::session::{Change, Scope, Session};
-use crate::admin::store::{policy, StoreDoc};
+use crate::admin::store::{policy, Store, StoreDoc};
 use crate::admin::{fsutil, AdminError};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -75,4 +81,117 @@ fn usage(path: &Path, tenant: &str) -> Result<Value, AdminError> {
     let file = std::fs::File::open(path).map_err(|e| AdminError::io(path, e))?;
     let lines = std::io::BufReader::new(file).lines().map_while(Result::ok);
     Ok(report(lines, &UsageFilter { tenant: Some(tenant.into()), ..UsageFilter::default() }).to_json())
+}
+
+/// Refuses an erasure whose `--confirm` does not repeat the name.
+fn confirmed(kind: &str, id: &str, confirm: &str) -> Result<(), AdminError> {
+    if confirm == id {
+        return Ok(());
+    }
+    Err(AdminError::Usage(format!(
+        "erasing {kind} {id:?} cannot be undone: confirm it by repeating its name, `--confirm {id}` (over HTTP: {{\"confirm\": \"{id}\"}})"
+    )))
+}
+
+/// Erases tenant `id` (platform admin, 2FA, `confirm` = `id`): its
+/// sub-accounts, keys, allowlists, quotas, model lists, provider secrets,
+/// OIDC mappings and tenant admins leave the store, then its audit lines
+/// are erased. A tenant no longer in the store (an erasure interrupted
+/// after its commit) has its audit lines erased again.
+pub fn erase_tenant(s: &Session, id: &str, confirm: &str) -> Result<Reply, AdminError> {
+    confirmed("tenant", id, confirm)?;
+    // The line names no one: target empty, counts only.
+    let change = Change::policy("tenant.erase", Scope::Platform, Target::default());
+    // Absent from the store, only an interrupted erasure's audit lines are
+    // left to erase; a name found nowhere is a typo, refused before the
+    // change so that no audit line records the name. (A tenant admin is
+    // refused, and audited, by the change itself.)
+    let known = s.read(Scope::Platform, Target::default(), |d, _| {
+        Ok(policy::tenant(d, id).is_ok()
+            || AuditLog::new(s.store.paths.audit()).entries()?.iter().any(|e| e.target.tenant.as_deref() == Some(id)))
+    });
+    if let Ok(false) = known {
+        return Err(policy::not_found("tenant", id));
+    }
+    let (subject, removed) = s.mutate(change, |d, c| {
+        let subject = remove_tenant(d, id);
+        let removed = json!({"keys": subject.key_ids.len(), "admins": subject.admins.len()});
+        c.note = Some(format!("a tenant erased ({} keys, {} admins)", subject.key_ids.len(), subject.admins.len()));
+        Ok((subject, removed))
+    })?;
+    let lines = erase_lines(s.store, &subject, s.now)?;
+    Ok(Reply::new(
+        format!(
+            "tenant {id} erased: {} keys and {} admins removed from the store, {lines} audit lines made unreadable; {}",
+            removed["keys"],
+            removed["admins"],
+            s.apply_hint()
+        ),
+        json!({"tenant": id, "erased": true, "removed": removed, "audit_lines_erased": lines}),
+    ))
+}
+
+/// Removes everything of tenant `id` from the document; returns what its
+/// audit lines name (its key ids and admins).
+fn remove_tenant(d: &mut StoreDoc, id: &str) -> Subject {
+    use zeroize::Zeroize;
+    let mut subject = Subject { tenant: Some(id.into()), ..Subject::default() };
+    for mut t in d.policy.tenants.extract_if(.., |t| t.id == id) {
+        for secret in t.provider_secrets.values_mut() {
+            secret.zeroize();
+        }
+    }
+    subject.key_ids = d.policy.keys.iter().filter(|k| k.tenant == id).map(|k| k.id.clone()).collect();
+    d.policy.keys.retain(|k| k.tenant != id);
+    d.key_meta.retain(|k, _| !subject.key_ids.contains(k));
+    d.policy.oidc.retain(|o| o.tenant != id);
+    d.tenant_meta.remove(id);
+    subject.admins = d.admins.iter().filter(|a| a.tenant.as_deref() == Some(id)).map(|a| a.name.clone()).collect();
+    d.admins.retain(|a| a.tenant.as_deref() != Some(id));
+    subject
+}
+
+/// Erases admin account `name` (platform admin, 2FA, `confirm` = `name`;
+/// never the last platform admin): the account leaves the store, then every
+/// audit line it wrote or that names it is erased.
+pub fn erase_admin(s: &Session, name: &str, confirm: &str) -> Result<Reply, AdminError> {
+    use super::admins::{keeps_a_platform_admin, last_admin_error};
+    confirmed("admin", name, confirm)?;
+    let known = s.read(Scope::Platform, Target::default(), |d, _| {
+        Ok(crate::admin::store::admins::find(&d.admins, name).is_some()
+            || AuditLog::new(s.store.paths.audit())
+                .entries()?
+                .iter()
+                .any(|e| e.actor == name || e.target.admin.as_deref() == Some(name)))
+    });
+    if let Ok(false) = known {
+        return Err(policy::not_found("admin", name));
+    }
+    s.mutate(Change::new("admin.erase", Scope::Platform, Target::default()), |d, c| {
+        if c.actor.name == name {
+            return Err(AdminError::Usage("an admin cannot erase itself: ask another platform admin".into()));
+        }
+        if !keeps_a_platform_admin(d, |admins| admins.retain(|a| a.name != name)) {
+            return Err(last_admin_error(name));
+        }
+        d.admins.retain(|a| a.name != name);
+        c.note = Some("an admin erased".into());
+        Ok(())
+    })?;
+    let subject = Subject { admins: BTreeSet::from([name.to_string()]), ..Subject::default() };
+    let lines = erase_lines(s.store, &subject, s.now)?;
+    Ok(Reply::new(
+        format!("admin {name} erased: removed from the store, {lines} audit lines made unreadable"),
+        json!({"admin": name, "erased": true, "audit_lines_erased": lines}),
+    ))
+}
+
+/// Erases `subject`'s audit lines under the store lock, after the store
+/// change is committed (a crash in between: run the erase again).
+fn erase_lines(store: &Store, subject: &Subject, now: u64) -> Result<usize, AdminError> {
+    store.locked(|store| {
+        let mut audit = store.load()?.audit;
+        let key = audit.key_bytes()?;
+        AuditLog::new(store.paths.audit()).erase(&key, subject, now)
+    })?
 }

@@ -315,6 +315,9 @@ fn route(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
         Some(&"status") if *method == Method::Get && path.len() == 1 => ok(system::status(s)),
         Some(&"whoami") if *method == Method::Get && path.len() == 1 => ok(admins::status(s)),
         Some(&"admins") if *method == Method::Get && path.len() == 1 => ok(admins::list(s)),
+        Some(&"admins") if *method == Method::Post && path.len() == 3 && path[2] == "erase" => {
+            ok(privacy::erase_admin(s, path[1], &body::<ConfirmBody>(call)?.confirm))
+        }
         Some(&"publish") if *method == Method::Post && path.len() == 1 => ok(system::publish(s, None, None)),
         Some(&"tenants") => route_tenants(s, method, &path[1..], call),
         Some(&"keys") => route_keys(s, method, &path[1..], call),
@@ -352,6 +355,13 @@ struct RegionBody {
     region: String,
 }
 
+/// An erasure's confirmation: the tenant's or admin's name again.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmBody {
+    confirm: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientAddressBody {
@@ -367,6 +377,7 @@ fn route_tenants(s: &Session, method: &Method, path: &[&str], call: &Call) -> Ro
         }
         (Method::Get, [id]) => ok(tenants::show(s, id)),
         (Method::Post, [id, "export"]) => ok(privacy::export(s, id, None, None)),
+        (Method::Post, [id, "erase"]) => ok(privacy::erase_tenant(s, id, &body::<ConfirmBody>(call)?.confirm)),
         (Method::Post, [id, "disable"]) => ok(tenants::set_status(s, id, Status::Disabled)),
         (Method::Post, [id, "enable"]) => ok(tenants::set_status(s, id, Status::Active)),
         (Method::Put, [id, "region"]) => ok(tenants::set_region(s, id, &body::<RegionBody>(call)?.region)),

@@ -69,6 +69,10 @@ pub enum Command {
     /// client IPs, first and last seen, per tenant, sub-account and key.
     #[command(after_help = USAGE_HELP)]
     Usage(UsageArgs),
+    /// Access-log retention (GDPR): drops old lines, cuts old client
+    /// addresses (needs no store).
+    #[command(subcommand)]
+    Logs(LogsCmd),
     /// Run the admin HTTP service (JSON API; see docs/admin-api.md).
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
@@ -89,6 +93,7 @@ impl Command {
             | Self::Ratelimit(_)
             | Self::Audit(_)
             | Self::Usage(_)
+            | Self::Logs(_)
             | Self::Sync { .. } => false,
             Self::Tenant(c) => !matches!(c, TenantCmd::List | TenantCmd::Show { .. }),
             Self::SubAccount(c) => !matches!(c, SubAccountCmd::List { .. }),
@@ -168,6 +173,17 @@ pub enum TenantCmd {
         /// Also report the tenant's traffic from this Envoy access log.
         #[arg(long)]
         access_log: Option<PathBuf>,
+    },
+    /// Erases the tenant for good (platform admin, 2FA): sub-accounts,
+    /// keys, allowlists, quotas, provider secrets, OIDC mappings and its
+    /// admins leave the store (publish to drop them from the gateways), and
+    /// its audit lines keep their place in the chain with every personal
+    /// field replaced by `[erased]` (`audit verify` still passes).
+    Erase {
+        id: String,
+        /// The tenant's id again: erasure cannot be undone.
+        #[arg(long)]
+        confirm: String,
     },
     /// Models the tenant's keys may use: exact names or `prefix*`, comma
     /// separated; no --models = any model.
@@ -426,6 +442,58 @@ pub struct UsageArgs {
     pub key: Option<String>,
     #[command(flatten)]
     pub time: TimeArgs,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// How long access-log lines and client addresses are kept (docs/gdpr.md).
+#[derive(Args, Debug, Clone)]
+pub struct RetentionArgs {
+    /// Lines older than this many days are dropped (`usage` ignores them).
+    #[arg(long, env = "TOKENHUB_LOG_RETAIN_DAYS", default_value_t = crate::admin::retention::DEFAULT_RETAIN_DAYS)]
+    pub retain_days: u64,
+    /// Client addresses older than this many days are cut to /24 (IPv4) or
+    /// /48 (IPv6); 0 = every line.
+    #[arg(long, env = "TOKENHUB_LOG_TRUNCATE_IPS_AFTER_DAYS", default_value_t = crate::admin::retention::DEFAULT_TRUNCATE_IPS_AFTER_DAYS)]
+    pub truncate_ips_after_days: u64,
+}
+
+impl Default for RetentionArgs {
+    fn default() -> Self {
+        Self {
+            retain_days: crate::admin::retention::DEFAULT_RETAIN_DAYS,
+            truncate_ips_after_days: crate::admin::retention::DEFAULT_TRUNCATE_IPS_AFTER_DAYS,
+        }
+    }
+}
+
+impl RetentionArgs {
+    pub fn days(&self) -> crate::admin::actions::auditing::RetentionDays {
+        crate::admin::actions::auditing::RetentionDays {
+            retain: self.retain_days,
+            truncate_ips_after: self.truncate_ips_after_days,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LogsCmd {
+    /// Rewrites rotated access-log files (atomically, same mode and owner)
+    /// without their lines older than --retain-days and with client
+    /// addresses older than --truncate-ips-after-days cut to their network.
+    /// Refuses a file a process holds open (Envoy's live log: rotate it
+    /// first, then prune the rotated file).
+    Prune {
+        /// A rotated access-log file; repeatable.
+        #[arg(long = "access-log", required = true)]
+        access_log: Vec<PathBuf>,
+        #[command(flatten)]
+        retention: RetentionArgs,
+        /// Also drop every line of this tenant, whatever its age (after
+        /// `tenant erase`).
+        #[arg(long)]
+        drop_tenant: Option<String>,
+    },
 }
 
 impl UsageArgs {
@@ -436,6 +504,7 @@ impl UsageArgs {
             key: self.key.clone(),
             since: self.time.since.clone(),
             until: self.time.until.clone(),
+            retention: Some(self.retention.days()),
         }
     }
 }
@@ -615,6 +684,14 @@ pub enum AdminCmd {
     },
     Remove {
         name: String,
+    },
+    /// Removes the account and makes every audit line it wrote or that
+    /// names it unreadable (`[erased]`; `audit verify` still passes).
+    Erase {
+        name: String,
+        /// The admin's name again: erasure cannot be undone.
+        #[arg(long)]
+        confirm: String,
     },
     /// Tokens for the admin HTTP service.
     #[command(subcommand)]

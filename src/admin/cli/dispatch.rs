@@ -30,6 +30,9 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::TwoFa(c) => two_fa(s, c),
         Command::Audit(c) => audit(s, c),
         Command::Usage(a) => auditing::usage(s, &a.query()),
+        Command::Logs(LogsCmd::Prune { access_log, retention, drop_tenant }) => {
+            auditing::prune_logs(access_log, retention.days(), drop_tenant.as_deref(), s.now)
+        }
         Command::Oidc(OidcCmd::Map(a)) => identities::map(s, &a.mapping()),
         Command::Oidc(OidcCmd::Unmap(a)) => identities::unmap(s, &a.identity()),
         Command::Oidc(OidcCmd::List) => identities::list(s),
@@ -55,6 +58,7 @@ fn tenant(s: &Session, c: &TenantCmd) -> Result<Reply, AdminError> {
         TenantCmd::List => tenants::list(s),
         TenantCmd::Show { id } => tenants::show(s, id),
         TenantCmd::Export { id, out, access_log } => privacy::export(s, id, access_log.as_deref(), out.as_deref()),
+        TenantCmd::Erase { id, confirm } => privacy::erase_tenant(s, id, confirm),
         TenantCmd::Disable { id } => tenants::set_status(s, id, Status::Disabled),
         TenantCmd::Enable { id } => tenants::set_status(s, id, Status::Active),
         TenantCmd::SetRegion { id, region } => tenants::set_region(s, id, region),
@@ -156,6 +160,7 @@ fn admin(s: &Session, c: &AdminCmd) -> Result<Reply, AdminError> {
         AdminCmd::Disable { name } => admins::set_status(s, name, Status::Disabled),
         AdminCmd::Enable { name } => admins::set_status(s, name, Status::Active),
         AdminCmd::Remove { name } => admins::remove(s, name),
+        AdminCmd::Erase { name, confirm } => privacy::erase_admin(s, name, confirm),
         AdminCmd::Token(TokenCmd::Create { name, label }) => admins::token_create(s, name, label),
         AdminCmd::Token(TokenCmd::List { name }) => admins::token_list(s, name),
         AdminCmd::Token(TokenCmd::Revoke { name, token_id }) => admins::token_revoke(s, name, token_id),

@@ -12,7 +12,7 @@ use super::session::{Claim, Session};
 use super::store::Store;
 use super::{unix_now, AdminError};
 use clap::Parser;
-use commands::{Command, TwoFaCmd};
+use commands::{Command, LogsCmd, TwoFaCmd};
 use serde_json::json;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -114,6 +114,15 @@ fn run(cli: &Cli) -> Result<Reply, AdminError> {
     if let Command::Ratelimit(args) = &cli.command {
         crate::admin::ratelimit::run(args)?;
         return Ok(Reply::new("tokenhub-admin ratelimit: stopped", json!({"stopped": true})));
+    }
+    // Needs no store: the files' own permissions decide who may prune them.
+    if let Command::Logs(LogsCmd::Prune { access_log, retention, drop_tenant }) = &cli.command {
+        return crate::admin::actions::auditing::prune_logs(
+            access_log,
+            retention.days(),
+            drop_tenant.as_deref(),
+            unix_now(),
+        );
     }
     let store = setup::open_store(&cli.home, cli.master_key_file.as_deref())?;
     let claim = match &cli.as_admin {
