@@ -20,7 +20,11 @@
 //! the output part exact). Charging only at the end, as gateways commonly
 //! do, lets every concurrent request in: the overshoot is all of them.
 
-use crate::core::quota::{adjust, consume_amounts, window, Budget, CounterStore, Limit, QuotaOutcome};
+use crate::core::bundle::compile::{Key, SubAccount, Tenant};
+use crate::core::quota::{
+    adjust, consume_amounts, counter_key, scope_name, window, Budget, CounterStore, Limit, QuotaOutcome, DAY, MINUTE,
+    MONTH, SCOPES,
+};
 
 /// One nano-dollar is 10⁻⁹ USD: prices per million tokens in dollars are
 /// exact in it down to $0.001, and a u64 counter holds $18 billion.
@@ -56,6 +60,29 @@ impl Charge {
             Meter::Cost => self.cost,
         }
     }
+}
+
+/// The token and dollar limits that apply to a request of `key` (key,
+/// sub-account, tenant), with their shared-data counter names. Empty: the
+/// request is not metered (its bodies are not read for usage).
+pub fn metered_limits_for(key: Option<Key<'_>>, sub: &SubAccount, tenant: &Tenant) -> Vec<MeteredLimit> {
+    let mut out = Vec::new();
+    let budgets = [key.and_then(|k| k.budget()), sub.budget.as_ref(), tenant.budget.as_ref()];
+    for (budget, scope) in budgets.into_iter().zip(SCOPES) {
+        let Some(b) = budget else { continue };
+        let name = scope_name(scope, key, sub, tenant);
+        let windows = [
+            (b.tokens_per_minute, "tm", MINUTE, Meter::Tokens),
+            (b.tokens_per_day, "td", DAY, Meter::Tokens),
+            (b.monthly_budget_nano_usd, "usd", MONTH, Meter::Cost),
+        ];
+        for (limit, suffix, window, meter) in windows {
+            if let Some(limit) = limit {
+                out.push(MeteredLimit { limit: Limit { counter: counter_key(&name, suffix), limit, window }, meter });
+            }
+        }
+    }
+    out
 }
 
 /// A model's prices, in nano-dollars per token (= dollars per million
@@ -128,7 +155,6 @@ pub fn past_soft_limit(budget: &Budget, percent: u8) -> bool {
 mod tests {
     use super::*;
     use crate::core::memstore::MemStore;
-    use crate::core::quota::{MINUTE, MONTH};
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
