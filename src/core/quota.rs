@@ -243,6 +243,14 @@ fn increment(store: &dyn CounterStore, limit: &Limit, amount: u64, now: u64) -> 
     Step::Failed
 }
 
+/// A limit's use in the current window, read only (no write, no CAS).
+pub fn current(store: &dyn CounterStore, limit: &Limit, now: u64) -> Budget {
+    let (index, reset) = window(now, limit.window);
+    let (w, count) = decode(store.get(&limit.counter).0.as_deref());
+    let count = if w == index { count } else { 0 };
+    Budget { limit: limit.limit, remaining: limit.limit.saturating_sub(count), reset }
+}
+
 /// Adds `delta` (negative: gives back) to this window's count, never below
 /// zero; a counter already in a later window is left alone. Bounded CAS
 /// retries; `false` when the store failed or stayed contended.
