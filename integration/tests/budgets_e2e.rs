@@ -221,7 +221,7 @@ fn token_and_dollar_budgets_through_envoy() {
         &tokenhub_integration::paths::guard_wasm(),
         move |admin, _| {
             let mut k = k.lock().unwrap();
-            let mut key = |limits: &[&str]| {
+            let key = |limits: &[&str]| {
                 let key = admin.create_key(TENANT, &[]);
                 set_quota(admin, &["--key", &key.key_id], limits);
                 Some(key)
