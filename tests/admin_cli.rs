@@ -243,6 +243,10 @@ fn token_budgets_and_prices_are_validated_audited_and_published() {
     home.run(&["quota", "set", "--key", &key_id, "--monthly-budget", "12,50"]).fails(2);
     home.run(&["quota", "set", "--tenant", "acme", "--tokens-per-day", "1000000", "--monthly-budget", "100"]).ok();
     let set = ["quota", "set", "--key", &key_id, "--per-minute", "60", "--tokens-per-minute", "20000"];
+    let own = home.run(&[&set[..], &["--monthly-budget", "12.50"]].concat()).ok();
+    assert!(!own.stderr.contains("stricter"), "nothing above is stricter: {}", own.stderr);
+    let loose = home.run(&["quota", "set", "--key", &key_id, "--monthly-budget", "500"]).ok();
+    assert!(loose.stderr.contains("effective budget is 1000000 tokens/day, $100.00/month"), "{}", loose.stderr);
     home.run(&[&set[..], &["--monthly-budget", "12.50"]].concat()).ok();
     let shown = home.run(&["--json", "quota", "show", "--key", &key_id]).ok().json();
     assert_eq!(shown["quota"], serde_json::json!({"per_minute": 60}));

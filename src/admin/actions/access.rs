@@ -319,7 +319,11 @@ fn write_quota(
         }
     }
     if let (Some(b), Some(e)) = (budget, effective_budget) {
-        if b != e {
+        let lowered = |own: Option<u64>, effective: Option<u64>| own.is_some_and(|n| effective.is_some_and(|m| m < n));
+        if lowered(b.tokens_per_minute, e.tokens_per_minute)
+            || lowered(b.tokens_per_day, e.tokens_per_day)
+            || lowered(b.monthly_budget_nano_usd, e.monthly_budget_nano_usd)
+        {
             reply = reply.warn(format!("a level above is stricter: the effective budget is {}", budget_text(Some(&e))));
         }
     }
