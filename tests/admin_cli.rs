@@ -206,6 +206,83 @@ fn quotas_per_tenant_sub_account_and_key() {
 }
 
 #[test]
+fn token_budgets_and_prices_are_validated_audited_and_published() {
+    let home = Home::new("budgets");
+    let secret = home.dir.join("secret");
+    std::fs::write(&secret, "sk-test-secret").unwrap();
+    home.run(&["provider", "set", "openai", "--path-prefix", "/v1/", "--secret-file", secret.to_str().unwrap()]).ok();
+    home.run(&["tenant", "add", "acme"]).ok();
+    let (key_id, _) = home.create_key(&["--tenant", "acme"]);
+    // Prices need their provider; dollars per million, in steps of $0.001.
+    home.run(&["price", "set", "--provider", "nope", "--model", "gpt-4o", "--input", "1", "--output", "2"]).fails(3);
+    home.run(&["price", "set", "--provider", "openai", "--model", "gpt-4o", "--input", "0.0001", "--output", "1"])
+        .fails(2);
+    home.run(&["price", "set", "--provider", "openai", "--model", "gpt-*-x", "--input", "1", "--output", "1"]).fails(6);
+    let openai = ["price", "set", "--provider", "openai", "--model", "gpt-4o", "--input", "2.50"];
+    home.run(&[&openai[..], &["--cached-input", "1.25", "--output", "10"]].concat()).ok();
+    home.run(&[
+        "price",
+        "set",
+        "--provider",
+        "openai",
+        "--model",
+        "gpt-4o-mini*",
+        "--input",
+        "$0.15",
+        "--output",
+        "0.6",
+    ])
+    .ok();
+    let list = home.run(&["--json", "price", "list"]).ok().json();
+    assert_eq!(list[0]["input_nano_usd_per_token"], 2_500);
+    assert_eq!(list[0]["cached_input_usd_per_million"], "1.25");
+    assert_eq!(list[1]["output_nano_usd_per_token"], 600);
+    assert!(home.run(&["price", "list"]).ok().stdout.contains("$10.00"));
+    // Budgets beside the request quota; a 0 and a bad amount are refused.
+    home.run(&["quota", "set", "--key", &key_id, "--tokens-per-minute", "0"]).fails(2);
+    home.run(&["quota", "set", "--key", &key_id, "--monthly-budget", "12,50"]).fails(2);
+    home.run(&["quota", "set", "--tenant", "acme", "--tokens-per-day", "1000000", "--monthly-budget", "100"]).ok();
+    let set = ["quota", "set", "--key", &key_id, "--per-minute", "60", "--tokens-per-minute", "20000"];
+    let own = home.run(&[&set[..], &["--monthly-budget", "12.50"]].concat()).ok();
+    assert!(!own.stderr.contains("stricter"), "nothing above is stricter: {}", own.stderr);
+    let loose = home.run(&["quota", "set", "--key", &key_id, "--monthly-budget", "500"]).ok();
+    assert!(loose.stderr.contains("effective budget is 1000000 tokens/day, $100.00/month"), "{}", loose.stderr);
+    home.run(&[&set[..], &["--monthly-budget", "12.50"]].concat()).ok();
+    let shown = home.run(&["--json", "quota", "show", "--key", &key_id]).ok().json();
+    assert_eq!(shown["quota"], serde_json::json!({"per_minute": 60}));
+    let budget = serde_json::json!({"tokens_per_minute": 20000, "monthly_budget_nano_usd": 12_500_000_000u64});
+    assert_eq!(shown["budget"], budget);
+    assert_eq!(
+        shown["effective_budget"],
+        serde_json::json!({"tokens_per_minute": 20000, "tokens_per_day": 1000000, "monthly_budget_nano_usd": 12_500_000_000u64})
+    );
+    let text = home.run(&["quota", "show", "--key", &key_id]).ok().stdout;
+    assert!(text.contains("20000 tokens/min") && text.contains("$12.50/month"), "{text}");
+    home.run(&["publish"]).ok();
+    let policy = published_policy(&home);
+    assert_eq!(policy["keys"][0]["budget"], budget);
+    assert_eq!(policy["tenants"][0]["budget"]["tokens_per_day"], 1_000_000);
+    assert_eq!(
+        policy["prices"][0],
+        serde_json::json!({"provider": "openai", "model": "gpt-4o", "input": 2500, "cached_input": 1250, "output": 10000})
+    );
+    // The global mode does not count tokens yet: refused while budgets exist.
+    let refused = home.run(&["quota", "mode", "global"]).fails(6);
+    assert!(refused.stderr.contains("local quota mode only"), "{}", refused.stderr);
+    // Clearing removes budgets too; removing a price; each change audited.
+    home.run(&["quota", "clear", "--key", &key_id]).ok();
+    assert!(home.run(&["--json", "quota", "show", "--key", &key_id]).ok().json()["budget"].is_null());
+    home.run(&["price", "remove", "--provider", "openai", "--model", "gpt-4o"]).ok();
+    home.run(&["price", "remove", "--provider", "openai", "--model", "gpt-4o"]).fails(3);
+    assert_eq!(home.run(&["--json", "price", "list"]).ok().json().as_array().unwrap().len(), 1);
+    let audit = home.audit_lines();
+    let count = |action: &str| audit.iter().filter(|e| e["action"] == action && e["outcome"] == "ok").count();
+    assert_eq!((count("price.set"), count("price.remove")), (2, 1));
+    let last_set = audit.iter().rev().find(|e| e["action"] == "quota.set").unwrap();
+    assert_eq!(last_set["detail"], "60/min; 20000 tokens/min, $12.50/month");
+}
+
+#[test]
 fn quota_mode_is_validated_audited_and_published() {
     let home = Home::new("quota-mode");
     home.run(&["tenant", "add", "acme"]).ok();
@@ -484,6 +561,7 @@ fn tenant_export_holds_everything_about_the_tenant_and_no_secret() {
     home.run(&["subaccount", "add", "acme", "research"]).ok();
     home.run(&["ip", "allow", "--tenant", "acme", "203.0.113.0/24"]).ok();
     home.run(&["quota", "set", "--tenant", "acme", "--per-minute", "60"]).ok();
+    home.run(&["quota", "set", "--tenant", "acme", "--sub-account", "research", "--tokens-per-day", "100000"]).ok();
     home.run_with(&["provider", "set", "openai", "--path-prefix", "/v1/"], &[], Some("sk-platform-0123456789")).ok();
     home.run_with(
         &["provider", "set", "openai", "--path-prefix", "/v1/", "--tenant", "acme"],
@@ -508,6 +586,7 @@ fn tenant_export_holds_everything_about_the_tenant_and_no_secret() {
     assert_eq!(doc["tenant"]["region"], "eu");
     assert_eq!(doc["tenant"]["own_provider_secrets"], serde_json::json!(["openai"]));
     assert_eq!(doc["tenant"]["ip_allowlist"]["cidrs"], serde_json::json!(["203.0.113.0/24"]));
+    assert_eq!(doc["tenant"]["sub_accounts"][1]["budget"]["tokens_per_day"], 100_000);
     let keys: Vec<&str> = doc["keys"].as_array().unwrap().iter().map(|k| k["key_id"].as_str().unwrap()).collect();
     assert_eq!(keys, [acme_key.as_str()]);
     assert_eq!(doc["oidc_mappings"][0]["value"], "1234567890");

@@ -567,3 +567,47 @@ fn erasure_over_http_needs_the_platform_and_the_confirmation() {
     let text = home.audit_text();
     assert!(!text.contains("acme") && !text.contains("\"ann\"") && !text.contains("gus"), "{text}");
 }
+
+#[test]
+fn prices_and_token_budgets_over_http_are_the_cli_actions() {
+    let (home, root, ann) = setup("serve-prices");
+    let secret = home.dir.join("secret");
+    std::fs::write(&secret, "sk-test-secret").unwrap();
+    home.run(&["provider", "set", "openai", "--path-prefix", "/v1/", "--secret-file", secret.to_str().unwrap()]).ok();
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let (r, a) = (svc.as_(&root), svc.as_(&ann));
+    // Prices: the platform's; dollars as strings or numbers.
+    let price = json!({"provider": "openai", "model": "gpt-4o", "input": "2.50", "cached_input": 1.25, "output": 10});
+    assert_eq!(a.call("PUT", "/v1/prices", Some(price.clone())).0, 403);
+    let (status, v) = r.call("PUT", "/v1/prices", Some(price));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["price"]["output_nano_usd_per_token"], 10_000);
+    for bad in [
+        json!({"provider": "openai", "model": "gpt-4o", "input": "cheap", "output": 1}),
+        json!({"provider": "openai", "model": "gpt-4o", "input": 1}),
+        json!({"provider": "openai", "model": "gpt-4o", "input": 1, "output": 1, "colour": "red"}),
+    ] {
+        assert_eq!(r.call("PUT", "/v1/prices", Some(bad.clone())).0, 400, "{bad}");
+    }
+    let (status, list) = a.get("/v1/prices");
+    assert_eq!((status, list[0]["cached_input_nano_usd_per_token"].as_u64()), (200, Some(1_250)));
+    // Budgets in the quota body; a tenant admin sets its own keys'.
+    let (key_id, _) = home.create_key(&["--tenant", "acme"]);
+    let body = json!({"key": key_id, "tokens_per_minute": 1000, "tokens_per_day": 50000, "monthly_budget_usd": "12.5"});
+    let (status, v) = a.call("PUT", "/v1/quota", Some(body));
+    assert_eq!(status, 200, "{v}");
+    let q = a.get(&format!("/v1/quota?key={key_id}")).1;
+    assert_eq!(
+        q["budget"],
+        json!({"tokens_per_minute": 1000, "tokens_per_day": 50000, "monthly_budget_nano_usd": 12_500_000_000u64})
+    );
+    assert!(q["quota"].is_null());
+    let bad = json!({"key": key_id, "monthly_budget_usd": "-3"});
+    assert_eq!(a.call("PUT", "/v1/quota", Some(bad)).0, 400);
+    // Removal by query; audited with the actor and channel.
+    assert_eq!(r.call("DELETE", "/v1/prices?provider=openai&model=gpt-4o", None).0, 200);
+    assert_eq!(r.call("DELETE", "/v1/prices?provider=openai&model=gpt-4o", None).0, 404);
+    let line = home.audit_lines().into_iter().rev().find(|e| e["action"] == "price.remove").unwrap();
+    assert_eq!((line["actor"].as_str(), line["via"].as_str()), (Some("root"), Some("http")));
+}

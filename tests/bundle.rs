@@ -64,6 +64,38 @@ fn validation_errors_name_the_field() {
             "keys[0].scopes.path_prefixes[0]",
         ),
         (Box::new(|d| d.keys[0].quota = Some(QuotaDoc { per_minute: Some(0), per_day: None })), "keys[0].quota"),
+        (
+            Box::new(|d| d.keys[0].budget = Some(TokenBudgetDoc { tokens_per_minute: Some(0), ..Default::default() })),
+            "keys[0].budget.tokens_per_minute",
+        ),
+        (
+            Box::new(|d| d.tenants[0].budget = Some(TokenBudgetDoc { tokens_per_day: Some(0), ..Default::default() })),
+            "tenants[0].budget.tokens_per_day",
+        ),
+        (
+            Box::new(|d| {
+                d.tenants[0].sub_accounts[1].budget =
+                    Some(TokenBudgetDoc { monthly_budget_nano_usd: Some(0), ..Default::default() })
+            }),
+            "tenants[0].sub_accounts[1].budget.monthly_budget_nano_usd",
+        ),
+        (
+            Box::new(|d| {
+                d.quota_mode = QuotaMode::Global;
+                d.keys[1].budget = Some(TokenBudgetDoc { tokens_per_day: Some(5), ..Default::default() });
+            }),
+            "keys[1].budget: token and dollar budgets are counted in the local quota mode only",
+        ),
+        (Box::new(|d| d.soft_limit_percent = Some(0)), "soft_limit_percent"),
+        (Box::new(|d| d.soft_limit_percent = Some(101)), "soft_limit_percent"),
+        (Box::new(|d| d.prices = vec![price("azure", "gpt-4o")]), "prices[0].provider: no provider \"azure\""),
+        (Box::new(|d| d.prices = vec![price("openai", "")]), "prices[0].model"),
+        (Box::new(|d| d.prices = vec![price("openai", "gpt-*-mini")]), "prices[0].model"),
+        (Box::new(|d| d.prices = vec![price("openai", "gpt 4o")]), "prices[0].model"),
+        (
+            Box::new(|d| d.prices = vec![price("openai", "gpt-4o"), price("openai", "gpt-4o")]),
+            "prices[1]: a second price",
+        ),
         (Box::new(|d| d.providers[1].id = "openai".into()), "providers[1].id: duplicate"),
         (Box::new(|d| d.providers[0].format = "Bearer".into()), "providers[0].format"),
         (Box::new(|d| d.providers[0].header = "x-tokenhub-tenant".into()), "providers[0].header"),
@@ -80,6 +112,73 @@ fn validation_errors_name_the_field() {
         let err = compile_err(&doc);
         assert!(err.starts_with(expected), "expected error starting with {expected:?}, got {err:?}");
     }
+}
+
+fn price(provider: &str, model: &str) -> PriceDoc {
+    PriceDoc { provider: provider.into(), model: model.into(), input: 1, cached_input: 0, output: 2 }
+}
+
+#[test]
+fn prices_pick_the_exact_model_then_the_longest_prefix_per_provider() {
+    let mut doc = base_doc();
+    let p = |provider: &str, model: &str, input| PriceDoc { input, ..price(provider, model) };
+    doc.prices = vec![
+        p("openai", "gpt-*", 1),
+        p("openai", "gpt-4o*", 2),
+        p("openai", "gpt-4o", 3),
+        p("anthropic", "claude-*", 4),
+        p("openai", "*", 5),
+    ];
+    let policy = compile(&doc).unwrap();
+    let openai = policy.providers.iter().position(|q| q.id == "openai").unwrap();
+    let anthropic = policy.providers.iter().position(|q| q.id == "anthropic").unwrap();
+    let input = |provider, model| policy.price_for(provider, model).map(|p| p.input);
+    assert_eq!(input(openai, "gpt-4o"), Some(3));
+    assert_eq!(input(openai, "gpt-4o-mini"), Some(2));
+    assert_eq!(input(openai, "gpt-3.5-turbo"), Some(1));
+    assert_eq!(input(openai, "o3"), Some(5), "a bare * prices every model of the provider");
+    assert_eq!(input(anthropic, "claude-sonnet-4"), Some(4));
+    assert_eq!(input(anthropic, "gpt-4o"), None, "prices are per provider");
+    assert_eq!(policy.soft_limit_percent, 80, "the default soft limit");
+}
+
+#[test]
+fn budgets_become_metered_limits_with_their_own_counters() {
+    use tokenhub_guard::core::budget::{metered_limits_for, Meter};
+    use tokenhub_guard::core::quota::{all_counters, limits_for, DAY, MINUTE, MONTH};
+    let mut doc = base_doc();
+    doc.tenants[0].budget = Some(TokenBudgetDoc { monthly_budget_nano_usd: Some(5_000_000_000), ..Default::default() });
+    doc.tenants[0].sub_accounts[0].budget =
+        Some(TokenBudgetDoc { tokens_per_day: Some(1_000_000), ..Default::default() });
+    doc.keys[0].budget = Some(TokenBudgetDoc { tokens_per_minute: Some(10_000), ..Default::default() });
+    doc.keys[0].quota = Some(QuotaDoc { per_minute: Some(10_000), per_day: None });
+    assert!(!keys::is_plain(&doc.keys[0]), "a key with a budget is not a plain record");
+    let policy = compile(&doc).unwrap();
+    let (id, _, _) = make_key(1, 0);
+    let key = policy.keys.iter().find(|k| k.id() == id).unwrap();
+    let sub = &policy.sub_accounts[key.sub_account];
+    let tenant = &policy.tenants[sub.tenant];
+    let metered = metered_limits_for(Some(key), sub, tenant);
+    let got: Vec<_> = metered.iter().map(|m| (m.limit.limit, m.limit.window, m.meter)).collect();
+    assert_eq!(
+        got,
+        [(10_000, MINUTE, Meter::Tokens), (1_000_000, DAY, Meter::Tokens), (5_000_000_000, MONTH, Meter::Cost)]
+    );
+    // A request quota of the same size never shares a counter with tokens.
+    let requests = limits_for(Some(key), sub, tenant);
+    assert!(requests.iter().all(|r| metered.iter().all(|m| m.limit.counter != r.counter)));
+    let counters = all_counters(&policy);
+    assert!(metered.iter().all(|m| counters.contains(&m.limit.counter)), "every budget counter is created");
+    // Another key of the same sub-account: its sub-account and tenant budgets.
+    let (other, _, _) = make_key(2, 0);
+    let other = policy.keys.iter().find(|k| k.id() == other).unwrap();
+    let sales = &policy.sub_accounts[other.sub_account];
+    assert_eq!(metered_limits_for(Some(other), sales, tenant).len(), 1, "only acme's dollars");
+    // A tenant with no budget: not metered.
+    let (globex_key, _, _) = make_key(3, 0);
+    let globex_key = policy.keys.iter().find(|k| k.id() == globex_key).unwrap();
+    let ops = &policy.sub_accounts[globex_key.sub_account];
+    assert!(metered_limits_for(Some(globex_key), ops, &policy.tenants[ops.tenant]).is_empty());
 }
 
 #[test]

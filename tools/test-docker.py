@@ -74,6 +74,8 @@ ACCESS_LOG_FIELDS = {
     "duration_ms",
     # metered requests only (credentials with model rules): model and token counts, never content
     "model", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
+    # metered requests only (credentials with budgets): cost and the soft-limit flag
+    "cost_nano_usd", "soft_limit",
 }
 STARTED = time.monotonic()
 

@@ -34,7 +34,7 @@ const SHIPPED_LOG_LEVEL: &str = "warn";
 const SHIPPED_COMPONENT_LOG_LEVEL: &str = "wasm:info";
 const CHAT: &str = "/v1/chat/completions";
 /// Every field of an access log line; anything else would be a leak path.
-const ACCESS_LOG_FIELDS: [&str; 23] = [
+const ACCESS_LOG_FIELDS: [&str; 25] = [
     "time",
     "request_id",
     "tenant",
@@ -59,6 +59,9 @@ const ACCESS_LOG_FIELDS: [&str; 23] = [
     "output_tokens",
     "cached_tokens",
     "reasoning_tokens",
+    // Metered requests only (credentials with budgets): cost and the soft-limit flag.
+    "cost_nano_usd",
+    "soft_limit",
 ];
 
 // ---------------------------------------------------------------------------

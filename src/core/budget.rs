@@ -20,7 +20,11 @@
 //! the output part exact). Charging only at the end, as gateways commonly
 //! do, lets every concurrent request in: the overshoot is all of them.
 
-use crate::core::quota::{adjust, consume_amounts, window, Budget, CounterStore, Limit, QuotaOutcome};
+use crate::core::bundle::compile::{Key, SubAccount, Tenant};
+use crate::core::quota::{
+    adjust, consume_amounts, counter_key, current, scope_name, window, Budget, CounterStore, Limit, QuotaOutcome, DAY,
+    MINUTE, MONTH, SCOPES,
+};
 
 /// One nano-dollar is 10⁻⁹ USD: prices per million tokens in dollars are
 /// exact in it down to $0.001, and a u64 counter holds $18 billion.
@@ -56,6 +60,29 @@ impl Charge {
             Meter::Cost => self.cost,
         }
     }
+}
+
+/// The token and dollar limits that apply to a request of `key` (key,
+/// sub-account, tenant), with their shared-data counter names. Empty: the
+/// request is not metered (its bodies are not read for usage).
+pub fn metered_limits_for(key: Option<Key<'_>>, sub: &SubAccount, tenant: &Tenant) -> Vec<MeteredLimit> {
+    let mut out = Vec::new();
+    let budgets = [key.and_then(|k| k.budget()), sub.budget.as_ref(), tenant.budget.as_ref()];
+    for (budget, scope) in budgets.into_iter().zip(SCOPES) {
+        let Some(b) = budget else { continue };
+        let name = scope_name(scope, key, sub, tenant);
+        let windows = [
+            (b.tokens_per_minute, "tm", MINUTE, Meter::Tokens),
+            (b.tokens_per_day, "td", DAY, Meter::Tokens),
+            (b.monthly_budget_nano_usd, "usd", MONTH, Meter::Cost),
+        ];
+        for (limit, suffix, window, meter) in windows {
+            if let Some(limit) = limit {
+                out.push(MeteredLimit { limit: Limit { counter: counter_key(&name, suffix), limit, window }, meter });
+            }
+        }
+    }
+    out
 }
 
 /// A model's prices, in nano-dollars per token (= dollars per million
@@ -117,6 +144,68 @@ pub fn settle(
     })
 }
 
+/// A limit already spent (the one whose window ends last, so that
+/// `Retry-After` is honest), read without writing: the cheap refusal at
+/// request headers, before the body names the model a reservation is
+/// priced by.
+pub fn spent(store: &dyn CounterStore, limits: &[MeteredLimit], now: u64) -> Option<Budget> {
+    limits.iter().map(|m| current(store, &m.limit, now)).filter(|b| b.remaining == 0).max_by_key(|b| b.reset)
+}
+
+/// Whether any of the limits is past `percent` of its window (after this
+/// request's reservation): the soft limit.
+pub fn soft_limit_reached(store: &dyn CounterStore, limits: &[MeteredLimit], percent: u8, now: u64) -> bool {
+    limits.iter().any(|m| past_soft_limit(&current(store, &m.limit, now), percent))
+}
+
+/// Whether a request needs a price before it is admitted (a dollar budget
+/// applies to it).
+pub fn needs_price(limits: &[MeteredLimit]) -> bool {
+    limits.iter().any(|m| m.meter == Meter::Cost)
+}
+
+/// What is known of a metered request's response when it is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// No response began (the client or the upstream went away first):
+    /// nothing is known, the reservation stays charged.
+    NoResponse,
+    /// A response with this status began; `body_bytes` of it arrived
+    /// (all of it, or what came before an abort).
+    Response { status: u32, body_bytes: u64 },
+}
+
+/// The charge that replaces a reservation:
+/// - usage the response reported (all of it, or what arrived before an
+///   abort: e.g. Anthropic's `message_start` input and output so far);
+/// - none reported by a 2xx response (an OpenAI stream without
+///   `stream_options.include_usage`, or cut before its usage chunk): the
+///   input estimate plus the body bytes that arrived / 4 as output — on
+///   the high side, since SSE framing counts, so leaving usage out never
+///   pays;
+/// - none reported by an error response: nothing (providers do not bill
+///   refused requests);
+/// - no response at all: the reservation.
+pub fn actual(
+    outcome: Outcome,
+    usage: Option<crate::core::usage::Usage>,
+    price: &Price,
+    reserved: Charge,
+    input_estimate: u64,
+) -> Charge {
+    match (outcome, usage) {
+        (_, Some(u)) => {
+            Charge { tokens: u.input.saturating_add(u.output), cost: price.cost(u.input, u.cached_input, u.output) }
+        }
+        (Outcome::Response { status: 200..=299, body_bytes }, None) => {
+            let output = body_bytes.div_ceil(4);
+            Charge { tokens: input_estimate.saturating_add(output), cost: price.cost(input_estimate, 0, output) }
+        }
+        (Outcome::Response { .. }, None) => Charge::default(),
+        (Outcome::NoResponse, None) => reserved,
+    }
+}
+
 /// True once a budget's use reaches `percent` of its limit (a soft limit:
 /// a metric and an access-log field, so operators hear before the 429).
 pub fn past_soft_limit(budget: &Budget, percent: u8) -> bool {
@@ -128,7 +217,6 @@ pub fn past_soft_limit(budget: &Budget, percent: u8) -> bool {
 mod tests {
     use super::*;
     use crate::core::memstore::MemStore;
-    use crate::core::quota::{MINUTE, MONTH};
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -198,6 +286,55 @@ mod tests {
         // A settlement that would go below zero stops at zero.
         assert!(settle(&store, &limits, Charge { tokens: 9_999, cost: 0 }, Charge::default(), 61, 62));
         assert_eq!(count(&store, "tpm"), 0);
+    }
+
+    #[test]
+    fn spent_and_soft_limits_read_without_writing() {
+        let store = MemStore::default();
+        let limits = [tokens("tpm", 1_000, MINUTE), dollars("usd", 1)];
+        assert_eq!(spent(&store, &limits, 0), None);
+        assert!(!soft_limit_reached(&store, &limits, 80, 0));
+        assert!(matches!(reserve(&store, &limits, Charge { tokens: 800, cost: 1 }, 0), QuotaOutcome::Allowed(_)));
+        assert!(soft_limit_reached(&store, &limits, 80, 0));
+        assert!(!soft_limit_reached(&store, &limits, 81, 0));
+        assert_eq!(spent(&store, &limits, 0), None);
+        assert!(matches!(reserve(&store, &limits, Charge { tokens: 300, cost: 1 }, 0), QuotaOutcome::Allowed(_)));
+        // Spent: the refusal names the limit and when it resets.
+        assert_eq!(spent(&store, &limits, 10), Some(Budget { limit: 1_000, remaining: 0, reset: 50 }));
+        assert_eq!(count(&store, "tpm"), 1_100, "reading wrote nothing");
+        assert_eq!(spent(&store, &limits, 60), None, "a new minute");
+        // Both spent: the later reset is the honest Retry-After.
+        let usd = [dollars("usd", 1)];
+        assert!(matches!(
+            reserve(&store, &usd, Charge { tokens: 0, cost: NANO_USD_PER_USD }, 10),
+            QuotaOutcome::Allowed(_)
+        ));
+        assert_eq!(spent(&store, &limits, 10).map(|b| b.limit), Some(NANO_USD_PER_USD));
+        assert!(needs_price(&limits) && !needs_price(&limits[..1]));
+    }
+
+    #[test]
+    fn the_actual_charge_is_the_usage_else_what_arrived() {
+        use crate::core::usage::Usage;
+        let price = Price { input: 1_000, cached_input: 100, output: 4_000 };
+        let reserved = Charge { tokens: 1_124, cost: 4_196_000 };
+        let usage = Usage { input: 50, output: 20, cached_input: 40, ..Usage::default() };
+        let ok = Outcome::Response { status: 200, body_bytes: 401 };
+        assert_eq!(
+            actual(ok, Some(usage), &price, reserved, 100),
+            Charge { tokens: 70, cost: 10 * 1_000 + 40 * 100 + 20 * 4_000 }
+        );
+        // An aborted stream that reported usage so far is charged that.
+        assert_eq!(
+            actual(Outcome::Response { status: 200, body_bytes: 9 }, Some(usage), &price, reserved, 100).tokens,
+            70
+        );
+        // No usage on a 2xx: the input estimate and bytes / 4 (rounded up).
+        assert_eq!(actual(ok, None, &price, reserved, 100), Charge { tokens: 201, cost: 100 * 1_000 + 101 * 4_000 });
+        // No usage on an error: nothing; no response at all: the reservation.
+        let err = Outcome::Response { status: 429, body_bytes: 300 };
+        assert_eq!(actual(err, None, &price, reserved, 100), Charge::default());
+        assert_eq!(actual(Outcome::NoResponse, None, &price, reserved, 100), reserved);
     }
 
     #[test]

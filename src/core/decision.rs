@@ -135,6 +135,8 @@ pub struct Grant<'p> {
     pub subject: Subject<'p>,
     /// (header name, value) of the provider credential.
     pub inject: (&'p str, &'p str),
+    /// The provider the request is routed to (index in `Policy::providers`).
+    pub provider: usize,
 }
 
 impl<'p> Grant<'p> {
@@ -199,8 +201,8 @@ fn decide_inner<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Grant<
         return Err(deny(DenyReason::PathNotNormalized));
     }
     check_scopes(req.method, path, [&sub_account.scopes, credential.scopes()]).map_err(deny)?;
-    let inject = provider_credential(policy, req.method, path, tenant).map_err(deny)?;
-    Ok(Grant { subject, inject })
+    let (provider, inject) = provider_credential(policy, req.method, path, tenant).map_err(deny)?;
+    Ok(Grant { subject, inject, provider })
 }
 
 /// A refusal, with the key when one was found.
@@ -377,7 +379,7 @@ fn provider_credential<'p>(
     method: &str,
     path: &str,
     tenant: &'p Tenant,
-) -> Result<(&'p str, &'p str), DenyReason> {
+) -> Result<(usize, (&'p str, &'p str)), DenyReason> {
     let (index, provider): (usize, &Provider) = policy
         .providers
         .iter()
@@ -391,7 +393,7 @@ fn provider_credential<'p>(
             DenyReason::ProviderNotConfigured
         }
     })?;
-    Ok((provider.header.as_str(), value))
+    Ok((index, (provider.header.as_str(), value)))
 }
 
 /// Segment-aware prefix match: `/v1/chat` matches `/v1/chat` and

@@ -105,6 +105,10 @@ deny_reasons! {
         (INVALID, "model_required", "This API key may use only some models: the request body must be a JSON object with one string 'model' member, within the first 4 MiB.");
     QuotaExceeded => "quota_exceeded", 429,
         ("rate_limit_error", "rate_limit_exceeded", "Rate limit reached. Retry after the time in the Retry-After header.");
+    BudgetExceeded => "budget_exceeded", 429,
+        ("rate_limit_error", "token_budget_exceeded", "Token or spend budget reached. Retry after the time in the Retry-After header.");
+    ModelNotPriced => "model_not_priced", 403,
+        (PERM, "model_not_priced", "This account has a spend budget: the request body must be JSON naming a model the gateway has a price for.");
     FilterFault => "filter_fault", 503, (UNAVAILABLE, "gateway_fault", "The gateway could not evaluate the request.");
 }
 

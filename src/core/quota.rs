@@ -9,8 +9,8 @@
 //! same request refuses, the earlier increments are rolled back, so a
 //! refused request consumes nothing.
 
+use crate::core::budget::metered_limits_for;
 use crate::core::bundle::compile::{Key, SubAccount, Tenant};
-use crate::core::bundle::schema::QuotaDoc;
 
 pub const MINUTE: u64 = 60;
 pub const DAY: u64 = 86_400;
@@ -83,14 +83,10 @@ pub fn refusal_headers(b: Budget) -> [(&'static str, String); 4] {
 /// per minute and per day), with their shared-data counter names.
 pub fn limits_for(key: Option<Key<'_>>, sub: &SubAccount, tenant: &Tenant) -> Vec<Limit> {
     let mut out = Vec::new();
-    let scopes: [(Option<&QuotaDoc>, &dyn Fn() -> String); 3] = [
-        (key.and_then(|k| k.quota()), &|| format!("k|{}", key.map_or("", |k| k.id()))),
-        (sub.quota.as_ref(), &|| format!("s|{}|{}", tenant.id, sub.id)),
-        (tenant.quota.as_ref(), &|| format!("t|{}", tenant.id)),
-    ];
-    for (quota, name) in scopes {
+    let quotas = [key.and_then(|k| k.quota()), sub.quota.as_ref(), tenant.quota.as_ref()];
+    for (quota, scope) in quotas.into_iter().zip(SCOPES) {
         let Some(q) = quota else { continue };
-        let name = name();
+        let name = scope_name(scope, key, sub, tenant);
         if let Some(limit) = q.per_minute {
             out.push(Limit { counter: counter_key(&name, "m"), limit, window: MINUTE });
         }
@@ -101,7 +97,27 @@ pub fn limits_for(key: Option<Key<'_>>, sub: &SubAccount, tenant: &Tenant) -> Ve
     out
 }
 
-fn counter_key(name: &str, window: &str) -> String {
+/// The scopes a request is counted in, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Key,
+    SubAccount,
+    Tenant,
+}
+
+pub(crate) const SCOPES: [Scope; 3] = [Scope::Key, Scope::SubAccount, Scope::Tenant];
+
+/// The counter-name stem of a request's scope (built only for scopes that
+/// have a limit).
+pub(crate) fn scope_name(scope: Scope, key: Option<Key<'_>>, sub: &SubAccount, tenant: &Tenant) -> String {
+    match scope {
+        Scope::Key => format!("k|{}", key.map_or("", |k| k.id())),
+        Scope::SubAccount => format!("s|{}|{}", tenant.id, sub.id),
+        Scope::Tenant => format!("t|{}", tenant.id),
+    }
+}
+
+pub(crate) fn counter_key(name: &str, window: &str) -> String {
     format!("tokenhub.q|{name}|{window}")
 }
 
@@ -227,6 +243,14 @@ fn increment(store: &dyn CounterStore, limit: &Limit, amount: u64, now: u64) -> 
     Step::Failed
 }
 
+/// A limit's use in the current window, read only (no write, no CAS).
+pub fn current(store: &dyn CounterStore, limit: &Limit, now: u64) -> Budget {
+    let (index, reset) = window(now, limit.window);
+    let (w, count) = decode(store.get(&limit.counter).0.as_deref());
+    let count = if w == index { count } else { 0 };
+    Budget { limit: limit.limit, remaining: limit.limit.saturating_sub(count), reset }
+}
+
 /// Adds `delta` (negative: gives back) to this window's count, never below
 /// zero; a counter already in a later window is left alone. Bounded CAS
 /// retries; `false` when the store failed or stayed contended.
@@ -277,10 +301,12 @@ pub fn all_counters(policy: &crate::core::bundle::Policy) -> Vec<String> {
         let Some(sub) = policy.sub_accounts.get(key.sub_account) else { continue };
         let Some(tenant) = policy.tenants.get(sub.tenant) else { continue };
         out.extend(limits_for(Some(key), sub, tenant).into_iter().map(|l| l.counter));
+        out.extend(metered_limits_for(Some(key), sub, tenant).into_iter().map(|m| m.limit.counter));
     }
     for sub in &policy.sub_accounts {
         let Some(tenant) = policy.tenants.get(sub.tenant) else { continue };
         out.extend(limits_for(None, sub, tenant).into_iter().map(|l| l.counter));
+        out.extend(metered_limits_for(None, sub, tenant).into_iter().map(|m| m.limit.counter));
     }
     out.sort();
     out.dedup();

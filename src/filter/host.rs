@@ -57,6 +57,7 @@ pub struct Metrics {
     bundle_version: u32,
     bundle_rejected: u32,
     quota_counters: u32,
+    soft_limit: u32,
 }
 
 impl Metrics {
@@ -76,6 +77,7 @@ impl Metrics {
             bundle_rejected: counter("tokenhub.bundle_rejected")?,
             quota_counters: hostcalls::define_metric(MetricType::Gauge, "tokenhub.quota_counters")
                 .map_err(|s| format!("tokenhub.quota_counters: {s:?}"))?,
+            soft_limit: counter("tokenhub.budget_soft_limit")?,
         })
     }
 
@@ -97,6 +99,11 @@ impl Metrics {
     /// bundle, whatever the traffic.
     pub fn quota_counters(&self, count: usize) {
         let _ = hostcalls::record_metric(self.quota_counters, count as u64);
+    }
+
+    /// A metered request admitted past a budget's soft limit.
+    pub fn soft_limit(&self) {
+        let _ = hostcalls::increment_metric(self.soft_limit, 1);
     }
 
     pub fn bundle_rejected(&self) {

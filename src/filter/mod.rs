@@ -1,14 +1,18 @@
 //! The thin glue between Envoy and the core: the only module that calls the
 //! Proxy-Wasm host. It gathers request facts, calls `core::decision::decide`
 //! and applies the outcome. Bodies are read only for a credential with
-//! model allowlists: its request body goes through the bounded model
-//! scanner (the body held until the model is known, then streamed on
-//! untouched) and its response body through the usage parser, whose
-//! counts go to filter state for the access log. Nothing of a body is kept
+//! model allowlists or token budgets (metered): its request body goes
+//! through the bounded model scanner (the body held until the model is
+//! known, then streamed on untouched) and its response body through the
+//! usage parser, whose counts go to filter state for the access log and,
+//! when metered, settle the reservation made at admission
+//! (`core::budget`): at the end of the response, or when the stream is
+//! destroyed early (an abort) with what arrived. Nothing of a body is kept
 //! beyond the scanners' bounded state, or logged.
 
 mod host;
 
+use crate::core::budget::{self, Charge, MeteredLimit, Outcome, Price};
 use crate::core::bundle::schema::QuotaMode;
 use crate::core::bundle::{self, BundleKey, Policy};
 use crate::core::decision::{
@@ -82,6 +86,7 @@ impl RootContext for GuardRoot {
             budget: None,
             body: None,
             meter: None,
+            metered: None,
         }))
     }
 
@@ -214,10 +219,12 @@ fn ensure_quota_counters(policy: &Policy, metrics: Option<&Metrics>) -> Result<(
     Ok(())
 }
 
-/// A request refused by its quotas: over a limit (429), or the counters
-/// could not be read or written (fail closed, 503).
+/// A request refused by its quotas: over a limit (429), a token or dollar
+/// budget already spent (429), or the counters could not be read or
+/// written (fail closed, 503).
 enum QuotaRefusal {
     Exceeded(Budget),
+    Spent(Budget),
     Unavailable,
 }
 
@@ -230,6 +237,29 @@ struct GuardHttp {
     body: Option<BodyCheck>,
     /// Its response's usage, once the response is JSON or SSE.
     meter: Option<Meter>,
+    /// A credential with token or dollar budgets: its reservation.
+    metered: Option<Box<Metered>>,
+}
+
+/// A metered request (local quota mode): the reservation made at
+/// admission, and what the response has shown so far.
+struct Metered {
+    limits: Vec<MeteredLimit>,
+    /// `Policy::providers` index the request is routed to (prices are per provider).
+    provider: usize,
+    /// The request's `content-length`, when it states one.
+    content_length: Option<u64>,
+    /// Input tokens estimated from the body size.
+    input_estimate: u64,
+    /// The reservation and when it was made; `None` until the body named
+    /// its model (or had none).
+    reserved: Option<(Charge, u64)>,
+    /// The price of the model the request named.
+    requested_price: Option<Price>,
+    /// The response status, once the response began.
+    status: Option<u32>,
+    response_bytes: u64,
+    settled: bool,
 }
 
 /// The request body of a credential with model allowlists.
@@ -240,6 +270,9 @@ struct BodyCheck {
     scanned: usize,
     /// The allowed model, once decided (the rest streams through).
     decided: Option<String>,
+    /// Decided without a model (a metered request whose body names none,
+    /// and no model rules): the rest streams through unread.
+    passed: bool,
 }
 
 struct Meter {
@@ -282,17 +315,32 @@ impl HttpContext for GuardHttp {
         // neither the upstream nor the access log ever sees a claimed tenant.
         match decide(&policy, &facts) {
             Decision::Allow(grant) => {
+                // Token and dollar budgets (local mode only: the bundle
+                // refuses them in the global mode). An empty list on the
+                // headers-only path: no allocation, no host call.
+                let metered = match policy.quota_mode {
+                    QuotaMode::Local => budget::metered_limits_for(
+                        grant.subject.credential.key(),
+                        grant.subject.sub_account,
+                        grant.subject.tenant,
+                    ),
+                    QuotaMode::Global => Vec::new(),
+                };
                 // Global mode: Envoy's rate limit filter after the guard
                 // counts, from the identity headers set below.
-                let charged = match policy.quota_mode {
-                    QuotaMode::Local => self.charge_quota(&grant.subject, facts.now),
-                    QuotaMode::Global => Ok(()),
+                let charged = match (metered.is_empty(), policy.quota_mode) {
+                    (false, _) if let Some(spent) = budget::spent(&SharedCounters, &metered, facts.now) => {
+                        Err(QuotaRefusal::Spent(spent))
+                    }
+                    (_, QuotaMode::Local) => self.charge_quota(&grant.subject, facts.now),
+                    (_, QuotaMode::Global) => Ok(()),
                 };
                 if let Err(refusal) = charged {
                     self.strip(&view, &[]);
                     self.set_identity(&grant.subject);
                     return match refusal {
-                        QuotaRefusal::Exceeded(budget) => self.deny_quota(budget),
+                        QuotaRefusal::Exceeded(budget) => self.deny_quota(DenyReason::QuotaExceeded, budget),
+                        QuotaRefusal::Spent(budget) => self.deny_quota(DenyReason::BudgetExceeded, budget),
                         QuotaRefusal::Unavailable => self.deny(DenyReason::FilterFault),
                     };
                 }
@@ -312,7 +360,26 @@ impl HttpContext for GuardHttp {
                 if let Some(address) = &forwarded_for {
                     self.set_http_request_header(FORWARDED_FOR_HEADER, Some(address));
                 }
-                if grant.needs_model() {
+                if !metered.is_empty() {
+                    let content_length = view
+                        .iter()
+                        .find(|(n, _)| *n == "content-length")
+                        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok());
+                    self.metered = Some(Box::new(Metered {
+                        limits: metered,
+                        provider: grant.provider,
+                        content_length,
+                        input_estimate: 0,
+                        // Without a body nothing is generated: a zero
+                        // reservation, settled by any usage reported.
+                        reserved: end_of_stream.then_some((Charge::default(), facts.now)),
+                        requested_price: None,
+                        status: None,
+                        response_bytes: 0,
+                        settled: false,
+                    }));
+                }
+                if grant.needs_model() || self.metered.is_some() {
                     // Only now is the body read. Proxy-Wasm cannot hold the
                     // headers and still see the body (a paused
                     // on_request_headers gets no body callbacks), so the
@@ -328,6 +395,7 @@ impl HttpContext for GuardHttp {
                             scanner: ModelScanner::new(DEFAULT_SCAN_BOUND),
                             scanned: 0,
                             decided: None,
+                            passed: false,
                         });
                         return Action::Continue;
                     }
@@ -349,6 +417,9 @@ impl HttpContext for GuardHttp {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         let Some(check) = &mut self.body else { return Action::Continue };
+        if check.passed {
+            return Action::Continue;
+        }
         if check.decided.is_some() {
             // Streaming on: each callback holds only its own chunk.
             let chunk = self.get_http_request_body(0, body_size).unwrap_or_default();
@@ -367,12 +438,26 @@ impl HttpContext for GuardHttp {
             scan = check.scanner.finish();
         }
         let levels = [&check.rules[0], &check.rules[1], &check.rules[2]];
-        match models::verdict(&levels, &scan) {
+        let verdict = match models::verdict(&levels, &scan) {
+            // Metered only: a body without a readable model is priced by
+            // nothing (refused below if a dollar budget needs a price).
+            Some(Err(DenyReason::ModelUnreadable)) if !models::any_rules(&levels) => Some(Ok(())),
+            other => other,
+        };
+        match verdict {
             None => Action::Pause,
             Some(Err(reason)) => self.deny(reason),
             Some(Ok(())) => {
-                if let ModelScan::Found(model) = scan {
-                    check.decided = Some(model);
+                let model = match scan {
+                    ModelScan::Found(model) => Some(model),
+                    _ => None,
+                };
+                if let Err(refused) = self.reserve(model.as_deref(), body_size as u64) {
+                    return refused;
+                }
+                if let Some(check) = &mut self.body {
+                    check.passed = model.is_none();
+                    check.decided = model;
                 }
                 if let Some(m) = &self.metrics {
                     m.allowed();
@@ -382,16 +467,19 @@ impl HttpContext for GuardHttp {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        // Metered: the requests whose body was read for their model.
-        if self.body.as_ref().is_some_and(|c| c.decided.is_some()) {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let reserved = self.metered.as_ref().is_some_and(|m| m.reserved.is_some());
+        // Metered: the requests whose body was read for their model, and
+        // those with a budget reservation.
+        if reserved || self.body.as_ref().is_some_and(|c| c.decided.is_some()) {
             // (One map read: proxy_get_header_map_value is not among the
             // allowed capabilities.)
-            let framing = self
-                .get_http_response_headers_bytes()
-                .into_iter()
-                .find(|(n, _)| n == "content-type")
-                .and_then(|(_, v)| Framing::from_content_type(&String::from_utf8_lossy(&v)));
+            let headers = self.get_http_response_headers_bytes();
+            let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| String::from_utf8_lossy(v));
+            let framing = value("content-type").and_then(|v| Framing::from_content_type(&v));
+            if let Some(m) = &mut self.metered {
+                m.status = Some(value(":status").and_then(|v| v.parse().ok()).unwrap_or(0));
+            }
             self.meter = framing.map(|f| Meter { parser: UsageParser::new(f), written: None, model_written: false });
             let requested = self.body.as_ref().and_then(|c| c.decided.as_deref()).and_then(usage::loggable_model);
             if let (Some(_), Some(name)) = (&self.meter, requested) {
@@ -403,20 +491,41 @@ impl HttpContext for GuardHttp {
                 self.set_http_response_header(name, Some(&value));
             }
         }
+        if end_of_stream {
+            self.settle(true);
+        }
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        if self.meter.is_none() {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.meter.is_none() && self.metered.is_none() {
             return Action::Continue;
         }
-        let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
-        if let Some(meter) = &mut self.meter {
-            meter.parser.feed(&chunk);
+        if let Some(m) = &mut self.metered {
+            m.response_bytes = m.response_bytes.saturating_add(body_size as u64);
         }
-        // Written as soon as known, so an aborted stream logs what arrived.
-        self.record_usage();
+        if self.meter.is_some() {
+            let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+            if let Some(meter) = &mut self.meter {
+                meter.parser.feed(&chunk);
+            }
+            // Written as soon as known, so an aborted stream logs what arrived.
+            self.record_usage();
+        }
+        if end_of_stream {
+            self.settle(true);
+        }
         Action::Continue
+    }
+}
+
+/// A stream ends early (the client or the upstream aborted): Envoy deletes
+/// the context (`proxy_on_delete`, already entered for every stream, so
+/// this costs the headers-only path nothing), and the reservation is
+/// settled with what arrived. A completed response was settled already.
+impl Drop for GuardHttp {
+    fn drop(&mut self) {
+        self.settle(false);
     }
 }
 
@@ -501,13 +610,96 @@ impl GuardHttp {
         self.deny_with(reason, &[])
     }
 
-    /// 429 with `Retry-After` and the RateLimit fields of the exhausted limit.
-    fn deny_quota(&mut self, budget: Budget) -> Action {
-        self.deny_with(DenyReason::QuotaExceeded, &quota::refusal_headers(budget))
+    /// 429 with `Retry-After` and the RateLimit fields of the exhausted
+    /// limit (requests, tokens, or nano-dollars for a dollar budget).
+    fn deny_quota(&mut self, reason: DenyReason, budget: Budget) -> Action {
+        self.deny_with(reason, &quota::refusal_headers(budget))
+    }
+
+    /// Admission of a metered request, once its body named its model (or
+    /// none): the estimate is reserved in every budget, or the request is
+    /// refused (the `Err` is the action to return).
+    fn reserve(&mut self, model: Option<&str>, body_bytes: u64) -> Result<(), Action> {
+        let Some(policy) = self.policy.clone() else { return Ok(()) };
+        let Some(m) = &mut self.metered else { return Ok(()) };
+        if m.reserved.is_some() {
+            return Ok(());
+        }
+        let price = model.and_then(|name| policy.price_for(m.provider, name));
+        if price.is_none() && budget::needs_price(&m.limits) {
+            return Err(self.deny(DenyReason::ModelNotPriced));
+        }
+        let now = host::unix_now(self);
+        let Some(m) = &mut self.metered else { return Ok(()) };
+        // The scanner stops at `model`, so `max_tokens` (usually after it)
+        // is not read: the output part of the estimate is the default.
+        let estimate =
+            budget::estimate(&price.unwrap_or_default(), m.content_length.unwrap_or(0).max(body_bytes), None);
+        m.input_estimate = estimate.tokens.saturating_sub(budget::DEFAULT_OUTPUT_RESERVATION);
+        m.requested_price = price;
+        match budget::reserve(&SharedCounters, &m.limits, estimate, now) {
+            QuotaOutcome::Allowed(_) | QuotaOutcome::Unlimited => {
+                m.reserved = Some((estimate, now));
+                if budget::soft_limit_reached(&SharedCounters, &m.limits, policy.soft_limit_percent, now) {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.soft_limit();
+                    }
+                    self.set_property(vec!["tokenhub_soft_limit"], Some(b"1"));
+                }
+                Ok(())
+            }
+            QuotaOutcome::Exceeded(b) => Err(self.deny_quota(DenyReason::BudgetExceeded, b)),
+            QuotaOutcome::Unavailable => Err(self.deny(DenyReason::FilterFault)),
+        }
+    }
+
+    /// Replaces the reservation with the actual charge (once). `in_stream`:
+    /// filter state can still be written (not from `drop`).
+    fn settle(&mut self, in_stream: bool) {
+        let Some(m) = &self.metered else { return };
+        let Some((reserved, at)) = m.reserved else { return };
+        if m.settled {
+            return;
+        }
+        let now = host::unix_now(self);
+        let response_model = self.meter.as_ref().and_then(|meter| meter.parser.model());
+        let usage = self.meter.as_ref().and_then(|meter| meter.parser.usage());
+        let price = response_model
+            .and_then(|name| self.policy.as_ref()?.price_for(m.provider, name))
+            .or(m.requested_price)
+            .unwrap_or_default();
+        let outcome = match m.status {
+            Some(status) => Outcome::Response { status, body_bytes: m.response_bytes },
+            None => Outcome::NoResponse,
+        };
+        let charge = budget::actual(outcome, usage, &price, reserved, m.input_estimate);
+        if !budget::settle(&SharedCounters, &m.limits, reserved, charge, at, now) {
+            log::warn!("tokenhub guard: a token budget could not be settled (shared data contended); the reservation stays charged");
+        }
+        if let Some(m) = &mut self.metered {
+            m.settled = true;
+        }
+        if in_stream {
+            self.set_property(vec!["tokenhub_cost_nano_usd"], Some(charge.cost.to_string().as_bytes()));
+        }
+    }
+
+    /// A refused request gives its reservation back.
+    fn release(&mut self) {
+        let Some(m) = &mut self.metered else { return };
+        if let (Some((reserved, at)), false) = (m.reserved, m.settled) {
+            m.settled = true;
+            let now = host::unix_now(self);
+            if let Some(m) = &self.metered {
+                budget::settle(&SharedCounters, &m.limits, reserved, Charge::default(), at, now);
+            }
+        }
     }
 
     fn deny_with(&mut self, reason: DenyReason, extra: &[(&str, String)]) -> Action {
         // A refused request is not metered (its local reply names no model).
+        self.release();
+        self.metered = None;
         self.body = None;
         self.meter = None;
         if let Some(m) = &self.metrics {

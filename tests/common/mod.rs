@@ -69,6 +69,8 @@ pub fn base_doc() -> BundleDoc {
         ],
         oidc: vec![],
         quota_mode: Default::default(),
+        prices: vec![],
+        soft_limit_percent: None,
     }
 }
 

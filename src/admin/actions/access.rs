@@ -1,15 +1,18 @@
-//! Per tenant, sub-account or key: IP allowlists (CIDR, v4 and v6) and
-//! quotas (requests per minute and per day). A request must pass every
+//! Per tenant, sub-account or key: IP allowlists (CIDR, v4 and v6),
+//! quotas (requests per minute and per day) and token budgets (tokens per
+//! minute and per day, dollars per month). A request must pass every
 //! level, so a lower level can only narrow what the level above allows.
 
-use super::render::quota_text;
+use super::render::{budget_text, quota_text};
 use super::Reply;
 use crate::admin::audit::Target;
 use crate::admin::session::{Change, Scope, Session};
 use crate::admin::store::policy;
 use crate::admin::store::StoreDoc;
 use crate::admin::AdminError;
-use crate::core::bundle::schema::{IpAllowlistDoc, KeyDoc, QuotaDoc, QuotaMode, SubAccountDoc, TenantDoc};
+use crate::core::bundle::schema::{
+    IpAllowlistDoc, KeyDoc, QuotaDoc, QuotaMode, SubAccountDoc, TenantDoc, TokenBudgetDoc,
+};
 use serde_json::json;
 
 /// Which level a command is about: a tenant, one of its sub-accounts, or
@@ -60,21 +63,22 @@ impl Level {
 struct Limits<'a> {
     ip_allowlist: &'a mut Option<IpAllowlistDoc>,
     quota: &'a mut Option<QuotaDoc>,
+    budget: &'a mut Option<TokenBudgetDoc>,
 }
 
 fn limits_mut<'a>(doc: &'a mut StoreDoc, level: &Level) -> Result<Limits<'a>, AdminError> {
     Ok(match level {
         Level::Key(k) => {
             let k = policy::key_mut(doc, k)?;
-            Limits { ip_allowlist: &mut k.ip_allowlist, quota: &mut k.quota }
+            Limits { ip_allowlist: &mut k.ip_allowlist, quota: &mut k.quota, budget: &mut k.budget }
         }
         Level::SubAccount { tenant, sub_account } => {
             let s = policy::sub_account_mut(doc, tenant, sub_account)?;
-            Limits { ip_allowlist: &mut s.ip_allowlist, quota: &mut s.quota }
+            Limits { ip_allowlist: &mut s.ip_allowlist, quota: &mut s.quota, budget: &mut s.budget }
         }
         Level::Tenant(t) => {
             let t = policy::tenant_mut(doc, t)?;
-            Limits { ip_allowlist: &mut t.ip_allowlist, quota: &mut t.quota }
+            Limits { ip_allowlist: &mut t.ip_allowlist, quota: &mut t.quota, budget: &mut t.budget }
         }
     })
 }
@@ -252,43 +256,75 @@ fn own_limits(doc: &StoreDoc, level: &Level) -> Result<(Option<IpAllowlistDoc>, 
 /// Sets the limits of one level, replacing what it had: a window left out
 /// has no limit at this level. A tenant's own quota is the platform's call
 /// (it is what the tenant pays for); a tenant admin divides it among its
-/// sub-accounts and keys.
-pub fn quota_set(s: &Session, target: &Level, quota: QuotaDoc) -> Result<Reply, AdminError> {
-    if quota.per_minute.is_none() && quota.per_day.is_none() {
-        return Err(AdminError::Usage("give --per-minute and/or --per-day (or use `quota clear`)".into()));
+/// sub-accounts and keys. Request quotas and token budgets are set
+/// together (`budget`: tokens per minute and per day, nano-dollars per
+/// month).
+pub fn quota_set(s: &Session, target: &Level, quota: QuotaDoc, budget: TokenBudgetDoc) -> Result<Reply, AdminError> {
+    let no_requests = quota.per_minute.is_none() && quota.per_day.is_none();
+    if no_requests && budget.is_empty() {
+        return Err(AdminError::Usage(
+            "give --per-minute, --per-day, --tokens-per-minute, --tokens-per-day and/or --monthly-budget \
+             (or use `quota clear`)"
+                .into(),
+        ));
     }
-    if quota.per_minute == Some(0) || quota.per_day == Some(0) {
+    let zero = [quota.per_minute, quota.per_day, budget.tokens_per_minute, budget.tokens_per_day].contains(&Some(0))
+        || budget.monthly_budget_nano_usd == Some(0);
+    if zero {
         return Err(AdminError::Usage("a limit of 0 would refuse everything; disable the key instead".into()));
     }
-    write_quota(s, target, Some(quota), "quota.set")
+    let quota = (!no_requests).then_some(quota);
+    let budget = (!budget.is_empty()).then_some(budget);
+    write_quota(s, target, quota, budget, "quota.set")
 }
 
 pub fn quota_clear(s: &Session, target: &Level) -> Result<Reply, AdminError> {
-    write_quota(s, target, None, "quota.clear")
+    write_quota(s, target, None, None, "quota.clear")
 }
 
 fn write_quota(
     s: &Session,
     target: &Level,
     quota: Option<QuotaDoc>,
+    budget: Option<TokenBudgetDoc>,
     action: &'static str,
 ) -> Result<Reply, AdminError> {
     let scope = if matches!(target, Level::Tenant(_)) { Scope::Platform } else { Scope::Tenant };
-    let effective = s.mutate(Change::policy(action, scope, target.audit_target()), |d, c| {
-        *limits_mut(d, target)?.quota = quota;
+    let (effective, effective_budget) = s.mutate(Change::policy(action, scope, target.audit_target()), |d, c| {
+        let limits = limits_mut(d, target)?;
+        *limits.quota = quota;
+        *limits.budget = budget;
         policy::validate(d)?;
-        c.note = Some(quota_text(quota.as_ref()));
-        Ok(effective_quota(d, target))
+        c.note = Some(match budget {
+            None => quota_text(quota.as_ref()),
+            Some(b) => format!("{}; {}", quota_text(quota.as_ref()), budget_text(Some(&b))),
+        });
+        Ok((effective_quota(d, target), effective_budget(d, target)))
     })?;
     let mut reply = Reply::new(
-        format!("{} quota: {}; {}", target.describe(), quota_text(quota.as_ref()), s.apply_hint()),
-        json!({"quota": quota, "effective": effective}),
+        format!(
+            "{} quota: {}; {}; {}",
+            target.describe(),
+            quota_text(quota.as_ref()),
+            budget_text(budget.as_ref()),
+            s.apply_hint()
+        ),
+        json!({"quota": quota, "effective": effective, "budget": budget, "effective_budget": effective_budget}),
     );
     if let (Some(q), Some(e)) = (quota, effective) {
         if q.per_minute.is_some_and(|n| e.per_minute.is_some_and(|m| m < n))
             || q.per_day.is_some_and(|n| e.per_day.is_some_and(|m| m < n))
         {
             reply = reply.warn(format!("a level above is stricter: the effective limit is {}", quota_text(Some(&e))));
+        }
+    }
+    if let (Some(b), Some(e)) = (budget, effective_budget) {
+        let lowered = |own: Option<u64>, effective: Option<u64>| own.is_some_and(|n| effective.is_some_and(|m| m < n));
+        if lowered(b.tokens_per_minute, e.tokens_per_minute)
+            || lowered(b.tokens_per_day, e.tokens_per_day)
+            || lowered(b.monthly_budget_nano_usd, e.monthly_budget_nano_usd)
+        {
+            reply = reply.warn(format!("a level above is stricter: the effective budget is {}", budget_text(Some(&e))));
         }
     }
     Ok(reply)
@@ -298,14 +334,18 @@ pub fn quota_show(s: &Session, target: &Level) -> Result<Reply, AdminError> {
     s.read(Scope::Tenant, target.audit_target(), |doc, _| {
         let own = own_limits(doc, target)?.1;
         let effective = effective_quota(doc, target);
+        let own_budget = own_budget(doc, target);
+        let effective_budget = effective_budget(doc, target);
         Ok(Reply::new(
             format!(
-                "{}: {} (effective, with the levels above: {})",
+                "{}: {}; {} (effective, with the levels above: {}; {})",
                 target.describe(),
                 quota_text(own.as_ref()),
-                quota_text(effective.as_ref())
+                budget_text(own_budget.as_ref()),
+                quota_text(effective.as_ref()),
+                budget_text(effective_budget.as_ref()),
             ),
-            json!({"quota": own, "effective": effective}),
+            json!({"quota": own, "effective": effective, "budget": own_budget, "effective_budget": effective_budget}),
         ))
     })
 }
@@ -342,6 +382,33 @@ pub fn quota_mode_show(s: &Session) -> Result<Reply, AdminError> {
         let mode = doc.policy.quota_mode;
         Ok(Reply::new(format!("quota mode: {}", mode.label()), json!({"quota_mode": mode})))
     })
+}
+
+/// The level's own token budget (the level exists: see `own_limits`).
+fn own_budget(doc: &StoreDoc, level: &Level) -> Option<TokenBudgetDoc> {
+    let c = chain(doc, level);
+    match level {
+        Level::Key(_) => c.key.and_then(|k| k.budget),
+        Level::SubAccount { .. } => c.sub_account.and_then(|s| s.budget),
+        Level::Tenant(_) => c.tenant.and_then(|t| t.budget),
+    }
+}
+
+/// The strictest token budget per window across the target and the levels
+/// above it, as the filter enforces them.
+fn effective_budget(doc: &StoreDoc, level: &Level) -> Option<TokenBudgetDoc> {
+    let c = chain(doc, level);
+    let levels = [c.key.map(|k| k.budget), c.sub_account.map(|s| s.budget), c.tenant.map(|t| t.budget)];
+    let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    };
+    let b = levels.into_iter().flatten().flatten().fold(TokenBudgetDoc::default(), |acc, b| TokenBudgetDoc {
+        tokens_per_minute: min(acc.tokens_per_minute, b.tokens_per_minute),
+        tokens_per_day: min(acc.tokens_per_day, b.tokens_per_day),
+        monthly_budget_nano_usd: min(acc.monthly_budget_nano_usd, b.monthly_budget_nano_usd),
+    });
+    (!b.is_empty()).then_some(b)
 }
 
 /// The strictest limit per window across the target and the levels above it
@@ -412,6 +479,17 @@ mod tests {
         assert_eq!(effective_quota(&d, &Level::Key("nope".into())), None);
 
         assert_eq!(own_limits(&d, &Level::Key("k1".into())).unwrap().1, None);
+        assert_eq!(effective_budget(&d, &sub), None);
+        let mut d2 = d.clone();
+        d2.policy.tenants[0].budget = Some(TokenBudgetDoc { tokens_per_day: Some(9), ..Default::default() });
+        d2.policy.keys[0].budget =
+            Some(TokenBudgetDoc { tokens_per_day: Some(50), tokens_per_minute: Some(5), ..Default::default() });
+        assert_eq!(
+            effective_budget(&d2, &Level::Key("k1".into())),
+            Some(TokenBudgetDoc { tokens_per_minute: Some(5), tokens_per_day: Some(9), monthly_budget_nano_usd: None })
+        );
+        assert_eq!(own_budget(&d2, &sub), None);
+        assert_eq!(own_budget(&d2, &Level::Key("k1".into())).and_then(|b| b.tokens_per_minute), Some(5));
         assert_eq!(own_limits(&d, &sub).unwrap().1, Some(strictest));
         let missing = Level::SubAccount { tenant: "acme".into(), sub_account: "x".into() };
         assert!(own_limits(&d, &missing).unwrap_err().to_string().contains("sub-account \"acme/x\""));

@@ -147,7 +147,7 @@ pub fn key_json(doc: &StoreDoc, k: &KeyDoc) -> Value {
         "created_at": meta.map(|m| m.created_at), "last_rotated_at": meta.and_then(|m| m.last_rotated_at),
         "previous_secret_valid_until": k.previous.as_ref().map(|p| p.valid_until),
         "expires_at": k.expires_at, "scopes": k.scopes, "models": k.models, "ip_allowlist": k.ip_allowlist,
-        "quota": k.quota,
+        "quota": k.quota, "budget": k.budget,
     })
 }
 

@@ -9,6 +9,7 @@ pub mod admins;
 pub mod auditing;
 pub mod identities;
 pub mod keys;
+pub mod prices;
 pub mod privacy;
 pub mod providers;
 pub mod render;

@@ -75,6 +75,8 @@ pub fn remove(s: &Session, id: &str) -> Result<Reply, AdminError> {
             return Err(AdminError::NotFound(format!("no provider {id:?}")));
         }
         d.policy.providers.retain(|p| p.id != id);
+        // Its prices go with it.
+        d.policy.prices.retain(|p| p.provider != id);
         for t in &mut d.policy.tenants {
             t.provider_secrets.remove(id);
         }

@@ -1,6 +1,7 @@
 //! Small text helpers for terminal output.
 
-use crate::core::bundle::schema::{QuotaDoc, ScopesDoc, Status};
+use crate::core::budget::NANO_USD_PER_USD;
+use crate::core::bundle::schema::{QuotaDoc, ScopesDoc, Status, TokenBudgetDoc};
 
 /// Unix seconds as a UTC date (YYYY-MM-DD), or `-`.
 pub fn date(t: Option<u64>) -> String {
@@ -47,6 +48,32 @@ pub fn quota_text(q: Option<&QuotaDoc>) -> String {
     }
 }
 
+/// Nano-dollars as dollars: at least two decimals, no trailing zeros
+/// beyond them (`$12.50`, `$0.075`).
+pub fn usd_text(nano: u64) -> String {
+    let fraction = format!("{:09}", nano % NANO_USD_PER_USD);
+    let kept = fraction.trim_end_matches('0');
+    let kept = if kept.len() < 2 { &fraction[..2] } else { kept };
+    format!("${}.{kept}", nano / NANO_USD_PER_USD)
+}
+
+pub fn budget_text(b: Option<&TokenBudgetDoc>) -> String {
+    let Some(b) = b else { return "no token budget".into() };
+    let parts: Vec<String> = [
+        b.tokens_per_minute.map(|n| format!("{n} tokens/min")),
+        b.tokens_per_day.map(|n| format!("{n} tokens/day")),
+        b.monthly_budget_nano_usd.map(|n| format!("{}/month", usd_text(n))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "no token budget".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
 /// Left-aligned columns sized to their content.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -74,6 +101,15 @@ mod tests {
         assert_eq!(date(None), "-");
         assert_eq!(quota_text(Some(&QuotaDoc { per_minute: Some(60), per_day: None })), "60/min");
         assert_eq!(quota_text(None), "unlimited");
+        assert_eq!(usd_text(12_500_000_000), "$12.50");
+        assert_eq!(usd_text(75_000_000), "$0.075");
+        assert_eq!(usd_text(1), "$0.000000001");
+        let b = TokenBudgetDoc {
+            tokens_per_minute: Some(10),
+            monthly_budget_nano_usd: Some(NANO_USD_PER_USD),
+            ..Default::default()
+        };
+        assert_eq!(budget_text(Some(&b)), "10 tokens/min, $1.00/month");
         assert_eq!(table(&["A", "BB"], &[vec!["xyz".into(), "1".into()]]), "A    BB\nxyz  1");
     }
 }

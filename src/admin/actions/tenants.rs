@@ -113,7 +113,7 @@ pub fn tenant_json(doc: &StoreDoc, t: &TenantDoc) -> Value {
     json!({
         "id": t.id, "name": t.name, "status": t.status, "region": t.region,
         "forward_client_address": t.forward_client_address, "models": t.models,
-        "ip_allowlist": t.ip_allowlist, "quota": t.quota,
+        "ip_allowlist": t.ip_allowlist, "quota": t.quota, "budget": t.budget,
         "own_provider_secrets": t.provider_secrets.keys().collect::<Vec<_>>(),
         "sub_accounts": t.sub_accounts,
         "keys": doc.policy.keys.iter().filter(|k| k.tenant == t.id).count(),

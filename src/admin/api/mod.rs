@@ -13,13 +13,13 @@ mod http;
 use super::actions::access::{IpChange, Level};
 use super::actions::auditing::AuditQuery;
 use super::actions::keys::{KeySpec, Scopes};
-use super::actions::{access, admins, auditing, keys, privacy, providers, system, tenants, Reply};
+use super::actions::{access, admins, auditing, keys, prices, privacy, providers, system, tenants, Reply};
 use super::cli::commands::ServeArgs;
 use super::session::{Claim, Session};
 use super::store::policy::ProviderSpec;
 use super::store::Store;
 use super::{safe_serde_error, unix_now, AdminError};
-use crate::core::bundle::schema::{QuotaDoc, QuotaMode, Status};
+use crate::core::bundle::schema::{PriceDoc, QuotaDoc, QuotaMode, Status, TokenBudgetDoc};
 use http::{AuthCache, Failures, Head, Method, Refusal, Slots, Workers};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -324,6 +324,7 @@ fn route(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
         Some(&"ip") => route_ip(s, method, &path[1..], call),
         Some(&"quota") => route_quota(s, method, &path[1..], call),
         Some(&"providers") => route_providers(s, method, &path[1..], call),
+        Some(&"prices") => route_prices(s, method, &path[1..], call),
         Some(&"incident") => match (method, &path[1..]) {
             (Method::Post, ["revoke", key_id]) => ok(keys::incident_revoke(s, key_id)),
             _ => Err(no_route(method, &call.path)),
@@ -540,6 +541,78 @@ fn route_ip(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed 
 struct QuotaBody {
     per_minute: Option<u64>,
     per_day: Option<u64>,
+    tokens_per_minute: Option<u64>,
+    tokens_per_day: Option<u64>,
+    /// Dollars per month, as a decimal string (`"12.50"`) or a number.
+    monthly_budget_usd: Option<Dollars>,
+}
+
+/// Dollars in a request body: a decimal string is exact; a number is read
+/// from its JSON text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Dollars {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl Dollars {
+    fn text(&self) -> String {
+        match self {
+            Self::Text(t) => t.clone(),
+            Self::Number(n) => n.to_string(),
+        }
+    }
+
+    fn nano(&self, what: &str) -> Result<u64, AdminError> {
+        prices::dollars(&self.text(), what)
+    }
+
+    fn per_million(&self, what: &str) -> Result<u64, AdminError> {
+        prices::per_million(&self.text(), what)
+    }
+}
+
+/// `PUT /v1/prices`, as `tokenhub-admin price set` (dollars per million tokens).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceBody {
+    provider: String,
+    model: String,
+    input: Dollars,
+    #[serde(default)]
+    cached_input: Option<Dollars>,
+    output: Dollars,
+}
+
+/// `DELETE /v1/prices?provider=…&model=…`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceKey {
+    provider: String,
+    model: String,
+}
+
+fn route_prices(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
+    match (method, path) {
+        (Method::Get, []) => ok(prices::list(s)),
+        (Method::Put, []) => {
+            let b: PriceBody = body(call)?;
+            let price = PriceDoc {
+                input: b.input.per_million("input")?,
+                cached_input: b.cached_input.map(|c| c.per_million("cached_input")).transpose()?.unwrap_or(0),
+                output: b.output.per_million("output")?,
+                provider: b.provider,
+                model: b.model,
+            };
+            ok(prices::set(s, price))
+        }
+        (Method::Delete, []) => {
+            let k: PriceKey = query(call)?;
+            ok(prices::remove(s, &k.provider, &k.model))
+        }
+        _ => Err(no_route(method, &call.path)),
+    }
 }
 
 /// `PUT /v1/quota/mode`, as `tokenhub-admin quota mode local|global`.
@@ -554,7 +627,12 @@ fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Rout
         (Method::Get, []) => ok(access::quota_show(s, &level_query(call)?)),
         (Method::Put, []) => {
             let (level, b): (LevelFields, QuotaBody) = level_body(call)?;
-            ok(access::quota_set(s, &level.level()?, QuotaDoc { per_minute: b.per_minute, per_day: b.per_day }))
+            let budget = TokenBudgetDoc {
+                tokens_per_minute: b.tokens_per_minute,
+                tokens_per_day: b.tokens_per_day,
+                monthly_budget_nano_usd: b.monthly_budget_usd.map(|d| d.nano("monthly_budget_usd")).transpose()?,
+            };
+            ok(access::quota_set(s, &level.level()?, QuotaDoc { per_minute: b.per_minute, per_day: b.per_day }, budget))
         }
         (Method::Delete, []) => ok(access::quota_clear(s, &level_query(call)?)),
         (Method::Get, ["mode"]) => ok(access::quota_mode_show(s)),

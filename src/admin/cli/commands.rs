@@ -7,7 +7,7 @@ use crate::admin::actions::keys::{KeySpec, Scopes};
 use crate::admin::store::admins::Role;
 use crate::admin::store::policy::DEFAULT_SUB_ACCOUNT;
 use crate::admin::AdminError;
-use crate::core::bundle::schema::QuotaDoc;
+use crate::core::bundle::schema::{QuotaDoc, TokenBudgetDoc};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -27,9 +27,14 @@ pub enum Command {
     /// IP allowlists (CIDR, IPv4 and IPv6) for a tenant, sub-account or key.
     #[command(subcommand, after_help = IP_HELP)]
     Ip(IpCmd),
-    /// Rate limits (requests per minute and per day) for a tenant, sub-account or key.
+    /// Rate limits (requests per minute and per day) and token budgets
+    /// (tokens per minute and per day, dollars per month) for a tenant,
+    /// sub-account or key.
     #[command(subcommand, after_help = QUOTA_HELP)]
     Quota(QuotaCmd),
+    /// Token prices per provider and model, that monthly dollar budgets are charged by.
+    #[command(subcommand, after_help = PRICE_HELP)]
+    Price(PriceCmd),
     /// OIDC identities (Google, GitHub, Microsoft…) mapped to a tenant.
     #[command(subcommand, after_help = OIDC_HELP)]
     Oidc(OidcCmd),
@@ -101,6 +106,7 @@ impl Command {
             Self::Ip(c) => !matches!(c, IpCmd::List { .. }),
             Self::Quota(c) => !matches!(c, QuotaCmd::Show { .. } | QuotaCmd::Mode { mode: None }),
             Self::Provider(c) => !matches!(c, ProviderCmd::List),
+            Self::Price(c) => !matches!(c, PriceCmd::List),
             Self::Oidc(c) => !matches!(c, OidcCmd::List),
             Self::Admin(AdminCmd::List) | Self::Admin(AdminCmd::Token(TokenCmd::List { .. })) => false,
             Self::TwoFa(TwoFaCmd::Status) => false,
@@ -536,12 +542,65 @@ pub struct QuotaArgs {
     /// Requests per day (omit for no daily limit).
     #[arg(long)]
     pub per_day: Option<u64>,
+    /// Tokens (input + output) per minute; the request and response bodies
+    /// of the credentials it applies to are then read for usage.
+    #[arg(long)]
+    pub tokens_per_minute: Option<u64>,
+    /// Tokens (input + output) per day.
+    #[arg(long)]
+    pub tokens_per_day: Option<u64>,
+    /// Dollars per calendar month (UTC), e.g. 50 or 12.50, charged by the
+    /// price table (`tokenhub-admin price set`).
+    #[arg(long, value_name = "USD")]
+    pub monthly_budget: Option<String>,
 }
 
 impl QuotaArgs {
     pub fn quota(&self) -> QuotaDoc {
         QuotaDoc { per_minute: self.per_minute, per_day: self.per_day }
     }
+
+    pub fn budget(&self) -> Result<TokenBudgetDoc, AdminError> {
+        Ok(TokenBudgetDoc {
+            tokens_per_minute: self.tokens_per_minute,
+            tokens_per_day: self.tokens_per_day,
+            monthly_budget_nano_usd: self
+                .monthly_budget
+                .as_deref()
+                .map(|t| crate::admin::actions::prices::dollars(t, "--monthly-budget"))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PriceCmd {
+    /// Set the price of a model (an exact name or a `prefix*` pattern) at a
+    /// provider, in dollars per million tokens.
+    Set {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        model: String,
+        /// Dollars per million input tokens.
+        #[arg(long, value_name = "USD")]
+        input: String,
+        /// Dollars per million cached input tokens (default 0).
+        #[arg(long, value_name = "USD", default_value = "0")]
+        cached_input: String,
+        /// Dollars per million output tokens.
+        #[arg(long, value_name = "USD")]
+        output: String,
+    },
+    /// The price table.
+    List,
+    /// Remove one price.
+    Remove {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        model: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -815,9 +874,19 @@ const QUOTA_HELP: &str = "Examples:
   tokenhub-admin quota set --tenant acme --per-minute 600 --per-day 100000
   tokenhub-admin quota set --tenant acme --sub-account research --per-minute 100
   tokenhub-admin quota set --key Ab12Cd34Ef56 --per-day 5000
+  tokenhub-admin quota set --key Ab12Cd34Ef56 --tokens-per-minute 20000 --monthly-budget 50
   tokenhub-admin quota show --key Ab12Cd34Ef56
   tokenhub-admin quota mode global      # count in Redis, shared by every Envoy
 A tenant's own quota is set by platform admins; tenant admins divide it among sub-accounts and keys.";
+
+const PRICE_HELP: &str = "Examples:
+  tokenhub-admin price set --provider openai --model gpt-4o --input 2.50 --cached-input 1.25 --output 10
+  tokenhub-admin price set --provider anthropic --model 'claude-3-5-haiku*' --input 0.80 --output 4
+  tokenhub-admin price list
+  tokenhub-admin price remove --provider openai --model gpt-4o
+Prices are dollars per million tokens (steps of $0.001). An exact model name wins over a pattern, a longer
+pattern over a shorter one; the model the response names is priced, else the one the request named.
+A request against a monthly dollar budget for a model without a price is refused (403 model_not_priced).";
 
 const PROVIDER_HELP: &str = "Examples:
   tokenhub-admin provider set openai --path-prefix /v1/ --header authorization --format 'Bearer {secret}' < openai.secret

@@ -3,10 +3,13 @@
 use super::commands::*;
 use super::Cli;
 use crate::admin::actions::access::IpChange;
-use crate::admin::actions::{access, admins, auditing, identities, keys, privacy, providers, system, tenants, Reply};
+use crate::admin::actions::{
+    access, admins, auditing, identities, keys, prices, privacy, providers, system, tenants, Reply,
+};
 use crate::admin::session::Session;
 use crate::admin::store::policy::ProviderSpec;
 use crate::admin::AdminError;
+use crate::core::bundle::schema::PriceDoc;
 use crate::core::bundle::schema::Status;
 use std::io::Read;
 use std::path::Path;
@@ -21,6 +24,7 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::Ip(c) => ip(s, c),
         Command::Quota(c) => quota(s, c),
         Command::Provider(c) => provider(s, c),
+        Command::Price(c) => price(s, c),
         Command::Publish(a) => system::publish(s, a.ecds_file.as_deref(), a.wasm.as_deref()),
         Command::Status => system::status(s),
         Command::BundleKey { out } => system::bundle_key(s, out),
@@ -105,11 +109,28 @@ fn ip(s: &Session, c: &IpCmd) -> Result<Reply, AdminError> {
 
 fn quota(s: &Session, c: &QuotaCmd) -> Result<Reply, AdminError> {
     match c {
-        QuotaCmd::Set(args) => access::quota_set(s, &args.target.level()?, args.quota()),
+        QuotaCmd::Set(args) => access::quota_set(s, &args.target.level()?, args.quota(), args.budget()?),
         QuotaCmd::Show { target } => access::quota_show(s, &target.level()?),
         QuotaCmd::Clear { target } => access::quota_clear(s, &target.level()?),
         QuotaCmd::Mode { mode: Some(mode) } => access::quota_mode_set(s, (*mode).into()),
         QuotaCmd::Mode { mode: None } => access::quota_mode_show(s),
+    }
+}
+
+fn price(s: &Session, c: &PriceCmd) -> Result<Reply, AdminError> {
+    match c {
+        PriceCmd::Set { provider, model, input, cached_input, output } => prices::set(
+            s,
+            PriceDoc {
+                provider: provider.clone(),
+                model: model.clone(),
+                input: prices::per_million(input, "--input")?,
+                cached_input: prices::per_million(cached_input, "--cached-input")?,
+                output: prices::per_million(output, "--output")?,
+            },
+        ),
+        PriceCmd::List => prices::list(s),
+        PriceCmd::Remove { provider, model } => prices::remove(s, provider, model),
     }
 }
 

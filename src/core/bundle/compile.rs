@@ -3,9 +3,12 @@
 //! Every error names the offending field, e.g. `keys[3].tenant`.
 
 use super::keys::{encode_record, is_plain, KeyIndex, KeyLimits, KeyTable, LimitedKey, Record};
-use super::schema::{BundleDoc, IpAllowlistDoc, QuotaDoc, QuotaMode, ScopesDoc, Status, SCHEMA_VERSION};
+use super::schema::{
+    BundleDoc, IpAllowlistDoc, QuotaDoc, QuotaMode, ScopesDoc, Status, TokenBudgetDoc, SCHEMA_VERSION,
+};
 use super::shared::SharedEndpoint;
 use crate::core::apikey;
+use crate::core::budget::Price;
 use crate::core::cidr::AllowList;
 use crate::core::models::ModelRules;
 use crate::core::secret::hash_from_hex;
@@ -29,6 +32,45 @@ pub struct Policy {
     pub oidc_claims: HashMap<String, Vec<String>>,
     /// Who counts the quotas: the guard (`Local`) or the rate limit service.
     pub quota_mode: QuotaMode,
+    /// (provider index, model rule, price), exact names first, then
+    /// patterns by decreasing prefix length (see `price_for`).
+    pub prices: Vec<(usize, ModelPattern, Price)>,
+    /// Percent of a token or dollar budget past which a request is flagged.
+    pub soft_limit_percent: u8,
+}
+
+/// The soft limit when the bundle states none.
+pub const DEFAULT_SOFT_LIMIT_PERCENT: u8 = 80;
+
+/// A price table's model: an exact name or a `prefix*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl ModelPattern {
+    fn matches(&self, model: &str) -> bool {
+        match self {
+            Self::Exact(m) => m == model,
+            Self::Prefix(p) => model.starts_with(p.as_str()),
+        }
+    }
+
+    fn rank(&self) -> (u8, std::cmp::Reverse<usize>) {
+        match self {
+            Self::Exact(_) => (0, std::cmp::Reverse(0)),
+            Self::Prefix(p) => (1, std::cmp::Reverse(p.len())),
+        }
+    }
+}
+
+impl Policy {
+    /// The price of `model` on the provider at `provider`: its exact entry,
+    /// else the longest matching `prefix*`; `None` when unpriced.
+    pub fn price_for(&self, provider: usize, model: &str) -> Option<Price> {
+        self.prices.iter().find(|(p, pattern, _)| *p == provider && pattern.matches(model)).map(|(_, _, price)| *price)
+    }
 }
 
 #[derive(Debug)]
@@ -38,6 +80,7 @@ pub struct Tenant {
     pub active: bool,
     pub allowlist: Option<AllowList>,
     pub quota: Option<QuotaDoc>,
+    pub budget: Option<TokenBudgetDoc>,
     pub models: Option<ModelRules>,
     /// Per provider index: this tenant's rendered header value, if it brings its own secret.
     pub provider_values: HashMap<usize, String>,
@@ -53,6 +96,7 @@ pub struct SubAccount {
     pub allowlist: Option<AllowList>,
     pub scopes: Option<Scopes>,
     pub quota: Option<QuotaDoc>,
+    pub budget: Option<TokenBudgetDoc>,
     pub models: Option<ModelRules>,
 }
 
@@ -91,8 +135,15 @@ pub fn compile_with_table(doc: &BundleDoc, table: Option<(Zeroizing<Vec<u8>>, us
     if doc.schema != SCHEMA_VERSION {
         return Err(format!("schema: {} is not supported (this build reads {SCHEMA_VERSION})", doc.schema));
     }
-    let mut policy = Policy { version: doc.version, quota_mode: doc.quota_mode, ..Policy::default() };
+    let soft_limit_percent = match doc.soft_limit_percent {
+        None => DEFAULT_SOFT_LIMIT_PERCENT,
+        Some(p @ 1..=100) => p,
+        Some(p) => return Err(format!("soft_limit_percent: {p} must be 1-100 (a share of a budget)")),
+    };
+    let mut policy =
+        Policy { version: doc.version, quota_mode: doc.quota_mode, soft_limit_percent, ..Policy::default() };
     compile_providers(doc, &mut policy)?;
+    compile_prices(doc, &mut policy)?;
     compile_tenants(doc, &mut policy)?;
     let packed = match table {
         Some((bytes, start)) => KeyTable::adopt(bytes, start, policy.sub_accounts.len())?,
@@ -184,6 +235,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
             active: t.status == Status::Active,
             allowlist: compile_allowlist(t.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
             quota: compile_quota(t.quota, &format!("{at}.quota"))?,
+            budget: compile_budget(doc.quota_mode, t.budget, &format!("{at}.budget"))?,
             models: compile_models(&t.models, &format!("{at}.models"))?,
             provider_values,
             forward_client_address: t.forward_client_address,
@@ -201,6 +253,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
                 allowlist: compile_allowlist(s.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
                 scopes: compile_scopes(s.scopes.as_ref(), &format!("{at}.scopes"))?,
                 quota: compile_quota(s.quota, &format!("{at}.quota"))?,
+                budget: compile_budget(doc.quota_mode, s.budget, &format!("{at}.budget"))?,
                 models: compile_models(&s.models, &format!("{at}.models"))?,
             });
         }
@@ -239,13 +292,19 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy, packed: KeyTable) -> Resul
             )),
             None => None,
         };
-        let limits = if k.scopes.is_none() && k.ip_allowlist.is_none() && k.quota.is_none() && k.models.is_empty() {
+        let limits = if k.scopes.is_none()
+            && k.ip_allowlist.is_none()
+            && k.quota.is_none()
+            && k.budget.is_none()
+            && k.models.is_empty()
+        {
             None
         } else {
             Some(KeyLimits {
                 scopes: compile_scopes(k.scopes.as_ref(), &format!("{}.scopes", at()))?,
                 allowlist: compile_allowlist(k.ip_allowlist.as_ref(), &format!("{}.ip_allowlist", at()))?,
                 quota: compile_quota(k.quota, &format!("{}.quota", at()))?,
+                budget: compile_budget(doc.quota_mode, k.budget, &format!("{}.budget", at()))?,
                 models: compile_models(&k.models, &format!("{}.models", at()))?,
             })
         };
@@ -332,6 +391,65 @@ fn compile_quota(doc: Option<QuotaDoc>, at: &str) -> Result<Option<QuotaDoc>, St
         Some(q) if q.per_minute.is_none() && q.per_day.is_none() => Ok(None),
         other => Ok(other),
     }
+}
+
+fn compile_budget(mode: QuotaMode, doc: Option<TokenBudgetDoc>, at: &str) -> Result<Option<TokenBudgetDoc>, String> {
+    let Some(b) = doc else { return Ok(None) };
+    if mode == QuotaMode::Global && !b.is_empty() {
+        // Fail closed: the rate limit service does not count tokens yet, and
+        // a budget nobody enforces would silently widen access.
+        return Err(format!(
+            "{at}: token and dollar budgets are counted in the local quota mode only; \
+             remove them or set the quota mode to local"
+        ));
+    }
+    for (name, value) in [
+        ("tokens_per_minute", b.tokens_per_minute),
+        ("tokens_per_day", b.tokens_per_day),
+        ("monthly_budget_nano_usd", b.monthly_budget_nano_usd),
+    ] {
+        if value == Some(0) {
+            return Err(format!("{at}.{name}: a limit of 0 would refuse everything; disable the key instead"));
+        }
+    }
+    Ok(if b.is_empty() { None } else { Some(b) })
+}
+
+/// Longest model name or pattern in a price table.
+const MAX_MODEL_LEN: usize = 256;
+
+fn compile_prices(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for (i, p) in doc.prices.iter().enumerate() {
+        let at = format!("prices[{i}]");
+        let provider = policy
+            .providers
+            .iter()
+            .position(|q| q.id == p.provider)
+            .ok_or_else(|| format!("{at}.provider: no provider {:?} (add it first, or fix the id)", p.provider))?;
+        let name = p.model.strip_suffix('*').unwrap_or(&p.model);
+        if p.model.is_empty()
+            || p.model.len() > MAX_MODEL_LEN
+            || name.contains('*')
+            || !p.model.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "{at}.model: {:?} must be a model name or a prefix* pattern (1-{MAX_MODEL_LEN} visible ASCII characters, * only at the end)",
+                p.model
+            ));
+        }
+        if !seen.insert((p.provider.as_str(), p.model.as_str())) {
+            return Err(format!("{at}: a second price for provider {:?} model {:?}", p.provider, p.model));
+        }
+        let pattern = match p.model.strip_suffix('*') {
+            Some(prefix) => ModelPattern::Prefix(prefix.to_string()),
+            None => ModelPattern::Exact(p.model.clone()),
+        };
+        let price = Price { input: p.input, cached_input: p.cached_input, output: p.output };
+        policy.prices.push((provider, pattern, price));
+    }
+    policy.prices.sort_by_key(|(_, pattern, _)| pattern.rank());
+    Ok(())
 }
 
 /// Ids become header values and metric names: a small safe alphabet.

@@ -5,7 +5,7 @@
 //! sealed bundle, the decrypted bytes themselves: no per-key allocation or
 //! parsing, ~57 bytes per key in each worker VM, found by binary search.
 //! The few keys that carry more (a previous secret in its grace period,
-//! scopes, an allowlist, a quota) are compiled into a hash map.
+//! scopes, an allowlist, a quota, a token budget) are compiled into a hash map.
 
 use super::schema::{KeyDoc, Status};
 use crate::core::apikey::{self, KEY_ID_LEN};
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use zeroize::Zeroizing;
 
 use super::compile::Scopes;
-use super::schema::QuotaDoc;
+use super::schema::{QuotaDoc, TokenBudgetDoc};
 
 pub type KeyIdBytes = [u8; KEY_ID_LEN];
 
@@ -50,6 +50,7 @@ pub struct KeyLimits {
     pub scopes: Option<Scopes>,
     pub allowlist: Option<AllowList>,
     pub quota: Option<QuotaDoc>,
+    pub budget: Option<TokenBudgetDoc>,
     pub models: Option<ModelRules>,
 }
 
@@ -78,6 +79,11 @@ impl<'p> Key<'p> {
 
     pub fn quota(&self) -> Option<&'p QuotaDoc> {
         self.limits.and_then(|l| l.quota.as_ref())
+    }
+
+    /// The key's own token and dollar limits, if it has any.
+    pub fn budget(&self) -> Option<&'p TokenBudgetDoc> {
+        self.limits.and_then(|l| l.budget.as_ref())
     }
 }
 
@@ -109,7 +115,12 @@ impl LimitedKey {
 
 /// Whether a key fits in a record (nothing beyond the record's fields).
 pub fn is_plain(k: &KeyDoc) -> bool {
-    k.previous.is_none() && k.scopes.is_none() && k.ip_allowlist.is_none() && k.quota.is_none() && k.models.is_empty()
+    k.previous.is_none()
+        && k.scopes.is_none()
+        && k.ip_allowlist.is_none()
+        && k.quota.is_none()
+        && k.budget.is_none()
+        && k.models.is_empty()
 }
 
 pub fn encode_record(

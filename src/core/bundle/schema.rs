@@ -27,6 +27,49 @@ pub struct BundleDoc {
     /// Where quotas are counted (absent = `local`).
     #[serde(default, skip_serializing_if = "QuotaMode::is_local")]
     pub quota_mode: QuotaMode,
+    /// Token prices per provider and model, for monthly dollar budgets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prices: Vec<PriceDoc>,
+    /// Share of a token or dollar budget (1-100) past which a request is
+    /// flagged (metric, access-log field); absent = 80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_limit_percent: Option<u8>,
+}
+
+/// A model's token prices, in nano-dollars per token (dollars per million
+/// tokens × 1 000; `tokenhub-admin price set` takes dollars per million).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceDoc {
+    /// A provider id of `providers`.
+    pub provider: String,
+    /// An exact model name, or a `prefix*` pattern (the longest prefix wins,
+    /// an exact name before any pattern).
+    pub model: String,
+    pub input: u64,
+    #[serde(default)]
+    pub cached_input: u64,
+    pub output: u64,
+}
+
+/// Token and spend limits of a key, sub-account or tenant (metered
+/// requests: the request and response bodies are read for usage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBudgetDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    /// Dollars per calendar month (UTC), in nano-dollars (10⁻⁹ USD).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_budget_nano_usd: Option<u64>,
+}
+
+impl TokenBudgetDoc {
+    pub fn is_empty(&self) -> bool {
+        self.tokens_per_minute.is_none() && self.tokens_per_day.is_none() && self.monthly_budget_nano_usd.is_none()
+    }
 }
 
 /// Where the quotas of `quota set` are counted.
@@ -106,6 +149,9 @@ pub struct TenantDoc {
     pub ip_allowlist: Option<IpAllowlistDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaDoc>,
+    /// Token and dollar limits (absent = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<TokenBudgetDoc>,
     /// Allowed models: exact names and `prefix*` patterns; empty or absent
     /// = any model (the request body is then never read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -134,6 +180,9 @@ pub struct SubAccountDoc {
     pub scopes: Option<ScopesDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaDoc>,
+    /// Token and dollar limits (absent = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<TokenBudgetDoc>,
     /// Allowed models: exact names and `prefix*` patterns; empty or absent
     /// = any model (the request body is then never read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -170,6 +219,9 @@ pub struct KeyDoc {
     pub ip_allowlist: Option<IpAllowlistDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaDoc>,
+    /// Token and dollar limits (absent = none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<TokenBudgetDoc>,
     /// Allowed models: exact names and `prefix*` patterns; empty or absent
     /// = any model (the request body is then never read).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

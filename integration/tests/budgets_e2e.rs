@@ -1,0 +1,339 @@
+//! Token and dollar budgets end to end (local quota mode): a real Envoy
+//! with the built guard, budgets and prices set by the real
+//! `tokenhub-admin`, and a scripted upstream answering in the real OpenAI
+//! and Anthropic shapes (JSON and SSE, as `models_e2e.rs`).
+//!
+//! Each budget is proved by how many requests fit in it: the counter moves
+//! by the usage the response reported, not by the reservation and not by
+//! nothing. Checks: tokens per minute (OpenAI JSON) refused with 429,
+//! `Retry-After` and `RateLimit-*` in tokens once spent; tokens per day
+//! (Anthropic SSE); a monthly dollar budget charged by the price table, and
+//! a model without a price refused; many parallel requests against one
+//! budget overshoot it by less than one reservation; a stream the upstream
+//! cuts off is charged the usage that arrived; the soft limit's metric and
+//! access-log field; the cost in the access log.
+//!
+//! Needs the filter (`make wasm`), the sidecar and Envoy (`make bootstrap`).
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use tokenhub_integration::guard::*;
+use tokenhub_integration::quota::{header_u64, room_in_minute, set_quota};
+use tokenhub_integration::{addrs, http1, IssuedKey, Response};
+
+/// The default output reservation (`core::budget::DEFAULT_OUTPUT_RESERVATION`).
+const OUTPUT_RESERVATION: u64 = tokenhub_guard::core::budget::DEFAULT_OUTPUT_RESERVATION;
+
+/// What the scripted upstream does with one request.
+enum Script {
+    /// A whole response, after `delay`.
+    Whole { content_type: &'static str, body: Vec<u8>, delay: Duration },
+    /// SSE: `head` is written, then the connection is dropped mid-stream.
+    CutOff { head: Vec<u8> },
+}
+
+const ANTHROPIC_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-3-5-haiku-20241022\",\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n";
+
+/// By path and by a marker in the request: `"stream":true`, `reserve-mode`
+/// (usage = the guard's reservation minus 24 tokens, answered after 1 s),
+/// `cut-off` (the stream stops after `message_start`).
+fn script(path: &str, body: &[u8]) -> Script {
+    let text = String::from_utf8_lossy(body);
+    let whole =
+        |content_type, body: String| Script::Whole { content_type, body: body.into_bytes(), delay: Duration::ZERO };
+    if text.contains("cut-off") {
+        let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"par\"}}\n\n";
+        return Script::CutOff { head: format!("{ANTHROPIC_START}{delta}").into_bytes() };
+    }
+    if text.contains("reserve-mode") {
+        let input = (body.len() as u64).div_ceil(4);
+        let output = OUTPUT_RESERVATION - 24;
+        let json = format!(
+            r#"{{"id":"chatcmpl-2","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{{"prompt_tokens":{input},"completion_tokens":{output},"total_tokens":{}}}}}"#,
+            input + output
+        );
+        return Script::Whole {
+            content_type: "application/json",
+            body: json.into_bytes(),
+            delay: Duration::from_secs(1),
+        };
+    }
+    match (path.starts_with("/anthropic/"), text.contains("\"stream\":true")) {
+        (false, false) => whole("application/json", r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1200,"completion_tokens":300,"total_tokens":1500,"prompt_tokens_details":{"cached_tokens":1024}}}"#.to_string()),
+        (true, true) => whole("text/event-stream", format!(
+            "{ANTHROPIC_START}\
+             event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"hi\"}}}}\n\n\
+             event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":15}}}}\n\n\
+             event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        )),
+        _ => whole("application/json", r#"{"error":{"message":"not scripted"}}"#.to_string()),
+    }
+}
+
+/// A one-request-per-connection HTTP/1.1 upstream answering `script`.
+struct Scripted {
+    addr: SocketAddr,
+    served: Arc<Mutex<usize>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Scripted {
+    fn start() -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let served = Arc::new(Mutex::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (n, s) = (Arc::clone(&served), Arc::clone(&stop));
+        let thread = thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let n = Arc::clone(&n);
+                thread::spawn(move || {
+                    let _ = serve(conn, &n);
+                });
+            }
+        });
+        Scripted { addr, served, stop, thread: Some(thread) }
+    }
+
+    fn take_served(&self) -> usize {
+        std::mem::take(&mut *self.served.lock().unwrap())
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(conn: TcpStream, served: &Mutex<usize>) -> std::io::Result<()> {
+    conn.set_nodelay(true)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let Some(head) = http1::read_head(&mut reader)? else { return Ok(()) };
+    let body = http1::read_body(&mut reader, http1::request_body_kind(&head)?)?;
+    let path = head.start_line.split(' ').nth(1).unwrap_or_default().to_string();
+    *served.lock().unwrap() += 1;
+    let mut out = conn;
+    match script(&path, &body) {
+        Script::Whole { content_type, body, delay } => {
+            thread::sleep(delay);
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            )?;
+            out.write_all(&body)?;
+        }
+        Script::CutOff { head } => {
+            write!(out, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")?;
+            write!(out, "{:x}\r\n", head.len())?;
+            out.write_all(&head)?;
+            out.write_all(b"\r\n")?;
+            out.flush()?;
+            thread::sleep(Duration::from_millis(300));
+            // Gone without the last chunk: Envoy sees the upstream reset.
+            out.shutdown(std::net::Shutdown::Both)?;
+        }
+    }
+    out.flush()
+}
+
+fn post(fx: &Fixture, key: &str, path: &str, body: &[u8]) -> Response {
+    let auth = bearer(key);
+    let len = body.len().to_string();
+    let headers =
+        [("authorization", auth.as_str()), ("content-type", "application/json"), ("content-length", len.as_str())];
+    fx.send_raw(addrs::V4_PRIMARY, &request_lines("POST", path, &headers, true), body)
+}
+
+fn chat(model: &str, marker: &str) -> Vec<u8> {
+    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"{marker}"}}]}}"#).into_bytes()
+}
+
+fn anthropic_stream(marker: &str) -> Vec<u8> {
+    format!(
+        r#"{{"model":"claude-3-5-haiku-20241022","stream":true,"messages":[{{"role":"user","content":"{marker}"}}]}}"#
+    )
+    .into_bytes()
+}
+
+/// Sends until the first refusal (at most `max`): the admitted count and the refusal.
+fn until_refused(max: usize, send: impl Fn() -> Response) -> (usize, Response) {
+    for admitted in 0..max {
+        let resp = send();
+        if resp.status != 200 {
+            return (admitted, resp);
+        }
+    }
+    panic!("{max} requests admitted, none refused");
+}
+
+fn assert_budget_refusal(resp: &Response, limit: u64) {
+    assert_eq!(resp.status, 429, "{}", resp.body_text());
+    assert_eq!(resp.json()["error"]["code"], "token_budget_exceeded", "{}", resp.body_text());
+    assert_eq!(header_u64(resp, "ratelimit-limit"), limit, "{:?}", resp.headers);
+    assert_eq!(header_u64(resp, "ratelimit-remaining"), 0);
+    assert!(header_u64(resp, "retry-after") >= 1);
+}
+
+/// Every access log line, once `n` are there (bounded wait).
+fn access_log_lines(fx: &Fixture, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = fx.envoy.access_log();
+        if log.len() >= n || Instant::now() >= deadline {
+            return log;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[derive(Default)]
+struct Keys {
+    per_minute: Option<IssuedKey>,
+    sse: Option<IssuedKey>,
+    dollars: Option<IssuedKey>,
+    parallel: Option<IssuedKey>,
+    cut_off: Option<IssuedKey>,
+}
+
+#[test]
+fn token_and_dollar_budgets_through_envoy() {
+    let upstream = Scripted::start();
+    let keys: Arc<Mutex<Keys>> = Arc::default();
+    let k = Arc::clone(&keys);
+    let upstream_port = upstream.addr.port();
+    let fx = Fixture::start_with_module(
+        &tokenhub_integration::paths::guard_wasm(),
+        move |admin, _| {
+            let mut k = k.lock().unwrap();
+            let key = |limits: &[&str]| {
+                let key = admin.create_key(TENANT, &[]);
+                set_quota(admin, &["--key", &key.key_id], limits);
+                Some(key)
+            };
+            k.per_minute = key(&["--tokens-per-minute", "10000"]);
+            k.sse = key(&["--tokens-per-day", "500"]);
+            k.dollars = key(&["--monthly-budget", "1"]);
+            k.parallel = key(&["--tokens-per-day", "10000"]);
+            k.cut_off = key(&["--tokens-per-day", "220"]);
+            // $100 / $50 / $1000 per million: an OpenAI JSON reply
+            // (1200 in, 1024 of them cached, 300 out) costs $0.3688.
+            let price = ["price", "set", "--provider", "openai", "--model", "gpt-4o-mini*", "--input", "100"];
+            admin.json(&[&price[..], &["--cached-input", "50", "--output", "1000"]].concat());
+        },
+        move |opts| opts.upstream_port = upstream_port,
+    );
+    let keys = std::mem::take(&mut *keys.lock().unwrap());
+    let key = |k: &Option<IssuedKey>| k.clone().expect("key").key;
+
+    // Tokens per minute, OpenAI JSON: 1500 tokens a reply. Admitted while
+    // the counter is below 10 000: 7 (1 500 × 7 = 10 500). Charging the
+    // reservation (~1 050) would admit 10; charging nothing, all.
+    room_in_minute(30);
+    let per_minute = key(&keys.per_minute);
+    let (admitted, refusal) =
+        until_refused(20, || post(&fx, &per_minute, "/v1/chat/completions", &chat("gpt-4o-mini", "hello")));
+    assert_eq!(admitted, 7, "{}", refusal.body_text());
+    assert_budget_refusal(&refusal, 10_000);
+    assert!(header_u64(&refusal, "retry-after") <= 60);
+    assert_eq!(upstream.take_served(), 7, "the refusal reached no upstream");
+
+    // Tokens per day, Anthropic SSE: 35 in + 15 out a reply, 10 fit in 500.
+    let sse = key(&keys.sse);
+    let (admitted, refusal) = until_refused(30, || post(&fx, &sse, "/anthropic/v1/messages", &anthropic_stream("hi")));
+    assert_eq!(admitted, 10, "{}", refusal.body_text());
+    assert_budget_refusal(&refusal, 500);
+    assert!(header_u64(&refusal, "retry-after") > 60, "a day's window");
+
+    // A monthly dollar budget: $0.3688 a reply, 3 fit in $1; a model
+    // without a price cannot be charged, so it is refused.
+    let dollars = key(&keys.dollars);
+    let resp = post(&fx, &dollars, "/v1/chat/completions", &chat("o3", "hello"));
+    assert_eq!(resp.status, 403, "{}", resp.body_text());
+    assert_eq!(resp.json()["error"]["code"], "model_not_priced");
+    let (admitted, refusal) =
+        until_refused(10, || post(&fx, &dollars, "/v1/chat/completions", &chat("gpt-4o-mini", "hello")));
+    assert_eq!(admitted, 3, "{}", refusal.body_text());
+    assert_budget_refusal(&refusal, 1_000_000_000);
+    upstream.take_served();
+
+    // Concurrency: 30 requests at once, each using its reservation less 24
+    // tokens, answered after 1 s. Charged only at the end, all 30 would go
+    // through (30 × ~1 030 against 10 000); reserved at admission, the
+    // total stays below the limit plus one reservation.
+    let parallel = key(&keys.parallel);
+    let body = chat("gpt-4o-mini", "reserve-mode");
+    let reservation = (body.len() as u64).div_ceil(4) + OUTPUT_RESERVATION;
+    let used = reservation - 24;
+    let responses: Vec<Response> = thread::scope(|scope| {
+        let handles: Vec<_> =
+            (0..30).map(|_| scope.spawn(|| post(&fx, &parallel, "/v1/chat/completions", &body))).collect();
+        handles.into_iter().map(|h| h.join().expect("request thread")).collect()
+    });
+    let admitted = responses.iter().filter(|r| r.status == 200).count() as u64;
+    let refused: Vec<&Response> = responses.iter().filter(|r| r.status != 200).collect();
+    assert!(refused.iter().all(|r| r.status == 429), "{:?}", refused.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(!refused.is_empty(), "30 × {used} tokens against 10 000: some must be refused");
+    assert!(admitted * used < 10_000 + reservation, "overshoot bound: {admitted} × {used} ≥ 10 000 + {reservation}");
+    assert!(admitted * used >= 10_000 - reservation, "the budget was used: {admitted} × {used}");
+    assert_eq!(upstream.take_served() as u64, admitted);
+
+    // A stream the upstream cuts off after `message_start` (35 in, 1 out so
+    // far): charged those 36 tokens when Envoy ends the stream. Then
+    // Anthropic SSE replies of 50 fit while below 220: 4 (36 + 200 = 236).
+    // Keeping the reservation would admit none, charging nothing 5.
+    let cut_off = key(&keys.cut_off);
+    let mut conn = TcpStream::connect(fx.envoy.listener()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let body = anthropic_stream("cut-off");
+    let head = format!(
+        "POST /anthropic/v1/messages HTTP/1.1\r\nhost: tokenhub.test\r\nauthorization: Bearer {cut_off}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).expect("head");
+    conn.write_all(&body).expect("body");
+    let mut out = Vec::new();
+    let _ = conn.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200") && out.contains("message_start"), "{out}");
+    assert!(!out.contains("message_stop"), "the stream was cut off: {out}");
+    thread::sleep(Duration::from_millis(500));
+    let (admitted, refusal) =
+        until_refused(10, || post(&fx, &cut_off, "/anthropic/v1/messages", &anthropic_stream("hi")));
+    assert_eq!(admitted, 4, "{}", refusal.body_text());
+    assert_budget_refusal(&refusal, 220);
+
+    // The soft limit (80 %): counted, and in the access log of the
+    // requests admitted past it; the cost of the dollar-budget replies.
+    assert!(fx.guard_stat("tokenhub.budget_soft_limit") >= 5, "{:?}", fx.guard_counters());
+    assert_eq!(fx.guard_stat("tokenhub.denied.budget_exceeded") as usize, 4 + refused.len());
+    assert_eq!(fx.guard_stat("tokenhub.denied.model_not_priced"), 1);
+    let log = access_log_lines(&fx, 8 + 11 + 5 + 30 + 1 + 5);
+    let of = |k: &Option<IssuedKey>| {
+        let id = k.clone().expect("key").key_id;
+        log.iter().filter(|l| l["key_id"] == id.as_str()).cloned().collect::<Vec<_>>()
+    };
+    let minute_lines = of(&keys.per_minute);
+    let soft: Vec<bool> = minute_lines.iter().map(|l| l["soft_limit"] == "1").collect();
+    // After 5 replies 7 500 are used: the 6th's reservation passes 8 000.
+    assert_eq!(soft, [false, false, false, false, false, true, true, false], "{minute_lines:#?}");
+    let costs: Vec<String> =
+        of(&keys.dollars).iter().map(|l| l["cost_nano_usd"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(costs, ["", "368800000", "368800000", "368800000", ""], "model_not_priced, 3 replies, the refusal");
+}
