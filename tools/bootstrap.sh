@@ -37,11 +37,16 @@ ensure_wasm_bindgen_runner() {
         return
     fi
     log "installing wasm-bindgen-cli $want (wasm-bindgen-test-runner)"
-    if ! cargo install --quiet --locked wasm-bindgen-cli --version "$want"; then
+    # --force: cargo's own record may list it while the binary is gone.
+    if ! cargo install --quiet --force --locked wasm-bindgen-cli --version "$want"; then
         # --locked pins wasm-bindgen-cli's own Cargo.lock; a registry mirror
         # lagging behind it cannot serve every pinned version.
         log "wasm-bindgen-cli $want: its locked dependencies are not all in the registry; resolving them anew"
-        cargo install --quiet wasm-bindgen-cli --version "$want"
+        cargo install --quiet --force wasm-bindgen-cli --version "$want"
+    fi
+    if [[ "$(wasm-bindgen-test-runner --version 2>/dev/null)" != *" $want" ]]; then
+        log "wasm-bindgen-test-runner $want is not on PATH after installing it (is ~/.cargo/bin on PATH?)"
+        exit 1
     fi
 }
 
