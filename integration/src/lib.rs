@@ -22,6 +22,7 @@ pub mod paths;
 pub mod ports;
 pub mod process;
 pub mod quota;
+pub mod scripted;
 
 pub use admin::{Admin, AdminOutput, IssuedKey};
 pub use client::{get, get_lines, request, Connection, Response};

@@ -15,39 +15,31 @@
 //!
 //! Needs the filter (`make wasm`), the sidecar and Envoy (`make bootstrap`).
 
-use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 use tokenhub_integration::guard::*;
 use tokenhub_integration::quota::{header_u64, room_in_minute, set_quota};
-use tokenhub_integration::{addrs, http1, IssuedKey, Response};
+use tokenhub_integration::scripted::{Reply, ScriptedUpstream};
+use tokenhub_integration::{addrs, IssuedKey, Response};
 
 /// The default output reservation (`core::budget::DEFAULT_OUTPUT_RESERVATION`).
 const OUTPUT_RESERVATION: u64 = tokenhub_guard::core::budget::DEFAULT_OUTPUT_RESERVATION;
-
-/// What the scripted upstream does with one request.
-enum Script {
-    /// A whole response, after `delay`.
-    Whole { content_type: &'static str, body: Vec<u8>, delay: Duration },
-    /// SSE: `head` is written, then the connection is dropped mid-stream.
-    CutOff { head: Vec<u8> },
-}
 
 const ANTHROPIC_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-3-5-haiku-20241022\",\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n";
 
 /// By path and by a marker in the request: `"stream":true`, `reserve-mode`
 /// (usage = the guard's reservation minus 24 tokens, answered after 1 s),
 /// `cut-off` (the stream stops after `message_start`).
-fn script(path: &str, body: &[u8]) -> Script {
+fn script(path: &str, body: &[u8]) -> Reply {
     let text = String::from_utf8_lossy(body);
     let whole =
-        |content_type, body: String| Script::Whole { content_type, body: body.into_bytes(), delay: Duration::ZERO };
+        |content_type, body: String| Reply::Whole { content_type, body: body.into_bytes(), delay: Duration::ZERO };
     if text.contains("cut-off") {
         let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"par\"}}\n\n";
-        return Script::CutOff { head: format!("{ANTHROPIC_START}{delta}").into_bytes() };
+        return Reply::CutOff { head: format!("{ANTHROPIC_START}{delta}").into_bytes() };
     }
     if text.contains("reserve-mode") {
         let input = (body.len() as u64).div_ceil(4);
@@ -56,7 +48,7 @@ fn script(path: &str, body: &[u8]) -> Script {
             r#"{{"id":"chatcmpl-2","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{{"prompt_tokens":{input},"completion_tokens":{output},"total_tokens":{}}}}}"#,
             input + output
         );
-        return Script::Whole {
+        return Reply::Whole {
             content_type: "application/json",
             body: json.into_bytes(),
             delay: Duration::from_secs(1),
@@ -72,84 +64,6 @@ fn script(path: &str, body: &[u8]) -> Script {
         )),
         _ => whole("application/json", r#"{"error":{"message":"not scripted"}}"#.to_string()),
     }
-}
-
-/// A one-request-per-connection HTTP/1.1 upstream answering `script`.
-struct Scripted {
-    addr: SocketAddr,
-    served: Arc<Mutex<usize>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Scripted {
-    fn start() -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let served = Arc::new(Mutex::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (n, s) = (Arc::clone(&served), Arc::clone(&stop));
-        let thread = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let n = Arc::clone(&n);
-                thread::spawn(move || {
-                    let _ = serve(conn, &n);
-                });
-            }
-        });
-        Scripted { addr, served, stop, thread: Some(thread) }
-    }
-
-    fn take_served(&self) -> usize {
-        std::mem::take(&mut *self.served.lock().unwrap())
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(conn: TcpStream, served: &Mutex<usize>) -> std::io::Result<()> {
-    conn.set_nodelay(true)?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let Some(head) = http1::read_head(&mut reader)? else { return Ok(()) };
-    let body = http1::read_body(&mut reader, http1::request_body_kind(&head)?)?;
-    let path = head.start_line.split(' ').nth(1).unwrap_or_default().to_string();
-    *served.lock().unwrap() += 1;
-    let mut out = conn;
-    match script(&path, &body) {
-        Script::Whole { content_type, body, delay } => {
-            thread::sleep(delay);
-            write!(
-                out,
-                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            )?;
-            out.write_all(&body)?;
-        }
-        Script::CutOff { head } => {
-            write!(out, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")?;
-            write!(out, "{:x}\r\n", head.len())?;
-            out.write_all(&head)?;
-            out.write_all(b"\r\n")?;
-            out.flush()?;
-            thread::sleep(Duration::from_millis(300));
-            // Gone without the last chunk: Envoy sees the upstream reset.
-            out.shutdown(std::net::Shutdown::Both)?;
-        }
-    }
-    out.flush()
 }
 
 fn post(fx: &Fixture, key: &str, path: &str, body: &[u8]) -> Response {
@@ -213,7 +127,7 @@ struct Keys {
 
 #[test]
 fn token_and_dollar_budgets_through_envoy() {
-    let upstream = Scripted::start();
+    let upstream = ScriptedUpstream::start(script);
     let keys: Arc<Mutex<Keys>> = Arc::default();
     let k = Arc::clone(&keys);
     let upstream_port = upstream.addr.port();
@@ -251,7 +165,7 @@ fn token_and_dollar_budgets_through_envoy() {
     assert_eq!(admitted, 7, "{}", refusal.body_text());
     assert_budget_refusal(&refusal, 10_000);
     assert!(header_u64(&refusal, "retry-after") <= 60);
-    assert_eq!(upstream.take_served(), 7, "the refusal reached no upstream");
+    assert_eq!(upstream.take_bodies().len(), 7, "the refusal reached no upstream");
 
     // Tokens per day, Anthropic SSE: 35 in + 15 out a reply, 10 fit in 500.
     let sse = key(&keys.sse);
@@ -270,7 +184,7 @@ fn token_and_dollar_budgets_through_envoy() {
         until_refused(10, || post(&fx, &dollars, "/v1/chat/completions", &chat("gpt-4o-mini", "hello")));
     assert_eq!(admitted, 3, "{}", refusal.body_text());
     assert_budget_refusal(&refusal, 1_000_000_000);
-    upstream.take_served();
+    upstream.take_bodies().len();
 
     // Concurrency: 30 requests at once, each using its reservation less 24
     // tokens, answered after 1 s. Charged only at the end, all 30 would go
@@ -291,7 +205,7 @@ fn token_and_dollar_budgets_through_envoy() {
     assert!(!refused.is_empty(), "30 × {used} tokens against 10 000: some must be refused");
     assert!(admitted * used < 10_000 + reservation, "overshoot bound: {admitted} × {used} ≥ 10 000 + {reservation}");
     assert!(admitted * used >= 10_000 - reservation, "the budget was used: {admitted} × {used}");
-    assert_eq!(upstream.take_served() as u64, admitted);
+    assert_eq!(upstream.take_bodies().len() as u64, admitted);
 
     // A stream the upstream cuts off after `message_start` (35 in, 1 out so
     // far): charged those 36 tokens when Envoy ends the stream. Then

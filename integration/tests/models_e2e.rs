@@ -12,15 +12,15 @@
 //!
 //! Needs the filter (`make wasm`), the sidecar and Envoy (`make bootstrap`).
 
-use std::io::{BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 use tokenhub_integration::guard::*;
-use tokenhub_integration::{addrs, http1, IssuedKey, Response};
+use tokenhub_integration::scripted::{Reply, ScriptedUpstream};
+use tokenhub_integration::{addrs, IssuedKey, Response};
 
 const CANARY: &str = "zdr-canary-7f3a9c1e5b";
 
@@ -49,81 +49,13 @@ fn scripted_reply(path: &str, body: &[u8]) -> (&'static str, Vec<u8>) {
     }
 }
 
-/// A one-request-per-connection HTTP/1.1 upstream answering `scripted_reply`
-/// (SSE chunked, in 7-byte writes), recording the request bodies.
-struct Scripted {
-    addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Scripted {
-    fn start() -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (b, s) = (Arc::clone(&bodies), Arc::clone(&stop));
-        let thread = thread::spawn(move || {
-            for conn in listener.incoming() {
-                if s.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let b = Arc::clone(&b);
-                thread::spawn(move || {
-                    let _ = serve(conn, &b);
-                });
-            }
-        });
-        Scripted { addr, bodies, stop, thread: Some(thread) }
+/// `scripted_reply` as the upstream sends it: event streams chunked in
+/// 7-byte writes.
+fn script(path: &str, body: &[u8]) -> Reply {
+    match scripted_reply(path, body) {
+        ("text/event-stream", body) => Reply::Streamed { content_type: "text/event-stream", body, piece: 7 },
+        (content_type, body) => Reply::Whole { content_type, body, delay: Duration::ZERO },
     }
-
-    fn take_bodies(&self) -> Vec<Vec<u8>> {
-        std::mem::take(&mut *self.bodies.lock().unwrap())
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(conn: TcpStream, bodies: &Mutex<Vec<Vec<u8>>>) -> std::io::Result<()> {
-    conn.set_nodelay(true)?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let Some(head) = http1::read_head(&mut reader)? else { return Ok(()) };
-    let body = http1::read_body(&mut reader, http1::request_body_kind(&head)?)?;
-    let path = head.start_line.split(' ').nth(1).unwrap_or_default().to_string();
-    bodies.lock().unwrap().push(body.clone());
-    let (content_type, reply) = scripted_reply(&path, &body);
-    let mut out = conn;
-    if content_type == "text/event-stream" {
-        write!(out, "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")?;
-        for piece in reply.chunks(7) {
-            write!(out, "{:x}\r\n", piece.len())?;
-            out.write_all(piece)?;
-            out.write_all(b"\r\n")?;
-            out.flush()?;
-            thread::sleep(Duration::from_millis(1));
-        }
-        out.write_all(b"0\r\n\r\n")?;
-    } else {
-        write!(
-            out,
-            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            reply.len()
-        )?;
-        out.write_all(&reply)?;
-    }
-    out.flush()
 }
 
 fn post(fx: &Fixture, key: &str, path: &str, body: &[u8]) -> Response {
@@ -197,7 +129,7 @@ fn files_containing(dir: &Path, needle: &[u8], hits: &mut Vec<String>) {
 
 #[test]
 fn model_allowlists_and_usage_through_envoy() {
-    let upstream = Scripted::start();
+    let upstream = ScriptedUpstream::start(script);
     let restricted: Arc<Mutex<Option<IssuedKey>>> = Arc::new(Mutex::new(None));
     let r = Arc::clone(&restricted);
     let upstream_port = upstream.addr.port();
