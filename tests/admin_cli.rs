@@ -6,7 +6,7 @@
 
 mod admin_support;
 
-use admin_support::Home;
+use admin_support::{personal_data_fixture, Home};
 use serde_json::Value;
 use tokenhub_guard::core::bundle::{self, BundleKey};
 use tokenhub_testkit::providers::ANTHROPIC_ARGS;
@@ -556,26 +556,9 @@ fn undeclared(value: &Value, schema: &Value, root: &Value, at: &str, out: &mut V
 #[test]
 fn tenant_export_holds_everything_about_the_tenant_and_no_secret() {
     let home = Home::new("export");
-    home.run(&["tenant", "add", "acme", "--region", "eu"]).ok();
-    home.run(&["tenant", "add", "globex"]).ok();
-    home.run(&["subaccount", "add", "acme", "research"]).ok();
-    home.run(&["ip", "allow", "--tenant", "acme", "203.0.113.0/24"]).ok();
-    home.run(&["quota", "set", "--tenant", "acme", "--per-minute", "60"]).ok();
+    let keys = personal_data_fixture(&home, "ann", "1234567890");
+    let (acme_key, acme_secret, globex_key) = (keys.acme_id, keys.acme_key, keys.globex_id);
     home.run(&["quota", "set", "--tenant", "acme", "--sub-account", "research", "--tokens-per-day", "100000"]).ok();
-    home.run_with(&["provider", "set", "openai", "--path-prefix", "/v1/"], &[], Some("sk-platform-0123456789")).ok();
-    home.run_with(
-        &["provider", "set", "openai", "--path-prefix", "/v1/", "--tenant", "acme"],
-        &[],
-        Some("sk-acme-own-0123456789"),
-    )
-    .ok();
-    let (acme_key, acme_secret) = home.create_key(&["--tenant", "acme", "--sub-account", "research", "--name", "ci"]);
-    let (globex_key, _) = home.create_key(&["--tenant", "globex"]);
-    home.run(&["oidc", "map", "--issuer", "https://accounts.google.com", "--value", "1234567890", "--tenant", "acme"])
-        .ok();
-    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
-    home.run(&["admin", "add", "ann", "--role", "tenant", "--tenant", "acme"]).ok();
-    home.run(&["admin", "add", "gus", "--role", "tenant", "--tenant", "globex"]).ok();
     home.run(&["--as", "ann", "key", "disable", &acme_key]).ok();
 
     // A tenant admin exports its own tenant, never another.

@@ -6,7 +6,7 @@
 
 mod admin_support;
 
-use admin_support::{enable_2fa, Home};
+use admin_support::{enable_2fa, personal_data_fixture, Home};
 use serde_json::Value;
 use tokenhub_guard::admin::store::{load_master_key, Store, StorePaths};
 use tokenhub_guard::core::bundle::{self, BundleKey};
@@ -33,25 +33,8 @@ fn bundle_text(home: &Home) -> String {
 #[test]
 fn tenant_erase_leaves_nothing_readable_and_the_chain_verifiable() {
     let home = Home::new("erase");
-    home.run(&["tenant", "add", "acme", "--name", "Acme Widgets", "--region", "eu"]).ok();
-    home.run(&["tenant", "add", "globex"]).ok();
-    home.run(&["subaccount", "add", "acme", "research"]).ok();
-    home.run(&["ip", "allow", "--tenant", "acme", "203.0.113.0/24"]).ok();
-    home.run(&["quota", "set", "--tenant", "acme", "--per-minute", "60"]).ok();
-    home.run_with(&["provider", "set", "openai", "--path-prefix", "/v1/"], &[], Some("sk-platform-0123456789")).ok();
-    home.run_with(
-        &["provider", "set", "openai", "--path-prefix", "/v1/", "--tenant", "acme"],
-        &[],
-        Some("sk-acme-own-0123456789"),
-    )
-    .ok();
-    let (acme_key, acme_secret) = home.create_key(&["--tenant", "acme", "--sub-account", "research", "--name", "ci"]);
-    let (globex_key, _) = home.create_key(&["--tenant", "globex"]);
-    home.run(&["oidc", "map", "--issuer", "https://accounts.google.com", "--value", "sub-7391", "--tenant", "acme"])
-        .ok();
-    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
-    home.run(&["admin", "add", "annwhite", "--role", "tenant", "--tenant", "acme"]).ok();
-    home.run(&["admin", "add", "gus", "--role", "tenant", "--tenant", "globex"]).ok();
+    let keys = personal_data_fixture(&home, "annwhite", "sub-7391");
+    let (acme_key, acme_secret, globex_key) = (keys.acme_id, keys.acme_key, keys.globex_id);
     let (_, root) = enable_2fa(&home, "root");
     let (_, ann) = enable_2fa(&home, "annwhite");
     home.run(&["--as", "annwhite", "--otp", &ann[0], "key", "disable", &acme_key]).ok();

@@ -132,3 +132,33 @@ pub fn enable_2fa(home: &Home, name: &str) -> (String, Vec<String>) {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The keys `personal_data_fixture` issued.
+pub struct TenantKeys {
+    pub acme_id: String,
+    pub acme_key: String,
+    pub globex_id: String,
+}
+
+/// Tenant `acme` holding one of each kind of personal data (a named tenant,
+/// a sub-account, an allowlist, a quota, its own provider secret, a named
+/// key, the OIDC identity `identity`, the tenant admin `acme_admin`) and a
+/// bystander `globex` with a key and the admin `gus`; `root` is a platform
+/// admin. For the export and erasure tests.
+pub fn personal_data_fixture(home: &Home, acme_admin: &str, identity: &str) -> TenantKeys {
+    home.run(&["tenant", "add", "acme", "--name", "Acme Widgets", "--region", "eu"]).ok();
+    home.run(&["tenant", "add", "globex"]).ok();
+    home.run(&["subaccount", "add", "acme", "research"]).ok();
+    home.run(&["ip", "allow", "--tenant", "acme", "203.0.113.0/24"]).ok();
+    home.run(&["quota", "set", "--tenant", "acme", "--per-minute", "60"]).ok();
+    home.run_with(&["provider", "set", "openai", "--path-prefix", "/v1/"], &[], Some("sk-platform-0123456789")).ok();
+    let own = ["provider", "set", "openai", "--path-prefix", "/v1/", "--tenant", "acme"];
+    home.run_with(&own, &[], Some("sk-acme-own-0123456789")).ok();
+    let (acme_id, acme_key) = home.create_key(&["--tenant", "acme", "--sub-account", "research", "--name", "ci"]);
+    let (globex_id, _) = home.create_key(&["--tenant", "globex"]);
+    home.run(&["oidc", "map", "--issuer", "https://accounts.google.com", "--value", identity, "--tenant", "acme"]).ok();
+    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
+    home.run(&["admin", "add", acme_admin, "--role", "tenant", "--tenant", "acme"]).ok();
+    home.run(&["admin", "add", "gus", "--role", "tenant", "--tenant", "globex"]).ok();
+    TenantKeys { acme_id, acme_key, globex_id }
+}
