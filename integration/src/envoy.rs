@@ -97,6 +97,14 @@ impl EnvoyOptions {
         self.vars.push((name.to_string(), value.to_string()));
         self
     }
+
+    /// Watches `admin`'s bundle directory, with its bundle key in Envoy's
+    /// environment: Envoy runs what that store publishes.
+    pub fn publisher(mut self, admin: &crate::Admin) -> EnvoyOptions {
+        self.bundle_dir = Some(admin.bundle_dir());
+        self.env.push((crate::guard::BUNDLE_KEY_ENV.to_string(), admin.bundle_key().to_string()));
+        self
+    }
 }
 
 /// How Envoy took a published ECDS file.

@@ -205,10 +205,8 @@ impl Fixture {
         customize: impl FnOnce(&mut EnvoyOptions),
     ) -> Fixture {
         let echo = EchoUpstream::start().expect("echo upstream");
-        let mut opts = EnvoyOptions::new(echo.port());
-        opts.bundle_dir = Some(admin.bundle_dir());
+        let mut opts = EnvoyOptions::new(echo.port()).publisher(&admin);
         opts.initial_ecds = initial_ecds;
-        opts.env.push((BUNDLE_KEY_ENV.to_string(), admin.bundle_key().to_string()));
         // Any debug line the filter writes must hold no secret either.
         opts.component_log_level = Some("wasm:debug".to_string());
         customize(&mut opts);

@@ -46,10 +46,7 @@ fn an_erased_tenant_is_refused_at_once_and_leaves_nothing_readable() {
     let version = admin.publish()["version"].as_u64().unwrap();
 
     let echo = EchoUpstream::start().expect("echo upstream");
-    let mut opts = EnvoyOptions::new(echo.port());
-    opts.bundle_dir = Some(admin.bundle_dir());
-    opts.env.push(("TOKENHUB_BUNDLE_KEY".to_string(), admin.bundle_key().to_string()));
-    let envoy = Envoy::start(opts);
+    let envoy = Envoy::start(EnvoyOptions::new(echo.port()).publisher(&admin));
     envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(10));
     let call = |key: &str, src| {
         let lines = request_lines("GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], true);

@@ -52,11 +52,9 @@ fn start(setup: impl FnOnce(&Admin) -> Vec<IssuedKey>) -> (Fixture, Vec<IssuedKe
     let echo = EchoUpstream::start().expect("echo upstream");
     let envoys: Vec<Envoy> = (0..REPLICAS)
         .map(|_| {
-            let mut opts = EnvoyOptions::new(echo.port()).var("RATELIMIT_PORT", service.port());
+            let mut opts = EnvoyOptions::new(echo.port()).var("RATELIMIT_PORT", service.port()).publisher(&admin);
             opts.template = TEMPLATE.into();
-            opts.bundle_dir = Some(admin.bundle_dir());
             opts.concurrency = 2;
-            opts.env.push(("TOKENHUB_BUNDLE_KEY".into(), admin.bundle_key().to_string()));
             Envoy::start(opts)
         })
         .collect();

@@ -44,10 +44,7 @@ fn incident_revoke_refuses_the_key_within_2s_and_leaves_an_audit_trail() {
     let version = admin.publish()["version"].as_u64().unwrap();
 
     let echo = EchoUpstream::start().expect("echo upstream");
-    let mut opts = EnvoyOptions::new(echo.port());
-    opts.bundle_dir = Some(admin.bundle_dir());
-    opts.env.push(("TOKENHUB_BUNDLE_KEY".to_string(), admin.bundle_key().to_string()));
-    let envoy = Envoy::start(opts);
+    let envoy = Envoy::start(EnvoyOptions::new(echo.port()).publisher(&admin));
     envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(10));
     let pid = envoy.pid();
 

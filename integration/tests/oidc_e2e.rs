@@ -115,9 +115,8 @@ fn start() -> Fixture {
     admin.publish();
     let signer = Signer::new(admin.dir());
     let echo = EchoUpstream::start().expect("echo upstream");
-    let mut opts = EnvoyOptions::new(echo.port()).var("OIDC_ISSUER", ISSUER).var("OIDC_JWKS", &signer.jwks);
-    opts.bundle_dir = Some(admin.bundle_dir());
-    opts.env.push(("TOKENHUB_BUNDLE_KEY".into(), admin.bundle_key().to_string()));
+    let opts =
+        EnvoyOptions::new(echo.port()).var("OIDC_ISSUER", ISSUER).var("OIDC_JWKS", &signer.jwks).publisher(&admin);
     let envoy = Envoy::start(opts);
     let version = admin.published_version();
     envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, std::time::Duration::from_secs(10));

@@ -34,10 +34,8 @@ fn start(setup: impl FnOnce(&Admin) -> Vec<IssuedKey>) -> (Fixture, Vec<IssuedKe
     let keys = setup(&admin);
     admin.publish();
     let echo = EchoUpstream::start().expect("echo upstream");
-    let mut opts = EnvoyOptions::new(echo.port());
-    opts.bundle_dir = Some(admin.bundle_dir());
+    let mut opts = EnvoyOptions::new(echo.port()).publisher(&admin);
     opts.concurrency = 2;
-    opts.env.push(("TOKENHUB_BUNDLE_KEY".into(), admin.bundle_key().to_string()));
     let envoy = Envoy::start(opts);
     let version = admin.published_version();
     envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(10));
