@@ -312,6 +312,19 @@ impl Envoy {
         read_lossy(&self.access_log_path()).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
     }
 
+    /// The access log once it holds `n` lines (Envoy flushes it every
+    /// 100 ms), or whatever it holds after 10 s.
+    pub fn access_log_lines(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.access_log();
+            if lines.len() >= n || Instant::now() >= deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Envoy's CPU time (user + system) so far, from /proc, for
     /// per-request cost measurements.
     pub fn cpu_time(&self) -> Duration {

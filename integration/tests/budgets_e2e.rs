@@ -19,7 +19,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokenhub_integration::guard::*;
 use tokenhub_integration::quota::{header_u64, room_in_minute, set_quota};
 use tokenhub_integration::scripted::{Reply, ScriptedUpstream};
@@ -102,18 +102,6 @@ fn assert_budget_refusal(resp: &Response, limit: u64) {
     assert_eq!(header_u64(resp, "ratelimit-limit"), limit, "{:?}", resp.headers);
     assert_eq!(header_u64(resp, "ratelimit-remaining"), 0);
     assert!(header_u64(resp, "retry-after") >= 1);
-}
-
-/// Every access log line, once `n` are there (bounded wait).
-fn access_log_lines(fx: &Fixture, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = fx.envoy.access_log();
-        if log.len() >= n || Instant::now() >= deadline {
-            return log;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[derive(Default)]
@@ -238,7 +226,7 @@ fn token_and_dollar_budgets_through_envoy() {
     assert!(fx.guard_stat("tokenhub.budget_soft_limit") >= 5, "{:?}", fx.guard_counters());
     assert_eq!(fx.guard_stat("tokenhub.denied.budget_exceeded") as usize, 4 + refused.len());
     assert_eq!(fx.guard_stat("tokenhub.denied.model_not_priced"), 1);
-    let log = access_log_lines(&fx, 8 + 11 + 5 + 30 + 1 + 5);
+    let log = fx.envoy.access_log_lines(8 + 11 + 5 + 30 + 1 + 5);
     let of = |k: &Option<IssuedKey>| {
         let id = k.clone().expect("key").key_id;
         log.iter().filter(|l| l["key_id"] == id.as_str()).cloned().collect::<Vec<_>>()

@@ -25,7 +25,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokenhub_integration::envoy::DEMO_TEMPLATE;
 use tokenhub_integration::{paths, Admin, EchoUpstream, Envoy, EnvoyOptions, IssuedKey};
 
@@ -158,16 +158,9 @@ impl Gateway {
         curl(&self.cert.cert, &req.args(self))
     }
 
-    /// Waits until the access log holds `n` lines (flushed every 100 ms).
+    /// Waits until the access log holds `n` lines.
     fn access_log(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let lines = self.envoy.access_log();
-            if lines.len() >= n || Instant::now() >= deadline {
-                return lines;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        self.envoy.access_log_lines(n)
     }
 }
 

@@ -17,7 +17,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokenhub_integration::guard::*;
 use tokenhub_integration::scripted::{Reply, ScriptedUpstream};
 use tokenhub_integration::{addrs, IssuedKey, Response};
@@ -99,18 +99,6 @@ fn anthropic(model: &str, stream: bool) -> Vec<u8> {
         r#"{{"model":"{model}","max_tokens":64,"stream":{stream},"messages":[{{"role":"user","content":"{CANARY} question"}}]}}"#
     )
     .into_bytes()
-}
-
-/// Every access log line, once `n` are there (bounded wait).
-fn access_log_lines(fx: &Fixture, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = fx.envoy.access_log();
-        if log.len() >= n || Instant::now() >= deadline {
-            return log;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn files_containing(dir: &Path, needle: &[u8], hits: &mut Vec<String>) {
@@ -200,7 +188,7 @@ fn model_allowlists_and_usage_through_envoy() {
     assert_eq!(upstream.take_bodies().len(), 1);
 
     // The access log: model and tokens of the metered requests.
-    let log = access_log_lines(&fx, 10);
+    let log = fx.envoy.access_log_lines(10);
     assert_eq!(log.len(), 10, "{log:#?}");
     let tokens = |line: &serde_json::Value| {
         ["model", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens"]
