@@ -116,12 +116,12 @@ fn tenant(id: &str, cidrs: Vec<String>, quota: Option<QuotaDoc>) -> TenantDoc {
         ip_allowlist: allowlist(cidrs),
         quota,
         provider_secrets: BTreeMap::new(),
-        models: Vec::new(),
         sub_accounts: vec![SubAccountDoc {
             id: "main".to_string(),
             status: Status::Active,
             ..SubAccountDoc::default()
         }],
+        ..TenantDoc::default()
     }
 }
 
