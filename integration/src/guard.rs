@@ -245,6 +245,16 @@ impl Fixture {
         self.with_key_from(addrs::V4_PRIMARY, key)
     }
 
+    /// A JSON `POST` with `authorization: Bearer <key>` from the primary
+    /// address (content-length framing).
+    pub fn post_json(&self, key: &str, path: &str, body: &[u8]) -> Response {
+        let auth = bearer(key);
+        let len = body.len().to_string();
+        let headers =
+            [("authorization", auth.as_str()), ("content-type", "application/json"), ("content-length", len.as_str())];
+        self.send_raw(addrs::V4_PRIMARY, &request_lines("POST", path, &headers, true), body)
+    }
+
     /// Publishes with the CLI and waits until Envoy has taken the file.
     pub fn publish(&self) -> u64 {
         let (out, outcome) = self.envoy.await_ecds(|| self.admin.publish());

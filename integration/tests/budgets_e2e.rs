@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokenhub_integration::guard::*;
 use tokenhub_integration::quota::{header_u64, room_in_minute, set_quota};
 use tokenhub_integration::scripted::{Reply, ScriptedUpstream};
-use tokenhub_integration::{addrs, IssuedKey, Response};
+use tokenhub_integration::{IssuedKey, Response};
 
 /// The default output reservation (`core::budget::DEFAULT_OUTPUT_RESERVATION`).
 const OUTPUT_RESERVATION: u64 = tokenhub_guard::core::budget::DEFAULT_OUTPUT_RESERVATION;
@@ -64,14 +64,6 @@ fn script(path: &str, body: &[u8]) -> Reply {
         )),
         _ => whole("application/json", r#"{"error":{"message":"not scripted"}}"#.to_string()),
     }
-}
-
-fn post(fx: &Fixture, key: &str, path: &str, body: &[u8]) -> Response {
-    let auth = bearer(key);
-    let len = body.len().to_string();
-    let headers =
-        [("authorization", auth.as_str()), ("content-type", "application/json"), ("content-length", len.as_str())];
-    fx.send_raw(addrs::V4_PRIMARY, &request_lines("POST", path, &headers, true), body)
 }
 
 fn chat(model: &str, marker: &str) -> Vec<u8> {
@@ -149,7 +141,7 @@ fn token_and_dollar_budgets_through_envoy() {
     room_in_minute(30);
     let per_minute = key(&keys.per_minute);
     let (admitted, refusal) =
-        until_refused(20, || post(&fx, &per_minute, "/v1/chat/completions", &chat("gpt-4o-mini", "hello")));
+        until_refused(20, || fx.post_json(&per_minute, "/v1/chat/completions", &chat("gpt-4o-mini", "hello")));
     assert_eq!(admitted, 7, "{}", refusal.body_text());
     assert_budget_refusal(&refusal, 10_000);
     assert!(header_u64(&refusal, "retry-after") <= 60);
@@ -157,7 +149,8 @@ fn token_and_dollar_budgets_through_envoy() {
 
     // Tokens per day, Anthropic SSE: 35 in + 15 out a reply, 10 fit in 500.
     let sse = key(&keys.sse);
-    let (admitted, refusal) = until_refused(30, || post(&fx, &sse, "/anthropic/v1/messages", &anthropic_stream("hi")));
+    let (admitted, refusal) =
+        until_refused(30, || fx.post_json(&sse, "/anthropic/v1/messages", &anthropic_stream("hi")));
     assert_eq!(admitted, 10, "{}", refusal.body_text());
     assert_budget_refusal(&refusal, 500);
     assert!(header_u64(&refusal, "retry-after") > 60, "a day's window");
@@ -165,11 +158,11 @@ fn token_and_dollar_budgets_through_envoy() {
     // A monthly dollar budget: $0.3688 a reply, 3 fit in $1; a model
     // without a price cannot be charged, so it is refused.
     let dollars = key(&keys.dollars);
-    let resp = post(&fx, &dollars, "/v1/chat/completions", &chat("o3", "hello"));
+    let resp = fx.post_json(&dollars, "/v1/chat/completions", &chat("o3", "hello"));
     assert_eq!(resp.status, 403, "{}", resp.body_text());
     assert_eq!(resp.json()["error"]["code"], "model_not_priced");
     let (admitted, refusal) =
-        until_refused(10, || post(&fx, &dollars, "/v1/chat/completions", &chat("gpt-4o-mini", "hello")));
+        until_refused(10, || fx.post_json(&dollars, "/v1/chat/completions", &chat("gpt-4o-mini", "hello")));
     assert_eq!(admitted, 3, "{}", refusal.body_text());
     assert_budget_refusal(&refusal, 1_000_000_000);
     upstream.take_bodies().len();
@@ -184,7 +177,7 @@ fn token_and_dollar_budgets_through_envoy() {
     let used = reservation - 24;
     let responses: Vec<Response> = thread::scope(|scope| {
         let handles: Vec<_> =
-            (0..30).map(|_| scope.spawn(|| post(&fx, &parallel, "/v1/chat/completions", &body))).collect();
+            (0..30).map(|_| scope.spawn(|| fx.post_json(&parallel, "/v1/chat/completions", &body))).collect();
         handles.into_iter().map(|h| h.join().expect("request thread")).collect()
     });
     let admitted = responses.iter().filter(|r| r.status == 200).count() as u64;
@@ -217,7 +210,7 @@ fn token_and_dollar_budgets_through_envoy() {
     assert!(!out.contains("message_stop"), "the stream was cut off: {out}");
     thread::sleep(Duration::from_millis(500));
     let (admitted, refusal) =
-        until_refused(10, || post(&fx, &cut_off, "/anthropic/v1/messages", &anthropic_stream("hi")));
+        until_refused(10, || fx.post_json(&cut_off, "/anthropic/v1/messages", &anthropic_stream("hi")));
     assert_eq!(admitted, 4, "{}", refusal.body_text());
     assert_budget_refusal(&refusal, 220);
 

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::Duration;
 use tokenhub_integration::guard::*;
 use tokenhub_integration::scripted::{Reply, ScriptedUpstream};
-use tokenhub_integration::{addrs, IssuedKey, Response};
+use tokenhub_integration::IssuedKey;
 
 const CANARY: &str = "zdr-canary-7f3a9c1e5b";
 
@@ -56,14 +56,6 @@ fn script(path: &str, body: &[u8]) -> Reply {
         ("text/event-stream", body) => Reply::Streamed { content_type: "text/event-stream", body, piece: 7 },
         (content_type, body) => Reply::Whole { content_type, body, delay: Duration::ZERO },
     }
-}
-
-fn post(fx: &Fixture, key: &str, path: &str, body: &[u8]) -> Response {
-    let auth = bearer(key);
-    let len = body.len().to_string();
-    let headers =
-        [("authorization", auth.as_str()), ("content-type", "application/json"), ("content-length", len.as_str())];
-    fx.send_raw(addrs::V4_PRIMARY, &request_lines("POST", path, &headers, true), body)
 }
 
 /// A POST whose body is written in two parts 300 ms apart (so Envoy hands
@@ -134,36 +126,36 @@ fn model_allowlists_and_usage_through_envoy() {
 
     // Allowed, OpenAI JSON: the body reaches the upstream byte for byte.
     let body = chat("gpt-4o-mini", false);
-    let resp = post(&fx, &key.key, "/v1/chat/completions", &body);
+    let resp = fx.post_json(&key.key, "/v1/chat/completions", &body);
     assert_eq!(resp.status, 200, "{}", resp.body_text());
     assert_eq!(resp.json()["usage"]["prompt_tokens"], 1200);
     assert_eq!(upstream.take_bodies(), vec![body]);
 
     // Allowed, OpenAI SSE.
-    let resp = post(&fx, &key.key, "/v1/chat/completions", &chat("gpt-4o-mini", true));
+    let resp = fx.post_json(&key.key, "/v1/chat/completions", &chat("gpt-4o-mini", true));
     assert_eq!(resp.status, 200, "{}", resp.body_text());
     assert!(resp.body_text().ends_with("data: [DONE]\n\n"), "{}", resp.body_text());
 
     // Allowed by prefix, Anthropic JSON and SSE.
-    let resp = post(&fx, &key.key, "/anthropic/v1/messages", &anthropic("claude-3-5-haiku-20241022", false));
+    let resp = fx.post_json(&key.key, "/anthropic/v1/messages", &anthropic("claude-3-5-haiku-20241022", false));
     assert_eq!(resp.status, 200, "{}", resp.body_text());
-    let resp = post(&fx, &key.key, "/anthropic/v1/messages", &anthropic("claude-3-5-haiku-20241022", true));
+    let resp = fx.post_json(&key.key, "/anthropic/v1/messages", &anthropic("claude-3-5-haiku-20241022", true));
     assert_eq!(resp.status, 200, "{}", resp.body_text());
     assert_eq!(upstream.take_bodies().len(), 3);
 
     // Another model: 403 model_not_allowed, nothing upstream.
-    let resp = post(&fx, &key.key, "/v1/chat/completions", &chat("gpt-4o", false));
+    let resp = fx.post_json(&key.key, "/v1/chat/completions", &chat("gpt-4o", false));
     assert_eq!(resp.status, 403, "{}", resp.body_text());
     let err = resp.json();
     assert_eq!(err["error"]["code"], "model_not_allowed", "{err}");
     assert_eq!(err["error"]["type"], "permission_error", "{err}");
     // Not JSON: 400 for the restricted key.
-    let resp = post(&fx, &key.key, "/v1/chat/completions", format!("model=gpt-4o-mini&q={CANARY}").as_bytes());
+    let resp = fx.post_json(&key.key, "/v1/chat/completions", format!("model=gpt-4o-mini&q={CANARY}").as_bytes());
     assert_eq!(resp.status, 400, "{}", resp.body_text());
     assert_eq!(resp.json()["error"]["code"], "model_required");
     // Two model members: refused, whichever an upstream parser would read.
     let dup = br#"{"model":"gpt-4o-mini","messages":[],"model":"gpt-4o"}"#;
-    assert_eq!(post(&fx, &key.key, "/v1/chat/completions", dup).status, 400);
+    assert_eq!(fx.post_json(&key.key, "/v1/chat/completions", dup).status, 400);
     // The second member arrives in a later chunk, after the first was
     // decided and passed on: the request is still refused, and the
     // upstream never gets a complete body.
@@ -183,7 +175,7 @@ fn model_allowlists_and_usage_through_envoy() {
     assert_eq!(upstream.take_bodies(), vec![Vec::<u8>::new()]);
 
     // The unrestricted key: its body is never read, not-JSON passes.
-    let resp = post(&fx, &fx.key.key, "/v1/chat/completions", format!("model=x&q={CANARY}").as_bytes());
+    let resp = fx.post_json(&fx.key.key, "/v1/chat/completions", format!("model=x&q={CANARY}").as_bytes());
     assert_eq!(resp.status, 200, "{}", resp.body_text());
     assert_eq!(upstream.take_bodies().len(), 1);
 
