@@ -361,10 +361,7 @@ impl HttpContext for GuardHttp {
                     self.set_http_request_header(FORWARDED_FOR_HEADER, Some(address));
                 }
                 if !metered.is_empty() {
-                    let content_length = view
-                        .iter()
-                        .find(|(n, _)| *n == "content-length")
-                        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok());
+                    let content_length = pseudo("content-length").trim().parse().ok();
                     self.metered = Some(Box::new(Metered {
                         limits: metered,
                         provider: grant.provider,
