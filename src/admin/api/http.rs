@@ -205,12 +205,15 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
         409 => "Conflict",
+        421 => "Misdirected Request",
         411 => "Length Required",
         413 => "Payload Too Large",
         422 => "Unprocessable Entity",
@@ -226,19 +229,25 @@ fn reason(status: u16) -> &'static str {
 /// Writes a JSON response and closes the connection gracefully (unread
 /// request bytes are drained briefly, so the client sees the answer rather
 /// than a reset).
-pub fn respond(mut stream: TcpStream, status: u16, body: &serde_json::Value, retry_after: Option<u64>) {
-    let text = body.to_string();
+pub fn respond(stream: TcpStream, status: u16, body: &serde_json::Value, retry_after: Option<u64>) {
+    let retry = retry_after.map(|s| ("retry-after", s.to_string()));
+    respond_with(stream, status, "application/json", retry.as_slice(), body.to_string().as_bytes());
+}
+
+/// Writes a response of any type (`cache-control: no-store` always; the
+/// caller adds its own headers) and closes the connection as `respond` does.
+pub fn respond_with(mut stream: TcpStream, status: u16, content_type: &str, headers: &[(&str, String)], body: &[u8]) {
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n",
         reason(status),
-        text.len()
+        body.len()
     );
-    if let Some(s) = retry_after {
-        head.push_str(&format!("retry-after: {s}\r\n"));
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(text.as_bytes()));
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
     let _ = stream.flush();
     let _ = stream.shutdown(Shutdown::Write);
     let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));

@@ -8,6 +8,7 @@
 //! connections concurrently with bounded resources and checks the token
 //! before it reads a body. See docs/admin-api.md and docs/openapi.yaml.
 
+mod console;
 mod http;
 
 use super::actions::access::{IpChange, Level};
@@ -36,6 +37,8 @@ struct Shared<'a> {
     failures: Failures,
     slots: Slots,
     workers: Workers,
+    /// The browser console at `/console/` (same actions, same sessions).
+    console: console::Console,
 }
 
 /// Runs until the process is stopped.
@@ -75,6 +78,11 @@ pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminEr
         failures: Failures::new(),
         slots: Slots::new(),
         workers: Workers::new(),
+        console: console::Console::new(
+            listener.local_addr().unwrap_or(addr),
+            &args.console_host,
+            args.access_log.clone(),
+        ),
     };
     std::thread::scope(|scope| {
         let sh = &shared;
@@ -136,6 +144,9 @@ fn connection(sh: &Shared, mut stream: TcpStream) {
     if path == ["healthz"] {
         let (status, body) = health(sh.store, &head.method);
         return http::respond(stream, status, &body, None);
+    }
+    if path.first().is_some_and(|p| p == "console") {
+        return console::handle(sh, stream, head, peer, &path[1..], &query);
     }
     // The token is checked before any body is read, from hashes cached in
     // memory: a bad token costs neither a decryption nor a store write.

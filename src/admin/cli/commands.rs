@@ -844,6 +844,15 @@ pub struct ServeArgs {
     /// secrets: node ids and bundle versions).
     #[arg(long, value_name = "IP:PORT", requires = "xds_listen")]
     pub metrics_listen: Option<String>,
+    /// A further HOST[:PORT] the browser console at /console/ is reached by
+    /// (e.g. behind a TLS proxy); requests naming another Host, and form
+    /// posts from another Origin, are refused. Loopback names always work.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub console_host: Vec<String>,
+    /// Envoy's JSON access log, for the console's usage page (the same
+    /// report as `tokenhub-admin usage --access-log`).
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<PathBuf>,
 }
 
 const TENANT_HELP: &str = "Examples:

@@ -1,0 +1,311 @@
+//! The browser console at `/console/` of `tokenhub-admin serve`, over real
+//! HTTP with a plain TcpStream client acting as a browser would (cookie,
+//! Host, Origin, form posts): sign-in with the token and 2FA, the cookie's
+//! attributes, CSRF, Origin and Host checks, the CSP, 2FA for every change,
+//! a tenant admin confined to its tenant, and the audit lines. The same
+//! flows in a real headless Chromium: tools/console_e2e.py (`make test-console`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admin_support;
+
+use admin_support::{enable_2fa, totp, Home, BIN};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use tokenhub_testkit::http1;
+
+struct Service {
+    child: Child,
+    addr: String,
+}
+
+impl Service {
+    fn start(home: &Home) -> Service {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("TOKENHUB_HOME", home.home())
+            .env("TOKENHUB_MASTER_KEY_FILE", home.master_key_file())
+            .env_remove("TOKENHUB_MASTER_KEY")
+            .env_remove("TOKENHUB_ADMIN")
+            .env_remove("TOKENHUB_OTP")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
+        Service { child, addr }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Response {
+    status: u16,
+    head: http1::Head,
+    body: String,
+}
+
+fn form_encode(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+            .collect::<String>()
+    };
+    fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+}
+
+/// A browser: its cookie, and the Host/Origin it sends.
+struct Browser<'a> {
+    svc: &'a Service,
+    cookie: Option<String>,
+    host: String,
+}
+
+impl<'a> Browser<'a> {
+    fn new(svc: &'a Service) -> Self {
+        Browser { svc, cookie: None, host: svc.addr.clone() }
+    }
+
+    fn send(&self, method: &str, path: &str, body: &str, extra: &[(&str, &str)]) -> Response {
+        let mut stream = TcpStream::connect(&self.svc.addr).unwrap();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\ncontent-length: {}\r\n",
+            self.host,
+            body.len()
+        );
+        if method == "POST" {
+            req.push_str("content-type: application/x-www-form-urlencoded\r\n");
+        }
+        if let Some(c) = &self.cookie {
+            req.push_str(&format!("cookie: __Host-tokenhub-console={c}\r\n"));
+        }
+        for (k, v) in extra {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).unwrap();
+        let (status, _, head, body) = http1::read_response(&mut BufReader::new(stream), method).unwrap();
+        Response { status, head, body: String::from_utf8(body).unwrap() }
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.send("GET", path, "", &[])
+    }
+
+    /// A form post from the console's own page.
+    fn post(&self, path: &str, fields: &[(&str, &str)]) -> Response {
+        let origin = format!("http://{}", self.host);
+        self.send("POST", path, &form_encode(fields), &[("origin", &origin)])
+    }
+
+    fn sign_in(&mut self, token: &str, code: &str) -> Response {
+        let r = self.post("/console/login", &[("token", token), ("code", code)]);
+        if let Some(c) = r.head.header("set-cookie") {
+            let v = c.split(';').next().unwrap().split_once('=').unwrap().1;
+            self.cookie = Some(v.to_string());
+        }
+        r
+    }
+
+    /// The CSRF token of the page's forms.
+    fn csrf(&self, path: &str) -> String {
+        let page = self.get(path);
+        assert_eq!(page.status, 200, "{}", page.body);
+        let at = page.body.find("name=\"csrf\" value=\"").unwrap() + 19;
+        page.body[at..at + 64].to_string()
+    }
+}
+
+fn setup(name: &str) -> (Home, String, String) {
+    let home = Home::new(name);
+    home.run(&["tenant", "add", "acme"]).ok();
+    home.run(&["tenant", "add", "globex"]).ok();
+    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
+    home.run(&["admin", "add", "ann", "--role", "tenant", "--tenant", "acme"]).ok();
+    let token = |n: &str| {
+        home.run(&["--json", "admin", "token", "create", n]).ok().json()["token"].as_str().unwrap().to_string()
+    };
+    let (root, ann) = (token("root"), token("ann"));
+    home.run(&["publish"]).ok();
+    (home, root, ann)
+}
+
+fn console_actions(home: &Home) -> Vec<(String, String, String)> {
+    home.audit_lines()
+        .iter()
+        .filter(|l| l["via"] == "console")
+        .map(|l| {
+            (
+                l["actor"].as_str().unwrap().into(),
+                l["action"].as_str().unwrap().into(),
+                l["outcome"].as_str().unwrap().into(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sign_in_needs_the_token_and_the_second_factor_and_sets_a_strict_cookie() {
+    let (home, root, _) = setup("console-signin");
+    let (secret, recovery) = enable_2fa(&home, "root");
+    let svc = Service::start(&home);
+    let mut b = Browser::new(&svc);
+
+    let page = b.get("/console/login");
+    assert_eq!(page.status, 200);
+    let csp = page.head.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(page.head.header("cache-control"), Some("no-store"));
+    assert_eq!(b.get("/console/keys").head.header("location"), Some("/console/login"), "no session: sign in first");
+
+    assert_eq!(b.sign_in("tha_notatoken", "").status, 401);
+    let r = b.sign_in(&root, "");
+    assert_eq!(r.status, 401, "an admin with 2FA needs its code: {}", r.body);
+    assert!(r.head.header("set-cookie").is_none());
+    assert_eq!(b.sign_in(&root, "000000").status, 401);
+    assert!(b.cookie.is_none());
+
+    let r = b.sign_in(&root, &totp(&secret, 1));
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.head.header("location"), Some("/console/keys"));
+    let cookie = r.head.header("set-cookie").unwrap();
+    for part in ["__Host-tokenhub-console=", "Path=/", "Secure", "HttpOnly", "SameSite=Strict", "Max-Age=3600"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let keys = b.get("/console/keys");
+    assert_eq!(keys.status, 200);
+    assert!(keys.body.contains("<strong id=\"who\">root</strong>"));
+    assert!(!keys.body.contains(&root), "the token never reaches a page");
+
+    // A recovery code signs in too; signing out ends the session server-side.
+    let mut b2 = Browser::new(&svc);
+    assert_eq!(b2.sign_in(&root, &recovery[0]).status, 303);
+    let csrf = b2.csrf("/console/keys");
+    let old = b2.cookie.clone();
+    assert_eq!(b2.post("/console/logout", &[("csrf", &csrf)]).status, 303);
+    b2.cookie = old;
+    assert_eq!(b2.get("/console/keys").head.header("location"), Some("/console/login"));
+
+    let actions = console_actions(&home);
+    let signins: Vec<&str> = actions.iter().filter(|a| a.1 == "console.sign-in").map(|a| a.2.as_str()).collect();
+    assert_eq!(signins, ["auth_failed", "auth_failed", "ok", "ok"], "{actions:?}");
+}
+
+#[test]
+fn csrf_origin_host_and_the_second_factor_guard_every_change() {
+    let (home, root, _) = setup("console-csrf");
+    let (secret, recovery) = enable_2fa(&home, "root");
+    let svc = Service::start(&home);
+    let mut b = Browser::new(&svc);
+    assert_eq!(b.sign_in(&root, &totp(&secret, 1)).status, 303);
+    let csrf = b.csrf("/console/keys");
+    let create = |csrf: &str, code: &str| {
+        b.post("/console/keys", &[("csrf", csrf), ("tenant", "acme"), ("name", "k"), ("code", code)])
+    };
+    assert_eq!(create("", &recovery[0]).status, 403, "no CSRF token");
+    assert_eq!(create(&"0".repeat(64), &recovery[0]).status, 403, "a wrong CSRF token");
+    let foreign = b.send(
+        "POST",
+        "/console/keys",
+        &form_encode(&[("csrf", &csrf), ("tenant", "acme"), ("code", &recovery[0])]),
+        &[("origin", "http://evil.example")],
+    );
+    assert_eq!(foreign.status, 403, "a post from another origin");
+    let no_origin = b.send(
+        "POST",
+        "/console/keys",
+        &form_encode(&[("csrf", &csrf), ("tenant", "acme"), ("code", &recovery[0])]),
+        &[],
+    );
+    assert_eq!(no_origin.status, 403, "a post without Origin");
+    let mut rebound = Browser::new(&svc);
+    rebound.host = "evil.example:80".into();
+    rebound.cookie = b.cookie.clone();
+    assert_eq!(rebound.get("/console/keys").status, 421, "DNS rebinding: a foreign Host");
+    let r = create(&csrf, "");
+    assert_eq!(r.status, 401, "a change without a 2FA code: {}", r.body);
+    assert!(r.body.contains("2FA code is required"), "{}", r.body);
+    assert!(home.run(&["--json", "--as", "root", "key", "list"]).ok().json().as_array().unwrap().is_empty());
+
+    let r = create(&csrf, &recovery[1]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("This is the only time the key is shown"));
+    let key = r.body.split("<code id=\"new-key\" class=\"secret\">").nth(1).unwrap().split('<').next().unwrap();
+    assert!(key.starts_with("thk_") || key.len() > 20, "{key}");
+    let keys = home.run(&["--json", "--as", "root", "key", "list"]).ok().json();
+    let id = keys[0]["key_id"].as_str().unwrap().to_string();
+    assert!(!b.get(&format!("/console/keys/{id}")).body.contains(key), "the key is shown once only");
+
+    // Rotation, allowlist with the lock-out warning, incident revoke.
+    let r = b.post(&format!("/console/keys/{id}/rotate"), &[("csrf", &csrf), ("grace", "1h"), ("code", &recovery[2])]);
+    assert!(r.body.contains("new-key"), "{}", r.body);
+    let r = b.post(
+        "/console/ip",
+        &[("csrf", &csrf), ("key", &id), ("op", "allow"), ("cidrs", "300.1.1.1/8"), ("code", &recovery[3])],
+    );
+    assert_eq!(r.status, 400, "an invalid CIDR is refused: {}", r.body);
+    let r = b.post(
+        "/console/ip",
+        &[("csrf", &csrf), ("tenant", "acme"), ("op", "allow"), ("cidrs", "10.0.0.0/8"), ("code", &recovery[4])],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = b.post(
+        "/console/ip",
+        &[("csrf", &csrf), ("key", &id), ("op", "allow"), ("cidrs", "192.168.0.0/16"), ("code", &recovery[5])],
+    );
+    assert!(r.body.contains("Warning: no address is in every enabled allowlist"), "{}", r.body);
+    let r = b.post(&format!("/console/keys/{id}/revoke"), &[("csrf", &csrf), ("code", &recovery[6])]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("id=\"bundle-version\""), "{}", r.body);
+    let shown = home.run(&["--json", "--as", "root", "key", "show", &id]).ok().json();
+    assert_eq!(shown["status"], "disabled");
+    assert_eq!(shown["previous_secret_valid_until"], serde_json::Value::Null);
+
+    let audit = b.get("/console/audit");
+    assert!(audit.body.contains("Audit log intact"), "{}", audit.body);
+    let actions: Vec<String> = console_actions(&home).into_iter().filter(|a| a.2 == "ok").map(|a| a.1).collect();
+    for a in ["console.sign-in", "key.create", "key.rotate", "ip.allow", "incident.revoke"] {
+        assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
+    }
+}
+
+#[test]
+fn a_tenant_admin_sees_and_touches_only_its_tenant() {
+    let (home, root, ann) = setup("console-tenant");
+    let (_, root_recovery) = enable_2fa(&home, "root");
+    let (ann_secret, ann_recovery) = enable_2fa(&home, "ann");
+    let created =
+        home.run(&["--json", "--as", "root", "--otp", &root_recovery[0], "key", "create", "--tenant", "globex"]);
+    let globex_id = created.ok().json()["key_id"].as_str().unwrap().to_string();
+    let svc = Service::start(&home);
+    let mut b = Browser::new(&svc);
+    assert_eq!(b.sign_in(&ann, &totp(&ann_secret, 1)).status, 303);
+    let keys = b.get("/console/keys");
+    assert!(!keys.body.contains(&globex_id) && !keys.body.contains(">globex<"), "{}", keys.body);
+    assert_eq!(b.get(&format!("/console/keys/{globex_id}")).status, 404);
+    assert_eq!(b.get("/console/keys?tenant=globex").status, 403);
+    assert_eq!(b.get("/console/ip?tenant=globex").status, 403);
+    let csrf = b.csrf("/console/keys");
+    let r = b.post(&format!("/console/keys/{globex_id}/revoke"), &[("csrf", &csrf), ("code", &ann_recovery[0])]);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = b.post("/console/keys", &[("csrf", &csrf), ("tenant", "globex"), ("code", &ann_recovery[1])]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let shown = home.run(&["--json", "--as", "root", "key", "show", &globex_id]).ok().json();
+    assert_eq!(shown["status"], "active");
+    // The platform admin's session sees both tenants' keys.
+    let mut p = Browser::new(&svc);
+    let (root_secret_code, _) = (root_recovery[1].clone(), ());
+    assert_eq!(p.sign_in(&root, &root_secret_code).status, 303);
+    assert!(p.get("/console/keys").body.contains(&globex_id));
+    assert_eq!(p.get(&format!("/console/keys/{globex_id}")).status, 200);
+}
