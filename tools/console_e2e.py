@@ -44,7 +44,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 # Selenium Manager must not look for (or download) a browser or a driver.
@@ -259,7 +259,15 @@ class Browser:
     def submit(self, button, old):
         """Clicks and waits for the next page (the old one's element goes stale)."""
         button.click()
-        WebDriverWait(self.d, 20).until(EC.staleness_of(old))
+
+        def gone(_):
+            try:
+                old.is_enabled()
+                return False
+            except WebDriverException:  # stale, or "does not belong to the document"
+                return True
+
+        WebDriverWait(self.d, 20).until(gone)
         WebDriverWait(self.d, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
     def shot(self, name):
