@@ -271,10 +271,44 @@ fn csrf_origin_host_and_the_second_factor_guard_every_change() {
     assert_eq!(shown["status"], "disabled");
     assert_eq!(shown["previous_secret_valid_until"], serde_json::Value::Null);
 
+    // Scopes and models, expiry, delete: the key page's other forms.
+    let r = b.post(
+        &format!("/console/keys/{id}/scopes"),
+        &[
+            ("csrf", &csrf),
+            ("methods", "POST"),
+            ("paths", "/v1/chat/"),
+            ("models", "gpt-4o-mini, gpt-4*"),
+            ("code", &recovery[7]),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = b
+        .post(&format!("/console/keys/{id}/expiry"), &[("csrf", &csrf), ("expires_in", "30d"), ("code", &recovery[8])]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let shown = home.run(&["--json", "--as", "root", "key", "show", &id]).ok().json();
+    assert_eq!(shown["models"], serde_json::json!(["gpt-4o-mini", "gpt-4*"]));
+    assert_eq!(shown["scopes"]["methods"], serde_json::json!(["POST"]));
+    assert!(shown["expires_at"].as_u64().unwrap() > admin_support::now() + 29 * 86_400);
+    let page = b.get(&format!("/console/keys/{id}"));
+    assert!(page.body.contains("gpt-4o-mini, gpt-4*") && page.body.contains("/v1/chat/"), "{}", page.body);
+    let r = b.post(&format!("/console/keys/{id}/delete"), &[("csrf", &csrf), ("code", &recovery[9])]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(b.get(&format!("/console/keys/{id}")).status, 404);
+
     let audit = b.get("/console/audit");
     assert!(audit.body.contains("Audit log intact"), "{}", audit.body);
     let actions: Vec<String> = console_actions(&home).into_iter().filter(|a| a.2 == "ok").map(|a| a.1).collect();
-    for a in ["console.sign-in", "key.create", "key.rotate", "ip.allow", "incident.revoke"] {
+    for a in [
+        "console.sign-in",
+        "key.create",
+        "key.rotate",
+        "ip.allow",
+        "incident.revoke",
+        "key.set-scopes",
+        "key.set-expiry",
+        "key.delete",
+    ] {
         assert!(actions.iter().any(|x| x == a), "{a} missing from {actions:?}");
     }
 }

@@ -185,7 +185,10 @@ pub(super) fn handle(
         }
         (false, ["login"]) => return send(stream, (pages::login_page(None), None)),
         (true, ["login"]) => {
-            let out = sign_in(sh, peer, &form, now);
+            let out = {
+                let _permit = sh.workers.acquire();
+                sign_in(sh, peer, &form, now)
+            };
             return send(stream, out);
         }
         _ => {}
