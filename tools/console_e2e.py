@@ -197,12 +197,13 @@ class Rig:
         return r.status_code
 
     def until_gateway(self, key, want, what):
-        deadline = time.time() + WAIT
+        start = time.time()
+        deadline = start + WAIT
         status = None
         while time.time() < deadline:
             status = self.call_gateway(key)
             if status == want:
-                check(True, f"{what} (Envoy answered {want})")
+                check(True, f"{what} (Envoy answered {want}, {time.time() - start:.1f}s after the page returned)")
                 return
             time.sleep(0.25)
         raise Failed(f"{what}: Envoy still answers {status}, wanted {want} within {WAIT:.0f}s")
