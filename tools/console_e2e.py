@@ -44,6 +44,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -282,6 +283,12 @@ class Browser:
             s.cookies.set(c["name"], c["value"])
         return s
 
+    def unlabelled(self):
+        """Form controls a screen reader could not name (no enclosing label)."""
+        return self.d.execute_script(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]"
+            ".filter(e => !e.closest('label') && !e.getAttribute('aria-label')).map(e => e.name)")
+
     def csp_violations(self):
         return [e["message"] for e in self.d.get_log("browser") if "Content Security Policy" in e["message"]]
 
@@ -432,6 +439,16 @@ def run(args):
         b.fill("/console/2fa/recovery-codes", {"code": next(rc)})
         fresh = [li.text.strip() for li in b.d.find_elements(By.CSS_SELECTOR, "#recovery-codes li")]
         check(len(fresh) == 10 and not set(fresh) & set(codes), "recovery codes are regenerated (old ones replaced)")
+
+        # --- accessibility: every control labelled, the skip link first ---
+        for path in ("/console/keys", f"/console/keys/{key_id}", f"/console/ip?key={key_id}", "/console/usage",
+                     "/console/audit", "/console/2fa"):
+            b.go(path)
+            missing = b.unlabelled()
+            check(not missing, f"every form control of {path.split('?')[0]} has a label" + (f" (not: {missing})" if missing else ""))
+        b.el("body").send_keys(Keys.TAB)
+        check(b.d.switch_to.active_element.get_attribute("class") == "skip",
+              "keyboard: the first Tab reaches the 'Skip to content' link")
 
         # --- audit log ---
         b.go("/console/audit?actor=ann")
