@@ -309,3 +309,37 @@ fn send(stream: TcpStream, (out, cookie): (Out, Option<String>)) {
 fn send_static(stream: TcpStream, content_type: &str, text: &str) {
     http::respond_with(stream, 200, content_type, &security_headers(), text.as_bytes());
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_consoles_own_names_pass_the_host_and_origin_checks() {
+        let c = Console::new("127.0.0.1:8081".parse().unwrap(), &["Console.Example.com".into()], None);
+        for host in ["127.0.0.1:8081", "localhost:8081", "[::1]:8081", "console.example.com"] {
+            assert!(c.host_allowed(Some(host)), "{host}");
+        }
+        for host in ["127.0.0.1:8082", "evil.example:8081", "localhost", ""] {
+            assert!(!c.host_allowed(Some(host)), "{host}");
+        }
+        assert!(!c.host_allowed(None));
+        assert!(c.origin_allowed(Some("http://localhost:8081")));
+        assert!(c.origin_allowed(Some("https://console.example.com")));
+        for origin in ["null", "http://evil.example", "localhost:8081", "ftp://localhost:8081", ""] {
+            assert!(!c.origin_allowed(Some(origin)), "{origin}");
+        }
+        assert!(!c.origin_allowed(None));
+    }
+
+    #[test]
+    fn forms_decode_trim_and_split() {
+        let f = Form::parse("token=tha_a%2Bb&code=+123456+&cidrs=10.0.0.0%2F8%2C+192.168.0.0%2F16&empty=");
+        assert_eq!(f.get("token"), Some("tha_a+b"));
+        assert_eq!(f.get("code"), Some("123456"));
+        assert_eq!(f.get("empty"), None);
+        assert_eq!(f.get("missing"), None);
+        assert_eq!(f.list("cidrs"), ["10.0.0.0/8", "192.168.0.0/16"]);
+    }
+}
