@@ -306,6 +306,33 @@ fn quota_mode_is_validated_audited_and_published() {
 }
 
 #[test]
+fn metering_settings_are_validated_audited_and_published() {
+    let home = Home::new("metering");
+    home.run(&["tenant", "add", "acme"]).ok();
+    let shown = home.run(&["--json", "quota", "metering"]).ok().json();
+    assert_eq!(shown, serde_json::json!({"soft_limit_percent": 80, "default_output_tokens": 1024}), "the defaults");
+    let set = home.run(&["--json", "quota", "metering", "--default-output-tokens", "512"]).ok().json();
+    assert_eq!(set, serde_json::json!({"soft_limit_percent": 80, "default_output_tokens": 512}));
+    home.run(&["quota", "metering", "--soft-limit-percent", "90"]).ok();
+    // Out of range: refused with the field named, nothing changed.
+    let refused = home.run(&["quota", "metering", "--soft-limit-percent", "0"]).fails(6);
+    assert!(refused.stderr.contains("soft_limit_percent"), "{}", refused.stderr);
+    let refused = home.run(&["quota", "metering", "--default-output-tokens", "0"]).fails(6);
+    assert!(refused.stderr.contains("default_output_tokens"), "{}", refused.stderr);
+    home.run(&["quota", "metering", "--soft-limit-percent", "101"]).fails(6);
+    let text = home.run(&["quota", "metering"]).ok().stdout;
+    assert!(text.contains("90%") && text.contains("512"), "{text}");
+    home.run(&["publish"]).ok();
+    let policy = published_policy(&home);
+    assert_eq!(
+        (policy["soft_limit_percent"].as_u64(), policy["default_output_tokens"].as_u64()),
+        (Some(90), Some(512))
+    );
+    let changes: Vec<Value> = home.audit_lines().into_iter().filter(|e| e["action"] == "quota.metering").collect();
+    assert_eq!(changes.iter().filter(|e| e["outcome"] == "ok").count(), 2, "each change is audited");
+}
+
+#[test]
 fn incident_revoke_disables_publishes_and_shows_the_trail() {
     let home = Home::new("incident");
     home.run(&["tenant", "add", "acme"]).ok();

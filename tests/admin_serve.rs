@@ -547,6 +547,29 @@ fn quota_mode_over_http_is_the_cli_action() {
 }
 
 #[test]
+fn metering_settings_over_http_are_the_cli_action() {
+    let (home, root, ann) = setup("serve-metering");
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let (r, a) = (svc.as_(&root), svc.as_(&ann));
+    let defaults = json!({"soft_limit_percent": 80, "default_output_tokens": 1024});
+    assert_eq!(a.get("/v1/quota/metering"), (200, defaults.clone()));
+    let (status, v) = a.call("PUT", "/v1/quota/metering", Some(json!({"soft_limit_percent": 90})));
+    assert_eq!((status, v["error"]["kind"].as_str()), (403, Some("forbidden")), "the platform's setting");
+    for body in [json!({"soft_limit_percent": 0}), json!({"default_output_tokens": 0})] {
+        let (status, v) = r.call("PUT", "/v1/quota/metering", Some(body.clone()));
+        assert_eq!((status, v["error"]["kind"].as_str()), (422, Some("invalid_policy")), "{body}: {v}");
+    }
+    for body in [json!({"percent": 90}), json!({})] {
+        let (status, v) = r.call("PUT", "/v1/quota/metering", Some(body.clone()));
+        assert_eq!((status, v["error"]["kind"].as_str()), (400, Some("usage")), "{body}: {v}");
+    }
+    let (status, v) = r.call("PUT", "/v1/quota/metering", Some(json!({"default_output_tokens": 300})));
+    assert_eq!((status, v), (200, json!({"soft_limit_percent": 80, "default_output_tokens": 300})));
+    assert_eq!(home.run(&["--json", "quota", "metering"]).ok().json()["default_output_tokens"], 300);
+}
+
+#[test]
 fn erasure_over_http_needs_the_platform_and_the_confirmation() {
     let (home, root, ann) = setup("serve-erase");
     home.run(&["admin", "add", "gus", "--role", "tenant", "--tenant", "globex"]).ok();

@@ -251,6 +251,10 @@ struct Metered {
     content_length: Option<u64>,
     /// Input tokens estimated from the body size.
     input_estimate: u64,
+    /// The body size the estimate counted.
+    body_bytes: u64,
+    /// The output cap the reservation counts (`None`: the default).
+    output_cap: Option<u64>,
     /// The reservation and when it was made; `None` until the body named
     /// its model (or had none).
     reserved: Option<(Charge, u64)>,
@@ -367,6 +371,8 @@ impl HttpContext for GuardHttp {
                         provider: grant.provider,
                         content_length,
                         input_estimate: 0,
+                        body_bytes: 0,
+                        output_cap: None,
                         // Without a body nothing is generated: a zero
                         // reservation, settled by any usage reported.
                         reserved: end_of_stream.then_some((Charge::default(), facts.now)),
@@ -422,7 +428,10 @@ impl HttpContext for GuardHttp {
             let chunk = self.get_http_request_body(0, body_size).unwrap_or_default();
             let rest = self.body.as_mut().map_or(Rest::Fine, |c| c.scanner.check_rest(&chunk));
             return match rest {
-                Rest::Fine => Action::Continue,
+                Rest::Fine => {
+                    self.revise_reservation();
+                    Action::Continue
+                }
                 Rest::DuplicateModel => self.deny(DenyReason::ModelUnreadable),
             };
         }
@@ -627,12 +636,17 @@ impl GuardHttp {
             return Err(self.deny(DenyReason::ModelNotPriced));
         }
         let now = host::unix_now(self);
+        // The output cap the body stated so far (`max_tokens`… before the
+        // model, or after it in the same chunk), else the bundle's default;
+        // one stated later revises the reservation (`revise_reservation`).
+        let cap = self.body.as_ref().and_then(|c| c.scanner.max_output());
         let Some(m) = &mut self.metered else { return Ok(()) };
-        // The scanner stops at `model`, so `max_tokens` (usually after it)
-        // is not read: the output part of the estimate is the default.
+        let body_bytes = m.content_length.unwrap_or(0).max(body_bytes);
+        m.output_cap = cap;
         let estimate =
-            budget::estimate(&price.unwrap_or_default(), m.content_length.unwrap_or(0).max(body_bytes), None);
-        m.input_estimate = estimate.tokens.saturating_sub(budget::DEFAULT_OUTPUT_RESERVATION);
+            budget::estimate(&price.unwrap_or_default(), body_bytes, cap.unwrap_or(policy.default_output_tokens));
+        m.input_estimate = budget::input_estimate(body_bytes);
+        m.body_bytes = body_bytes;
         m.requested_price = price;
         match budget::reserve(&SharedCounters, &m.limits, estimate, now) {
             QuotaOutcome::Allowed(_) | QuotaOutcome::Unlimited => {
@@ -647,6 +661,26 @@ impl GuardHttp {
             }
             QuotaOutcome::Exceeded(b) => Err(self.deny_quota(DenyReason::BudgetExceeded, b)),
             QuotaOutcome::Unavailable => Err(self.deny(DenyReason::FilterFault)),
+        }
+    }
+
+    /// An output cap stated after the chunk the model was found in: the
+    /// reservation moves to it (up or down) without a new admission check,
+    /// so such a request may add its increase to the overshoot bound
+    /// (`core::budget`).
+    fn revise_reservation(&mut self) {
+        let cap = self.body.as_ref().and_then(|c| c.scanner.max_output());
+        let Some(m) = &self.metered else { return };
+        let (Some(cap), Some((reserved, at)), false) = (cap, m.reserved, m.settled) else { return };
+        if m.output_cap == Some(cap) {
+            return;
+        }
+        let now = host::unix_now(self);
+        let Some(m) = &mut self.metered else { return };
+        let revised = budget::estimate(&m.requested_price.unwrap_or_default(), m.body_bytes, cap);
+        if budget::settle(&SharedCounters, &m.limits, reserved, revised, at, now) {
+            m.reserved = Some((revised, now));
+            m.output_cap = Some(cap);
         }
     }
 

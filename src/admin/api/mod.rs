@@ -622,6 +622,16 @@ struct QuotaModeBody {
     quota_mode: QuotaMode,
 }
 
+/// `PUT /v1/quota/metering`, as `tokenhub-admin quota metering`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeteringBody {
+    #[serde(default)]
+    soft_limit_percent: Option<u8>,
+    #[serde(default)]
+    default_output_tokens: Option<u64>,
+}
+
 fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
         (Method::Get, []) => ok(access::quota_show(s, &level_query(call)?)),
@@ -637,6 +647,11 @@ fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Rout
         (Method::Delete, []) => ok(access::quota_clear(s, &level_query(call)?)),
         (Method::Get, ["mode"]) => ok(access::quota_mode_show(s)),
         (Method::Put, ["mode"]) => ok(access::quota_mode_set(s, body::<QuotaModeBody>(call)?.quota_mode)),
+        (Method::Get, ["metering"]) => ok(access::metering_show(s)),
+        (Method::Put, ["metering"]) => {
+            let b: MeteringBody = body(call)?;
+            ok(access::metering_set(s, b.soft_limit_percent, b.default_output_tokens))
+        }
         _ => Err(no_route(method, &call.path)),
     }
 }

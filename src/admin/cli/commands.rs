@@ -104,7 +104,12 @@ impl Command {
             Self::SubAccount(c) => !matches!(c, SubAccountCmd::List { .. }),
             Self::Key(c) => !matches!(c, KeyCmd::List { .. } | KeyCmd::Show { .. }),
             Self::Ip(c) => !matches!(c, IpCmd::List { .. }),
-            Self::Quota(c) => !matches!(c, QuotaCmd::Show { .. } | QuotaCmd::Mode { mode: None }),
+            Self::Quota(c) => !matches!(
+                c,
+                QuotaCmd::Show { .. }
+                    | QuotaCmd::Mode { mode: None }
+                    | QuotaCmd::Metering { soft_limit_percent: None, default_output_tokens: None }
+            ),
             Self::Provider(c) => !matches!(c, ProviderCmd::List),
             Self::Price(c) => !matches!(c, PriceCmd::List),
             Self::Oidc(c) => !matches!(c, OidcCmd::List),
@@ -656,6 +661,19 @@ pub enum QuotaCmd {
         #[arg(value_enum)]
         mode: Option<QuotaModeArg>,
     },
+    /// How token and dollar budgets meter requests: the soft limit (share
+    /// of a budget past which a request is flagged in a metric and the
+    /// access log) and the output tokens reserved for a request that states
+    /// no `max_tokens`. Without options: show them.
+    Metering {
+        /// 1-100 (default 80).
+        #[arg(long, value_name = "PERCENT")]
+        soft_limit_percent: Option<u8>,
+        /// Output tokens reserved at admission when the request body states
+        /// no `max_tokens`/`max_completion_tokens`/`max_output_tokens` (default 1024).
+        #[arg(long, value_name = "TOKENS")]
+        default_output_tokens: Option<u64>,
+    },
 }
 
 /// `quota mode` values (clap's view of `QuotaMode`).
@@ -877,6 +895,7 @@ const QUOTA_HELP: &str = "Examples:
   tokenhub-admin quota set --key Ab12Cd34Ef56 --tokens-per-minute 20000 --monthly-budget 50
   tokenhub-admin quota show --key Ab12Cd34Ef56
   tokenhub-admin quota mode global      # count in Redis, shared by every Envoy
+  tokenhub-admin quota metering --soft-limit-percent 90 --default-output-tokens 512
 A tenant's own quota is set by platform admins; tenant admins divide it among sub-accounts and keys.";
 
 const PRICE_HELP: &str = "Examples:
