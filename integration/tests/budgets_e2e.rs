@@ -240,6 +240,20 @@ fn token_and_dollar_budgets_through_envoy() {
     let costs: Vec<String> =
         of(&keys.dollars).iter().map(|l| l["cost_nano_usd"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(costs, ["", "368800000", "368800000", "368800000", ""], "model_not_priced, 3 replies, the refusal");
+
+    // `tokenhub-admin usage` on the same log: the dollar key's tokens and
+    // cost per model (the model the response named), summed from the lines.
+    let access_log = fx.envoy.access_log_path().display().to_string();
+    let dollars_id = keys.dollars.clone().expect("key").key_id;
+    let report = fx.admin.json(&["usage", "--access-log", &access_log, "--key", &dollars_id, "--per-model"]);
+    let rows = report["rows"].as_array().expect("rows");
+    let replied = rows.iter().find(|r| r["model"] == "gpt-4o-mini-2024-07-18").expect("a row for the model");
+    let totals: Vec<Option<u64>> = ["requests", "input_tokens", "output_tokens", "cached_tokens", "cost_nano_usd"]
+        .iter()
+        .map(|f| replied[*f].as_u64())
+        .collect();
+    assert_eq!(totals, [Some(3), Some(3_600), Some(900), Some(3_072), Some(3 * 368_800_000)], "{report}");
+    assert_eq!(replied["cost_usd"], "1.106400000");
 }
 
 /// Sends 30 requests at once (the bodies in turn), each answered after 1 s

@@ -32,6 +32,8 @@ use zeroize::Zeroizing;
 /// What every connection thread shares.
 struct Shared<'a> {
     store: &'a Store,
+    /// Envoy's access log, for `GET /v1/usage` (`serve --access-log`).
+    access_log: Option<std::path::PathBuf>,
     auth: AuthCache,
     failures: Failures,
     slots: Slots,
@@ -71,6 +73,7 @@ pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminEr
     let _ = std::io::stdout().flush();
     let shared = Shared {
         store,
+        access_log: args.access_log.clone(),
         auth: AuthCache::new(),
         failures: Failures::new(),
         slots: Slots::new(),
@@ -119,6 +122,7 @@ struct Call {
     path: Vec<String>,
     query: Vec<(String, String)>,
     body: Value,
+    access_log: Option<std::path::PathBuf>,
 }
 
 fn refuse(stream: TcpStream, r: &Refusal) {
@@ -170,7 +174,7 @@ fn connection(sh: &Shared, mut stream: TcpStream) {
         .map_err(|r| (r.status, http::refusal_body(&r)))
         .and_then(|raw| parse_body(&raw).map_err(|e| error_body(&e)))
     {
-        Ok(body) => Call { method: head.method.clone(), path, query, body },
+        Ok(body) => Call { method: head.method.clone(), path, query, body, access_log: sh.access_log.clone() },
         Err((status, body)) => return http::respond(stream, status, &body, None),
     };
     let (status, body) = {
@@ -325,6 +329,7 @@ fn route(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
         Some(&"quota") => route_quota(s, method, &path[1..], call),
         Some(&"providers") => route_providers(s, method, &path[1..], call),
         Some(&"prices") => route_prices(s, method, &path[1..], call),
+        Some(&"usage") if *method == Method::Get && path.len() == 1 => usage(s, call),
         Some(&"incident") => match (method, &path[1..]) {
             (Method::Post, ["revoke", key_id]) => ok(keys::incident_revoke(s, key_id)),
             _ => Err(no_route(method, &call.path)),
@@ -622,6 +627,49 @@ struct QuotaModeBody {
     quota_mode: QuotaMode,
 }
 
+/// `GET /v1/usage?tenant=&key=&since=&until=&by=key|sub_account|tenant&per_model=true&per_day=true`:
+/// `tokenhub-admin usage --json` over the access log `serve --access-log` names.
+fn usage(s: &Session, call: &Call) -> Routed {
+    use crate::admin::usage::{Grouping, Level};
+    let Some(access_log) = call.access_log.clone() else {
+        return Err(AdminError::Usage(
+            "no access log: start `tokenhub-admin serve` with --access-log FILE (or TOKENHUB_ACCESS_LOG)".into(),
+        ));
+    };
+    let mut args = auditing::UsageQuery { access_log, ..Default::default() };
+    let yes = |v: &str, name: &str| match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(AdminError::Usage(format!("{name}={v:?}: expected true or false"))),
+    };
+    let mut grouping = Grouping::default();
+    for (k, v) in &call.query {
+        match k.as_str() {
+            "tenant" => args.tenant = Some(v.clone()),
+            "key" => args.key = Some(v.clone()),
+            "since" => args.since = Some(v.clone()),
+            "until" => args.until = Some(v.clone()),
+            "per_model" => grouping.per_model = yes(v, k)?,
+            "per_day" => grouping.per_day = yes(v, k)?,
+            "by" => {
+                grouping.level = match v.as_str() {
+                    "key" => Level::Key,
+                    "sub_account" => Level::SubAccount,
+                    "tenant" => Level::Tenant,
+                    _ => return Err(AdminError::Usage(format!("by={v:?}: expected key, sub_account or tenant"))),
+                }
+            }
+            _ => return Err(AdminError::Usage(format!("unknown query parameter {k:?} for /v1/usage"))),
+        }
+    }
+    args.grouping = grouping;
+    args.retention = Some(auditing::RetentionDays {
+        retain: crate::admin::retention::DEFAULT_RETAIN_DAYS,
+        truncate_ips_after: crate::admin::retention::DEFAULT_TRUNCATE_IPS_AFTER_DAYS,
+    });
+    ok(auditing::usage(s, &args))
+}
+
 /// `PUT /v1/quota/metering`, as `tokenhub-admin quota metering`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -735,6 +783,7 @@ fn route_audit(s: &Session, method: &Method, path: &[&str], call: &Call) -> Rout
                 method: call.method.clone(),
                 path: Vec::new(),
                 body: Value::Null,
+                access_log: None,
             })?;
             let failures = call.query.iter().any(|(k, v)| k == "failures" && v != "false");
             let args = AuditQuery {

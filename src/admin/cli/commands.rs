@@ -451,10 +451,41 @@ pub struct UsageArgs {
     pub tenant: Option<String>,
     #[arg(long)]
     pub key: Option<String>,
+    /// One row per key (default), sub-account or tenant.
+    #[arg(long, value_enum, default_value = "key")]
+    pub by: UsageLevelArg,
+    /// One row per model too.
+    #[arg(long)]
+    pub per_model: bool,
+    /// One row per day (UTC) too.
+    #[arg(long)]
+    pub per_day: bool,
+    /// Print CSV (RFC 4180, a header line; the same columns as --json).
+    #[arg(long)]
+    pub csv: bool,
     #[command(flatten)]
     pub time: TimeArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
+}
+
+/// `usage --by` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UsageLevelArg {
+    #[default]
+    Key,
+    SubAccount,
+    Tenant,
+}
+
+impl From<UsageLevelArg> for crate::admin::usage::Level {
+    fn from(l: UsageLevelArg) -> Self {
+        match l {
+            UsageLevelArg::Key => Self::Key,
+            UsageLevelArg::SubAccount => Self::SubAccount,
+            UsageLevelArg::Tenant => Self::Tenant,
+        }
+    }
 }
 
 /// How long access-log lines and client addresses are kept (docs/gdpr.md).
@@ -516,6 +547,12 @@ impl UsageArgs {
             since: self.time.since.clone(),
             until: self.time.until.clone(),
             retention: Some(self.retention.days()),
+            grouping: crate::admin::usage::Grouping {
+                level: self.by.into(),
+                per_model: self.per_model,
+                per_day: self.per_day,
+            },
+            csv: self.csv,
         }
     }
 }
@@ -862,6 +899,10 @@ pub struct ServeArgs {
     /// secrets: node ids and bundle versions).
     #[arg(long, value_name = "IP:PORT", requires = "xds_listen")]
     pub metrics_listen: Option<String>,
+    /// Envoy's JSON access log, for `GET /v1/usage` (without it that route
+    /// answers 400).
+    #[arg(long, env = "TOKENHUB_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
 }
 
 const TENANT_HELP: &str = "Examples:
