@@ -254,6 +254,31 @@ fn token_and_dollar_budgets_through_envoy() {
         .collect();
     assert_eq!(totals, [Some(3), Some(3_600), Some(900), Some(3_072), Some(3 * 368_800_000)], "{report}");
     assert_eq!(replied["cost_usd"], "1.106400000");
+
+    // Prometheus: usage per tenant and model, labels bounded by the bundle
+    // (`core::usage_metrics`): the priced models by their price-table
+    // pattern, the unpriced Anthropic one as `other` (10 + 1 cut off + 4
+    // replies of 35 input tokens).
+    let prometheus = fx.envoy.stats_prometheus();
+    let series = |kind: &str, model: &str| {
+        let head = format!("tokenhub_usage_{kind}{{tenant=\"{TENANT}\",model=\"{model}\"}} ");
+        let alt = format!("tokenhub_usage_{kind}{{model=\"{model}\",tenant=\"{TENANT}\"}} ");
+        prometheus
+            .lines()
+            .find_map(|l| l.strip_prefix(&head).or_else(|| l.strip_prefix(&alt)))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let usage_lines: Vec<&str> = prometheus.lines().filter(|l| l.contains("tokenhub_usage")).collect();
+    assert_eq!(series("requests", "other"), Some(15), "{usage_lines:#?}");
+    assert_eq!(series("input_tokens", "other"), Some(15 * 35), "{usage_lines:#?}");
+    assert_eq!(series("cost_nano_usd", "other"), Some(0), "{usage_lines:#?}");
+    assert!(series("cost_nano_usd", "gpt-4o-mini_").is_some_and(|c| c >= 10 * 368_800_000), "{usage_lines:#?}");
+    assert!(
+        usage_lines
+            .iter()
+            .all(|l| l.starts_with('#') || l.contains("model=\"other\"") || l.contains("model=\"gpt-4o-mini_\"")),
+        "only bundle-defined labels: {usage_lines:#?}"
+    );
 }
 
 /// Sends 30 requests at once (the bodies in turn), each answered after 1 s

@@ -264,6 +264,8 @@ struct Metered {
     status: Option<u32>,
     response_bytes: u64,
     settled: bool,
+    /// What `settle` charged (its cost goes to the usage metrics).
+    charged: Option<Charge>,
 }
 
 /// The request body of a credential with model allowlists.
@@ -277,6 +279,9 @@ struct BodyCheck {
     /// Decided without a model (a metered request whose body names none,
     /// and no model rules): the rest streams through unread.
     passed: bool,
+    /// For the usage metrics: the tenant's id and the provider's index.
+    tenant: String,
+    provider: usize,
 }
 
 struct Meter {
@@ -284,6 +289,8 @@ struct Meter {
     /// What the filter state says so far (written only when it changes).
     written: Option<Usage>,
     model_written: bool,
+    /// Counted in the usage metrics (once).
+    counted: bool,
 }
 
 impl Context for GuardHttp {}
@@ -380,6 +387,7 @@ impl HttpContext for GuardHttp {
                         status: None,
                         response_bytes: 0,
                         settled: false,
+                        charged: None,
                     }));
                 }
                 if grant.needs_model() || self.metered.is_some() {
@@ -399,6 +407,8 @@ impl HttpContext for GuardHttp {
                             scanned: 0,
                             decided: None,
                             passed: false,
+                            tenant: grant.subject.tenant.id.clone(),
+                            provider: grant.provider,
                         });
                         return Action::Continue;
                     }
@@ -486,7 +496,12 @@ impl HttpContext for GuardHttp {
             if let Some(m) = &mut self.metered {
                 m.status = Some(value(":status").and_then(|v| v.parse().ok()).unwrap_or(0));
             }
-            self.meter = framing.map(|f| Meter { parser: UsageParser::new(f), written: None, model_written: false });
+            self.meter = framing.map(|f| Meter {
+                parser: UsageParser::new(f),
+                written: None,
+                model_written: false,
+                counted: false,
+            });
             let requested = self.body.as_ref().and_then(|c| c.decided.as_deref()).and_then(usage::loggable_model);
             if let (Some(_), Some(name)) = (&self.meter, requested) {
                 self.set_property(vec!["tokenhub_model"], Some(name.as_bytes()));
@@ -499,6 +514,7 @@ impl HttpContext for GuardHttp {
         }
         if end_of_stream {
             self.settle(true);
+            self.count_usage();
         }
         Action::Continue
     }
@@ -520,6 +536,7 @@ impl HttpContext for GuardHttp {
         }
         if end_of_stream {
             self.settle(true);
+            self.count_usage();
         }
         Action::Continue
     }
@@ -532,6 +549,7 @@ impl HttpContext for GuardHttp {
 impl Drop for GuardHttp {
     fn drop(&mut self) {
         self.settle(false);
+        self.count_usage();
     }
 }
 
@@ -713,6 +731,25 @@ impl GuardHttp {
         if in_stream {
             self.set_property(vec!["tokenhub_cost_nano_usd"], Some(charge.cost.to_string().as_bytes()));
         }
+        if let Some(m) = &mut self.metered {
+            m.charged = Some(charge);
+        }
+    }
+
+    /// The response's usage into the per-tenant, per-model counters
+    /// (`core::usage_metrics`), once, after `settle` (which prices it).
+    fn count_usage(&mut self) {
+        let (Some(metrics), Some(policy)) = (&self.metrics, &self.policy) else { return };
+        let (Some(meter), Some(check)) = (&mut self.meter, &self.body) else { return };
+        if meter.counted {
+            return;
+        }
+        meter.counted = true;
+        let usage = meter.parser.usage().unwrap_or_default();
+        let model = meter.parser.model().or(check.decided.as_deref());
+        let label = crate::core::usage_metrics::model_label(policy, check.provider, model);
+        let cost = self.metered.as_ref().and_then(|m| m.charged).map_or(0, |c| c.cost);
+        metrics.usage(&check.tenant, &label, [1, usage.input, usage.output, usage.cached_input, cost]);
     }
 
     /// A refused request gives its reservation back.

@@ -73,6 +73,14 @@ impl Policy {
     pub fn price_for(&self, provider: usize, model: &str) -> Option<Price> {
         self.prices.iter().find(|(p, pattern, _)| *p == provider && pattern.matches(model)).map(|(_, _, price)| *price)
     }
+
+    /// The price-table entry `price_for` uses for `model` (its name or pattern).
+    pub fn price_rule(&self, provider: usize, model: &str) -> Option<&ModelPattern> {
+        self.prices
+            .iter()
+            .find(|(p, pattern, _)| *p == provider && pattern.matches(model))
+            .map(|(_, pattern, _)| pattern)
+    }
 }
 
 #[derive(Debug)]
