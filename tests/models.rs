@@ -297,3 +297,28 @@ fn output_caps_are_read_before_and_after_the_model() {
     assert_eq!(scan_everywhere(br#"{"max_tokens":1,"model":"a","max_tokens":2}"#), found("a"));
     assert_eq!(scan(br#"{"max_tokens":1,"model":"a","model":"b"}"#), ModelScan::NotJson);
 }
+
+#[test]
+fn model_lists_keep_only_allowed_entries() {
+    use tokenhub_guard::core::models::{filter_model_list, is_model_list};
+    let rules = ModelRules::compile(&["gpt-4o-mini".into(), "claude-3-5-*".into()]).unwrap();
+    let levels = [&rules, &None, &None];
+    let openai = br#"{"object":"list","data":[{"id":"gpt-4o","object":"model"},{"id":"gpt-4o-mini","object":"model","owned_by":"system"},{"id":"o3"}]}"#;
+    let out: serde_json::Value = serde_json::from_slice(&filter_model_list(&levels, openai).unwrap()).unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"object":"list","data":[{"id":"gpt-4o-mini","object":"model","owned_by":"system"}]})
+    );
+    let anthropic = br#"{"data":[{"type":"model","id":"claude-3-5-haiku-20241022"},{"type":"model","id":"claude-opus-4"}],"has_more":false,"first_id":"a","last_id":"b"}"#;
+    let out: serde_json::Value = serde_json::from_slice(&filter_model_list(&levels, anthropic).unwrap()).unwrap();
+    assert_eq!(out["data"], serde_json::json!([{"type":"model","id":"claude-3-5-haiku-20241022"}]));
+    assert_eq!(out["has_more"], false, "other members kept");
+    // Entries without a string id are dropped; not a list: None (refused).
+    let odd = br#"{"data":[{"name":"gpt-4o-mini"},{"id":7},"gpt-4o-mini"]}"#;
+    assert_eq!(filter_model_list(&levels, odd).unwrap(), br#"{"data":[]}"#);
+    for bad in [&b"[]"[..], b"{\"data\":{}}", b"{}", b"not json", b"{\"data\":[]"] {
+        assert_eq!(filter_model_list(&levels, bad), None, "{}", String::from_utf8_lossy(bad));
+    }
+    assert!(is_model_list("GET", "/v1/models") && is_model_list("GET", "/anthropic/v1/models?limit=20"));
+    assert!(!is_model_list("POST", "/v1/models") && !is_model_list("GET", "/v1/models/gpt-4o"));
+}

@@ -261,6 +261,34 @@ pub fn verdict(levels: &[&Option<ModelRules>], scan: &ModelScan) -> Option<Resul
     }
 }
 
+/// The largest model list (`GET /v1/models` response) the guard filters;
+/// a longer one is refused (502) rather than passed unfiltered.
+pub const MAX_MODEL_LIST: usize = 1 << 20;
+
+/// Whether `path` (without its query) lists models: `…/v1/models`, the
+/// OpenAI and Anthropic list endpoints.
+pub fn is_model_list(method: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    method == "GET" && path.ends_with("/v1/models")
+}
+
+/// Not wired into the filter yet: replacing a response body needs the
+/// host call `proxy_set_buffer_bytes`, which the module's least-privilege
+/// capability list (`src/capabilities.rs`, enforced by
+/// `tests/capabilities.rs`: no body or buffer writes) does not grant. See
+/// README, "Model allowlists and token usage".
+///
+/// A model list response (OpenAI `{"object":"list","data":[{"id":…}]}`,
+/// Anthropic `{"data":[{"id":…,"type":"model"}],"has_more":…}`) with only
+/// the entries every level allows; every other member is kept. `None`: not
+/// such a JSON object (the caller refuses it, never passes it unfiltered).
+pub fn filter_model_list(levels: &[&Option<ModelRules>], body: &[u8]) -> Option<Vec<u8>> {
+    let mut doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let data = doc.as_object_mut()?.get_mut("data")?.as_array_mut()?;
+    data.retain(|entry| entry.get("id").and_then(|id| id.as_str()).is_some_and(|id| allowed_by_all(levels, id)));
+    serde_json::to_vec(&doc).ok()
+}
+
 /// Whether any level restricts models (then the body must be read).
 pub fn any_rules(levels: &[&Option<ModelRules>]) -> bool {
     levels.iter().any(|l| l.is_some())
