@@ -306,6 +306,33 @@ fn quota_mode_is_validated_audited_and_published() {
 }
 
 #[test]
+fn metering_settings_are_validated_audited_and_published() {
+    let home = Home::new("metering");
+    home.run(&["tenant", "add", "acme"]).ok();
+    let shown = home.run(&["--json", "quota", "metering"]).ok().json();
+    assert_eq!(shown, serde_json::json!({"soft_limit_percent": 80, "default_output_tokens": 1024}), "the defaults");
+    let set = home.run(&["--json", "quota", "metering", "--default-output-tokens", "512"]).ok().json();
+    assert_eq!(set, serde_json::json!({"soft_limit_percent": 80, "default_output_tokens": 512}));
+    home.run(&["quota", "metering", "--soft-limit-percent", "90"]).ok();
+    // Out of range: refused with the field named, nothing changed.
+    let refused = home.run(&["quota", "metering", "--soft-limit-percent", "0"]).fails(6);
+    assert!(refused.stderr.contains("soft_limit_percent"), "{}", refused.stderr);
+    let refused = home.run(&["quota", "metering", "--default-output-tokens", "0"]).fails(6);
+    assert!(refused.stderr.contains("default_output_tokens"), "{}", refused.stderr);
+    home.run(&["quota", "metering", "--soft-limit-percent", "101"]).fails(6);
+    let text = home.run(&["quota", "metering"]).ok().stdout;
+    assert!(text.contains("90%") && text.contains("512"), "{text}");
+    home.run(&["publish"]).ok();
+    let policy = published_policy(&home);
+    assert_eq!(
+        (policy["soft_limit_percent"].as_u64(), policy["default_output_tokens"].as_u64()),
+        (Some(90), Some(512))
+    );
+    let changes: Vec<Value> = home.audit_lines().into_iter().filter(|e| e["action"] == "quota.metering").collect();
+    assert_eq!(changes.iter().filter(|e| e["outcome"] == "ok").count(), 2, "each change is audited");
+}
+
+#[test]
 fn incident_revoke_disables_publishes_and_shows_the_trail() {
     let home = Home::new("incident");
     home.run(&["tenant", "add", "acme"]).ok();
@@ -608,4 +635,48 @@ fn tenant_export_holds_everything_about_the_tenant_and_no_secret() {
     assert_eq!(written["keys"], doc["keys"]);
     let exports: Vec<Value> = home.audit_lines().into_iter().filter(|e| e["action"] == "tenant.export").collect();
     assert_eq!(exports.len(), 3, "two exports and one refusal: {exports:#?}");
+}
+
+#[test]
+fn usage_reports_tokens_and_cost_as_text_json_and_csv() {
+    let home = Home::new("usage-tokens");
+    let log = home.dir.join("access.log");
+    let at = |minutes: u64| {
+        let t = tokenhub_guard::admin::audit::rfc3339(admin_support::now() - minutes * 60);
+        format!("{}.250Z", t.trim_end_matches('Z'))
+    };
+    let line = |m: u64, tenant: &str, key: &str, model: &str, input: u64, cost: u64| {
+        format!(
+            r#"{{"start_time":"{}","status":"200","reason":"allowed","tenant":"{tenant}","sub_account":"default","key_id":"{key}","model":"{model}","input_tokens":"{input}","output_tokens":"10","cached_tokens":"-","reasoning_tokens":"-","cost_nano_usd":"{cost}"}}"#,
+            at(m)
+        )
+    };
+    let lines = [
+        line(3, "acme", "k1", "gpt-4o", 100, 2_500_000),
+        line(2, "acme", "k2", "gpt-4o", 50, 1_250_000),
+        line(1, "acme", "k2", "claude-3-5-haiku", 7, 0),
+        line(1, "globex", "k3", "=cmd()", 1, 1),
+    ];
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let log = log.to_str().unwrap();
+    let json = home.run(&["--json", "usage", "--access-log", log, "--by", "tenant", "--per-model"]).ok().json();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{json}");
+    let gpt = rows.iter().find(|r| r["model"] == "gpt-4o").unwrap();
+    assert_eq!(
+        (gpt["tenant"].as_str(), gpt["requests"].as_u64(), gpt["input_tokens"].as_u64()),
+        (Some("acme"), Some(2), Some(150))
+    );
+    assert_eq!((gpt["output_tokens"].as_u64(), gpt["cost_nano_usd"].as_u64()), (Some(20), Some(3_750_000)));
+    assert!(gpt.get("key_id").is_none() && gpt.get("sub_account").is_none(), "per tenant: {gpt}");
+    let csv = home.run(&["usage", "--access-log", log, "--by", "tenant", "--per-model", "--csv"]).ok().stdout;
+    let csv_lines: Vec<&str> = csv.lines().collect();
+    assert!(csv_lines[0].starts_with("tenant,model,requests,allowed,input_tokens,output_tokens"), "{csv}");
+    assert_eq!(csv_lines.len(), 4, "{csv}");
+    assert!(csv.contains("acme,gpt-4o,2,2,150,20,0,0,3750000,0.003750000,"), "{csv}");
+    assert!(csv.contains("globex,'=cmd()"), "a log value never becomes a spreadsheet formula: {csv}");
+    let text = home.run(&["usage", "--access-log", log, "--key", "k2", "--per-model"]).ok().stdout;
+    assert!(text.contains("KEY_ID") && text.contains("claude-3-5-haiku") && text.contains("0.001250000"), "{text}");
+    assert!(!text.contains("k1"), "{text}");
+    home.run(&["usage", "--access-log", log, "--by", "department"]).fails(2);
 }

@@ -25,6 +25,7 @@ impl Service {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("TOKENHUB_HOME", home.home())
             .env("TOKENHUB_MASTER_KEY_FILE", home.master_key_file())
+            .env("TOKENHUB_ACCESS_LOG", home.dir.join("access.log"))
             .env_remove("TOKENHUB_MASTER_KEY")
             .env_remove("TOKENHUB_ADMIN")
             .env_remove("TOKENHUB_OTP")
@@ -547,6 +548,29 @@ fn quota_mode_over_http_is_the_cli_action() {
 }
 
 #[test]
+fn metering_settings_over_http_are_the_cli_action() {
+    let (home, root, ann) = setup("serve-metering");
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let (r, a) = (svc.as_(&root), svc.as_(&ann));
+    let defaults = json!({"soft_limit_percent": 80, "default_output_tokens": 1024});
+    assert_eq!(a.get("/v1/quota/metering"), (200, defaults.clone()));
+    let (status, v) = a.call("PUT", "/v1/quota/metering", Some(json!({"soft_limit_percent": 90})));
+    assert_eq!((status, v["error"]["kind"].as_str()), (403, Some("forbidden")), "the platform's setting");
+    for body in [json!({"soft_limit_percent": 0}), json!({"default_output_tokens": 0})] {
+        let (status, v) = r.call("PUT", "/v1/quota/metering", Some(body.clone()));
+        assert_eq!((status, v["error"]["kind"].as_str()), (422, Some("invalid_policy")), "{body}: {v}");
+    }
+    for body in [json!({"percent": 90}), json!({})] {
+        let (status, v) = r.call("PUT", "/v1/quota/metering", Some(body.clone()));
+        assert_eq!((status, v["error"]["kind"].as_str()), (400, Some("usage")), "{body}: {v}");
+    }
+    let (status, v) = r.call("PUT", "/v1/quota/metering", Some(json!({"default_output_tokens": 300})));
+    assert_eq!((status, v), (200, json!({"soft_limit_percent": 80, "default_output_tokens": 300})));
+    assert_eq!(home.run(&["--json", "quota", "metering"]).ok().json()["default_output_tokens"], 300);
+}
+
+#[test]
 fn erasure_over_http_needs_the_platform_and_the_confirmation() {
     let (home, root, ann) = setup("serve-erase");
     home.run(&["admin", "add", "gus", "--role", "tenant", "--tenant", "globex"]).ok();
@@ -610,4 +634,48 @@ fn prices_and_token_budgets_over_http_are_the_cli_actions() {
     assert_eq!(r.call("DELETE", "/v1/prices?provider=openai&model=gpt-4o", None).0, 404);
     let line = home.audit_lines().into_iter().rev().find(|e| e["action"] == "price.remove").unwrap();
     assert_eq!((line["actor"].as_str(), line["via"].as_str()), (Some("root"), Some("http")));
+}
+
+#[test]
+fn usage_over_http_is_the_cli_report() {
+    let (home, root, ann) = setup("serve-usage");
+    home.run(&["publish"]).ok();
+    let t = tokenhub_guard::admin::audit::rfc3339(admin_support::now() - 60);
+    let at = format!("{}.250Z", t.trim_end_matches('Z'));
+    let line = |tenant: &str, key: &str, input: u64| {
+        format!(
+            r#"{{"start_time":"{at}","status":"200","reason":"allowed","tenant":"{tenant}","sub_account":"default","key_id":"{key}","model":"gpt-4o","input_tokens":"{input}","output_tokens":"5","cost_nano_usd":"7"}}"#
+        )
+    };
+    let log = [line("acme", "k1", 10), line("acme", "k2", 20), line("globex", "k3", 40)].join("\n") + "\n";
+    std::fs::write(home.dir.join("access.log"), log).unwrap();
+    let svc = Service::start(&home);
+    let (r, a) = (svc.as_(&root), svc.as_(&ann));
+    let (status, v) = r.call("GET", "/v1/usage?by=tenant&per_model=true", None);
+    assert_eq!(status, 200, "{v}");
+    let cli = home
+        .run(&[
+            "--json",
+            "usage",
+            "--access-log",
+            home.dir.join("access.log").to_str().unwrap(),
+            "--by",
+            "tenant",
+            "--per-model",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v, cli, "the API answers what the CLI prints");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["input_tokens"].as_u64().unwrap()).collect::<Vec<_>>(), [30, 40]);
+    // A tenant admin sees its own tenant only.
+    let (status, v) = a.call("GET", "/v1/usage", None);
+    assert_eq!(status, 200, "{v}");
+    assert!(v["rows"].as_array().unwrap().iter().all(|r| r["tenant"] == "acme"), "{v}");
+    let (status, _) = a.call("GET", "/v1/usage?tenant=globex", None);
+    assert_eq!(status, 403);
+    for bad in ["/v1/usage?by=region", "/v1/usage?per_day=maybe", "/v1/usage?format=xml"] {
+        let (status, v) = r.call("GET", bad, None);
+        assert_eq!((status, v["error"]["kind"].as_str()), (400, Some("usage")), "{bad}: {v}");
+    }
 }

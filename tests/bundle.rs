@@ -140,6 +140,26 @@ fn prices_pick_the_exact_model_then_the_longest_prefix_per_provider() {
     assert_eq!(input(anthropic, "claude-sonnet-4"), Some(4));
     assert_eq!(input(anthropic, "gpt-4o"), None, "prices are per provider");
     assert_eq!(policy.soft_limit_percent, 80, "the default soft limit");
+    assert_eq!(policy.default_output_tokens, 1_024, "the default output reservation");
+}
+
+#[test]
+fn metering_settings_are_validated() {
+    let mut doc = base_doc();
+    doc.soft_limit_percent = Some(95);
+    doc.default_output_tokens = Some(256);
+    let policy = compile(&doc).unwrap();
+    assert_eq!((policy.soft_limit_percent, policy.default_output_tokens), (95, 256));
+    for bad in [0, tokenhub_guard::core::models::MAX_OUTPUT_CAP + 1] {
+        doc.default_output_tokens = Some(bad);
+        let err = compile(&doc).unwrap_err();
+        assert!(err.contains("default_output_tokens"), "{err}");
+    }
+    doc.default_output_tokens = None;
+    for bad in [0, 101] {
+        doc.soft_limit_percent = Some(bad);
+        assert!(compile(&doc).unwrap_err().contains("soft_limit_percent"));
+    }
 }
 
 #[test]

@@ -242,3 +242,83 @@ fn the_tightest_level_applies() {
     assert!(!any_rules(&[&none, &none, &none]));
     assert!(any_rules(&[&none, &sub, &none]));
 }
+
+/// The output cap a body states, fed whole, in 1-byte chunks and split at
+/// every offset, with the rest of the body going through `check_rest` once
+/// the model is known (as the filter does).
+fn output_cap_everywhere(body: &[u8]) -> Option<u64> {
+    let cap = |chunks: Vec<&[u8]>| {
+        let mut s = ModelScanner::new(DEFAULT_SCAN_BOUND);
+        let mut decided = false;
+        for c in chunks {
+            if decided {
+                assert_eq!(s.check_rest(c), Rest::Fine);
+            } else if s.feed(c) != ModelScan::NeedMore {
+                decided = true;
+            }
+        }
+        s.max_output()
+    };
+    let whole = cap(vec![body]);
+    assert_eq!(cap(body.chunks(1).collect()), whole, "1-byte chunks of {:?}", String::from_utf8_lossy(body));
+    for cut in 0..=body.len() {
+        let (a, b) = body.split_at(cut);
+        assert_eq!(cap(vec![a, b]), whole, "split at {cut} of {:?}", String::from_utf8_lossy(body));
+    }
+    whole
+}
+
+#[test]
+fn output_caps_are_read_before_and_after_the_model() {
+    let cases: &[(&str, Option<u64>)] = &[
+        (r#"{"model":"gpt-4o","max_tokens":200,"messages":[]}"#, Some(200)),
+        (r#"{"max_tokens":7,"model":"claude-3-5-haiku"}"#, Some(7)),
+        (r#"{"model":"o3","max_completion_tokens":64}"#, Some(64)),
+        (r#"{"model":"o3","input":"x","max_output_tokens":1000}"#, Some(1000)),
+        (r#"{"model":"g","generationConfig":{"temperature":1,"maxOutputTokens":55}}"#, Some(55)),
+        // Several: the largest, whichever field the provider reads.
+        (r#"{"max_tokens":10,"model":"m","max_completion_tokens":30,"max_tokens":20}"#, Some(30)),
+        // Not a non-negative integer: no cap (the configured default applies).
+        (r#"{"model":"m","max_tokens":null}"#, None),
+        (r#"{"model":"m","max_tokens":-5}"#, None),
+        (r#"{"model":"m","max_tokens":1.5}"#, None),
+        (r#"{"model":"m","max_tokens":"100"}"#, None),
+        // Nested elsewhere: not the request's cap.
+        (r#"{"model":"m","messages":[{"max_tokens":9}],"tools":{"max_tokens":9}}"#, None),
+        (r#"{"model":"m"}"#, None),
+    ];
+    for (body, want) in cases {
+        assert_eq!(output_cap_everywhere(body.as_bytes()), *want, "{body}");
+    }
+    // Capped: a reservation, not a promise.
+    let huge = br#"{"model":"m","max_tokens":18446744073709551615}"#;
+    assert_eq!(output_cap_everywhere(huge), Some(tokenhub_guard::core::models::MAX_OUTPUT_CAP));
+    // The model is still found, and a duplicate still refused, with caps around.
+    assert_eq!(scan_everywhere(br#"{"max_tokens":1,"model":"a","max_tokens":2}"#), found("a"));
+    assert_eq!(scan(br#"{"max_tokens":1,"model":"a","model":"b"}"#), ModelScan::NotJson);
+}
+
+#[test]
+fn model_lists_keep_only_allowed_entries() {
+    use tokenhub_guard::core::models::{filter_model_list, is_model_list};
+    let rules = ModelRules::compile(&["gpt-4o-mini".into(), "claude-3-5-*".into()]).unwrap();
+    let levels = [&rules, &None, &None];
+    let openai = br#"{"object":"list","data":[{"id":"gpt-4o","object":"model"},{"id":"gpt-4o-mini","object":"model","owned_by":"system"},{"id":"o3"}]}"#;
+    let out: serde_json::Value = serde_json::from_slice(&filter_model_list(&levels, openai).unwrap()).unwrap();
+    assert_eq!(
+        out,
+        serde_json::json!({"object":"list","data":[{"id":"gpt-4o-mini","object":"model","owned_by":"system"}]})
+    );
+    let anthropic = br#"{"data":[{"type":"model","id":"claude-3-5-haiku-20241022"},{"type":"model","id":"claude-opus-4"}],"has_more":false,"first_id":"a","last_id":"b"}"#;
+    let out: serde_json::Value = serde_json::from_slice(&filter_model_list(&levels, anthropic).unwrap()).unwrap();
+    assert_eq!(out["data"], serde_json::json!([{"type":"model","id":"claude-3-5-haiku-20241022"}]));
+    assert_eq!(out["has_more"], false, "other members kept");
+    // Entries without a string id are dropped; not a list: None (refused).
+    let odd = br#"{"data":[{"name":"gpt-4o-mini"},{"id":7},"gpt-4o-mini"]}"#;
+    assert_eq!(filter_model_list(&levels, odd).unwrap(), br#"{"data":[]}"#);
+    for bad in [&b"[]"[..], b"{\"data\":{}}", b"{}", b"not json", b"{\"data\":[]"] {
+        assert_eq!(filter_model_list(&levels, bad), None, "{}", String::from_utf8_lossy(bad));
+    }
+    assert!(is_model_list("GET", "/v1/models") && is_model_list("GET", "/anthropic/v1/models?limit=20"));
+    assert!(!is_model_list("POST", "/v1/models") && !is_model_list("GET", "/v1/models/gpt-4o"));
+}

@@ -249,7 +249,9 @@ pub fn cidr(data: &[u8]) {
 /// `model` of a body that is valid JSON; and a valid JSON object with a
 /// plain string `model` (once, not too long) is always found.
 pub fn model_scan(data: &[u8]) {
-    use tokenhub_guard::core::models::{ModelScan, ModelScanner, Rest, DEFAULT_SCAN_BOUND, MAX_MODEL_LEN};
+    use tokenhub_guard::core::models::{
+        ModelScan, ModelScanner, Rest, DEFAULT_SCAN_BOUND, MAX_MODEL_LEN, MAX_OUTPUT_CAP,
+    };
     let Some((first, body)) = data.split_first() else { return };
     let run = |size: usize| {
         let mut s = ModelScanner::new(DEFAULT_SCAN_BOUND);
@@ -259,17 +261,18 @@ pub fn model_scan(data: &[u8]) {
                 ModelScan::NeedMore => s.feed(c),
                 ModelScan::Found(m) if s.check_rest(c) == Rest::Fine => ModelScan::Found(m),
                 ModelScan::Found(_) => ModelScan::NotJson,
-                done => return done,
+                done => return (done, s.max_output()),
             };
         }
-        match verdict {
+        let verdict = match verdict {
             ModelScan::NeedMore => s.finish(),
             done => done,
-        }
+        };
+        (verdict, s.max_output())
     };
-    let whole = run(body.len());
-    assert_eq!(run(usize::from(*first % 16) + 1), whole, "chunking changed the result");
-    assert_eq!(run(1), whole, "1-byte chunks changed the result");
+    let (whole, cap) = run(body.len());
+    assert_eq!(run(usize::from(*first % 16) + 1), (whole.clone(), cap), "chunking changed the result");
+    assert_eq!(run(1), (whole.clone(), cap), "1-byte chunks changed the result");
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     if let (ModelScan::Found(m), Some(v)) = (&whole, &parsed) {
         assert_eq!(v["model"].as_str(), Some(m.as_str()), "serde_json reads another model");
@@ -279,6 +282,16 @@ pub fn model_scan(data: &[u8]) {
         if let Some(serde_json::Value::String(m)) = o.get("model") {
             if !duplicated && !m.is_empty() && m.len() <= MAX_MODEL_LEN {
                 assert_eq!(whole, ModelScan::Found(m.clone()), "a valid body's model was missed");
+                // The output cap: the largest stated (top-level) cap, as serde reads it.
+                let names = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
+                let once = names
+                    .iter()
+                    .all(|n| body.windows(n.len() + 2).filter(|w| w[1..w.len() - 1] == *n.as_bytes()).count() <= 1)
+                    && !body.windows(15).any(|w| w == b"maxOutputTokens");
+                if once {
+                    let want = names.iter().filter_map(|n| o.get(*n)?.as_u64()).map(|n| n.min(MAX_OUTPUT_CAP)).max();
+                    assert_eq!(cap, want, "the output cap differs from serde_json's");
+                }
             }
         }
     }

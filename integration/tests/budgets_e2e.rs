@@ -25,13 +25,16 @@ use tokenhub_integration::quota::{header_u64, room_in_minute, set_quota};
 use tokenhub_integration::scripted::{Reply, ScriptedUpstream};
 use tokenhub_integration::{IssuedKey, Response};
 
-/// The default output reservation (`core::budget::DEFAULT_OUTPUT_RESERVATION`).
-const OUTPUT_RESERVATION: u64 = tokenhub_guard::core::budget::DEFAULT_OUTPUT_RESERVATION;
+/// The output reservation of a request that states no `max_tokens`, as
+/// set by `quota metering --default-output-tokens` below (not the built-in
+/// 1 024, so the setting is proved to reach the guard).
+const OUTPUT_RESERVATION: u64 = 512;
 
 const ANTHROPIC_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-3-5-haiku-20241022\",\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n";
 
 /// By path and by a marker in the request: `"stream":true`, `reserve-mode`
-/// (usage = the guard's reservation minus 24 tokens, answered after 1 s),
+/// (usage = the guard's reservation minus 4 tokens: the body's `max_tokens`
+/// or the default, answered after 1 s),
 /// `cut-off` (the stream stops after `message_start`).
 fn script(path: &str, body: &[u8]) -> Reply {
     let text = String::from_utf8_lossy(body);
@@ -43,7 +46,8 @@ fn script(path: &str, body: &[u8]) -> Reply {
     }
     if text.contains("reserve-mode") {
         let input = (body.len() as u64).div_ceil(4);
-        let output = OUTPUT_RESERVATION - 24;
+        let stated = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["max_tokens"].as_u64());
+        let output = stated.unwrap_or(OUTPUT_RESERVATION) - 4;
         let json = format!(
             r#"{{"id":"chatcmpl-2","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{{"prompt_tokens":{input},"completion_tokens":{output},"total_tokens":{}}}}}"#,
             input + output
@@ -102,6 +106,7 @@ struct Keys {
     sse: Option<IssuedKey>,
     dollars: Option<IssuedKey>,
     parallel: Option<IssuedKey>,
+    parallel_capped: Option<IssuedKey>,
     cut_off: Option<IssuedKey>,
 }
 
@@ -124,11 +129,15 @@ fn token_and_dollar_budgets_through_envoy() {
             k.sse = key(&["--tokens-per-day", "500"]);
             k.dollars = key(&["--monthly-budget", "1"]);
             k.parallel = key(&["--tokens-per-day", "10000"]);
+            k.parallel_capped = key(&["--tokens-per-day", "5000"]);
             k.cut_off = key(&["--tokens-per-day", "220"]);
             // $100 / $50 / $1000 per million: an OpenAI JSON reply
             // (1200 in, 1024 of them cached, 300 out) costs $0.3688.
             let price = ["price", "set", "--provider", "openai", "--model", "gpt-4o-mini*", "--input", "100"];
             admin.json(&[&price[..], &["--cached-input", "50", "--output", "1000"]].concat());
+            let metering =
+                admin.json(&["quota", "metering", "--default-output-tokens", &OUTPUT_RESERVATION.to_string()]);
+            assert_eq!(metering["default_output_tokens"], OUTPUT_RESERVATION);
         },
         move |opts| opts.upstream_port = upstream_port,
     );
@@ -137,7 +146,7 @@ fn token_and_dollar_budgets_through_envoy() {
 
     // Tokens per minute, OpenAI JSON: 1500 tokens a reply. Admitted while
     // the counter is below 10 000: 7 (1 500 × 7 = 10 500). Charging the
-    // reservation (~1 050) would admit 10; charging nothing, all.
+    // reservation (~530) would admit 19; charging nothing, all.
     room_in_minute(30);
     let per_minute = key(&keys.per_minute);
     let (admitted, refusal) =
@@ -167,26 +176,26 @@ fn token_and_dollar_budgets_through_envoy() {
     assert_budget_refusal(&refusal, 1_000_000_000);
     upstream.take_bodies().len();
 
-    // Concurrency: 30 requests at once, each using its reservation less 24
+    // Concurrency: 30 requests at once, each using its reservation less 4
     // tokens, answered after 1 s. Charged only at the end, all 30 would go
-    // through (30 × ~1 030 against 10 000); reserved at admission, the
-    // total stays below the limit plus one reservation.
+    // through (30 × ~530 against 10 000); reserved at admission, the total
+    // stays below the limit plus one reservation (`core::budget`: each is
+    // admitted only while the counter, which holds every admitted
+    // reservation, is below the limit).
     let parallel = key(&keys.parallel);
     let body = chat("gpt-4o-mini", "reserve-mode");
     let reservation = (body.len() as u64).div_ceil(4) + OUTPUT_RESERVATION;
-    let used = reservation - 24;
-    let responses: Vec<Response> = thread::scope(|scope| {
-        let handles: Vec<_> =
-            (0..30).map(|_| scope.spawn(|| fx.post_json(&parallel, "/v1/chat/completions", &body))).collect();
-        handles.into_iter().map(|h| h.join().expect("request thread")).collect()
-    });
-    let admitted = responses.iter().filter(|r| r.status == 200).count() as u64;
-    let refused: Vec<&Response> = responses.iter().filter(|r| r.status != 200).collect();
-    assert!(refused.iter().all(|r| r.status == 429), "{:?}", refused.iter().map(|r| r.status).collect::<Vec<_>>());
-    assert!(!refused.is_empty(), "30 × {used} tokens against 10 000: some must be refused");
-    assert!(admitted * used < 10_000 + reservation, "overshoot bound: {admitted} × {used} ≥ 10 000 + {reservation}");
-    assert!(admitted * used >= 10_000 - reservation, "the budget was used: {admitted} × {used}");
-    assert_eq!(upstream.take_bodies().len() as u64, admitted);
+    let refused = overshoot_bound(&fx, &upstream, &parallel, &[body], 10_000, reservation);
+    // The same with `max_tokens: 200` stated, after the model or before it:
+    // reserved ~225 each, so ~22 fit in 5 000 (reserving the default 512
+    // instead would admit ~10, using under half the budget).
+    let capped = key(&keys.parallel_capped);
+    let after = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"reserve-mode"}],"max_tokens":200}"#;
+    let before = br#"{"max_tokens":200,"model":"gpt-4o-mini","messages":[{"role":"user","content":"reserve-mode"}]}"#;
+    assert_eq!(after.len(), before.len());
+    let reservation = (after.len() as u64).div_ceil(4) + 200;
+    let refused =
+        refused + overshoot_bound(&fx, &upstream, &capped, &[after.to_vec(), before.to_vec()], 5_000, reservation);
 
     // A stream the upstream cuts off after `message_start` (35 in, 1 out so
     // far): charged those 36 tokens when Envoy ends the stream. Then
@@ -217,9 +226,9 @@ fn token_and_dollar_budgets_through_envoy() {
     // The soft limit (80 %): counted, and in the access log of the
     // requests admitted past it; the cost of the dollar-budget replies.
     assert!(fx.guard_stat("tokenhub.budget_soft_limit") >= 5, "{:?}", fx.guard_counters());
-    assert_eq!(fx.guard_stat("tokenhub.denied.budget_exceeded") as usize, 4 + refused.len());
+    assert_eq!(fx.guard_stat("tokenhub.denied.budget_exceeded") as usize, 4 + refused);
     assert_eq!(fx.guard_stat("tokenhub.denied.model_not_priced"), 1);
-    let log = fx.envoy.access_log_lines(8 + 11 + 5 + 30 + 1 + 5);
+    let log = fx.envoy.access_log_lines(8 + 11 + 5 + 30 + 30 + 1 + 5);
     let of = |k: &Option<IssuedKey>| {
         let id = k.clone().expect("key").key_id;
         log.iter().filter(|l| l["key_id"] == id.as_str()).cloned().collect::<Vec<_>>()
@@ -231,4 +240,75 @@ fn token_and_dollar_budgets_through_envoy() {
     let costs: Vec<String> =
         of(&keys.dollars).iter().map(|l| l["cost_nano_usd"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(costs, ["", "368800000", "368800000", "368800000", ""], "model_not_priced, 3 replies, the refusal");
+
+    // `tokenhub-admin usage` on the same log: the dollar key's tokens and
+    // cost per model (the model the response named), summed from the lines.
+    let access_log = fx.envoy.access_log_path().display().to_string();
+    let dollars_id = keys.dollars.clone().expect("key").key_id;
+    let report = fx.admin.json(&["usage", "--access-log", &access_log, "--key", &dollars_id, "--per-model"]);
+    let rows = report["rows"].as_array().expect("rows");
+    let replied = rows.iter().find(|r| r["model"] == "gpt-4o-mini-2024-07-18").expect("a row for the model");
+    let totals: Vec<Option<u64>> = ["requests", "input_tokens", "output_tokens", "cached_tokens", "cost_nano_usd"]
+        .iter()
+        .map(|f| replied[*f].as_u64())
+        .collect();
+    assert_eq!(totals, [Some(3), Some(3_600), Some(900), Some(3_072), Some(3 * 368_800_000)], "{report}");
+    assert_eq!(replied["cost_usd"], "1.106400000");
+
+    // Prometheus: usage per tenant and model, labels bounded by the bundle
+    // (`core::usage_metrics`): the priced models by their price-table
+    // pattern, the unpriced Anthropic one as `other` (10 + 1 cut off + 4
+    // replies of 35 input tokens).
+    let prometheus = fx.envoy.stats_prometheus();
+    let series = |kind: &str, model: &str| {
+        let head = format!("tokenhub_usage_{kind}{{tenant=\"{TENANT}\",model=\"{model}\"}} ");
+        let alt = format!("tokenhub_usage_{kind}{{model=\"{model}\",tenant=\"{TENANT}\"}} ");
+        prometheus
+            .lines()
+            .find_map(|l| l.strip_prefix(&head).or_else(|| l.strip_prefix(&alt)))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let usage_lines: Vec<&str> = prometheus.lines().filter(|l| l.contains("tokenhub_usage")).collect();
+    assert_eq!(series("requests", "other"), Some(15), "{usage_lines:#?}");
+    assert_eq!(series("input_tokens", "other"), Some(15 * 35), "{usage_lines:#?}");
+    assert_eq!(series("cost_nano_usd", "other"), Some(0), "{usage_lines:#?}");
+    assert!(series("cost_nano_usd", "gpt-4o-mini_").is_some_and(|c| c >= 10 * 368_800_000), "{usage_lines:#?}");
+    assert!(
+        usage_lines
+            .iter()
+            .all(|l| l.starts_with('#') || l.contains("model=\"other\"") || l.contains("model=\"gpt-4o-mini_\"")),
+        "only bundle-defined labels: {usage_lines:#?}"
+    );
+}
+
+/// Sends 30 requests at once (the bodies in turn), each answered after 1 s
+/// with usage = its reservation less 4: some must be refused, and the
+/// admitted ones' total must stay below `limit + reservation` yet use the
+/// budget. Returns how many were refused.
+fn overshoot_bound(
+    fx: &Fixture,
+    upstream: &ScriptedUpstream,
+    key: &str,
+    bodies: &[Vec<u8>],
+    limit: u64,
+    reservation: u64,
+) -> usize {
+    let used = reservation - 4;
+    let responses: Vec<Response> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..30)
+            .map(|i| {
+                let body = &bodies[i % bodies.len()];
+                scope.spawn(move || fx.post_json(key, "/v1/chat/completions", body))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("request thread")).collect()
+    });
+    let admitted = responses.iter().filter(|r| r.status == 200).count() as u64;
+    let refused: Vec<&Response> = responses.iter().filter(|r| r.status != 200).collect();
+    assert!(refused.iter().all(|r| r.status == 429), "{:?}", refused.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert!(!refused.is_empty(), "30 × {used} tokens against {limit}: some must be refused");
+    assert!(admitted * used < limit + reservation, "overshoot bound: {admitted} × {used} ≥ {limit} + {reservation}");
+    assert!(admitted * used >= limit - reservation, "the budget was used: {admitted} × {used} of {limit}");
+    assert_eq!(upstream.take_bodies().len() as u64, admitted);
+    refused.len()
 }

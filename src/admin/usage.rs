@@ -1,19 +1,39 @@
 //! `tokenhub-admin usage`: the security page's "check logs, review for
-//! unusual usage" step. Reads Envoy's JSON access log (metadata only) and
-//! reports, per tenant, sub-account and key: requests, denials by reason,
-//! distinct client IPs, first and last seen. Pure: lines in, report out.
+//! unusual usage" step, and the detailed token and cost report. Reads
+//! Envoy's JSON access log (metadata only) and reports, per tenant,
+//! sub-account and key (or coarser, `Grouping`), optionally per model and
+//! per day: requests, denials by reason, distinct client IPs, first and last
+//! seen, input/output/cached/reasoning tokens and cost. Pure: lines in,
+//! report out; one table (`Report::table`) rendered as text, JSON or CSV.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Who a log line belongs to; `-` where the guard identified nobody (a
 /// missing, malformed or unknown key: never what the client claimed).
+/// Levels above the grouping's are `*`; `model` and `day` are empty unless
+/// grouped by.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Owner {
     pub tenant: String,
     pub sub_account: String,
     pub key_id: String,
+    pub model: String,
+    pub day: String,
+}
+
+impl Owner {
+    /// A key's row (no model, no day): what tests and callers name.
+    pub fn key(tenant: &str, sub_account: &str, key_id: &str) -> Self {
+        Self {
+            tenant: tenant.into(),
+            sub_account: sub_account.into(),
+            key_id: key_id.into(),
+            model: String::new(),
+            day: String::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -25,6 +45,28 @@ pub struct Usage {
     pub client_ips: BTreeSet<String>,
     pub first_seen: String,
     pub last_seen: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost_nano_usd: u64,
+}
+
+/// The rows' level: per key (the default), per sub-account or per tenant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Level {
+    #[default]
+    Key,
+    SubAccount,
+    Tenant,
+}
+
+/// How lines are grouped into rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grouping {
+    pub level: Level,
+    pub per_model: bool,
+    pub per_day: bool,
 }
 
 /// Which lines count.
@@ -39,6 +81,7 @@ pub struct UsageFilter {
 
 #[derive(Debug, Default)]
 pub struct Report {
+    pub grouping: Grouping,
     pub rows: BTreeMap<Owner, Usage>,
     /// Lines that are not JSON objects (skipped, counted).
     pub unreadable: u64,
@@ -50,13 +93,18 @@ fn field<'a>(v: &'a Value, names: &[&str]) -> Option<&'a str> {
     names.iter().filter_map(|n| v.get(*n)).find_map(|f| f.as_str()).filter(|s| !s.is_empty() && *s != "-")
 }
 
+/// A count field: a number or a numeric string (filter state is text); 0 when absent.
+fn count(v: &Value, name: &str) -> u64 {
+    v.get(name).and_then(|f| f.as_u64().or_else(|| f.as_str().and_then(|t| t.parse().ok()))).unwrap_or(0)
+}
+
 fn status(v: &Value) -> Option<u64> {
     let s = v.get("status")?;
     s.as_u64().or_else(|| s.as_str().and_then(|t| t.parse().ok()))
 }
 
-pub fn report(lines: impl Iterator<Item = String>, filter: &UsageFilter) -> Report {
-    let mut out = Report::default();
+pub fn report(lines: impl Iterator<Item = String>, filter: &UsageFilter, grouping: Grouping) -> Report {
+    let mut out = Report { grouping, ..Report::default() };
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             out.unreadable += 1;
@@ -66,23 +114,29 @@ pub fn report(lines: impl Iterator<Item = String>, filter: &UsageFilter) -> Repo
             out.unreadable += 1;
             continue;
         }
-        let owner = Owner {
-            tenant: field(&v, &["tenant"]).unwrap_or("-").to_string(),
-            sub_account: field(&v, &["sub_account"]).unwrap_or("-").to_string(),
-            key_id: field(&v, &["key_id"]).unwrap_or("-").to_string(),
-        };
+        let tenant = field(&v, &["tenant"]).unwrap_or("-");
+        let sub_account = field(&v, &["sub_account"]).unwrap_or("-");
+        let key_id = field(&v, &["key_id"]).unwrap_or("-");
         let time = field(&v, &["start_time", "time"]).unwrap_or("").to_string();
-        if !matches(filter, &owner, &time) {
+        if !matches(filter, tenant, key_id, &time) {
             continue;
         }
+        let all = "*";
+        let owner = Owner {
+            tenant: tenant.to_string(),
+            sub_account: if grouping.level == Level::Tenant { all } else { sub_account }.to_string(),
+            key_id: if grouping.level == Level::Key { key_id } else { all }.to_string(),
+            model: if grouping.per_model { field(&v, &["model"]).unwrap_or("-") } else { "" }.to_string(),
+            day: if grouping.per_day { time.get(..10).unwrap_or("-") } else { "" }.to_string(),
+        };
         record(out.rows.entry(owner).or_default(), &v, time);
     }
     out
 }
 
-fn matches(f: &UsageFilter, owner: &Owner, time: &str) -> bool {
-    f.tenant.as_ref().is_none_or(|t| *t == owner.tenant)
-        && f.key_id.as_ref().is_none_or(|k| *k == owner.key_id)
+fn matches(f: &UsageFilter, tenant: &str, key_id: &str, time: &str) -> bool {
+    f.tenant.as_ref().is_none_or(|t| t == tenant)
+        && f.key_id.as_ref().is_none_or(|k| k == key_id)
         && f.since.as_ref().is_none_or(|s| time >= s.as_str())
         && f.until.as_ref().is_none_or(|u| time <= u.as_str())
 }
@@ -105,52 +159,158 @@ fn record(u: &mut Usage, v: &Value, time: String) {
     if time > u.last_seen {
         u.last_seen = time;
     }
+    for (total, name) in [
+        (&mut u.input_tokens, "input_tokens"),
+        (&mut u.output_tokens, "output_tokens"),
+        (&mut u.cached_tokens, "cached_tokens"),
+        (&mut u.reasoning_tokens, "reasoning_tokens"),
+        (&mut u.cost_nano_usd, "cost_nano_usd"),
+    ] {
+        *total = total.saturating_add(count(v, name));
+    }
+}
+
+/// How the report is printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+    Csv,
+}
+
+/// One column: its name (JSON member, CSV and text header), whether the
+/// text table shows it, and its value in a row.
+struct Column {
+    name: &'static str,
+    in_text: bool,
+    value: fn(&Owner, &Usage) -> Value,
+}
+
+/// Every column, once: the three formats are renderings of this list.
+fn columns(g: Grouping) -> Vec<Column> {
+    let c = |name, in_text, value| Column { name, in_text, value };
+    let mut out = vec![c("tenant", true, |o: &Owner, _: &Usage| json!(o.tenant))];
+    if g.level != Level::Tenant {
+        out.push(c("sub_account", true, |o, _| json!(o.sub_account)));
+    }
+    if g.level == Level::Key {
+        out.push(c("key_id", true, |o, _| json!(o.key_id)));
+    }
+    if g.per_model {
+        out.push(c("model", true, |o, _| json!(o.model)));
+    }
+    if g.per_day {
+        out.push(c("day", true, |o, _| json!(o.day)));
+    }
+    out.extend([
+        c("requests", true, |_, u| json!(u.requests)),
+        c("allowed", true, |_, u| json!(u.allowed)),
+        c("input_tokens", true, |_, u| json!(u.input_tokens)),
+        c("output_tokens", true, |_, u| json!(u.output_tokens)),
+        c("cached_tokens", true, |_, u| json!(u.cached_tokens)),
+        c("reasoning_tokens", false, |_, u| json!(u.reasoning_tokens)),
+        c("cost_nano_usd", false, |_, u| json!(u.cost_nano_usd)),
+        c("cost_usd", true, |_, u| json!(usd(u.cost_nano_usd))),
+        c("distinct_client_ips", true, |_, u| json!(u.client_ips.len())),
+        c("client_ips", false, |_, u| json!(u.client_ips)),
+        c("first_seen", true, |_, u| json!(u.first_seen)),
+        c("last_seen", true, |_, u| json!(u.last_seen)),
+        c("denied", true, |_, u| json!(u.denied)),
+    ]);
+    out
+}
+
+/// Nano-dollars as a decimal amount of dollars (exact: 9 places).
+fn usd(nano: u64) -> String {
+    let per = crate::core::budget::NANO_USD_PER_USD;
+    format!("{}.{:09}", nano / per, nano % per)
+}
+
+/// A cell as text: numbers and strings as they are, a list space-separated,
+/// denials as `reason=count`.
+fn cell_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(cell_text).collect::<Vec<_>>().join(" "),
+        Value::Object(m) => m.iter().map(|(k, n)| format!("{k}={}", cell_text(n))).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// A CSV field (RFC 4180): quoted when it holds a comma, quote or line
+/// break; a leading `=`, `+`, `-` or `@` is prefixed with `'` so a
+/// spreadsheet never runs a log value as a formula.
+fn csv_field(text: &str) -> String {
+    let text =
+        if text.starts_with(['=', '+', '-', '@']) && text != "-" { format!("'{text}") } else { text.to_string() };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
 }
 
 impl Report {
+    /// The header and the rows, as cells: what every format renders.
+    fn table(&self) -> (Vec<Column>, Vec<Vec<Value>>) {
+        let cols = columns(self.grouping);
+        let rows = self.rows.iter().map(|(o, u)| cols.iter().map(|c| (c.value)(o, u)).collect()).collect();
+        (cols, rows)
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        let (cols, rows) = self.table();
+        match format {
+            Format::Json => self.to_json().to_string(),
+            Format::Csv => {
+                let mut out = cols.iter().map(|c| c.name).collect::<Vec<_>>().join(",");
+                out.push('\n');
+                for row in &rows {
+                    out.push_str(&row.iter().map(|v| csv_field(&cell_text(v))).collect::<Vec<_>>().join(","));
+                    out.push('\n');
+                }
+                out
+            }
+            Format::Text => {
+                let shown: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].in_text).collect();
+                let header: Vec<String> = shown.iter().map(|&i| cols[i].name.to_uppercase()).collect();
+                let body: Vec<Vec<String>> =
+                    rows.iter().map(|r| shown.iter().map(|&i| cell_text(&r[i])).collect()).collect();
+                let mut widths: Vec<usize> = header.iter().map(String::len).collect();
+                for r in &body {
+                    for (w, cell) in widths.iter_mut().zip(r) {
+                        *w = (*w).max(cell.len());
+                    }
+                }
+                let line = |cells: &[String]| {
+                    let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                    padded.join("  ").trim_end().to_string() + "\n"
+                };
+                let mut out = line(&header);
+                for r in &body {
+                    out.push_str(&line(r));
+                }
+                if self.rows.is_empty() {
+                    out.push_str("no matching requests in the access log\n");
+                }
+                if self.unreadable > 0 {
+                    out.push_str(&format!("({} lines were not JSON and were skipped)\n", self.unreadable));
+                }
+                out
+            }
+        }
+    }
+
     pub fn to_json(&self) -> Value {
-        let rows: Vec<Value> = self
-            .rows
-            .iter()
-            .map(|(o, u)| {
-                serde_json::json!({
-                    "tenant": o.tenant, "sub_account": o.sub_account, "key_id": o.key_id,
-                    "requests": u.requests, "allowed": u.allowed, "denied": u.denied,
-                    "distinct_client_ips": u.client_ips.len(), "client_ips": u.client_ips,
-                    "first_seen": u.first_seen, "last_seen": u.last_seen,
-                })
-            })
-            .collect();
-        serde_json::json!({ "rows": rows, "unreadable_lines": self.unreadable })
+        let (cols, rows) = self.table();
+        let rows: Vec<Value> =
+            rows.into_iter().map(|r| Value::Object(cols.iter().map(|c| c.name.to_string()).zip(r).collect())).collect();
+        json!({ "rows": rows, "unreadable_lines": self.unreadable })
     }
 
     pub fn to_text(&self) -> String {
-        let mut out = format!(
-            "{:<16} {:<14} {:<13} {:>8} {:>8} {:>4}  {:<24} {:<24} DENIED BY REASON\n",
-            "TENANT", "SUB-ACCOUNT", "KEY ID", "REQUESTS", "ALLOWED", "IPS", "FIRST SEEN", "LAST SEEN"
-        );
-        for (o, u) in &self.rows {
-            let denied: Vec<String> = u.denied.iter().map(|(r, n)| format!("{r}={n}")).collect();
-            out.push_str(&format!(
-                "{:<16} {:<14} {:<13} {:>8} {:>8} {:>4}  {:<24} {:<24} {}\n",
-                o.tenant,
-                o.sub_account,
-                o.key_id,
-                u.requests,
-                u.allowed,
-                u.client_ips.len(),
-                u.first_seen,
-                u.last_seen,
-                denied.join(" ")
-            ));
-        }
-        if self.rows.is_empty() {
-            out.push_str("no matching requests in the access log\n");
-        }
-        if self.unreadable > 0 {
-            out.push_str(&format!("({} lines were not JSON and were skipped)\n", self.unreadable));
-        }
-        out
+        self.render(Format::Text)
     }
 }
 
@@ -173,40 +333,120 @@ mod tests {
 
     #[test]
     fn groups_by_owner_and_counts_denials_ips_and_times() {
-        let r = report(lines(LOG), &UsageFilter::default());
+        let r = report(lines(LOG), &UsageFilter::default(), Grouping::default());
         assert_eq!(r.unreadable, 1);
-        let k1 = &r.rows[&Owner { tenant: "acme".into(), sub_account: "research".into(), key_id: "K1".into() }];
+        let k1 = &r.rows[&Owner::key("acme", "research", "K1")];
         assert_eq!((k1.requests, k1.allowed), (3, 1));
         assert_eq!(k1.denied.get("ip_not_allowed"), Some(&1));
         assert_eq!(k1.denied.get("wrong_secret"), Some(&1));
         assert_eq!(k1.client_ips.len(), 2);
         assert_eq!(k1.first_seen, "2026-11-29T10:00:00.000Z");
         assert_eq!(k1.last_seen, "2026-11-29T10:00:06.000Z");
-        let anon = &r.rows[&Owner { tenant: "-".into(), sub_account: "-".into(), key_id: "-".into() }];
+        let anon = &r.rows[&Owner::key("-", "-", "-")];
         assert_eq!(anon.denied.get("unknown_key"), Some(&1));
-        let k2 = &r.rows[&Owner { tenant: "globex".into(), sub_account: "ops".into(), key_id: "K2".into() }];
+        let k2 = &r.rows[&Owner::key("globex", "ops", "K2")];
         assert_eq!(k2.denied.get("status_400"), Some(&1), "Envoy's own refusal");
     }
 
     #[test]
     fn filters_by_tenant_key_and_time() {
         let f = UsageFilter { tenant: Some("acme".into()), ..Default::default() };
-        assert_eq!(report(lines(LOG), &f).rows.len(), 1);
+        assert_eq!(report(lines(LOG), &f, Grouping::default()).rows.len(), 1);
         let f = UsageFilter {
             since: Some("2026-11-29T10:00:05".into()),
             until: Some("2026-11-29T10:01:00.000Z".into()),
             ..Default::default()
         };
-        let r = report(lines(LOG), &f);
+        let r = report(lines(LOG), &f, Grouping::default());
         assert_eq!(r.rows.values().map(|u| u.requests).sum::<u64>(), 3);
         let f = UsageFilter { key_id: Some("K2".into()), ..Default::default() };
-        assert_eq!(report(lines(LOG), &f).rows.len(), 1);
+        assert_eq!(report(lines(LOG), &f, Grouping::default()).rows.len(), 1);
     }
 
     #[test]
     fn text_and_json_render() {
-        let r = report(lines(LOG), &UsageFilter::default());
+        let r = report(lines(LOG), &UsageFilter::default(), Grouping::default());
         assert!(r.to_text().contains("ip_not_allowed=1"));
         assert_eq!(r.to_json()["rows"].as_array().map(Vec::len), Some(3));
+    }
+
+    const METERED: &[&str] = &[
+        r#"{"start_time":"2026-11-29T10:00:00.000Z","tenant":"acme","sub_account":"research","key_id":"K1","status":200,"reason":"allowed","model":"gpt-4o","input_tokens":"1200","output_tokens":"300","cached_tokens":"1024","reasoning_tokens":"64","cost_nano_usd":"368800000"}"#,
+        r#"{"start_time":"2026-11-29T23:59:59.000Z","tenant":"acme","sub_account":"research","key_id":"K1","status":200,"reason":"allowed","model":"gpt-4o","input_tokens":100,"output_tokens":50,"cost_nano_usd":"1"}"#,
+        r#"{"start_time":"2026-11-30T08:00:00.000Z","tenant":"acme","sub_account":"ops","key_id":"K3","status":200,"reason":"allowed","model":"claude-3-5-haiku","input_tokens":"35","output_tokens":"15","cached_tokens":"-","cost_nano_usd":null}"#,
+        r#"{"start_time":"2026-11-30T08:00:01.000Z","tenant":"acme","sub_account":"ops","key_id":"K3","status":429,"reason":"token_budget_exceeded","model":"-"}"#,
+    ];
+
+    fn grouped(level: Level, per_model: bool, per_day: bool) -> Report {
+        report(lines(METERED), &UsageFilter::default(), Grouping { level, per_model, per_day })
+    }
+
+    #[test]
+    fn tokens_and_cost_per_key_model_and_day() {
+        let r = grouped(Level::Key, false, false);
+        let k1 = &r.rows[&Owner::key("acme", "research", "K1")];
+        assert_eq!((k1.input_tokens, k1.output_tokens, k1.cached_tokens, k1.reasoning_tokens), (1300, 350, 1024, 64));
+        assert_eq!(k1.cost_nano_usd, 368_800_001);
+        let k3 = &r.rows[&Owner::key("acme", "ops", "K3")];
+        assert_eq!((k3.requests, k3.input_tokens, k3.cached_tokens, k3.cost_nano_usd), (2, 35, 0, 0));
+        // Per tenant: one row, sub-account and key folded into `*`.
+        let t = grouped(Level::Tenant, false, false);
+        assert_eq!(t.rows.len(), 1);
+        let (owner, all) = t.rows.iter().next().unwrap();
+        assert_eq!((owner.sub_account.as_str(), owner.key_id.as_str()), ("*", "*"));
+        assert_eq!((all.requests, all.input_tokens, all.output_tokens), (4, 1335, 365));
+        // Per sub-account, model and day.
+        let d = grouped(Level::SubAccount, true, true);
+        let days: Vec<(&str, &str, &str, u64)> = d
+            .rows
+            .iter()
+            .map(|(o, u)| (o.sub_account.as_str(), o.model.as_str(), o.day.as_str(), u.requests))
+            .collect();
+        assert_eq!(
+            days,
+            [
+                ("ops", "-", "2026-11-30", 1),
+                ("ops", "claude-3-5-haiku", "2026-11-30", 1),
+                ("research", "gpt-4o", "2026-11-29", 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn text_json_and_csv_are_one_table() {
+        let r = grouped(Level::SubAccount, true, false);
+        let json = r.to_json();
+        let rows = json["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().all(|row| row.get("key_id").is_none() && row.get("day").is_none()), "{json}");
+        let research = rows.iter().find(|row| row["model"] == "gpt-4o").unwrap();
+        assert_eq!(
+            (research["input_tokens"].as_u64(), research["cost_usd"].as_str()),
+            (Some(1300), Some("0.368800001"))
+        );
+        let csv = r.render(Format::Csv);
+        let csv_lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(csv_lines.len(), 4, "{csv}");
+        let header: Vec<&str> = csv_lines[0].split(',').collect();
+        let mut names: Vec<String> = rows[0].as_object().unwrap().keys().cloned().collect();
+        names.sort();
+        let mut sorted_header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+        sorted_header.sort();
+        assert_eq!(sorted_header, names, "the same columns in CSV and JSON");
+        assert!(csv.contains(",gpt-4o,2,2,1300,350,1024,64,368800001,0.368800001,"), "{csv}");
+        assert!(csv.contains("token_budget_exceeded=1"), "{csv}");
+        let text = r.render(Format::Text);
+        assert!(text.starts_with("TENANT") && text.contains("INPUT_TOKENS") && text.contains("0.368800001"), "{text}");
+        assert!(!text.contains("REASONING_TOKENS"), "the text table leaves the wide columns to JSON and CSV");
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_and_never_formulas() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_field("-"), "-");
+        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
     }
 }

@@ -14,11 +14,21 @@
 //!
 //! Overshoot bound: a request is admitted only while its counter is below
 //! the limit, and the counter already holds every admitted request's
-//! reservation or settled usage. So a window's total can exceed its limit by
-//! less than one reservation, plus what requests in flight use beyond their
-//! own reservation (an estimate too low; `max_tokens` in the request makes
-//! the output part exact). Charging only at the end, as gateways commonly
-//! do, lets every concurrent request in: the overshoot is all of them.
+//! reservation or settled usage. So however many requests run at once, a
+//! window's total exceeds its limit by less than one reservation (the
+//! largest), plus what requests in flight use beyond their own reservation
+//! (an estimate too low). The output part of a reservation is the body's
+//! `max_tokens` (`max_completion_tokens`, `max_output_tokens`,
+//! `generationConfig.maxOutputTokens`; `core::models` reads them) when it
+//! states one, which a provider never exceeds, else the bundle's
+//! `default_output_tokens` (`quota metering`). A cap that arrives in a body
+//! chunk after the one naming the model revises the reservation without a
+//! new admission check: such a request can add its revision's increase.
+//! So in every case the overshoot is at most the sum of the in-flight
+//! reservations. Charging only at the end, as gateways commonly do, lets
+//! every concurrent request in: the overshoot is all of them.
+//! (Proved natively below, with 8 threads, and through real Envoy with 30
+//! parallel requests: `integration/tests/budgets_e2e.rs`.)
 
 use crate::core::bundle::compile::{Key, SubAccount, Tenant};
 use crate::core::quota::{
@@ -30,7 +40,8 @@ use crate::core::quota::{
 /// exact in it down to $0.001, and a u64 counter holds $18 billion.
 pub const NANO_USD_PER_USD: u64 = 1_000_000_000;
 
-/// Output tokens reserved when the request states no `max_tokens`.
+/// Output tokens reserved when the request states no `max_tokens` and the
+/// bundle no `default_output_tokens`.
 pub const DEFAULT_OUTPUT_RESERVATION: u64 = 1_024;
 
 /// What a metered request is charged: tokens, and their cost in nano-dollars.
@@ -105,12 +116,17 @@ impl Price {
     }
 }
 
-/// The reservation for a request: its input estimated from the body's length
-/// (a token is rarely under 4 bytes of text, so bytes / 4 is on the high
-/// side for prose and code), plus its stated output cap or the default.
-pub fn estimate(price: &Price, body_bytes: u64, max_output: Option<u64>) -> Charge {
-    let input = body_bytes.div_ceil(4);
-    let output = max_output.unwrap_or(DEFAULT_OUTPUT_RESERVATION);
+/// A request's input tokens estimated from its body's length (a token is
+/// rarely under 4 bytes of text, so bytes / 4 is on the high side for prose
+/// and code).
+pub fn input_estimate(body_bytes: u64) -> u64 {
+    body_bytes.div_ceil(4)
+}
+
+/// The reservation for a request: its input estimate plus `output`, the
+/// output cap the body states (`max_tokens`…) or the configured default.
+pub fn estimate(price: &Price, body_bytes: u64, output: u64) -> Charge {
+    let input = input_estimate(body_bytes);
     Charge { tokens: input.saturating_add(output), cost: price.cost(input, 0, output) }
 }
 
@@ -249,8 +265,9 @@ mod tests {
     #[test]
     fn estimates_use_max_tokens_when_stated() {
         let price = Price { input: 1_000, cached_input: 0, output: 2_000 };
-        assert_eq!(estimate(&price, 400, Some(50)), Charge { tokens: 150, cost: 100 * 1_000 + 50 * 2_000 });
-        assert_eq!(estimate(&price, 0, None).tokens, DEFAULT_OUTPUT_RESERVATION);
+        assert_eq!(estimate(&price, 400, 50), Charge { tokens: 150, cost: 100 * 1_000 + 50 * 2_000 });
+        assert_eq!(estimate(&price, 0, 700).tokens, 700);
+        assert_eq!(input_estimate(401), 101);
     }
 
     #[test]

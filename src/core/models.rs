@@ -23,7 +23,20 @@ pub const MAX_MODEL_LEN: usize = 256;
 /// The longest pattern accepted in a bundle.
 pub const MAX_PATTERN_LEN: usize = 128;
 
-const MODEL_PATH: &[&[&str]] = &[&["model"]];
+/// The largest output cap taken from a request (a reservation, not a
+/// promise: a model stops at its own limit long before).
+pub const MAX_OUTPUT_CAP: u64 = 1 << 20;
+
+/// `model` (index 0), then the output caps a request may state: OpenAI chat
+/// (`max_tokens`, `max_completion_tokens`), Responses (`max_output_tokens`),
+/// Anthropic (`max_tokens`), Gemini (`generationConfig.maxOutputTokens`).
+const MODEL_PATH: &[&[&str]] = &[
+    &["model"],
+    &["max_tokens"],
+    &["max_completion_tokens"],
+    &["max_output_tokens"],
+    &["generationConfig", "maxOutputTokens"],
+];
 
 /// What the scanner knows so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,13 +66,14 @@ pub struct ModelScanner {
     bound: usize,
     result: Option<ModelScan>,
     duplicate: bool,
+    max_output: Option<u64>,
 }
 
 impl ModelScanner {
     pub fn new(bound: usize) -> Self {
         // The raw value: quotes and escapes (up to 6 bytes a character).
         let scan = JsonScan::new(MODEL_PATH, MAX_MODEL_LEN * 6 + 2, true);
-        Self { scan, seen: 0, bound, result: None, duplicate: false }
+        Self { scan, seen: 0, bound, result: None, duplicate: false, max_output: None }
     }
 
     /// Feeds the next body chunk. Once the result is known, further calls
@@ -72,11 +86,26 @@ impl ModelScanner {
         }
         let room = self.bound.saturating_sub(self.seen);
         let slice = chunk.get(..room).unwrap_or(chunk);
-        let used = self.scan.feed_until_capture(slice);
+        // Output caps before the model are noted on the way.
+        let mut used = 0;
+        let mut model = None;
+        while used < slice.len() && model.is_none() {
+            used += self.scan.feed_until_capture(slice.get(used..).unwrap_or_default());
+            for c in self.scan.take() {
+                if c.path == 0 {
+                    model = Some(decode_model(&c));
+                } else {
+                    self.note_output_cap(&c);
+                }
+            }
+            if self.scan.syntax() == Syntax::Invalid {
+                break;
+            }
+        }
         self.seen += used;
         let syntax = self.scan.syntax();
-        let outcome = if let Some(c) = self.scan.take().into_iter().next() {
-            decode_model(&c)
+        let outcome = if let Some(found) = model {
+            found
         } else if syntax == Syntax::Invalid {
             ModelScan::NotJson
         } else if self.seen >= self.bound {
@@ -118,12 +147,38 @@ impl ModelScanner {
     pub fn check_rest(&mut self, chunk: &[u8]) -> Rest {
         if !self.duplicate {
             self.scan.feed(chunk);
-            self.duplicate = !self.scan.take().is_empty();
+            for c in self.scan.take() {
+                if c.path == 0 {
+                    self.duplicate = true;
+                } else {
+                    self.note_output_cap(&c);
+                }
+            }
         }
         if self.duplicate {
             Rest::DuplicateModel
         } else {
             Rest::Fine
+        }
+    }
+}
+
+impl ModelScanner {
+    /// The largest output cap the body stated so far (`max_tokens`,
+    /// `max_completion_tokens`, `max_output_tokens`,
+    /// `generationConfig.maxOutputTokens`; a non-negative integer, at most
+    /// `MAX_OUTPUT_CAP`). Several: the largest, whichever a provider reads.
+    pub fn max_output(&self) -> Option<u64> {
+        self.max_output
+    }
+
+    fn note_output_cap(&mut self, c: &Captured) {
+        if c.truncated {
+            return;
+        }
+        if let Ok(n) = serde_json::from_slice::<u64>(&c.raw) {
+            let n = n.min(MAX_OUTPUT_CAP);
+            self.max_output = Some(self.max_output.map_or(n, |m| m.max(n)));
         }
     }
 }
@@ -204,6 +259,34 @@ pub fn verdict(levels: &[&Option<ModelRules>], scan: &ModelScan) -> Option<Resul
         ModelScan::Found(_) => Some(Err(DenyReason::ModelNotAllowed)),
         ModelScan::NotJson | ModelScan::NotFoundWithinBound => Some(Err(DenyReason::ModelUnreadable)),
     }
+}
+
+/// The largest model list (`GET /v1/models` response) the guard filters;
+/// a longer one is refused (502) rather than passed unfiltered.
+pub const MAX_MODEL_LIST: usize = 1 << 20;
+
+/// Whether `path` (without its query) lists models: `…/v1/models`, the
+/// OpenAI and Anthropic list endpoints.
+pub fn is_model_list(method: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    method == "GET" && path.ends_with("/v1/models")
+}
+
+/// Not wired into the filter yet: replacing a response body needs the
+/// host call `proxy_set_buffer_bytes`, which the module's least-privilege
+/// capability list (`src/capabilities.rs`, enforced by
+/// `tests/capabilities.rs`: no body or buffer writes) does not grant. See
+/// README, "Model allowlists and token usage".
+///
+/// A model list response (OpenAI `{"object":"list","data":[{"id":…}]}`,
+/// Anthropic `{"data":[{"id":…,"type":"model"}],"has_more":…}`) with only
+/// the entries every level allows; every other member is kept. `None`: not
+/// such a JSON object (the caller refuses it, never passes it unfiltered).
+pub fn filter_model_list(levels: &[&Option<ModelRules>], body: &[u8]) -> Option<Vec<u8>> {
+    let mut doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let data = doc.as_object_mut()?.get_mut("data")?.as_array_mut()?;
+    data.retain(|entry| entry.get("id").and_then(|id| id.as_str()).is_some_and(|id| allowed_by_all(levels, id)));
+    serde_json::to_vec(&doc).ok()
 }
 
 /// Whether any level restricts models (then the body must be read).

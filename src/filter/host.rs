@@ -58,7 +58,13 @@ pub struct Metrics {
     bundle_rejected: u32,
     quota_counters: u32,
     soft_limit: u32,
+    /// `core::usage_metrics` counters, defined on first use (the bundle
+    /// bounds their names; `MAX_USAGE_METRICS` bounds them again).
+    usage: std::cell::RefCell<HashMap<String, u32>>,
 }
+
+/// Defensive cap on the usage metrics one VM defines.
+const MAX_USAGE_METRICS: usize = 50_000;
 
 impl Metrics {
     pub fn define() -> Result<Self, String> {
@@ -78,6 +84,7 @@ impl Metrics {
             quota_counters: hostcalls::define_metric(MetricType::Gauge, "tokenhub.quota_counters")
                 .map_err(|s| format!("tokenhub.quota_counters: {s:?}"))?,
             soft_limit: counter("tokenhub.budget_soft_limit")?,
+            usage: Default::default(),
         })
     }
 
@@ -104,6 +111,25 @@ impl Metrics {
     /// A metered request admitted past a budget's soft limit.
     pub fn soft_limit(&self) {
         let _ = hostcalls::increment_metric(self.soft_limit, 1);
+    }
+
+    /// Adds a response's counts to its tenant and model's usage counters
+    /// (`core::usage_metrics::KINDS` order).
+    pub fn usage(&self, tenant: &str, model_label: &str, values: [u64; 5]) {
+        let Ok(mut ids) = self.usage.try_borrow_mut() else { return };
+        for (name, value) in crate::core::usage_metrics::metric_names(tenant, model_label).into_iter().zip(values) {
+            let id = match ids.get(&name) {
+                Some(id) => *id,
+                None if ids.len() < MAX_USAGE_METRICS => match hostcalls::define_metric(MetricType::Counter, &name) {
+                    Ok(id) => *ids.entry(name).or_insert(id),
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            if value > 0 {
+                let _ = hostcalls::increment_metric(id, value as i64);
+            }
+        }
     }
 
     pub fn bundle_rejected(&self) {

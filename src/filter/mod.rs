@@ -251,6 +251,10 @@ struct Metered {
     content_length: Option<u64>,
     /// Input tokens estimated from the body size.
     input_estimate: u64,
+    /// The body size the estimate counted.
+    body_bytes: u64,
+    /// The output cap the reservation counts (`None`: the default).
+    output_cap: Option<u64>,
     /// The reservation and when it was made; `None` until the body named
     /// its model (or had none).
     reserved: Option<(Charge, u64)>,
@@ -260,6 +264,8 @@ struct Metered {
     status: Option<u32>,
     response_bytes: u64,
     settled: bool,
+    /// What `settle` charged (its cost goes to the usage metrics).
+    charged: Option<Charge>,
 }
 
 /// The request body of a credential with model allowlists.
@@ -273,6 +279,9 @@ struct BodyCheck {
     /// Decided without a model (a metered request whose body names none,
     /// and no model rules): the rest streams through unread.
     passed: bool,
+    /// For the usage metrics: the tenant's id and the provider's index.
+    tenant: String,
+    provider: usize,
 }
 
 struct Meter {
@@ -280,6 +289,8 @@ struct Meter {
     /// What the filter state says so far (written only when it changes).
     written: Option<Usage>,
     model_written: bool,
+    /// Counted in the usage metrics (once).
+    counted: bool,
 }
 
 impl Context for GuardHttp {}
@@ -367,6 +378,8 @@ impl HttpContext for GuardHttp {
                         provider: grant.provider,
                         content_length,
                         input_estimate: 0,
+                        body_bytes: 0,
+                        output_cap: None,
                         // Without a body nothing is generated: a zero
                         // reservation, settled by any usage reported.
                         reserved: end_of_stream.then_some((Charge::default(), facts.now)),
@@ -374,6 +387,7 @@ impl HttpContext for GuardHttp {
                         status: None,
                         response_bytes: 0,
                         settled: false,
+                        charged: None,
                     }));
                 }
                 if grant.needs_model() || self.metered.is_some() {
@@ -393,6 +407,8 @@ impl HttpContext for GuardHttp {
                             scanned: 0,
                             decided: None,
                             passed: false,
+                            tenant: grant.subject.tenant.id.clone(),
+                            provider: grant.provider,
                         });
                         return Action::Continue;
                     }
@@ -422,7 +438,10 @@ impl HttpContext for GuardHttp {
             let chunk = self.get_http_request_body(0, body_size).unwrap_or_default();
             let rest = self.body.as_mut().map_or(Rest::Fine, |c| c.scanner.check_rest(&chunk));
             return match rest {
-                Rest::Fine => Action::Continue,
+                Rest::Fine => {
+                    self.revise_reservation();
+                    Action::Continue
+                }
                 Rest::DuplicateModel => self.deny(DenyReason::ModelUnreadable),
             };
         }
@@ -477,7 +496,12 @@ impl HttpContext for GuardHttp {
             if let Some(m) = &mut self.metered {
                 m.status = Some(value(":status").and_then(|v| v.parse().ok()).unwrap_or(0));
             }
-            self.meter = framing.map(|f| Meter { parser: UsageParser::new(f), written: None, model_written: false });
+            self.meter = framing.map(|f| Meter {
+                parser: UsageParser::new(f),
+                written: None,
+                model_written: false,
+                counted: false,
+            });
             let requested = self.body.as_ref().and_then(|c| c.decided.as_deref()).and_then(usage::loggable_model);
             if let (Some(_), Some(name)) = (&self.meter, requested) {
                 self.set_property(vec!["tokenhub_model"], Some(name.as_bytes()));
@@ -490,6 +514,7 @@ impl HttpContext for GuardHttp {
         }
         if end_of_stream {
             self.settle(true);
+            self.count_usage();
         }
         Action::Continue
     }
@@ -511,6 +536,7 @@ impl HttpContext for GuardHttp {
         }
         if end_of_stream {
             self.settle(true);
+            self.count_usage();
         }
         Action::Continue
     }
@@ -523,6 +549,7 @@ impl HttpContext for GuardHttp {
 impl Drop for GuardHttp {
     fn drop(&mut self) {
         self.settle(false);
+        self.count_usage();
     }
 }
 
@@ -627,12 +654,17 @@ impl GuardHttp {
             return Err(self.deny(DenyReason::ModelNotPriced));
         }
         let now = host::unix_now(self);
+        // The output cap the body stated so far (`max_tokens`… before the
+        // model, or after it in the same chunk), else the bundle's default;
+        // one stated later revises the reservation (`revise_reservation`).
+        let cap = self.body.as_ref().and_then(|c| c.scanner.max_output());
         let Some(m) = &mut self.metered else { return Ok(()) };
-        // The scanner stops at `model`, so `max_tokens` (usually after it)
-        // is not read: the output part of the estimate is the default.
+        let body_bytes = m.content_length.unwrap_or(0).max(body_bytes);
+        m.output_cap = cap;
         let estimate =
-            budget::estimate(&price.unwrap_or_default(), m.content_length.unwrap_or(0).max(body_bytes), None);
-        m.input_estimate = estimate.tokens.saturating_sub(budget::DEFAULT_OUTPUT_RESERVATION);
+            budget::estimate(&price.unwrap_or_default(), body_bytes, cap.unwrap_or(policy.default_output_tokens));
+        m.input_estimate = budget::input_estimate(body_bytes);
+        m.body_bytes = body_bytes;
         m.requested_price = price;
         match budget::reserve(&SharedCounters, &m.limits, estimate, now) {
             QuotaOutcome::Allowed(_) | QuotaOutcome::Unlimited => {
@@ -647,6 +679,26 @@ impl GuardHttp {
             }
             QuotaOutcome::Exceeded(b) => Err(self.deny_quota(DenyReason::BudgetExceeded, b)),
             QuotaOutcome::Unavailable => Err(self.deny(DenyReason::FilterFault)),
+        }
+    }
+
+    /// An output cap stated after the chunk the model was found in: the
+    /// reservation moves to it (up or down) without a new admission check,
+    /// so such a request may add its increase to the overshoot bound
+    /// (`core::budget`).
+    fn revise_reservation(&mut self) {
+        let cap = self.body.as_ref().and_then(|c| c.scanner.max_output());
+        let Some(m) = &self.metered else { return };
+        let (Some(cap), Some((reserved, at)), false) = (cap, m.reserved, m.settled) else { return };
+        if m.output_cap == Some(cap) {
+            return;
+        }
+        let now = host::unix_now(self);
+        let Some(m) = &mut self.metered else { return };
+        let revised = budget::estimate(&m.requested_price.unwrap_or_default(), m.body_bytes, cap);
+        if budget::settle(&SharedCounters, &m.limits, reserved, revised, at, now) {
+            m.reserved = Some((revised, now));
+            m.output_cap = Some(cap);
         }
     }
 
@@ -679,6 +731,25 @@ impl GuardHttp {
         if in_stream {
             self.set_property(vec!["tokenhub_cost_nano_usd"], Some(charge.cost.to_string().as_bytes()));
         }
+        if let Some(m) = &mut self.metered {
+            m.charged = Some(charge);
+        }
+    }
+
+    /// The response's usage into the per-tenant, per-model counters
+    /// (`core::usage_metrics`), once, after `settle` (which prices it).
+    fn count_usage(&mut self) {
+        let (Some(metrics), Some(policy)) = (&self.metrics, &self.policy) else { return };
+        let (Some(meter), Some(check)) = (&mut self.meter, &self.body) else { return };
+        if meter.counted {
+            return;
+        }
+        meter.counted = true;
+        let usage = meter.parser.usage().unwrap_or_default();
+        let model = meter.parser.model().or(check.decided.as_deref());
+        let label = crate::core::usage_metrics::model_label(policy, check.provider, model);
+        let cost = self.metered.as_ref().and_then(|m| m.charged).map_or(0, |c| c.cost);
+        metrics.usage(&check.tenant, &label, [1, usage.input, usage.output, usage.cached_input, cost]);
     }
 
     /// A refused request gives its reservation back.

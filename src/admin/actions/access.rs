@@ -10,10 +10,12 @@ use crate::admin::session::{Change, Scope, Session};
 use crate::admin::store::policy;
 use crate::admin::store::StoreDoc;
 use crate::admin::AdminError;
+use crate::core::budget::DEFAULT_OUTPUT_RESERVATION;
+use crate::core::bundle::compile::DEFAULT_SOFT_LIMIT_PERCENT;
 use crate::core::bundle::schema::{
     IpAllowlistDoc, KeyDoc, QuotaDoc, QuotaMode, SubAccountDoc, TenantDoc, TokenBudgetDoc,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Which level a command is about: a tenant, one of its sub-accounts, or
 /// a key. Parsed once from what the CLI or the HTTP API was given.
@@ -381,6 +383,54 @@ pub fn quota_mode_show(s: &Session) -> Result<Reply, AdminError> {
     s.read(Scope::Anyone, Target::default(), |doc, _| {
         let mode = doc.policy.quota_mode;
         Ok(Reply::new(format!("quota mode: {}", mode.label()), json!({"quota_mode": mode})))
+    })
+}
+
+/// The metering settings as the filter applies them (defaults filled in).
+fn metering_json(doc: &StoreDoc) -> Value {
+    json!({
+        "soft_limit_percent": doc.policy.soft_limit_percent.unwrap_or(DEFAULT_SOFT_LIMIT_PERCENT),
+        "default_output_tokens": doc.policy.default_output_tokens.unwrap_or(DEFAULT_OUTPUT_RESERVATION),
+    })
+}
+
+fn metering_text(v: &Value) -> String {
+    format!(
+        "soft limit: {}% of a budget; output tokens reserved without max_tokens: {}",
+        v["soft_limit_percent"], v["default_output_tokens"]
+    )
+}
+
+/// Sets the soft limit and/or the default output reservation (platform).
+pub fn metering_set(
+    s: &Session,
+    soft_limit_percent: Option<u8>,
+    default_output_tokens: Option<u64>,
+) -> Result<Reply, AdminError> {
+    if soft_limit_percent.is_none() && default_output_tokens.is_none() {
+        return Err(AdminError::Usage(
+            "nothing to set: give --soft-limit-percent and/or --default-output-tokens".to_string(),
+        ));
+    }
+    let after = s.mutate(Change::policy("quota.metering", Scope::Platform, Target::default()), |d, c| {
+        if let Some(p) = soft_limit_percent {
+            d.policy.soft_limit_percent = Some(p);
+        }
+        if let Some(n) = default_output_tokens {
+            d.policy.default_output_tokens = Some(n);
+        }
+        policy::validate(d)?;
+        let after = metering_json(d);
+        c.note = Some(metering_text(&after));
+        Ok(after)
+    })?;
+    Ok(Reply::new(format!("{}; {}", metering_text(&after), s.apply_hint()), after))
+}
+
+pub fn metering_show(s: &Session) -> Result<Reply, AdminError> {
+    s.read(Scope::Anyone, Target::default(), |doc, _| {
+        let v = metering_json(doc);
+        Ok(Reply::new(metering_text(&v), v))
     })
 }
 

@@ -150,6 +150,10 @@ pub struct UsageQuery {
     pub until: Option<String>,
     /// Read the log as `logs prune` would leave it (`None`: every line).
     pub retention: Option<RetentionDays>,
+    /// Rows per key, sub-account or tenant, and per model and day.
+    pub grouping: crate::admin::usage::Grouping,
+    /// The text of the reply is CSV (the JSON is the same either way).
+    pub csv: bool,
 }
 
 /// `logs prune`'s and `usage`'s retention, in days.
@@ -159,12 +163,13 @@ pub struct RetentionDays {
     pub truncate_ips_after: u64,
 }
 
-/// Requests, denials by reason, client IPs, first and last seen per tenant,
-/// sub-account and key, from the access log. A tenant admin sees only its
+/// Requests, denials by reason, client IPs, first and last seen, tokens
+/// and cost per tenant, sub-account or key (and model, day), from the
+/// access log. A tenant admin sees only its
 /// own tenant's rows (and never the anonymous ones).
 pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
     use crate::admin::retention::{Kept, Retention};
-    use crate::admin::usage::{report, UsageFilter};
+    use crate::admin::usage::{report, Format, UsageFilter};
     use std::io::BufRead;
     let time = |t: &Option<String>| {
         t.as_deref()
@@ -195,8 +200,9 @@ pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
                 Kept::Truncated(t) => Some(t),
             },
         });
-        let r = report(lines, &UsageFilter { tenant, key_id: args.key.clone(), since, until });
-        Ok(Reply::new(r.to_text().trim_end().to_string(), r.to_json()))
+        let r = report(lines, &UsageFilter { tenant, key_id: args.key.clone(), since, until }, args.grouping);
+        let format = if args.csv { Format::Csv } else { Format::Text };
+        Ok(Reply::new(r.render(format).trim_end().to_string(), r.to_json()))
     })
 }
 

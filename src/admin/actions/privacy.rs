@@ -80,7 +80,8 @@ fn usage(path: &Path, tenant: &str) -> Result<Value, AdminError> {
     use crate::admin::usage::{report, UsageFilter};
     let file = std::fs::File::open(path).map_err(|e| AdminError::io(path, e))?;
     let lines = std::io::BufReader::new(file).lines().map_while(Result::ok);
-    Ok(report(lines, &UsageFilter { tenant: Some(tenant.into()), ..UsageFilter::default() }).to_json())
+    let filter = UsageFilter { tenant: Some(tenant.into()), ..UsageFilter::default() };
+    Ok(report(lines, &filter, Default::default()).to_json())
 }
 
 /// Refuses an erasure whose `--confirm` does not repeat the name.

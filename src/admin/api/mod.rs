@@ -33,6 +33,8 @@ use zeroize::Zeroizing;
 /// What every connection thread shares.
 struct Shared<'a> {
     store: &'a Store,
+    /// Envoy's access log, for `GET /v1/usage` (`serve --access-log`).
+    access_log: Option<std::path::PathBuf>,
     auth: AuthCache,
     failures: Failures,
     slots: Slots,
@@ -74,6 +76,7 @@ pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminEr
     let _ = std::io::stdout().flush();
     let shared = Shared {
         store,
+        access_log: args.access_log.clone(),
         auth: AuthCache::new(),
         failures: Failures::new(),
         slots: Slots::new(),
@@ -127,6 +130,7 @@ struct Call {
     path: Vec<String>,
     query: Vec<(String, String)>,
     body: Value,
+    access_log: Option<std::path::PathBuf>,
 }
 
 fn refuse(stream: TcpStream, r: &Refusal) {
@@ -181,7 +185,7 @@ fn connection(sh: &Shared, mut stream: TcpStream) {
         .map_err(|r| (r.status, http::refusal_body(&r)))
         .and_then(|raw| parse_body(&raw).map_err(|e| error_body(&e)))
     {
-        Ok(body) => Call { method: head.method.clone(), path, query, body },
+        Ok(body) => Call { method: head.method.clone(), path, query, body, access_log: sh.access_log.clone() },
         Err((status, body)) => return http::respond(stream, status, &body, None),
     };
     let (status, body) = {
@@ -336,6 +340,7 @@ fn route(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
         Some(&"quota") => route_quota(s, method, &path[1..], call),
         Some(&"providers") => route_providers(s, method, &path[1..], call),
         Some(&"prices") => route_prices(s, method, &path[1..], call),
+        Some(&"usage") if *method == Method::Get && path.len() == 1 => usage(s, call),
         Some(&"incident") => match (method, &path[1..]) {
             (Method::Post, ["revoke", key_id]) => ok(keys::incident_revoke(s, key_id)),
             _ => Err(no_route(method, &call.path)),
@@ -633,6 +638,59 @@ struct QuotaModeBody {
     quota_mode: QuotaMode,
 }
 
+/// `GET /v1/usage?tenant=&key=&since=&until=&by=key|sub_account|tenant&per_model=true&per_day=true`:
+/// `tokenhub-admin usage --json` over the access log `serve --access-log` names.
+fn usage(s: &Session, call: &Call) -> Routed {
+    use crate::admin::usage::{Grouping, Level};
+    let Some(access_log) = call.access_log.clone() else {
+        return Err(AdminError::Usage(
+            "no access log: start `tokenhub-admin serve` with --access-log FILE (or TOKENHUB_ACCESS_LOG)".into(),
+        ));
+    };
+    let mut args = auditing::UsageQuery { access_log, ..Default::default() };
+    let yes = |v: &str, name: &str| match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(AdminError::Usage(format!("{name}={v:?}: expected true or false"))),
+    };
+    let mut grouping = Grouping::default();
+    for (k, v) in &call.query {
+        match k.as_str() {
+            "tenant" => args.tenant = Some(v.clone()),
+            "key" => args.key = Some(v.clone()),
+            "since" => args.since = Some(v.clone()),
+            "until" => args.until = Some(v.clone()),
+            "per_model" => grouping.per_model = yes(v, k)?,
+            "per_day" => grouping.per_day = yes(v, k)?,
+            "by" => {
+                grouping.level = match v.as_str() {
+                    "key" => Level::Key,
+                    "sub_account" => Level::SubAccount,
+                    "tenant" => Level::Tenant,
+                    _ => return Err(AdminError::Usage(format!("by={v:?}: expected key, sub_account or tenant"))),
+                }
+            }
+            _ => return Err(AdminError::Usage(format!("unknown query parameter {k:?} for /v1/usage"))),
+        }
+    }
+    args.grouping = grouping;
+    args.retention = Some(auditing::RetentionDays {
+        retain: crate::admin::retention::DEFAULT_RETAIN_DAYS,
+        truncate_ips_after: crate::admin::retention::DEFAULT_TRUNCATE_IPS_AFTER_DAYS,
+    });
+    ok(auditing::usage(s, &args))
+}
+
+/// `PUT /v1/quota/metering`, as `tokenhub-admin quota metering`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeteringBody {
+    #[serde(default)]
+    soft_limit_percent: Option<u8>,
+    #[serde(default)]
+    default_output_tokens: Option<u64>,
+}
+
 fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Routed {
     match (method, path) {
         (Method::Get, []) => ok(access::quota_show(s, &level_query(call)?)),
@@ -648,6 +706,11 @@ fn route_quota(s: &Session, method: &Method, path: &[&str], call: &Call) -> Rout
         (Method::Delete, []) => ok(access::quota_clear(s, &level_query(call)?)),
         (Method::Get, ["mode"]) => ok(access::quota_mode_show(s)),
         (Method::Put, ["mode"]) => ok(access::quota_mode_set(s, body::<QuotaModeBody>(call)?.quota_mode)),
+        (Method::Get, ["metering"]) => ok(access::metering_show(s)),
+        (Method::Put, ["metering"]) => {
+            let b: MeteringBody = body(call)?;
+            ok(access::metering_set(s, b.soft_limit_percent, b.default_output_tokens))
+        }
         _ => Err(no_route(method, &call.path)),
     }
 }
@@ -731,6 +794,7 @@ fn route_audit(s: &Session, method: &Method, path: &[&str], call: &Call) -> Rout
                 method: call.method.clone(),
                 path: Vec::new(),
                 body: Value::Null,
+                access_log: None,
             })?;
             let failures = call.query.iter().any(|(k, v)| k == "failures" && v != "false");
             let args = AuditQuery {

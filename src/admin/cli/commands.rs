@@ -104,7 +104,12 @@ impl Command {
             Self::SubAccount(c) => !matches!(c, SubAccountCmd::List { .. }),
             Self::Key(c) => !matches!(c, KeyCmd::List { .. } | KeyCmd::Show { .. }),
             Self::Ip(c) => !matches!(c, IpCmd::List { .. }),
-            Self::Quota(c) => !matches!(c, QuotaCmd::Show { .. } | QuotaCmd::Mode { mode: None }),
+            Self::Quota(c) => !matches!(
+                c,
+                QuotaCmd::Show { .. }
+                    | QuotaCmd::Mode { mode: None }
+                    | QuotaCmd::Metering { soft_limit_percent: None, default_output_tokens: None }
+            ),
             Self::Provider(c) => !matches!(c, ProviderCmd::List),
             Self::Price(c) => !matches!(c, PriceCmd::List),
             Self::Oidc(c) => !matches!(c, OidcCmd::List),
@@ -446,10 +451,41 @@ pub struct UsageArgs {
     pub tenant: Option<String>,
     #[arg(long)]
     pub key: Option<String>,
+    /// One row per key (default), sub-account or tenant.
+    #[arg(long, value_enum, default_value = "key")]
+    pub by: UsageLevelArg,
+    /// One row per model too.
+    #[arg(long)]
+    pub per_model: bool,
+    /// One row per day (UTC) too.
+    #[arg(long)]
+    pub per_day: bool,
+    /// Print CSV (RFC 4180, a header line; the same columns as --json).
+    #[arg(long)]
+    pub csv: bool,
     #[command(flatten)]
     pub time: TimeArgs,
     #[command(flatten)]
     pub retention: RetentionArgs,
+}
+
+/// `usage --by` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UsageLevelArg {
+    #[default]
+    Key,
+    SubAccount,
+    Tenant,
+}
+
+impl From<UsageLevelArg> for crate::admin::usage::Level {
+    fn from(l: UsageLevelArg) -> Self {
+        match l {
+            UsageLevelArg::Key => Self::Key,
+            UsageLevelArg::SubAccount => Self::SubAccount,
+            UsageLevelArg::Tenant => Self::Tenant,
+        }
+    }
 }
 
 /// How long access-log lines and client addresses are kept (docs/gdpr.md).
@@ -511,6 +547,12 @@ impl UsageArgs {
             since: self.time.since.clone(),
             until: self.time.until.clone(),
             retention: Some(self.retention.days()),
+            grouping: crate::admin::usage::Grouping {
+                level: self.by.into(),
+                per_model: self.per_model,
+                per_day: self.per_day,
+            },
+            csv: self.csv,
         }
     }
 }
@@ -655,6 +697,19 @@ pub enum QuotaCmd {
     Mode {
         #[arg(value_enum)]
         mode: Option<QuotaModeArg>,
+    },
+    /// How token and dollar budgets meter requests: the soft limit (share
+    /// of a budget past which a request is flagged in a metric and the
+    /// access log) and the output tokens reserved for a request that states
+    /// no `max_tokens`. Without options: show them.
+    Metering {
+        /// 1-100 (default 80).
+        #[arg(long, value_name = "PERCENT")]
+        soft_limit_percent: Option<u8>,
+        /// Output tokens reserved at admission when the request body states
+        /// no `max_tokens`/`max_completion_tokens`/`max_output_tokens` (default 1024).
+        #[arg(long, value_name = "TOKENS")]
+        default_output_tokens: Option<u64>,
     },
 }
 
@@ -849,9 +904,10 @@ pub struct ServeArgs {
     /// posts from another Origin, are refused. Loopback names always work.
     #[arg(long, value_name = "HOST[:PORT]")]
     pub console_host: Vec<String>,
-    /// Envoy's JSON access log, for the console's usage page (the same
-    /// report as `tokenhub-admin usage --access-log`).
-    #[arg(long, value_name = "FILE")]
+    /// Envoy's JSON access log, for `GET /v1/usage` and the console's usage
+    /// page (the same report as `tokenhub-admin usage --access-log`); without
+    /// it both answer that no access log is configured.
+    #[arg(long, value_name = "FILE", env = "TOKENHUB_ACCESS_LOG")]
     pub access_log: Option<PathBuf>,
 }
 
@@ -886,6 +942,7 @@ const QUOTA_HELP: &str = "Examples:
   tokenhub-admin quota set --key Ab12Cd34Ef56 --tokens-per-minute 20000 --monthly-budget 50
   tokenhub-admin quota show --key Ab12Cd34Ef56
   tokenhub-admin quota mode global      # count in Redis, shared by every Envoy
+  tokenhub-admin quota metering --soft-limit-percent 90 --default-output-tokens 512
 A tenant's own quota is set by platform admins; tenant admins divide it among sub-accounts and keys.";
 
 const PRICE_HELP: &str = "Examples:

@@ -114,6 +114,10 @@ fn quota(s: &Session, c: &QuotaCmd) -> Result<Reply, AdminError> {
         QuotaCmd::Clear { target } => access::quota_clear(s, &target.level()?),
         QuotaCmd::Mode { mode: Some(mode) } => access::quota_mode_set(s, (*mode).into()),
         QuotaCmd::Mode { mode: None } => access::quota_mode_show(s),
+        QuotaCmd::Metering { soft_limit_percent: None, default_output_tokens: None } => access::metering_show(s),
+        QuotaCmd::Metering { soft_limit_percent, default_output_tokens } => {
+            access::metering_set(s, *soft_limit_percent, *default_output_tokens)
+        }
     }
 }
 

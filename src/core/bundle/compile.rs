@@ -37,6 +37,8 @@ pub struct Policy {
     pub prices: Vec<(usize, ModelPattern, Price)>,
     /// Percent of a token or dollar budget past which a request is flagged.
     pub soft_limit_percent: u8,
+    /// Output tokens reserved for a metered request that states no cap.
+    pub default_output_tokens: u64,
 }
 
 /// The soft limit when the bundle states none.
@@ -70,6 +72,14 @@ impl Policy {
     /// else the longest matching `prefix*`; `None` when unpriced.
     pub fn price_for(&self, provider: usize, model: &str) -> Option<Price> {
         self.prices.iter().find(|(p, pattern, _)| *p == provider && pattern.matches(model)).map(|(_, _, price)| *price)
+    }
+
+    /// The price-table entry `price_for` uses for `model` (its name or pattern).
+    pub fn price_rule(&self, provider: usize, model: &str) -> Option<&ModelPattern> {
+        self.prices
+            .iter()
+            .find(|(p, pattern, _)| *p == provider && pattern.matches(model))
+            .map(|(_, pattern, _)| pattern)
     }
 }
 
@@ -140,8 +150,23 @@ pub fn compile_with_table(doc: &BundleDoc, table: Option<(Zeroizing<Vec<u8>>, us
         Some(p @ 1..=100) => p,
         Some(p) => return Err(format!("soft_limit_percent: {p} must be 1-100 (a share of a budget)")),
     };
-    let mut policy =
-        Policy { version: doc.version, quota_mode: doc.quota_mode, soft_limit_percent, ..Policy::default() };
+    let default_output_tokens = match doc.default_output_tokens {
+        None => crate::core::budget::DEFAULT_OUTPUT_RESERVATION,
+        Some(n @ 1..=crate::core::models::MAX_OUTPUT_CAP) => n,
+        Some(n) => {
+            return Err(format!(
+                "default_output_tokens: {n} must be 1-{} (output tokens reserved per request)",
+                crate::core::models::MAX_OUTPUT_CAP
+            ))
+        }
+    };
+    let mut policy = Policy {
+        version: doc.version,
+        quota_mode: doc.quota_mode,
+        soft_limit_percent,
+        default_output_tokens,
+        ..Policy::default()
+    };
     compile_providers(doc, &mut policy)?;
     compile_prices(doc, &mut policy)?;
     compile_tenants(doc, &mut policy)?;

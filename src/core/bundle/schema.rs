@@ -34,6 +34,10 @@ pub struct BundleDoc {
     /// flagged (metric, access-log field); absent = 80.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub soft_limit_percent: Option<u8>,
+    /// Output tokens a metered request's reservation counts when its body
+    /// states no `max_tokens` (or the like); absent = 1 024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_output_tokens: Option<u64>,
 }
 
 /// A model's token prices, in nano-dollars per token (dollars per million

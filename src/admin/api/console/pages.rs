@@ -468,7 +468,7 @@ fn usage_rows(
         key: key.map(str::to_string),
         since: Some(since.to_string()),
         until: Some(until.to_string()),
-        retention: None,
+        ..Default::default()
     };
     let json = auditing::usage(&r.session, &q)?.json;
     Ok(json["rows"].as_array().cloned().unwrap_or_default())
