@@ -210,8 +210,7 @@ fn newest_policy(newest: &Newest, key: &BundleKey) -> Option<Policy> {
 fn ensure_quota_counters(policy: &Policy, metrics: Option<&Metrics>) -> Result<(), String> {
     // Global mode: the rate limit service keeps the counters, not the guard.
     let counters = if policy.quota_mode == QuotaMode::Local { quota::all_counters(policy) } else { Vec::new() };
-    let count = counters.len();
-    quota::ensure_counters(&SharedCounters, counters)
+    let count = quota::ensure_counters(&SharedCounters, counters)
         .map_err(|_| "cannot create quota counters in shared data".to_string())?;
     if let Some(m) = metrics {
         m.quota_counters(count);
