@@ -177,6 +177,11 @@ fn location(counter: &str) -> (String, &str) {
     (format!("{stem}|*"), tag)
 }
 
+/// A counter's slot tag (`location` without building the entry name).
+fn tag_of(counter: &str) -> &str {
+    counter.rsplit_once('|').map_or("", |(_, tag)| tag)
+}
+
 /// A scope's entry: its windows' slots (tag, window index, count).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Entry {
@@ -278,7 +283,7 @@ pub fn consume_amounts(store: &dyn CounterStore, limits: &[Limit], amounts: &[u6
                 for (entry, members) in &entries[..done] {
                     let back: Vec<(&str, u64, i128)> = members
                         .iter()
-                        .map(|&i| (location(&limits[i].counter).1, limits[i].window, -i128::from(amount(i))))
+                        .map(|&i| (tag_of(&limits[i].counter), limits[i].window, -i128::from(amount(i))))
                         .collect();
                     adjust_entry(store, entry, &back, now);
                 }
@@ -313,7 +318,7 @@ fn increment<'l>(
         let mut tightest: Option<Budget> = None;
         for (limit, amount) in limits.clone() {
             let (current, reset) = window(now, limit.window);
-            let tag = location(&limit.counter).1;
+            let tag = tag_of(&limit.counter);
             let count = slots.count(tag, current);
             if count >= limit.limit {
                 return Step::Full(Budget { limit: limit.limit, remaining: 0, reset });
@@ -415,7 +420,7 @@ pub fn ensure_counters(
         for counter in members {
             if let (Some(legacy), _) = store.get(counter) {
                 let (window, count) = legacy_decode(&legacy);
-                slots.put(location(counter).1, window, count);
+                slots.put(tag_of(counter), window, count);
             }
         }
         store.set(entry, &slots.encode(), cas)?;
