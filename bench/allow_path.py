@@ -7,8 +7,11 @@ in a few minutes instead of a full `make bench`. Run after bench/run.sh (or
 `make wasm` the guard:
 
     .venv/bin/python bench/allow_path.py [--tools DIR] [--noop-wasm FILE] [--only a,b]
+    .venv/bin/python bench/allow_path.py --host-calls [--noop-wasm FILE]
 
 Prints one line per configuration and writes bench/work/allow-path/instructions.json.
+`--host-calls`: instead, the restricted no-op filter doing one kind of host
+call each (bench/noop-filter), priced against the no-op itself.
 """
 import argparse
 import json
@@ -26,6 +29,7 @@ def main():
     ap.add_argument("--tools", help="directory of the built bench tools (default bench/tools/target/release)")
     ap.add_argument("--noop-wasm", help="the built no-op filter (default bench/noop-filter/target/...)")
     ap.add_argument("--only", help="comma-separated configuration names")
+    ap.add_argument("--host-calls", action="store_true", help="price single host calls with the no-op filter")
     args = ap.parse_args()
     if args.tools:
         B.TOOLS_BIN = Path(args.tools)
@@ -36,6 +40,8 @@ def main():
     work.mkdir(parents=True)
     envoy_bin = subprocess.run([str(B.ROOT / "tools" / "envoy-path")], capture_output=True, text=True,
                                check=True).stdout.strip()
+    if args.host_calls:
+        return host_calls(work, envoy_bin)
     b = B.make_bundle(work, "k10", 10, 1, 0)
     creds = b["credentials"]
     nf, ns = B.native_filters(creds, 10)
@@ -66,6 +72,23 @@ def main():
         over = f"  over bare {n - bare:>9,.0f}" if bare is not None else ""
         print(f"{name:24s} {n:>10,.0f}{over}")
     (work / "instructions.json").write_text(json.dumps(out, indent=1))
+
+
+HOST_CALLS = ["", "time", "source", "headers", "get4", "write1", "rewrite", "add6", "state1", "state5"]
+
+
+def host_calls(work, envoy_bin):
+    cases = []
+    for ops in HOST_CALLS:
+        filters = B.noop_filters(ops, restricted=True)
+        caps = filters[0]["typed_config"]["config"]["capability_restriction_config"]["allowed_capabilities"]
+        caps["proxy_get_header_map_value"] = {}
+        e = B.Envoy(f"noop-{ops or 'none'}", work, envoy_bin, filters)
+        cases.append(B.Case(ops or "none", e, B.auth("thk_not_checked"), (200, {}), ops, "host-calls"))
+    out = B.envoy_instructions(cases, work, False)
+    for name, n in out.items():
+        print(f"{name:10s} {n:>10,.0f}  over the no-op {n - out['none']:>9,.0f}")
+    (work / "host-calls.json").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
