@@ -28,7 +28,7 @@ pub const CALLBACKS: [&str; 8] = [
 ];
 
 /// Proxy-Wasm host calls the filter makes (module `env` imports).
-pub const HOST_CALLS: [&str; 14] = [
+pub const HOST_CALLS: [&str; 15] = [
     "proxy_log",
     "proxy_get_buffer_bytes",
     "proxy_get_property",
@@ -40,6 +40,7 @@ pub const HOST_CALLS: [&str; 14] = [
     "proxy_increment_metric",
     "proxy_record_metric",
     "proxy_get_header_map_pairs",
+    "proxy_add_header_map_value",
     "proxy_replace_header_map_value",
     "proxy_remove_header_map_value",
     "proxy_send_local_response",

@@ -237,8 +237,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn count(store: &dyn CounterStore, counter: &str) -> u64 {
-        let (value, _) = store.get(counter);
-        value.map_or(0, |v| u64::from_le_bytes(v[8..16].try_into().unwrap()))
+        crate::core::quota::stored(store, counter).1
     }
 
     fn tokens(counter: &str, limit: u64, window: u64) -> MeteredLimit {

@@ -1,13 +1,20 @@
 //! Fixed-window request quotas, counted in a store shared by every worker
 //! (Proxy-Wasm shared data in Envoy; a map in tests).
 //!
-//! Each counter is one entry, `[window index u64 LE][count u64 LE]`, reused
-//! from window to window, so the number of entries is bounded by the number
-//! of quota-bearing keys, sub-accounts and tenants — never by traffic or
-//! time. Increments are compare-and-swap with a bounded retry loop; a
-//! counter is never moved past its limit, and when a later counter of the
-//! same request refuses, the earlier increments are rolled back, so a
-//! refused request consumes nothing.
+//! A counter is named `tokenhub.q|{scope}|{window}` (the global mode's
+//! rate limit service keys Redis by the same names), but the local store
+//! keeps every window of one scope (a key, a sub-account or a tenant) in
+//! ONE entry, `{scope stem}|*`, as slots
+//! `[tag length u8][tag][window index u64 LE][count u64 LE]` (the tag is
+//! the counter's last segment: `m`, `d`, `tm`…). So a request costs one
+//! read and one compare-and-swap write per scope, not per counter. The
+//! number of entries is bounded by the number of quota-bearing keys,
+//! sub-accounts and tenants — never by traffic or time; slots are reused
+//! from window to window. Increments are compare-and-swap with a bounded
+//! retry loop; a counter is never moved past its limit, and when a later
+//! scope of the same request refuses, the earlier increments are rolled
+//! back, so a refused request consumes nothing. An entry that does not
+//! decode refuses (fail closed) rather than count from zero.
 
 use crate::core::budget::metered_limits_for;
 use crate::core::bundle::compile::{Key, SubAccount, Tenant};
@@ -164,18 +171,87 @@ fn days_from_civil(year: u64, month: u64) -> u64 {
     (era * 146_097 + doe).saturating_sub(719_468)
 }
 
-fn decode(value: Option<&[u8]>) -> (u64, u64) {
-    let Some(v) = value else { return (0, 0) };
-    let word = |range: std::ops::Range<usize>| {
-        v.get(range).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
-    };
-    (word(0..8), word(8..16))
+/// The shared-data entry a counter lives in (its scope's) and its slot tag.
+fn location(counter: &str) -> (String, &str) {
+    let (stem, tag) = counter.rsplit_once('|').unwrap_or((counter, ""));
+    (format!("{stem}|*"), tag)
 }
 
-fn encode(window: u64, count: u64) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[..8].copy_from_slice(&window.to_le_bytes());
-    out[8..].copy_from_slice(&count.to_le_bytes());
+/// A counter's slot tag (`location` without building the entry name).
+fn tag_of(counter: &str) -> &str {
+    counter.rsplit_once('|').map_or("", |(_, tag)| tag)
+}
+
+/// A scope's entry: its windows' slots (tag, window index, count).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Entry {
+    slots: Vec<(Vec<u8>, u64, u64)>,
+}
+
+/// An entry that exists but does not decode: refuse, never count from zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Damaged;
+
+impl Entry {
+    /// A missing entry is empty (every count zero).
+    fn parse(value: Option<&[u8]>) -> Result<Self, Damaged> {
+        let mut slots = Vec::new();
+        let mut rest = value.unwrap_or_default();
+        while let Some((&len, tail)) = rest.split_first() {
+            let len = usize::from(len);
+            let tag = tail.get(..len).ok_or(Damaged)?;
+            let word = |at: usize| {
+                tail.get(len + at..len + at + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).ok_or(Damaged)
+            };
+            slots.push((tag.to_vec(), word(0)?, word(8)?));
+            rest = tail.get(len + 16..).ok_or(Damaged)?;
+        }
+        Ok(Self { slots })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.slots.iter().map(|(t, _, _)| 17 + t.len()).sum());
+        for (tag, window, count) in &self.slots {
+            let tag = &tag[..tag.len().min(usize::from(u8::MAX))];
+            out.push(tag.len() as u8);
+            out.extend_from_slice(tag);
+            out.extend_from_slice(&window.to_le_bytes());
+            out.extend_from_slice(&count.to_le_bytes());
+        }
+        out
+    }
+
+    /// The slot's (window index, count); (0, 0) when absent.
+    fn slot(&self, tag: &str) -> (u64, u64) {
+        self.slots.iter().find(|(t, _, _)| t == tag.as_bytes()).map_or((0, 0), |(_, w, c)| (*w, *c))
+    }
+
+    /// The count in window `current` (an older window's count is spent).
+    fn count(&self, tag: &str, current: u64) -> u64 {
+        match self.slot(tag) {
+            (w, count) if w == current => count,
+            _ => 0,
+        }
+    }
+
+    fn put(&mut self, tag: &str, window: u64, count: u64) {
+        match self.slots.iter_mut().find(|(t, _, _)| t == tag.as_bytes()) {
+            Some(slot) => (slot.1, slot.2) = (window, count),
+            None => self.slots.push((tag.as_bytes().to_vec(), window, count)),
+        }
+    }
+}
+
+/// The entries of `limits` in first-use order, each with its limits' indexes.
+fn by_entry(limits: &[Limit]) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, limit) in limits.iter().enumerate() {
+        let (entry, _) = location(&limit.counter);
+        match out.iter_mut().find(|(e, _)| *e == entry) {
+            Some((_, members)) => members.push(i),
+            None => out.push((entry, vec![i])),
+        }
+    }
     out
 }
 
@@ -187,23 +263,29 @@ pub fn consume(store: &dyn CounterStore, limits: &[Limit], now: u64) -> QuotaOut
 /// Adds `amounts[i]` to `limits[i]`, for every limit whose window is not yet
 /// spent, or to none of them. A limit refuses only once it is reached, so an amount may
 /// take a counter past its limit (a token reservation larger than what is
-/// left): requests are counted in ones and never overshoot.
+/// left): requests are counted in ones and never overshoot. One read and
+/// one compare-and-swap per scope entry.
 pub fn consume_amounts(store: &dyn CounterStore, limits: &[Limit], amounts: &[u64], now: u64) -> QuotaOutcome {
     if limits.is_empty() {
         return QuotaOutcome::Unlimited;
     }
+    let amount = |i: usize| amounts.get(i).copied().unwrap_or(1);
+    let entries = by_entry(limits);
     let mut tightest: Option<Budget> = None;
-    for (i, limit) in limits.iter().enumerate() {
-        let amount = amounts.get(i).copied().unwrap_or(1);
-        match increment(store, limit, amount, now) {
+    for (done, (entry, members)) in entries.iter().enumerate() {
+        match increment(store, entry, members.iter().map(|&i| (&limits[i], amount(i))), now) {
             Step::Counted(b) => {
                 if tightest.is_none_or(|t| b.remaining < t.remaining) {
                     tightest = Some(b);
                 }
             }
             failed => {
-                for (done, amount) in limits[..i].iter().zip(amounts) {
-                    adjust(store, done, -i128::from(*amount), now);
+                for (entry, members) in &entries[..done] {
+                    let back: Vec<(&str, u64, i128)> = members
+                        .iter()
+                        .map(|&i| (tag_of(&limits[i].counter), limits[i].window, -i128::from(amount(i))))
+                        .collect();
+                    adjust_entry(store, entry, &back, now);
                 }
                 return match failed {
                     Step::Full(b) => QuotaOutcome::Exceeded(b),
@@ -216,26 +298,41 @@ pub fn consume_amounts(store: &dyn CounterStore, limits: &[Limit], amounts: &[u6
 }
 
 enum Step {
+    /// Counted; the tightest budget of the entry's limits.
     Counted(Budget),
     Full(Budget),
     Failed,
 }
 
-fn increment(store: &dyn CounterStore, limit: &Limit, amount: u64, now: u64) -> Step {
-    let (current, reset) = window(now, limit.window);
+/// Adds each amount to its limit's slot in `entry` (one write), or refuses
+/// with the first limit already reached.
+fn increment<'l>(
+    store: &dyn CounterStore,
+    entry: &str,
+    limits: impl Iterator<Item = (&'l Limit, u64)> + Clone,
+    now: u64,
+) -> Step {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (value, cas) = store.get(&limit.counter);
-        let (w, count) = decode(value.as_deref());
-        let count = if w == current { count } else { 0 };
-        if count >= limit.limit {
-            return Step::Full(Budget { limit: limit.limit, remaining: 0, reset });
-        }
-        let counted = count.saturating_add(amount);
-        match store.set(&limit.counter, &encode(current, counted), cas) {
-            Ok(true) => {
-                let remaining = limit.limit.saturating_sub(counted);
-                return Step::Counted(Budget { limit: limit.limit, remaining, reset });
+        let (value, cas) = store.get(entry);
+        let Ok(mut slots) = Entry::parse(value.as_deref()) else { return Step::Failed };
+        let mut tightest: Option<Budget> = None;
+        for (limit, amount) in limits.clone() {
+            let (current, reset) = window(now, limit.window);
+            let tag = tag_of(&limit.counter);
+            let count = slots.count(tag, current);
+            if count >= limit.limit {
+                return Step::Full(Budget { limit: limit.limit, remaining: 0, reset });
             }
+            let counted = count.saturating_add(amount);
+            slots.put(tag, current, counted);
+            let b = Budget { limit: limit.limit, remaining: limit.limit.saturating_sub(counted), reset };
+            if tightest.is_none_or(|t| b.remaining < t.remaining) {
+                tightest = Some(b);
+            }
+        }
+        let Some(tightest) = tightest else { return Step::Failed };
+        match store.set(entry, &slots.encode(), cas) {
+            Ok(true) => return Step::Counted(tightest),
             Ok(false) => continue,
             Err(StoreError) => return Step::Failed,
         }
@@ -243,11 +340,15 @@ fn increment(store: &dyn CounterStore, limit: &Limit, amount: u64, now: u64) -> 
     Step::Failed
 }
 
-/// A limit's use in the current window, read only (no write, no CAS).
+/// A limit's use in the current window, read only (no write, no CAS). An
+/// entry that does not decode reads as spent (fail closed).
 pub fn current(store: &dyn CounterStore, limit: &Limit, now: u64) -> Budget {
     let (index, reset) = window(now, limit.window);
-    let (w, count) = decode(store.get(&limit.counter).0.as_deref());
-    let count = if w == index { count } else { 0 };
+    let (entry, tag) = location(&limit.counter);
+    let count = match Entry::parse(store.get(&entry).0.as_deref()) {
+        Ok(slots) => slots.count(tag, index),
+        Err(Damaged) => limit.limit,
+    };
     Budget { limit: limit.limit, remaining: limit.limit.saturating_sub(count), reset }
 }
 
@@ -255,20 +356,34 @@ pub fn current(store: &dyn CounterStore, limit: &Limit, now: u64) -> Budget {
 /// zero; a counter already in a later window is left alone. Bounded CAS
 /// retries; `false` when the store failed or stayed contended.
 pub(crate) fn adjust(store: &dyn CounterStore, limit: &Limit, delta: i128, now: u64) -> bool {
-    let (current, _) = window(now, limit.window);
+    let (entry, tag) = location(&limit.counter);
+    adjust_entry(store, &entry, &[(tag, limit.window, delta)], now)
+}
+
+/// `adjust` for several slots (tag, window length, delta) of one entry, in one write.
+fn adjust_entry(store: &dyn CounterStore, entry: &str, changes: &[(&str, u64, i128)], now: u64) -> bool {
     for _ in 0..MAX_CAS_ATTEMPTS {
-        let (value, cas) = store.get(&limit.counter);
-        let (w, count) = decode(value.as_deref());
-        let count = match w.cmp(&current) {
-            std::cmp::Ordering::Equal => count,
-            std::cmp::Ordering::Less => 0,
-            std::cmp::Ordering::Greater => return true,
-        };
-        let next = (i128::from(count) + delta).clamp(0, i128::from(u64::MAX)) as u64;
-        if next == count {
+        let (value, cas) = store.get(entry);
+        let Ok(mut slots) = Entry::parse(value.as_deref()) else { return false };
+        let mut changed = false;
+        for &(tag, length, delta) in changes {
+            let (current, _) = window(now, length);
+            let (w, count) = slots.slot(tag);
+            let count = match w.cmp(&current) {
+                std::cmp::Ordering::Equal => count,
+                std::cmp::Ordering::Less => 0,
+                std::cmp::Ordering::Greater => continue,
+            };
+            let next = (i128::from(count) + delta).clamp(0, i128::from(u64::MAX)) as u64;
+            if next != count {
+                slots.put(tag, current, next);
+                changed = true;
+            }
+        }
+        if !changed {
             return true;
         }
-        match store.set(&limit.counter, &encode(current, next), cas) {
+        match store.set(entry, &slots.encode(), cas) {
             Ok(true) => return true,
             Ok(false) => continue,
             Err(StoreError) => return false,
@@ -277,18 +392,55 @@ pub(crate) fn adjust(store: &dyn CounterStore, limit: &Limit, delta: i128, now: 
     false
 }
 
-/// Makes sure every counter exists, so that request-time writes are always
-/// CAS-protected (a Proxy-Wasm `set` on a missing entry ignores CAS). Runs
-/// in `on_configure`, which Envoy completes on the main thread before any
-/// worker serves the new configuration.
-pub fn ensure_counters(store: &dyn CounterStore, counters: impl IntoIterator<Item = String>) -> Result<(), StoreError> {
+/// Makes sure every counter's entry exists, so that request-time writes are
+/// always CAS-protected (a Proxy-Wasm `set` on a missing entry ignores
+/// CAS). Runs in `on_configure`, which Envoy completes on the main thread
+/// before any worker serves the new configuration. A new entry takes over
+/// the counts of the one-entry-per-counter layout of earlier versions
+/// (same process, same window), so an upgrade does not reset quotas.
+/// Returns the number of entries.
+pub fn ensure_counters(
+    store: &dyn CounterStore,
+    counters: impl IntoIterator<Item = String>,
+) -> Result<usize, StoreError> {
+    let mut entries: Vec<(String, Vec<String>)> = Vec::new();
     for counter in counters {
-        let (value, cas) = store.get(&counter);
-        if value.is_none() {
-            store.set(&counter, &encode(0, 0), cas)?;
+        let (entry, _) = location(&counter);
+        match entries.iter_mut().find(|(e, _)| *e == entry) {
+            Some((_, members)) => members.push(counter),
+            None => entries.push((entry, vec![counter])),
         }
     }
-    Ok(())
+    for (entry, members) in &entries {
+        let (value, cas) = store.get(entry);
+        if value.is_some() {
+            continue;
+        }
+        let mut slots = Entry::default();
+        for counter in members {
+            if let (Some(legacy), _) = store.get(counter) {
+                let (window, count) = legacy_decode(&legacy);
+                slots.put(tag_of(counter), window, count);
+            }
+        }
+        store.set(entry, &slots.encode(), cas)?;
+    }
+    Ok(entries.len())
+}
+
+/// A counter of the earlier layout: `[window index u64 LE][count u64 LE]`.
+fn legacy_decode(v: &[u8]) -> (u64, u64) {
+    let word = |range: std::ops::Range<usize>| {
+        v.get(range).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0)
+    };
+    (word(0..8), word(8..16))
+}
+
+/// A counter's stored (window index, count), for tests.
+#[cfg(test)]
+pub(crate) fn stored(store: &dyn CounterStore, counter: &str) -> (u64, u64) {
+    let (entry, tag) = location(counter);
+    Entry::parse(store.get(&entry).0.as_deref()).map(|e| e.slot(tag)).unwrap_or((u64::MAX, u64::MAX))
 }
 
 /// Every counter name a policy can use.
@@ -384,7 +536,7 @@ mod tests {
         assert_eq!(consume(&s, &both, 0), QuotaOutcome::Allowed(Budget { limit: 2, remaining: 0, reset: 60 }));
         assert!(matches!(consume(&s, &both, 0), QuotaOutcome::Exceeded(Budget { limit: 2, .. })));
         // The refused request's key increment was rolled back: 1 used, not 2.
-        assert_eq!(decode(s.get("key").0.as_deref()), (0, 1));
+        assert_eq!(stored(&s, "key"), (0, 1));
     }
 
     #[test]
@@ -403,7 +555,132 @@ mod tests {
         ensure_counters(&s, ["k".to_string()]).unwrap();
         consume(&s, &[lim("k", 10, 60)], 0);
         ensure_counters(&s, ["k".to_string()]).unwrap();
-        assert_eq!(decode(s.get("k").0.as_deref()), (0, 1));
+        assert_eq!(stored(&s, "k"), (0, 1));
+    }
+
+    /// Counts the writes that reach the store.
+    #[derive(Default)]
+    struct Writes {
+        inner: MemStore,
+        sets: std::cell::Cell<usize>,
+    }
+
+    impl CounterStore for Writes {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, u32) {
+            self.inner.get(key)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError> {
+            self.sets.set(self.sets.get() + 1);
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    fn scoped(scope: &str, window: &str, limit: u64, length: u64) -> Limit {
+        lim(&counter_key(scope, window), limit, length)
+    }
+
+    #[test]
+    fn every_window_of_a_scope_is_one_entry_and_one_write() {
+        let s = Writes::default();
+        let limits = [
+            scoped("k|A", "m", 10, MINUTE),
+            scoped("k|A", "d", 100, DAY),
+            scoped("t|acme", "m", 20, MINUTE),
+            scoped("t|acme", "d", 200, DAY),
+        ];
+        let counters = limits.iter().map(|l| l.counter.clone());
+        assert_eq!(ensure_counters(&s, counters).unwrap(), 2, "two scopes, two entries");
+        let before = s.sets.get();
+        assert_eq!(consume(&s, &limits, 0), QuotaOutcome::Allowed(Budget { limit: 10, remaining: 9, reset: 60 }));
+        assert_eq!(s.sets.get() - before, 2, "one compare-and-swap per scope, not per counter");
+        for (l, count) in limits.iter().zip([1, 1, 1, 1]) {
+            assert_eq!(stored(&s, &l.counter), (0, count), "{}", l.counter);
+        }
+        assert!(s.get("tokenhub.q|k|A|*").0.is_some() && s.get("tokenhub.q|k|A|m").0.is_none());
+        // A token budget of the same scope shares the entry without
+        // disturbing the request windows.
+        let tokens = scoped("k|A", "tm", 1_000, MINUTE);
+        assert!(matches!(consume_amounts(&s, std::slice::from_ref(&tokens), &[300], 0), QuotaOutcome::Allowed(_)));
+        assert!(adjust(&s, &tokens, -100, 1));
+        assert_eq!(stored(&s, &tokens.counter), (0, 200));
+        assert_eq!(stored(&s, &limits[0].counter), (0, 1));
+        assert_eq!(stored(&s, &limits[1].counter), (0, 1));
+    }
+
+    /// Four workers (threads on one shared map, as Envoy's workers share
+    /// shared data), two keys of one tenant.
+    #[cfg(not(target_family = "wasm"))]
+    #[test]
+    fn exact_across_concurrent_workers_sharing_a_tenant() {
+        use crate::core::memstore::SyncStore;
+        use std::sync::Arc;
+        let store = Arc::new(SyncStore::default());
+        let keys = ["A", "B"];
+        let limits = |key: &str| {
+            vec![
+                scoped(&format!("k|{key}"), "m", 400, MINUTE),
+                scoped(&format!("k|{key}"), "d", 100_000, DAY),
+                scoped("t|acme", "m", 600, MINUTE),
+                scoped("t|acme", "d", 100_000, DAY),
+            ]
+        };
+        let all = keys.iter().flat_map(|k| limits(k)).map(|l| l.counter);
+        ensure_counters(store.as_ref(), all).unwrap();
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let store = Arc::clone(&store);
+                let mine = limits(keys[w % 2]);
+                std::thread::spawn(move || {
+                    (0..300).filter(|_| matches!(consume(store.as_ref(), &mine, 30), QuotaOutcome::Allowed(_))).count()
+                })
+            })
+            .collect();
+        let admitted: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        assert_eq!(admitted, 600, "exactly the tenant's limit, whatever the interleaving");
+        let count = |key: &str, w: &str| stored(store.as_ref(), &counter_key(key, w)).1;
+        assert_eq!(count("t|acme", "m"), 600);
+        assert_eq!(count("t|acme", "d"), 600);
+        assert_eq!(count("k|A", "m") + count("k|B", "m"), 600, "refused requests consumed nothing");
+        assert_eq!(count("k|A", "d") + count("k|B", "d"), 600);
+        assert!(count("k|A", "m") <= 400 && count("k|B", "m") <= 400);
+    }
+
+    #[test]
+    fn a_damaged_entry_refuses_and_rolls_the_others_back() {
+        let s = MemStore::default();
+        let limits = [scoped("k|A", "m", 10, MINUTE), scoped("t|acme", "m", 10, MINUTE)];
+        ensure_counters(&s, limits.iter().map(|l| l.counter.clone())).unwrap();
+        let (_, cas) = s.get("tokenhub.q|t|acme|*");
+        // A slot cut short: the tag says 5 bytes, 2 follow.
+        assert!(s.set("tokenhub.q|t|acme|*", &[5, b'm', b'x'], cas).unwrap());
+        assert_eq!(consume(&s, &limits, 0), QuotaOutcome::Unavailable, "fail closed, never count from zero");
+        assert_eq!(stored(&s, &limits[0].counter), (0, 0), "the key's increment was given back");
+        assert_eq!(current(&s, &limits[1], 0).remaining, 0, "a damaged entry reads as spent");
+        assert!(!adjust(&s, &limits[1], -1, 0));
+        // ensure_counters leaves it as it is (no silent reset to zero).
+        ensure_counters(&s, limits.iter().map(|l| l.counter.clone())).unwrap();
+        assert_eq!(consume(&s, &limits, 0), QuotaOutcome::Unavailable);
+    }
+
+    #[test]
+    fn new_entries_take_over_the_counts_of_the_per_counter_layout() {
+        let s = MemStore::default();
+        let minute = scoped("k|A", "m", 8, MINUTE);
+        let day = scoped("k|A", "d", 100, DAY);
+        // What an earlier version left in this process's shared data.
+        let legacy = |window: u64, count: u64| [window.to_le_bytes(), count.to_le_bytes()].concat();
+        assert!(s.set(&minute.counter, &legacy(2, 7), 0).unwrap());
+        assert!(s.set(&day.counter, &legacy(0, 40), 0).unwrap());
+        assert_eq!(ensure_counters(&s, [minute.counter.clone(), day.counter.clone()]).unwrap(), 1);
+        assert_eq!(stored(&s, &minute.counter), (2, 7));
+        let both = [minute.clone(), day.clone()];
+        assert_eq!(consume(&s, &both, 150), QuotaOutcome::Allowed(Budget { limit: 8, remaining: 0, reset: 30 }));
+        assert_eq!(consume(&s, &both, 151), QuotaOutcome::Exceeded(Budget { limit: 8, remaining: 0, reset: 29 }));
+        assert_eq!(stored(&s, &day.counter), (0, 41));
+        // Migrated once: later configurations keep the entry's counts.
+        assert!(s.set(&minute.counter, &legacy(2, 0), 0).unwrap());
+        ensure_counters(&s, [minute.counter.clone(), day.counter.clone()]).unwrap();
+        assert_eq!(stored(&s, &minute.counter), (2, 8));
     }
 
     #[test]

@@ -15,6 +15,12 @@
 //!   metric   increment a counter
 //!   batch    instead of `rewrite`: the same result in one call that
 //!            replaces the whole header map (proxy_set_header_map_pairs)
+//! and, single host calls priced on their own (bench/allow_path.py --host-calls):
+//!   write1   replace one header
+//!   add6     `rewrite` with the five identity headers appended, not replaced
+//!   state5   five filter-state values (set_property)
+//!   state1   one filter-state value
+//!   get4     four single-header reads (proxy_get_header_map_value)
 //! Empty configuration (the default) = none of them: the pure no-op.
 
 use proxy_wasm::hostcalls;
@@ -34,6 +40,11 @@ struct Ops {
     rewrite: bool,
     batch: bool,
     metric: Option<u32>,
+    write1: bool,
+    state5: bool,
+    state1: bool,
+    get4: bool,
+    add6: bool,
 }
 
 #[derive(Default)]
@@ -55,6 +66,11 @@ impl RootContext for NoopRoot {
                 "time" => ops.time = true,
                 "rewrite" => ops.rewrite = true,
                 "batch" => ops.batch = true,
+                "write1" => ops.write1 = true,
+                "state5" => ops.state5 = true,
+                "state1" => ops.state1 = true,
+                "get4" => ops.get4 = true,
+                "add6" => ops.add6 = true,
                 "metric" => match hostcalls::define_metric(MetricType::Counter, "bench.ladder") {
                     Ok(id) => ops.metric = Some(id),
                     Err(_) => return false,
@@ -117,6 +133,28 @@ impl HttpContext for NoopHttp {
             pairs.extend(IDENTITY);
             pairs.push(("authorization", "Bearer sk-bench-upstream-secret"));
             self.set_http_request_headers(pairs);
+        }
+        if ops.write1 {
+            self.set_http_request_header("x-tokenhub-tenant", Some("t-allow"));
+        }
+        if ops.add6 {
+            for (name, value) in IDENTITY {
+                self.add_http_request_header(name, value);
+            }
+            self.set_http_request_header("authorization", Some("Bearer sk-bench-upstream-secret"));
+        }
+        if ops.state5 {
+            for (name, value) in IDENTITY {
+                self.set_property(vec![&name[2..]], Some(value.as_bytes()));
+            }
+        }
+        if ops.state1 {
+            self.set_property(vec!["tokenhub_identity"], Some(b"t-allow main AbCdEf012345 eu api_key"));
+        }
+        if ops.get4 {
+            for name in ["authorization", "x-api-key", ":method", ":path"] {
+                std::hint::black_box(self.get_http_request_header(name));
+            }
         }
         if let Some(id) = ops.metric {
             let _ = hostcalls::increment_metric(id, 1);
