@@ -107,9 +107,10 @@ lint:
 .PHONY: bench bench-smoke bench-xds bench-global
 
 ## Benchmarks (bench/README.md): the guard side by side with bare Envoy,
-## Envoy's native filters and a no-op Wasm filter, scale with keys and
-## CIDRs, and the native decision (criterion, callgrind). About 16 minutes;
-## results in bench/results/.
+## Envoy's native filters, a no-op Wasm filter, an ext_authz gRPC service
+## making the guard's decision (bench/extauthz) and a Lua key check; scale
+## with keys and CIDRs, and the native decision (criterion, callgrind).
+## About 20 minutes; results in bench/results/.
 bench: bootstrap wasm
 	bench/run.sh
 
@@ -125,8 +126,9 @@ bench-global: bootstrap wasm admin
 	cargo build --release -p tokenhub-integration --bin echo-upstream
 	$(VENV)/bin/python bench/global.py
 
-## The benchmark harness end to end at tiny sizes (about two minutes once
-## built), so it cannot rot. No timing assertions.
+## The benchmark harness end to end at tiny sizes (a few minutes once
+## built), every configuration included (ext_authz and Lua too), so it
+## cannot rot. No timing assertions.
 bench-smoke: bootstrap wasm
 	bench/run.sh --smoke
 

@@ -34,12 +34,15 @@ import pathlib
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from harness.common import ENVOY_CPU, LOAD_CPU, PATH, cpu_seconds, free_port  # noqa: E402
+from harness.configs import render  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / "work" / "global"
@@ -47,8 +50,6 @@ RESULTS = ROOT / "bench" / "results"
 ADMIN = ROOT / "target" / "release" / "tokenhub-admin"
 ECHO = ROOT / "target" / "release" / "echo-upstream"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "tokenhub_guard.wasm"
-PATH = "/v1/chat/completions"
-ENVOY_CPU, LOAD_CPU = "0", "1"
 # Far above what a run sends: every request is counted, none refused.
 PER_MINUTE = 1_000_000_000
 # A public key whose private half was discarded (the configs' jwt_authn needs one).
@@ -56,17 +57,10 @@ JWKS = ('{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"unused","n":"r1P
         'uSNxbYWbPLc0g8of4nNRC2ng4lbaWRCITGZkexQOyrgjtpH0wL6e-qe03QVsp29ufQWq0gBnkCQJ3glrWjgEZStP2eVjIU7U9YLxfHdzFyXdv'
         'ung0T1eBnMTD7UnI8wXeppIS6k7lpjcPbGWoefVluxRl77e-Fqr-LYEbCteA25kD1A9BXFUxD4DrN03vskE-QhREfNPvz2Ie6km6Fbdx6fnO0'
         'Tc63iVIiyggM3GmkCdshAkpO1YPLazLAr3sYM_r33uEmP0yBXamm7dbGmw2218i6Pm1RaCnQHx7RXmuECTz5mlw","e":"AQAB"}]}')
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def log(msg: str) -> None:
     print(f"bench-global: {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def admin(*args, input=None) -> str:
@@ -75,11 +69,6 @@ def admin(*args, input=None) -> str:
     if proc.returncode:
         raise SystemExit(f"bench-global: tokenhub-admin {args[0]} failed: {proc.stderr.strip()}")
     return proc.stdout
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def wait_for(what: str, check, timeout: float = 60.0) -> None:
@@ -119,16 +108,6 @@ class Procs:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-
-
-def render(template: pathlib.Path, values: dict) -> str:
-    text = template.read_text()
-    for k, v in values.items():
-        text = text.replace("{{" + k + "}}", str(v))
-    left = re.findall(r"\{\{[A-Z_]+\}\}", text)
-    if left:
-        raise SystemExit(f"bench-global: {template}: placeholders left: {left}")
-    return text
 
 
 def wrk(port: int, key: str, seconds: float) -> dict:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make bench` (bench/run.sh) and `make bench-smoke` (bench/run.sh --smoke).
 # Installs what the benchmark needs (idempotent), builds the no-op Wasm
-# filter and the bench tools, then runs bench/bench.py. The Makefile builds
-# the guard (.wasm) and tokenhub-admin before calling this.
+# filter, the bench tools and the ext_authz comparison service (bench/extauthz,
+# a member of the tools' workspace), then runs bench/bench.py with the
+# arguments given (`bench/run.sh focus 16` runs a focused subcommand). The
+# Makefile builds the guard (.wasm) and tokenhub-admin before calling this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,9 +36,9 @@ if (($(nproc) < 2)); then
     log "warning: fewer than 2 CPUs; Envoy and the load generator will share one"
 fi
 
-log "building the no-op Wasm filter and the bench tools"
+log "building the no-op Wasm filter, the bench tools and the ext_authz service"
 (cd bench/noop-filter && cargo build --quiet --target wasm32-wasip1 --release)
-(cd bench/tools && cargo build --quiet --release --bins)
+(cd bench/tools && cargo build --quiet --release --workspace --bins)
 # The same decision driver compiled to the filter's target, timed under
 # Node's V8 (bootstrap installs node): the decision's cost inside a Wasm VM.
 (cd bench/tools && cargo build --quiet --release --no-default-features --target wasm32-wasip1 --bin decide-count)

@@ -1,0 +1,1 @@
+"""The benchmark harness behind bench/bench.py (see its docstring)."""
