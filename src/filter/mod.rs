@@ -292,6 +292,7 @@ impl HttpContext for GuardHttp {
             // No identity is known: the access log must not see a client's
             // claimed tenant either.
             self.strip(&view, &[]);
+            host::set_logged_client(self, None, host::source_ip(self));
             return self.deny(DenyReason::NoBundle);
         };
         #[cfg(feature = "fault-injection")]
@@ -313,7 +314,9 @@ impl HttpContext for GuardHttp {
         };
         // Client-sent credentials and identity headers go on every path, so
         // neither the upstream nor the access log ever sees a claimed tenant.
-        match decide(&policy, &facts) {
+        let decision = decide(&policy, &facts);
+        host::set_logged_client(self, decision.tenant(), facts.source);
+        match decision {
             Decision::Allow(grant) => {
                 // Token and dollar budgets (local mode only: the bundle
                 // refuses them in the global mode). An empty list on the

@@ -378,13 +378,14 @@ fn route_tenants(s: &Session, method: &Method, path: &[&str], call: &Call) -> Ro
         }
         (Method::Get, [id]) => ok(tenants::show(s, id)),
         (Method::Post, [id, "export"]) => ok(privacy::export(s, id, None, None)),
-        (Method::Post, [id, "erase"]) => ok(privacy::erase_tenant(s, id, &body::<ConfirmBody>(call)?.confirm)),
+        (Method::Post, [id, "erase"]) => ok(privacy::erase_tenant(s, id, &body::<ConfirmBody>(call)?.confirm, &[])),
         (Method::Post, [id, "disable"]) => ok(tenants::set_status(s, id, Status::Disabled)),
         (Method::Post, [id, "enable"]) => ok(tenants::set_status(s, id, Status::Active)),
         (Method::Put, [id, "region"]) => ok(tenants::set_region(s, id, &body::<RegionBody>(call)?.region)),
         (Method::Put, [id, "client-address"]) => {
             ok(tenants::set_client_address(s, id, body::<ClientAddressBody>(call)?.forward))
         }
+        (Method::Put, [id, "log-retention"]) => ok(tenants::set_log_retention(s, id, body(call)?)),
         (Method::Get, [t, "sub-accounts"]) => ok(tenants::sub_list(s, t)),
         (Method::Post, [t, "sub-accounts"]) => created(tenants::sub_add(s, t, &body::<IdBody>(call)?.id)),
         (Method::Post, [t, "sub-accounts", id, "disable"]) => ok(tenants::sub_set_status(s, t, id, Status::Disabled)),

@@ -167,6 +167,22 @@ pub enum TenantCmd {
         #[arg(value_enum)]
         action: ClientAddress,
     },
+    /// How long the tenant's access-log lines are kept and when their
+    /// client addresses are cut to /24 (IPv4) or /48 (IPv6), applied by
+    /// `logs prune` and `usage`; --truncate-at-write makes the gateway log
+    /// only the network (after publish). No option: the platform's defaults.
+    LogRetention {
+        id: String,
+        /// Days its lines are kept (default: the platform's, 30).
+        #[arg(long)]
+        retain_days: Option<u64>,
+        /// Days after which its client addresses are cut (default: the platform's, 7).
+        #[arg(long, conflicts_with = "truncate_at_write")]
+        truncate_ips_after_days: Option<u64>,
+        /// The gateway writes only the network of its clients' addresses.
+        #[arg(long)]
+        truncate_at_write: bool,
+    },
     /// Everything held about the tenant, as one JSON document (a data
     /// subject's or a data-protection officer's request; audited, needs 2FA):
     /// tenant, sub-accounts, key metadata (never secrets or hashes),
@@ -190,6 +206,10 @@ pub enum TenantCmd {
         /// The tenant's id again: erasure cannot be undone.
         #[arg(long)]
         confirm: String,
+        /// A rotated access-log file to drop the tenant's lines from
+        /// (repeatable; Envoy's live log is refused: rotate it first).
+        #[arg(long = "access-log")]
+        access_log: Vec<PathBuf>,
     },
     /// Models the tenant's keys may use: exact names or `prefix*`, comma
     /// separated; no --models = any model.
@@ -499,6 +519,10 @@ pub enum LogsCmd {
         /// `tenant erase`).
         #[arg(long)]
         drop_tenant: Option<String>,
+        /// Apply the platform's rules to every line, without reading the
+        /// tenants' own (`tenant log-retention`) from the store.
+        #[arg(long)]
+        ignore_tenant_rules: bool,
     },
 }
 
