@@ -14,7 +14,6 @@ use super::actions::access::{IpChange, Level};
 use super::actions::auditing::AuditQuery;
 use super::actions::keys::{KeySpec, Scopes};
 use super::actions::{access, admins, auditing, keys, prices, privacy, providers, system, tenants, Reply};
-use super::cli::commands::ServeArgs;
 use super::session::{Claim, Session};
 use super::store::policy::ProviderSpec;
 use super::store::Store;
@@ -26,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// What every connection thread shares.
@@ -38,8 +37,26 @@ struct Shared<'a> {
     workers: Workers,
 }
 
+/// How `serve` listens (the CLI's `ServeArgs` converts to it; nothing of
+/// clap here). Addresses are text, parsed (and refused with the flag's
+/// name) by `serve`.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The admin API's IP:PORT (loopback only unless `allow_remote`).
+    pub listen: String,
+    pub allow_remote: bool,
+    /// The xDS control plane's IP:PORT (`None`: no control plane).
+    pub xds_listen: Option<String>,
+    /// mTLS of the xDS server: its certificate, key, and the gateways' CA.
+    pub xds_cert: Option<PathBuf>,
+    pub xds_key: Option<PathBuf>,
+    pub xds_client_ca: Option<PathBuf>,
+    /// Prometheus metrics of the gateways' xDS state.
+    pub metrics_listen: Option<String>,
+}
+
 /// Runs until the process is stopped.
-pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminError> {
+pub fn serve(store: &Store, args: &ServeOptions, home: &Path) -> Result<(), AdminError> {
     let addr: SocketAddr = args
         .listen
         .parse()

@@ -870,6 +870,21 @@ pub struct ServeArgs {
     pub metrics_listen: Option<String>,
 }
 
+impl ServeArgs {
+    /// The service's own options (the API and xDS know nothing of clap).
+    pub fn options(&self) -> crate::admin::api::ServeOptions {
+        crate::admin::api::ServeOptions {
+            listen: self.listen.clone(),
+            allow_remote: self.allow_remote,
+            xds_listen: self.xds_listen.clone(),
+            xds_cert: self.xds_cert.clone(),
+            xds_key: self.xds_key.clone(),
+            xds_client_ca: self.xds_client_ca.clone(),
+            metrics_listen: self.metrics_listen.clone(),
+        }
+    }
+}
+
 const TENANT_HELP: &str = "Examples:
   tokenhub-admin tenant add acme --name 'Acme Inc' --region eu
   tokenhub-admin tenant list

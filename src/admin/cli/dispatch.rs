@@ -41,9 +41,8 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::Oidc(OidcCmd::Map(a)) => identities::map(s, &a.mapping()),
         Command::Oidc(OidcCmd::Unmap(a)) => identities::unmap(s, &a.identity()),
         Command::Oidc(OidcCmd::List) => identities::list(s),
-        Command::Serve(a) => {
-            crate::admin::api::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
-        }
+        Command::Serve(a) => crate::admin::api::serve(s.store, &a.options(), &cli.home)
+            .map(|()| Reply::new("stopped", serde_json::json!({}))),
         // Handled before a store is opened (see `cli::run`).
         Command::Ratelimit(a) => crate::admin::ratelimit::run(a).map(|()| Reply::new("stopped", serde_json::json!({}))),
     }
