@@ -18,3 +18,4 @@ pub mod quota;
 pub mod redact;
 pub mod secret;
 pub mod usage;
+pub mod wipe;

@@ -1,0 +1,78 @@
+//! The filter's buffers that held a credential or body bytes are zeroed
+//! before their memory is released: a global allocator that looks into
+//! every block it is handed back counts the blocks still holding a marker.
+//! A plain `Vec` with the marker is the control (the check can fail).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokenhub_guard::core::wipe::WipedHeaders;
+use zeroize::Zeroizing;
+
+/// What a freed block must not hold (a credential's bytes).
+const MARKER: &[u8] = b"thk_MARKERc0ffee5ecret";
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+static FREED_WITH_MARKER: AtomicUsize = AtomicUsize::new(0);
+
+struct Inspecting;
+
+unsafe impl GlobalAlloc for Inspecting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        System.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if ARMED.load(Ordering::SeqCst) && layout.size() >= MARKER.len() {
+            // SAFETY: the block is still ours until System.dealloc below.
+            let block = std::slice::from_raw_parts(ptr, layout.size());
+            if block.windows(MARKER.len()).any(|w| w == MARKER) {
+                FREED_WITH_MARKER.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Inspecting = Inspecting;
+
+fn freed_with_marker(f: impl FnOnce()) -> usize {
+    let before = FREED_WITH_MARKER.load(Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
+    f();
+    ARMED.store(false, Ordering::SeqCst);
+    FREED_WITH_MARKER.load(Ordering::SeqCst) - before
+}
+
+/// One test only: the allocator's counter is global to the process.
+#[test]
+fn credential_and_body_buffers_are_zeroed_before_release() {
+    let with_marker = || {
+        let mut value = b"Bearer ".to_vec();
+        value.extend_from_slice(MARKER);
+        value
+    };
+    // The control: a plain buffer goes back to the allocator as it was.
+    assert_eq!(freed_with_marker(|| drop(with_marker())), 1, "the inspecting allocator sees nothing");
+    // The request headers as the host hands them over.
+    let freed = freed_with_marker(|| {
+        let headers = WipedHeaders::new(vec![
+            (":path".to_string(), b"/v1/chat/completions".to_vec()),
+            ("authorization".to_string(), with_marker()),
+            (String::from_utf8(MARKER.to_vec()).unwrap(), b"a header named like a secret".to_vec()),
+        ]);
+        assert_eq!(headers[1].1.len(), MARKER.len() + 7);
+        drop(headers);
+    });
+    assert_eq!(freed, 0, "a header buffer was released with the credential in it");
+    // A body chunk (its capacity larger than its length: zeroed whole).
+    let freed = freed_with_marker(|| {
+        let mut chunk = Vec::with_capacity(4096);
+        chunk.extend_from_slice(MARKER);
+        chunk.truncate(3);
+        drop(Zeroizing::new(chunk));
+    });
+    assert_eq!(freed, 0, "a body chunk was released with its bytes in it");
+}
