@@ -433,7 +433,8 @@ impl HttpContext for GuardHttp {
             };
         }
         let start = check.scanned;
-        let new = Zeroizing::new(self.get_http_request_body(start, body_size.saturating_sub(start)).unwrap_or_default());
+        let new =
+            Zeroizing::new(self.get_http_request_body(start, body_size.saturating_sub(start)).unwrap_or_default());
         let Some(check) = &mut self.body else { return Action::Continue };
         check.scanned = body_size;
         let mut scan = check.scanner.feed(&new);

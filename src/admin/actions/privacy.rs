@@ -229,7 +229,7 @@ pub fn erase_admin(s: &Session, name: &str, confirm: &str) -> Result<Reply, Admi
 /// change is committed (a crash in between: run the erase again).
 fn erase_lines(store: &Store, subject: &Subject, now: u64) -> Result<usize, AdminError> {
     store.locked(|store| {
-        let mut audit = store.load()?.audit;
+        let mut audit = store.load()?.audit.clone();
         let key = audit.key_bytes()?;
         AuditLog::new(store.paths.audit()).erase(&key, subject, now)
     })?

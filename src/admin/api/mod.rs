@@ -66,14 +66,16 @@ pub fn serve(store: &Store, args: &ServeOptions, home: &Path) -> Result<(), Admi
             "refusing to listen on {addr}: the admin API belongs on loopback (a sidecar); pass --allow-remote to override"
         )));
     }
-    let doc = store.load()?;
-    if doc.settings.ecds_file.is_none() || doc.settings.wasm_path.is_none() {
+    // Only the settings outlive this line: the document (and its secrets)
+    // is dropped, and zeroed, at once.
+    let settings = store.load()?.settings.clone();
+    if settings.ecds_file.is_none() || settings.wasm_path.is_none() {
         return Err(AdminError::Usage(
             "serve publishes after every change: configure where first with `tokenhub-admin publish --ecds-file FILE --wasm FILE`".into(),
         ));
     }
     super::logger::init();
-    if let Some(xds) = super::xds::options(args, &doc.settings, home)? {
+    if let Some(xds) = super::xds::options(args, &settings, home)? {
         let tls = if xds.tls.is_some() { "mTLS" } else { "plaintext, loopback" };
         let bound = super::xds::spawn(xds)?;
         println!("tokenhub-admin serve: xDS (ECDS) on grpc://{} ({tls})", bound.xds);
@@ -136,6 +138,24 @@ struct Call {
     path: Vec<String>,
     query: Vec<(String, String)>,
     body: Value,
+}
+
+/// A body may carry a secret (`PUT /v1/providers/{id}`): its strings are
+/// overwritten when the request is done.
+impl Drop for Call {
+    fn drop(&mut self) {
+        wipe_strings(&mut self.body);
+    }
+}
+
+fn wipe_strings(v: &mut Value) {
+    use zeroize::Zeroize;
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe_strings),
+        Value::Object(map) => map.values_mut().for_each(wipe_strings),
+        _ => {}
+    }
 }
 
 fn refuse(stream: TcpStream, r: &Refusal) {
