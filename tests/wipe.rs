@@ -4,6 +4,9 @@
 //! A plain `Vec` with the marker is the control (the check can fail).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Run by wasm-bindgen-test-runner on wasm32-unknown-unknown (make test-wasm).
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
