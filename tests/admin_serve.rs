@@ -568,6 +568,28 @@ fn erasure_over_http_needs_the_platform_and_the_confirmation() {
     assert!(!text.contains("acme") && !text.contains("\"ann\"") && !text.contains("gus"), "{text}");
 }
 
+/// `PUT /v1/tenants/{t}/log-retention` is `tenant log-retention`: platform
+/// only, validated, published at once, an empty body restores the defaults.
+#[test]
+fn log_retention_over_http_is_the_cli_action() {
+    let (home, root, ann) = setup("serve-log-retention");
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let (r, a) = (svc.as_(&root), svc.as_(&ann));
+    let path = "/v1/tenants/acme/log-retention";
+    assert_eq!(a.call("PUT", path, Some(json!({"truncate_ips_after_days": 0}))).0, 403);
+    assert_eq!(r.call("PUT", path, Some(json!({"retain_days": 0}))).0, 400);
+    assert_eq!(r.call("PUT", path, Some(json!({"retain": 3}))).0, 400);
+    let version = published_version(&home);
+    let (status, v) = r.call("PUT", path, Some(json!({"retain_days": 3, "truncate_ips_after_days": 0})));
+    assert_eq!(status, 200, "{v}");
+    assert!(published_version(&home) > version, "published at once");
+    let shown = r.get("/v1/tenants/acme").1;
+    assert_eq!(shown["log_retention"], json!({"retain_days": 3, "truncate_ips_after_days": 0}), "{shown}");
+    assert_eq!(r.call("PUT", path, Some(json!({}))).1["log_retention"], Value::Null);
+    assert_eq!(r.get("/v1/tenants/acme").1["log_retention"], Value::Null);
+}
+
 #[test]
 fn prices_and_token_budgets_over_http_are_the_cli_actions() {
     let (home, root, ann) = setup("serve-prices");
@@ -644,8 +666,7 @@ fn memory_hits(pid: u32, needle: &[u8]) -> Vec<String> {
 /// After a provider secret is set, a TOTP code verified and the store
 /// opened over HTTP, the still-running service's memory holds neither the
 /// provider secret nor the TOTP seed (they are zeroized after use). The
-/// admin's token is excluded (the client sends it with every request) and
-/// so is the master key (the service needs it while it runs).
+/// master key is the scan's control: the service needs it while it runs.
 #[test]
 fn secrets_do_not_stay_in_the_services_memory() {
     let (home, root, _) = setup("serve-memory");
@@ -660,8 +681,11 @@ fn secrets_do_not_stay_in_the_services_memory() {
     assert_eq!(svc.as_(&root).get("/v1/tenants").0, 200);
     let raw_seed = base32_decode(&seed);
     let pid = svc.child.id();
-    // The control: the token, which every request carries, is found.
-    assert!(!memory_hits(pid, root.as_bytes()).is_empty(), "the scan finds nothing at all");
+    // The control: the master key, which the service holds while it runs
+    // (it decrypts the store on every request), is found.
+    let master = std::fs::read_to_string(home.master_key_file()).unwrap();
+    let master = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, master.trim()).unwrap();
+    assert!(!memory_hits(pid, &master).is_empty(), "the scan finds nothing at all");
     let found: Vec<String> = [
         ("provider secret", provider_secret.as_bytes()),
         ("TOTP seed (base32)", seed.as_bytes()),

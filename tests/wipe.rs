@@ -9,15 +9,18 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
 use tokenhub_guard::core::wipe::WipedHeaders;
 use zeroize::Zeroizing;
 
 /// What a freed block must not hold (a credential's bytes).
 const MARKER: &[u8] = b"thk_MARKERc0ffee5ecret";
 
-static ARMED: AtomicBool = AtomicBool::new(false);
-static FREED_WITH_MARKER: AtomicUsize = AtomicUsize::new(0);
+// Per thread: each test arms and counts its own frees only.
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+    static FREED_WITH_MARKER: Cell<usize> = const { Cell::new(0) };
+}
 
 struct Inspecting;
 
@@ -27,11 +30,11 @@ unsafe impl GlobalAlloc for Inspecting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if ARMED.load(Ordering::SeqCst) && layout.size() >= MARKER.len() {
+        if ARMED.try_with(Cell::get).unwrap_or(false) && layout.size() >= MARKER.len() {
             // SAFETY: the block is still ours until System.dealloc below.
             let block = std::slice::from_raw_parts(ptr, layout.size());
             if block.windows(MARKER.len()).any(|w| w == MARKER) {
-                FREED_WITH_MARKER.fetch_add(1, Ordering::SeqCst);
+                let _ = FREED_WITH_MARKER.try_with(|n| n.set(n.get() + 1));
             }
         }
         System.dealloc(ptr, layout)
@@ -42,14 +45,13 @@ unsafe impl GlobalAlloc for Inspecting {
 static GLOBAL: Inspecting = Inspecting;
 
 fn freed_with_marker(f: impl FnOnce()) -> usize {
-    let before = FREED_WITH_MARKER.load(Ordering::SeqCst);
-    ARMED.store(true, Ordering::SeqCst);
+    let before = FREED_WITH_MARKER.with(Cell::get);
+    ARMED.with(|a| a.set(true));
     f();
-    ARMED.store(false, Ordering::SeqCst);
-    FREED_WITH_MARKER.load(Ordering::SeqCst) - before
+    ARMED.with(|a| a.set(false));
+    FREED_WITH_MARKER.with(Cell::get) - before
 }
 
-/// One test only: the allocator's counter is global to the process.
 #[test]
 fn credential_and_body_buffers_are_zeroed_before_release() {
     let with_marker = || {
@@ -78,4 +80,33 @@ fn credential_and_body_buffers_are_zeroed_before_release() {
         drop(Zeroizing::new(chunk));
     });
     assert_eq!(freed, 0, "a body chunk was released with its bytes in it");
+}
+
+/// The admin's secrets zero themselves when dropped: the store document
+/// (bundle key, audit key, provider secrets) and a 2FA state (seeds).
+#[cfg(feature = "admin")]
+#[test]
+fn admin_secrets_are_zeroed_when_dropped() {
+    use tokenhub_guard::admin::store::StoreDoc;
+    use tokenhub_guard::admin::totp::SecondFactor;
+    use tokenhub_guard::core::bundle::schema::{ProviderDoc, TenantDoc};
+    let marked = |prefix: &str| format!("{prefix}{}", std::str::from_utf8(MARKER).unwrap());
+    assert_eq!(freed_with_marker(|| drop(marked("control-"))), 1, "the inspecting allocator sees nothing");
+    let freed = freed_with_marker(|| {
+        let mut doc = StoreDoc::default();
+        doc.bundle_key = marked("bk-");
+        doc.audit.key = marked("ak-");
+        doc.policy.providers.push(ProviderDoc { secret: Some(marked("sk-")), ..Default::default() });
+        let own = [("openai".to_string(), marked("own-"))].into();
+        doc.policy.tenants.push(TenantDoc { provider_secrets: own, ..Default::default() });
+        drop(doc);
+    });
+    assert_eq!(freed, 0, "a store document was released with a secret in it");
+    let freed = freed_with_marker(|| {
+        let mut sf = SecondFactor::default();
+        sf.secret = Some(marked("seed-"));
+        sf.pending = Some(marked("pending-"));
+        drop(sf);
+    });
+    assert_eq!(freed, 0, "a 2FA state was released with its seed in it");
 }
