@@ -279,3 +279,32 @@ fn reads_racing_commits_never_see_a_false_rollback() {
     });
     home.run(&["audit", "verify"]).ok();
 }
+
+/// Reads authorised by the session: another tenant's identity mapping is
+/// "not found" to `oidc unmap` (never probed, never removed), and `usage
+/// --tenant` of another tenant is refused while its own is read.
+#[test]
+fn unmap_and_usage_see_only_the_admins_own_tenant() {
+    let home = two_tenants("read-scope");
+    home.run(&map_args("gil", "globex")).ok();
+    let unmap = |who: &str| {
+        let args = map_args(who, "x");
+        let mut args: Vec<&str> = args[..args.len() - 2].to_vec();
+        args[3] = "unmap";
+        home.run(&args)
+    };
+    let probe = unmap("ann").fails(3);
+    assert!(!probe.stderr.contains("globex"), "{}", probe.stderr);
+    assert_eq!(mapped_tenant(&home), ["globex"]);
+    unmap("gil").ok();
+    assert!(mapped_tenant(&home).is_empty());
+
+    let log = home.dir.join("access.log");
+    std::fs::write(&log, "").unwrap();
+    let path = log.to_str().unwrap();
+    let refused = home.run(&["--as", "ann", "usage", "--access-log", path, "--tenant", "globex"]).fails(4);
+    assert!(refused.stderr.contains("acme"), "{}", refused.stderr);
+    home.run(&["--as", "ann", "usage", "--access-log", path, "--tenant", "acme"]).ok();
+    home.run(&["--as", "ann", "usage", "--access-log", path]).ok();
+    home.run(&["--as", "root", "usage", "--access-log", path, "--tenant", "globex"]).ok();
+}

@@ -592,6 +592,28 @@ fn erasure_over_http_needs_the_platform_and_the_confirmation() {
     assert!(!text.contains("acme") && !text.contains("\"ann\"") && !text.contains("gus"), "{text}");
 }
 
+/// `PUT /v1/tenants/{t}/log-retention` is `tenant log-retention`: platform
+/// only, validated, published at once, an empty body restores the defaults.
+#[test]
+fn log_retention_over_http_is_the_cli_action() {
+    let (home, root, ann) = setup("serve-log-retention");
+    home.run(&["publish"]).ok();
+    let svc = Service::start(&home);
+    let (r, a) = (svc.as_(&root), svc.as_(&ann));
+    let path = "/v1/tenants/acme/log-retention";
+    assert_eq!(a.call("PUT", path, Some(json!({"truncate_ips_after_days": 0}))).0, 403);
+    assert_eq!(r.call("PUT", path, Some(json!({"retain_days": 0}))).0, 400);
+    assert_eq!(r.call("PUT", path, Some(json!({"retain": 3}))).0, 400);
+    let version = published_version(&home);
+    let (status, v) = r.call("PUT", path, Some(json!({"retain_days": 3, "truncate_ips_after_days": 0})));
+    assert_eq!(status, 200, "{v}");
+    assert!(published_version(&home) > version, "published at once");
+    let shown = r.get("/v1/tenants/acme").1;
+    assert_eq!(shown["log_retention"], json!({"retain_days": 3, "truncate_ips_after_days": 0}), "{shown}");
+    assert_eq!(r.call("PUT", path, Some(json!({}))).1["log_retention"], Value::Null);
+    assert_eq!(r.get("/v1/tenants/acme").1["log_retention"], Value::Null);
+}
+
 #[test]
 fn prices_and_token_budgets_over_http_are_the_cli_actions() {
     let (home, root, ann) = setup("serve-prices");
@@ -678,4 +700,90 @@ fn usage_over_http_is_the_cli_report() {
         let (status, v) = r.call("GET", bad, None);
         assert_eq!((status, v["error"]["kind"].as_str()), (400, Some("usage")), "{bad}: {v}");
     }
+}
+
+/// Where in the process's writable memory `needle` occurs (Linux
+/// `/proc/PID/maps` and `/proc/PID/mem`; the test is the process's parent,
+/// so ptrace rules let it read).
+fn memory_hits(pid: u32, needle: &[u8]) -> Vec<String> {
+    use std::io::{Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut hits = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (range, perms) = (fields.next().unwrap(), fields.next().unwrap());
+        let name = fields.nth(3).unwrap_or("[anon]");
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let mut buf = vec![0u8; (end - start) as usize];
+        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        let n = buf.windows(needle.len()).filter(|w| *w == needle).count();
+        if n > 0 {
+            hits.push(format!("{n} in {name} {range}"));
+        }
+    }
+    hits
+}
+
+/// After a provider secret is set, a TOTP code verified and the store
+/// opened over HTTP, the still-running service's memory holds neither the
+/// provider secret nor the TOTP seed (they are zeroized after use). The
+/// master key is the scan's control: the service needs it while it runs.
+#[test]
+fn secrets_do_not_stay_in_the_services_memory() {
+    let (home, root, _) = setup("serve-memory");
+    home.run(&["publish"]).ok();
+    let (seed, _) = enable_2fa(&home, "root");
+    let svc = Service::start(&home);
+    let provider_secret = format!("sk-memscan-{}", &root[root.len() - 16..]);
+    let c = svc.as_(&root).with_otp(&totp(&seed, 1));
+    let body = json!({"path_prefix": "/v1/", "secret": provider_secret});
+    assert_eq!(c.call("PUT", "/v1/providers/openai", Some(body)).0, 200);
+    assert_eq!(svc.as_(&root).get("/v1/providers").0, 200);
+    assert_eq!(svc.as_(&root).get("/v1/tenants").0, 200);
+    let raw_seed = base32_decode(&seed);
+    let pid = svc.child.id();
+    // The control: the master key, which the service holds while it runs
+    // (it decrypts the store on every request), is found.
+    let master = std::fs::read_to_string(home.master_key_file()).unwrap();
+    let master = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, master.trim()).unwrap();
+    assert!(!memory_hits(pid, &master).is_empty(), "the scan finds nothing at all");
+    let found: Vec<String> = [
+        ("provider secret", provider_secret.as_bytes()),
+        ("TOTP seed (base32)", seed.as_bytes()),
+        ("TOTP seed", &raw_seed),
+    ]
+    .into_iter()
+    .filter_map(|(what, needle)| {
+        let hits = memory_hits(pid, needle);
+        (!hits.is_empty()).then(|| format!("the {what}: {hits:?}"))
+    })
+    .collect();
+    assert!(found.is_empty(), "still in the service's memory: {found:?}");
+}
+
+/// RFC 4648 base32 (no padding), for the TOTP seed's raw bytes.
+fn base32_decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u64, 0);
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => panic!("not base32: {text}"),
+        };
+        acc = (acc << 5) | u64::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }

@@ -183,3 +183,82 @@ fn logs_prune_drops_old_lines_cuts_old_addresses_and_refuses_a_live_log() {
     home.run(&["logs", "prune", "--access-log", log.to_str().unwrap(), "--drop-tenant", "acme"]).ok();
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "");
 }
+
+/// `tenant log-retention`: a tenant's own days override the platform's in
+/// `logs prune` and `usage`; `tenant erase --access-log` drops its lines
+/// from rotated logs, and says which it could not prune and why.
+#[test]
+fn a_tenant_s_own_retention_applies_to_prune_usage_and_erase() {
+    let home = Home::new("tenant-retention");
+    for t in ["acme", "globex", "initech"] {
+        home.run(&["tenant", "add", t]).ok();
+    }
+    home.run(&["tenant", "log-retention", "acme", "--retain-days", "5", "--truncate-at-write"]).ok();
+    let set = home.run(&["--json", "tenant", "log-retention", "globex", "--retain-days", "60"]).ok().json();
+    assert_eq!(set["log_retention"], serde_json::json!({"retain_days": 60}), "{set}");
+    home.run(&["tenant", "log-retention", "initech", "--retain-days", "0"]).fails(2);
+    let shown = home.run(&["--json", "tenant", "show", "acme"]).ok().json();
+    assert_eq!(shown["log_retention"]["truncate_ips_after_days"], 0, "{shown}");
+
+    let log = home.dir.join("access.log.1");
+    let lines = [
+        access_line(0, "203.0.113.77", "acme"),
+        access_line(10, "203.0.113.78", "acme"),
+        access_line(45, "198.51.100.9", "globex"),
+        access_line(45, "192.0.2.10", "initech"),
+        access_line(1, "192.0.2.11", "initech"),
+    ];
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let usage = home.run(&["--json", "usage", "--access-log", log.to_str().unwrap()]).ok().json();
+    let requests = |tenant: &str| -> u64 {
+        usage["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["tenant"] == tenant)
+            .map(|r| r["requests"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!((requests("acme"), requests("globex"), requests("initech")), (1, 1, 1), "{usage}");
+    let text = usage.to_string();
+    assert!(text.contains("203.0.113.0") && !text.contains("203.0.113.77"), "acme's cut at once: {text}");
+    assert!(text.contains("198.51.100.0") && text.contains("192.0.2.11"), "{text}");
+
+    let out = home.run(&["--json", "logs", "prune", "--access-log", log.to_str().unwrap()]).ok().json();
+    assert_eq!(out["files"][0]["stats"]["dropped"], 2, "acme's 10-day and initech's 45-day lines: {out}");
+    assert_eq!(out["files"][0]["stats"]["truncated"], 2, "acme's fresh line and globex's: {out}");
+    assert_eq!(out["tenant_rules"]["acme"]["retain_days"], 5, "{out}");
+    let pruned = std::fs::read_to_string(&log).unwrap();
+    assert!(pruned.contains("198.51.100.0") && !pruned.contains("203.0.113.77"), "{pruned}");
+    // Without the store's rules: the platform's alone (acme's line is young).
+    let plain = home.dir.join("access.log.2");
+    std::fs::write(&plain, access_line(10, "203.0.113.78", "acme") + "\n").unwrap();
+    home.run(&["logs", "prune", "--access-log", plain.to_str().unwrap(), "--ignore-tenant-rules"]).ok();
+    assert!(std::fs::read_to_string(&plain).unwrap().contains("acme"));
+
+    // Erase with the managed logs: the pruned file loses globex's lines; a
+    // missing one is named with the fix, and the erasure stands.
+    let missing = home.dir.join("gone.log");
+    let erased = home.run(&[
+        "--json",
+        "tenant",
+        "erase",
+        "globex",
+        "--confirm",
+        "globex",
+        "--access-log",
+        log.to_str().unwrap(),
+        "--access-log",
+        missing.to_str().unwrap(),
+    ]);
+    let erased = erased.ok();
+    assert!(erased.stderr.contains("gone.log") && erased.stderr.contains("--drop-tenant globex"), "{}", erased.stderr);
+    let v = erased.json();
+    assert_eq!(v["access_logs"][0]["lines_dropped"], 1, "{v}");
+    assert!(v["access_logs"][1]["error"].is_string(), "{v}");
+    let after = std::fs::read_to_string(&log).unwrap();
+    assert!(!after.contains("globex") && after.contains("initech"), "{after}");
+    // Without --access-log, the reply says where the lines still are.
+    let bare = home.run(&["tenant", "erase", "initech", "--confirm", "initech"]).ok();
+    assert!(bare.stderr.contains("--drop-tenant initech"), "{}", bare.stderr);
+}

@@ -279,11 +279,24 @@ def access_log_problems(text: str) -> list:
     %REQ(X-TOKENHUB-...)% reads the header whether or not the guard ran
     (a request refused before it still carries the client's value). Use
     the %CEL(...)% form gated on the guard having run (envoy/README.md)."""
-    return [
+    claims = [
         f"access log logs a client-settable header as identity: {m.group(0)} "
         "(use %CEL('wasm.tokenhub_decision' in filter_state || has(upstream.address) ? ... )%)"
         for m in re.finditer(r"%REQ\(\s*X-TOKENHUB-[A-Z-]+[^%]*%", text, re.IGNORECASE)
     ]
+    # Envoy's own client address bypasses a tenant's truncation at write
+    # time (GDPR): log the one the guard recorded.
+    addresses = [
+        f"access log logs Envoy's client address {m.group(0)}, bypassing a tenant's IP truncation "
+        f"(use {CLIENT_ADDRESS_FORMAT})"
+        for m in re.finditer(r"%DOWNSTREAM_(DIRECT_)?REMOTE_ADDRESS[A-Z_]*(\([^%]*\))?%", text)
+    ]
+    return claims + addresses
+
+
+CLIENT_ADDRESS_FORMAT = (
+    "%CEL('wasm.tokenhub_client' in filter_state ? filter_state['wasm.tokenhub_client'] : source.address)%"
+)
 
 
 def client_address_problems(config: dict) -> list:
@@ -316,7 +329,7 @@ def check_security(path, text: str) -> bool:
     for problem in problems:
         print(f"FAILED  {path}: {problem}", file=sys.stderr)
     if not problems:
-        print(f"ok      {path} (JWKS TLS pinned, no client claim logged, no client address upstream)")
+        print(f"ok      {path} (JWKS TLS pinned, no client claim or raw client address logged, no client address upstream)")
     return not problems
 
 
@@ -350,6 +363,12 @@ def self_check(root: pathlib.Path, values: dict) -> bool:
         ok = False
     if not access_log_problems('tenant: "%REQ(X-TOKENHUB-TENANT)%"'):
         print("FAILED  self-check: a raw %REQ(X-TOKENHUB-TENANT)% passed", file=sys.stderr)
+        ok = False
+    if not access_log_problems('client: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"'):
+        print("FAILED  self-check: a raw %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% passed", file=sys.stderr)
+        ok = False
+    if CLIENT_ADDRESS_FORMAT not in text or access_log_problems(text):
+        print(f"FAILED  self-check: {DEMO_TEMPLATE} does not log the guard's client address", file=sys.stderr)
         ok = False
     if client_address_problems(config):
         print(f"FAILED  self-check: {DEMO_TEMPLATE} forwards a client address", file=sys.stderr)

@@ -123,3 +123,53 @@ fn an_erased_tenant_is_refused_at_once_and_leaves_nothing_readable() {
     assert!(pruned.contains(&other.key_id), "the bystander's lines stay: {pruned} {dropped}");
     println!("tenant erase: the key was refused {refused_after:?} after the erase started");
 }
+
+#[test]
+fn a_tenant_that_truncates_at_write_time_is_logged_by_network_only() {
+    let wasm = paths::guard_wasm();
+    assert!(wasm.is_file(), "{} is not built: run `make wasm`", wasm.display());
+    let admin = Admin::init(&wasm);
+    admin.json(&["tenant", "add", TENANT]);
+    admin.json(&["tenant", "add", OTHER]);
+    admin.json(&["tenant", "log-retention", TENANT, "--truncate-at-write", "--retain-days", "10"]);
+    admin.set_provider(&["openai", "--path-prefix", "/v1/"], "sk-platform-default-0001");
+    let key = admin.create_key(TENANT, &[]);
+    let other = admin.create_key(OTHER, &[]);
+    let version = admin.publish()["version"].as_u64().unwrap();
+    let echo = EchoUpstream::start().expect("echo upstream");
+    let envoy = Envoy::start(EnvoyOptions::new(echo.port()).publisher(&admin));
+    envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(10));
+    let call = |key: &str, src| {
+        let lines = request_lines("GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], true);
+        envoy.request(src, &lines, b"").unwrap().status
+    };
+    // Allowed, refused with its owner known (a claimed tenant that is not
+    // its own), over IPv6; and the bystander, logged whole.
+    assert_eq!(call(&key.key, addrs::V4_OTHER), 200);
+    let claimed = [("authorization", format!("Bearer {}", key.key)), ("x-tokenhub-tenant", OTHER.to_string())];
+    let claimed: Vec<(&str, &str)> = claimed.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let lines = request_lines("GET", "/v1/models", &claimed, true);
+    assert_eq!(envoy.request(addrs::V4_OTHER, &lines, b"").unwrap().status, 403);
+    assert_eq!(call(&key.key, addrs::V6_LOOPBACK), 200);
+    assert_eq!(call(&other.key, addrs::V4_OTHER), 200);
+    // Refused by Envoy before the guard: Envoy's own address (with its port).
+    let bad = request_lines("GET", "/v1%2Fmodels", &[], true);
+    assert_eq!(envoy.request(addrs::V4_OTHER, &bad, b"").unwrap().status, 400);
+    let log = envoy.access_log_lines(5);
+    assert_eq!(log.len(), 5, "{log:#?}");
+    let text = std::fs::read_to_string(envoy.access_log_path()).unwrap();
+    for line in &log[..3] {
+        assert_eq!(line["tenant"], TENANT, "{line}");
+    }
+    assert_eq!(
+        (log[0]["client"].as_str(), log[1]["client"].as_str()),
+        (Some("127.0.0.0"), Some("127.0.0.0")),
+        "{text}"
+    );
+    assert_eq!(log[2]["client"], "::", "IPv6 cut to its /48: {text}");
+    assert_eq!((log[3]["tenant"].as_str(), log[3]["client"].as_str()), (Some(OTHER), Some("127.0.0.2")), "{text}");
+    let raw = log[4]["client"].as_str().unwrap();
+    assert!(raw.starts_with("127.0.0.2:") && log[4]["tenant"].is_null(), "{text}");
+    assert_eq!(text.matches("127.0.0.2").count(), 2, "the truncating tenant's address nowhere: {text}");
+    assert!(!text.contains("::1"), "{text}");
+}

@@ -6,7 +6,9 @@
 
 use super::fsutil;
 use super::AdminError;
+use crate::core::bundle::schema::{LogRetentionDoc, TenantDoc};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -18,13 +20,17 @@ pub const DEFAULT_TRUNCATE_IPS_AFTER_DAYS: u64 = 7;
 const CLIENT_FIELDS: [&str; 2] = ["client", "client_ip"];
 const DAY: u64 = 86_400;
 
-/// What to keep, relative to `now` (unix seconds).
-#[derive(Debug, Clone, Copy)]
+/// What to keep, relative to `now` (unix seconds): the platform's rules,
+/// and the tenants' own (`tenant log-retention`), which override them for
+/// that tenant's lines.
+#[derive(Debug, Clone, Default)]
 pub struct Retention {
     pub now: u64,
     pub retain_days: u64,
     /// `None`: addresses are never cut.
     pub truncate_ips_after_days: Option<u64>,
+    /// Tenant id → its own rules (a field left out: the platform's).
+    pub tenants: BTreeMap<String, LogRetentionDoc>,
 }
 
 /// What one line becomes.
@@ -39,6 +45,15 @@ pub enum Kept {
     Truncated(String),
 }
 
+/// What `Retention::judge` did to a parsed line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    Same,
+    Dropped,
+    /// Its client fields were cut to their network, in place.
+    Truncated,
+}
+
 /// How many lines a pass kept, dropped, truncated, and could not date.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PruneStats {
@@ -50,18 +65,41 @@ pub struct PruneStats {
     pub undated: u64,
 }
 
+/// The tenants' own retention rules, from the store (or a bundle).
+pub fn tenant_rules(tenants: &[TenantDoc]) -> BTreeMap<String, LogRetentionDoc> {
+    tenants.iter().filter_map(|t| Some((t.id.clone(), t.log_retention?))).collect()
+}
+
+/// One access-log line parsed once (`None`: not a JSON object), for every
+/// pass over it (`Retention::judge`, `usage::report`).
+pub fn parse_line(line: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(line).ok().filter(Value::is_object)
+}
+
 impl Retention {
-    /// The fate of one access-log line.
-    pub fn apply(&self, line: &str) -> (Kept, bool) {
-        let Ok(mut v) = serde_json::from_str::<Value>(line) else { return (Kept::Same, false) };
-        let Some(at) = line_time(&v) else { return (Kept::Same, false) };
-        let age = self.now.saturating_sub(at);
-        if age >= self.retain_days.saturating_mul(DAY) {
-            return (Kept::Dropped, true);
+    /// The days a line of `tenant` is kept, and after which its address is cut.
+    fn rules_for(&self, tenant: Option<&str>) -> (u64, Option<u64>) {
+        match tenant.and_then(|t| self.tenants.get(t)) {
+            Some(own) => (
+                own.retain_days.unwrap_or(self.retain_days),
+                own.truncate_ips_after_days.or(self.truncate_ips_after_days),
+            ),
+            None => (self.retain_days, self.truncate_ips_after_days),
         }
-        let Some(after) = self.truncate_ips_after_days else { return (Kept::Same, true) };
+    }
+
+    /// The fate of one parsed line (its client fields cut in place when
+    /// truncated), and whether it had a readable time.
+    pub fn judge(&self, v: &mut Value) -> (Fate, bool) {
+        let Some(at) = line_time(v) else { return (Fate::Same, false) };
+        let (retain_days, truncate_after) = self.rules_for(v.get("tenant").and_then(Value::as_str));
+        let age = self.now.saturating_sub(at);
+        if age >= retain_days.saturating_mul(DAY) {
+            return (Fate::Dropped, true);
+        }
+        let Some(after) = truncate_after else { return (Fate::Same, true) };
         if age < after.saturating_mul(DAY) {
-            return (Kept::Same, true);
+            return (Fate::Same, true);
         }
         let mut changed = false;
         for name in CLIENT_FIELDS {
@@ -73,14 +111,25 @@ impl Retention {
                 }
             }
         }
-        match (changed, serde_json::to_string(&v)) {
-            (true, Ok(text)) => (Kept::Truncated(text), true),
-            _ => (Kept::Same, true),
+        (if changed { Fate::Truncated } else { Fate::Same }, true)
+    }
+
+    /// The fate of one access-log line.
+    pub fn apply(&self, line: &str) -> (Kept, bool) {
+        let Some(mut v) = parse_line(line) else { return (Kept::Same, false) };
+        match self.judge(&mut v) {
+            (Fate::Same, dated) => (Kept::Same, dated),
+            (Fate::Dropped, dated) => (Kept::Dropped, dated),
+            (Fate::Truncated, dated) => match serde_json::to_string(&v) {
+                Ok(text) => (Kept::Truncated(text), dated),
+                Err(_) => (Kept::Same, dated),
+            },
         }
     }
 
     /// The lines that remain, and what happened; every line of
-    /// `drop_tenant` (an erased tenant) goes too, whatever its age.
+    /// `drop_tenant` (an erased tenant) goes too, whatever its age. Each
+    /// line is parsed once.
     pub fn prune<'a>(
         &self,
         lines: impl Iterator<Item = &'a str>,
@@ -89,33 +138,33 @@ impl Retention {
         let mut stats = PruneStats::default();
         let mut out = Vec::new();
         for line in lines {
-            if drop_tenant.is_some() && line_tenant(line).as_deref() == drop_tenant {
+            let Some(mut v) = parse_line(line) else {
+                stats.undated += u64::from(!line.trim().is_empty());
+                stats.kept += 1;
+                out.push(line.to_string());
+                continue;
+            };
+            if drop_tenant.is_some() && v.get("tenant").and_then(Value::as_str) == drop_tenant {
                 stats.erased += 1;
                 continue;
             }
-            let (kept, dated) = self.apply(line);
-            stats.undated += u64::from(!dated && !line.trim().is_empty());
-            match kept {
-                Kept::Same => out.push(line.to_string()),
-                Kept::Dropped => {
+            let (fate, dated) = self.judge(&mut v);
+            stats.undated += u64::from(!dated);
+            match fate {
+                Fate::Dropped => {
                     stats.dropped += 1;
                     continue;
                 }
-                Kept::Truncated(text) => {
+                Fate::Truncated if let Ok(text) = serde_json::to_string(&v) => {
                     stats.truncated += 1;
                     out.push(text);
                 }
+                Fate::Same | Fate::Truncated => out.push(line.to_string()),
             }
             stats.kept += 1;
         }
         (out, stats)
     }
-}
-
-/// The tenant a line names (`tenant`), if any.
-fn line_tenant(line: &str) -> Option<String> {
-    let v = serde_json::from_str::<Value>(line).ok()?;
-    v.get("tenant")?.as_str().map(str::to_string)
 }
 
 /// The line's time (`start_time` as Envoy writes it,
@@ -126,19 +175,17 @@ fn line_time(v: &Value) -> Option<u64> {
     super::audit::parse_time(&format!("{whole}Z"), 0).ok()
 }
 
-/// An address cut to its network: IPv4 /24, IPv6 /48 (`None`: not an
-/// address).
+/// An address cut to its network (`cidr::truncate`: IPv4 /24, IPv6 /48);
+/// `ip:port` (Envoy's own form, for a request the guard never saw) loses
+/// its port too. `None`: not an address.
 pub fn truncate_ip(text: &str) -> Option<String> {
-    match text.parse::<IpAddr>().ok()? {
-        IpAddr::V4(a) => {
-            let [x, y, z, _] = a.octets();
-            Some(std::net::Ipv4Addr::new(x, y, z, 0).to_string())
-        }
-        IpAddr::V6(a) => {
-            let s = a.segments();
-            Some(std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0).to_string())
-        }
-    }
+    client_ip(text).map(|ip| crate::core::cidr::truncate(ip).to_string())
+}
+
+/// The address in a log's client field: a bare address, or Envoy's
+/// `ip:port` / `[ip6]:port`.
+pub fn client_ip(text: &str) -> Option<IpAddr> {
+    text.parse::<IpAddr>().ok().or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// Processes that hold `path` open (Linux `/proc`), other than this one.
@@ -207,7 +254,7 @@ mod tests {
 
     #[test]
     fn old_lines_go_and_older_addresses_are_cut() {
-        let rules = Retention { now: NOW, retain_days: 30, truncate_ips_after_days: Some(7) };
+        let rules = Retention { now: NOW, retain_days: 30, truncate_ips_after_days: Some(7), ..Default::default() };
         let fresh = line("2025-12-30T10:00:00.123Z", "203.0.113.77");
         let week = line("2025-12-20T10:00:00.000Z", "2001:db8:abcd:12::1");
         let old = line("2025-11-20T10:00:00.000Z", "198.51.100.9");
@@ -219,11 +266,33 @@ mod tests {
         assert!(!out.join("\n").contains("198.51.100"));
         assert_eq!(truncate_ip("203.0.113.77").unwrap(), "203.0.113.0");
         assert_eq!(truncate_ip("acme"), None);
-        let never = Retention { truncate_ips_after_days: None, ..rules };
+        assert_eq!(truncate_ip("203.0.113.77:41234").unwrap(), "203.0.113.0");
+        assert_eq!(truncate_ip("[2001:db8:abcd:12::1]:443").unwrap(), "2001:db8:abcd::");
+        let never = Retention { truncate_ips_after_days: None, ..rules.clone() };
         assert_eq!(never.apply(&week), (Kept::Same, true));
         let other = line("2025-12-30T10:00:00.123Z", "203.0.113.8").replace("acme", "globex");
         let text = [fresh.as_str(), other.as_str()].join("\n");
         let (out, stats) = rules.prune(text.lines(), Some("acme"));
         assert_eq!((out, stats.erased, stats.kept), (vec![other], 1, 1));
+    }
+
+    #[test]
+    fn a_tenant_s_own_retention_overrides_the_platform_s() {
+        let mut rules = Retention { now: NOW, retain_days: 30, truncate_ips_after_days: Some(7), ..Default::default() };
+        rules
+            .tenants
+            .insert("short".into(), LogRetentionDoc { retain_days: Some(3), truncate_ips_after_days: Some(0) });
+        rules.tenants.insert("long".into(), LogRetentionDoc { retain_days: Some(90), truncate_ips_after_days: None });
+        let at = |tenant: &str, date: &str| line(date, "203.0.113.77").replace("acme", tenant);
+        let four_days = "2025-12-28T00:00:00.000Z";
+        let two_days = "2025-12-30T00:00:00.000Z";
+        let sixty_days = "2025-11-02T00:00:00.000Z";
+        assert_eq!(rules.apply(&at("short", four_days)), (Kept::Dropped, true));
+        assert_eq!(rules.apply(&at("acme", four_days)), (Kept::Same, true));
+        let (Kept::Truncated(cut), true) = rules.apply(&at("short", two_days)) else { panic!("not cut") };
+        assert!(cut.contains(r#""client":"203.0.113.0""#), "{cut}");
+        assert_eq!(rules.apply(&at("acme", sixty_days)), (Kept::Dropped, true));
+        let (Kept::Truncated(cut), true) = rules.apply(&at("long", sixty_days)) else { panic!("not kept") };
+        assert!(cut.contains("203.0.113.0"), "the platform's 7 days still cut it: {cut}");
     }
 }

@@ -583,12 +583,10 @@ mod tests {
         if with_2fa {
             root.second_factor.secret = Some(SECRET.into());
         }
-        let doc = StoreDoc {
-            policy: BundleDoc { schema: SCHEMA_VERSION, ..Default::default() },
-            admins: vec![root],
-            two_factor_required: with_2fa,
-            ..Default::default()
-        };
+        let mut doc = StoreDoc::default();
+        doc.policy = BundleDoc { schema: SCHEMA_VERSION, ..Default::default() };
+        doc.admins = vec![root];
+        doc.two_factor_required = with_2fa;
         store.create(&doc).unwrap();
         store
     }

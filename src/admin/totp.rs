@@ -54,6 +54,16 @@ pub struct SecondFactor {
     pub recovery: Vec<String>,
 }
 
+/// The seeds are secrets: overwritten whenever a `SecondFactor` is dropped
+/// (a loaded store, an admin copied without its 2FA state).
+impl Drop for SecondFactor {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.secret.zeroize();
+        self.pending.zeroize();
+    }
+}
+
 impl std::fmt::Debug for SecondFactor {
     /// Never prints the secrets, so a debug dump of the store is harmless.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -306,7 +316,9 @@ mod tests {
     const T0: u64 = 1_700_000_010; // an arbitrary fixed clock
 
     fn enabled() -> SecondFactor {
-        SecondFactor { secret: Some(SECRET.into()), ..Default::default() }
+        let mut sf = SecondFactor::default();
+        sf.secret = Some(SECRET.into());
+        sf
     }
 
     fn code(t: u64) -> String {
@@ -420,7 +432,8 @@ mod tests {
 
     #[test]
     fn enrollment_needs_a_code_from_the_new_secret() {
-        let mut sf = SecondFactor { pending: Some(SECRET.into()), ..Default::default() };
+        let mut sf = SecondFactor::default();
+        sf.pending = Some(SECRET.into());
         assert!(!sf.enabled());
         assert_eq!(verify(&mut sf, "a", &code(T0), T0), Err(Refusal::NotEnrolled));
         assert_eq!(verify_pending(&mut sf, "123456", T0), Err(Refusal::Invalid));

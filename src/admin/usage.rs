@@ -103,17 +103,21 @@ fn status(v: &Value) -> Option<u64> {
     s.as_u64().or_else(|| s.as_str().and_then(|t| t.parse().ok()))
 }
 
+/// The report over raw lines (each parsed once).
 pub fn report(lines: impl Iterator<Item = String>, filter: &UsageFilter, grouping: Grouping) -> Report {
+    let parsed = lines.filter(|l| !l.trim().is_empty()).map(|l| super::retention::parse_line(&l));
+    report_parsed(parsed, filter, grouping)
+}
+
+/// The report over lines already parsed (`None`: not a JSON object, counted
+/// as unreadable), e.g. after `Retention::judge` on the same values.
+pub fn report_parsed(lines: impl Iterator<Item = Option<Value>>, filter: &UsageFilter, grouping: Grouping) -> Report {
     let mut out = Report { grouping, ..Report::default() };
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+    for v in lines {
+        let Some(v) = v else {
             out.unreadable += 1;
             continue;
         };
-        if !v.is_object() {
-            out.unreadable += 1;
-            continue;
-        }
         let tenant = field(&v, &["tenant"]).unwrap_or("-");
         let sub_account = field(&v, &["sub_account"]).unwrap_or("-");
         let key_id = field(&v, &["key_id"]).unwrap_or("-");
@@ -150,8 +154,9 @@ fn record(u: &mut Usage, v: &Value, time: String) {
         None if code >= 400 => *u.denied.entry(format!("status_{code}")).or_default() += 1,
         _ => u.allowed += 1,
     }
+    // Envoy's own `ip:port` (a request the guard never saw) counts as its address.
     if let Some(ip) = field(v, &["client", "client_ip"]) {
-        u.client_ips.insert(ip.to_string());
+        u.client_ips.insert(super::retention::client_ip(ip).map_or_else(|| ip.to_string(), |a| a.to_string()));
     }
     if u.first_seen.is_empty() || time < u.first_seen {
         u.first_seen = time.clone();

@@ -38,6 +38,21 @@ impl std::fmt::Display for CidrError {
     }
 }
 
+/// The network a client address is cut to when it is logged without its
+/// host part (GDPR minimisation): IPv4 /24, IPv6 /48.
+pub fn truncate(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let [x, y, z, _] = a.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(x, y, z, 0))
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+    }
+}
+
 /// Parses a CIDR, or a bare address as a single-host network. Host bits set
 /// below the prefix (`10.0.0.1/8`) are rejected: they usually mean a typo.
 pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {

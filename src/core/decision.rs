@@ -451,6 +451,25 @@ fn normalized_tokenhub_name(name: &str) -> Option<String> {
     is_tokenhub_header(name).then(|| name.to_ascii_lowercase().replace('_', "-"))
 }
 
+impl<'p> Decision<'p> {
+    /// The tenant the request was identified as, allowed or not.
+    pub fn tenant(&self) -> Option<&'p Tenant> {
+        match self {
+            Decision::Allow(grant) => Some(grant.subject.tenant),
+            Decision::Deny(denial) => denial.subject.map(|s| s.tenant),
+        }
+    }
+}
+
+/// The client address the access log records (filter state
+/// `wasm.tokenhub_client`): cut to its network (`cidr::truncate`) for a
+/// tenant that asked for it at write time, whole otherwise.
+pub fn logged_client(tenant: Option<&Tenant>, source: Option<IpAddr>) -> Option<String> {
+    let ip = source?;
+    let cut = tenant.is_some_and(|t| t.truncate_client_at_write);
+    Some(if cut { crate::core::cidr::truncate(ip) } else { ip }.to_string())
+}
+
 impl Subject<'_> {
     /// The client address the provider gets: only for a tenant that opted
     /// in, and only the TCP peer the guard decided on (never a client's claim).

@@ -19,3 +19,4 @@ pub mod redact;
 pub mod secret;
 pub mod usage;
 pub mod usage_metrics;
+pub mod wipe;

@@ -1,5 +1,7 @@
 //! Host calls that need translation: properties, time, metrics.
 
+use crate::core::bundle::compile::Tenant;
+use crate::core::decision::logged_client;
 use crate::core::errors::DenyReason;
 use crate::core::quota::{CounterStore, StoreError};
 use proxy_wasm::hostcalls;
@@ -48,6 +50,16 @@ pub fn unix_now(ctx: &dyn Context) -> u64 {
 /// `%FILTER_STATE(wasm.tokenhub_decision:PLAIN)%`. Best effort.
 pub fn set_decision(ctx: &dyn Context, label: &str) {
     ctx.set_property(vec!["tokenhub_decision"], Some(label.as_bytes()));
+}
+
+/// Records the client address the access log shows (cut to its network
+/// for a tenant that asked for it: `core::decision::logged_client`), read
+/// as `filter_state['wasm.tokenhub_client']` instead of Envoy's own
+/// downstream address. Best effort.
+pub fn set_logged_client(ctx: &dyn Context, tenant: Option<&Tenant>, source: Option<IpAddr>) {
+    if let Some(address) = logged_client(tenant, source) {
+        ctx.set_property(vec!["tokenhub_client"], Some(address.as_bytes()));
+    }
 }
 
 /// Counter ids, defined once per VM (Envoy shares them across workers).

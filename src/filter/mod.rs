@@ -23,10 +23,12 @@ use crate::core::models::{self, ModelRules, ModelScan, ModelScanner, Rest, DEFAU
 use crate::core::newest::{self, Claim, Newest};
 use crate::core::quota::{self, Budget, QuotaOutcome};
 use crate::core::usage::{self, Framing, Usage, UsageParser};
+use crate::core::wipe::WipedHeaders;
 use host::{Metrics, SharedCounters};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::rc::Rc;
+use zeroize::Zeroizing;
 
 /// Environment variable of the Envoy process that holds the bundle key,
 /// exposed to the VM through `vm_config.environment_variables.host_env_keys`.
@@ -296,12 +298,14 @@ impl Context for GuardHttp {}
 
 impl HttpContext for GuardHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let headers = self.get_http_request_headers_bytes();
+        // Holds the client's credential: zeroed when dropped.
+        let headers = WipedHeaders::new(self.get_http_request_headers_bytes());
         let view: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
         let Some(policy) = self.policy.clone() else {
             // No identity is known: the access log must not see a client's
             // claimed tenant either.
             self.strip(&view, &[]);
+            host::set_logged_client(self, None, host::source_ip(self));
             return self.deny(DenyReason::NoBundle);
         };
         #[cfg(feature = "fault-injection")]
@@ -323,7 +327,9 @@ impl HttpContext for GuardHttp {
         };
         // Client-sent credentials and identity headers go on every path, so
         // neither the upstream nor the access log ever sees a claimed tenant.
-        match decide(&policy, &facts) {
+        let decision = decide(&policy, &facts);
+        host::set_logged_client(self, decision.tenant(), facts.source);
+        match decision {
             Decision::Allow(grant) => {
                 // Token and dollar budgets (local mode only: the bundle
                 // refuses them in the global mode). An empty list on the
@@ -432,7 +438,7 @@ impl HttpContext for GuardHttp {
         }
         if check.decided.is_some() {
             // Streaming on: each callback holds only its own chunk.
-            let chunk = self.get_http_request_body(0, body_size).unwrap_or_default();
+            let chunk = Zeroizing::new(self.get_http_request_body(0, body_size).unwrap_or_default());
             let rest = self.body.as_mut().map_or(Rest::Fine, |c| c.scanner.check_rest(&chunk));
             return match rest {
                 Rest::Fine => {
@@ -443,7 +449,8 @@ impl HttpContext for GuardHttp {
             };
         }
         let start = check.scanned;
-        let new = self.get_http_request_body(start, body_size.saturating_sub(start)).unwrap_or_default();
+        let new =
+            Zeroizing::new(self.get_http_request_body(start, body_size.saturating_sub(start)).unwrap_or_default());
         let Some(check) = &mut self.body else { return Action::Continue };
         check.scanned = body_size;
         let mut scan = check.scanner.feed(&new);
@@ -524,7 +531,7 @@ impl HttpContext for GuardHttp {
             m.response_bytes = m.response_bytes.saturating_add(body_size as u64);
         }
         if self.meter.is_some() {
-            let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+            let chunk = Zeroizing::new(self.get_http_response_body(0, body_size).unwrap_or_default());
             if let Some(meter) = &mut self.meter {
                 meter.parser.feed(&chunk);
             }

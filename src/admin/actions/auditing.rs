@@ -168,8 +168,8 @@ pub struct RetentionDays {
 /// access log. A tenant admin sees only its
 /// own tenant's rows (and never the anonymous ones).
 pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
-    use crate::admin::retention::{Kept, Retention};
-    use crate::admin::usage::{report, Format, UsageFilter};
+    use crate::admin::retention::{parse_line, tenant_rules, Fate, Retention};
+    use crate::admin::usage::{report_parsed, Format, UsageFilter};
     use std::io::BufRead;
     let time = |t: &Option<String>| {
         t.as_deref()
@@ -180,27 +180,33 @@ pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
     // "Z" sorts before every line of its second, an upper bound with it after.
     let since = time(&args.since)?.map(|t| t.trim_end_matches('Z').to_string());
     let until = time(&args.until)?;
-    s.read(Scope::Anyone, Target::default(), |_, who| {
-        let tenant = match (&who.tenant, who.is_platform()) {
-            (_, true) => args.tenant.clone(),
-            (Some(own), false) if args.tenant.as_ref().is_none_or(|t| t == own) => Some(own.clone()),
-            _ => return Err(AdminError::Forbidden("a tenant admin can only review its own tenant's usage".into())),
-        };
+    // A named tenant is authorised by the session (a tenant admin: its
+    // own only); without one, a tenant admin reads its own tenant's rows.
+    let (scope, target) = match &args.tenant {
+        Some(t) => (Scope::Tenant, Target::tenant(t)),
+        None => (Scope::Anyone, Target::default()),
+    };
+    s.read(scope, target, |doc, who| {
+        let tenant = args.tenant.clone().or_else(|| who.tenant.clone().filter(|_| !who.is_platform()));
         let file = std::fs::File::open(&args.access_log).map_err(|e| AdminError::io(&args.access_log, e))?;
         let rules = args.retention.map(|d| Retention {
             now: s.now,
             retain_days: d.retain,
             truncate_ips_after_days: Some(d.truncate_ips_after),
+            tenants: tenant_rules(&doc.policy.tenants),
         });
-        let lines = std::io::BufReader::new(file).lines().map_while(Result::ok).filter_map(|l| match rules {
-            None => Some(l),
-            Some(r) => match r.apply(&l).0 {
-                Kept::Same => Some(l),
-                Kept::Dropped => None,
-                Kept::Truncated(t) => Some(t),
-            },
-        });
-        let r = report(lines, &UsageFilter { tenant, key_id: args.key.clone(), since, until }, args.grouping);
+        // Each line parsed once: the retention judges the value the report reads.
+        let lines = std::io::BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| parse_line(&l))
+            .filter_map(|v| match (v, &rules) {
+                (Some(mut v), Some(r)) => (r.judge(&mut v).0 != Fate::Dropped).then_some(Some(v)),
+                (v, _) => Some(v),
+            });
+        let filter = UsageFilter { tenant, key_id: args.key.clone(), since, until };
+        let r = report_parsed(lines, &filter, args.grouping);
         let format = if args.csv { Format::Csv } else { Format::Text };
         Ok(Reply::new(r.render(format).trim_end().to_string(), r.to_json()))
     })
@@ -215,14 +221,18 @@ pub fn rebind(s: &Session) -> Result<Reply, AdminError> {
 /// `logs prune`: applies the retention to rotated access-log files (needs no
 /// store: whoever may write the files may prune them).
 /// With `drop_tenant`, every line of that (erased) tenant goes too.
+/// `tenants`: the tenants' own rules (`retention::tenant_rules`), which
+/// override `days` for their lines.
 pub fn prune_logs(
     files: &[std::path::PathBuf],
     days: RetentionDays,
+    tenants: std::collections::BTreeMap<String, crate::core::bundle::schema::LogRetentionDoc>,
     drop_tenant: Option<&str>,
     now: u64,
 ) -> Result<Reply, AdminError> {
     use crate::admin::retention::{prune_file, Retention};
-    let rules = Retention { now, retain_days: days.retain, truncate_ips_after_days: Some(days.truncate_ips_after) };
+    let rules =
+        Retention { now, retain_days: days.retain, truncate_ips_after_days: Some(days.truncate_ips_after), tenants };
     let mut text = Vec::new();
     let mut out = Vec::new();
     for file in files {
@@ -242,6 +252,9 @@ pub fn prune_logs(
     }
     Ok(Reply::new(
         text.join("\n"),
-        json!({"retain_days": days.retain, "truncate_ips_after_days": days.truncate_ips_after, "files": out}),
+        json!({
+            "retain_days": days.retain, "truncate_ips_after_days": days.truncate_ips_after,
+            "tenant_rules": rules.tenants, "files": out,
+        }),
     ))
 }

@@ -76,10 +76,13 @@ pub struct Identity {
 }
 
 pub fn unmap(s: &Session, a: &Identity) -> Result<Reply, AdminError> {
-    let tenant = s.read(Scope::Anyone, Target::default(), |doc, _| {
+    // Only a mapping the admin may see is found: another tenant's is "not
+    // found", as its keys are.
+    let tenant = s.read(Scope::Anyone, Target::default(), |doc, who| {
         doc.policy
             .oidc
             .iter()
+            .filter(|o| who.sees(Some(&o.tenant)))
             .find(|o| o.issuer == a.issuer && o.claim == a.claim && o.value == a.value)
             .map(|o| o.tenant.clone())
             .ok_or_else(|| AdminError::NotFound(format!("no mapping for {} {}={}", a.issuer, a.claim, a.value)))

@@ -21,7 +21,7 @@ use crate::admin::{fsutil, AdminError};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The export's format tag; a reader refuses another.
 pub const EXPORT_FORMAT: &str = "tokenhub.tenant-export/1";
@@ -99,7 +99,7 @@ fn confirmed(kind: &str, id: &str, confirm: &str) -> Result<(), AdminError> {
 /// OIDC mappings and tenant admins leave the store, then its audit lines
 /// are erased. A tenant no longer in the store (an erasure interrupted
 /// after its commit) has its audit lines erased again.
-pub fn erase_tenant(s: &Session, id: &str, confirm: &str) -> Result<Reply, AdminError> {
+pub fn erase_tenant(s: &Session, id: &str, confirm: &str, access_logs: &[PathBuf]) -> Result<Reply, AdminError> {
     confirmed("tenant", id, confirm)?;
     // The line names no one: target empty, counts only.
     let change = Change::policy("tenant.erase", Scope::Platform, Target::default());
@@ -121,15 +121,54 @@ pub fn erase_tenant(s: &Session, id: &str, confirm: &str) -> Result<Reply, Admin
         Ok((subject, removed))
     })?;
     let lines = erase_lines(s.store, &subject, s.now)?;
-    Ok(Reply::new(
+    let (logs, warnings) = drop_from_access_logs(id, access_logs);
+    let mut reply = Reply::new(
         format!(
-            "tenant {id} erased: {} keys and {} admins removed from the store, {lines} audit lines made unreadable; {}",
+            "tenant {id} erased: {} keys and {} admins removed from the store, {lines} audit lines made unreadable{}; {}",
             removed["keys"],
             removed["admins"],
+            if access_logs.is_empty() {
+                String::new()
+            } else {
+                format!(", its lines dropped from {} of {} access logs", access_logs.len() - warnings.len(), access_logs.len())
+            },
             s.apply_hint()
         ),
-        json!({"tenant": id, "erased": true, "removed": removed, "audit_lines_erased": lines}),
-    ))
+        json!({"tenant": id, "erased": true, "removed": removed, "audit_lines_erased": lines, "access_logs": logs}),
+    );
+    if access_logs.is_empty() {
+        reply = reply.warn(format!(
+            "no access log was given (--access-log): the tenant's lines in Envoy's access logs stay until the retention drops them; run `tokenhub-admin logs prune --access-log FILE --drop-tenant {id}` on the rotated files"
+        ));
+    }
+    for w in warnings {
+        reply = reply.warn(w);
+    }
+    Ok(reply)
+}
+
+/// Drops every line of an erased tenant from the given (rotated) access
+/// logs, touching nothing else; a file that cannot be pruned (Envoy's live
+/// log, a missing file) is named with the reason and the fix, and the
+/// erasure stands.
+fn drop_from_access_logs(id: &str, files: &[PathBuf]) -> (Vec<Value>, Vec<String>) {
+    use crate::admin::retention::{prune_file, Retention};
+    let keep_all = Retention { retain_days: u64::MAX, truncate_ips_after_days: None, ..Retention::default() };
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    for file in files {
+        match prune_file(file, &keep_all, Some(id)) {
+            Ok(stats) => out.push(json!({"file": file, "lines_dropped": stats.erased})),
+            Err(e) => {
+                warnings.push(format!(
+                    "{}: the tenant's lines were not dropped ({e}); once it is rotated, run `tokenhub-admin logs prune --access-log FILE --drop-tenant {id}` on it",
+                    file.display()
+                ));
+                out.push(json!({"file": file, "error": e.to_string()}));
+            }
+        }
+    }
+    (out, warnings)
 }
 
 /// Removes everything of tenant `id` from the document; returns what its
@@ -191,7 +230,7 @@ pub fn erase_admin(s: &Session, name: &str, confirm: &str) -> Result<Reply, Admi
 /// change is committed (a crash in between: run the erase again).
 fn erase_lines(store: &Store, subject: &Subject, now: u64) -> Result<usize, AdminError> {
     store.locked(|store| {
-        let mut audit = store.load()?.audit;
+        let mut audit = store.load()?.audit.clone();
         let key = audit.key_bytes()?;
         AuditLog::new(store.paths.audit()).erase(&key, subject, now)
     })?

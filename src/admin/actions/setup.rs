@@ -117,12 +117,10 @@ pub fn init(home: &Path, master_key_file: Option<&Path>, args: &InitSpec) -> Res
         }
         None => random_key256(),
     };
-    let mut doc = StoreDoc {
-        bundle_key: bundle_key.to_base64().to_string(),
-        policy: BundleDoc { schema: SCHEMA_VERSION, ..Default::default() },
-        settings: Settings { ecds_file: args.ecds_file.clone(), wasm_path: args.wasm.clone() },
-        ..Default::default()
-    };
+    let mut doc = StoreDoc::default();
+    doc.bundle_key = bundle_key.to_base64().to_string();
+    doc.policy = BundleDoc { schema: SCHEMA_VERSION, ..Default::default() };
+    doc.settings = Settings { ecds_file: args.ecds_file.clone(), wasm_path: args.wasm.clone() };
     doc.audit.key_bytes()?;
     store.create(&doc)?;
     if let Some(p) = &args.bundle_key_out {

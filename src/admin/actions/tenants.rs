@@ -3,11 +3,12 @@
 use super::render::{quota_text, status_str, table};
 use super::Reply;
 use crate::admin::audit::Target;
+use crate::admin::retention::{DEFAULT_RETAIN_DAYS, DEFAULT_TRUNCATE_IPS_AFTER_DAYS};
 use crate::admin::session::{Change, Scope, Session};
 use crate::admin::store::policy;
 use crate::admin::store::StoreDoc;
 use crate::admin::AdminError;
-use crate::core::bundle::schema::{Status, TenantDoc};
+use crate::core::bundle::schema::{LogRetentionDoc, Status, TenantDoc};
 use serde_json::{json, Value};
 
 pub fn add(s: &Session, id: &str, name: &str, region: &str) -> Result<Reply, AdminError> {
@@ -82,6 +83,37 @@ pub fn set_client_address(s: &Session, id: &str, forward: bool) -> Result<Reply,
     ))
 }
 
+/// The tenant's access-log retention (`None` fields: the platform's
+/// defaults); `truncate_ips_after_days: 0` makes the gateway log only the
+/// network of its clients' addresses (after publish).
+pub fn set_log_retention(s: &Session, id: &str, rules: LogRetentionDoc) -> Result<Reply, AdminError> {
+    if rules.retain_days == Some(0) {
+        return Err(AdminError::Usage(
+            "retain_days: 0 would drop every line at once; give at least 1 day, or leave it out for the platform's default".into(),
+        ));
+    }
+    let set = (rules != LogRetentionDoc::default()).then_some(rules);
+    s.mutate(Change::policy("tenant.set-log-retention", Scope::Platform, Target::tenant(id)), |d, _| {
+        policy::tenant_mut(d, id)?.log_retention = set;
+        Ok(())
+    })?;
+    let days =
+        |d: Option<u64>, default: u64| d.map_or(format!("{default} days (platform default)"), |d| format!("{d} days"));
+    let cut = if rules.truncates_at_write() {
+        "cut to their network when written (the gateway logs no full address)".to_string()
+    } else {
+        format!("cut to their network after {}", days(rules.truncate_ips_after_days, DEFAULT_TRUNCATE_IPS_AFTER_DAYS))
+    };
+    Ok(Reply::new(
+        format!(
+            "tenant {id}: access-log lines kept {}, client addresses {cut}; {}",
+            days(rules.retain_days, DEFAULT_RETAIN_DAYS),
+            s.apply_hint()
+        ),
+        json!({"tenant": id, "log_retention": set}),
+    ))
+}
+
 /// Replaces the models a tenant (`sub = None`) or one of its sub-accounts
 /// may use: exact names or `prefix*`; empty = any model.
 pub fn set_models(s: &Session, tenant: &str, sub: Option<&str>, models: &[String]) -> Result<Reply, AdminError> {
@@ -112,7 +144,8 @@ pub fn set_models(s: &Session, tenant: &str, sub: Option<&str>, models: &[String
 pub fn tenant_json(doc: &StoreDoc, t: &TenantDoc) -> Value {
     json!({
         "id": t.id, "name": t.name, "status": t.status, "region": t.region,
-        "forward_client_address": t.forward_client_address, "models": t.models,
+        "forward_client_address": t.forward_client_address, "log_retention": t.log_retention,
+        "models": t.models,
         "ip_allowlist": t.ip_allowlist, "quota": t.quota, "budget": t.budget,
         "own_provider_secrets": t.provider_secrets.keys().collect::<Vec<_>>(),
         "sub_accounts": t.sub_accounts,

@@ -98,8 +98,10 @@ impl Refusal {
 /// Reads the request head, within `HEAD_DEADLINE` and `MAX_HEAD`.
 pub fn read_head(stream: &mut TcpStream) -> Result<Head, Refusal> {
     let start = Instant::now();
-    let mut buf = Vec::with_capacity(1024);
+    // May hold the start of a body (a secret): zeroed when dropped, and
+    // reserved whole so it is never reallocated (which would leave a copy).
     let mut chunk = [0u8; 2048];
+    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_HEAD + 1 + chunk.len()));
     let end = loop {
         if let Some(i) = find(&buf, b"\r\n\r\n") {
             break i;
@@ -117,6 +119,7 @@ pub fn read_head(stream: &mut TcpStream) -> Result<Head, Refusal> {
             Err(e) => return Err(Refusal::new(400, "usage", format!("reading the request: {e}"))),
         }
     };
+    chunk.fill(0);
     let text = String::from_utf8_lossy(&buf[..end]).into_owned();
     let rest = buf[end + 4..].to_vec();
     let mut lines = text.split("\r\n");
@@ -170,7 +173,11 @@ pub fn body_length(head: &Head) -> Result<usize, Refusal> {
 
 /// Reads exactly `n` body bytes within `BODY_DEADLINE`.
 pub fn read_body(stream: &mut TcpStream, head: &mut Head, n: usize) -> Result<Zeroizing<Vec<u8>>, Refusal> {
-    let mut body = Zeroizing::new(std::mem::take(&mut head.rest));
+    // Sized to the body at once (never reallocated, which would leave a
+    // copy); what came with the head is moved in and zeroed.
+    let rest = Zeroizing::new(std::mem::take(&mut head.rest));
+    let mut body = Zeroizing::new(Vec::with_capacity(n.max(rest.len())));
+    body.extend_from_slice(&rest);
     if head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) && body.len() < n {
         let _ = stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
@@ -359,10 +366,13 @@ impl AuthCache {
         let mut state = lock(&self.state);
         let now = stamp(store);
         if now.is_none() || state.0 != now {
-            let doc = store.load()?;
-            // Only what a token check needs: no 2FA secrets kept around.
-            let admins =
-                doc.admins.into_iter().map(|a| AdminAccount { second_factor: Default::default(), ..a }).collect();
+            let mut doc = store.load()?;
+            // Only what a token check needs: no 2FA secrets kept around
+            // (a dropped `SecondFactor` zeroes its seeds).
+            let admins = std::mem::take(&mut doc.admins)
+                .into_iter()
+                .map(|a| AdminAccount { second_factor: Default::default(), ..a })
+                .collect();
             *state = (now, admins);
         }
         Ok(admins::by_token(&state.1, token).is_some())

@@ -15,7 +15,6 @@ use super::actions::access::{IpChange, Level};
 use super::actions::auditing::AuditQuery;
 use super::actions::keys::{KeySpec, Scopes};
 use super::actions::{access, admins, auditing, keys, prices, privacy, providers, system, tenants, Reply};
-use super::cli::commands::ServeArgs;
 use super::session::{Claim, Session};
 use super::store::policy::ProviderSpec;
 use super::store::Store;
@@ -27,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// What every connection thread shares.
@@ -43,8 +42,30 @@ struct Shared<'a> {
     console: console::Console,
 }
 
+/// How `serve` listens (the CLI's `ServeArgs` converts to it; nothing of
+/// clap here). Addresses are text, parsed (and refused with the flag's
+/// name) by `serve`.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The admin API's IP:PORT (loopback only unless `allow_remote`).
+    pub listen: String,
+    pub allow_remote: bool,
+    /// The xDS control plane's IP:PORT (`None`: no control plane).
+    pub xds_listen: Option<String>,
+    /// mTLS of the xDS server: its certificate, key, and the gateways' CA.
+    pub xds_cert: Option<PathBuf>,
+    pub xds_key: Option<PathBuf>,
+    pub xds_client_ca: Option<PathBuf>,
+    /// Prometheus metrics of the gateways' xDS state.
+    pub metrics_listen: Option<String>,
+    /// Further HOST[:PORT] names the console answers to (loopback always).
+    pub console_host: Vec<String>,
+    /// Envoy's access log, for `GET /v1/usage` and the console's usage page.
+    pub access_log: Option<PathBuf>,
+}
+
 /// Runs until the process is stopped.
-pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminError> {
+pub fn serve(store: &Store, args: &ServeOptions, home: &Path) -> Result<(), AdminError> {
     let addr: SocketAddr = args
         .listen
         .parse()
@@ -54,14 +75,16 @@ pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminEr
             "refusing to listen on {addr}: the admin API belongs on loopback (a sidecar); pass --allow-remote to override"
         )));
     }
-    let doc = store.load()?;
-    if doc.settings.ecds_file.is_none() || doc.settings.wasm_path.is_none() {
+    // Only the settings outlive this line: the document (and its secrets)
+    // is dropped, and zeroed, at once.
+    let settings = store.load()?.settings.clone();
+    if settings.ecds_file.is_none() || settings.wasm_path.is_none() {
         return Err(AdminError::Usage(
             "serve publishes after every change: configure where first with `tokenhub-admin publish --ecds-file FILE --wasm FILE`".into(),
         ));
     }
     super::logger::init();
-    if let Some(xds) = super::xds::options(args, &doc.settings, home)? {
+    if let Some(xds) = super::xds::options(args, &settings, home)? {
         let tls = if xds.tls.is_some() { "mTLS" } else { "plaintext, loopback" };
         let bound = super::xds::spawn(xds)?;
         println!("tokenhub-admin serve: xDS (ECDS) on grpc://{} ({tls})", bound.xds);
@@ -131,6 +154,24 @@ struct Call {
     query: Vec<(String, String)>,
     body: Value,
     access_log: Option<std::path::PathBuf>,
+}
+
+/// A body may carry a secret (`PUT /v1/providers/{id}`): its strings are
+/// overwritten when the request is done.
+impl Drop for Call {
+    fn drop(&mut self) {
+        wipe_strings(&mut self.body);
+    }
+}
+
+fn wipe_strings(v: &mut Value) {
+    use zeroize::Zeroize;
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe_strings),
+        Value::Object(map) => map.values_mut().for_each(wipe_strings),
+        _ => {}
+    }
 }
 
 fn refuse(stream: TcpStream, r: &Refusal) {
@@ -394,13 +435,14 @@ fn route_tenants(s: &Session, method: &Method, path: &[&str], call: &Call) -> Ro
         }
         (Method::Get, [id]) => ok(tenants::show(s, id)),
         (Method::Post, [id, "export"]) => ok(privacy::export(s, id, None, None)),
-        (Method::Post, [id, "erase"]) => ok(privacy::erase_tenant(s, id, &body::<ConfirmBody>(call)?.confirm)),
+        (Method::Post, [id, "erase"]) => ok(privacy::erase_tenant(s, id, &body::<ConfirmBody>(call)?.confirm, &[])),
         (Method::Post, [id, "disable"]) => ok(tenants::set_status(s, id, Status::Disabled)),
         (Method::Post, [id, "enable"]) => ok(tenants::set_status(s, id, Status::Active)),
         (Method::Put, [id, "region"]) => ok(tenants::set_region(s, id, &body::<RegionBody>(call)?.region)),
         (Method::Put, [id, "client-address"]) => {
             ok(tenants::set_client_address(s, id, body::<ClientAddressBody>(call)?.forward))
         }
+        (Method::Put, [id, "log-retention"]) => ok(tenants::set_log_retention(s, id, body(call)?)),
         (Method::Get, [t, "sub-accounts"]) => ok(tenants::sub_list(s, t)),
         (Method::Post, [t, "sub-accounts"]) => created(tenants::sub_add(s, t, &body::<IdBody>(call)?.id)),
         (Method::Post, [t, "sub-accounts", id, "disable"]) => ok(tenants::sub_set_status(s, t, id, Status::Disabled)),

@@ -172,6 +172,22 @@ pub enum TenantCmd {
         #[arg(value_enum)]
         action: ClientAddress,
     },
+    /// How long the tenant's access-log lines are kept and when their
+    /// client addresses are cut to /24 (IPv4) or /48 (IPv6), applied by
+    /// `logs prune` and `usage`; --truncate-at-write makes the gateway log
+    /// only the network (after publish). No option: the platform's defaults.
+    LogRetention {
+        id: String,
+        /// Days its lines are kept (default: the platform's, 30).
+        #[arg(long)]
+        retain_days: Option<u64>,
+        /// Days after which its client addresses are cut (default: the platform's, 7).
+        #[arg(long, conflicts_with = "truncate_at_write")]
+        truncate_ips_after_days: Option<u64>,
+        /// The gateway writes only the network of its clients' addresses.
+        #[arg(long)]
+        truncate_at_write: bool,
+    },
     /// Everything held about the tenant, as one JSON document (a data
     /// subject's or a data-protection officer's request; audited, needs 2FA):
     /// tenant, sub-accounts, key metadata (never secrets or hashes),
@@ -195,6 +211,10 @@ pub enum TenantCmd {
         /// The tenant's id again: erasure cannot be undone.
         #[arg(long)]
         confirm: String,
+        /// A rotated access-log file to drop the tenant's lines from
+        /// (repeatable; Envoy's live log is refused: rotate it first).
+        #[arg(long = "access-log")]
+        access_log: Vec<PathBuf>,
     },
     /// Models the tenant's keys may use: exact names or `prefix*`, comma
     /// separated; no --models = any model.
@@ -535,6 +555,10 @@ pub enum LogsCmd {
         /// `tenant erase`).
         #[arg(long)]
         drop_tenant: Option<String>,
+        /// Apply the platform's rules to every line, without reading the
+        /// tenants' own (`tenant log-retention`) from the store.
+        #[arg(long)]
+        ignore_tenant_rules: bool,
     },
 }
 
@@ -909,6 +933,23 @@ pub struct ServeArgs {
     /// it both answer that no access log is configured.
     #[arg(long, value_name = "FILE", env = "TOKENHUB_ACCESS_LOG")]
     pub access_log: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The service's own options (the API and xDS know nothing of clap).
+    pub fn options(&self) -> crate::admin::api::ServeOptions {
+        crate::admin::api::ServeOptions {
+            listen: self.listen.clone(),
+            allow_remote: self.allow_remote,
+            xds_listen: self.xds_listen.clone(),
+            xds_cert: self.xds_cert.clone(),
+            xds_key: self.xds_key.clone(),
+            xds_client_ca: self.xds_client_ca.clone(),
+            metrics_listen: self.metrics_listen.clone(),
+            console_host: self.console_host.clone(),
+            access_log: self.access_log.clone(),
+        }
+    }
 }
 
 const TENANT_HELP: &str = "Examples:

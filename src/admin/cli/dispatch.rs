@@ -10,7 +10,7 @@ use crate::admin::session::Session;
 use crate::admin::store::policy::ProviderSpec;
 use crate::admin::AdminError;
 use crate::core::bundle::schema::PriceDoc;
-use crate::core::bundle::schema::Status;
+use crate::core::bundle::schema::{LogRetentionDoc, Status};
 use std::io::Read;
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -34,15 +34,15 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::TwoFa(c) => two_fa(s, c),
         Command::Audit(c) => audit(s, c),
         Command::Usage(a) => auditing::usage(s, &a.query()),
-        Command::Logs(LogsCmd::Prune { access_log, retention, drop_tenant }) => {
-            auditing::prune_logs(access_log, retention.days(), drop_tenant.as_deref(), s.now)
+        Command::Logs(LogsCmd::Prune { access_log, retention, drop_tenant, .. }) => {
+            let tenants = crate::admin::retention::tenant_rules(&s.store.load()?.policy.tenants);
+            auditing::prune_logs(access_log, retention.days(), tenants, drop_tenant.as_deref(), s.now)
         }
         Command::Oidc(OidcCmd::Map(a)) => identities::map(s, &a.mapping()),
         Command::Oidc(OidcCmd::Unmap(a)) => identities::unmap(s, &a.identity()),
         Command::Oidc(OidcCmd::List) => identities::list(s),
-        Command::Serve(a) => {
-            crate::admin::api::serve(s.store, a, &cli.home).map(|()| Reply::new("stopped", serde_json::json!({})))
-        }
+        Command::Serve(a) => crate::admin::api::serve(s.store, &a.options(), &cli.home)
+            .map(|()| Reply::new("stopped", serde_json::json!({}))),
         // Handled before a store is opened (see `cli::run`).
         Command::Ratelimit(a) => crate::admin::ratelimit::run(a).map(|()| Reply::new("stopped", serde_json::json!({}))),
     }
@@ -62,7 +62,7 @@ fn tenant(s: &Session, c: &TenantCmd) -> Result<Reply, AdminError> {
         TenantCmd::List => tenants::list(s),
         TenantCmd::Show { id } => tenants::show(s, id),
         TenantCmd::Export { id, out, access_log } => privacy::export(s, id, access_log.as_deref(), out.as_deref()),
-        TenantCmd::Erase { id, confirm } => privacy::erase_tenant(s, id, confirm),
+        TenantCmd::Erase { id, confirm, access_log } => privacy::erase_tenant(s, id, confirm, access_log),
         TenantCmd::Disable { id } => tenants::set_status(s, id, Status::Disabled),
         TenantCmd::Enable { id } => tenants::set_status(s, id, Status::Active),
         TenantCmd::SetRegion { id, region } => tenants::set_region(s, id, region),
@@ -70,6 +70,10 @@ fn tenant(s: &Session, c: &TenantCmd) -> Result<Reply, AdminError> {
             tenants::set_client_address(s, id, matches!(action, ClientAddress::Forward))
         }
         TenantCmd::SetModels { id, models } => tenants::set_models(s, id, None, models),
+        TenantCmd::LogRetention { id, retain_days, truncate_ips_after_days, truncate_at_write } => {
+            let truncate_ips_after_days = if *truncate_at_write { Some(0) } else { *truncate_ips_after_days };
+            tenants::set_log_retention(s, id, LogRetentionDoc { retain_days: *retain_days, truncate_ips_after_days })
+        }
     }
 }
 

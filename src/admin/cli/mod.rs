@@ -115,11 +115,23 @@ fn run(cli: &Cli) -> Result<Reply, AdminError> {
         crate::admin::ratelimit::run(args)?;
         return Ok(Reply::new("tokenhub-admin ratelimit: stopped", json!({"stopped": true})));
     }
-    // Needs no store: the files' own permissions decide who may prune them.
-    if let Command::Logs(LogsCmd::Prune { access_log, retention, drop_tenant }) = &cli.command {
+    // No admin session: the files' own permissions decide who may prune
+    // them; the store is read only for the tenants' own retention.
+    if let Command::Logs(LogsCmd::Prune { access_log, retention, drop_tenant, ignore_tenant_rules }) = &cli.command {
+        let tenants = if *ignore_tenant_rules {
+            Default::default()
+        } else {
+            let doc = setup::open_store(&cli.home, cli.master_key_file.as_deref()).and_then(|s| s.load()).map_err(|e| {
+                AdminError::Usage(format!(
+                    "logs prune reads the tenants' own retention from the store: {e} (or give --ignore-tenant-rules to apply the platform's rules to every line)"
+                ))
+            })?;
+            crate::admin::retention::tenant_rules(&doc.policy.tenants)
+        };
         return crate::admin::actions::auditing::prune_logs(
             access_log,
             retention.days(),
+            tenants,
             drop_tenant.as_deref(),
             unix_now(),
         );

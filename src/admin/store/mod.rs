@@ -53,6 +53,24 @@ pub struct StoreDoc {
     pub audit: AuditState,
 }
 
+/// The decrypted document holds secrets (the bundle key, the audit key,
+/// provider secrets; 2FA seeds zero themselves, `SecondFactor`): overwritten when it is dropped, so a
+/// long-running `serve` keeps no copy of them beyond the request that
+/// needed them (tests/admin_serve.rs scans its memory).
+impl Drop for StoreDoc {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.bundle_key.zeroize();
+        self.audit.key.zeroize();
+        for p in &mut self.policy.providers {
+            p.secret.zeroize();
+        }
+        for t in &mut self.policy.tenants {
+            t.provider_secrets.values_mut().for_each(Zeroize::zeroize);
+        }
+    }
+}
+
 /// The audit log's MAC key and its last committed entry (see `admin::audit`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,7 +237,12 @@ impl Store {
 
     /// Encrypts and atomically replaces the store file (mode 0600).
     fn save(&self, doc: &StoreDoc) -> Result<(), AdminError> {
-        let plain = zeroize::Zeroizing::new(serde_json::to_vec(doc).map_err(|e| AdminError::Internal(e.to_string()))?);
+        // Sized first, so the plaintext is never reallocated (a grown
+        // buffer would leave its earlier copy behind, unzeroed).
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, doc).map_err(|e| AdminError::Internal(e.to_string()))?;
+        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(size.0));
+        serde_json::to_writer(&mut *plain, doc).map_err(|e| AdminError::Internal(e.to_string()))?;
         let kid = self.master.id();
         let sealed = self
             .master
@@ -266,6 +289,20 @@ impl Store {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+    }
+}
+
+/// Counts what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

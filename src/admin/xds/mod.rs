@@ -169,7 +169,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry
 
 /// The xDS options `serve` was given, or `None` without `--xds-listen`.
 pub fn options(
-    args: &crate::admin::cli::commands::ServeArgs,
+    args: &crate::admin::api::ServeOptions,
     settings: &crate::admin::store::Settings,
     home: &Path,
 ) -> Result<Option<XdsOptions>, AdminError> {

@@ -96,6 +96,8 @@ pub struct Tenant {
     pub provider_values: HashMap<usize, String>,
     /// The provider gets the client's address in `x-forwarded-for`.
     pub forward_client_address: bool,
+    /// The access log gets only the network of the client's address.
+    pub truncate_client_at_write: bool,
 }
 
 #[derive(Debug)]
@@ -264,6 +266,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
             models: compile_models(&t.models, &format!("{at}.models"))?,
             provider_values,
             forward_client_address: t.forward_client_address,
+            truncate_client_at_write: t.log_retention.is_some_and(|r| r.truncates_at_write()),
         });
         for (si, s) in t.sub_accounts.iter().enumerate() {
             let at = format!("{at}.sub_accounts[{si}]");

@@ -170,6 +170,32 @@ pub struct TenantDoc {
     /// default: a provider is a third party (GDPR minimisation).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forward_client_address: bool,
+    /// How long its lines stay in the access logs the admin manages, and
+    /// when their client addresses are cut to their network (absent = the
+    /// platform's defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_retention: Option<LogRetentionDoc>,
+}
+
+/// A tenant's access-log retention. A field left out takes the platform's
+/// default (`tokenhub-admin logs prune`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogRetentionDoc {
+    /// Days its lines are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_days: Option<u64>,
+    /// Days after which its client addresses are cut to /24 (IPv4) or /48
+    /// (IPv6); 0 = at write time: the gateway logs only the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate_ips_after_days: Option<u64>,
+}
+
+impl LogRetentionDoc {
+    /// The gateway itself logs only the network of the client's address.
+    pub fn truncates_at_write(&self) -> bool {
+        self.truncate_ips_after_days == Some(0)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
