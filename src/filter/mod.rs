@@ -20,7 +20,7 @@ use crate::core::decision::{
 };
 use crate::core::errors::DenyReason;
 use crate::core::models::{self, ModelRules, ModelScan, ModelScanner, Rest, DEFAULT_SCAN_BOUND};
-use crate::core::newest::{self, Claim, Newest};
+use crate::core::newest::{self, Claim};
 use crate::core::quota::{self, Budget, QuotaOutcome};
 use crate::core::usage::{self, Framing, Usage, UsageParser};
 use host::{Metrics, SharedCounters};
@@ -70,12 +70,23 @@ impl RootContext for GuardRoot {
             Ok(key) => key,
             Err(reason) => return self.reject(&reason),
         };
-        match load_policy(&config, &key) {
+        // Kept where a VM that must fall back to it finds it (host memory,
+        // once per process), before opening consumes the bytes.
+        let fingerprint = bundle::seal::fingerprint(&config);
+        if !newest::stage(&SharedCounters, &fingerprint, &config) {
+            log::warn!(
+                "tokenhub guard: cannot keep the sealed bundle in shared data; a rollback could not fall back to it"
+            );
+        }
+        match load_policy(config, &key) {
             Ok(policy) => {
-                self.policy = self.admit(policy, &config, &key).map(Rc::new);
+                self.policy = self.admit(policy, &fingerprint, &key).map(Rc::new);
                 true
             }
-            Err(reason) => self.reject(&reason),
+            Err(reason) => {
+                newest::discard(&SharedCounters, &fingerprint);
+                self.reject(&reason)
+            }
         }
     }
 
@@ -125,7 +136,7 @@ impl GuardRoot {
         if let Some(m) = &self.metrics {
             m.bundle_rejected();
         }
-        let policy = newest_policy(&newest, &bundle_key().ok()?)?;
+        let policy = newest_policy(&bundle_key().ok()?)?;
         ensure_quota_counters(&policy, self.metrics.as_deref()).ok()?;
         if let Some(m) = &self.metrics {
             m.bundle_loaded(policy.version);
@@ -136,10 +147,11 @@ impl GuardRoot {
     /// Applies the state-dependent checks to a valid bundle: refuses a
     /// rollback by serving the newest bundle this Envoy has accepted, and
     /// creates the quota counters. `None` = serve 503.
-    fn admit(&self, policy: Policy, sealed: &[u8], key: &BundleKey) -> Option<Policy> {
-        let policy = match newest::claim(&SharedCounters, policy.version, sealed) {
+    fn admit(&self, policy: Policy, fingerprint: &newest::Fingerprint, key: &BundleKey) -> Option<Policy> {
+        let policy = match newest::claim(&SharedCounters, policy.version, fingerprint) {
             Claim::Serve => policy,
             Claim::Rollback(newest) => {
+                newest::discard(&SharedCounters, fingerprint);
                 log::error!(
                     "tokenhub guard: bundle version {} is older than version {} already loaded (rollback refused); serving version {}",
                     policy.version,
@@ -149,7 +161,8 @@ impl GuardRoot {
                 if let Some(m) = &self.metrics {
                     m.bundle_rejected();
                 }
-                newest_policy(&newest, key)?
+                drop(policy);
+                newest_policy(key)?
             }
             Claim::Unreadable => {
                 log::error!("tokenhub guard: bundle version {} not loaded: {UNREADABLE}", policy.version);
@@ -184,20 +197,22 @@ fn bundle_key() -> Result<BundleKey, String> {
     BundleKey::from_base64(&key_text).map_err(|e| format!("{BUNDLE_KEY_ENV}: {e}"))
 }
 
-/// Opens and compiles the bundle. A pure function of the file and the key;
-/// the error names the problem and never contains bundle content.
-fn load_policy(config: &[u8], key: &BundleKey) -> Result<Policy, String> {
-    bundle::open_and_compile(config, key).map_err(|e| e.to_string())
+/// Opens and compiles the bundle (decrypted where it lies). A pure
+/// function of the file and the key; the error names the problem and never
+/// contains bundle content.
+fn load_policy(config: Vec<u8>, key: &BundleKey) -> Result<Policy, String> {
+    bundle::open_and_compile_owned(config, key).map_err(|e| e.to_string())
 }
 
 /// Why no bundle is served when the newest-bundle record is unreadable.
 const UNREADABLE: &str = "the record of the newest accepted bundle in shared data is unreadable, so no bundle can be checked for rollback; refusing every request (503) until Envoy restarts";
 
 /// The newest accepted bundle, kept sealed in shared data; `None` (serve
-/// 503) if it no longer opens or is not the expected version.
-fn newest_policy(newest: &Newest, key: &BundleKey) -> Option<Policy> {
-    match load_policy(&newest.sealed, key) {
-        Ok(p) if p.version == newest.version => Some(p),
+/// 503) if it is gone, no longer opens or is not the expected version.
+fn newest_policy(key: &BundleKey) -> Option<Policy> {
+    let found = newest::newest_sealed(&SharedCounters, bundle::seal::fingerprint).ok().flatten();
+    match found.map(|(newest, sealed)| (newest, load_policy(sealed, key))) {
+        Some((newest, Ok(p))) if p.version == newest.version => Some(p),
         _ => {
             log::error!("tokenhub guard: the newest bundle is unavailable; refusing every request until the next one");
             None
