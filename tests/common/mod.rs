@@ -71,6 +71,7 @@ pub fn base_doc() -> BundleDoc {
         quota_mode: Default::default(),
         prices: vec![],
         soft_limit_percent: None,
+        base: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! would reject.
 
 pub mod compile;
+pub mod delta;
 pub mod keys;
 pub mod pack;
 pub mod schema;
@@ -34,15 +35,14 @@ impl std::fmt::Display for BundleError {
     }
 }
 
-/// Opens a sealed bundle and compiles it. Takes either envelope form
-/// (text or binary, see `seal`).
+/// Opens a sealed bundle, or a delta with its base (`delta`), and compiles
+/// it. Takes either envelope form (text or binary, see `seal`).
 pub fn open_and_compile(sealed: impl AsRef<[u8]>, key: &BundleKey) -> Result<Policy, BundleError> {
-    open_and_compile_owned(sealed.as_ref().to_vec(), key)
+    delta::load(sealed.as_ref().to_vec(), key, None).map(|(policy, _)| policy)
 }
 
-/// As `open_and_compile`, decrypting the bytes it is given where they lie:
-/// the filter's path, which never holds a large bundle twice.
-pub fn open_and_compile_owned(sealed: Vec<u8>, key: &BundleKey) -> Result<Policy, BundleError> {
+/// A full bundle, decrypted where it lies (never held twice in a VM).
+fn open_and_compile_full(sealed: Vec<u8>, key: &BundleKey) -> Result<Policy, BundleError> {
     let header = seal::peek_header(&sealed).map_err(BundleError::Seal)?;
     let (plaintext, range) = seal::open_owned(sealed, key).map_err(BundleError::Seal)?;
     let body = plaintext.get(range.clone()).unwrap_or_default();
@@ -53,6 +53,9 @@ pub fn open_and_compile_owned(sealed: Vec<u8>, key: &BundleKey) -> Result<Policy
             "version: the sealed header says {} but the body says {}",
             header.version, doc.version
         )));
+    }
+    if doc.base.is_some() {
+        return Err(BundleError::Invalid("a delta cannot be loaded without its base bundle".into()));
     }
     let mut plaintext = plaintext;
     plaintext.truncate(range.end);
