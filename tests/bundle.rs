@@ -362,8 +362,7 @@ mod deltas {
         let plain = seal::open(base_sealed, key).unwrap();
         let mut doc = doc.clone();
         doc.version = version;
-        let (packed, records) =
-            delta::pack_delta(&doc, &plain, BASE_VERSION, &seal::fingerprint(base_sealed)).unwrap();
+        let (packed, records) = delta::pack_delta(&doc, &plain, BASE_VERSION, &seal::fingerprint(base_sealed)).unwrap();
         (seal_packed(&packed, key, version), records)
     }
 

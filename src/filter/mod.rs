@@ -72,7 +72,7 @@ impl RootContext for GuardRoot {
         };
         // Kept where a VM that must fall back to it finds it (host memory,
         // once per process), before opening consumes the bytes.
-        let fingerprint = bundle::seal::fingerprint(&config);
+        let fingerprint = bundle::delta::fingerprint(&config);
         if !newest::stage(&SharedCounters, &fingerprint, &config) {
             log::warn!(
                 "tokenhub guard: cannot keep the sealed bundle in shared data; a rollback could not fall back to it"
@@ -197,11 +197,30 @@ fn bundle_key() -> Result<BundleKey, String> {
     BundleKey::from_base64(&key_text).map_err(|e| format!("{BUNDLE_KEY_ENV}: {e}"))
 }
 
-/// Opens and compiles the bundle (decrypted where it lies). A pure
-/// function of the file and the key; the error names the problem and never
-/// contains bundle content.
+thread_local! {
+    /// The base bundle this VM last loaded (its record table is shared with
+    /// the policy): a delta on it is applied without loading it again.
+    /// Envoy keeps a worker's VM across bundle updates (a new root context
+    /// each time), so this outlives `GuardRoot`.
+    static BASE: std::cell::RefCell<Option<bundle::delta::Base>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Opens and compiles the bundle (decrypted where it lies), or a delta on
+/// its base (the cached one when it matches). The error names the problem
+/// and never contains bundle content.
 fn load_policy(config: Vec<u8>, key: &BundleKey) -> Result<Policy, String> {
-    bundle::open_and_compile_owned(config, key).map_err(|e| e.to_string())
+    let cached = BASE.with(|b| b.borrow().clone());
+    let (policy, base) = bundle::delta::load(config, key, cached.as_ref()).map_err(|e| e.to_string())?;
+    if cached.is_some_and(|c| std::sync::Arc::ptr_eq(&c.table, &base.table)) && policy.version != base.version {
+        log::info!(
+            "tokenhub guard: delta version {} applied on base version {} held by this VM ({} key records not loaded again)",
+            policy.version,
+            base.version,
+            base.table.len()
+        );
+    }
+    BASE.with(|b| *b.borrow_mut() = Some(base));
+    Ok(policy)
 }
 
 /// Why no bundle is served when the newest-bundle record is unreadable.
@@ -210,7 +229,7 @@ const UNREADABLE: &str = "the record of the newest accepted bundle in shared dat
 /// The newest accepted bundle, kept sealed in shared data; `None` (serve
 /// 503) if it is gone, no longer opens or is not the expected version.
 fn newest_policy(key: &BundleKey) -> Option<Policy> {
-    let found = newest::newest_sealed(&SharedCounters, bundle::seal::fingerprint).ok().flatten();
+    let found = newest::newest_sealed(&SharedCounters, bundle::delta::fingerprint).ok().flatten();
     match found.map(|(newest, sealed)| (newest, load_policy(sealed, key))) {
         Some((newest, Ok(p))) if p.version == newest.version => Some(p),
         _ => {

@@ -154,11 +154,7 @@ pub fn compile_delta(
     Ok(policy)
 }
 
-fn compile_parts(
-    doc: &BundleDoc,
-    table: Option<(Zeroizing<Vec<u8>>, usize)>,
-    overlay: bool,
-) -> Result<Policy, String> {
+fn compile_parts(doc: &BundleDoc, table: Option<(Zeroizing<Vec<u8>>, usize)>, overlay: bool) -> Result<Policy, String> {
     if doc.schema != SCHEMA_VERSION {
         return Err(format!("schema: {} is not supported (this build reads {SCHEMA_VERSION})", doc.schema));
     }

@@ -37,8 +37,11 @@ pub fn join(delta: &[u8], base: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A container's (delta, base).
+pub type Parts<'a> = (&'a [u8], &'a [u8]);
+
 /// (delta, base) of a container; `None` if `config` is a plain bundle.
-pub fn split(config: &[u8]) -> Option<Result<(&[u8], &[u8]), SealError>> {
+pub fn split(config: &[u8]) -> Option<Result<Parts<'_>, SealError>> {
     if !config.starts_with(MAGIC) {
         return None;
     }
@@ -47,7 +50,11 @@ pub fn split(config: &[u8]) -> Option<Result<(&[u8], &[u8]), SealError>> {
         let end = DELTA_AT.checked_add(usize::try_from(len).ok()?)?;
         Some((config.get(DELTA_AT..end)?, config.get(end..)?))
     });
-    Some(parts.filter(|(d, b)| !d.is_empty() && !b.is_empty()).ok_or(SealError::Envelope("delta container is truncated")))
+    Some(
+        parts
+            .filter(|(d, b)| !d.is_empty() && !b.is_empty())
+            .ok_or(SealError::Envelope("delta container is truncated")),
+    )
 }
 
 /// The identity of a configuration (`seal::fingerprint` of a bundle; of
@@ -87,12 +94,7 @@ pub struct Base {
 
 impl Base {
     fn of(policy: &Policy, fingerprint: [u8; 32]) -> Self {
-        Self {
-            fingerprint,
-            version: policy.version,
-            table: policy.keys.table(),
-            sub_accounts: sub_account_ids(policy),
-        }
+        Self { fingerprint, version: policy.version, table: policy.keys.table(), sub_accounts: sub_account_ids(policy) }
     }
 }
 
@@ -202,7 +204,8 @@ pub fn pack_delta(
     let limited: std::collections::HashSet<&[u8]> =
         doc.keys.iter().filter(|k| !super::keys::is_plain(k)).map(|k| k.id.as_bytes()).collect();
     let old = start.and_then(|s| base_plaintext.get(s..)).unwrap_or_default();
-    let (mut old, mut new) = (old.chunks_exact(RECORD_LEN).peekable(), policy.keys.records().chunks_exact(RECORD_LEN).peekable());
+    let (mut old, mut new) =
+        (old.chunks_exact(RECORD_LEN).peekable(), policy.keys.records().chunks_exact(RECORD_LEN).peekable());
     let mut overlay: Vec<u8> = Vec::new();
     let id = |r: &[u8]| r.get(..crate::core::apikey::KEY_ID_LEN).unwrap_or_default().to_vec();
     loop {

@@ -219,12 +219,7 @@ impl KeyTable {
         Self::adopt_with(bytes, start, sub_accounts, true)
     }
 
-    fn adopt_with(
-        bytes: Zeroizing<Vec<u8>>,
-        start: usize,
-        sub_accounts: usize,
-        overlay: bool,
-    ) -> Result<Self, String> {
+    fn adopt_with(bytes: Zeroizing<Vec<u8>>, start: usize, sub_accounts: usize, overlay: bool) -> Result<Self, String> {
         let known = if overlay { ACTIVE | REMOVED } else { ACTIVE };
         let mut table = Self { bytes, start, buckets: Vec::new() };
         let records = table.records();
@@ -393,11 +388,7 @@ impl KeyIndex {
 
     /// A delta's keys: `base` untouched, `overlay` (checked) on top, the
     /// limited keys above both.
-    pub fn with_overlay(
-        base: Arc<KeyTable>,
-        overlay: KeyTable,
-        limited: HashMap<KeyIdBytes, LimitedKey>,
-    ) -> Self {
+    pub fn with_overlay(base: Arc<KeyTable>, overlay: KeyTable, limited: HashMap<KeyIdBytes, LimitedKey>) -> Self {
         let mut net = 0isize;
         for r in overlay.records().chunks_exact(RECORD_LEN) {
             match (removed(r), base.position(&r[..HASH_AT]).is_some()) {
@@ -407,8 +398,9 @@ impl KeyIndex {
             }
         }
         // A base key now limited is counted among the limited ones.
-        net -= limited.keys().filter(|id| overlay.position(&id[..]).is_none() && base.position(&id[..]).is_some()).count()
-            as isize;
+        net -=
+            limited.keys().filter(|id| overlay.position(&id[..]).is_none() && base.position(&id[..]).is_some()).count()
+                as isize;
         Self { table: base, overlay, limited, overlay_net: net }
     }
 
