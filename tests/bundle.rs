@@ -464,3 +464,32 @@ mod deltas {
         assert!(delta::pack_delta(&new, &plain, BASE_VERSION, &seal::fingerprint(&base_sealed)).is_ok());
     }
 }
+
+#[test]
+fn a_delta_is_checked_against_a_base_summary_alone() {
+    use tokenhub_guard::core::bundle::delta;
+    let key = BundleKey::from_bytes([3; 32]);
+    let doc = mixed_doc();
+    let base_sealed = seal_packed(&pack(&doc).unwrap(), &key, 7);
+    let (_, base) = delta::load(base_sealed.clone(), &key, None).unwrap();
+    let mut new = doc.clone();
+    new.version = 8;
+    new.keys.retain(|k| k.id != make_key(1, 0).0);
+    let plain = seal::open(&base_sealed, &key).unwrap();
+    let (packed, _) = delta::pack_delta(&new, &plain, 7, &seal::fingerprint(&base_sealed)).unwrap();
+    let config = delta::join(&seal_packed(&packed, &key, 8), &base_sealed).unwrap();
+    let checked = delta::check_deferred(&config, &key, &base.summary()).unwrap().unwrap();
+    assert_eq!(checked.version, 8);
+    assert!(checked.keys.get(make_key(4, 0).0.as_bytes()).is_some(), "the limited keys are there");
+    // Another base, or a summary that renumbers sub-accounts: not accepted.
+    let mut other = base.summary();
+    other.fingerprint = "00".repeat(32);
+    assert!(delta::check_deferred(&config, &key, &other).is_none());
+    let mut renumbered = base.summary();
+    renumbered.sub_accounts.swap(0, 1);
+    assert!(delta::check_deferred(&config, &key, &renumbered).unwrap().is_err());
+    let mut older = base.summary();
+    older.version = 6;
+    assert!(delta::check_deferred(&config, &key, &older).unwrap().is_err());
+    assert!(delta::check_deferred(&base_sealed, &key, &base.summary()).is_none());
+}

@@ -86,6 +86,10 @@ fn a_delta_refuses_deleted_and_disabled_keys_and_admits_new_ones_on_the_base_the
         &format!("delta version {version} applied on base version {base_version} held by this VM"),
     );
     assert!(!reused.is_empty(), "no worker applied the delta on the base it holds");
+    // The main thread's fresh VM checked it against the base's summary.
+    let checked =
+        log_lines_since(&fx.envoy, log_from, &format!("delta version {version} checked without loading its base"));
+    assert!(!checked.is_empty(), "the fresh VM loaded the base in full");
 
     // A second delta on the same base carries every change since it.
     fx.admin.json(&["key", "enable", &extra[1].key_id]);

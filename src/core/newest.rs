@@ -332,7 +332,7 @@ mod tests {
         // A newer claim lands first: mine is now a rollback to it.
         let (outcome, after) = race(5, 6, 7);
         let seven = n(7, "other");
-        assert_eq!(outcome, Claim::Rollback(seven.clone()));
+        assert_eq!(outcome, Claim::Rollback(seven));
         assert_eq!(after, Some(seven));
         // An older (but still newer than before) claim lands first: mine wins.
         let (outcome, after) = race(5, 7, 6);

@@ -21,7 +21,7 @@ use crate::core::decision::{
 use crate::core::errors::DenyReason;
 use crate::core::models::{self, ModelRules, ModelScan, ModelScanner, Rest, DEFAULT_SCAN_BOUND};
 use crate::core::newest::{self, Claim};
-use crate::core::quota::{self, Budget, QuotaOutcome};
+use crate::core::quota::{self, Budget, CounterStore, QuotaOutcome};
 use crate::core::usage::{self, Framing, Usage, UsageParser};
 use host::{Metrics, SharedCounters};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -41,6 +41,17 @@ proxy_wasm::main! {{
 struct GuardRoot {
     policy: Option<Rc<Policy>>,
     metrics: Option<Rc<Metrics>>,
+    /// A delta checked without its base (see `check_without_base`): the
+    /// configuration, loaded in full on the first request, if one comes.
+    deferred: std::cell::RefCell<Deferred>,
+}
+
+#[derive(Default)]
+enum Deferred {
+    #[default]
+    No,
+    Pending(Vec<u8>, u64),
+    Loaded(Option<Rc<Policy>>),
 }
 
 impl Context for GuardRoot {}
@@ -78,6 +89,23 @@ impl RootContext for GuardRoot {
                 "tokenhub guard: cannot keep the sealed bundle in shared data; a rollback could not fall back to it"
             );
         }
+        if let Some(checked) = check_without_base(&config, &key) {
+            return match checked {
+                Ok(policy) => {
+                    let version = policy.version;
+                    self.policy = self.admit(policy, &fingerprint, &key).map(Rc::new);
+                    if self.policy.as_ref().is_some_and(|p| p.version == version) {
+                        log::info!("tokenhub guard: delta version {version} checked without loading its base here (loaded on this VM's first request, if any)");
+                        *self.deferred.borrow_mut() = Deferred::Pending(config, version);
+                    }
+                    true
+                }
+                Err(reason) => {
+                    newest::discard(&SharedCounters, &fingerprint);
+                    self.reject(&reason)
+                }
+            };
+        }
         match load_policy(config, &key) {
             Ok(policy) => {
                 self.policy = self.admit(policy, &fingerprint, &key).map(Rc::new);
@@ -92,7 +120,7 @@ impl RootContext for GuardRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(GuardHttp {
-            policy: self.policy.clone(),
+            policy: self.serving_policy(),
             metrics: self.metrics.clone(),
             budget: None,
             body: None,
@@ -107,6 +135,33 @@ impl RootContext for GuardRoot {
 }
 
 impl GuardRoot {
+    /// The policy requests run against: a deferred delta's full load
+    /// happens here, once (503 if it fails: never the checked policy,
+    /// which lacks the base's keys).
+    fn serving_policy(&self) -> Option<Rc<Policy>> {
+        let mut deferred = self.deferred.borrow_mut();
+        match std::mem::take(&mut *deferred) {
+            Deferred::No => self.policy.clone(),
+            Deferred::Loaded(policy) => {
+                *deferred = Deferred::Loaded(policy.clone());
+                policy
+            }
+            Deferred::Pending(config, version) => {
+                let loaded = bundle_key().and_then(|key| load_policy(config, &key));
+                let policy = match loaded {
+                    Ok(p) if p.version == version => Some(Rc::new(p)),
+                    Ok(_) => None,
+                    Err(reason) => {
+                        log::error!("tokenhub guard: bundle version {version} could not be loaded in full ({reason}); refusing every request until the next bundle");
+                        None
+                    }
+                };
+                *deferred = Deferred::Loaded(policy.clone());
+                policy
+            }
+        }
+    }
+
     fn reject(&self, reason: &str) -> bool {
         log::error!("tokenhub guard: bundle rejected, the previous one keeps serving: {reason}");
         if let Some(m) = &self.metrics {
@@ -205,19 +260,45 @@ thread_local! {
     static BASE: std::cell::RefCell<Option<bundle::delta::Base>> = const { std::cell::RefCell::new(None) };
 }
 
+/// Shared-data key of the summary of the base the process last loaded
+/// (`delta::BaseSummary`).
+const BASE_SUMMARY_KEY: &str = "tokenhub.bundle.base";
+
+/// A delta on a base this VM does not hold but this process has loaded
+/// (the main thread's fresh validation VM, on every update): checked
+/// against the base's summary without decrypting the base. `None`: load
+/// normally.
+fn check_without_base(config: &[u8], key: &BundleKey) -> Option<Result<Policy, String>> {
+    let (_, base) = bundle::delta::split(config)?.ok()?;
+    let fingerprint = bundle::seal::fingerprint(base);
+    if BASE.with(|b| b.borrow().as_ref().is_some_and(|c| c.fingerprint == fingerprint)) {
+        return None;
+    }
+    let summary = SharedCounters.get(BASE_SUMMARY_KEY).0?;
+    let summary: bundle::delta::BaseSummary = serde_json::from_slice(&summary).ok()?;
+    bundle::delta::check_deferred(config, key, &summary).map(|checked| checked.map_err(|e| e.to_string()))
+}
+
 /// Opens and compiles the bundle (decrypted where it lies), or a delta on
 /// its base (the cached one when it matches). The error names the problem
 /// and never contains bundle content.
 fn load_policy(config: Vec<u8>, key: &BundleKey) -> Result<Policy, String> {
     let cached = BASE.with(|b| b.borrow().clone());
     let (policy, base) = bundle::delta::load(config, key, cached.as_ref()).map_err(|e| e.to_string())?;
-    if cached.is_some_and(|c| std::sync::Arc::ptr_eq(&c.table, &base.table)) && policy.version != base.version {
+    if cached.as_ref().is_some_and(|c| std::sync::Arc::ptr_eq(&c.table, &base.table)) && policy.version != base.version
+    {
         log::info!(
             "tokenhub guard: delta version {} applied on base version {} held by this VM ({} key records not loaded again)",
             policy.version,
             base.version,
             base.table.len()
         );
+    }
+    if cached.is_none_or(|c| c.fingerprint != base.fingerprint) {
+        // A base loaded in full: later fresh VMs check deltas against it.
+        if let Ok(summary) = serde_json::to_vec(&base.summary()) {
+            let _ = SharedCounters.set(BASE_SUMMARY_KEY, &summary, 0);
+        }
     }
     BASE.with(|b| *b.borrow_mut() = Some(base));
     Ok(policy)

@@ -238,3 +238,42 @@ pub fn pack_delta(
     out.extend_from_slice(&overlay);
     Ok((out, count))
 }
+
+/// What a VM that has not loaded a base needs to check a delta on it:
+/// the base without its records. Kept in shared data by the VM that
+/// loaded the base (same process: it was checked there).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BaseSummary {
+    pub fingerprint: String,
+    pub version: u64,
+    pub sub_accounts: Vec<(String, String)>,
+}
+
+impl Base {
+    pub fn summary(&self) -> BaseSummary {
+        BaseSummary {
+            fingerprint: to_hex(&self.fingerprint),
+            version: self.version,
+            sub_accounts: self.sub_accounts.clone(),
+        }
+    }
+}
+
+/// A delta checked against a base this process already loaded, without
+/// its records: everything but the base's plain keys (which this policy
+/// does not have: it is for checking and for creating quota counters, not
+/// for serving). `None` when `config` is no delta on `summary`'s base.
+pub fn check_deferred(config: &[u8], key: &BundleKey, summary: &BaseSummary) -> Option<Result<Policy, BundleError>> {
+    let (delta, base) = split(config)?.ok()?;
+    let fingerprint = seal::fingerprint(base);
+    if to_hex(&fingerprint) != summary.fingerprint {
+        return None;
+    }
+    let base = Base {
+        fingerprint,
+        version: summary.version,
+        table: Arc::new(KeyTable::default()),
+        sub_accounts: summary.sub_accounts.clone(),
+    };
+    Some(open_delta(delta.to_vec(), &base, key))
+}
