@@ -106,9 +106,20 @@ impl RootContext for GuardRoot {
                 }
             };
         }
+        // A delta the main thread may have accepted without decrypting its
+        // base (`check_without_base`): failing here must not return false,
+        // or Envoy would run this worker without the filter.
+        let checked_elsewhere = on_summarized_base(&config);
         match load_policy(config, &key) {
             Ok(policy) => {
                 self.policy = self.admit(policy, &fingerprint, &key).map(Rc::new);
+                true
+            }
+            Err(reason) if checked_elsewhere => {
+                log::error!(
+                    "tokenhub guard: bundle rejected ({reason}); refusing every request (503) until the next bundle"
+                );
+                self.policy = None;
                 true
             }
             Err(reason) => {
@@ -277,6 +288,14 @@ fn check_without_base(config: &[u8], key: &BundleKey) -> Option<Result<Policy, S
     let summary = SharedCounters.get(BASE_SUMMARY_KEY).0?;
     let summary: bundle::delta::BaseSummary = serde_json::from_slice(&summary).ok()?;
     bundle::delta::check_deferred(config, key, &summary).map(|checked| checked.map_err(|e| e.to_string()))
+}
+
+/// Whether `config` is a delta on the base whose summary is in shared data.
+fn on_summarized_base(config: &[u8]) -> bool {
+    let Some(Ok((_, base))) = bundle::delta::split(config) else { return false };
+    let summary = SharedCounters.get(BASE_SUMMARY_KEY).0.unwrap_or_default();
+    serde_json::from_slice::<bundle::delta::BaseSummary>(&summary)
+        .is_ok_and(|s| s.fingerprint == crate::core::secret::to_hex(&bundle::seal::fingerprint(base)))
 }
 
 /// Opens and compiles the bundle (decrypted where it lies), or a delta on
