@@ -360,3 +360,152 @@ fn model_lists_compile_and_bad_patterns_name_their_field() {
     doc.tenants[0].sub_accounts[1].models = vec!["*".into()];
     assert!(compile_err(&doc).starts_with("tenants[0].sub_accounts[1].models[0]:"), "{}", compile_err(&doc));
 }
+
+// ------------------------------------------------------------ deltas
+
+use tokenhub_guard::core::bundle::delta::{self, NoDelta};
+
+const BASE_VERSION: u64 = 7;
+
+/// A base with keys 1-3 plain and key 4 limited, sealed (binary).
+fn delta_base(key: &BundleKey) -> (BundleDoc, Vec<u8>) {
+    let mut doc = mixed_doc();
+    doc.keys[1].status = Status::Active;
+    doc.keys[2].expires_at = None;
+    let sealed = seal_packed(&pack(&doc).unwrap(), key, BASE_VERSION);
+    (doc, sealed)
+}
+
+fn delta_for(doc: &BundleDoc, base_sealed: &[u8], key: &BundleKey, version: u64) -> (Vec<u8>, usize) {
+    let plain = seal::open(base_sealed, key).unwrap();
+    let mut doc = doc.clone();
+    doc.version = version;
+    let (packed, records) = delta::pack_delta(&doc, &plain, BASE_VERSION, &seal::fingerprint(base_sealed)).unwrap();
+    (seal_packed(&packed, key, version), records)
+}
+
+/// Key 1 revoked, key 2 disabled, key 5 created, key 3 now limited.
+fn changed(doc: &BundleDoc) -> BundleDoc {
+    let mut doc = doc.clone();
+    doc.keys.retain(|k| k.id != make_key(1, 0).0);
+    doc.keys.iter_mut().find(|k| k.id == make_key(2, 0).0).unwrap().status = Status::Disabled;
+    doc.keys.iter_mut().find(|k| k.id == make_key(3, 0).0).unwrap().quota =
+        Some(QuotaDoc { per_minute: Some(9), per_day: None });
+    doc.keys.push(key_doc(5, "acme", "sales"));
+    doc
+}
+
+#[test]
+fn a_delta_revokes_disables_adds_and_limits_keys_on_an_untouched_base() {
+    let key = BundleKey::from_bytes([3; 32]);
+    let (doc, base_sealed) = delta_base(&key);
+    let new = changed(&doc);
+    let (delta_sealed, records) = delta_for(&new, &base_sealed, &key, 8);
+    // Removal of 1, change of 2, addition of 5; key 3 moved to the
+    // limited keys (found there first: no removal record).
+    assert_eq!(records, 3);
+    let config = delta::join(&delta_sealed, &base_sealed).unwrap();
+    assert_eq!(delta::peek_header(&config).unwrap().version, 8);
+    let (full, base_state) = delta::load(base_sealed.clone(), &key, None).unwrap();
+    let (policy, same_base) = delta::load(config.clone(), &key, Some(&base_state)).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&same_base.table, &base_state.table), "the base was loaded again");
+    let uncached = open_and_compile(&config, &key).unwrap();
+    for p in [&policy, &uncached] {
+        assert_eq!(p.version, 8);
+        assert!(p.keys.get(make_key(1, 0).0.as_bytes()).is_none(), "revoked key still known");
+        assert!(!p.keys.get(make_key(2, 0).0.as_bytes()).unwrap().active);
+        assert_eq!(p.keys.get(make_key(3, 0).0.as_bytes()).unwrap().quota().and_then(|q| q.per_minute), Some(9));
+        assert!(p.keys.get(make_key(4, 0).0.as_bytes()).unwrap().quota().is_some());
+        assert!(p.keys.get(make_key(5, 0).0.as_bytes()).unwrap().active);
+        assert_eq!(p.keys.iter().count(), 4, "{:?}", p.keys.iter().map(|k| k.id().to_string()).collect::<Vec<_>>());
+        assert_eq!(p.keys.len(), 4);
+        assert_eq!(p.keys.iter().count(), 4);
+    }
+    // The base itself is untouched.
+    assert!(full.keys.get(make_key(1, 0).0.as_bytes()).is_some());
+    assert!(full.keys.get(make_key(5, 0).0.as_bytes()).is_none());
+    // The same decisions as the new document published in full.
+    let direct = compile(&new).unwrap();
+    for n in 1..=6 {
+        let id = make_key(n, 0).0;
+        assert_eq!(
+            format!("{:?}", direct.keys.get(id.as_bytes())),
+            format!("{:?}", policy.keys.get(id.as_bytes())),
+            "key {n}"
+        );
+    }
+}
+
+#[test]
+fn a_delta_for_another_base_or_not_newer_or_alone_or_damaged_is_refused() {
+    let key = BundleKey::from_bytes([3; 32]);
+    let (doc, base_sealed) = delta_base(&key);
+    let (delta_sealed, _) = delta_for(&changed(&doc), &base_sealed, &key, 8);
+    // The same base content sealed again (another nonce): another base.
+    let other_base = seal::to_binary(&seal(&pack(&doc).unwrap(), &key, BASE_VERSION, [2; 12]).unwrap()).unwrap();
+    let err = open_and_compile(delta::join(&delta_sealed, &other_base).unwrap(), &key).unwrap_err().to_string();
+    assert!(err.contains("applies to base version 7") && err.contains("publish again"), "{err}");
+    let (_, state) = delta::load(base_sealed.clone(), &key, None).unwrap();
+    let err = delta::load(delta::join(&delta_sealed, &other_base).unwrap(), &key, Some(&state)).unwrap_err();
+    assert!(err.to_string().contains("applies to base version 7"), "{err}");
+    // Not newer than its base.
+    let (stale, _) = delta_for(&changed(&doc), &base_sealed, &key, BASE_VERSION);
+    let err = open_and_compile(delta::join(&stale, &base_sealed).unwrap(), &key).unwrap_err().to_string();
+    assert!(err.contains("not newer than its base"), "{err}");
+    // A delta alone is no bundle.
+    let err = open_and_compile(&delta_sealed, &key).unwrap_err().to_string();
+    assert!(err.contains("without its base"), "{err}");
+    // Damaged: a flipped byte in the delta, a truncated container.
+    let mut config = delta::join(&delta_sealed, &base_sealed).unwrap();
+    config[20] ^= 1;
+    assert!(open_and_compile(&config, &key).is_err());
+    let config = delta::join(&delta_sealed, &base_sealed).unwrap();
+    for cut in [4, 8, 9 + delta_sealed.len()] {
+        assert!(open_and_compile(&config[..cut], &key).is_err(), "cut at {cut}");
+    }
+    assert_ne!(delta::fingerprint(&config), seal::fingerprint(&base_sealed));
+}
+
+#[test]
+fn a_delta_that_would_renumber_the_bases_sub_accounts_is_not_packed() {
+    let key = BundleKey::from_bytes([3; 32]);
+    let (doc, base_sealed) = delta_base(&key);
+    let plain = seal::open(&base_sealed, &key).unwrap();
+    let mut new = doc.clone();
+    new.tenants.swap(0, 1);
+    let got = delta::pack_delta(&new, &plain, BASE_VERSION, &seal::fingerprint(&base_sealed));
+    assert_eq!(got.err(), Some(NoDelta::Renumbered));
+    // A new sub-account at the end keeps the numbering.
+    new = doc.clone();
+    new.tenants[1].sub_accounts.push(SubAccountDoc { id: "extra".into(), ..Default::default() });
+    new.keys.push(key_doc(6, "globex", "extra"));
+    assert!(delta::pack_delta(&new, &plain, BASE_VERSION, &seal::fingerprint(&base_sealed)).is_ok());
+}
+
+#[test]
+fn a_delta_is_checked_against_a_base_summary_alone() {
+    let key = BundleKey::from_bytes([3; 32]);
+    let doc = mixed_doc();
+    let base_sealed = seal_packed(&pack(&doc).unwrap(), &key, 7);
+    let (_, base) = delta::load(base_sealed.clone(), &key, None).unwrap();
+    let mut new = doc.clone();
+    new.version = 8;
+    new.keys.retain(|k| k.id != make_key(1, 0).0);
+    let plain = seal::open(&base_sealed, &key).unwrap();
+    let (packed, _) = delta::pack_delta(&new, &plain, 7, &seal::fingerprint(&base_sealed)).unwrap();
+    let config = delta::join(&seal_packed(&packed, &key, 8), &base_sealed).unwrap();
+    let checked = delta::check_deferred(&config, &key, &base.summary()).unwrap().unwrap();
+    assert_eq!(checked.version, 8);
+    assert!(checked.keys.get(make_key(4, 0).0.as_bytes()).is_some(), "the limited keys are there");
+    // Another base, or a summary that renumbers sub-accounts: not accepted.
+    let mut other = base.summary();
+    other.fingerprint = "00".repeat(32);
+    assert!(delta::check_deferred(&config, &key, &other).is_none());
+    let mut renumbered = base.summary();
+    renumbered.sub_accounts.swap(0, 1);
+    assert!(delta::check_deferred(&config, &key, &renumbered).unwrap().is_err());
+    let mut older = base.summary();
+    older.version = 6;
+    assert!(delta::check_deferred(&config, &key, &older).unwrap().is_err());
+    assert!(delta::check_deferred(&base_sealed, &key, &base.summary()).is_none());
+}

@@ -143,6 +143,34 @@ fn revokes_reach_every_replica_on_kept_alive_connections() {
 }
 
 #[test]
+fn a_delta_reaches_every_replica_and_is_applied_on_the_base_each_worker_holds() {
+    let fleet = Fleet::start();
+    let keys: Vec<IssuedKey> = (0..2).map(|_| fleet.admin.create_key(TENANT, &[])).collect();
+    let base = fleet.admin.json(&["publish", "--full"])["version"].as_u64().unwrap();
+    fleet.wait_loaded(base);
+    let logs_from: Vec<usize> = fleet.gateways.iter().map(|e| e.log_contents().len()).collect();
+    fleet.admin.json(&["key", "delete", &keys[0].key_id]);
+    fleet.admin.json(&["key", "disable", &keys[1].key_id]);
+    let new = fleet.admin.create_key(TENANT, &[]);
+    let out = fleet.admin.json(&["publish", "--delta"]);
+    assert_eq!(out["delta"]["base_version"].as_u64(), Some(base), "{out}");
+    let version = out["version"].as_u64().unwrap();
+    println!(
+        "xds delta (1 key deleted, 1 disabled, 1 created) loaded by every replica in {:?}",
+        fleet.wait_loaded(version)
+    );
+    for (envoy, from) in fleet.gateways.iter().zip(logs_from) {
+        assert_eq!(with_key(envoy, &keys[0].key), 401);
+        assert_eq!(with_key(envoy, &keys[1].key), 401);
+        assert_eq!(with_key(envoy, &new.key), 200);
+        assert_eq!(with_key(envoy, &fleet.key.key), 200);
+        let log = envoy.log_contents();
+        let applied = format!("delta version {version} applied on base version {base} held by this VM");
+        assert!(log[from..].contains(&applied), "a gateway loaded its base again instead of applying the delta");
+    }
+}
+
+#[test]
 fn a_refused_push_leaves_the_last_good_bundle_and_is_reported() {
     let fleet = Fleet::start();
     let good = fleet.admin.published_version();

@@ -4,7 +4,8 @@
 
 use super::store::{Published, StoreDoc};
 use super::{fsutil, random_nonce, AdminError};
-use crate::core::bundle::{self, seal, BundleKey};
+use crate::core::bundle::delta::{self, NoDelta};
+use crate::core::bundle::{self, keys::RECORD_LEN, pack, seal, BundleKey};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::json;
@@ -21,8 +22,47 @@ pub const RUNTIME: &str = "envoy.wasm.runtime.v8";
 /// The Envoy process's variable that carries the bundle key into the VM.
 pub const BUNDLE_KEY_ENV: &str = "TOKENHUB_BUNDLE_KEY";
 
-/// Validates, seals and writes the bundle; records what was published.
+/// Full bundle or delta (see `core::bundle::delta`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// A delta on the published base when the base holds at least
+    /// `DELTA_MIN_KEYS` keys and the changes since it are few (at most
+    /// `max(DELTA_MAX_RECORDS, base / 10)` records); else the full bundle,
+    /// which becomes the next base.
+    #[default]
+    Auto,
+    /// Always the full bundle (a new base).
+    Full,
+    /// A delta whenever there is a compatible base, whatever its size.
+    Delta,
+}
+
+/// Below this many keys a full bundle loads in milliseconds: no delta.
+pub const DELTA_MIN_KEYS: usize = 10_000;
+/// A delta may always carry this many changed keys.
+pub const DELTA_MAX_RECORDS: usize = 1_000;
+
+/// What a delta publish reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeltaInfo {
+    pub base_version: u64,
+    pub changed_keys: usize,
+}
+
+/// Validates, seals and writes the bundle (full or delta, `Mode::Auto`);
+/// records what was published.
 pub fn publish(doc: &mut StoreDoc, ecds_file: &Path, wasm_path: &Path, now: u64) -> Result<Published, AdminError> {
+    publish_with(doc, ecds_file, wasm_path, now, Mode::Auto).map(|(p, _)| p)
+}
+
+/// As `publish`, choosing full or delta by `mode`.
+pub fn publish_with(
+    doc: &mut StoreDoc,
+    ecds_file: &Path,
+    wasm_path: &Path,
+    now: u64,
+    mode: Mode,
+) -> Result<(Published, Option<DeltaInfo>), AdminError> {
     let key =
         BundleKey::from_base64(&doc.bundle_key).map_err(|e| AdminError::Corrupt(format!("store bundle key: {e}")))?;
     // Versions only grow, even after restoring an older store or a publish
@@ -32,7 +72,10 @@ pub fn publish(doc: &mut StoreDoc, ecds_file: &Path, wasm_path: &Path, now: u64)
     let previous = doc.published.as_ref().map_or(0, |p| p.version).max(version_on_disk(ecds_file));
     doc.policy.version = previous.saturating_add(1).max(now.saturating_mul(1000));
     doc.policy.issued_at = now;
-    let sealed = seal_policy(doc, &key)?;
+    let (sealed, delta) = match delta_config(doc, &key, ecds_file, mode)? {
+        Some((config, info)) => (config, Some(info)),
+        None => (seal_policy(doc, &key)?, None),
+    };
     let resource = ecds_resource(&sealed, wasm_path);
     let text = serde_json::to_vec_pretty(&resource).map_err(|e| AdminError::Internal(e.to_string()))?;
     if let Some(dir) = ecds_file.parent() {
@@ -46,14 +89,64 @@ pub fn publish(doc: &mut StoreDoc, ecds_file: &Path, wasm_path: &Path, now: u64)
         sha256: crate::core::secret::to_hex(&Sha256::digest(&text)),
     };
     doc.published = Some(published.clone());
-    Ok(published)
+    Ok((published, delta))
+}
+
+/// The delta configuration (`thbd‖delta‖base`) on the base the ECDS file
+/// holds, if `mode` wants one and the base allows it; verified by loading
+/// it exactly as the filter does.
+fn delta_config(
+    doc: &StoreDoc,
+    key: &BundleKey,
+    ecds_file: &Path,
+    mode: Mode,
+) -> Result<Option<(Vec<u8>, DeltaInfo)>, AdminError> {
+    if mode == Mode::Full {
+        return Ok(None);
+    }
+    let Some(current) = std::fs::read(ecds_file)
+        .ok()
+        .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+        .and_then(|resource| sealed_in_resource(&resource))
+    else {
+        return Ok(None);
+    };
+    let base = match delta::split(&current) {
+        Some(Ok((_, base))) => base,
+        Some(Err(_)) => return Ok(None),
+        None => current.as_slice(),
+    };
+    // A base sealed with another key, damaged, or a text envelope: full.
+    let (Ok(header), Ok(plain)) = (seal::peek_header(base), seal::open(base, key)) else { return Ok(None) };
+    if !base.starts_with(seal::BINARY_PREFIX.as_bytes()) {
+        return Ok(None);
+    }
+    let base_keys = pack::split(&plain).1.map_or(0, |start| plain.len().saturating_sub(start) / RECORD_LEN);
+    if mode == Mode::Auto && base_keys < DELTA_MIN_KEYS {
+        return Ok(None);
+    }
+    let fingerprint = seal::fingerprint(base);
+    let (packed, changed_keys) = match delta::pack_delta(&doc.policy, &plain, header.version, &fingerprint) {
+        Ok(packed) => packed,
+        Err(NoDelta::Renumbered) => return Ok(None),
+        Err(NoDelta::Invalid(e)) => return Err(AdminError::Invalid(e)),
+    };
+    if mode == Mode::Auto && changed_keys > DELTA_MAX_RECORDS.max(base_keys / 10) {
+        return Ok(None);
+    }
+    let sealed =
+        seal(&packed, key, doc.policy.version, random_nonce()).map_err(|e| AdminError::Internal(e.to_string()))?;
+    let binary = seal::to_binary(&sealed).map_err(|e| AdminError::Internal(e.to_string()))?;
+    let config = delta::join(&binary, base).ok_or_else(|| AdminError::Internal("delta too large".into()))?;
+    bundle::open_and_compile(&config, key).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    Ok(Some((config, DeltaInfo { base_version: header.version, changed_keys })))
 }
 
 /// The bundle version in an existing ECDS file (0 if none or unreadable).
 fn version_on_disk(ecds_file: &Path) -> u64 {
     let Ok(text) = std::fs::read(ecds_file) else { return 0 };
     let Ok(resource) = serde_json::from_slice::<serde_json::Value>(&text) else { return 0 };
-    sealed_in_resource(&resource).and_then(|sealed| seal::peek_header(sealed).ok()).map_or(0, |h| h.version)
+    sealed_in_resource(&resource).and_then(|sealed| delta::peek_header(&sealed).ok()).map_or(0, |h| h.version)
 }
 
 /// What a published ECDS resource carries that changes between publishes.
@@ -142,6 +235,9 @@ pub fn ecds_resource(sealed: &[u8], wasm_path: &Path) -> serde_json::Value {
 pub struct PublishedInfo {
     pub tenants: usize,
     pub keys: usize,
+    /// Set when a delta on an earlier base was published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaInfo>,
     #[serde(flatten)]
     pub published: Published,
 }
@@ -152,13 +248,24 @@ pub fn publish_hook(doc: &mut StoreDoc, now: u64) -> Result<(), AdminError> {
     publish_configured(doc, None, None, now).map(|_| ())
 }
 
-/// Publishes to the configured ECDS file, first recording new settings if
-/// given. Refuses when nothing says where to write.
+/// Publishes to the configured ECDS file (`Mode::Auto`), first recording
+/// new settings if given. Refuses when nothing says where to write.
 pub fn publish_configured(
     doc: &mut StoreDoc,
     ecds: Option<&Path>,
     wasm: Option<&Path>,
     now: u64,
+) -> Result<PublishedInfo, AdminError> {
+    publish_configured_with(doc, ecds, wasm, now, Mode::Auto)
+}
+
+/// As `publish_configured`, full or delta by `mode`.
+pub fn publish_configured_with(
+    doc: &mut StoreDoc,
+    ecds: Option<&Path>,
+    wasm: Option<&Path>,
+    now: u64,
+    mode: Mode,
 ) -> Result<PublishedInfo, AdminError> {
     if let Some(p) = ecds {
         doc.settings.ecds_file = Some(p.to_path_buf());
@@ -176,8 +283,8 @@ pub fn publish_configured(
             "no wasm path configured: run `tokenhub-admin publish --ecds-file FILE --wasm FILE` once".into(),
         )
     })?;
-    let published = publish(doc, &ecds, &wasm, now)?;
-    Ok(PublishedInfo { keys: doc.policy.keys.len(), tenants: doc.policy.tenants.len(), published })
+    let (published, delta) = publish_with(doc, &ecds, &wasm, now, mode)?;
+    Ok(PublishedInfo { keys: doc.policy.keys.len(), tenants: doc.policy.tenants.len(), delta, published })
 }
 
 #[cfg(test)]

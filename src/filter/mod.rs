@@ -20,8 +20,8 @@ use crate::core::decision::{
 };
 use crate::core::errors::DenyReason;
 use crate::core::models::{self, ModelRules, ModelScan, ModelScanner, Rest, DEFAULT_SCAN_BOUND};
-use crate::core::newest::{self, Claim, Newest};
-use crate::core::quota::{self, Budget, QuotaOutcome};
+use crate::core::newest::{self, Claim};
+use crate::core::quota::{self, Budget, CounterStore, QuotaOutcome};
 use crate::core::usage::{self, Framing, Usage, UsageParser};
 use crate::core::wipe::WipedHeaders;
 use host::{Metrics, SharedCounters};
@@ -43,6 +43,17 @@ proxy_wasm::main! {{
 struct GuardRoot {
     policy: Option<Rc<Policy>>,
     metrics: Option<Rc<Metrics>>,
+    /// A delta checked without its base (see `check_without_base`): the
+    /// configuration, loaded in full on the first request, if one comes.
+    deferred: std::cell::RefCell<Deferred>,
+}
+
+#[derive(Default)]
+enum Deferred {
+    #[default]
+    No,
+    Pending(Vec<u8>, u64),
+    Loaded(Option<Rc<Policy>>),
 }
 
 impl Context for GuardRoot {}
@@ -72,18 +83,57 @@ impl RootContext for GuardRoot {
             Ok(key) => key,
             Err(reason) => return self.reject(&reason),
         };
-        match load_policy(&config, &key) {
+        // Kept where a VM that must fall back to it finds it (host memory,
+        // once per process), before opening consumes the bytes.
+        let fingerprint = bundle::delta::fingerprint(&config);
+        if !newest::stage(&SharedCounters, &fingerprint, &config) {
+            log::warn!(
+                "tokenhub guard: cannot keep the sealed bundle in shared data; a rollback could not fall back to it"
+            );
+        }
+        if let Some(checked) = check_without_base(&config, &key) {
+            return match checked {
+                Ok(policy) => {
+                    let version = policy.version;
+                    self.policy = self.admit(policy, &fingerprint, &key).map(Rc::new);
+                    if self.policy.as_ref().is_some_and(|p| p.version == version) {
+                        log::info!("tokenhub guard: delta version {version} checked without loading its base here (loaded on this VM's first request, if any)");
+                        *self.deferred.borrow_mut() = Deferred::Pending(config, version);
+                    }
+                    true
+                }
+                Err(reason) => {
+                    newest::discard(&SharedCounters, &fingerprint);
+                    self.reject(&reason)
+                }
+            };
+        }
+        // A delta the main thread may have accepted without decrypting its
+        // base (`check_without_base`): failing here must not return false,
+        // or Envoy would run this worker without the filter.
+        let checked_elsewhere = on_summarized_base(&config);
+        match load_policy(config, &key) {
             Ok(policy) => {
-                self.policy = self.admit(policy, &config, &key).map(Rc::new);
+                self.policy = self.admit(policy, &fingerprint, &key).map(Rc::new);
                 true
             }
-            Err(reason) => self.reject(&reason),
+            Err(reason) if checked_elsewhere => {
+                log::error!(
+                    "tokenhub guard: bundle rejected ({reason}); refusing every request (503) until the next bundle"
+                );
+                self.policy = None;
+                true
+            }
+            Err(reason) => {
+                newest::discard(&SharedCounters, &fingerprint);
+                self.reject(&reason)
+            }
         }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(GuardHttp {
-            policy: self.policy.clone(),
+            policy: self.serving_policy(),
             metrics: self.metrics.clone(),
             budget: None,
             body: None,
@@ -98,6 +148,33 @@ impl RootContext for GuardRoot {
 }
 
 impl GuardRoot {
+    /// The policy requests run against: a deferred delta's full load
+    /// happens here, once (503 if it fails: never the checked policy,
+    /// which lacks the base's keys).
+    fn serving_policy(&self) -> Option<Rc<Policy>> {
+        let mut deferred = self.deferred.borrow_mut();
+        match std::mem::take(&mut *deferred) {
+            Deferred::No => self.policy.clone(),
+            Deferred::Loaded(policy) => {
+                *deferred = Deferred::Loaded(policy.clone());
+                policy
+            }
+            Deferred::Pending(config, version) => {
+                let loaded = bundle_key().and_then(|key| load_policy(config, &key));
+                let policy = match loaded {
+                    Ok(p) if p.version == version => Some(Rc::new(p)),
+                    Ok(_) => None,
+                    Err(reason) => {
+                        log::error!("tokenhub guard: bundle version {version} could not be loaded in full ({reason}); refusing every request until the next bundle");
+                        None
+                    }
+                };
+                *deferred = Deferred::Loaded(policy.clone());
+                policy
+            }
+        }
+    }
+
     fn reject(&self, reason: &str) -> bool {
         log::error!("tokenhub guard: bundle rejected, the previous one keeps serving: {reason}");
         if let Some(m) = &self.metrics {
@@ -127,7 +204,7 @@ impl GuardRoot {
         if let Some(m) = &self.metrics {
             m.bundle_rejected();
         }
-        let policy = newest_policy(&newest, &bundle_key().ok()?)?;
+        let policy = newest_policy(&bundle_key().ok()?)?;
         ensure_quota_counters(&policy, self.metrics.as_deref()).ok()?;
         if let Some(m) = &self.metrics {
             m.bundle_loaded(policy.version);
@@ -138,10 +215,11 @@ impl GuardRoot {
     /// Applies the state-dependent checks to a valid bundle: refuses a
     /// rollback by serving the newest bundle this Envoy has accepted, and
     /// creates the quota counters. `None` = serve 503.
-    fn admit(&self, policy: Policy, sealed: &[u8], key: &BundleKey) -> Option<Policy> {
-        let policy = match newest::claim(&SharedCounters, policy.version, sealed) {
+    fn admit(&self, policy: Policy, fingerprint: &newest::Fingerprint, key: &BundleKey) -> Option<Policy> {
+        let policy = match newest::claim(&SharedCounters, policy.version, fingerprint) {
             Claim::Serve => policy,
             Claim::Rollback(newest) => {
+                newest::discard(&SharedCounters, fingerprint);
                 log::error!(
                     "tokenhub guard: bundle version {} is older than version {} already loaded (rollback refused); serving version {}",
                     policy.version,
@@ -151,7 +229,8 @@ impl GuardRoot {
                 if let Some(m) = &self.metrics {
                     m.bundle_rejected();
                 }
-                newest_policy(&newest, key)?
+                drop(policy);
+                newest_policy(key)?
             }
             Claim::Unreadable => {
                 log::error!("tokenhub guard: bundle version {} not loaded: {UNREADABLE}", policy.version);
@@ -186,20 +265,75 @@ fn bundle_key() -> Result<BundleKey, String> {
     BundleKey::from_base64(&key_text).map_err(|e| format!("{BUNDLE_KEY_ENV}: {e}"))
 }
 
-/// Opens and compiles the bundle. A pure function of the file and the key;
-/// the error names the problem and never contains bundle content.
-fn load_policy(config: &[u8], key: &BundleKey) -> Result<Policy, String> {
-    bundle::open_and_compile(config, key).map_err(|e| e.to_string())
+thread_local! {
+    /// The base bundle this VM last loaded (its record table is shared with
+    /// the policy): a delta on it is applied without loading it again.
+    /// Envoy keeps a worker's VM across bundle updates (a new root context
+    /// each time), so this outlives `GuardRoot`.
+    static BASE: std::cell::RefCell<Option<bundle::delta::Base>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Shared-data key of the summary of the base the process last loaded
+/// (`delta::BaseSummary`).
+const BASE_SUMMARY_KEY: &str = "tokenhub.bundle.base";
+
+/// A delta on a base this VM does not hold but this process has loaded
+/// (the main thread's fresh validation VM, on every update): checked
+/// against the base's summary without decrypting the base. `None`: load
+/// normally.
+fn check_without_base(config: &[u8], key: &BundleKey) -> Option<Result<Policy, String>> {
+    let (_, base) = bundle::delta::split(config)?.ok()?;
+    let fingerprint = bundle::seal::fingerprint(base);
+    if BASE.with(|b| b.borrow().as_ref().is_some_and(|c| c.fingerprint == fingerprint)) {
+        return None;
+    }
+    let summary = SharedCounters.get(BASE_SUMMARY_KEY).0?;
+    let summary: bundle::delta::BaseSummary = serde_json::from_slice(&summary).ok()?;
+    bundle::delta::check_deferred(config, key, &summary).map(|checked| checked.map_err(|e| e.to_string()))
+}
+
+/// Whether `config` is a delta on the base whose summary is in shared data.
+fn on_summarized_base(config: &[u8]) -> bool {
+    let Some(Ok((_, base))) = bundle::delta::split(config) else { return false };
+    let summary = SharedCounters.get(BASE_SUMMARY_KEY).0.unwrap_or_default();
+    serde_json::from_slice::<bundle::delta::BaseSummary>(&summary)
+        .is_ok_and(|s| s.fingerprint == crate::core::secret::to_hex(&bundle::seal::fingerprint(base)))
+}
+
+/// Opens and compiles the bundle (decrypted where it lies), or a delta on
+/// its base (the cached one when it matches). The error names the problem
+/// and never contains bundle content.
+fn load_policy(config: Vec<u8>, key: &BundleKey) -> Result<Policy, String> {
+    let cached = BASE.with(|b| b.borrow().clone());
+    let (policy, base) = bundle::delta::load(config, key, cached.as_ref()).map_err(|e| e.to_string())?;
+    if cached.as_ref().is_some_and(|c| std::sync::Arc::ptr_eq(&c.table, &base.table)) && policy.version != base.version
+    {
+        log::info!(
+            "tokenhub guard: delta version {} applied on base version {} held by this VM ({} key records not loaded again)",
+            policy.version,
+            base.version,
+            base.table.len()
+        );
+    }
+    if cached.is_none_or(|c| c.fingerprint != base.fingerprint) {
+        // A base loaded in full: later fresh VMs check deltas against it.
+        if let Ok(summary) = serde_json::to_vec(&base.summary()) {
+            let _ = SharedCounters.set(BASE_SUMMARY_KEY, &summary, 0);
+        }
+    }
+    BASE.with(|b| *b.borrow_mut() = Some(base));
+    Ok(policy)
 }
 
 /// Why no bundle is served when the newest-bundle record is unreadable.
 const UNREADABLE: &str = "the record of the newest accepted bundle in shared data is unreadable, so no bundle can be checked for rollback; refusing every request (503) until Envoy restarts";
 
 /// The newest accepted bundle, kept sealed in shared data; `None` (serve
-/// 503) if it no longer opens or is not the expected version.
-fn newest_policy(newest: &Newest, key: &BundleKey) -> Option<Policy> {
-    match load_policy(&newest.sealed, key) {
-        Ok(p) if p.version == newest.version => Some(p),
+/// 503) if it is gone, no longer opens or is not the expected version.
+fn newest_policy(key: &BundleKey) -> Option<Policy> {
+    let found = newest::newest_sealed(&SharedCounters, bundle::delta::fingerprint).ok().flatten();
+    match found.map(|(newest, sealed)| (newest, load_policy(sealed, key))) {
+        Some((newest, Ok(p))) if p.version == newest.version => Some(p),
         _ => {
             log::error!("tokenhub guard: the newest bundle is unavailable; refusing every request until the next one");
             None

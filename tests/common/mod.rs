@@ -72,6 +72,7 @@ pub fn base_doc() -> BundleDoc {
         prices: vec![],
         soft_limit_percent: None,
         default_output_tokens: None,
+        base: None,
     }
 }
 

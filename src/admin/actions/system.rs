@@ -14,15 +14,35 @@ use std::path::Path;
 /// trigger it; changing where it goes (`--ecds-file`, `--wasm`) is the
 /// platform's.
 pub fn publish(s: &Session, ecds: Option<&Path>, wasm: Option<&Path>) -> Result<Reply, AdminError> {
+    publish_with(s, ecds, wasm, publish::Mode::Auto)
+}
+
+/// As `publish`, full or delta by `mode`.
+pub fn publish_with(
+    s: &Session,
+    ecds: Option<&Path>,
+    wasm: Option<&Path>,
+    mode: publish::Mode,
+) -> Result<Reply, AdminError> {
     let scope = if ecds.is_some() || wasm.is_some() { Scope::Platform } else { Scope::Anyone };
     let info = s.mutate(Change::new("publish", scope, Target::default()), |d, c| {
-        let info = publish::publish_configured(d, ecds, wasm, c.now)?;
-        c.note = Some(format!("version {}", info.published.version));
+        let info = publish::publish_configured_with(d, ecds, wasm, c.now, mode)?;
+        c.note = Some(match info.delta {
+            Some(d) => format!(
+                "version {} (delta on {}, {} keys changed)",
+                info.published.version, d.base_version, d.changed_keys
+            ),
+            None => format!("version {}", info.published.version),
+        });
         Ok(info)
     })?;
+    let what = match info.delta {
+        Some(d) => format!(" as a delta on version {} ({} keys changed)", d.base_version, d.changed_keys),
+        None => String::new(),
+    };
     Ok(Reply::new(
         format!(
-            "published bundle version {} ({} tenants, {} keys) to {}",
+            "published bundle version {}{what} ({} tenants, {} keys) to {}",
             info.published.version,
             info.tenants,
             info.keys,

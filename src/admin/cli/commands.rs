@@ -794,6 +794,14 @@ pub struct PublishArgs {
     pub ecds_file: Option<PathBuf>,
     #[arg(long)]
     pub wasm: Option<PathBuf>,
+    /// Publish only the changes since the published base bundle (a delta),
+    /// whatever its size. By default a delta is chosen for a base of 10 000
+    /// keys or more when few keys changed.
+    #[arg(long, conflicts_with = "full")]
+    pub delta: bool,
+    /// Publish the whole bundle (it becomes the base of later deltas).
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -25,7 +25,14 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::Quota(c) => quota(s, c),
         Command::Provider(c) => provider(s, c),
         Command::Price(c) => price(s, c),
-        Command::Publish(a) => system::publish(s, a.ecds_file.as_deref(), a.wasm.as_deref()),
+        Command::Publish(a) => {
+            let mode = match (a.delta, a.full) {
+                (true, _) => crate::admin::publish::Mode::Delta,
+                (_, true) => crate::admin::publish::Mode::Full,
+                _ => crate::admin::publish::Mode::Auto,
+            };
+            system::publish_with(s, a.ecds_file.as_deref(), a.wasm.as_deref(), mode)
+        }
         Command::Status => system::status(s),
         Command::BundleKey { out } => system::bundle_key(s, out),
         Command::Sync { bundle_key_out } => system::sync(s, bundle_key_out.as_deref()),

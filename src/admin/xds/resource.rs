@@ -4,7 +4,6 @@
 //! source of what Envoy runs.
 
 use crate::admin::publish::{self, GuardResource};
-use crate::core::bundle::seal;
 use envoy_types::pb::envoy::config::core::v3::{
     async_data_source, data_source, AsyncDataSource, DataSource, TypedExtensionConfig,
 };
@@ -37,7 +36,8 @@ pub fn snapshot_of_file(contents: &[u8]) -> Result<Option<Snapshot>, String> {
         return Ok(None);
     }
     let guard = GuardResource::from_json(&value).ok_or("not a tokenhub.guard ECDS resource")?;
-    let version = seal::peek_header(&guard.sealed).map_err(|e| format!("sealed bundle: {e}"))?.version;
+    let version =
+        crate::core::bundle::delta::peek_header(&guard.sealed).map_err(|e| format!("sealed bundle: {e}"))?.version;
     Ok(Some(Snapshot { version, resource: encode(&guard) }))
 }
 

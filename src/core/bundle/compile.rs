@@ -144,6 +144,29 @@ pub fn compile(doc: &BundleDoc) -> Result<Policy, String> {
 /// As `compile`, adopting the packed key records a sealed bundle carries
 /// after its JSON: `bytes[start..]` (see `super::pack`).
 pub fn compile_with_table(doc: &BundleDoc, table: Option<(Zeroizing<Vec<u8>>, usize)>) -> Result<Policy, String> {
+    compile_parts(doc, table, false)
+}
+
+/// A delta's policy: its own JSON compiled, its records as an overlay on
+/// the base's table (see `super::delta`). The base's sub-accounts must
+/// keep their numbers (the base's records carry them).
+pub fn compile_delta(
+    doc: &BundleDoc,
+    base: &super::delta::Base,
+    overlay: Option<(Zeroizing<Vec<u8>>, usize)>,
+) -> Result<Policy, String> {
+    let mut policy = compile_parts(doc, overlay, true)?;
+    let ids = super::delta::sub_account_ids(&policy);
+    if ids.get(..base.sub_accounts.len()) != Some(base.sub_accounts.as_slice()) {
+        return Err("its sub-accounts do not start with the base's, in the base's order; publish in full".into());
+    }
+    let keys = std::mem::take(&mut policy.keys);
+    let (overlay, limited) = keys.into_parts();
+    policy.keys = KeyIndex::with_overlay(std::sync::Arc::clone(&base.table), overlay, limited);
+    Ok(policy)
+}
+
+fn compile_parts(doc: &BundleDoc, table: Option<(Zeroizing<Vec<u8>>, usize)>, overlay: bool) -> Result<Policy, String> {
     if doc.schema != SCHEMA_VERSION {
         return Err(format!("schema: {} is not supported (this build reads {SCHEMA_VERSION})", doc.schema));
     }
@@ -173,6 +196,7 @@ pub fn compile_with_table(doc: &BundleDoc, table: Option<(Zeroizing<Vec<u8>>, us
     compile_prices(doc, &mut policy)?;
     compile_tenants(doc, &mut policy)?;
     let packed = match table {
+        Some((bytes, start)) if overlay => KeyTable::adopt_overlay(bytes, start, policy.sub_accounts.len())?,
         Some((bytes, start)) => KeyTable::adopt(bytes, start, policy.sub_accounts.len())?,
         None => KeyTable::default(),
     };

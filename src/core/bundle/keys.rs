@@ -13,6 +13,7 @@ use crate::core::cidr::AllowList;
 use crate::core::models::ModelRules;
 use crate::core::secret::SecretHash;
 use std::collections::HashMap;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::compile::Scopes;
@@ -21,7 +22,8 @@ use super::schema::{QuotaDoc, TokenBudgetDoc};
 pub type KeyIdBytes = [u8; KEY_ID_LEN];
 
 /// id (12, base62) ‖ hash (32) ‖ sub-account index (u32 LE) ‖ expires_at
-/// (u64 LE, `NEVER` = no expiry) ‖ flags (bit 0 = active).
+/// (u64 LE, `NEVER` = no expiry) ‖ flags (bit 0 = active; bit 1 = removed,
+/// only in a delta's overlay: the key is gone since the base).
 pub const RECORD_LEN: usize = KEY_ID_LEN + 32 + 4 + 8 + 1;
 pub type Record = [u8; RECORD_LEN];
 const HASH_AT: usize = KEY_ID_LEN;
@@ -30,6 +32,7 @@ const EXPIRES_AT: usize = SUB_AT + 4;
 const FLAGS_AT: usize = EXPIRES_AT + 8;
 const NEVER: u64 = u64::MAX;
 const ACTIVE: u8 = 1;
+const REMOVED: u8 = 2;
 
 /// A key as the decision sees it, wherever it is stored.
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +142,15 @@ pub fn encode_record(
     r
 }
 
+/// An overlay record saying the key `id` no longer exists.
+pub fn removal_record(id: &KeyIdBytes) -> Record {
+    let mut r = [0u8; RECORD_LEN];
+    r[..HASH_AT].copy_from_slice(id);
+    r[EXPIRES_AT..FLAGS_AT].copy_from_slice(&NEVER.to_le_bytes());
+    r[FLAGS_AT] = REMOVED;
+    r
+}
+
 /// A record's fields (for `pack::unpack`).
 pub struct DecodedRecord {
     pub id: KeyIdBytes,
@@ -199,6 +211,16 @@ impl KeyTable {
     /// ids base62 and strictly ascending (so unique), sub-account indexes
     /// below `sub_accounts`, no unknown flags.
     pub fn adopt(bytes: Zeroizing<Vec<u8>>, start: usize, sub_accounts: usize) -> Result<Self, String> {
+        Self::adopt_with(bytes, start, sub_accounts, false)
+    }
+
+    /// As `adopt`, for a delta's overlay: removal records allowed.
+    pub fn adopt_overlay(bytes: Zeroizing<Vec<u8>>, start: usize, sub_accounts: usize) -> Result<Self, String> {
+        Self::adopt_with(bytes, start, sub_accounts, true)
+    }
+
+    fn adopt_with(bytes: Zeroizing<Vec<u8>>, start: usize, sub_accounts: usize, overlay: bool) -> Result<Self, String> {
+        let known = if overlay { ACTIVE | REMOVED } else { ACTIVE };
         let mut table = Self { bytes, start, buckets: Vec::new() };
         let records = table.records();
         if !records.len().is_multiple_of(RECORD_LEN) {
@@ -220,7 +242,7 @@ impl KeyTable {
             if read_u32(r, SUB_AT) as usize >= sub_accounts {
                 return Err(format!("key table record {i}: sub-account index out of range"));
             }
-            if r[FLAGS_AT] & !ACTIVE != 0 {
+            if r[FLAGS_AT] & !known != 0 || r[FLAGS_AT] == ACTIVE | REMOVED {
                 return Err(format!("key table record {i}: unknown flags"));
             }
         }
@@ -263,7 +285,7 @@ impl KeyTable {
         Ok(table)
     }
 
-    fn records(&self) -> &[u8] {
+    pub fn records(&self) -> &[u8] {
         self.bytes.get(self.start..).unwrap_or_default()
     }
 
@@ -301,12 +323,23 @@ impl KeyTable {
     }
 
     fn iter(&self) -> impl Iterator<Item = Key<'_>> {
-        self.records().chunks_exact(RECORD_LEN).filter_map(view)
+        self.records().chunks_exact(RECORD_LEN).filter(|r| !removed(r)).filter_map(view)
+    }
+
+    /// In an overlay: `Some(None)` = removed, `Some(Some(key))` = changed
+    /// or added, `None` = not in the overlay.
+    fn overlaid(&self, id: &[u8]) -> Option<Option<Key<'_>>> {
+        let r = self.position(id).and_then(|i| self.record(i))?;
+        Some(if removed(r) { None } else { view(r) })
     }
 }
 
 fn read_u32(r: &[u8], at: usize) -> u32 {
     r.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(u32::MAX, u32::from_le_bytes)
+}
+
+fn removed(r: &[u8]) -> bool {
+    r.get(FLAGS_AT).is_some_and(|f| f & REMOVED != 0)
 }
 
 fn view(r: &[u8]) -> Option<Key<'_>> {
@@ -322,11 +355,16 @@ fn view(r: &[u8]) -> Option<Key<'_>> {
     })
 }
 
-/// Every key of a policy: the record table and the limited keys.
+/// Every key of a policy: the record table (shared with later deltas on
+/// the same base), a delta's overlay on it, and the limited keys.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    table: KeyTable,
+    table: Arc<KeyTable>,
+    /// Changes since `table` (a delta's): looked up first.
+    overlay: KeyTable,
     limited: HashMap<KeyIdBytes, LimitedKey>,
+    /// Keys the overlay adds minus those it removes.
+    overlay_net: isize,
 }
 
 impl KeyIndex {
@@ -345,10 +383,39 @@ impl KeyIndex {
             all.extend(packed.records().chunks_exact(RECORD_LEN).filter_map(|r| Record::try_from(r).ok()));
             KeyTable::from_records(all)?
         };
-        Ok(Self { table, limited })
+        Ok(Self { table: Arc::new(table), overlay: KeyTable::default(), limited, overlay_net: 0 })
     }
 
-    /// The plain keys' records, sorted by id: what a sealed bundle carries.
+    /// A delta's keys: `base` untouched, `overlay` (checked) on top, the
+    /// limited keys above both.
+    pub fn with_overlay(base: Arc<KeyTable>, overlay: KeyTable, limited: HashMap<KeyIdBytes, LimitedKey>) -> Self {
+        let mut net = 0isize;
+        for r in overlay.records().chunks_exact(RECORD_LEN) {
+            match (removed(r), base.position(&r[..HASH_AT]).is_some()) {
+                (true, true) => net -= 1,
+                (false, false) => net += 1,
+                _ => {}
+            }
+        }
+        // A base key now limited is counted among the limited ones.
+        net -=
+            limited.keys().filter(|id| overlay.position(&id[..]).is_none() && base.position(&id[..]).is_some()).count()
+                as isize;
+        Self { table: base, overlay, limited, overlay_net: net }
+    }
+
+    /// The record table (alone, unshared) and the limited keys.
+    pub fn into_parts(self) -> (KeyTable, HashMap<KeyIdBytes, LimitedKey>) {
+        (Arc::try_unwrap(self.table).unwrap_or_default(), self.limited)
+    }
+
+    /// The record table, to share with a later delta on this base.
+    pub fn table(&self) -> Arc<KeyTable> {
+        Arc::clone(&self.table)
+    }
+
+    /// The plain keys' records, sorted by id: what a sealed bundle carries
+    /// (a policy compiled from a document has no overlay).
     pub fn records(&self) -> &[u8] {
         self.table.records()
     }
@@ -362,9 +429,10 @@ impl KeyIndex {
             k.hash = *hash;
             return true;
         }
-        let Some(at) = self.table.position(id) else { return false };
-        let start = self.table.start + at * RECORD_LEN + HASH_AT;
-        match self.table.bytes.get_mut(start..start + 32) {
+        let Some(table) = Arc::get_mut(&mut self.table) else { return false };
+        let Some(at) = table.position(id) else { return false };
+        let start = table.start + at * RECORD_LEN + HASH_AT;
+        match table.bytes.get_mut(start..start + 32) {
             Some(slot) => {
                 slot.copy_from_slice(hash);
                 true
@@ -375,11 +443,19 @@ impl KeyIndex {
 
     pub fn get(&self, id: &[u8]) -> Option<Key<'_>> {
         let fixed: &KeyIdBytes = id.try_into().ok()?;
-        self.limited.get(fixed).map(LimitedKey::view).or_else(|| self.table.find(id))
+        if let Some(k) = self.limited.get(fixed) {
+            return Some(k.view());
+        }
+        if !self.overlay.is_empty() {
+            if let Some(overlaid) = self.overlay.overlaid(id) {
+                return overlaid;
+            }
+        }
+        self.table.find(id)
     }
 
     pub fn len(&self) -> usize {
-        self.table.len() + self.limited.len()
+        (self.table.len() as isize + self.overlay_net).max(0) as usize + self.limited.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -391,8 +467,14 @@ impl KeyIndex {
         self.limited.values().map(LimitedKey::view)
     }
 
+    /// Every key, once, as `get` sees it.
     pub fn iter(&self) -> impl Iterator<Item = Key<'_>> {
-        self.table.iter().chain(self.limited())
+        let shadowed = |k: &Key<'_>| {
+            self.limited.contains_key(k.id) || (!self.overlay.is_empty() && self.overlay.position(k.id).is_some())
+        };
+        let base = self.table.iter().filter(move |k| !shadowed(k));
+        let overlay = self.overlay.iter().filter(move |k| !self.limited.contains_key(k.id));
+        base.chain(overlay).chain(self.limited())
     }
 }
 

@@ -6,6 +6,7 @@
 //! would reject.
 
 pub mod compile;
+pub mod delta;
 pub mod keys;
 pub mod pack;
 pub mod schema;
@@ -34,21 +35,31 @@ impl std::fmt::Display for BundleError {
     }
 }
 
-/// Opens a sealed bundle and compiles it; the only entry point the filter
-/// uses. Takes either envelope form (text or binary, see `seal`).
+/// Opens a sealed bundle, or a delta with its base (`delta`), and compiles
+/// it. Takes either envelope form (text or binary, see `seal`).
 pub fn open_and_compile(sealed: impl AsRef<[u8]>, key: &BundleKey) -> Result<Policy, BundleError> {
-    let sealed = sealed.as_ref();
-    let header = seal::peek_header(sealed).map_err(BundleError::Seal)?;
-    let plaintext = seal::open(sealed, key).map_err(BundleError::Seal)?;
-    let (json_len, table_start) = pack::split(&plaintext);
-    let doc = schema::parse(plaintext.get(..json_len).unwrap_or_default()).map_err(BundleError::Parse)?;
+    delta::load(sealed.as_ref().to_vec(), key, None).map(|(policy, _)| policy)
+}
+
+/// A full bundle, decrypted where it lies (never held twice in a VM).
+fn open_and_compile_full(sealed: Vec<u8>, key: &BundleKey) -> Result<Policy, BundleError> {
+    let header = seal::peek_header(&sealed).map_err(BundleError::Seal)?;
+    let (plaintext, range) = seal::open_owned(sealed, key).map_err(BundleError::Seal)?;
+    let body = plaintext.get(range.clone()).unwrap_or_default();
+    let (json_len, table_start) = pack::split(body);
+    let doc = schema::parse(body.get(..json_len).unwrap_or_default()).map_err(BundleError::Parse)?;
     if header.version != doc.version {
         return Err(BundleError::Invalid(format!(
             "version: the sealed header says {} but the body says {}",
             header.version, doc.version
         )));
     }
+    if doc.base.is_some() {
+        return Err(BundleError::Invalid("a delta cannot be loaded without its base bundle".into()));
+    }
+    let mut plaintext = plaintext;
+    plaintext.truncate(range.end);
     // The key records stay in the decrypted buffer: no copy, no parse.
-    let table = table_start.map(|start| (plaintext, start));
+    let table = table_start.map(|start| (plaintext, range.start + start));
     compile::compile_with_table(&doc, table).map_err(BundleError::Invalid)
 }

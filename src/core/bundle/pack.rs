@@ -32,6 +32,7 @@ pub fn pack(doc: &BundleDoc) -> Result<Zeroizing<Vec<u8>>, String> {
         prices: doc.prices.clone(),
         soft_limit_percent: doc.soft_limit_percent,
         default_output_tokens: doc.default_output_tokens,
+        base: doc.base.clone(),
     };
     let mut out = Zeroizing::new(serde_json::to_vec(&json_part).map_err(|e| e.to_string())?);
     out.reserve(1 + records.len());

@@ -38,6 +38,18 @@ pub struct BundleDoc {
     /// states no `max_tokens` (or the like); absent = 1 024.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_output_tokens: Option<u64>,
+    /// A delta's base (see `super::delta`): its records are changes since
+    /// that bundle, which must be the one it is delivered with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
+}
+
+/// The bundle a delta applies to: its version and `seal::fingerprint`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseRef {
+    pub version: u64,
+    pub fingerprint: String,
 }
 
 /// A model's token prices, in nano-dollars per token (dollars per million

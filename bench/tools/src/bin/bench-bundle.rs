@@ -2,7 +2,11 @@
 //! `tokenhub_guard::admin::publish::publish` itself (compile, seal, open and
 //! compile again, ECDS resource, atomic write) — and times each publish.
 //!
-//! usage: bench-bundle --out DIR --keys N [--cidrs M] --wasm FILE [--republish K]
+//! usage: bench-bundle --out DIR --keys N [--cidrs M] --wasm FILE [--republish K] [--deltas]
+//!
+//! With --deltas, each later version is a delta on the first (publish
+//! --delta): filler key i disabled, filler key i + 1 deleted and a new key
+//! created, i.e. one revoke, one disable and one new key since the last.
 //!
 //! Writes DIR/guard.json (the ECDS file to start Envoy with), DIR/next/guard.N.json
 //! (K later versions of the same policy, for reload timing), DIR/bundle.key
@@ -10,7 +14,8 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tokenhub_guard::admin::publish::publish;
+use tokenhub_guard::admin::publish::{publish_with, Mode};
+use tokenhub_guard::core::bundle::schema::Status;
 use tokenhub_guard::admin::store::StoreDoc;
 use tokenhub_guard::admin::{random_key256, unix_now};
 
@@ -20,6 +25,7 @@ struct Args {
     cidrs: usize,
     wasm: PathBuf,
     republish: usize,
+    deltas: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -28,6 +34,7 @@ fn parse_args() -> Result<Args, String> {
     let mut cidrs = 1;
     let mut wasm = None;
     let mut republish = 0;
+    let mut deltas = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -37,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
             "--cidrs" => cidrs = value()?.parse().map_err(|e| format!("--cidrs: {e}"))?,
             "--wasm" => wasm = Some(PathBuf::from(value()?)),
             "--republish" => republish = value()?.parse().map_err(|e| format!("--republish: {e}"))?,
+            "--deltas" => deltas = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -46,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
         cidrs: cidrs.max(1),
         wasm: wasm.ok_or("--wasm is required")?,
         republish,
+        deltas,
     })
 }
 
@@ -65,9 +74,18 @@ fn run() -> Result<(), String> {
     for i in 0..=args.republish {
         let file =
             if i == 0 { args.out.join("guard.json") } else { args.out.join("next").join(format!("guard.{i}.json")) };
+        if i > 0 && args.deltas {
+            change_keys(&mut doc, i)?;
+            // The delta's base is what the file it replaces holds.
+            std::fs::copy(&files[0], &file).map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+        let mode = if i > 0 && args.deltas { Mode::Delta } else { Mode::Full };
         let t = Instant::now();
-        let published =
-            publish(&mut doc, &file, &args.wasm, now).map_err(|e| format!("publish {}: {e}", file.display()))?;
+        let (published, delta) = publish_with(&mut doc, &file, &args.wasm, now, mode)
+            .map_err(|e| format!("publish {}: {e}", file.display()))?;
+        if args.deltas && i > 0 && delta.is_none() {
+            return Err(format!("publish {}: no delta was made", file.display()));
+        }
         publish_ms.push(ms(t));
         versions.push(published.version);
         files.push(file.clone());
@@ -88,6 +106,21 @@ fn run() -> Result<(), String> {
     });
     let text = serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("info.json"), text).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Change `i` (from 1): a filler key disabled, the next one deleted, a
+/// new one created (a copy of the deleted one under a new id).
+fn change_keys(doc: &mut StoreDoc, i: usize) -> Result<(), String> {
+    let keys = &mut doc.policy.keys;
+    let at = keys.len().checked_sub(2 * i + 1).ok_or("too few keys for --deltas")?;
+    keys[at].status = Status::Disabled;
+    let mut added = keys.remove(at + 1);
+    let mut id = added.id.into_bytes();
+    id[11] = if id[11] == b'z' { b'y' } else { b'z' };
+    id[10] = b'0' + (i % 10) as u8;
+    added.id = String::from_utf8(id).map_err(|e| e.to_string())?;
+    keys.push(added);
     Ok(())
 }
 

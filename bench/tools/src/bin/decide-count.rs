@@ -114,7 +114,7 @@ fn main() {
 /// the sealed binary envelope `publish` writes (what the VM is handed),
 /// opened and compiled.
 fn memory(keys: usize, cidrs: usize) {
-    use tokenhub_guard::core::bundle::{open_and_compile, pack, seal, BundleKey};
+    use tokenhub_guard::core::bundle::{delta, pack, seal, BundleKey};
     let key = BundleKey::from_bytes([7; 32]);
     let (doc, _) = tokenhub_bench::policy(keys, cidrs, 1);
     let sealed = {
@@ -126,9 +126,9 @@ fn memory(keys: usize, cidrs: usize) {
     let sealed_len = sealed.len() as u64;
     let base = LIVE.load(Ordering::Relaxed) - sealed_len;
     PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
-    let policy = open_and_compile(&sealed, &key);
+    // The filter's path: the configuration's bytes decrypted where they lie.
+    let policy = delta::load(sealed, &key, None).map(|(policy, _)| policy);
     let peak = PEAK.load(Ordering::Relaxed) - base;
-    drop(sealed);
     let retained = LIVE.load(Ordering::Relaxed).saturating_sub(base);
     let ok = policy.is_ok();
     drop(policy);

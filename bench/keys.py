@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""The key table at scale (issue 14, target 5): for each size, one guard
+Envoy (--concurrency 1, 3 VMs) on a full bundle — RSS after the first load,
+then 3 full republishes timed until every VM logged them loaded — and one on
+a base whose later versions are deltas (bench-bundle --deltas: each one key
+deleted, one disabled, one created since the last), timed the same way.
+Run after `make wasm` and `(cd bench/tools && cargo build --release)`:
+  .venv/bin/python bench/keys.py [KEYS ...]   (default 10 10000 100000 1000000)
+Prints one JSON line per size and writes bench/work/keys/keys.json.
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench as B  # noqa: E402
+
+work = B.BENCH / "work" / "keys"
+shutil.rmtree(work, ignore_errors=True)
+work.mkdir(parents=True)
+envoy_bin = subprocess.run([str(B.ROOT / "tools" / "envoy-path")], capture_output=True, text=True,
+                           check=True).stdout.strip()
+sizes = [int(k) for k in sys.argv[1:]] or [10, 10_000, 100_000, 1_000_000]
+
+
+def bundle(name, keys, deltas):
+    out = work / "bundles" / name
+    cmd = [str(B.TOOLS_BIN / "bench-bundle"), "--out", str(out), "--keys", str(keys), "--cidrs", "1",
+           "--wasm", str(B.GUARD_WASM), "--republish", "3"] + (["--deltas"] if deltas else [])
+    subprocess.run(cmd, check=True)
+    info = json.loads((out / "info.json").read_text())
+    info["dir"], info["key"] = out, (out / "bundle.key").read_text().strip()
+    live = out / "live"
+    live.mkdir()
+    os.rename(out / "guard.json", live / B.ECDS_FILE)
+    info["live"] = live
+    info["next_bytes"] = [os.path.getsize(f) for f in info["files"][1:]]
+    return info
+
+
+def run(name, info):
+    e = B.Envoy(name, work, envoy_bin, B.guard_filters(info["live"]), env={"TOKENHUB_BUNDLE_KEY": info["key"]},
+                bundle=info)
+    t = time.time()
+    e.start()
+    e.wait_bundle_loaded(300)
+    started = time.time() - t
+    rss = e.rss_bytes()
+    reloads = B.reload_times(e, info, timeout=120)
+    e.stop()
+    ok = [r for r in reloads if "all_loaded_s" in r]
+    return {
+        "start_to_loaded_s": started,
+        "rss_mib": rss / 2**20,
+        "all_loaded_ms": [round(r["all_loaded_s"] * 1000) for r in ok],
+        "first_loaded_ms": [round(r["first_loaded_s"] * 1000) for r in ok],
+        "status_after": [r.get("status_after") for r in ok],
+        "errors": [r["error"] for r in reloads if "error" in r],
+        "publish_ms": [round(x) for x in info["publish_ms"]],
+        "ecds_bytes": info["ecds_bytes"],
+        "next_bytes": info["next_bytes"],
+    }
+
+
+results = {}
+for keys in sizes:
+    row = {"keys": keys, "full": run(f"full{keys}", bundle(f"full{keys}", keys, False))}
+    if keys >= 10_000:
+        row["delta"] = run(f"delta{keys}", bundle(f"delta{keys}", keys, True))
+    results[keys] = row
+    print(json.dumps(row), flush=True)
+base = results.get(10, {}).get("full", {}).get("rss_mib")
+for keys, row in results.items():
+    if base and keys > 10:
+        row["vm_bytes_per_key"] = (row["full"]["rss_mib"] - base) * 2**20 / (keys - 10) / 3
+        print(f"{keys} keys: {row['vm_bytes_per_key']:.0f} VM bytes/key, full reload all VMs median "
+              f"{statistics.median(row['full']['all_loaded_ms'])} ms"
+              + (f", delta all VMs median {statistics.median(row['delta']['all_loaded_ms'])} ms" if "delta" in row else ""))
+(work / "keys.json").write_text(json.dumps(results, indent=1))
