@@ -96,6 +96,18 @@ impl AdminError {
             Self::Internal(_) => "internal",
         }
     }
+
+    /// The HTTP status the API and the console answer this error with.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Usage(_) => 400,
+            Self::Auth(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::Invalid(_) => 422,
+            Self::Corrupt(_) | Self::Io(_) | Self::Internal(_) => 500,
+        }
+    }
 }
 
 pub use crate::core::redact::safe_serde_error;

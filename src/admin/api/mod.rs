@@ -326,15 +326,7 @@ fn no_route(method: &Method, path: &[String]) -> AdminError {
 }
 
 fn error_body(e: &AdminError) -> (u16, Value) {
-    let status = match e {
-        AdminError::Usage(_) => 400,
-        AdminError::Auth(_) => 401,
-        AdminError::Forbidden(_) => 403,
-        AdminError::NotFound(_) => 404,
-        AdminError::Invalid(_) => 422,
-        AdminError::Corrupt(_) | AdminError::Io(_) | AdminError::Internal(_) => 500,
-    };
-    (status, json!({"error": {"kind": e.kind(), "message": e.to_string()}}))
+    (e.http_status(), json!({"error": {"kind": e.kind(), "message": e.to_string()}}))
 }
 
 type Routed = Result<(u16, Reply), AdminError>;

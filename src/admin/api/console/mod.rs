@@ -29,7 +29,7 @@ pub use sessions::Sessions;
 use super::http::{self, Head, Method};
 use super::{percent_decode, Shared};
 use crate::admin::session::{Claim, Session};
-use crate::admin::{unix_now, AdminError};
+use crate::admin::unix_now;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use zeroize::Zeroizing;
@@ -257,18 +257,7 @@ fn sign_in(sh: &Shared, peer: IpAddr, form: &Form, now: u64) -> (Out, Option<Str
             let to = if has_2fa { "/console/keys" } else { "/console/2fa" };
             (Out::Redirect(to.into()), Some(sessions::set_cookie(&sid)))
         }
-        Err(e) => (pages::login_error(status_of(&e), &e.to_string()), None),
-    }
-}
-
-pub fn status_of(e: &AdminError) -> u16 {
-    match e {
-        AdminError::Usage(_) => 400,
-        AdminError::Auth(_) => 401,
-        AdminError::Forbidden(_) => 403,
-        AdminError::NotFound(_) => 404,
-        AdminError::Invalid(_) => 422,
-        AdminError::Corrupt(_) | AdminError::Io(_) | AdminError::Internal(_) => 500,
+        Err(e) => (pages::login_error(e.http_status(), &e.to_string()), None),
     }
 }
 

@@ -2,7 +2,7 @@
 //! with the request's `Session` and renders its reply. No page decides who
 //! may see or do what; the action's session does.
 
-use super::{status_of, svg, Out, Req};
+use super::{svg, Out, Req};
 use crate::admin::actions::access::{self, IpChange, Level};
 use crate::admin::actions::auditing::{self, AuditQuery, UsageQuery};
 use crate::admin::actions::keys::{self, KeySpec, Scopes};
@@ -192,7 +192,7 @@ pub fn route(r: &Req) -> Out {
         Ok(reply) => reply.json,
         Err(e) => {
             r.console.sessions.remove(&r.sid);
-            return Out::Html { status: status_of(&e), body: bare_page("Refused", &e.to_string()) };
+            return Out::Html { status: e.http_status(), body: bare_page("Refused", &e.to_string()) };
         }
     };
     // Bound to the admin it was issued to: a token now naming another
@@ -235,7 +235,7 @@ pub fn route(r: &Req) -> Out {
                 "<p role=\"alert\" class=\"error\" id=\"error\">{}</p><p><a href=\"/console/keys\">Back to keys</a></p>",
                 esc(&e.to_string())
             );
-            Out::Html { status: status_of(&e), body: layout("Refused", &who, &r.csrf, &body) }
+            Out::Html { status: e.http_status(), body: layout("Refused", &who, &r.csrf, &body) }
         }
     }
 }
