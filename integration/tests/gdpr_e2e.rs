@@ -28,6 +28,21 @@ fn opened_bundle(admin: &Admin) -> String {
     serde_json::to_string(&bundle::pack::unpack(&plain).unwrap()).unwrap()
 }
 
+/// Publishes, then starts an echo upstream and an Envoy holding that bundle.
+fn serving(admin: &Admin) -> (EchoUpstream, Envoy) {
+    let version = admin.publish()["version"].as_u64().unwrap();
+    let echo = EchoUpstream::start().expect("echo upstream");
+    let envoy = Envoy::start(EnvoyOptions::new(echo.port()).publisher(admin));
+    envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(10));
+    (echo, envoy)
+}
+
+/// The status of `GET /v1/models` with `key`, sent from `src`.
+fn models_status(envoy: &Envoy, key: &str, src: std::net::IpAddr) -> u16 {
+    let lines = request_lines("GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], true);
+    envoy.request(src, &lines, b"").unwrap().status
+}
+
 #[test]
 fn an_erased_tenant_is_refused_at_once_and_leaves_nothing_readable() {
     let wasm = paths::guard_wasm();
@@ -43,15 +58,8 @@ fn an_erased_tenant_is_refused_at_once_and_leaves_nothing_readable() {
     admin.json(&["admin", "add", "root", "--role", "platform"]);
     admin.json(&["admin", "add", ADMIN_NAME, "--role", "tenant", "--tenant", TENANT]);
     admin.json(&["--as", ADMIN_NAME, "key", "list"]);
-    let version = admin.publish()["version"].as_u64().unwrap();
-
-    let echo = EchoUpstream::start().expect("echo upstream");
-    let envoy = Envoy::start(EnvoyOptions::new(echo.port()).publisher(&admin));
-    envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(10));
-    let call = |key: &str, src| {
-        let lines = request_lines("GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], true);
-        envoy.request(src, &lines, b"").unwrap().status
-    };
+    let (_echo, envoy) = serving(&admin);
+    let call = |key: &str, src| models_status(&envoy, key, src);
     // Traffic: the erasee from 127.0.0.2, the bystander from 127.0.0.1.
     assert_eq!(call(&key.key, addrs::V4_OTHER), 200);
     assert_eq!(call(&other.key, addrs::V4_PRIMARY), 200);
@@ -135,14 +143,8 @@ fn a_tenant_that_truncates_at_write_time_is_logged_by_network_only() {
     admin.set_provider(&["openai", "--path-prefix", "/v1/"], "sk-platform-default-0001");
     let key = admin.create_key(TENANT, &[]);
     let other = admin.create_key(OTHER, &[]);
-    let version = admin.publish()["version"].as_u64().unwrap();
-    let echo = EchoUpstream::start().expect("echo upstream");
-    let envoy = Envoy::start(EnvoyOptions::new(echo.port()).publisher(&admin));
-    envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(10));
-    let call = |key: &str, src| {
-        let lines = request_lines("GET", "/v1/models", &[("authorization", &format!("Bearer {key}"))], true);
-        envoy.request(src, &lines, b"").unwrap().status
-    };
+    let (_echo, envoy) = serving(&admin);
+    let call = |key: &str, src| models_status(&envoy, key, src);
     // Allowed, refused with its owner known (a claimed tenant that is not
     // its own), over IPv6; and the bystander, logged whole.
     assert_eq!(call(&key.key, addrs::V4_OTHER), 200);
