@@ -421,6 +421,13 @@ def run(args):
             time.sleep(0.5)
         check(b.d.find_elements(By.CSS_SELECTOR, "svg.chart rect") and key_id in b.text(),
               "the usage page draws requests per day for the key")
+        charts = [c.get_attribute("aria-label") for c in b.d.find_elements(By.CSS_SELECTOR, "svg.chart")]
+        check(any(c.startswith("Requests per day for ") and c.endswith(key_id) for c in charts)
+              and any(c.startswith("Tokens per day for ") and c.endswith(key_id) for c in charts),
+              f"the usage page draws requests and tokens per day for the key: {charts}")
+        headers = [th.text for th in b.d.find_elements(By.CSS_SELECTOR, "th")]
+        check(all(h in headers for h in ("Day", "Input tokens", "Output tokens", "Cached tokens", "Cost (USD)")),
+              f"the usage tables show tokens and cost per key and day: {headers}")
         check("ip_not_allowed: " in b.text(), "usage lists the key's denials by reason (ip_not_allowed)")
         b.shot("usage")
 
