@@ -18,6 +18,8 @@ use tokenhub_testkit::http1;
 struct Service {
     child: Child,
     addr: String,
+    /// Kept open: serve's later lines must not meet a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Service {
@@ -39,10 +41,15 @@ impl Service {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        // The xDS control plane (`--xds-listen`) announces itself first.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        while !line.contains("listening on http://") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "serve exited before listening");
+        }
         let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
-        Service { child, addr }
+        Service { child, addr, _stdout: out }
     }
 }
 
@@ -272,6 +279,8 @@ fn csrf_origin_host_and_the_second_factor_guard_every_change() {
     let r = b.post(&format!("/console/keys/{id}/revoke"), &[("csrf", &csrf), ("code", &recovery[6])]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("id=\"bundle-version\""), "{}", r.body);
+    assert!(r.body.contains("reloads it within about a second"), "no xDS control plane: the file path's timing");
+    assert_eq!(b.get("/console/gateways").status, 404, "no xDS control plane, no gateway page");
     let shown = home.run(&["--json", "--as", "root", "key", "show", &id]).ok().json();
     assert_eq!(shown["status"], "disabled");
     assert_eq!(shown["previous_secret_valid_until"], serde_json::Value::Null);
@@ -441,4 +450,31 @@ fn the_usage_page_shows_tokens_and_cost_per_key_and_day_from_the_usage_report() 
     assert_eq!(mine.status, 200, "{}", mine.body);
     assert!(mine.body.contains("acme/default/K1") && !mine.body.contains("G1"), "{}", mine.body);
     assert_eq!(a.get("/console/usage?days=2&tenant=globex").status, 403);
+}
+
+#[test]
+fn with_the_xds_control_plane_the_incident_page_tells_which_gateways_acknowledged() {
+    let (home, root, _) = setup("console-xds");
+    let (_, recovery) = enable_2fa(&home, "root");
+    let created = home.run(&["--json", "--as", "root", "--otp", &recovery[0], "key", "create", "--tenant", "acme"]);
+    let id = created.ok().json()["key_id"].as_str().unwrap().to_string();
+    let svc = Service::start_with(&home, &["--xds-listen", "127.0.0.1:0"]);
+    let mut b = Browser::new(&svc);
+    assert_eq!(b.sign_in(&root, &recovery[1]).status, 303);
+    let csrf = b.csrf(&format!("/console/keys/{id}"));
+    let r = b.post(&format!("/console/keys/{id}/revoke"), &[("csrf", &csrf), ("code", &recovery[2])]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at = r.body.find("id=\"bundle-version\">").unwrap() + 20;
+    let version: u64 = r.body[at..].split('<').next().unwrap().parse().unwrap();
+    // No Envoy is connected: the page says none enforces it yet, and links
+    // to the gateways' ACK state for this version.
+    assert!(r
+        .body
+        .contains(&format!("No gateway is connected to this control plane: none enforces version {version}")));
+    assert!(r.body.contains(&format!("href=\"/console/gateways?version={version}\"")), "{}", r.body);
+    assert!(!r.body.contains("reloads it within about a second"));
+    let page = b.get(&format!("/console/gateways?version={version}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&format!("none enforces version {version}")), "{}", page.body);
+    assert_eq!(b.get("/console/gateways?version=x").status, 400);
 }

@@ -61,7 +61,9 @@ pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminEr
         ));
     }
     super::logger::init();
+    let mut xds_home = None;
     if let Some(xds) = super::xds::options(args, &doc.settings, home)? {
+        xds_home = Some(xds.home.clone());
         let tls = if xds.tls.is_some() { "mTLS" } else { "plaintext, loopback" };
         let bound = super::xds::spawn(xds)?;
         println!("tokenhub-admin serve: xDS (ECDS) on grpc://{} ({tls})", bound.xds);
@@ -85,6 +87,7 @@ pub fn serve(store: &Store, args: &ServeArgs, home: &Path) -> Result<(), AdminEr
             listener.local_addr().unwrap_or(addr),
             &args.console_host,
             args.access_log.clone(),
+            xds_home,
         ),
     };
     std::thread::scope(|scope| {

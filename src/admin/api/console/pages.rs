@@ -213,6 +213,7 @@ pub fn route(r: &Req) -> Out {
         (Get, ["ip"]) => ip_page(r),
         (Post, ["ip"]) => ip_op(r),
         (Get, ["usage"]) => usage_page(r),
+        (Get, ["gateways"]) => gateways_page(r),
         (Get, ["audit"]) => audit_page(r),
         (Get, ["2fa"]) => two_factor_page(r, &who),
         (Post, ["2fa", "enroll"]) => enroll(r),
@@ -559,10 +560,11 @@ fn incident(r: &Req, id: &str) -> Result<Content, AdminError> {
         Err(e) => format!("<p class=\"warning\">{}</p>", esc(&e.to_string())),
     };
     let body = format!(
-        "<p role=\"status\" id=\"result\">Key <strong>{}</strong> is disabled (its previous secret too) and published as bundle version <strong id=\"bundle-version\">{}</strong> at {}.</p><p id=\"enforcement\">Gateways enforce it once they load this version: a gateway reading the ECDS file reloads it within about a second of the write; a gateway on xDS receives it on its open stream at once. Requests with the key are then refused with 401.</p><h2>Recent usage</h2>{usage}<h2>Audit trail of this key</h2>{}<p>Next: create a replacement key, then review the <a href=\"/console/audit?key={}\">audit log</a>.</p>",
+        "<p role=\"status\" id=\"result\">Key <strong>{}</strong> is disabled (its previous secret too) and published as bundle version <strong id=\"bundle-version\">{}</strong> at {}.</p>{}<h2>Recent usage</h2>{usage}<h2>Audit trail of this key</h2>{}<p>Next: create a replacement key, then review the <a href=\"/console/audit?key={}\">audit log</a>.</p>",
         esc(id),
         esc(&version),
         time(&p["at"]),
+        enforcement(r, p["version"].as_u64()),
         audit_table(&reply.json["audit"], "Audit entries of this key, newest first"),
         enc(id)
     );
@@ -679,6 +681,80 @@ fn ip_op(r: &Req) -> Result<Content, AdminError> {
     };
     let reply = access::ip_change(&r.session, &level, change)?;
     Ok(done(&reply, &format!("/console/ip?{}", level_query(&level))))
+}
+
+/// When the gateways enforce a published version: per gateway of the xDS
+/// control plane `serve` runs (its ACK state), else the file path's timing.
+fn enforcement(r: &Req, version: Option<u64>) -> String {
+    match (&r.console.xds_home, version) {
+        (Some(home), Some(v)) => format!(
+            "<div id=\"enforcement\">{}<p>Requests with the key are refused with 401 by every gateway that acknowledged version {v}. <a href=\"/console/gateways?version={v}\">Check the gateways again</a> (or refresh that page) until each one has.</p></div>",
+            gateway_table(&crate::admin::xds::registry::read(home), v)
+        ),
+        _ => "<p id=\"enforcement\">Gateways enforce it once they load this version: a gateway reading the ECDS file reloads it within about a second of the write; a gateway on xDS receives it on its open stream at once. Requests with the key are then refused with 401.</p>".into(),
+    }
+}
+
+/// Each gateway the control plane knows: has it acknowledged `version`?
+fn gateway_table(state: &crate::admin::xds::registry::State, version: u64) -> String {
+    let connected = state.gateways.values().filter(|g| g.connected).count();
+    if connected == 0 {
+        return format!("<p class=\"warning\" role=\"status\">No gateway is connected to this control plane: none enforces version {version} yet (a gateway that connects receives it at once).</p>");
+    }
+    let acked =
+        state.gateways.values().filter(|g| g.connected && g.acked_version.is_some_and(|a| a >= version)).count();
+    let rows: Vec<Vec<String>> = state
+        .gateways
+        .values()
+        .map(|g| {
+            let verdict = match (g.connected, g.acked_version) {
+                (false, _) => "disconnected: receives it when it reconnects",
+                (true, Some(a)) if a >= version => "enforces it",
+                (true, _) if g.last_nack.as_ref().is_some_and(|n| n.version >= version) => {
+                    "refused it (NACK): see `tokenhub-admin status`"
+                }
+                (true, _) => "not yet",
+            };
+            vec![
+                esc(&g.node_id),
+                esc(&g.cluster),
+                g.acked_version.map_or_else(|| "—".into(), |a| a.to_string()),
+                esc(verdict),
+                esc(&crate::admin::audit::rfc3339(g.last_seen)),
+            ]
+        })
+        .collect();
+    format!(
+        "<p role=\"status\" id=\"gateways-acked\">{acked} of {connected} connected gateways acknowledged version {version}.</p>{}",
+        table(
+            &["Gateway (node)", "Cluster", "Acknowledged version", &format!("Version {version}"), "Last seen"],
+            &rows,
+            "Gateways of the xDS control plane"
+        )
+    )
+}
+
+/// The gateways' ACK state for a version (the incident page's "check again").
+fn gateways_page(r: &Req) -> Result<Content, AdminError> {
+    let Some(home) = &r.console.xds_home else {
+        return Err(AdminError::NotFound(
+            "this service runs no xDS control plane: gateways read the ECDS file and reload it within about a second"
+                .into(),
+        ));
+    };
+    let state = crate::admin::xds::registry::read(home);
+    let version = match r.form.get("version") {
+        Some(v) => {
+            v.parse().map_err(|_| AdminError::Usage(format!("version {v:?}: expected a bundle version number")))?
+        }
+        None => state.serving_version.unwrap_or(0),
+    };
+    let serving = state.serving_version.map_or_else(|| "none yet".into(), |v| v.to_string());
+    let body = format!(
+        "<p>The control plane serves bundle version <strong>{serving}</strong>.</p>{}<p><a href=\"/console/gateways?version={version}\">Refresh</a></p>",
+        gateway_table(&state, version)
+    );
+    content("Gateways", body)
 }
 
 fn usage_page(r: &Req) -> Result<Content, AdminError> {
@@ -846,5 +922,35 @@ mod tests {
         assert!(!body.contains("<script>") && !body.contains("style="));
         assert!(body.contains("&lt;x&gt;"));
         assert!(body.contains("<label>Admin token <input type=\"password\""));
+    }
+
+    #[test]
+    fn the_gateway_table_says_which_gateway_acknowledged_the_version() {
+        use crate::admin::xds::registry::{Gateway, Nack, State};
+        let g = |node: &str, connected: bool, acked: Option<u64>, nack: Option<u64>| Gateway {
+            node_id: node.into(),
+            cluster: "edge".into(),
+            connected,
+            acked_version: acked,
+            last_nack: nack.map(|version| Nack { version, reason: "bad".into(), at: 0 }),
+            ..Gateway::default()
+        };
+        let mut state = State::default();
+        assert!(gateway_table(&state, 7).contains("No gateway is connected"));
+        for gw in [
+            g("gw-<a>", true, Some(7), None),
+            g("gw-b", true, Some(6), None),
+            g("gw-c", true, Some(6), Some(7)),
+            g("gw-d", false, Some(7), None),
+        ] {
+            state.gateways.insert(gw.node_id.clone(), gw);
+        }
+        let t = gateway_table(&state, 7);
+        assert!(t.contains("1 of 3 connected gateways acknowledged version 7"), "{t}");
+        assert!(t.contains("<td>gw-&lt;a&gt;</td><td>edge</td><td>7</td><td>enforces it</td>"), "{t}");
+        assert!(t.contains("<td>gw-b</td><td>edge</td><td>6</td><td>not yet</td>"), "{t}");
+        assert!(t.contains("<td>gw-c</td><td>edge</td><td>6</td><td>refused it (NACK)"), "{t}");
+        assert!(t.contains("<td>gw-d</td><td>edge</td><td>7</td><td>disconnected"), "{t}");
+        assert!(gateway_table(&state, 6).contains("3 of 3 connected gateways acknowledged version 6"));
     }
 }
