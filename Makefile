@@ -83,9 +83,10 @@ test-api: bootstrap admin
 
 ## The tenant console (/console/ of tokenhub-admin serve) in a real headless
 ## Chromium (Debian chromium + chromium-driver, PyPI selenium): sign-in with
-## 2FA, enrolment from the QR page, keys created, rotated and revoked and
-## refused by a real Envoy (the demo's set-up), allowlists, usage, audit,
-## tenant isolation, CSRF/Origin/Host refusals. About a minute.
+## 2FA, enrolment from the QR code (decoded by zbarimg), keys created,
+## rotated and revoked and refused by a real Envoy (the demo's set-up),
+## allowlists, usage, audit, tenant isolation, CSRF/Origin/Host refusals.
+## About a minute.
 ## SCREENSHOTS=docs/console also saves the main pages as PNG there.
 test-console: bootstrap wasm admin
 	cargo build --workspace --all-features --bin echo-upstream

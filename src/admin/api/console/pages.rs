@@ -11,6 +11,7 @@ use crate::admin::actions::{admins, tenants, Reply, Warning};
 use crate::admin::audit::Target;
 use crate::admin::session::{Change, Scope, Session};
 use crate::admin::store::admins as accounts;
+use crate::admin::usage::Grouping;
 use crate::admin::AdminError;
 use crate::core::bundle::schema::Status;
 use serde_json::Value;
@@ -212,6 +213,7 @@ pub fn route(r: &Req) -> Out {
         (Get, ["ip"]) => ip_page(r),
         (Post, ["ip"]) => ip_op(r),
         (Get, ["usage"]) => usage_page(r),
+        (Get, ["gateways"]) => gateways_page(r),
         (Get, ["audit"]) => audit_page(r),
         (Get, ["2fa"]) => two_factor_page(r, &who),
         (Post, ["2fa", "enroll"]) => enroll(r),
@@ -449,13 +451,15 @@ fn audit_table(entries: &Value, caption: &str) -> String {
     table(&["#", "Time", "Actor", "Via", "Action", "Target", "Outcome", "Detail"], &rows, caption)
 }
 
-/// The usage report of one window, from the same action as `tokenhub-admin usage`.
+/// The usage report of one window, from the same action as `tokenhub-admin usage`
+/// (per key; with `per_day`, per key and UTC day).
 fn usage_rows(
     r: &Req,
     tenant: Option<&str>,
     key: Option<&str>,
     since: u64,
     until: u64,
+    per_day: bool,
 ) -> Result<Vec<Value>, AdminError> {
     let Some(log) = r.console.access_log.clone() else {
         return Err(AdminError::Usage(
@@ -468,10 +472,31 @@ fn usage_rows(
         key: key.map(str::to_string),
         since: Some(since.to_string()),
         until: Some(until.to_string()),
+        grouping: Grouping { per_day, ..Grouping::default() },
         ..Default::default()
     };
     let json = auditing::usage(&r.session, &q)?.json;
     Ok(json["rows"].as_array().cloned().unwrap_or_default())
+}
+
+/// A usage row's owner as `tenant/sub-account/key`.
+fn usage_owner(u: &Value) -> String {
+    format!("{}/{}/{}", text(&u["tenant"]), text(&u["sub_account"]), text(&u["key_id"]))
+}
+
+/// Input plus output tokens of a usage row (cached tokens are part of the input).
+fn usage_tokens(u: &Value) -> u64 {
+    u["input_tokens"].as_u64().unwrap_or(0).saturating_add(u["output_tokens"].as_u64().unwrap_or(0))
+}
+
+/// The token and cost cells of a usage row.
+fn usage_token_cells(u: &Value) -> [String; 4] {
+    [
+        esc(&text(&u["input_tokens"])),
+        esc(&text(&u["output_tokens"])),
+        esc(&text(&u["cached_tokens"])),
+        esc(&text(&u["cost_usd"])),
+    ]
 }
 
 fn usage_table(rows: &[Value], caption: &str) -> String {
@@ -480,38 +505,66 @@ fn usage_table(rows: &[Value], caption: &str) -> String {
         .map(|u| {
             let denied: Vec<String> =
                 u["denied"].as_object().into_iter().flatten().map(|(reason, n)| format!("{reason}: {n}")).collect();
-            vec![
+            let mut row = vec![
                 esc(&text(&u["tenant"])),
                 esc(&text(&u["sub_account"])),
                 esc(&text(&u["key_id"])),
                 esc(&text(&u["requests"])),
                 esc(&text(&u["allowed"])),
                 esc(&denied.join(", ")),
-                esc(&text(&u["distinct_client_ips"])),
-                esc(&text(&u["last_seen"])),
-            ]
+            ];
+            row.extend(usage_token_cells(u));
+            row.extend([esc(&text(&u["distinct_client_ips"])), esc(&text(&u["last_seen"]))]);
+            row
         })
         .collect();
     table(
-        &["Tenant", "Sub-account", "Key", "Requests", "Allowed", "Denied by reason", "Client IPs", "Last seen"],
+        &[
+            "Tenant",
+            "Sub-account",
+            "Key",
+            "Requests",
+            "Allowed",
+            "Denied by reason",
+            "Input tokens",
+            "Output tokens",
+            "Cached tokens",
+            "Cost (USD)",
+            "Client IPs",
+            "Last seen",
+        ],
         &body,
         caption,
     )
+}
+
+/// Requests, tokens and cost per key and day (rows of a `per_day` report).
+fn usage_day_table(rows: &[Value], caption: &str) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|u| {
+            let mut row = vec![esc(&usage_owner(u)), esc(&text(&u["day"])), esc(&text(&u["requests"]))];
+            row.extend(usage_token_cells(u));
+            row
+        })
+        .collect();
+    table(&["Key", "Day", "Requests", "Input tokens", "Output tokens", "Cached tokens", "Cost (USD)"], &body, caption)
 }
 
 fn incident(r: &Req, id: &str) -> Result<Content, AdminError> {
     let reply = keys::incident_revoke(&r.session, id)?;
     let p = &reply.json["published"];
     let version = text(&p["version"]);
-    let usage = match usage_rows(r, None, Some(id), r.session.now.saturating_sub(86_400), r.session.now) {
+    let usage = match usage_rows(r, None, Some(id), r.session.now.saturating_sub(86_400), r.session.now, false) {
         Ok(rows) => usage_table(&rows, "Requests with this key in the last 24 hours"),
         Err(e) => format!("<p class=\"warning\">{}</p>", esc(&e.to_string())),
     };
     let body = format!(
-        "<p role=\"status\" id=\"result\">Key <strong>{}</strong> is disabled (its previous secret too) and published as bundle version <strong id=\"bundle-version\">{}</strong> at {}.</p><p id=\"enforcement\">Gateways enforce it once they load this version: a gateway reading the ECDS file reloads it within about a second of the write; a gateway on xDS receives it on its open stream at once. Requests with the key are then refused with 401.</p><h2>Recent usage</h2>{usage}<h2>Audit trail of this key</h2>{}<p>Next: create a replacement key, then review the <a href=\"/console/audit?key={}\">audit log</a>.</p>",
+        "<p role=\"status\" id=\"result\">Key <strong>{}</strong> is disabled (its previous secret too) and published as bundle version <strong id=\"bundle-version\">{}</strong> at {}.</p>{}<h2>Recent usage</h2>{usage}<h2>Audit trail of this key</h2>{}<p>Next: create a replacement key, then review the <a href=\"/console/audit?key={}\">audit log</a>.</p>",
         esc(id),
         esc(&version),
         time(&p["at"]),
+        enforcement(r, p["version"].as_u64()),
         audit_table(&reply.json["audit"], "Audit entries of this key, newest first"),
         enc(id)
     );
@@ -630,6 +683,80 @@ fn ip_op(r: &Req) -> Result<Content, AdminError> {
     Ok(done(&reply, &format!("/console/ip?{}", level_query(&level))))
 }
 
+/// When the gateways enforce a published version: per gateway of the xDS
+/// control plane `serve` runs (its ACK state), else the file path's timing.
+fn enforcement(r: &Req, version: Option<u64>) -> String {
+    match (&r.console.xds_home, version) {
+        (Some(home), Some(v)) => format!(
+            "<div id=\"enforcement\">{}<p>Requests with the key are refused with 401 by every gateway that acknowledged version {v}. <a href=\"/console/gateways?version={v}\">Check the gateways again</a> (or refresh that page) until each one has.</p></div>",
+            gateway_table(&crate::admin::xds::registry::read(home), v)
+        ),
+        _ => "<p id=\"enforcement\">Gateways enforce it once they load this version: a gateway reading the ECDS file reloads it within about a second of the write; a gateway on xDS receives it on its open stream at once. Requests with the key are then refused with 401.</p>".into(),
+    }
+}
+
+/// Each gateway the control plane knows: has it acknowledged `version`?
+fn gateway_table(state: &crate::admin::xds::registry::State, version: u64) -> String {
+    let connected = state.gateways.values().filter(|g| g.connected).count();
+    if connected == 0 {
+        return format!("<p class=\"warning\" role=\"status\">No gateway is connected to this control plane: none enforces version {version} yet (a gateway that connects receives it at once).</p>");
+    }
+    let acked =
+        state.gateways.values().filter(|g| g.connected && g.acked_version.is_some_and(|a| a >= version)).count();
+    let rows: Vec<Vec<String>> = state
+        .gateways
+        .values()
+        .map(|g| {
+            let verdict = match (g.connected, g.acked_version) {
+                (false, _) => "disconnected: receives it when it reconnects",
+                (true, Some(a)) if a >= version => "enforces it",
+                (true, _) if g.last_nack.as_ref().is_some_and(|n| n.version >= version) => {
+                    "refused it (NACK): see `tokenhub-admin status`"
+                }
+                (true, _) => "not yet",
+            };
+            vec![
+                esc(&g.node_id),
+                esc(&g.cluster),
+                g.acked_version.map_or_else(|| "—".into(), |a| a.to_string()),
+                esc(verdict),
+                esc(&crate::admin::audit::rfc3339(g.last_seen)),
+            ]
+        })
+        .collect();
+    format!(
+        "<p role=\"status\" id=\"gateways-acked\">{acked} of {connected} connected gateways acknowledged version {version}.</p>{}",
+        table(
+            &["Gateway (node)", "Cluster", "Acknowledged version", &format!("Version {version}"), "Last seen"],
+            &rows,
+            "Gateways of the xDS control plane"
+        )
+    )
+}
+
+/// The gateways' ACK state for a version (the incident page's "check again").
+fn gateways_page(r: &Req) -> Result<Content, AdminError> {
+    let Some(home) = &r.console.xds_home else {
+        return Err(AdminError::NotFound(
+            "this service runs no xDS control plane: gateways read the ECDS file and reload it within about a second"
+                .into(),
+        ));
+    };
+    let state = crate::admin::xds::registry::read(home);
+    let version = match r.form.get("version") {
+        Some(v) => {
+            v.parse().map_err(|_| AdminError::Usage(format!("version {v:?}: expected a bundle version number")))?
+        }
+        None => state.serving_version.unwrap_or(0),
+    };
+    let serving = state.serving_version.map_or_else(|| "none yet".into(), |v| v.to_string());
+    let body = format!(
+        "<p>The control plane serves bundle version <strong>{serving}</strong>.</p>{}<p><a href=\"/console/gateways?version={version}\">Refresh</a></p>",
+        gateway_table(&state, version)
+    );
+    content("Gateways", body)
+}
+
 fn usage_page(r: &Req) -> Result<Content, AdminError> {
     let f = &r.form;
     let days: u64 = f.get("days").and_then(|d| d.parse().ok()).unwrap_or(7).clamp(1, 31);
@@ -637,26 +764,35 @@ fn usage_page(r: &Req) -> Result<Content, AdminError> {
     let key = f.get("key");
     let now = r.session.now;
     let today = now - now % 86_400;
-    let mut labels = Vec::new();
-    let mut per_key: BTreeMap<String, BTreeMap<usize, u64>> = BTreeMap::new();
-    for (i, d) in (0..days).rev().enumerate() {
-        let start = today - d * 86_400;
-        labels.push(date(Some(start)).get(5..10).unwrap_or("").to_string());
-        for u in usage_rows(r, tenant, key, start, start + 86_399)? {
-            let k = format!("{}/{}/{}", text(&u["tenant"]), text(&u["sub_account"]), text(&u["key_id"]));
-            *per_key.entry(k).or_default().entry(i).or_default() += u["requests"].as_u64().unwrap_or(0);
-        }
+    let since = today - (days - 1) * 86_400;
+    // The UTC days of the window, oldest first: (YYYY-MM-DD, MM-DD).
+    let day_labels: Vec<(String, String)> = (0..days)
+        .map(|i| {
+            let d = date(Some(since + i * 86_400));
+            (d.get(..10).unwrap_or("").to_string(), d.get(5..10).unwrap_or("").to_string())
+        })
+        .collect();
+    let per_day = usage_rows(r, tenant, key, since, now, true)?;
+    // Per key: (requests, tokens) per day.
+    let mut per_key: BTreeMap<String, BTreeMap<String, (u64, u64)>> = BTreeMap::new();
+    for u in &per_day {
+        let cell = per_key.entry(usage_owner(u)).or_default().entry(text(&u["day"])).or_default();
+        cell.0 += u["requests"].as_u64().unwrap_or(0);
+        cell.1 += usage_tokens(u);
     }
-    let total = usage_rows(r, tenant, key, today - (days - 1) * 86_400, now)?;
+    let total = usage_rows(r, tenant, key, since, now, false)?;
     let charts: String = per_key
         .iter()
         .map(|(k, by_day)| {
-            let series: Vec<(String, u64)> =
-                labels.iter().enumerate().map(|(i, l)| (l.clone(), by_day.get(&i).copied().unwrap_or(0))).collect();
+            let series = |pick: fn(&(u64, u64)) -> u64| -> Vec<(String, u64)> {
+                day_labels.iter().map(|(d, l)| (l.clone(), by_day.get(d).map_or(0, pick))).collect()
+            };
             format!(
-                "<figure><figcaption>Requests per day: {}</figcaption>{}</figure>",
+                "<figure><figcaption>Requests per day: {}</figcaption>{}</figure><figure><figcaption>Tokens (input + output) per day: {}</figcaption>{}</figure>",
                 esc(k),
-                svg::bars(&format!("Requests per day for {k}"), &series)
+                svg::bars(&format!("Requests per day for {k}"), &series(|c| c.0)),
+                esc(k),
+                svg::bars(&format!("Tokens per day for {k}"), &series(|c| c.1))
             )
         })
         .collect();
@@ -667,8 +803,9 @@ fn usage_page(r: &Req) -> Result<Content, AdminError> {
         input("Days", "days", &days.to_string(), "1 to 31")
     );
     let body = format!(
-        "{filter}<p><small>From Envoy's access log, through the same report as <code>tokenhub-admin usage</code>. Tokens and cost appear once the access log carries them.</small></p>{}<h2>Per key and day</h2><div class=\"charts\">{charts}</div>",
-        usage_table(&total, &format!("Usage in the last {days} days: requests, denials by reason, distinct client IPs"))
+        "{filter}<p><small>From Envoy's access log, through the same report as <code>tokenhub-admin usage</code> (days in UTC; tokens and cost as the gateway metered them).</small></p>{}<h2>Per key and day</h2><div class=\"charts\">{charts}</div>{}",
+        usage_table(&total, &format!("Usage in the last {days} days: requests, denials by reason, tokens, cost, distinct client IPs")),
+        usage_day_table(&per_day, &format!("Requests, tokens and cost per key and day, last {days} days"))
     );
     content("Usage", body)
 }
@@ -785,5 +922,35 @@ mod tests {
         assert!(!body.contains("<script>") && !body.contains("style="));
         assert!(body.contains("&lt;x&gt;"));
         assert!(body.contains("<label>Admin token <input type=\"password\""));
+    }
+
+    #[test]
+    fn the_gateway_table_says_which_gateway_acknowledged_the_version() {
+        use crate::admin::xds::registry::{Gateway, Nack, State};
+        let g = |node: &str, connected: bool, acked: Option<u64>, nack: Option<u64>| Gateway {
+            node_id: node.into(),
+            cluster: "edge".into(),
+            connected,
+            acked_version: acked,
+            last_nack: nack.map(|version| Nack { version, reason: "bad".into(), at: 0 }),
+            ..Gateway::default()
+        };
+        let mut state = State::default();
+        assert!(gateway_table(&state, 7).contains("No gateway is connected"));
+        for gw in [
+            g("gw-<a>", true, Some(7), None),
+            g("gw-b", true, Some(6), None),
+            g("gw-c", true, Some(6), Some(7)),
+            g("gw-d", false, Some(7), None),
+        ] {
+            state.gateways.insert(gw.node_id.clone(), gw);
+        }
+        let t = gateway_table(&state, 7);
+        assert!(t.contains("1 of 3 connected gateways acknowledged version 7"), "{t}");
+        assert!(t.contains("<td>gw-&lt;a&gt;</td><td>edge</td><td>7</td><td>enforces it</td>"), "{t}");
+        assert!(t.contains("<td>gw-b</td><td>edge</td><td>6</td><td>not yet</td>"), "{t}");
+        assert!(t.contains("<td>gw-c</td><td>edge</td><td>6</td><td>refused it (NACK)"), "{t}");
+        assert!(t.contains("<td>gw-d</td><td>edge</td><td>7</td><td>disconnected"), "{t}");
+        assert!(gateway_table(&state, 6).contains("3 of 3 connected gateways acknowledged version 6"));
     }
 }
