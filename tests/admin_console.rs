@@ -9,56 +9,10 @@
 
 mod admin_support;
 
-use admin_support::{enable_2fa, now, totp, Home, BIN};
-use std::io::{BufRead, BufReader, Write};
+use admin_support::{enable_2fa, now, totp, Home, Service};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use tokenhub_testkit::http1;
-
-struct Service {
-    child: Child,
-    addr: String,
-    /// Kept open: serve's later lines must not meet a closed pipe.
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Service {
-    fn start(home: &Home) -> Service {
-        Self::start_with(home, &[])
-    }
-
-    fn start_with(home: &Home, extra: &[&str]) -> Service {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("TOKENHUB_HOME", home.home())
-            .env("TOKENHUB_MASTER_KEY_FILE", home.master_key_file())
-            .env_remove("TOKENHUB_MASTER_KEY")
-            .env_remove("TOKENHUB_ADMIN")
-            .env_remove("TOKENHUB_OTP")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // The xDS control plane (`--xds-listen`) announces itself first.
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("listening on http://") {
-            line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "serve exited before listening");
-        }
-        let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
-        Service { child, addr, _stdout: out }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Response {
     status: u16,

@@ -6,42 +6,13 @@
 
 mod admin_support;
 
-use admin_support::{enable_2fa, totp, Home, BIN};
+use admin_support::{enable_2fa, totp, Home, Service};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use tokenhub_testkit::http1;
 
-/// The service on a free loopback port, stopped on drop.
-struct Service {
-    child: Child,
-    addr: String,
-}
-
 impl Service {
-    fn start(home: &Home) -> Service {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("TOKENHUB_HOME", home.home())
-            .env("TOKENHUB_MASTER_KEY_FILE", home.master_key_file())
-            .env("TOKENHUB_ACCESS_LOG", home.dir.join("access.log"))
-            .env_remove("TOKENHUB_MASTER_KEY")
-            .env_remove("TOKENHUB_ADMIN")
-            .env_remove("TOKENHUB_OTP")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| {
-            panic!("serve did not say where it listens: {line:?}");
-        });
-        Service { addr: addr.to_string(), child }
-    }
-
     /// One request; returns (status, JSON body).
     fn call(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> (u16, Value) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
@@ -65,13 +36,6 @@ impl Service {
 
     fn as_(&self, token: &str) -> Client<'_> {
         Client { service: self, token: token.to_string(), otp: None }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -4,8 +4,9 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokenhub-admin");
@@ -161,4 +162,52 @@ pub fn personal_data_fixture(home: &Home, acme_admin: &str, identity: &str) -> T
     home.run(&["admin", "add", acme_admin, "--role", "tenant", "--tenant", "acme"]).ok();
     home.run(&["admin", "add", "gus", "--role", "tenant", "--tenant", "globex"]).ok();
     TenantKeys { acme_id, acme_key, globex_id }
+}
+
+/// `tokenhub-admin serve` of `home` on a free loopback port (its access log
+/// is `home.dir/access.log`), stopped on drop.
+pub struct Service {
+    pub child: Child,
+    pub addr: String,
+    /// Kept open: serve's later lines must not meet a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Service {
+    pub fn start(home: &Home) -> Service {
+        Self::start_with(home, &[])
+    }
+
+    pub fn start_with(home: &Home, extra: &[&str]) -> Service {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("TOKENHUB_HOME", home.home())
+            .env("TOKENHUB_MASTER_KEY_FILE", home.master_key_file())
+            .env("TOKENHUB_ACCESS_LOG", home.dir.join("access.log"))
+            .env_remove("TOKENHUB_MASTER_KEY")
+            .env_remove("TOKENHUB_ADMIN")
+            .env_remove("TOKENHUB_OTP")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // The xDS control plane (`--xds-listen`) announces itself first.
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("listening on http://") {
+            line.clear();
+            assert!(out.read_line(&mut line).unwrap() > 0, "serve exited before listening");
+        }
+        let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_string();
+        Service { child, addr, _stdout: out }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
