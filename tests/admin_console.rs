@@ -93,15 +93,7 @@ impl<'a> Browser<'a> {
 }
 
 fn setup(name: &str) -> (Home, String, String) {
-    let home = Home::new(name);
-    home.run(&["tenant", "add", "acme"]).ok();
-    home.run(&["tenant", "add", "globex"]).ok();
-    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
-    home.run(&["admin", "add", "ann", "--role", "tenant", "--tenant", "acme"]).ok();
-    let token = |n: &str| {
-        home.run(&["--json", "admin", "token", "create", n]).ok().json()["token"].as_str().unwrap().to_string()
-    };
-    let (root, ann) = (token("root"), token("ann"));
+    let (home, root, ann) = admin_support::two_tenants_two_admins(name);
     home.run(&["publish"]).ok();
     (home, root, ann)
 }

@@ -64,21 +64,6 @@ impl Client<'_> {
     }
 }
 
-/// A store with two tenants, a platform admin and a tenant admin, each
-/// with a token (no 2FA yet).
-fn setup(name: &str) -> (Home, String, String) {
-    let home = Home::new(name);
-    home.run(&["tenant", "add", "acme"]).ok();
-    home.run(&["tenant", "add", "globex"]).ok();
-    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
-    home.run(&["admin", "add", "ann", "--role", "tenant", "--tenant", "acme"]).ok();
-    let root =
-        home.run(&["--json", "admin", "token", "create", "root"]).ok().json()["token"].as_str().unwrap().to_string();
-    let ann =
-        home.run(&["--json", "admin", "token", "create", "ann"]).ok().json()["token"].as_str().unwrap().to_string();
-    (home, root, ann)
-}
-
 /// Failed authentications the audit log counts (aggregated lines say
 /// "N failed authentications from …", single ones count 1).
 fn audited_failures(home: &Home) -> u64 {
@@ -110,7 +95,7 @@ fn published_version(home: &Home) -> u64 {
 
 #[test]
 fn health_and_authentication() {
-    let (home, root, _) = setup("serve-auth");
+    let (home, root, _) = admin_support::two_tenants_two_admins("serve-auth");
     let svc = Service::start(&home);
     let (status, v) = svc.call("GET", "/healthz", &[], None);
     assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
@@ -142,7 +127,7 @@ fn health_and_authentication() {
 
 #[test]
 fn every_operation_over_http_publishes_at_once() {
-    let (home, root, _) = setup("serve-ops");
+    let (home, root, _) = admin_support::two_tenants_two_admins("serve-ops");
     home.run(&["publish"]).ok();
     let svc = Service::start(&home);
     let c = svc.as_(&root);
@@ -230,7 +215,7 @@ fn every_operation_over_http_publishes_at_once() {
 
 #[test]
 fn tenant_admins_over_http() {
-    let (home, root, ann) = setup("serve-tenant");
+    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-tenant");
     home.run(&["publish"]).ok();
     let svc = Service::start(&home);
     let a = svc.as_(&ann);
@@ -265,7 +250,7 @@ fn tenant_admins_over_http() {
 
 #[test]
 fn with_2fa_every_change_needs_the_otp_header() {
-    let (home, root, _) = setup("serve-2fa");
+    let (home, root, _) = admin_support::two_tenants_two_admins("serve-2fa");
     home.run(&["publish"]).ok();
     let (secret, recovery) = enable_2fa(&home, "root");
     let svc = Service::start(&home);
@@ -293,7 +278,7 @@ fn with_2fa_every_change_needs_the_otp_header() {
 
 #[test]
 fn refuses_to_listen_beyond_loopback() {
-    let (home, _, _) = setup("serve-remote");
+    let (home, _, _) = admin_support::two_tenants_two_admins("serve-remote");
     home.run(&["publish"]).ok();
     let run = home.run(&["serve", "--listen", "0.0.0.0:0"]).fails(2);
     assert!(run.stderr.contains("--allow-remote"), "{}", run.stderr);
@@ -311,7 +296,7 @@ fn refuses_to_listen_beyond_loopback() {
 /// id), and a body's wrong value is never quoted back.
 #[test]
 fn numeric_query_strings_and_errors_that_quote_nothing() {
-    let (home, root, _) = setup("serve-query");
+    let (home, root, _) = admin_support::two_tenants_two_admins("serve-query");
     home.run(&["publish"]).ok();
     home.run(&["tenant", "add", "2024"]).ok();
     let svc = Service::start(&home);
@@ -344,7 +329,7 @@ fn numeric_query_strings_and_errors_that_quote_nothing() {
 fn slow_loris_and_a_bad_token_flood_leave_the_api_answering() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
-    let (home, root, _) = setup("serve-dos");
+    let (home, root, _) = admin_support::two_tenants_two_admins("serve-dos");
     home.run(&["publish"]).ok();
     let svc = Service::start(&home);
     let c = svc.as_(&root);
@@ -472,7 +457,7 @@ fn slow_loris_and_a_bad_token_flood_leave_the_api_answering() {
 
 #[test]
 fn quota_mode_over_http_is_the_cli_action() {
-    let (home, root, ann) = setup("serve-quota-mode");
+    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-quota-mode");
     home.run(&["publish"]).ok();
     let svc = Service::start(&home);
     let (r, a) = (svc.as_(&root), svc.as_(&ann));
@@ -513,7 +498,7 @@ fn quota_mode_over_http_is_the_cli_action() {
 
 #[test]
 fn metering_settings_over_http_are_the_cli_action() {
-    let (home, root, ann) = setup("serve-metering");
+    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-metering");
     home.run(&["publish"]).ok();
     let svc = Service::start(&home);
     let (r, a) = (svc.as_(&root), svc.as_(&ann));
@@ -536,7 +521,7 @@ fn metering_settings_over_http_are_the_cli_action() {
 
 #[test]
 fn erasure_over_http_needs_the_platform_and_the_confirmation() {
-    let (home, root, ann) = setup("serve-erase");
+    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-erase");
     home.run(&["admin", "add", "gus", "--role", "tenant", "--tenant", "globex"]).ok();
     home.run(&["publish"]).ok();
     let svc = Service::start(&home);
@@ -560,7 +545,7 @@ fn erasure_over_http_needs_the_platform_and_the_confirmation() {
 /// only, validated, published at once, an empty body restores the defaults.
 #[test]
 fn log_retention_over_http_is_the_cli_action() {
-    let (home, root, ann) = setup("serve-log-retention");
+    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-log-retention");
     home.run(&["publish"]).ok();
     let svc = Service::start(&home);
     let (r, a) = (svc.as_(&root), svc.as_(&ann));
@@ -580,7 +565,7 @@ fn log_retention_over_http_is_the_cli_action() {
 
 #[test]
 fn prices_and_token_budgets_over_http_are_the_cli_actions() {
-    let (home, root, ann) = setup("serve-prices");
+    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-prices");
     let secret = home.dir.join("secret");
     std::fs::write(&secret, "sk-test-secret").unwrap();
     home.run(&["provider", "set", "openai", "--path-prefix", "/v1/", "--secret-file", secret.to_str().unwrap()]).ok();
@@ -624,7 +609,7 @@ fn prices_and_token_budgets_over_http_are_the_cli_actions() {
 
 #[test]
 fn usage_over_http_is_the_cli_report() {
-    let (home, root, ann) = setup("serve-usage");
+    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-usage");
     home.run(&["publish"]).ok();
     let t = tokenhub_guard::admin::audit::rfc3339(admin_support::now() - 60);
     let at = format!("{}.250Z", t.trim_end_matches('Z'));
@@ -701,7 +686,7 @@ fn memory_hits(pid: u32, needle: &[u8]) -> Vec<String> {
 /// master key is the scan's control: the service needs it while it runs.
 #[test]
 fn secrets_do_not_stay_in_the_services_memory() {
-    let (home, root, _) = setup("serve-memory");
+    let (home, root, _) = admin_support::two_tenants_two_admins("serve-memory");
     home.run(&["publish"]).ok();
     let (seed, _) = enable_2fa(&home, "root");
     let svc = Service::start(&home);

@@ -211,3 +211,19 @@ impl Drop for Service {
         let _ = self.child.wait();
     }
 }
+
+/// A store with two tenants (acme, globex), a platform admin `root` and a
+/// tenant admin `ann` of acme, each with an API token (no 2FA yet):
+/// (home, root's token, ann's token).
+pub fn two_tenants_two_admins(name: &str) -> (Home, String, String) {
+    let home = Home::new(name);
+    home.run(&["tenant", "add", "acme"]).ok();
+    home.run(&["tenant", "add", "globex"]).ok();
+    home.run(&["admin", "add", "root", "--role", "platform"]).ok();
+    home.run(&["admin", "add", "ann", "--role", "tenant", "--tenant", "acme"]).ok();
+    let token = |n: &str| {
+        home.run(&["--json", "admin", "token", "create", n]).ok().json()["token"].as_str().unwrap().to_string()
+    };
+    let (root, ann) = (token("root"), token("ann"));
+    (home, root, ann)
+}
