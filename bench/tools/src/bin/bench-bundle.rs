@@ -15,9 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokenhub_guard::admin::publish::{publish_with, Mode};
-use tokenhub_guard::core::bundle::schema::Status;
 use tokenhub_guard::admin::store::StoreDoc;
 use tokenhub_guard::admin::{random_key256, unix_now};
+use tokenhub_guard::core::bundle::schema::Status;
 
 struct Args {
     out: PathBuf,
@@ -65,7 +65,10 @@ fn run() -> Result<(), String> {
     let (policy, creds) = tokenhub_bench::policy(args.keys, args.cidrs, 1);
     let generate_ms = ms(t);
     let bundle_key = random_key256();
-    let mut doc = StoreDoc { bundle_key: bundle_key.to_base64().to_string(), policy, ..StoreDoc::default() };
+    // StoreDoc zeroizes on drop, so it is filled in place, not by a struct update.
+    let mut doc = StoreDoc::default();
+    doc.bundle_key = bundle_key.to_base64().to_string();
+    doc.policy = policy;
 
     let mut publish_ms = Vec::new();
     let mut versions = Vec::new();
