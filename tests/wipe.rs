@@ -8,6 +8,8 @@
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use tokenhub_guard::core::wipe::WipedHeaders;
@@ -82,6 +84,29 @@ fn credential_and_body_buffers_are_zeroed_before_release() {
     assert_eq!(freed, 0, "a body chunk was released with its bytes in it");
 }
 
+/// Publishing's core steps — pack the policy (JSON of the provider
+/// secrets), seal, open and compile (header values rendered from them) —
+/// release no block that still holds a secret: no buffer grows with a
+/// secret in it, and every copy zeroes itself when dropped.
+#[test]
+fn packing_sealing_and_compiling_leave_no_secret_behind() {
+    use tokenhub_guard::core::bundle::{open_and_compile, pack, seal, BundleKey};
+    let marker = std::str::from_utf8(MARKER).unwrap();
+    let mut doc = common::base_doc();
+    doc.providers[0].secret = Some(format!("sk-{marker}").into());
+    doc.tenants[1].provider_secrets.insert("openai".into(), format!("own-{marker}").into());
+    let key = BundleKey::from_bytes([3; 32]);
+    let freed = freed_with_marker(|| {
+        let plain = pack(&doc).unwrap();
+        let sealed = seal::seal(&plain, &key, doc.version, [7; 12]).unwrap();
+        let sealed = seal::to_binary(&sealed).unwrap();
+        let policy = open_and_compile(&sealed, &key).unwrap();
+        assert!(policy.providers.iter().any(|p| p.default_value.as_deref().is_some_and(|v| v.contains(marker))));
+        drop((plain, policy, doc.clone()));
+    });
+    assert_eq!(freed, 0, "publishing released a block with a provider secret in it");
+}
+
 /// The admin's secrets zero themselves when dropped: the store document
 /// (bundle key, audit key, provider secrets) and a 2FA state (seeds).
 #[cfg(feature = "admin")]
@@ -96,8 +121,8 @@ fn admin_secrets_are_zeroed_when_dropped() {
         let mut doc = StoreDoc::default();
         doc.bundle_key = marked("bk-");
         doc.audit.key = marked("ak-");
-        doc.policy.providers.push(ProviderDoc { secret: Some(marked("sk-")), ..Default::default() });
-        let own = [("openai".to_string(), marked("own-"))].into();
+        doc.policy.providers.push(ProviderDoc { secret: Some(marked("sk-").into()), ..Default::default() });
+        let own = [("openai".to_string(), marked("own-").into())].into();
         doc.policy.tenants.push(TenantDoc { provider_secrets: own, ..Default::default() });
         drop(doc);
     });

@@ -43,7 +43,7 @@ pub fn base_doc() -> BundleDoc {
             TenantDoc {
                 id: "globex".into(),
                 region: "us".into(),
-                provider_secrets: [("openai".to_string(), "sk-globex-own".to_string())].into(),
+                provider_secrets: [("openai".to_string(), "sk-globex-own".into())].into(),
                 sub_accounts: vec![SubAccountDoc { id: "ops".into(), ..Default::default() }],
                 ..Default::default()
             },

@@ -174,13 +174,9 @@ fn drop_from_access_logs(id: &str, files: &[PathBuf]) -> (Vec<Value>, Vec<String
 /// Removes everything of tenant `id` from the document; returns what its
 /// audit lines name (its key ids and admins).
 fn remove_tenant(d: &mut StoreDoc, id: &str) -> Subject {
-    use zeroize::Zeroize;
     let mut subject = Subject { tenant: Some(id.into()), ..Subject::default() };
-    for mut t in d.policy.tenants.extract_if(.., |t| t.id == id) {
-        for secret in t.provider_secrets.values_mut() {
-            secret.zeroize();
-        }
-    }
+    // Its provider secrets zero themselves as they are dropped.
+    d.policy.tenants.retain(|t| t.id != id);
     subject.key_ids = d.policy.keys.iter().filter(|k| k.tenant == id).map(|k| k.id.clone()).collect();
     d.policy.keys.retain(|k| k.tenant != id);
     d.key_meta.retain(|k, _| !subject.key_ids.contains(k));

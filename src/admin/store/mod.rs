@@ -14,6 +14,7 @@ use super::fsutil::{self, LockGuard};
 use super::AdminError;
 use crate::core::bundle::schema::BundleDoc;
 use crate::core::crypto::Key256;
+use crate::core::wipe::to_json_zeroizing;
 use admins::AdminAccount;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -62,12 +63,6 @@ impl Drop for StoreDoc {
         use zeroize::Zeroize;
         self.bundle_key.zeroize();
         self.audit.key.zeroize();
-        for p in &mut self.policy.providers {
-            p.secret.zeroize();
-        }
-        for t in &mut self.policy.tenants {
-            t.provider_secrets.values_mut().for_each(Zeroize::zeroize);
-        }
     }
 }
 
@@ -237,12 +232,7 @@ impl Store {
 
     /// Encrypts and atomically replaces the store file (mode 0600).
     fn save(&self, doc: &StoreDoc) -> Result<(), AdminError> {
-        // Sized first, so the plaintext is never reallocated (a grown
-        // buffer would leave its earlier copy behind, unzeroed).
-        let mut size = ByteCount(0);
-        serde_json::to_writer(&mut size, doc).map_err(|e| AdminError::Internal(e.to_string()))?;
-        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(size.0));
-        serde_json::to_writer(&mut *plain, doc).map_err(|e| AdminError::Internal(e.to_string()))?;
+        let plain = to_json_zeroizing(doc, 0).map_err(|e| AdminError::Internal(e.to_string()))?;
         let kid = self.master.id();
         let sealed = self
             .master
@@ -289,20 +279,6 @@ impl Store {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
-    }
-}
-
-/// Counts what is written to it.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -193,9 +193,9 @@ pub fn set_provider(
     provider.header = spec.header.to_ascii_lowercase();
     provider.format = spec.format;
     match tenant {
-        None => provider.secret = Some(secret.to_string()),
+        None => provider.secret = Some(Secret::from(secret.as_str())),
         Some(t) => {
-            tenant_mut(doc, t)?.provider_secrets.insert(spec.id, secret.to_string());
+            tenant_mut(doc, t)?.provider_secrets.insert(spec.id, Secret::from(secret.as_str()));
         }
     }
     validate(doc)

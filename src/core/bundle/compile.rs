@@ -12,6 +12,7 @@ use crate::core::budget::Price;
 use crate::core::cidr::AllowList;
 use crate::core::models::ModelRules;
 use crate::core::secret::hash_from_hex;
+use crate::core::wipe::Secret;
 use std::collections::{HashMap, HashSet};
 use zeroize::Zeroizing;
 
@@ -93,7 +94,7 @@ pub struct Tenant {
     pub budget: Option<TokenBudgetDoc>,
     pub models: Option<ModelRules>,
     /// Per provider index: this tenant's rendered header value, if it brings its own secret.
-    pub provider_values: HashMap<usize, String>,
+    pub provider_values: HashMap<usize, Secret>,
     /// The provider gets the client's address in `x-forwarded-for`.
     pub forward_client_address: bool,
     /// The access log gets only the network of the client's address.
@@ -124,7 +125,7 @@ pub struct Provider {
     pub path_prefix: String,
     pub header: String,
     /// The header value with the platform's secret, if it has one.
-    pub default_value: Option<String>,
+    pub default_value: Option<Secret>,
     /// Where the platform's secret may be used (see `super::shared`).
     pub shared: Vec<SharedEndpoint>,
     format: String,
@@ -535,11 +536,15 @@ fn check_injected_header(name: &str, at: &str) -> Result<(), String> {
 
 /// Renders `format` with the secret. Control characters in the secret would
 /// allow header injection, so they are refused (the secret is never echoed).
-fn render(format: &str, secret: &str, at: &str) -> Result<String, String> {
+fn render(format: &str, secret: &str, at: &str) -> Result<Secret, String> {
     if secret.is_empty() || secret.bytes().any(|b| b.is_ascii_control()) {
         return Err(format!("{at}: the secret is empty or contains control characters"));
     }
-    Ok(format.replacen("{secret}", secret, 1))
+    let (before, after) = format.split_once("{secret}").unwrap_or((format, ""));
+    // Sized first: a string that grew would leave copies of the secret behind.
+    let mut value = String::with_capacity(before.len() + secret.len() + after.len());
+    value.extend([before, secret, after]);
+    Ok(Secret::from(value))
 }
 
 impl Provider {

@@ -8,6 +8,7 @@ use super::compile::compile;
 use super::keys::{decode_record, is_plain, RECORD_LEN};
 use super::schema::{BundleDoc, KeyDoc};
 use crate::core::secret::to_hex;
+use crate::core::wipe::to_json_zeroizing;
 use zeroize::Zeroizing;
 
 const SEPARATOR: u8 = 0;
@@ -34,8 +35,7 @@ pub fn pack(doc: &BundleDoc) -> Result<Zeroizing<Vec<u8>>, String> {
         default_output_tokens: doc.default_output_tokens,
         base: doc.base.clone(),
     };
-    let mut out = Zeroizing::new(serde_json::to_vec(&json_part).map_err(|e| e.to_string())?);
-    out.reserve(1 + records.len());
+    let mut out = to_json_zeroizing(&json_part, 1 + records.len()).map_err(|e| e.to_string())?;
     out.push(SEPARATOR);
     out.extend_from_slice(records);
     Ok(out)

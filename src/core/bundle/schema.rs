@@ -1,6 +1,7 @@
 //! The bundle's JSON schema (version 1). Parsing is strict: unknown fields
 //! are errors, so a typo in a policy never silently widens access.
 
+pub use crate::core::wipe::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -175,7 +176,7 @@ pub struct TenantDoc {
     /// Provider id → this tenant's own upstream secret (overrides the
     /// provider's default secret).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub provider_secrets: BTreeMap<String, String>,
+    pub provider_secrets: BTreeMap<String, Secret>,
     #[serde(default)]
     pub sub_accounts: Vec<SubAccountDoc>,
     /// Send the client's address to the provider (`x-forwarded-for`). Off by
@@ -284,7 +285,7 @@ pub struct ProviderDoc {
     /// The platform's default upstream secret for this provider (a tenant
     /// may override it); absent means every tenant must bring its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// The endpoints the platform's `secret` may serve, as `"METHOD /path"`
     /// (exact path) or `"METHOD /path/*"` (anything below it); `*` as the
     /// method means any. Every other endpoint under `path_prefix` needs the
