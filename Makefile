@@ -105,7 +105,7 @@ lint:
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 	cargo clippy --target $(WASM_TARGET) --lib -- -D warnings
 
-.PHONY: bench bench-smoke bench-xds bench-global
+.PHONY: bench bench-smoke bench-xds bench-global bench-metered
 
 ## Benchmarks (bench/README.md): the guard side by side with bare Envoy,
 ## Envoy's native filters, a no-op Wasm filter, an ext_authz gRPC service
@@ -127,11 +127,21 @@ bench-global: bootstrap wasm admin
 	cargo build --release -p tokenhub-integration --bin echo-upstream
 	$(VENV)/bin/python bench/global.py
 
+## The metered path (token budgets, model rules: bodies read for usage)
+## against the header-only path, a small answer and a 1 MiB SSE stream, in
+## instructions (callgrind) and CPU per request, and the header-only path
+## with and without metered keys in the bundle (bench/harness/metered.py);
+## about 15 minutes; results in bench/results/metered.md.
+bench-metered: bootstrap wasm
+	bench/run.sh metered
+
 ## The benchmark harness end to end at tiny sizes (a few minutes once
 ## built), every configuration included (ext_authz and Lua too), so it
-## cannot rot. No timing assertions.
+## cannot rot; then the metered rows at tiny sizes (they check that the
+## metered requests were metered). No timing assertions.
 bench-smoke: bootstrap wasm
 	bench/run.sh --smoke
+	bench/run.sh metered --smoke
 
 .PHONY: fuzz fuzz-smoke fuzz-seeds fuzz-tool fuzz-lint timing
 

@@ -3,7 +3,8 @@
 # Installs what the benchmark needs (idempotent), builds the no-op Wasm
 # filter, the bench tools and the ext_authz comparison service (bench/extauthz,
 # a member of the tools' workspace), then runs bench/bench.py with the
-# arguments given (`bench/run.sh focus 16` runs a focused subcommand). The
+# arguments given (`bench/run.sh focus 16` runs a focused subcommand,
+# `bench/run.sh metered [--smoke]` the metered-path rows). The
 # Makefile builds the guard (.wasm) and tokenhub-admin before calling this.
 set -euo pipefail
 cd "$(dirname "$0")/.."

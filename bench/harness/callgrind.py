@@ -34,8 +34,16 @@ def envoy_instructions(cases, work, smoke):
     connection, a dump. User-space instructions only: no kernel time, no
     cache misses. A configuration with a sidecar (the ext_authz service)
     runs it under callgrind too, counted over the same requests, under the
-    case's name + ":service"."""
-    n, warm = (50, 50) if smoke else (500, 1000)
+    case's name + ":service". A case may send a POST (`method`, `body`)
+    and count fewer requests (`instr_requests`: (n, warm-up), e.g. for a
+    1 MiB response)."""
+    n_default, warm_default = (50, 50) if smoke else (500, 1000)
+
+    def send(port, c, count):
+        return keep_alive_requests(port, c.headers, count, getattr(c, "method", "GET"), getattr(c, "body", None))
+
+    def sizes(c):
+        return getattr(c, "instr_requests", None) or (n_default, warm_default)
     prefix = work / "envoy-callgrind" / "cg"
     side_prefix = work / "envoy-callgrind" / "sidecar"
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +62,7 @@ def envoy_instructions(cases, work, smoke):
                 e.wait_bundle_loaded(600)
             port = e.ports["listen"]
             for c in group:
-                keep_alive_requests(port, c.headers, warm)
+                send(port, c, sizes(c)[1])
 
             grinds = [(prefix, e.proc.pid, "")]
             if e.sidecar:
@@ -67,9 +75,10 @@ def envoy_instructions(cases, work, smoke):
 
             control("-i", "on")
             for part, c in enumerate(group, start=1):
-                keep_alive_requests(port, c.headers, 20)
+                n = sizes(c)[0]
+                send(port, c, min(20, n))
                 control("-z")
-                statuses = keep_alive_requests(port, c.headers, n)
+                statuses = send(port, c, n)
                 control("-d")
                 if statuses != {c.expect[0]: n}:
                     raise SystemExit(f"bench: {c.name} under callgrind: statuses {statuses}, expected {c.expect[0]}")

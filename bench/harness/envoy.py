@@ -66,7 +66,7 @@ class Sidecar:
 
 
 class Envoy:
-    def __init__(self, name, work, envoy_bin, filters, secrets=(), env=None, bundle=None, sidecar=None):
+    def __init__(self, name, work, envoy_bin, filters, secrets=(), env=None, bundle=None, sidecar=None, tweak=None):
         self.name = name
         self.dir = work / "envoy" / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +77,8 @@ class Envoy:
         self.env = dict(os.environ, **(env or {}))
         self.bundle = bundle  # bundle info (guard instances)
         self.sidecar = sidecar
+        # Changes to the bootstrap before it is written (e.g. more upstream routes).
+        self.tweak = tweak
         self.proc = None
         self.startup_rss = self.final_rss = self.vm_count = 0
         self.write_config()
@@ -89,7 +91,10 @@ class Envoy:
         if self.sidecar:
             self.ports["sidecar"] = free_port()
             clusters.append(self.sidecar.cluster(self.ports["sidecar"]))
-        self.config.write_text(json.dumps(bootstrap(self.ports, self.filters, self.secrets, clusters), indent=1))
+        config = bootstrap(self.ports, self.filters, self.secrets, clusters)
+        if self.tweak:
+            self.tweak(config)
+        self.config.write_text(json.dumps(config, indent=1))
 
     def validate(self):
         r = subprocess.run([self.envoy_bin, "--mode", "validate", "-c", str(self.config), "--log-level", "error"],

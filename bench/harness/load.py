@@ -22,8 +22,11 @@ def http_get(port, path, headers):
         return e.code, {k.lower(): v for k, v in e.headers.items()}
 
 
-def wrk(port, headers, duration, connections):
+def wrk(port, headers, duration, connections, script=None):
+    """`script`: a wrk Lua script (e.g. a POST body: `wrk_post_script`)."""
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    if script:
+        cmd += ["-s", str(script)]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     cmd.append(f"http://127.0.0.1:{port}{PATH}")
@@ -54,7 +57,7 @@ def fixed_rate(port, headers, rate, duration, warmup, connections):
 def saturation_run(case, duration, connections):
     e = case.envoy
     before_rq, (before_cpu, before_side) = e.ingress_requests(), e.cpu_seconds()
-    w = wrk(e.ports["listen"], case.headers, duration, connections)
+    w = wrk(e.ports["listen"], case.headers, duration, connections, getattr(case, "wrk_script", None))
     (after_cpu, after_side), after_rq = e.cpu_seconds(), e.ingress_requests()
     classes = {k: after_rq.get(k, 0) - before_rq.get(k, 0)
                for k in ("downstream_rq_2xx", "downstream_rq_3xx", "downstream_rq_4xx", "downstream_rq_5xx")}
@@ -85,13 +88,23 @@ def parse_wrk_pct(raw, pct):
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 
 
-def keep_alive_requests(port, headers, n):
+def wrk_post_script(path, body):
+    """A wrk Lua script sending `body` (bytes) as a POST (wrk sets the
+    content-length); the headers stay on wrk's command line."""
+    text = body.decode()
+    if "]==]" in text:
+        raise SystemExit("bench: a request body wrk cannot quote")
+    path.write_text(f'wrk.method = "POST"\nwrk.body = [==[{text}]==]\n')
+    return path
+
+
+def keep_alive_requests(port, headers, n, method="GET", body=None):
     """n sequential requests on one keep-alive connection; status counts."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     statuses = {}
     try:
         for _ in range(n):
-            conn.request("GET", PATH, headers=headers)
+            conn.request(method, PATH, body=body, headers=headers)
             resp = conn.getresponse()
             resp.read()
             statuses[resp.status] = statuses.get(resp.status, 0) + 1

@@ -30,12 +30,13 @@ class Case:
         self.lat = []   # per latency round: fixed-rate output
 
 
-def make_bundle(work, name, keys, cidrs, republish):
+def make_bundle(work, name, keys, cidrs, republish, extra=()):
+    """`extra`: more bench-bundle arguments (e.g. `--metered`)."""
     out = work / "bundles" / name
     if out.exists():
         shutil.rmtree(out)
     subprocess.run([str(TOOLS_BIN / "bench-bundle"), "--out", str(out), "--keys", str(keys), "--cidrs", str(cidrs),
-                    "--wasm", str(GUARD_WASM), "--republish", str(republish)], check=True)
+                    "--wasm", str(GUARD_WASM), "--republish", str(republish), *extra], check=True)
     info = json.loads((out / "info.json").read_text())
     info["dir"] = out
     info["key"] = (out / "bundle.key").read_text().strip()

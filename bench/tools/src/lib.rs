@@ -10,7 +10,12 @@
 //!   tenant and on its key `quota` (4 shared-data counters per request);
 //! - tenant `t-elsewhere`: allowlist 192.0.2.0/24 only — key `wrong_ip`
 //!   (valid, but the load generator connects from 127.0.0.1);
-//! - filler tenants `f00000…` with 100 keys each, up to `keys` keys in all.
+//! - filler tenants `f00000…` with 100 keys each, up to `keys` keys in all;
+//! - with [`add_metered_keys`] (bench-bundle `--metered`), two more keys of
+//!   `t-allow`: `metered` (a tokens-per-minute budget no run can spend, so
+//!   its request and response bodies are read for usage) and `models` (a
+//!   model allowlist, so its request body is read for the model). The
+//!   other keys, `allow` included, are the same as without them.
 //!
 //! With more than one CIDR the allowlist is the adversarial case for the
 //! per-prefix-length hash tables: networks at every prefix length /9../32
@@ -20,7 +25,8 @@
 use std::collections::{BTreeMap, HashSet};
 use tokenhub_guard::core::apikey;
 use tokenhub_guard::core::bundle::schema::{
-    BundleDoc, IpAllowlistDoc, KeyDoc, ProviderDoc, QuotaDoc, Status, SubAccountDoc, TenantDoc, SCHEMA_VERSION,
+    BundleDoc, IpAllowlistDoc, KeyDoc, ProviderDoc, QuotaDoc, Status, SubAccountDoc, TenantDoc, TokenBudgetDoc,
+    SCHEMA_VERSION,
 };
 use tokenhub_guard::core::secret::{hash_secret, to_hex};
 
@@ -168,7 +174,7 @@ pub fn policy(keys: usize, cidrs: usize, version: u64) -> (BundleDoc, Credential
             path_prefix: "/v1/".to_string(),
             header: "authorization".to_string(),
             format: "Bearer {secret}".to_string(),
-            secret: Some("sk-bench-upstream-secret".to_string()),
+            secret: Some("sk-bench-upstream-secret".to_string().into()),
             // The benchmark's requests (any method under /v1/) all use the
             // platform secret: the allow path is what is measured.
             shared_endpoints: vec!["* /v1/*".to_string()],
@@ -202,6 +208,37 @@ pub fn policy(keys: usize, cidrs: usize, version: u64) -> (BundleDoc, Credential
     let last = bad_checksum.pop().unwrap_or('0');
     bad_checksum.push(if last == 'x' { 'y' } else { 'x' });
     (doc, Credentials { allow, quota, wrong_ip, unknown, bad_checksum })
+}
+
+/// The model pattern of the `models` key, and a model it allows.
+pub const MODEL_PATTERN: &str = "gpt-4o*";
+pub const MODEL: &str = "gpt-4o-mini";
+
+/// The keys [`add_metered_keys`] adds (full `thk_…` strings).
+#[derive(Debug, Clone)]
+pub struct MeteredCredentials {
+    /// `t-allow`, tokens per minute [`HUGE`]: the metered path.
+    pub metered: String,
+    /// `t-allow`, models [`MODEL_PATTERN`]: the model check only.
+    pub models: String,
+}
+
+/// Adds the `metered` and `models` keys to a [`policy`] (after every other
+/// key, from a seed of their own, so the others stay as they are). `creds`:
+/// that policy's credentials (its `unknown` key must stay unknown).
+pub fn add_metered_keys(doc: &mut BundleDoc, creds: &Credentials) -> MeteredCredentials {
+    let mut used: HashSet<String> = doc.keys.iter().map(|k| k.id.clone()).collect();
+    if let Ok(parsed) = apikey::parse(&creds.unknown) {
+        used.insert(parsed.key_id.to_string());
+    }
+    let mut gen = KeyGen { rng: Rng::new(0x3E7E_12ED), used };
+    let (mut k, metered) = gen.key("t-allow", None);
+    k.budget = Some(TokenBudgetDoc { tokens_per_minute: Some(HUGE), ..TokenBudgetDoc::default() });
+    doc.keys.push(k);
+    let (mut k, models) = gen.key("t-allow", None);
+    k.models = vec![MODEL_PATTERN.to_string()];
+    doc.keys.push(k);
+    MeteredCredentials { metered, models }
 }
 
 /// The decision cases the native microbenchmarks run.
@@ -306,5 +343,26 @@ mod tests {
             assert!(apikey::parse(&creds.unknown).is_ok());
             assert_eq!(apikey::parse(&creds.bad_checksum), Err(apikey::KeyFormatError::Checksum));
         }
+    }
+
+    #[test]
+    fn metered_keys_leave_the_others_alone() {
+        let (plain, creds) = policy(10, 1, 1);
+        let (mut doc, same) = policy(10, 1, 1);
+        let extra = add_metered_keys(&mut doc, &same);
+        assert_eq!(creds.allow, same.allow);
+        assert_eq!(doc.keys[..plain.keys.len()], plain.keys[..]);
+        assert_eq!(doc.keys.len(), plain.keys.len() + 2);
+        let p = compile(&doc).expect("compiles");
+        assert_eq!(p.keys.len(), 12);
+        for key in [&extra.metered, &extra.models] {
+            let id = apikey::parse(key).expect("well formed").key_id;
+            assert!(plain.keys.iter().all(|k| k.id != id));
+            assert_ne!(apikey::parse(&creds.unknown).expect("well formed").key_id, id);
+        }
+        let metered = apikey::parse(&extra.metered).expect("well formed").key_id;
+        let metered = doc.keys.iter().find(|k| k.id == metered).expect("in the bundle");
+        assert_eq!(metered.budget.and_then(|b| b.tokens_per_minute), Some(HUGE));
+        assert!(metered.models.is_empty());
     }
 }

@@ -2,7 +2,10 @@
 //! `tokenhub_guard::admin::publish::publish` itself (compile, seal, open and
 //! compile again, ECDS resource, atomic write) — and times each publish.
 //!
-//! usage: bench-bundle --out DIR --keys N [--cidrs M] --wasm FILE [--republish K] [--deltas]
+//! usage: bench-bundle --out DIR --keys N [--cidrs M] --wasm FILE [--republish K] [--deltas] [--metered]
+//!
+//! With --metered, the policy also has the `metered` key (a token budget)
+//! and the `models` key (a model allowlist): `tokenhub_bench::add_metered_keys`.
 //!
 //! With --deltas, each later version is a delta on the first (publish
 //! --delta): filler key i disabled, filler key i + 1 deleted and a new key
@@ -26,6 +29,7 @@ struct Args {
     wasm: PathBuf,
     republish: usize,
     deltas: bool,
+    metered: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -35,6 +39,7 @@ fn parse_args() -> Result<Args, String> {
     let mut wasm = None;
     let mut republish = 0;
     let mut deltas = false;
+    let mut metered = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -45,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
             "--wasm" => wasm = Some(PathBuf::from(value()?)),
             "--republish" => republish = value()?.parse().map_err(|e| format!("--republish: {e}"))?,
             "--deltas" => deltas = true,
+            "--metered" => metered = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -55,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         wasm: wasm.ok_or("--wasm is required")?,
         republish,
         deltas,
+        metered,
     })
 }
 
@@ -62,7 +69,13 @@ fn run() -> Result<(), String> {
     let args = parse_args()?;
     std::fs::create_dir_all(args.out.join("next")).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let (policy, creds) = tokenhub_bench::policy(args.keys, args.cidrs, 1);
+    let (mut policy, creds) = tokenhub_bench::policy(args.keys, args.cidrs, 1);
+    let mut credentials = creds.to_json();
+    if args.metered {
+        let extra = tokenhub_bench::add_metered_keys(&mut policy, &creds);
+        credentials["metered"] = serde_json::Value::String(extra.metered);
+        credentials["models"] = serde_json::Value::String(extra.models);
+    }
     let generate_ms = ms(t);
     let bundle_key = random_key256();
     // StoreDoc zeroizes on drop, so it is filled in place, not by a struct update.
@@ -100,7 +113,7 @@ fn run() -> Result<(), String> {
     let info = serde_json::json!({
         "keys": args.keys,
         "cidrs": args.cidrs,
-        "credentials": creds.to_json(),
+        "credentials": credentials,
         "versions": versions,
         "files": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "ecds_bytes": bytes,
