@@ -473,18 +473,22 @@ def metered(args):
                     if res["wrong_status"] or res["socket_errors"] or not res["served"]:
                         raise SystemExit(f"bench: {c.name}: {res['wrong_status']} unexpected statuses "
                                          f"({res['classes']}), {res['socket_errors']} socket errors")
-                    # Every answered metered request counted (and those wrk
-                    # cut off at the end: at most one per connection).
-                    low, high = (res["served"], res["served"] + args.connections) if c.metered else (0, 0)
+                    # Every answered metered request counted, give or take
+                    # those wrk cut off at the end (at most one per
+                    # connection: Envoy counted their status, the guard
+                    # counts them when their stream is deleted).
+                    low, high = ((res["served"] - args.connections, res["served"] + args.connections) if c.metered
+                                 else (0, 0))
                     # (A stream wrk cut off is counted when Envoy deletes it: a moment later.)
-                    deadline = time.time() + 10
+                    deadline = time.time() + 3
                     while True:
                         counted = usage_counters(c.envoy).get("requests", 0) - before if c.envoy.bundle else 0
-                        if counted >= low or time.time() > deadline:
+                        if counted >= res["served"] or not c.metered or time.time() > deadline:
                             break
                         time.sleep(0.1)
                     if not low <= counted <= high:
                         raise SystemExit(f"bench: {c.name}: {counted} requests metered of {res['served']} answered")
+                    res["usage_requests"] = counted
                     c.sat.append(res)
                 log(f"round {r + 1}/{rounds}: " + ", ".join(f"{c.name} {c.sat[-1]['cpu_us_per_req']:.0f}µs"
                                                              for c in timed))
