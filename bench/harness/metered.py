@@ -40,6 +40,7 @@ bench/work/metered/ only).
 """
 
 import datetime as dt
+import http.client
 import json
 import os
 import platform
@@ -54,7 +55,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .callgrind import envoy_instructions
-from .common import BENCH, TOOLS_BIN, envoy_binary, log
+from .common import BENCH, PATH, TOOLS_BIN, envoy_binary, log
 from .configs import guard_filters
 from .envoy import Envoy
 from .load import keep_alive_requests, saturation_run, wrk, wrk_post_script
@@ -194,11 +195,10 @@ def check(cases, stream_tokens, n=3):
     model-rule requests are counted in the guard's usage counters with the
     tokens of the answer (the stream's final chunk read), the header-only
     requests are not counted at all (their bodies are not read)."""
-    import http.client
     for c in cases:
         conn = http.client.HTTPConnection("127.0.0.1", c.envoy.ports["listen"], timeout=60)
         try:
-            conn.request(c.method, "/v1/chat/completions", body=c.body, headers=c.headers)
+            conn.request(c.method, PATH, body=c.body, headers=c.headers)
             r = conn.getresponse()
             body = r.read()
         finally:
