@@ -6,8 +6,8 @@ in a few minutes instead of a full `make bench`. Run after bench/run.sh (or
 `make bench-smoke`) has built the bench tools and the no-op filter, and
 `make wasm` the guard:
 
-    .venv/bin/python bench/allow_path.py [--tools DIR] [--noop-wasm FILE] [--only a,b]
-    .venv/bin/python bench/allow_path.py --host-calls [--noop-wasm FILE]
+    .venv/bin/python bench/allow_path.py [--only a,b]
+    .venv/bin/python bench/allow_path.py --host-calls
 
 Prints one line per configuration and writes bench/work/allow-path/instructions.json.
 `--host-calls`: instead, the restricted no-op filter doing one kind of host
@@ -21,20 +21,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as B  # noqa: E402
+from harness import flat as B  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tools", help="directory of the built bench tools (default bench/tools/target/release)")
-    ap.add_argument("--noop-wasm", help="the built no-op filter (default bench/noop-filter/target/...)")
     ap.add_argument("--only", help="comma-separated configuration names")
     ap.add_argument("--host-calls", action="store_true", help="price single host calls with the no-op filter")
     args = ap.parse_args()
-    if args.tools:
-        B.TOOLS_BIN = Path(args.tools)
-    if args.noop_wasm:
-        B.NOOP_WASM = Path(args.noop_wasm)
     work = B.BENCH / "work" / "allow-path"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as B  # noqa: E402
+from harness import flat as B  # noqa: E402
 
 work = B.BENCH / "work" / "keys"
 shutil.rmtree(work, ignore_errors=True)
