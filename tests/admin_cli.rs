@@ -266,9 +266,12 @@ fn token_budgets_and_prices_are_validated_audited_and_published() {
         policy["prices"][0],
         serde_json::json!({"provider": "openai", "model": "gpt-4o", "input": 2500, "cached_input": 1250, "output": 10000})
     );
-    // The global mode does not count tokens yet: refused while budgets exist.
-    let refused = home.run(&["quota", "mode", "global"]).fails(6);
-    assert!(refused.stderr.contains("local quota mode only"), "{}", refused.stderr);
+    // The global mode counts budgets too (the rate limit service, in Redis).
+    home.run(&["quota", "mode", "global"]).ok();
+    home.run(&["publish"]).ok();
+    let policy = published_policy(&home);
+    assert_eq!((&policy["quota_mode"], &policy["keys"][0]["budget"]), (&serde_json::json!("global"), &budget));
+    home.run(&["quota", "mode", "local"]).ok();
     // Clearing removes budgets too; removing a price; each change audited.
     home.run(&["quota", "clear", "--key", &key_id]).ok();
     assert!(home.run(&["--json", "quota", "show", "--key", &key_id]).ok().json()["budget"].is_null());

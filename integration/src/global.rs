@@ -74,6 +74,18 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `redis-cli` against this server (Debian's redis-tools, beside
+    /// redis-server); its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(which("redis-cli"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// SIGKILL: no goodbye to clients (and, without persistence, no counters kept).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
