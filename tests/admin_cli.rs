@@ -682,4 +682,16 @@ fn usage_reports_tokens_and_cost_as_text_json_and_csv() {
     assert!(text.contains("KEY_ID") && text.contains("claude-3-5-haiku") && text.contains("0.001250000"), "{text}");
     assert!(!text.contains("k1"), "{text}");
     home.run(&["usage", "--access-log", log, "--by", "department"]).fails(2);
+    // Without a log: --current, which needs the global mode's counters.
+    home.run(&["usage"]).fails(2);
+    let local = home.run(&["usage", "--current"]).fails(2);
+    assert!(
+        local.stderr.contains("local quota mode") && local.stderr.contains("quota mode global"),
+        "{}",
+        local.stderr
+    );
+    let per_model = home.run(&["usage", "--current", "--per-model"]).fails(2);
+    assert!(per_model.stderr.contains("--access-log"), "{}", per_model.stderr);
+    let secret = home.run(&["usage", "--current", "--redis", "redis://:s3cret@127.0.0.1:1"]).fails(2);
+    assert!(secret.stderr.contains("TOKENHUB_REDIS_URL") && !secret.stderr.contains("s3cret"), "{}", secret.stderr);
 }

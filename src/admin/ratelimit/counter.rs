@@ -11,6 +11,7 @@
 //! (`DECRBY`), like the guard's rollback, so a refusal consumes nothing.
 //! Counters live only in Redis: restarting this service loses none.
 
+use super::descriptors::Identity;
 use crate::core::budget::{settle_delta, MeteredLimit, Settlement};
 use crate::core::quota::{window, Budget, Limit, QuotaOutcome};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -175,10 +176,15 @@ impl RedisCounters {
     /// reservation while its window lasts), in one transaction. A counter a
     /// settlement took below zero (Redis lost the reservation it gives back)
     /// is raised back by the excess.
-    pub async fn settle(&self, limits: &[MeteredLimit], s: &Settlement, now: u64) -> Result<(), CounterError> {
-        if limits.is_empty() {
-            return Ok(());
-        }
+    /// The request's usage goes to this month's totals of `who` in the
+    /// same transaction (`totals`).
+    pub async fn settle(
+        &self,
+        limits: &[MeteredLimit],
+        s: &Settlement,
+        who: &Identity,
+        now: u64,
+    ) -> Result<(), CounterError> {
         let mut conn = self.connection().await?;
         let keys: Vec<String> = limits.iter().map(|m| redis_key(&m.limit, now)).collect();
         let mut pipe = redis::pipe();
@@ -188,6 +194,7 @@ impl RedisCounters {
             let delta = i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
             pipe.incr(key, delta).expire_at(key, unix_i64(expires_at(&m.limit, now))).ignore();
         }
+        super::totals::record(&mut pipe, who, s, now);
         let counts: Vec<i64> =
             pipe.query_async(&mut conn).await.map_err(|e| CounterError(format!("settlement failed: {e}")))?;
         let below: Vec<(&String, i64)> = keys.iter().zip(counts).filter(|(_, c)| *c < 0).collect();

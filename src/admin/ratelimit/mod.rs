@@ -16,6 +16,7 @@
 pub mod counter;
 pub mod descriptors;
 pub mod source;
+pub mod totals;
 
 use crate::admin::AdminError;
 use crate::core::budget::{Charge, Meter, MeteredLimit, Settlement};
@@ -212,8 +213,8 @@ impl RateLimitService for Service {
             eprintln!("tokenhub-admin ratelimit: {e}");
             tonic::Status::unavailable(e.to_string())
         };
-        for (limits, settlement) in &plan.settle {
-            self.counters.settle(limits, settlement, now).await.map_err(unavailable)?;
+        for (limits, settlement, who) in &plan.settle {
+            self.counters.settle(limits, settlement, who, now).await.map_err(unavailable)?;
         }
         let hits = u64::from(request.hits_addend.max(1));
         let mut limits = plan.requests.clone();
@@ -248,7 +249,7 @@ pub struct Plan {
     /// Token and dollar budgets to check and reserve at admission.
     pub reserve: Vec<(Vec<MeteredLimit>, Charge)>,
     /// Ended streams to settle.
-    pub settle: Vec<(Vec<MeteredLimit>, Settlement)>,
+    pub settle: Vec<(Vec<MeteredLimit>, Settlement, descriptors::Identity)>,
 }
 
 /// Every limit a request counts against: all of its descriptors' limits,
@@ -272,7 +273,7 @@ pub fn plan(table: &LimitTable, request: &RateLimitRequest) -> Result<Plan, toni
         match table.ask(&entries).map_err(|e| tonic::Status::invalid_argument(e.to_string()))? {
             Ask::Requests(limits) => plan.requests.extend(limits),
             Ask::Reserve(limits, charge) => plan.reserve.push((limits, charge)),
-            Ask::Settle(limits, settlement, _) => plan.settle.push((limits, settlement)),
+            Ask::Settle(limits, settlement, who) => plan.settle.push((limits, settlement, who)),
         }
     }
     plan.requests.sort_by(|a, b| a.counter.cmp(&b.counter));
