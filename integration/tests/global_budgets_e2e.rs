@@ -237,6 +237,23 @@ fn budgets_hold_across_two_replicas_through_the_rate_limit_service() {
         assert_budget_refusal(&fx.post(replica, &keys.per_minute, "/v1/chat/completions", &body), 10_000);
     }
     assert_eq!(fx.upstream.take_bodies().len(), 7, "the refusals reached no upstream");
+    // The soft limit (80 %), which only the service can see across the
+    // replicas: after 5 replies 7 500 are used, so the 6th's and 7th's
+    // reservations pass 8 000 — in their access-log lines, on whichever
+    // replica served them, and in the guard's metric.
+    thread::sleep(Duration::from_millis(300));
+    let per_minute_id = keys.ids[0].clone();
+    let mut lines: Vec<serde_json::Value> = fx
+        .envoys
+        .iter()
+        .flat_map(|e| e.access_log())
+        .filter(|l| l["key_id"] == per_minute_id.as_str() && l["status"] == 200)
+        .collect();
+    lines.sort_by_key(|l| l["start_time"].as_str().unwrap_or("").to_string());
+    let soft: Vec<bool> = lines.iter().map(|l| l["soft_limit"] == "1").collect();
+    assert_eq!(soft, [false, false, false, false, false, true, true], "{lines:#?}");
+    let metric: u64 = fx.envoys.iter().map(|e| e.stat("wasmcustom.tokenhub.budget_soft_limit").unwrap_or(0)).sum();
+    assert_eq!(metric, 2);
 
     // A monthly dollar budget: $0.3688 a reply, 3 fit in $1. A model
     // without a price is refused once the body names it, after the service
@@ -284,6 +301,9 @@ fn budgets_hold_across_two_replicas_through_the_rate_limit_service() {
         handles.into_iter().map(|h| h.join().expect("request thread")).collect()
     });
     let admitted = responses.iter().filter(|r| r.status == 200).count() as u64;
+    // Past 8 000 with their reservations, the later ones were past the soft
+    // limit: the service's header for the guard never reaches the client.
+    assert!(responses.iter().all(|r| r.header("x-tokenhub-soft-limit").is_none()), "soft-limit header leaked");
     let refused: Vec<&Response> = responses.iter().filter(|r| r.status != 200).collect();
     for r in &refused {
         assert_budget_refusal(r, 10_000);

@@ -179,6 +179,11 @@ pub fn settle_delta(m: &MeteredLimit, reserved: Charge, actual: Charge, reserved
 /// Absent (a request without budgets): Envoy sends no such descriptor.
 pub const RESERVE_STATE: &str = "tokenhub_budget_reserve";
 pub const SETTLE_STATE: &str = "tokenhub_budget_settle";
+/// Global mode: the rate limit service adds this response header (value
+/// `1`) when an admitted request's reservation took a budget past its soft
+/// limit; the guard turns it into the metric and the access-log field it
+/// uses in local mode, and removes it.
+pub const SOFT_LIMIT_HEADER: &str = "x-tokenhub-soft-limit";
 
 /// What replaces a reservation in the global mode, as the guard tells the
 /// service: the charge (tokens = input + output, cost) with its input,

@@ -680,6 +680,11 @@ impl HttpContext for GuardHttp {
             let headers = self.get_http_response_headers_bytes();
             let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| String::from_utf8_lossy(v));
             let framing = value("content-type").and_then(|v| Framing::from_content_type(&v));
+            // Global mode: the rate limit service's soft-limit signal.
+            let soft = value(budget::SOFT_LIMIT_HEADER).is_some() && self.metered.as_ref().is_some_and(|m| m.global);
+            if soft {
+                self.global_soft_limit();
+            }
             if let Some(m) = &mut self.metered {
                 m.status = Some(value(":status").and_then(|v| v.parse().ok()).unwrap_or(0));
             }
@@ -998,6 +1003,17 @@ impl GuardHttp {
                 m.settled = true;
             }
         }
+    }
+
+    /// Global mode: the service found a budget past its soft limit after
+    /// this request's reservation: the metric and the access-log field of
+    /// local mode, and the header (meant for the guard) goes.
+    fn global_soft_limit(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.soft_limit();
+        }
+        self.set_property(vec!["tokenhub_soft_limit"], Some(b"1"));
+        self.set_http_response_header(budget::SOFT_LIMIT_HEADER, None);
     }
 
     /// A refused request gives its reservation back.

@@ -82,6 +82,30 @@ fn judge_with(
     (tightest.map_or(QuotaOutcome::Unlimited, QuotaOutcome::Allowed), None)
 }
 
+/// What counting found: the outcome, the index of the limit that refused,
+/// and every counter after the increments (given back if refused).
+#[derive(Debug)]
+pub struct Counted {
+    pub outcome: QuotaOutcome,
+    pub refused_by: Option<usize>,
+    pub counts: Vec<i64>,
+}
+
+impl Counted {
+    /// Whether an admitted request left any limit from index `from` on
+    /// past `percent` of it (`core::budget::past_soft_limit`).
+    pub fn past_soft_limit(&self, limits: &[Limit], from: usize, percent: u8) -> bool {
+        if matches!(self.outcome, QuotaOutcome::Exceeded(_) | QuotaOutcome::Unavailable) {
+            return false;
+        }
+        limits.iter().zip(&self.counts).skip(from).any(|(l, &count)| {
+            let used = u64::try_from(count).unwrap_or(0);
+            let budget = Budget { limit: l.limit, remaining: l.limit.saturating_sub(used), reset: 0 };
+            crate::core::budget::past_soft_limit(&budget, percent)
+        })
+    }
+}
+
 /// The Redis connection: made on first use (Redis may start after this
 /// service), then kept; `redis`' connection manager reconnects by itself.
 pub struct RedisCounters {
@@ -127,7 +151,7 @@ impl RedisCounters {
     /// Counts `hits` against every limit, or none of them.
     pub async fn consume(&self, limits: &[Limit], hits: u64, now: u64) -> Result<QuotaOutcome, CounterError> {
         let amounts = vec![hits; limits.len()];
-        Ok(self.consume_amounts(limits, &amounts, limits.len(), now).await?.0)
+        Ok(self.consume_amounts(limits, &amounts, limits.len(), now).await?.outcome)
     }
 
     /// Adds `amounts[i]` to `limits[i]` for every limit, or to none of them
@@ -139,9 +163,9 @@ impl RedisCounters {
         amounts: &[u64],
         reported: usize,
         now: u64,
-    ) -> Result<(QuotaOutcome, Option<usize>), CounterError> {
+    ) -> Result<Counted, CounterError> {
         if limits.is_empty() {
-            return Ok((QuotaOutcome::Unlimited, None));
+            return Ok(Counted { outcome: QuotaOutcome::Unlimited, refused_by: None, counts: Vec::new() });
         }
         let mut conn = self.connection().await?;
         let keys: Vec<String> = limits.iter().map(|l| redis_key(l, now)).collect();
@@ -168,7 +192,7 @@ impl RedisCounters {
                 eprintln!("tokenhub-admin ratelimit: could not give back a refused request's counts ({e})");
             }
         }
-        Ok((outcome, refused_by))
+        Ok(Counted { outcome, refused_by, counts })
     }
 
     /// The end of a metered stream (global mode): each budget counter moves
@@ -267,6 +291,18 @@ mod tests {
         // Nothing to reserve: refused once spent.
         assert!(matches!(judge(&limits, &[0], &[1_000], 0), QuotaOutcome::Exceeded(_)));
         assert!(matches!(judge(&limits, &[0], &[-40], 0), QuotaOutcome::Allowed(Budget { remaining: 1_000, .. })));
+    }
+
+    #[test]
+    fn the_soft_limit_looks_at_the_budgets_of_an_admitted_request_only() {
+        let limits = [lim("m", 10, MINUTE), lim("tm", 1_000, MINUTE)];
+        let counted = |outcome, counts: Vec<i64>| Counted { outcome, refused_by: None, counts };
+        let ok = QuotaOutcome::Allowed(Budget { limit: 10, remaining: 0, reset: 1 });
+        assert!(counted(ok, vec![10, 800]).past_soft_limit(&limits, 1, 80));
+        assert!(!counted(ok, vec![10, 799]).past_soft_limit(&limits, 1, 80), "the request quota is not a budget");
+        assert!(!counted(QuotaOutcome::Exceeded(Budget { limit: 1, remaining: 0, reset: 1 }), vec![0, 999])
+            .past_soft_limit(&limits, 1, 80));
+        assert!(counted(QuotaOutcome::Unlimited, vec![0, 1_000]).past_soft_limit(&limits, 1, 100));
     }
 
     #[test]

@@ -230,13 +230,25 @@ impl RateLimitService for Service {
         }
         // An admitted request's headers: its request quotas' tightest
         // budget, as the guard sends in local mode (not the token budgets').
-        let (outcome, refused_by) =
+        let counted =
             self.counters.consume_amounts(&limits, &amounts, plan.requests.len(), now).await.map_err(unavailable)?;
+        // The soft limit: the service alone knows the shared counts; the
+        // guard turns the header into its metric and access-log field.
+        let soft = counted.past_soft_limit(&limits, plan.requests.len(), table.policy.soft_limit_percent);
+        let (outcome, refused_by) = (counted.outcome, counted.refused_by);
         let reason = match refused_by {
             Some(i) if i >= plan.requests.len() => DenyReason::BudgetExceeded,
             _ => DenyReason::QuotaExceeded,
         };
-        response(outcome, reason, request.descriptors.len()).map(tonic::Response::new)
+        let mut answer = response(outcome, reason, request.descriptors.len())?;
+        if soft {
+            answer.response_headers_to_add.push(HeaderValue {
+                key: crate::core::budget::SOFT_LIMIT_HEADER.into(),
+                value: "1".into(),
+                ..Default::default()
+            });
+        }
+        Ok(tonic::Response::new(answer))
     }
 }
 
