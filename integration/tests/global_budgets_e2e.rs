@@ -381,21 +381,25 @@ fn usage_current_reads_100_000_keys_totals() {
     let redis = Redis::start();
     let month = std::process::Command::new("date").args(["-u", "+%Y-%m"]).output().expect("date");
     let month = String::from_utf8_lossy(&month.stdout).trim().to_string();
-    // The service's layout (src/admin/ratelimit/totals.rs): one hash per
-    // total and month, identity → count.
-    let total = |field: &str| format!("tokenhub.usage|{month}|{field}");
+    // The service's layout (src/admin/ratelimit/totals.rs): per level, one
+    // hash per total and month, member → count; the sub-account and tenant
+    // levels hold the sums the settlements add there.
+    let total = |level: &str, field: &str| format!("tokenhub.usage|{month}|{level}|{field}");
+    let input: u64 = (0..KEYS).map(|i| i % 1_000).sum();
+    let output: u64 = (0..KEYS).map(|i| i % 7).sum();
+    let sums = [2 * KEYS, input, output, KEYS, 1_000 * KEYS].map(|v| v.to_string());
+    let fields = ["requests", "input_tokens", "output_tokens", "cached_tokens", "cost_nano_usd"];
     let mut commands = String::new();
     for i in 0..KEYS {
         let member = format!("acme|default|k{i:07}");
-        let (input, output) = ((i % 1_000).to_string(), (i % 7).to_string());
-        for (field, value) in [
-            ("requests", "2"),
-            ("input_tokens", input.as_str()),
-            ("output_tokens", output.as_str()),
-            ("cached_tokens", "1"),
-            ("cost_nano_usd", "1000"),
-        ] {
-            commands.push_str(&resp(&["HSET", &total(field), &member, value]));
+        let values = ["2".to_string(), (i % 1_000).to_string(), (i % 7).to_string(), "1".into(), "1000".into()];
+        for (field, value) in fields.iter().zip(&values) {
+            commands.push_str(&resp(&["HSET", &total("key", field), &member, value]));
+        }
+    }
+    for (level, member) in [("sub", "acme|default|*"), ("tenant", "acme|*|*")] {
+        for (field, value) in fields.iter().zip(&sums) {
+            commands.push_str(&resp(&["HSET", &total(level, field), member, value]));
         }
     }
     redis.pipe(commands.as_bytes());
@@ -410,8 +414,6 @@ fn usage_current_reads_100_000_keys_totals() {
     };
     let (tenant, took_tenant) = run(&["usage", "--current", "--by", "tenant"]);
     let row = &tenant["rows"][0];
-    let input: u64 = (0..KEYS).map(|i| i % 1_000).sum();
-    let output: u64 = (0..KEYS).map(|i| i % 7).sum();
     assert_eq!(tenant["month"], month.as_str());
     assert_eq!(
         [&row["requests"], &row["input_tokens"], &row["output_tokens"], &row["cached_tokens"], &row["cost_nano_usd"]]
@@ -421,6 +423,8 @@ fn usage_current_reads_100_000_keys_totals() {
     );
     let (keys, took_keys) = run(&["usage", "--current"]);
     assert_eq!(keys["rows"].as_array().map(Vec::len), Some(KEYS as usize));
+    let summed: u64 = keys["rows"].as_array().into_iter().flatten().filter_map(|r| r["input_tokens"].as_u64()).sum();
+    assert_eq!(summed, input, "the key level adds up to the tenant's");
     eprintln!(
         "usage --current over {KEYS} keys' totals: --by tenant {took_tenant:?}, --by key (JSON, {KEYS} rows) {took_keys:?}"
     );

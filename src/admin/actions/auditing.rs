@@ -239,7 +239,10 @@ pub fn usage_current(s: &Session, args: &UsageQuery, redis_url: &str) -> Result<
             ));
         }
         let tenant = args.tenant.clone().or_else(|| who.tenant.clone().filter(|_| !who.is_platform()));
-        let rows = totals::read_current(redis_url, std::time::Duration::from_secs(30), s.now).map_err(AdminError::Io)?;
+        // The level's own totals; a key filter needs the key level.
+        let read = if args.key.is_some() { crate::admin::usage::Level::Key } else { args.grouping.level };
+        let rows =
+            totals::read_current(redis_url, read, std::time::Duration::from_secs(30), s.now).map_err(AdminError::Io)?;
         let r = totals::report(&rows, args.grouping.level, tenant.as_deref(), args.key.as_deref());
         let format = if args.csv { Format::Csv } else { Format::Text };
         let mut json = r.to_json();

@@ -3,16 +3,18 @@
 //! Redis beside the budget counters, so that `tokenhub-admin usage
 //! --current` answers from counters instead of re-reading access logs.
 //!
-//! Five hashes per calendar month (UTC), one per total of `FIELDS`:
-//! `tokenhub.usage|YYYY-MM|requests` … each maps an identity,
-//! `tenant|sub-account|key` (key `-` for an identity without one; ids never
-//! contain `|`: `compile::check_id`, key ids are base62), to its count.
-//! The settlement adds to them in its `MULTI`/`EXEC` (`HINCRBY`); they
-//! expire a week after their month. Reading walks each hash with `HSCAN`
-//! (pages of 20 000, the five concurrently on one multiplexed connection):
-//! a few dozen commands for 100 000 identities, none holding Redis up for
-//! long (the gateways' admissions share it), instead of one command per
-//! identity.
+//! Per calendar month (UTC) and per level (key, sub-account, tenant), one
+//! hash per total of `FIELDS`: `tokenhub.usage|YYYY-MM|key|requests` …
+//! each maps a member to its count — at the key level
+//! `tenant|sub-account|key` (key `-` for an identity without one), at the
+//! sub-account level `tenant|sub-account|*`, at the tenant level
+//! `tenant|*|*` (ids never contain `|` or `*`: `compile::check_id`, key ids
+//! are base62). The settlement adds to the three levels in its
+//! `MULTI`/`EXEC` (`HINCRBY`); they expire a week after their month.
+//! Reading walks the five hashes of one level with `HSCAN` (pages of
+//! 20 000, concurrently on one multiplexed connection): a few dozen
+//! commands for 100 000 keys, none holding Redis up for long (the gateways'
+//! admissions share it), and a handful of fields for `--by tenant`.
 
 use super::descriptors::Identity;
 use crate::admin::usage::{Grouping, Level, Owner, Report, Usage};
@@ -31,9 +33,23 @@ pub fn month_label(now: u64) -> String {
     format!("{:04}-{:02}", 1970 + months / 12, months % 12 + 1)
 }
 
-/// The hash of one total (`FIELDS`) in `month`.
-pub fn total_key(month: &str, field: &str) -> String {
-    format!("tokenhub.usage|{month}|{field}")
+/// The hash of one total (`FIELDS`) of one level in `month`.
+pub fn total_key(month: &str, level: Level, field: &str) -> String {
+    let level = match level {
+        Level::Key => "key",
+        Level::SubAccount => "sub",
+        Level::Tenant => "tenant",
+    };
+    format!("tokenhub.usage|{month}|{level}|{field}")
+}
+
+/// `who`'s member at `level` (`*` for the levels below it).
+fn member_at(who: &Identity, level: Level) -> String {
+    match level {
+        Level::Key => member(who),
+        Level::SubAccount => format!("{}|{}|*", who.tenant, who.sub_account),
+        Level::Tenant => format!("{}|*|*", who.tenant),
+    }
 }
 
 pub fn member(who: &Identity) -> String {
@@ -54,27 +70,30 @@ fn parse_member(member: &str) -> Option<Identity> {
 /// settlement's transaction).
 pub fn record(pipe: &mut redis::Pipeline, who: &Identity, s: &Settlement, now: u64) {
     let month = month_label(now);
-    let member = member(who);
     let (_, reset) = window(now, MONTH);
     let expires = i64::try_from(now.saturating_add(reset).saturating_add(KEEP_AFTER_MONTH)).unwrap_or(i64::MAX);
     let values = [1, s.input, s.output, s.cached_input, s.cost];
-    for (field, value) in FIELDS.iter().zip(values) {
-        let key = total_key(&month, field);
-        pipe.hincr(&key, &member, value).ignore().expire_at(&key, expires).ignore();
+    for level in [Level::Key, Level::SubAccount, Level::Tenant] {
+        let member = member_at(who, level);
+        for (field, value) in FIELDS.iter().zip(values) {
+            let key = total_key(&month, level, field);
+            pipe.hincr(&key, &member, value).ignore().expire_at(&key, expires).ignore();
+        }
     }
 }
 
 /// Fields per `HSCAN` page.
 const PAGE: usize = 20_000;
 
-/// Every identity's totals of `month`.
+/// Every member's totals of `month` at `level`.
 pub async fn read_month(
     conn: &redis::aio::MultiplexedConnection,
     month: &str,
+    level: Level,
 ) -> redis::RedisResult<Vec<(Identity, [u64; 5])>> {
     let mut scans = tokio::task::JoinSet::new();
     for (i, field) in FIELDS.iter().enumerate() {
-        let (mut c, key) = (conn.clone(), total_key(month, field));
+        let (mut c, key) = (conn.clone(), total_key(month, level, field));
         scans.spawn(async move {
             let mut pairs: Vec<(String, u64)> = Vec::new();
             let mut cursor: u64 = 0;
@@ -103,9 +122,14 @@ pub async fn read_month(
     Ok(totals.into_iter().filter_map(|(m, t)| Some((parse_member(&m)?, t))).collect())
 }
 
-/// This month's totals (`now`'s month), read from the Redis at `url` (a
-/// blocking call for the CLI; `timeout` bounds the whole read).
-pub fn read_current(url: &str, timeout: std::time::Duration, now: u64) -> Result<Vec<(Identity, [u64; 5])>, String> {
+/// This month's totals (`now`'s month) at `level`, read from the Redis at
+/// `url` (a blocking call for the CLI; `timeout` bounds the whole read).
+pub fn read_current(
+    url: &str,
+    level: Level,
+    timeout: std::time::Duration,
+    now: u64,
+) -> Result<Vec<(Identity, [u64; 5])>, String> {
     // The URL is never echoed: it may hold a password.
     let client = redis::Client::open(url)
         .map_err(|e| format!("--redis is not a Redis URL like redis://127.0.0.1:6379 ({:?})", e.kind()))?;
@@ -117,7 +141,7 @@ pub fn read_current(url: &str, timeout: std::time::Duration, now: u64) -> Result
     runtime.block_on(async {
         let read = async {
             let conn = client.get_multiplexed_async_connection().await?;
-            read_month(&conn, &month).await
+            read_month(&conn, &month, level).await
         };
         match tokio::time::timeout(timeout, read).await {
             Ok(Ok(totals)) => Ok(totals),
@@ -174,7 +198,13 @@ mod tests {
         let m = member(&who("acme", "default", "-"));
         assert_eq!(parse_member(&m), Some(who("acme", "default", "-")));
         assert_eq!(parse_member("a|b"), None);
-        assert_eq!(total_key("2026-12", FIELDS[1]), "tokenhub.usage|2026-12|input_tokens");
+        assert_eq!(total_key("2026-12", Level::Key, FIELDS[1]), "tokenhub.usage|2026-12|key|input_tokens");
+        assert_eq!(total_key("2026-12", Level::Tenant, FIELDS[0]), "tokenhub.usage|2026-12|tenant|requests");
+        let k = who("acme", "lab", "k1");
+        assert_eq!(
+            [Level::Key, Level::SubAccount, Level::Tenant].map(|l| member_at(&k, l)),
+            ["acme|lab|k1", "acme|lab|*", "acme|*|*"]
+        );
     }
 
     #[test]
