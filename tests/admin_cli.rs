@@ -266,9 +266,12 @@ fn token_budgets_and_prices_are_validated_audited_and_published() {
         policy["prices"][0],
         serde_json::json!({"provider": "openai", "model": "gpt-4o", "input": 2500, "cached_input": 1250, "output": 10000})
     );
-    // The global mode does not count tokens yet: refused while budgets exist.
-    let refused = home.run(&["quota", "mode", "global"]).fails(6);
-    assert!(refused.stderr.contains("local quota mode only"), "{}", refused.stderr);
+    // The global mode counts budgets too (the rate limit service, in Redis).
+    home.run(&["quota", "mode", "global"]).ok();
+    home.run(&["publish"]).ok();
+    let policy = published_policy(&home);
+    assert_eq!((&policy["quota_mode"], &policy["keys"][0]["budget"]), (&serde_json::json!("global"), &budget));
+    home.run(&["quota", "mode", "local"]).ok();
     // Clearing removes budgets too; removing a price; each change audited.
     home.run(&["quota", "clear", "--key", &key_id]).ok();
     assert!(home.run(&["--json", "quota", "show", "--key", &key_id]).ok().json()["budget"].is_null());
@@ -679,4 +682,16 @@ fn usage_reports_tokens_and_cost_as_text_json_and_csv() {
     assert!(text.contains("KEY_ID") && text.contains("claude-3-5-haiku") && text.contains("0.001250000"), "{text}");
     assert!(!text.contains("k1"), "{text}");
     home.run(&["usage", "--access-log", log, "--by", "department"]).fails(2);
+    // Without a log: --current, which needs the global mode's counters.
+    home.run(&["usage"]).fails(2);
+    let local = home.run(&["usage", "--current"]).fails(2);
+    assert!(
+        local.stderr.contains("local quota mode") && local.stderr.contains("quota mode global"),
+        "{}",
+        local.stderr
+    );
+    let per_model = home.run(&["usage", "--current", "--per-model"]).fails(2);
+    assert!(per_model.stderr.contains("--access-log"), "{}", per_model.stderr);
+    let secret = home.run(&["usage", "--current", "--redis", "redis://:s3cret@127.0.0.1:1"]).fails(2);
+    assert!(secret.stderr.contains("TOKENHUB_REDIS_URL") && !secret.stderr.contains("s3cret"), "{}", secret.stderr);
 }

@@ -79,13 +79,6 @@ fn validation_errors_name_the_field() {
             }),
             "tenants[0].sub_accounts[1].budget.monthly_budget_nano_usd",
         ),
-        (
-            Box::new(|d| {
-                d.quota_mode = QuotaMode::Global;
-                d.keys[1].budget = Some(TokenBudgetDoc { tokens_per_day: Some(5), ..Default::default() });
-            }),
-            "keys[1].budget: token and dollar budgets are counted in the local quota mode only",
-        ),
         (Box::new(|d| d.soft_limit_percent = Some(0)), "soft_limit_percent"),
         (Box::new(|d| d.soft_limit_percent = Some(101)), "soft_limit_percent"),
         (Box::new(|d| d.prices = vec![price("azure", "gpt-4o")]), "prices[0].provider: no provider \"azure\""),

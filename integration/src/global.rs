@@ -74,6 +74,37 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `redis-cli` against this server (Debian's redis-tools, beside
+    /// redis-server); its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(which("redis-cli"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+        assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `redis-cli --pipe` with `commands` (RESP) on stdin: bulk loading.
+    pub fn pipe(&self, commands: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = Command::new(which("redis-cli"))
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--pipe"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-cli --pipe: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(commands).unwrap_or_else(|e| panic!("redis-cli --pipe stdin: {e}"));
+        }
+        let out = child.wait_with_output().unwrap_or_else(|e| panic!("redis-cli --pipe: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success() && text.contains("errors: 0"), "redis-cli --pipe: {text}");
+        text
+    }
+
     /// SIGKILL: no goodbye to clients (and, without persistence, no counters kept).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -149,15 +149,102 @@ pub fn settle(
     reserved_at: u64,
     now: u64,
 ) -> bool {
-    limits.iter().fold(true, |ok, m| {
-        let same_window = window(reserved_at, m.limit.window).0 == window(now, m.limit.window).0;
-        let delta = if same_window {
-            i128::from(actual.of(m.meter)) - i128::from(reserved.of(m.meter))
-        } else {
-            i128::from(actual.of(m.meter))
-        };
-        adjust(store, &m.limit, delta, now) && ok
-    })
+    let mut ok = true;
+    for m in limits {
+        // Every limit, even after one failed.
+        ok &= adjust(store, &m.limit, settle_delta(m, reserved, actual, reserved_at, now), now);
+    }
+    ok
+}
+
+/// How a limit's counter moves when a reservation made at `reserved_at` is
+/// replaced by `actual` at `now`: by `actual − reserved` while the
+/// reservation's window is still current, else by `actual` (the
+/// reservation expired with its window and is not taken from the new one).
+/// Local mode (`settle`) and the global mode's rate limit service both
+/// settle with it.
+pub fn settle_delta(m: &MeteredLimit, reserved: Charge, actual: Charge, reserved_at: u64, now: u64) -> i128 {
+    let same_window = window(reserved_at, m.limit.window).0 == window(now, m.limit.window).0;
+    if same_window {
+        i128::from(actual.of(m.meter)) - i128::from(reserved.of(m.meter))
+    } else {
+        i128::from(actual.of(m.meter))
+    }
+}
+
+/// Global quota mode: the filter-state names (`wasm.NAME` to Envoy) the
+/// guard writes for the rate limit service, which Envoy's `ratelimit`
+/// filter turns into descriptor entries (`envoy/global-ratelimit`): the
+/// reservation at request headers, the settlement at the end of the stream.
+/// Absent (a request without budgets): Envoy sends no such descriptor.
+pub const RESERVE_STATE: &str = "tokenhub_budget_reserve";
+pub const SETTLE_STATE: &str = "tokenhub_budget_settle";
+/// Global mode: the rate limit service adds this response header (value
+/// `1`) when an admitted request's reservation took a budget past its soft
+/// limit; the guard turns it into the metric and the access-log field it
+/// uses in local mode, and removes it.
+pub const SOFT_LIMIT_HEADER: &str = "x-tokenhub-soft-limit";
+
+/// What replaces a reservation in the global mode, as the guard tells the
+/// service: the charge (tokens = input + output, cost) with its input,
+/// output and cached-input split (for the usage totals), and the
+/// reservation it replaces with the time it was made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settlement {
+    pub input: u64,
+    pub output: u64,
+    pub cached_input: u64,
+    pub cost: u64,
+    pub reserved: Charge,
+    pub reserved_at: u64,
+}
+
+impl Settlement {
+    /// The charge it settles to.
+    pub fn charge(&self) -> Charge {
+        Charge { tokens: self.input.saturating_add(self.output), cost: self.cost }
+    }
+
+    /// `input,output,cached,cost,reserved_tokens,reserved_cost,reserved_at`
+    /// (decimal, nano-dollars).
+    pub fn to_wire(&self) -> String {
+        let r = self.reserved;
+        format!(
+            "{},{},{},{},{},{},{}",
+            self.input, self.output, self.cached_input, self.cost, r.tokens, r.cost, self.reserved_at
+        )
+    }
+
+    pub fn from_wire(text: &str) -> Option<Self> {
+        let [input, output, cached_input, cost, tokens, reserved_cost, reserved_at] = numbers(text)?;
+        Some(Self { input, output, cached_input, cost, reserved: Charge { tokens, cost: reserved_cost }, reserved_at })
+    }
+}
+
+impl Charge {
+    /// `tokens,cost` (decimal, nano-dollars): a reservation on the wire.
+    pub fn to_wire(&self) -> String {
+        format!("{},{}", self.tokens, self.cost)
+    }
+
+    pub fn from_wire(text: &str) -> Option<Self> {
+        let [tokens, cost] = numbers(text)?;
+        Some(Self { tokens, cost })
+    }
+}
+
+/// Exactly `N` comma-separated decimal u64s (no signs, no spaces).
+fn numbers<const N: usize>(text: &str) -> Option<[u64; N]> {
+    let mut out = [0u64; N];
+    let mut parts = text.split(',');
+    for slot in &mut out {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 20 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *slot = part.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// A limit already spent (the one whose window ends last, so that
@@ -351,6 +438,38 @@ mod tests {
         let err = Outcome::Response { status: 429, body_bytes: 300 };
         assert_eq!(actual(err, None, &price, reserved, 100), Charge::default());
         assert_eq!(actual(Outcome::NoResponse, None, &price, reserved, 100), reserved);
+    }
+
+    #[test]
+    fn wire_formats_round_trip_and_refuse_anything_else() {
+        let s = Settlement {
+            input: 35,
+            output: 1,
+            cached_input: 10,
+            cost: u64::MAX,
+            reserved: Charge { tokens: 600, cost: 7 },
+            reserved_at: 1_790_000_000,
+        };
+        assert_eq!(s.to_wire(), format!("35,1,10,{},600,7,1790000000", u64::MAX));
+        assert_eq!(Settlement::from_wire(&s.to_wire()), Some(s));
+        assert_eq!(s.charge(), Charge { tokens: 36, cost: u64::MAX });
+        let c = Charge { tokens: 612, cost: 3_000 };
+        assert_eq!(Charge::from_wire(&c.to_wire()), Some(c));
+        for bad in ["", "1", "1,2,3", "1,-2", "1, 2", "+1,2", "1,2,", "18446744073709551616,0", "a,b"] {
+            assert_eq!(Charge::from_wire(bad), None, "{bad:?}");
+        }
+        assert_eq!(Settlement::from_wire("1,2,3,4,5,6"), None);
+    }
+
+    #[test]
+    fn settle_delta_keeps_an_ended_windows_reservation_out_of_the_new_one() {
+        let m = tokens("tpm", 1_000, MINUTE);
+        let (reserved, actual) = (Charge { tokens: 500, cost: 0 }, Charge { tokens: 20, cost: 0 });
+        assert_eq!(settle_delta(&m, reserved, actual, 59, 59), -480);
+        assert_eq!(settle_delta(&m, reserved, actual, 59, 60), 20);
+        let usd = dollars("usd", 1);
+        let (reserved, actual) = (Charge { tokens: 0, cost: 9 }, Charge { tokens: 5, cost: 4 });
+        assert_eq!(settle_delta(&usd, reserved, actual, 0, 100), -5);
     }
 
     #[test]

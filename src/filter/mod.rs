@@ -361,6 +361,33 @@ enum QuotaRefusal {
     Exceeded(Budget),
     Spent(Budget),
     Unavailable,
+    /// Global mode: a dollar budget applies and the provider has no price
+    /// to reserve by.
+    NotPriced,
+}
+
+/// Global mode: the reservation the rate limit service makes at request
+/// headers (`core::budget`), before the body is read — Envoy's `ratelimit`
+/// filter asks as soon as the guard lets the headers on, and the guard
+/// cannot hold them and still read the body. So the input is estimated
+/// from `content-length` (0 for a chunked body), the output is the
+/// bundle's default (a `max_tokens` in the body is not known yet) and a
+/// dollar budget's share is priced at the provider's highest prices (the
+/// model is not known yet). `None`: a dollar budget applies and the
+/// provider has no price at all (refused, as `model_not_priced`).
+fn global_reservation(
+    policy: &Policy,
+    provider: usize,
+    metered: &[MeteredLimit],
+    content_length: Option<u64>,
+) -> Option<Charge> {
+    let price = policy.highest_price(provider);
+    if price.is_none() && budget::needs_price(metered) {
+        return None;
+    }
+    let estimate =
+        budget::estimate(&price.unwrap_or_default(), content_length.unwrap_or(0), policy.default_output_tokens);
+    Some(estimate)
 }
 
 struct GuardHttp {
@@ -399,6 +426,9 @@ struct Metered {
     status: Option<u32>,
     response_bytes: u64,
     settled: bool,
+    /// Global quota mode: the rate limit service reserved at admission and
+    /// settles from the filter state `settle` writes.
+    global: bool,
     /// What `settle` charged (its cost goes to the usage metrics).
     charged: Option<Charge>,
 }
@@ -465,24 +495,30 @@ impl HttpContext for GuardHttp {
         host::set_logged_client(self, decision.tenant(), facts.source);
         match decision {
             Decision::Allow(grant) => {
-                // Token and dollar budgets (local mode only: the bundle
-                // refuses them in the global mode). An empty list on the
+                // Token and dollar budgets. An empty list on the
                 // headers-only path: no allocation, no host call.
-                let metered = match policy.quota_mode {
-                    QuotaMode::Local => budget::metered_limits_for(
-                        grant.subject.credential.key(),
-                        grant.subject.sub_account,
-                        grant.subject.tenant,
-                    ),
-                    QuotaMode::Global => Vec::new(),
-                };
+                let metered = budget::metered_limits_for(
+                    grant.subject.credential.key(),
+                    grant.subject.sub_account,
+                    grant.subject.tenant,
+                );
+                let global = policy.quota_mode == QuotaMode::Global;
                 // Global mode: Envoy's rate limit filter after the guard
-                // counts, from the identity headers set below.
+                // counts, from the identity headers set below, and the
+                // budgets from the reservation in filter state.
+                let content_length: Option<u64> = pseudo("content-length").trim().parse().ok();
+                let header_estimate = match metered.is_empty() || !global {
+                    true => None,
+                    false => Some(global_reservation(&policy, grant.provider, &metered, content_length)),
+                };
                 let charged = match (metered.is_empty(), policy.quota_mode) {
-                    (false, _) if let Some(spent) = budget::spent(&SharedCounters, &metered, facts.now) => {
+                    (false, QuotaMode::Local)
+                        if let Some(spent) = budget::spent(&SharedCounters, &metered, facts.now) =>
+                    {
                         Err(QuotaRefusal::Spent(spent))
                     }
                     (_, QuotaMode::Local) => self.charge_quota(&grant.subject, facts.now),
+                    (_, QuotaMode::Global) if matches!(header_estimate, Some(None)) => Err(QuotaRefusal::NotPriced),
                     (_, QuotaMode::Global) => Ok(()),
                 };
                 if let Err(refusal) = charged {
@@ -492,6 +528,7 @@ impl HttpContext for GuardHttp {
                         QuotaRefusal::Exceeded(budget) => self.deny_quota(DenyReason::QuotaExceeded, budget),
                         QuotaRefusal::Spent(budget) => self.deny_quota(DenyReason::BudgetExceeded, budget),
                         QuotaRefusal::Unavailable => self.deny(DenyReason::FilterFault),
+                        QuotaRefusal::NotPriced => self.deny(DenyReason::ModelNotPriced),
                     };
                 }
                 // What is about to be overwritten needs no separate removal
@@ -508,8 +545,12 @@ impl HttpContext for GuardHttp {
                 let inject = [(grant.inject.0, Some(grant.inject.1))];
                 let forward = forwarded_for.as_deref().map(|a| (FORWARDED_FOR_HEADER, Some(a)));
                 self.put_headers(&view, grant.subject.identity_headers().into_iter().chain(inject).chain(forward));
+                if let Some(Some(estimate)) = header_estimate {
+                    // For the rate limit service (`budget_reserve`), which
+                    // refuses or reserves before the body is read.
+                    self.set_property(vec![budget::RESERVE_STATE], Some(estimate.to_wire().as_bytes()));
+                }
                 if !metered.is_empty() {
-                    let content_length = pseudo("content-length").trim().parse().ok();
                     self.metered = Some(Box::new(Metered {
                         limits: metered,
                         provider: grant.provider,
@@ -519,7 +560,12 @@ impl HttpContext for GuardHttp {
                         output_cap: None,
                         // Without a body nothing is generated: a zero
                         // reservation, settled by any usage reported.
-                        reserved: end_of_stream.then_some((Charge::default(), facts.now)),
+                        // Global mode: the service reserved the estimate.
+                        reserved: match header_estimate {
+                            Some(Some(estimate)) => Some((estimate, facts.now)),
+                            _ => end_of_stream.then_some((Charge::default(), facts.now)),
+                        },
+                        global,
                         requested_price: None,
                         status: None,
                         response_bytes: 0,
@@ -622,6 +668,9 @@ impl HttpContext for GuardHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if self.metered.as_ref().is_some_and(|m| m.global) {
+            self.service_refusal();
+        }
         let reserved = self.metered.as_ref().is_some_and(|m| m.reserved.is_some());
         // Metered: the requests whose body was read for their model, and
         // those with a budget reservation.
@@ -631,6 +680,11 @@ impl HttpContext for GuardHttp {
             let headers = self.get_http_response_headers_bytes();
             let value = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| String::from_utf8_lossy(v));
             let framing = value("content-type").and_then(|v| Framing::from_content_type(&v));
+            // Global mode: the rate limit service's soft-limit signal.
+            let soft = value(budget::SOFT_LIMIT_HEADER).is_some() && self.metered.as_ref().is_some_and(|m| m.global);
+            if soft {
+                self.global_soft_limit();
+            }
             if let Some(m) = &mut self.metered {
                 m.status = Some(value(":status").and_then(|v| v.parse().ok()).unwrap_or(0));
             }
@@ -804,6 +858,19 @@ impl GuardHttp {
     fn reserve(&mut self, model: Option<&str>, body_bytes: u64) -> Result<(), Action> {
         let Some(policy) = self.policy.clone() else { return Ok(()) };
         let Some(m) = &mut self.metered else { return Ok(()) };
+        if m.global {
+            // The service reserved at request headers: only what settling
+            // needs, and the model's price (a dollar budget needs one).
+            let price = model.and_then(|name| policy.price_for(m.provider, name));
+            let body_bytes = m.content_length.unwrap_or(0).max(body_bytes);
+            m.input_estimate = budget::input_estimate(body_bytes);
+            m.body_bytes = body_bytes;
+            m.requested_price = price;
+            if price.is_none() && budget::needs_price(&m.limits) {
+                return Err(self.deny(DenyReason::ModelNotPriced));
+            }
+            return Ok(());
+        }
         if m.reserved.is_some() {
             return Ok(());
         }
@@ -847,7 +914,8 @@ impl GuardHttp {
     fn revise_reservation(&mut self) {
         let cap = self.body.as_ref().and_then(|c| c.scanner.max_output());
         let Some(m) = &self.metered else { return };
-        let (Some(cap), Some((reserved, at)), false) = (cap, m.reserved, m.settled) else { return };
+        // Global mode: the service's reservation stays as made at headers.
+        let (Some(cap), Some((reserved, at)), false, false) = (cap, m.reserved, m.settled, m.global) else { return };
         if m.output_cap == Some(cap) {
             return;
         }
@@ -880,7 +948,21 @@ impl GuardHttp {
             None => Outcome::NoResponse,
         };
         let charge = budget::actual(outcome, usage, &price, reserved, m.input_estimate);
-        if !budget::settle(&SharedCounters, &m.limits, reserved, charge, at, now) {
+        if m.global {
+            // For the rate limit service (`budget_settle`, sent when the
+            // stream is done: also after an abort, from `drop`, which runs
+            // before Envoy's ratelimit filter is destroyed).
+            let (input, output, cached_input) = match usage {
+                Some(u) => (u.input, u.output, u.cached_input),
+                None => {
+                    let input = m.input_estimate.min(charge.tokens);
+                    (input, charge.tokens - input, 0)
+                }
+            };
+            let settlement =
+                budget::Settlement { input, output, cached_input, cost: charge.cost, reserved, reserved_at: at };
+            self.set_property(vec![budget::SETTLE_STATE], Some(settlement.to_wire().as_bytes()));
+        } else if !budget::settle(&SharedCounters, &m.limits, reserved, charge, at, now) {
             log::warn!("tokenhub guard: a token budget could not be settled (shared data contended); the reservation stays charged");
         }
         if let Some(m) = &mut self.metered {
@@ -910,11 +992,42 @@ impl GuardHttp {
         metrics.usage(&check.tenant, &label, [1, usage.input, usage.output, usage.cached_input, cost]);
     }
 
+    /// Global mode: a response from Envoy's ratelimit filter itself (the
+    /// service refused the request: nothing was reserved; or could not be
+    /// asked: nothing is known, the reservation stays counted) is not
+    /// settled.
+    fn service_refusal(&mut self) {
+        let details = self.get_property(vec!["response", "code_details"]).unwrap_or_default();
+        if details == b"request_rate_limited" || details == b"rate_limiter_error" {
+            if let Some(m) = &mut self.metered {
+                m.settled = true;
+            }
+        }
+    }
+
+    /// Global mode: the service found a budget past its soft limit after
+    /// this request's reservation: the metric and the access-log field of
+    /// local mode, and the header (meant for the guard) goes.
+    fn global_soft_limit(&self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.soft_limit();
+        }
+        self.set_property(vec!["tokenhub_soft_limit"], Some(b"1"));
+        self.set_http_response_header(budget::SOFT_LIMIT_HEADER, None);
+    }
+
     /// A refused request gives its reservation back.
     fn release(&mut self) {
         let Some(m) = &mut self.metered else { return };
         if let (Some((reserved, at)), false) = (m.reserved, m.settled) {
             m.settled = true;
+            if m.global {
+                // Given back when the stream is done (a refusal after the
+                // service admitted the request: the body's model).
+                let settlement = budget::Settlement { reserved, reserved_at: at, ..Default::default() };
+                self.set_property(vec![budget::SETTLE_STATE], Some(settlement.to_wire().as_bytes()));
+                return;
+            }
             let now = host::unix_now(self);
             if let Some(m) = &self.metered {
                 budget::settle(&SharedCounters, &m.limits, reserved, Charge::default(), at, now);

@@ -212,6 +212,48 @@ pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
     })
 }
 
+/// `usage --current`: this month's totals of the metered requests from
+/// the global quota mode's counters in Redis (`ratelimit::totals`), in the
+/// same report as `usage` over the access log.
+pub fn usage_current(s: &Session, args: &UsageQuery, redis_url: &str) -> Result<Reply, AdminError> {
+    use crate::admin::ratelimit::{counter::has_password, totals, REDIS_URL_ENV};
+    use crate::admin::usage::Format;
+    if args.grouping.per_model || args.grouping.per_day || args.since.is_some() || args.until.is_some() {
+        return Err(AdminError::Usage(
+            "usage --current: this month's totals are kept per key, sub-account and tenant only (no model, day or time range); for those, read the access log: usage --access-log FILE".into(),
+        ));
+    }
+    if std::env::var_os(REDIS_URL_ENV).is_none() && has_password(redis_url) {
+        return Err(AdminError::Usage(format!(
+            "--redis: a URL with a password would be visible in the process list; put it in {REDIS_URL_ENV} instead"
+        )));
+    }
+    let (scope, target) = match &args.tenant {
+        Some(t) => (Scope::Tenant, Target::tenant(t)),
+        None => (Scope::Anyone, Target::default()),
+    };
+    s.read(scope, target, |doc, who| {
+        if doc.policy.quota_mode != crate::core::bundle::schema::QuotaMode::Global {
+            return Err(AdminError::Usage(
+                "usage --current reads the global quota mode's counters in Redis, and this store is in the local quota mode (each Envoy counts in its own shared data, which no command reads): use `tokenhub-admin usage --access-log FILE`, or run the global mode (`tokenhub-admin quota mode global`, docs/global-quotas.md)".into(),
+            ));
+        }
+        let tenant = args.tenant.clone().or_else(|| who.tenant.clone().filter(|_| !who.is_platform()));
+        // The level's own totals; a key filter needs the key level.
+        let read = if args.key.is_some() { crate::admin::usage::Level::Key } else { args.grouping.level };
+        let rows =
+            totals::read_current(redis_url, read, std::time::Duration::from_secs(30), s.now).map_err(AdminError::Io)?;
+        let r = totals::report(&rows, args.grouping.level, tenant.as_deref(), args.key.as_deref());
+        let format = if args.csv { Format::Csv } else { Format::Text };
+        let mut json = r.to_json();
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert("month".into(), json!(totals::month_label(s.now)));
+            obj.insert("source".into(), json!("redis"));
+        }
+        Ok(Reply::new(r.render(format).trim_end().to_string(), json))
+    })
+}
+
 /// Binds store and log again after a deliberate restore (see `audit rebind`).
 pub fn rebind(s: &Session) -> Result<Reply, AdminError> {
     let detail = s.rebind()?;

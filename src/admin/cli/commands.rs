@@ -465,8 +465,19 @@ impl SearchArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct UsageArgs {
     /// Envoy's JSON access log (metadata only; see envoy/local/envoy.yaml.tmpl).
-    #[arg(long, env = "TOKENHUB_ACCESS_LOG")]
-    pub access_log: PathBuf,
+    #[arg(long, env = "TOKENHUB_ACCESS_LOG", required_unless_present = "current")]
+    pub access_log: Option<PathBuf>,
+    /// This month's totals (UTC) of the metered requests (credentials with
+    /// a token or dollar budget), from the global quota mode's counters in
+    /// Redis instead of the access log (no --per-model, --per-day or time
+    /// range).
+    #[arg(long)]
+    pub current: bool,
+    /// With --current: the Redis `tokenhub-admin ratelimit` counts in. A URL
+    /// with a password belongs in the environment variable
+    /// (TOKENHUB_REDIS_URL), never on the command line.
+    #[arg(long, env = "TOKENHUB_REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
     #[arg(long)]
     pub tenant: Option<String>,
     #[arg(long)]
@@ -565,7 +576,7 @@ pub enum LogsCmd {
 impl UsageArgs {
     pub fn query(&self) -> UsageQuery {
         UsageQuery {
-            access_log: self.access_log.clone(),
+            access_log: self.access_log.clone().unwrap_or_default(),
             tenant: self.tenant.clone(),
             key: self.key.clone(),
             since: self.time.since.clone(),
@@ -1055,6 +1066,7 @@ const USAGE_HELP: &str = "Examples:
   tokenhub-admin usage --access-log /var/log/envoy/access.json
   tokenhub-admin usage --tenant acme --since 24h
   tokenhub-admin usage --key Ab12Cd34Ef56 --since 2026-01-31T00:00:00Z --json
+  TOKENHUB_REDIS_URL=redis://127.0.0.1:6379 tokenhub-admin usage --current --by tenant
 Rows with tenant '-' are requests the guard could not attribute (missing,
 malformed or unknown keys): a burst there is someone guessing keys.";
 

@@ -40,6 +40,7 @@ pub fn run(s: &Session, command: &Command, cli: &Cli) -> Result<Reply, AdminErro
         Command::Admin(c) => admin(s, c),
         Command::TwoFa(c) => two_fa(s, c),
         Command::Audit(c) => audit(s, c),
+        Command::Usage(a) if a.current => auditing::usage_current(s, &a.query(), &a.redis),
         Command::Usage(a) => auditing::usage(s, &a.query()),
         Command::Logs(LogsCmd::Prune { access_log, retention, drop_tenant, .. }) => {
             let tenants = crate::admin::retention::tenant_rules(&s.store.load()?.policy.tenants);

@@ -6,6 +6,7 @@
 //! come from `core::quota::limits_for`, exactly as the guard counts in local
 //! mode.
 
+use crate::core::budget::{self, Charge, MeteredLimit, Settlement};
 use crate::core::bundle::compile::Key;
 use crate::core::bundle::Policy;
 use crate::core::decision::{KEY_ID_HEADER, SUB_ACCOUNT_HEADER, TENANT_HEADER};
@@ -20,6 +21,35 @@ pub const SUB_ACCOUNT: (&str, &str) = ("sub_account", SUB_ACCOUNT_HEADER);
 /// Absent for an OIDC identity (no key): then only the sub-account's and
 /// the tenant's limits apply.
 pub const KEY_ID: (&str, &str) = ("key_id", KEY_ID_HEADER);
+
+/// The global mode's token and dollar budgets: a descriptor with the
+/// identity entries and one of these (its value from the guard's filter
+/// state, `core::budget::RESERVE_STATE` / `SETTLE_STATE`; Envoy sends the
+/// descriptor only when the guard wrote it, i.e. for a request with budgets).
+pub const BUDGET_RESERVE: &str = "budget_reserve";
+/// Sent when the stream is done (`apply_on_stream_done` in the template).
+pub const BUDGET_SETTLE: &str = "budget_settle";
+
+/// What one descriptor asks of the counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// Count one request against these limits (the request quotas).
+    Requests(Vec<Limit>),
+    /// Admission: refused when a budget is spent, else reserve this.
+    Reserve(Vec<MeteredLimit>, Charge),
+    /// The stream is done: replace the reservation (and add to the month's
+    /// usage totals of `identity`).
+    Settle(Vec<MeteredLimit>, Settlement, Identity),
+}
+
+/// Whose usage a settlement is: the descriptor's tenant, sub-account and
+/// key (`-` for an identity without a key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub tenant: String,
+    pub sub_account: String,
+    pub key_id: String,
+}
 
 /// Why a descriptor was not answered. Envoy treats the error as a service
 /// failure: with `failure_mode_deny` the request is refused (fail closed).
@@ -63,17 +93,36 @@ impl LimitTable {
         Self { policy, subs }
     }
 
-    /// The limits for one descriptor (key, sub-account, tenant; per minute
-    /// and per day), every one of which must admit the request.
+    /// The limits for one request-quota descriptor (key, sub-account,
+    /// tenant; per minute and per day), every one of which must admit the
+    /// request.
     pub fn limits(&self, entries: &[(&str, &str)]) -> Result<Vec<Limit>, DescriptorError> {
+        match self.ask(entries)? {
+            Ask::Requests(limits) => Ok(limits),
+            _ => Err(DescriptorError::Malformed("is a budget descriptor".into())),
+        }
+    }
+
+    /// What one descriptor asks: the request quotas, or (with a budget
+    /// entry) a reservation or a settlement against the identity's token and
+    /// dollar budgets (`core::budget::metered_limits_for`, the guard's own
+    /// limits and counter names).
+    pub fn ask(&self, entries: &[(&str, &str)]) -> Result<Ask, DescriptorError> {
         let mut tenant = None;
         let mut sub = None;
         let mut key_id = None;
+        let mut budget = None;
         for (name, value) in entries {
             let slot = match *name {
                 n if n == TENANT.0 => &mut tenant,
                 n if n == SUB_ACCOUNT.0 => &mut sub,
                 n if n == KEY_ID.0 => &mut key_id,
+                n if n == BUDGET_RESERVE || n == BUDGET_SETTLE => {
+                    if budget.replace((n, *value)).is_some() {
+                        return Err(DescriptorError::Malformed("has two budget entries".into()));
+                    }
+                    continue;
+                }
                 other => return Err(DescriptorError::Malformed(format!("has an unexpected entry {other:?}"))),
             };
             if slot.replace(*value).is_some() {
@@ -101,7 +150,20 @@ impl LimitTable {
                 Some(key)
             }
         };
-        Ok(quota::limits_for(key, sub_account, tenant_ref))
+        let Some((kind, value)) = budget else {
+            return Ok(Ask::Requests(quota::limits_for(key, sub_account, tenant_ref)));
+        };
+        let metered = budget::metered_limits_for(key, sub_account, tenant_ref);
+        let unreadable = || DescriptorError::Malformed(format!("has a {kind} value that is not the guard's"));
+        if kind == BUDGET_RESERVE {
+            return Ok(Ask::Reserve(metered, Charge::from_wire(value).ok_or_else(unreadable)?));
+        }
+        let identity = Identity {
+            tenant: tenant.to_string(),
+            sub_account: sub.to_string(),
+            key_id: key_id.unwrap_or("-").to_string(),
+        };
+        Ok(Ask::Settle(metered, Settlement::from_wire(value).ok_or_else(unreadable)?, identity))
     }
 }
 
@@ -110,7 +172,9 @@ mod tests {
     use super::*;
     use crate::core::apikey;
     use crate::core::bundle::compile;
-    use crate::core::bundle::schema::{BundleDoc, KeyDoc, QuotaDoc, SubAccountDoc, TenantDoc, SCHEMA_VERSION};
+    use crate::core::bundle::schema::{
+        BundleDoc, KeyDoc, QuotaDoc, SubAccountDoc, TenantDoc, TokenBudgetDoc, SCHEMA_VERSION,
+    };
     use crate::core::quota::{DAY, MINUTE};
 
     fn key_id(n: u8) -> String {
@@ -140,7 +204,13 @@ mod tests {
                 ],
                 ..Default::default()
             }],
-            keys: vec![key(0, "research", q(Some(30), None)), key(1, "sales", None)],
+            keys: vec![
+                KeyDoc {
+                    budget: Some(TokenBudgetDoc { tokens_per_minute: Some(1_000), ..Default::default() }),
+                    ..key(0, "research", q(Some(30), None))
+                },
+                key(1, "sales", None),
+            ],
             ..Default::default()
         };
         match compile(&doc) {
@@ -216,6 +286,46 @@ mod tests {
     }
 
     #[test]
+    fn budget_descriptors_reserve_and_settle_against_the_guards_metered_limits() {
+        let t = table();
+        let k = key_id(0);
+        let id: [(&str, &str); 3] = [("tenant", "acme"), ("sub_account", "research"), ("key_id", &k)];
+        let with = |entry: (&'static str, &'static str)| {
+            let mut e = id.to_vec();
+            e.push(entry);
+            t.ask(&e)
+        };
+        let Ok(Ask::Reserve(limits, charge)) = with(("budget_reserve", "612,0")) else { panic!("a reservation") };
+        assert_eq!(charge, Charge { tokens: 612, cost: 0 });
+        let names: Vec<(&str, u64)> = limits.iter().map(|m| (m.limit.counter.as_str(), m.limit.limit)).collect();
+        let counter = format!("tokenhub.q|k|{k}|tm");
+        assert_eq!(names, [(counter.as_str(), 1_000)]);
+        let Ok(Ask::Settle(limits, s, who)) = with(("budget_settle", "35,1,10,0,612,0,60")) else {
+            panic!("a settlement")
+        };
+        assert_eq!((limits.len(), s.charge().tokens, s.reserved.tokens, s.reserved_at), (1, 36, 612, 60));
+        assert_eq!(
+            (who.tenant.as_str(), who.sub_account.as_str(), who.key_id.as_str()),
+            ("acme", "research", k.as_str())
+        );
+        // An identity without budgets has none to count (Envoy sends no such
+        // descriptor for it: the guard writes no filter state).
+        let Ok(Ask::Reserve(none, _)) =
+            t.ask(&[("tenant", "acme"), ("sub_account", "sales"), ("budget_reserve", "1,0")])
+        else {
+            panic!("a reservation")
+        };
+        assert!(none.is_empty());
+        for bad in [("budget_reserve", "612"), ("budget_settle", "1,2"), ("budget_reserve", "-1,0")] {
+            assert!(matches!(with(bad), Err(DescriptorError::Malformed(_))), "{bad:?}");
+        }
+        let mut two = id.to_vec();
+        two.extend([("budget_reserve", "1,0"), ("budget_settle", "0,0,0,0,1,0,0")]);
+        assert!(matches!(t.ask(&two), Err(DescriptorError::Malformed(_))));
+        assert!(t.limits(&[id[0], id[1], ("budget_reserve", "1,0")]).is_err(), "not a request quota");
+    }
+
+    #[test]
     fn the_envoy_template_sends_exactly_these_descriptors() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/global-ratelimit/envoy.yaml.tmpl");
         let text: String = std::fs::read_to_string(path).unwrap().split_whitespace().collect();
@@ -223,6 +333,10 @@ mod tests {
         for (entry, header) in [TENANT, SUB_ACCOUNT, KEY_ID] {
             let action = format!("{{header_name:{header},descriptor_key:{entry}");
             assert!(text.contains(&action), "the template must map {header} to {entry}");
+        }
+        for (entry, state) in [(BUDGET_RESERVE, budget::RESERVE_STATE), (BUDGET_SETTLE, budget::SETTLE_STATE)] {
+            let action = format!("descriptor_key:{entry}text:\"filter_state['wasm.{state}']\"");
+            assert!(text.contains(&action), "the template must send {entry} from wasm.{state}");
         }
     }
 }

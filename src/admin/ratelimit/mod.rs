@@ -16,14 +16,16 @@
 pub mod counter;
 pub mod descriptors;
 pub mod source;
+pub mod totals;
 
 use crate::admin::AdminError;
+use crate::core::budget::{Charge, Meter, MeteredLimit, Settlement};
 use crate::core::bundle::schema::QuotaMode;
 use crate::core::errors::DenyReason;
 use crate::core::quota::{self, QuotaOutcome};
 use clap::Args;
 use counter::RedisCounters;
-use descriptors::LimitTable;
+use descriptors::{Ask, LimitTable};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, DescriptorStatus};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
@@ -205,21 +207,68 @@ impl RateLimitService for Service {
             .map_err(|_| tonic::Status::internal("limits lock poisoned"))?
             .clone()
             .ok_or_else(|| tonic::Status::unavailable("no valid bundle loaded yet"))?;
-        let limits = request_limits(&table, &request)?;
-        let hits = u64::from(request.hits_addend.max(1));
-        let outcome = self.counters.consume(&limits, hits, crate::admin::unix_now()).await.map_err(|e| {
+        let plan = plan(&table, &request)?;
+        let now = crate::admin::unix_now();
+        let unavailable = |e: counter::CounterError| {
             eprintln!("tokenhub-admin ratelimit: {e}");
             tonic::Status::unavailable(e.to_string())
-        })?;
-        response(outcome, request.descriptors.len()).map(tonic::Response::new)
+        };
+        for (limits, settlement, who) in &plan.settle {
+            self.counters.settle(limits, settlement, who, now).await.map_err(unavailable)?;
+        }
+        let hits = u64::from(request.hits_addend.max(1));
+        let mut limits = plan.requests.clone();
+        let mut amounts = vec![hits; limits.len()];
+        for (metered, charge) in &plan.reserve {
+            for m in metered {
+                limits.push(m.limit.clone());
+                amounts.push(match m.meter {
+                    Meter::Tokens => charge.tokens,
+                    Meter::Cost => charge.cost,
+                });
+            }
+        }
+        // An admitted request's headers: its request quotas' tightest
+        // budget, as the guard sends in local mode (not the token budgets').
+        let counted =
+            self.counters.consume_amounts(&limits, &amounts, plan.requests.len(), now).await.map_err(unavailable)?;
+        // The soft limit: the service alone knows the shared counts; the
+        // guard turns the header into its metric and access-log field.
+        let soft = counted.past_soft_limit(&limits, plan.requests.len(), table.policy.soft_limit_percent);
+        let (outcome, refused_by) = (counted.outcome, counted.refused_by);
+        let reason = match refused_by {
+            Some(i) if i >= plan.requests.len() => DenyReason::BudgetExceeded,
+            _ => DenyReason::QuotaExceeded,
+        };
+        let mut answer = response(outcome, reason, request.descriptors.len())?;
+        if soft {
+            answer.response_headers_to_add.push(HeaderValue {
+                key: crate::core::budget::SOFT_LIMIT_HEADER.into(),
+                value: "1".into(),
+                ..Default::default()
+            });
+        }
+        Ok(tonic::Response::new(answer))
     }
 }
 
+/// What one `ShouldRateLimit` call asks, descriptor by descriptor (see
+/// `descriptors::Ask`).
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Request quotas: one hit each (deduplicated).
+    pub requests: Vec<quota::Limit>,
+    /// Token and dollar budgets to check and reserve at admission.
+    pub reserve: Vec<(Vec<MeteredLimit>, Charge)>,
+    /// Ended streams to settle.
+    pub settle: Vec<(Vec<MeteredLimit>, Settlement, descriptors::Identity)>,
+}
+
 /// Every limit a request counts against: all of its descriptors' limits,
-/// counted together (all admit or none counts). None while the bundle is in
-/// local mode: the guards count then, and this service only says OK, so
+/// counted together (all admit or none counts). Nothing while the bundle is
+/// in local mode: the guards count then, and this service only says OK, so
 /// that the mode in the bundle alone decides who counts.
-pub fn request_limits(table: &LimitTable, request: &RateLimitRequest) -> Result<Vec<quota::Limit>, tonic::Status> {
+pub fn plan(table: &LimitTable, request: &RateLimitRequest) -> Result<Plan, tonic::Status> {
     if request.domain != descriptors::DOMAIN {
         return Err(tonic::Status::invalid_argument(format!(
             "domain {:?}: this service answers domain {:?}",
@@ -227,22 +276,30 @@ pub fn request_limits(table: &LimitTable, request: &RateLimitRequest) -> Result<
             descriptors::DOMAIN
         )));
     }
+    let mut plan = Plan::default();
     if table.policy.quota_mode == QuotaMode::Local {
-        return Ok(Vec::new());
+        return Ok(plan);
     }
-    let mut limits = Vec::new();
     for d in &request.descriptors {
         let entries: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
-        limits.extend(table.limits(&entries).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?);
+        match table.ask(&entries).map_err(|e| tonic::Status::invalid_argument(e.to_string()))? {
+            Ask::Requests(limits) => plan.requests.extend(limits),
+            Ask::Reserve(limits, charge) => plan.reserve.push((limits, charge)),
+            Ask::Settle(limits, settlement, who) => plan.settle.push((limits, settlement, who)),
+        }
     }
-    limits.sort_by(|a, b| a.counter.cmp(&b.counter));
-    limits.dedup_by(|a, b| a.counter == b.counter);
-    Ok(limits)
+    plan.requests.sort_by(|a, b| a.counter.cmp(&b.counter));
+    plan.requests.dedup_by(|a, b| a.counter == b.counter);
+    Ok(plan)
 }
 
 /// The answer Envoy turns into the client's response; an error (Envoy's
 /// failure mode: 503 in the template) when the counters could not decide.
-pub fn response(outcome: QuotaOutcome, descriptors: usize) -> Result<RateLimitResponse, tonic::Status> {
+pub fn response(
+    outcome: QuotaOutcome,
+    reason: DenyReason,
+    descriptors: usize,
+) -> Result<RateLimitResponse, tonic::Status> {
     let header = |(name, value): (&str, String)| HeaderValue { key: name.into(), value, ..Default::default() };
     let (code, headers, body) = match outcome {
         QuotaOutcome::Unlimited => (Code::Ok, Vec::new(), Vec::new()),
@@ -252,7 +309,7 @@ pub fn response(outcome: QuotaOutcome, descriptors: usize) -> Result<RateLimitRe
         QuotaOutcome::Exceeded(b) => {
             let mut headers: Vec<HeaderValue> = quota::refusal_headers(b).into_iter().map(header).collect();
             headers.push(header(("content-type", "application/json".into())));
-            (Code::OverLimit, headers, DenyReason::QuotaExceeded.body().into_bytes())
+            (Code::OverLimit, headers, reason.body().into_bytes())
         }
         QuotaOutcome::Unavailable => {
             return Err(tonic::Status::unavailable("Redis answered with fewer counts than asked"));
@@ -274,7 +331,12 @@ mod tests {
 
     #[test]
     fn over_limit_carries_the_guards_429_headers_and_body() {
-        let r = response(QuotaOutcome::Exceeded(Budget { limit: 30, remaining: 0, reset: 17 }), 1).unwrap();
+        let r = response(
+            QuotaOutcome::Exceeded(Budget { limit: 30, remaining: 0, reset: 17 }),
+            DenyReason::QuotaExceeded,
+            1,
+        )
+        .unwrap();
         assert_eq!(r.overall_code, Code::OverLimit as i32);
         let headers: Vec<(&str, &str)> =
             r.response_headers_to_add.iter().map(|h| (h.key.as_str(), h.value.as_str())).collect();
@@ -327,6 +389,10 @@ mod tests {
         }
     }
 
+    fn request_limits(table: &LimitTable, request: &RateLimitRequest) -> Result<Vec<quota::Limit>, tonic::Status> {
+        Ok(plan(table, request)?.requests)
+    }
+
     #[test]
     fn the_bundles_mode_decides_whether_this_service_counts() {
         let d: &[(&str, &str)] = &[("tenant", "acme"), ("sub_account", "default")];
@@ -343,13 +409,15 @@ mod tests {
 
     #[test]
     fn ok_echoes_the_tightest_budget_and_unlimited_adds_nothing() {
-        let r = response(QuotaOutcome::Allowed(Budget { limit: 30, remaining: 4, reset: 9 }), 1).unwrap();
+        let r =
+            response(QuotaOutcome::Allowed(Budget { limit: 30, remaining: 4, reset: 9 }), DenyReason::QuotaExceeded, 1)
+                .unwrap();
         assert_eq!(r.overall_code, Code::Ok as i32);
         assert_eq!(r.response_headers_to_add.len(), 3);
         assert_eq!(r.response_headers_to_add[1].value, "4");
         assert!(r.raw_body.is_empty());
-        let r = response(QuotaOutcome::Unlimited, 2).unwrap();
-        assert!(response(QuotaOutcome::Unavailable, 1).is_err());
+        let r = response(QuotaOutcome::Unlimited, DenyReason::QuotaExceeded, 2).unwrap();
+        assert!(response(QuotaOutcome::Unavailable, DenyReason::QuotaExceeded, 1).is_err());
         assert_eq!((r.overall_code, r.statuses.len()), (Code::Ok as i32, 2));
         assert!(r.response_headers_to_add.is_empty());
     }

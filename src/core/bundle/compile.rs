@@ -75,6 +75,18 @@ impl Policy {
         self.prices.iter().find(|(p, pattern, _)| *p == provider && pattern.matches(model)).map(|(_, _, price)| *price)
     }
 
+    /// The highest price of each kind among `provider`'s price-table
+    /// entries: what a reservation is priced at before the body names the
+    /// model (the global quota mode reserves at request headers). `None`:
+    /// the provider has no prices.
+    pub fn highest_price(&self, provider: usize) -> Option<Price> {
+        self.prices.iter().filter(|(p, _, _)| *p == provider).map(|(_, _, price)| *price).reduce(|a, b| Price {
+            input: a.input.max(b.input),
+            cached_input: a.cached_input.max(b.cached_input),
+            output: a.output.max(b.output),
+        })
+    }
+
     /// The price-table entry `price_for` uses for `model` (its name or pattern).
     pub fn price_rule(&self, provider: usize, model: &str) -> Option<&ModelPattern> {
         self.prices
@@ -287,7 +299,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
             active: t.status == Status::Active,
             allowlist: compile_allowlist(t.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
             quota: compile_quota(t.quota, &format!("{at}.quota"))?,
-            budget: compile_budget(doc.quota_mode, t.budget, &format!("{at}.budget"))?,
+            budget: compile_budget(t.budget, &format!("{at}.budget"))?,
             models: compile_models(&t.models, &format!("{at}.models"))?,
             provider_values,
             forward_client_address: t.forward_client_address,
@@ -306,7 +318,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
                 allowlist: compile_allowlist(s.ip_allowlist.as_ref(), &format!("{at}.ip_allowlist"))?,
                 scopes: compile_scopes(s.scopes.as_ref(), &format!("{at}.scopes"))?,
                 quota: compile_quota(s.quota, &format!("{at}.quota"))?,
-                budget: compile_budget(doc.quota_mode, s.budget, &format!("{at}.budget"))?,
+                budget: compile_budget(s.budget, &format!("{at}.budget"))?,
                 models: compile_models(&s.models, &format!("{at}.models"))?,
             });
         }
@@ -357,7 +369,7 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy, packed: KeyTable) -> Resul
                 scopes: compile_scopes(k.scopes.as_ref(), &format!("{}.scopes", at()))?,
                 allowlist: compile_allowlist(k.ip_allowlist.as_ref(), &format!("{}.ip_allowlist", at()))?,
                 quota: compile_quota(k.quota, &format!("{}.quota", at()))?,
-                budget: compile_budget(doc.quota_mode, k.budget, &format!("{}.budget", at()))?,
+                budget: compile_budget(k.budget, &format!("{}.budget", at()))?,
                 models: compile_models(&k.models, &format!("{}.models", at()))?,
             })
         };
@@ -446,16 +458,8 @@ fn compile_quota(doc: Option<QuotaDoc>, at: &str) -> Result<Option<QuotaDoc>, St
     }
 }
 
-fn compile_budget(mode: QuotaMode, doc: Option<TokenBudgetDoc>, at: &str) -> Result<Option<TokenBudgetDoc>, String> {
+fn compile_budget(doc: Option<TokenBudgetDoc>, at: &str) -> Result<Option<TokenBudgetDoc>, String> {
     let Some(b) = doc else { return Ok(None) };
-    if mode == QuotaMode::Global && !b.is_empty() {
-        // Fail closed: the rate limit service does not count tokens yet, and
-        // a budget nobody enforces would silently widen access.
-        return Err(format!(
-            "{at}: token and dollar budgets are counted in the local quota mode only; \
-             remove them or set the quota mode to local"
-        ));
-    }
     for (name, value) in [
         ("tokens_per_minute", b.tokens_per_minute),
         ("tokens_per_day", b.tokens_per_day),

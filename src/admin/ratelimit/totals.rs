@@ -1,0 +1,230 @@
+//! This month's usage totals of the metered requests (credentials with a
+//! token or dollar budget at any level), kept by the rate limit service in
+//! Redis beside the budget counters, so that `tokenhub-admin usage
+//! --current` answers from counters instead of re-reading access logs.
+//!
+//! Per calendar month (UTC) and per level (key, sub-account, tenant), one
+//! hash per total of `FIELDS`: `tokenhub.usage|YYYY-MM|key|requests` …
+//! each maps a member to its count — at the key level
+//! `tenant|sub-account|key` (key `-` for an identity without one), at the
+//! sub-account level `tenant|sub-account|*`, at the tenant level
+//! `tenant|*|*` (ids never contain `|` or `*`: `compile::check_id`, key ids
+//! are base62). The settlement adds to the three levels in its
+//! `MULTI`/`EXEC` (`HINCRBY`); they expire a week after their month.
+//! Reading walks the five hashes of one level with `HSCAN` (pages of
+//! 20 000, concurrently on one multiplexed connection): a few dozen
+//! commands for 100 000 keys, none holding Redis up for long (the gateways'
+//! admissions share it), and a handful of fields for `--by tenant`.
+
+use super::descriptors::Identity;
+use crate::admin::usage::{Grouping, Level, Owner, Report, Usage};
+use crate::core::budget::Settlement;
+use crate::core::quota::{window, DAY, MONTH};
+
+/// The hash fields, in this order everywhere.
+pub const FIELDS: [&str; 5] = ["requests", "input_tokens", "output_tokens", "cached_tokens", "cost_nano_usd"];
+
+/// How long a month's totals stay after it ends.
+const KEEP_AFTER_MONTH: u64 = 7 * DAY;
+
+/// `YYYY-MM` (UTC) of `now`.
+pub fn month_label(now: u64) -> String {
+    let (months, _) = window(now, MONTH);
+    format!("{:04}-{:02}", 1970 + months / 12, months % 12 + 1)
+}
+
+/// The hash of one total (`FIELDS`) of one level in `month`.
+pub fn total_key(month: &str, level: Level, field: &str) -> String {
+    let level = match level {
+        Level::Key => "key",
+        Level::SubAccount => "sub",
+        Level::Tenant => "tenant",
+    };
+    format!("tokenhub.usage|{month}|{level}|{field}")
+}
+
+/// `who`'s member at `level` (`*` for the levels below it).
+fn member_at(who: &Identity, level: Level) -> String {
+    match level {
+        Level::Key => member(who),
+        Level::SubAccount => format!("{}|{}|*", who.tenant, who.sub_account),
+        Level::Tenant => format!("{}|*|*", who.tenant),
+    }
+}
+
+pub fn member(who: &Identity) -> String {
+    format!("{}|{}|{}", who.tenant, who.sub_account, who.key_id)
+}
+
+fn parse_member(member: &str) -> Option<Identity> {
+    let mut parts = member.split('|');
+    let (tenant, sub_account, key_id) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next().is_none().then(|| Identity {
+        tenant: tenant.into(),
+        sub_account: sub_account.into(),
+        key_id: key_id.into(),
+    })
+}
+
+/// Adds one settled request to its identity's totals, in `pipe` (the
+/// settlement's transaction).
+pub fn record(pipe: &mut redis::Pipeline, who: &Identity, s: &Settlement, now: u64) {
+    let month = month_label(now);
+    let (_, reset) = window(now, MONTH);
+    let expires = i64::try_from(now.saturating_add(reset).saturating_add(KEEP_AFTER_MONTH)).unwrap_or(i64::MAX);
+    let values = [1, s.input, s.output, s.cached_input, s.cost];
+    for level in [Level::Key, Level::SubAccount, Level::Tenant] {
+        let member = member_at(who, level);
+        for (field, value) in FIELDS.iter().zip(values) {
+            let key = total_key(&month, level, field);
+            pipe.hincr(&key, &member, value).ignore().expire_at(&key, expires).ignore();
+        }
+    }
+}
+
+/// Fields per `HSCAN` page.
+const PAGE: usize = 20_000;
+
+/// Every member's totals of `month` at `level`.
+pub async fn read_month(
+    conn: &redis::aio::MultiplexedConnection,
+    month: &str,
+    level: Level,
+) -> redis::RedisResult<Vec<(Identity, [u64; 5])>> {
+    let mut scans = tokio::task::JoinSet::new();
+    for (i, field) in FIELDS.iter().enumerate() {
+        let (mut c, key) = (conn.clone(), total_key(month, level, field));
+        scans.spawn(async move {
+            let mut pairs: Vec<(String, u64)> = Vec::new();
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, page): (u64, Vec<(String, u64)>) =
+                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(PAGE).query_async(&mut c).await?;
+                pairs.extend(page);
+                if next == 0 {
+                    return Ok::<_, redis::RedisError>((i, pairs));
+                }
+                cursor = next;
+            }
+        });
+    }
+    let mut totals: std::collections::HashMap<String, [u64; 5]> = std::collections::HashMap::new();
+    while let Some(done) = scans.join_next().await {
+        let (i, pairs) = done.map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))??;
+        for (member, value) in pairs {
+            // HSCAN may return a field twice (while the hash is rehashed):
+            // the value is the same, so set, never add.
+            if let Some(slot) = totals.entry(member).or_default().get_mut(i) {
+                *slot = value;
+            }
+        }
+    }
+    Ok(totals.into_iter().filter_map(|(m, t)| Some((parse_member(&m)?, t))).collect())
+}
+
+/// This month's totals (`now`'s month) at `level`, read from the Redis at
+/// `url` (a blocking call for the CLI; `timeout` bounds the whole read).
+pub fn read_current(
+    url: &str,
+    level: Level,
+    timeout: std::time::Duration,
+    now: u64,
+) -> Result<Vec<(Identity, [u64; 5])>, String> {
+    // The URL is never echoed: it may hold a password.
+    let client = redis::Client::open(url)
+        .map_err(|e| format!("--redis is not a Redis URL like redis://127.0.0.1:6379 ({:?})", e.kind()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let month = month_label(now);
+    runtime.block_on(async {
+        let read = async {
+            let conn = client.get_multiplexed_async_connection().await?;
+            read_month(&conn, &month, level).await
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(totals)) => Ok(totals),
+            Ok(Err(e)) => Err(format!(
+                "Redis: {e} (is it the Redis `tokenhub-admin ratelimit` uses? --redis or TOKENHUB_REDIS_URL)"
+            )),
+            Err(_) => Err(format!("Redis did not answer within {} s", timeout.as_secs())),
+        }
+    })
+}
+
+/// The `usage` report (same rows and rendering as the access-log report)
+/// over a month's totals: rows per key, sub-account or tenant, limited to
+/// `tenant` and `key_id` when given.
+pub fn report(totals: &[(Identity, [u64; 5])], level: Level, tenant: Option<&str>, key_id: Option<&str>) -> Report {
+    let mut out = Report { grouping: Grouping { level, per_model: false, per_day: false }, ..Report::default() };
+    for (who, [requests, input, output, cached, cost]) in totals {
+        if tenant.is_some_and(|t| t != who.tenant) || key_id.is_some_and(|k| k != who.key_id) {
+            continue;
+        }
+        let all = "*";
+        let owner = Owner {
+            tenant: who.tenant.clone(),
+            sub_account: if level == Level::Tenant { all } else { &who.sub_account }.to_string(),
+            key_id: if level == Level::Key { &who.key_id } else { all }.to_string(),
+            model: String::new(),
+            day: String::new(),
+        };
+        let row: &mut Usage = out.rows.entry(owner).or_default();
+        row.requests = row.requests.saturating_add(*requests);
+        row.allowed = row.allowed.saturating_add(*requests);
+        row.input_tokens = row.input_tokens.saturating_add(*input);
+        row.output_tokens = row.output_tokens.saturating_add(*output);
+        row.cached_tokens = row.cached_tokens.saturating_add(*cached);
+        row.cost_nano_usd = row.cost_nano_usd.saturating_add(*cost);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(t: &str, s: &str, k: &str) -> Identity {
+        Identity { tenant: t.into(), sub_account: s.into(), key_id: k.into() }
+    }
+
+    #[test]
+    fn months_are_utc_calendar_months() {
+        assert_eq!(month_label(0), "1970-01");
+        // 2026-12-01T00:00:00Z and one second before.
+        assert_eq!(month_label(1_796_083_200), "2026-12");
+        assert_eq!(month_label(1_796_083_199), "2026-11");
+        let m = member(&who("acme", "default", "-"));
+        assert_eq!(parse_member(&m), Some(who("acme", "default", "-")));
+        assert_eq!(parse_member("a|b"), None);
+        assert_eq!(total_key("2026-12", Level::Key, FIELDS[1]), "tokenhub.usage|2026-12|key|input_tokens");
+        assert_eq!(total_key("2026-12", Level::Tenant, FIELDS[0]), "tokenhub.usage|2026-12|tenant|requests");
+        let k = who("acme", "lab", "k1");
+        assert_eq!(
+            [Level::Key, Level::SubAccount, Level::Tenant].map(|l| member_at(&k, l)),
+            ["acme|lab|k1", "acme|lab|*", "acme|*|*"]
+        );
+    }
+
+    #[test]
+    fn totals_roll_up_by_level_and_filter() {
+        let totals = vec![
+            (who("acme", "default", "k1"), [2, 100, 10, 5, 1_000]),
+            (who("acme", "default", "k2"), [1, 50, 5, 0, 500]),
+            (who("acme", "lab", "k3"), [4, 1, 1, 1, 1]),
+            (who("globex", "default", "-"), [7, 0, 0, 0, 0]),
+        ];
+        let by_key = report(&totals, Level::Key, None, None);
+        assert_eq!(by_key.rows.len(), 4);
+        let by_sub = report(&totals, Level::SubAccount, Some("acme"), None);
+        let default = &by_sub.rows[&Owner { key_id: "*".into(), ..Owner::key("acme", "default", "") }];
+        assert_eq!((default.requests, default.input_tokens, default.cost_nano_usd), (3, 150, 1_500));
+        assert_eq!(by_sub.rows.len(), 2);
+        let by_tenant = report(&totals, Level::Tenant, None, None);
+        let acme =
+            &by_tenant.rows[&Owner { sub_account: "*".into(), key_id: "*".into(), ..Owner::key("acme", "", "") }];
+        assert_eq!((acme.requests, acme.output_tokens, acme.cached_tokens), (7, 16, 6));
+        assert_eq!(report(&totals, Level::Key, None, Some("k3")).rows.len(), 1);
+    }
+}
