@@ -114,3 +114,67 @@ fn write_chunk(out: &mut TcpStream, part: &[u8]) -> std::io::Result<()> {
     out.write_all(b"\r\n")?;
     out.flush()
 }
+
+/// The provider of the budget suites (`budgets_e2e`, `global_budgets_e2e`):
+/// by path and marker, OpenAI JSON (1 500 tokens) or Anthropic SSE (35 in,
+/// 15 out), and the requests that drive it.
+pub mod budgets {
+    use super::Reply;
+    use std::time::Duration;
+
+    /// The output reservation of a request that states no `max_tokens`, as
+    /// the suites set with `quota metering --default-output-tokens` (not the
+    /// built-in 1 024, so the setting is proved to reach the guard).
+    pub const OUTPUT_RESERVATION: u64 = 512;
+
+    pub const ANTHROPIC_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-3-5-haiku-20241022\",\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n";
+
+    /// By path and by a marker in the request: `"stream":true`, `reserve-mode`
+    /// (usage = the guard's reservation minus 4 tokens: the body's `max_tokens`
+    /// or the default, answered after 1 s),
+    /// `cut-off` (the stream stops after `message_start`).
+    pub fn script(path: &str, body: &[u8]) -> Reply {
+        let text = String::from_utf8_lossy(body);
+        let whole =
+            |content_type, body: String| Reply::Whole { content_type, body: body.into_bytes(), delay: Duration::ZERO };
+        if text.contains("cut-off") {
+            let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"par\"}}\n\n";
+            return Reply::CutOff { head: format!("{ANTHROPIC_START}{delta}").into_bytes() };
+        }
+        if text.contains("reserve-mode") {
+            let input = (body.len() as u64).div_ceil(4);
+            let stated = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| v["max_tokens"].as_u64());
+            let output = stated.unwrap_or(OUTPUT_RESERVATION) - 4;
+            let json = format!(
+                r#"{{"id":"chatcmpl-2","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{{"prompt_tokens":{input},"completion_tokens":{output},"total_tokens":{}}}}}"#,
+                input + output
+            );
+            return Reply::Whole {
+                content_type: "application/json",
+                body: json.into_bytes(),
+                delay: Duration::from_secs(1),
+            };
+        }
+        match (path.starts_with("/anthropic/"), text.contains("\"stream\":true")) {
+            (false, false) => whole("application/json", r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1200,"completion_tokens":300,"total_tokens":1500,"prompt_tokens_details":{"cached_tokens":1024}}}"#.to_string()),
+            (true, true) => whole("text/event-stream", format!(
+                "{ANTHROPIC_START}\
+                 event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"hi\"}}}}\n\n\
+                 event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":15}}}}\n\n\
+                 event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+            )),
+            _ => whole("application/json", r#"{"error":{"message":"not scripted"}}"#.to_string()),
+        }
+    }
+
+    pub fn chat(model: &str, marker: &str) -> Vec<u8> {
+        format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"{marker}"}}]}}"#).into_bytes()
+    }
+
+    pub fn anthropic_stream(marker: &str) -> Vec<u8> {
+        format!(
+            r#"{{"model":"claude-3-5-haiku-20241022","stream":true,"messages":[{{"role":"user","content":"{marker}"}}]}}"#
+        )
+        .into_bytes()
+    }
+}

@@ -26,64 +26,14 @@ use std::thread;
 use std::time::Duration;
 use tokenhub_integration::guard::{bearer, request_lines};
 use tokenhub_integration::quota::{header_u64, room_in_minute, set_quota};
-use tokenhub_integration::scripted::{Reply, ScriptedUpstream};
+use tokenhub_integration::scripted::budgets::{anthropic_stream, chat, script, OUTPUT_RESERVATION};
+use tokenhub_integration::scripted::ScriptedUpstream;
 use tokenhub_integration::{addrs, paths, Admin, Envoy, EnvoyOptions, RateLimitService, Redis, Response};
 
 const TEMPLATE: &str = "envoy/global-ratelimit/envoy.yaml.tmpl";
 const REPLICAS: usize = 2;
-/// `quota metering --default-output-tokens`: the output every reservation
-/// counts in this mode (the body's `max_tokens` is not known at headers).
-const OUTPUT_RESERVATION: u64 = 512;
+/// Settlement reaches Redis a round trip after the response.
 const SETTLE_PAUSE: Duration = Duration::from_millis(150);
-
-const ANTHROPIC_START: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-3-5-haiku-20241022\",\"usage\":{\"input_tokens\":25,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":10,\"output_tokens\":1}}}\n\n";
-
-/// As budgets_e2e.rs: `cut-off` (the stream stops after `message_start`),
-/// `reserve-mode` (usage = the reservation less 4, after 1 s), else OpenAI
-/// JSON (1500 tokens) or Anthropic SSE (35 in, 15 out).
-fn script(path: &str, body: &[u8]) -> Reply {
-    let text = String::from_utf8_lossy(body);
-    let whole =
-        |content_type, body: String| Reply::Whole { content_type, body: body.into_bytes(), delay: Duration::ZERO };
-    if text.contains("cut-off") {
-        let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"par\"}}\n\n";
-        return Reply::CutOff { head: format!("{ANTHROPIC_START}{delta}").into_bytes() };
-    }
-    if text.contains("reserve-mode") {
-        let input = (body.len() as u64).div_ceil(4);
-        let output = OUTPUT_RESERVATION - 4;
-        let json = format!(
-            r#"{{"id":"chatcmpl-2","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{{"prompt_tokens":{input},"completion_tokens":{output},"total_tokens":{}}}}}"#,
-            input + output
-        );
-        return Reply::Whole {
-            content_type: "application/json",
-            body: json.into_bytes(),
-            delay: Duration::from_secs(1),
-        };
-    }
-    match (path.starts_with("/anthropic/"), text.contains("\"stream\":true")) {
-        (false, false) => whole("application/json", r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1200,"completion_tokens":300,"total_tokens":1500,"prompt_tokens_details":{"cached_tokens":1024}}}"#.to_string()),
-        (true, true) => whole("text/event-stream", format!(
-            "{ANTHROPIC_START}\
-             event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"hi\"}}}}\n\n\
-             event: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\"}},\"usage\":{{\"output_tokens\":15}}}}\n\n\
-             event: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
-        )),
-        _ => whole("application/json", r#"{"error":{"message":"not scripted"}}"#.to_string()),
-    }
-}
-
-fn chat(model: &str, marker: &str) -> Vec<u8> {
-    format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"{marker}"}}]}}"#).into_bytes()
-}
-
-fn anthropic_stream(marker: &str) -> Vec<u8> {
-    format!(
-        r#"{{"model":"claude-3-5-haiku-20241022","stream":true,"messages":[{{"role":"user","content":"{marker}"}}]}}"#
-    )
-    .into_bytes()
-}
 
 struct Keys {
     per_minute: String,
