@@ -38,6 +38,8 @@ pub const LOCAL_TEMPLATE: &str = "envoy/local/envoy.yaml.tmpl";
 /// guard's x-tokenhub-region, metadata-only JSON access log. Needs the
 /// vars TLS_CERT, TLS_KEY, UPSTREAM_EU_PORT and UPSTREAM_US_PORT.
 pub const DEMO_TEMPLATE: &str = "envoy/demo/envoy.yaml.tmpl";
+/// The global quota mode's config (the rate limit filter after the guard).
+pub const GLOBAL_TEMPLATE: &str = "envoy/global-ratelimit/envoy.yaml.tmpl";
 
 /// Distinguishes instances within one test binary (for --base-id and dirs).
 static INSTANCE: AtomicU32 = AtomicU32::new(0);

@@ -247,3 +247,34 @@ impl Drop for RateLimitService {
         }
     }
 }
+
+/// The global mode as the suites run it: switches the store to it and
+/// publishes, starts Redis and the service on that bundle, then `replicas`
+/// Envoys (two workers each) on `GLOBAL_TEMPLATE` in
+/// front of `upstream_port`, each serving the published version.
+pub fn start_global_mode(
+    admin: &Admin,
+    upstream_port: u16,
+    replicas: usize,
+) -> (Redis, RateLimitService, Vec<crate::Envoy>) {
+    let mode = admin.json(&["quota", "mode", "global"]);
+    assert_eq!(mode["quota_mode"], "global", "{mode}");
+    admin.publish();
+    let version = admin.published_version();
+    let redis = Redis::start();
+    let service = RateLimitService::start(admin, &redis);
+    service.wait_loaded(version);
+    let envoys: Vec<crate::Envoy> = (0..replicas)
+        .map(|_| {
+            let mut opts =
+                crate::EnvoyOptions::new(upstream_port).var("RATELIMIT_PORT", service.port()).publisher(admin);
+            opts.template = crate::envoy::GLOBAL_TEMPLATE.into();
+            opts.concurrency = 2;
+            crate::Envoy::start(opts)
+        })
+        .collect();
+    for envoy in &envoys {
+        envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(20));
+    }
+    (redis, service, envoys)
+}

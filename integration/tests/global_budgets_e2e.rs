@@ -24,13 +24,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
+use tokenhub_integration::global::start_global_mode;
 use tokenhub_integration::guard::{bearer, request_lines};
 use tokenhub_integration::quota::{header_u64, room_in_minute, set_quota};
 use tokenhub_integration::scripted::budgets::{anthropic_stream, chat, script, OUTPUT_RESERVATION};
 use tokenhub_integration::scripted::ScriptedUpstream;
-use tokenhub_integration::{addrs, paths, Admin, Envoy, EnvoyOptions, RateLimitService, Redis, Response};
+use tokenhub_integration::{addrs, paths, Admin, Envoy, RateLimitService, Redis, Response};
 
-const TEMPLATE: &str = "envoy/global-ratelimit/envoy.yaml.tmpl";
 const REPLICAS: usize = 2;
 /// Settlement reaches Redis a round trip after the response.
 const SETTLE_PAUSE: Duration = Duration::from_millis(150);
@@ -105,27 +105,8 @@ fn start() -> (Fixture, Keys) {
     let price = ["price", "set", "--provider", "openai", "--model", "gpt-4o-mini*", "--input", "100"];
     admin.json(&[&price[..], &["--cached-input", "50", "--output", "1000"]].concat());
     admin.json(&["quota", "metering", "--default-output-tokens", &OUTPUT_RESERVATION.to_string()]);
-    let mode = admin.json(&["quota", "mode", "global"]);
-    assert_eq!(mode["quota_mode"], "global", "{mode}");
-    admin.publish();
-    let version = admin.published_version();
-
-    let redis = Redis::start();
-    let service = RateLimitService::start(&admin, &redis);
-    service.wait_loaded(version);
     let upstream = ScriptedUpstream::start(script);
-    let envoys: Vec<Envoy> = (0..REPLICAS)
-        .map(|_| {
-            let mut opts =
-                EnvoyOptions::new(upstream.addr.port()).var("RATELIMIT_PORT", service.port()).publisher(&admin);
-            opts.template = TEMPLATE.into();
-            opts.concurrency = 2;
-            Envoy::start(opts)
-        })
-        .collect();
-    for envoy in &envoys {
-        envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(20));
-    }
+    let (redis, service, envoys) = start_global_mode(&admin, upstream.addr.port(), REPLICAS);
     let keys = Keys {
         per_minute,
         dollars,

@@ -12,12 +12,10 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+use tokenhub_integration::global::start_global_mode;
 use tokenhub_integration::quota::*;
-use tokenhub_integration::{
-    addrs, paths, Admin, EchoUpstream, Envoy, EnvoyOptions, IssuedKey, RateLimitService, Redis, Response,
-};
+use tokenhub_integration::{addrs, paths, Admin, EchoUpstream, Envoy, IssuedKey, RateLimitService, Redis, Response};
 
-const TEMPLATE: &str = "envoy/global-ratelimit/envoy.yaml.tmpl";
 const REPLICAS: usize = 3;
 
 /// One test at a time in this binary.
@@ -41,26 +39,8 @@ fn start(setup: impl FnOnce(&Admin) -> Vec<IssuedKey>) -> (Fixture, Vec<IssuedKe
     admin.json(&["tenant", "add", "globex", "--region", "us"]);
     admin.set_provider(&["openai", "--path-prefix", "/v1/"], "sk-global-upstream");
     let keys = setup(&admin);
-    let mode = admin.json(&["quota", "mode", "global"]);
-    assert_eq!(mode["quota_mode"], "global", "{mode}");
-    admin.publish();
-    let version = admin.published_version();
-
-    let redis = Redis::start();
-    let service = RateLimitService::start(&admin, &redis);
-    service.wait_loaded(version);
     let echo = EchoUpstream::start().expect("echo upstream");
-    let envoys: Vec<Envoy> = (0..REPLICAS)
-        .map(|_| {
-            let mut opts = EnvoyOptions::new(echo.port()).var("RATELIMIT_PORT", service.port()).publisher(&admin);
-            opts.template = TEMPLATE.into();
-            opts.concurrency = 2;
-            Envoy::start(opts)
-        })
-        .collect();
-    for envoy in &envoys {
-        envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(20));
-    }
+    let (redis, service, envoys) = start_global_mode(&admin, echo.port(), REPLICAS);
     (Fixture { envoys, echo, admin, service, redis }, keys)
 }
 
