@@ -140,7 +140,13 @@ pub fn read_current(
     let month = month_label(now);
     runtime.block_on(async {
         let read = async {
-            let conn = client.get_multiplexed_async_connection().await?;
+            // The whole read is bounded by `timeout`, not each page by the
+            // client's default (0.5 s: too short for a 20 000-field page
+            // on a busy machine).
+            let config = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let conn = client.get_multiplexed_async_connection_with_config(&config).await?;
             read_month(&conn, &month, level).await
         };
         match tokio::time::timeout(timeout, read).await {
