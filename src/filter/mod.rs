@@ -506,7 +506,9 @@ impl HttpContext for GuardHttp {
                 // Global mode: Envoy's rate limit filter after the guard
                 // counts, from the identity headers set below, and the
                 // budgets from the reservation in filter state.
-                let content_length: Option<u64> = pseudo("content-length").trim().parse().ok();
+                // Read for metered requests only (the header-only path skips it).
+                let content_length: Option<u64> =
+                    if metered.is_empty() { None } else { pseudo("content-length").trim().parse().ok() };
                 let header_estimate = match metered.is_empty() || !global {
                     true => None,
                     false => Some(global_reservation(&policy, grant.provider, &metered, content_length)),
@@ -683,7 +685,9 @@ impl HttpContext for GuardHttp {
             // Global mode: the rate limit service's soft-limit signal.
             let soft = value(budget::SOFT_LIMIT_HEADER).is_some() && self.metered.as_ref().is_some_and(|m| m.global);
             if soft {
-                self.global_soft_limit();
+                // The header is meant for the guard only.
+                self.mark_soft_limit();
+                self.set_http_response_header(budget::SOFT_LIMIT_HEADER, None);
             }
             if let Some(m) = &mut self.metered {
                 m.status = Some(value(":status").and_then(|v| v.parse().ok()).unwrap_or(0));
@@ -895,10 +899,7 @@ impl GuardHttp {
             QuotaOutcome::Allowed(_) | QuotaOutcome::Unlimited => {
                 m.reserved = Some((estimate, now));
                 if budget::soft_limit_reached(&SharedCounters, &m.limits, policy.soft_limit_percent, now) {
-                    if let Some(metrics) = &self.metrics {
-                        metrics.soft_limit();
-                    }
-                    self.set_property(vec!["tokenhub_soft_limit"], Some(b"1"));
+                    self.mark_soft_limit();
                 }
                 Ok(())
             }
@@ -1005,15 +1006,14 @@ impl GuardHttp {
         }
     }
 
-    /// Global mode: the service found a budget past its soft limit after
-    /// this request's reservation: the metric and the access-log field of
-    /// local mode, and the header (meant for the guard) goes.
-    fn global_soft_limit(&self) {
+    /// A budget passed its soft limit with this request's reservation
+    /// (judged here in local mode, by the rate limit service in global
+    /// mode): the metric and the access-log field.
+    fn mark_soft_limit(&self) {
         if let Some(metrics) = &self.metrics {
             metrics.soft_limit();
         }
         self.set_property(vec!["tokenhub_soft_limit"], Some(b"1"));
-        self.set_http_response_header(budget::SOFT_LIMIT_HEADER, None);
     }
 
     /// A refused request gives its reservation back.
