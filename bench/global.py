@@ -41,7 +41,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from harness.common import ENVOY_CPU, LOAD_CPU, PATH, cpu_seconds, free_port  # noqa: E402
+from harness.common import ENVOY_CPU, LOAD_CPU, PATH, cpu_seconds, free_port, stop_processes  # noqa: E402
 from harness.configs import render  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -100,14 +100,7 @@ class Procs:
         return proc
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs)
 
 
 def wrk(port: int, key: str, seconds: float) -> dict:

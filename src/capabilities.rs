@@ -1,8 +1,11 @@
 //! What the guard's module may do inside Envoy, by Proxy-Wasm/WASI name:
 //! the `capability_restriction_config` that `tokenhub-admin publish` writes
 //! beside the bundle. Envoy stubs every other host call and never enters the
-//! VM for an unlisted callback. Least privilege: no outbound HTTP/gRPC
-//! calls, no queues, no body or buffer writes. And speed: the trailer, log
+//! VM for an unlisted callback. Least privilege: no outbound HTTP calls,
+//! one outbound gRPC call only (the global quota mode's budget top-up to
+//! the rate limit service, `core::ratelimit_wire`, with its answer
+//! callbacks and the resumption of the body it held), no queues, no body
+//! or buffer writes. And speed: the trailer, log
 //! and done callbacks are not listed, so Envoy skips those VM entries on
 //! every request. The body callbacks are listed since model allowlists:
 //! Envoy enters the VM once per body chunk, and the guard
@@ -16,7 +19,7 @@
 //! is no longer imported (a privilege nothing uses).
 
 /// Callbacks the filter implements (exports Envoy may enter).
-pub const CALLBACKS: [&str; 8] = [
+pub const CALLBACKS: [&str; 10] = [
     "proxy_on_vm_start",
     "proxy_on_configure",
     "proxy_on_context_create",
@@ -25,10 +28,12 @@ pub const CALLBACKS: [&str; 8] = [
     "proxy_on_response_headers",
     "proxy_on_response_body",
     "proxy_on_delete",
+    "proxy_on_grpc_receive",
+    "proxy_on_grpc_close",
 ];
 
 /// Proxy-Wasm host calls the filter makes (module `env` imports).
-pub const HOST_CALLS: [&str; 15] = [
+pub const HOST_CALLS: [&str; 18] = [
     "proxy_log",
     "proxy_get_buffer_bytes",
     "proxy_get_property",
@@ -44,6 +49,10 @@ pub const HOST_CALLS: [&str; 15] = [
     "proxy_replace_header_map_value",
     "proxy_remove_header_map_value",
     "proxy_send_local_response",
+    "proxy_grpc_call",
+    "proxy_continue_stream",
+    // The SDK enters the stream's context before a gRPC answer's callback.
+    "proxy_set_effective_context",
 ];
 
 /// WASI calls (module `wasi_snapshot_preview1` imports): the bundle key

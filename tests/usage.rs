@@ -25,6 +25,11 @@ fn parse_everywhere(framing: Framing, body: &[u8]) -> (Option<Usage>, Option<Str
     whole
 }
 
+/// `body` parses (see `parse_everywhere`) to `want` and names `model`.
+fn assert_parses(framing: Framing, body: &[u8], want: Option<Usage>, model: &str) {
+    assert_eq!(parse_everywhere(framing, body), (want, Some(model.to_string())));
+}
+
 fn usage(input: u64, output: u64, cached_input: u64, cache_write: u64, reasoning: u64) -> Option<Usage> {
     Some(Usage { input, output, cached_input, cache_write, reasoning })
 }
@@ -41,9 +46,7 @@ fn content_types() {
 #[test]
 fn openai_chat_completion_json() {
     let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"usage: {\"prompt_tokens\": 999}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1200,"completion_tokens":300,"total_tokens":1500,"prompt_tokens_details":{"cached_tokens":1024,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":64,"audio_tokens":0}},"system_fingerprint":"fp"}"#;
-    let (u, m) = parse_everywhere(Framing::Json, body);
-    assert_eq!(u, usage(1200, 300, 1024, 0, 64));
-    assert_eq!(m.as_deref(), Some("gpt-4o-2024-08-06"));
+    assert_parses(Framing::Json, body, usage(1200, 300, 1024, 0, 64), "gpt-4o-2024-08-06");
 }
 
 #[test]
@@ -55,17 +58,13 @@ fn responses_api_json() {
 #[test]
 fn anthropic_message_json() {
     let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-3-5-sonnet-20241022","content":[{"type":"text","text":"Hello"}],"stop_reason":"end_turn","usage":{"input_tokens":20,"cache_creation_input_tokens":100,"cache_read_input_tokens":2000,"output_tokens":12}}"#;
-    let (u, m) = parse_everywhere(Framing::Json, body);
-    assert_eq!(u, usage(2120, 12, 2000, 100, 0));
-    assert_eq!(m.as_deref(), Some("claude-3-5-sonnet-20241022"));
+    assert_parses(Framing::Json, body, usage(2120, 12, 2000, 100, 0), "claude-3-5-sonnet-20241022");
 }
 
 #[test]
 fn gemini_json() {
     let body = br#"{"candidates":[{"content":{"parts":[{"text":"x"}],"role":"model"}}],"usageMetadata":{"promptTokenCount":50,"candidatesTokenCount":10,"totalTokenCount":80,"cachedContentTokenCount":20,"thoughtsTokenCount":20},"modelVersion":"gemini-2.5-flash"}"#;
-    let (u, m) = parse_everywhere(Framing::Json, body);
-    assert_eq!(u, usage(50, 30, 20, 0, 20));
-    assert_eq!(m.as_deref(), Some("gemini-2.5-flash"));
+    assert_parses(Framing::Json, body, usage(50, 30, 20, 0, 20), "gemini-2.5-flash");
 }
 
 #[test]
@@ -82,9 +81,7 @@ data: [DONE]\n\n";
 
 #[test]
 fn openai_stream_final_usage_chunk() {
-    let (u, m) = parse_everywhere(Framing::EventStream, OPENAI_STREAM);
-    assert_eq!(u, usage(9, 12, 0, 0, 0));
-    assert_eq!(m.as_deref(), Some("gpt-4o-mini"));
+    assert_parses(Framing::EventStream, OPENAI_STREAM, usage(9, 12, 0, 0, 0), "gpt-4o-mini");
 }
 
 #[test]
@@ -116,9 +113,7 @@ data: {\"type\":\"message_stop\"}\n\n";
 
 #[test]
 fn anthropic_stream_start_and_delta() {
-    let (u, m) = parse_everywhere(Framing::EventStream, ANTHROPIC_STREAM);
-    assert_eq!(u, usage(35, 15, 10, 0, 0));
-    assert_eq!(m.as_deref(), Some("claude-3-5-haiku-20241022"));
+    assert_parses(Framing::EventStream, ANTHROPIC_STREAM, usage(35, 15, 10, 0, 0), "claude-3-5-haiku-20241022");
 }
 
 #[test]
@@ -156,9 +151,7 @@ fn responses_api_stream_completed_event() {
 fn gemini_sse_stream_keeps_the_last_cumulative_count() {
     let body = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}],\"usageMetadata\":{\"promptTokenCount\":8,\"candidatesTokenCount\":1,\"totalTokenCount\":9},\"modelVersion\":\"gemini-2.0-flash\"}\r\n\r\n\
 data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"b\"}]}}],\"usageMetadata\":{\"promptTokenCount\":8,\"candidatesTokenCount\":5,\"totalTokenCount\":13},\"modelVersion\":\"gemini-2.0-flash\"}\r\n\r\n";
-    let (u, m) = parse_everywhere(Framing::EventStream, body);
-    assert_eq!(u, usage(8, 5, 0, 0, 0));
-    assert_eq!(m.as_deref(), Some("gemini-2.0-flash"));
+    assert_parses(Framing::EventStream, body, usage(8, 5, 0, 0, 0), "gemini-2.0-flash");
 }
 
 #[test]

@@ -51,6 +51,20 @@ def envoy_binary():
                           check=True).stdout.strip()
 
 
+def stop_processes(procs, grace=10):
+    """Stops Popen processes, the last started first: SIGTERM to each still
+    running, then up to `grace` seconds each to exit before SIGKILL."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def cpu_seconds(pid):
     """utime + stime of a whole process (all threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

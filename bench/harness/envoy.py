@@ -5,25 +5,19 @@ stats, CPU time and RSS."""
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from .common import ENVOY_CPU, cpu_seconds, free_port, log
+from .common import ENVOY_CPU, cpu_seconds, free_port, log, stop_processes
 from .configs import bootstrap
 
 
 def _stop(proc, logf):
-    if proc and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    if proc:
+        stop_processes([proc])
     if logf:
         logf.close()
 

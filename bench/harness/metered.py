@@ -275,19 +275,15 @@ def build(work, envoy_bin, smoke):
         return c
 
     allow = creds["allow"]
-    cases = [
-        case("bare-small", "bare", allow, "small", "bare Envoy, small JSON answer"),
-        case("header-small", "guard-metered", allow, "small", "guard, header-only key, small JSON answer"),
-        case("metered-small", "guard-metered", creds["metered"], "small",
-             "guard, metered key (tokens/minute), small JSON answer", True),
-        case("models-small", "guard-metered", creds["models"], "small",
-             "guard, model-rule key, small JSON answer", True),
-        case("bare-stream", "bare", allow, "stream", "bare Envoy, 1 MiB SSE answer"),
-        case("header-stream", "guard-metered", allow, "stream", "guard, header-only key, 1 MiB SSE answer"),
-        case("metered-stream", "guard-metered", creds["metered"], "stream",
-             "guard, metered key (tokens/minute), 1 MiB SSE answer", True),
-        case("models-stream", "guard-metered", creds["models"], "stream",
-             "guard, model-rule key, 1 MiB SSE answer", True),
+    # The same four keys before a small JSON answer, then before a stream.
+    cases = [case(f"{kind}-{response}", envoy, key, response, f"{who}, {answer}", metered_)
+             for response, answer in (("small", "small JSON answer"), ("stream", "1 MiB SSE answer"))
+             for kind, envoy, key, who, metered_ in (
+                 ("bare", "bare", allow, "bare Envoy", False),
+                 ("header", "guard-metered", allow, "guard, header-only key", False),
+                 ("metered", "guard-metered", creds["metered"], "guard, metered key (tokens/minute)", True),
+                 ("models", "guard-metered", creds["models"], "guard, model-rule key", True))]
+    cases += [
         case("plain-allow", "guard-plain", allow, "get", "guard allow (GET, no body), bundle with no metered key"),
         case("mixed-allow", "guard-metered", allow, "get", "guard allow (GET, no body), bundle with metered keys"),
         case("plain-header-small", "guard-plain", allow, "small",

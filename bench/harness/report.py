@@ -464,13 +464,21 @@ def _quartile(xs):
     return lambda f: xs[int(f * (len(xs) - 1))]
 
 
+def _separate_run(path, counted):
+    """The figures of a focused run (its own command, its JSON beside
+    results.md): (figures, rounds of `counted`, when it was written), or None
+    where it has not run."""
+    if not path.exists():
+        return None
+    figures = json.loads(path.read_text())
+    when = dt.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    return figures, len(figures.get(counted, [])), when
+
+
 def focused(r):
     out = []
-    focus = r.out_dir / "focus.json"
-    if focus.exists():
-        fr = json.loads(focus.read_text())
-        n = len(fr.get("bare", []))
-        when = dt.datetime.fromtimestamp(focus.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    if focus := _separate_run(r.out_dir / "focus.json", "bare"):
+        fr, n, when = focus
         out += ["", f"## Focused ladder (`bench/bench.py focus`, {n} interleaved rounds × 3 s, a separate run, "
                 f"{when})", "", "| step | CPU µs/req median | paired median over the previous step (IQR) |",
                 "|---|---:|---:|"]
@@ -490,11 +498,8 @@ def focused(r):
         out += ["", "noop_r = the no-op restricted to the guard's capability list; headers, glue = noop_r making "
                 "the header fetch, every host call of the guard's allow path; guard − glue = the guard's own code in "
                 "the VM. Each step is paired with the one above it (noop_r with bare)."]
-    scale = r.out_dir / "scale_focus.json"
-    if scale.exists():
-        sr = json.loads(scale.read_text())
-        n = len(sr.get("k10", []))
-        when = dt.datetime.fromtimestamp(scale.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    if scale := _separate_run(r.out_dir / "scale_focus.json", "k10"):
+        sr, n, when = scale
         out += ["", f"## Focused scale check (`bench/bench.py scale-focus`, {n} interleaved rounds × 3 s, a "
                 f"separate run, {when})", "",
                 "| guard allow with | CPU µs/req median | paired ratio to 10 keys + 1 CIDR, median (IQR) |",

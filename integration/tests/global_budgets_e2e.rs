@@ -78,7 +78,8 @@ impl Fixture {
     }
 }
 
-fn start() -> (Fixture, Keys) {
+/// A store with tenant acme and the two scripted providers.
+fn acme_with_providers() -> Admin {
     let admin = Admin::init(&paths::guard_wasm());
     admin.json(&["tenant", "add", "acme", "--region", "eu"]);
     admin.set_provider(
@@ -89,6 +90,11 @@ fn start() -> (Fixture, Keys) {
         &["anthropic", "--path-prefix", "/anthropic/", "--header", "x-api-key", "--format", "{secret}"],
         "sk-global-anthropic",
     );
+    admin
+}
+
+fn start() -> (Fixture, Keys) {
+    let admin = acme_with_providers();
     let key = |limits: &[&str]| {
         let key = admin.create_key("acme", &[]);
         set_quota(&admin, &["--key", &key.key_id], limits);
@@ -122,19 +128,7 @@ fn start() -> (Fixture, Keys) {
 /// headers (so Envoy's ratelimit filter has its answer first); the raw
 /// response, read until the connection closes (also when cut off).
 fn send_raw(envoy: &Envoy, key: &str, path: &str, body: &[u8]) -> String {
-    let mut conn = TcpStream::connect(envoy.listener()).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: tokenhub.test\r\nauthorization: Bearer {key}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).expect("head");
-    thread::sleep(Duration::from_millis(300));
-    conn.write_all(body).expect("body");
-    let mut out = Vec::new();
-    let _ = conn.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    send_split(envoy, key, path, body, || ())
 }
 
 fn assert_budget_refusal(resp: &Response, limit: u64) {
@@ -291,6 +285,120 @@ fn budgets_hold_across_two_replicas_through_the_rate_limit_service() {
     assert_eq!(rows[0]["tenant"], "acme");
 }
 
+/// One request on its own connection; `between` runs after the headers
+/// went out and 300 ms passed (Envoy's ratelimit filter has its answer),
+/// before the body. The raw response, read until the connection closes.
+fn send_split(envoy: &Envoy, key: &str, path: &str, body: &[u8], between: impl FnOnce()) -> String {
+    let mut conn = TcpStream::connect(envoy.listener()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: tokenhub.test\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).expect("head");
+    thread::sleep(Duration::from_millis(300));
+    between();
+    conn.write_all(body).expect("body");
+    let mut out = Vec::new();
+    let _ = conn.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// This minute's token counter of a key in Redis (`tokenhub.q|k|ID|tm|…`).
+fn minute_tokens(redis: &Redis, key_id: &str) -> u64 {
+    let keys = redis.cli(&["--scan", "--pattern", &format!("tokenhub.q|k|{key_id}|tm|*")]);
+    keys.lines().map(|k| redis.cli(&["GET", k.trim()]).trim().parse::<u64>().unwrap_or(0)).sum()
+}
+
+/// The body's `max_tokens` in the global mode: Envoy's ratelimit filter
+/// reserved at headers with the default output (512), so the guard tops
+/// the reservation up itself once it read the body (one more
+/// `ShouldRateLimit`, to the same service, from the Wasm filter).
+/// - Refused at body time: a key of 400 tokens a minute, 50 used. The
+///   header reservation (~540 for an Anthropic stream) is admitted (the
+///   counter was below the limit), so a 4 096-token cap's top-up finds the
+///   budget spent: 429 `token_budget_exceeded` with the service's
+///   `ratelimit-*`, nothing upstream, the header reservation given back;
+///   the same request without `max_tokens` is admitted. (Without the
+///   top-up, the capped request is admitted: 200.)
+/// - Admitted and settled: a key of 10 000 a minute; a request stating
+///   `max_tokens` 8 500, answered after 1 s with 8 496 out. While it runs
+///   Redis holds its body estimate (input + 8 500: without the top-up,
+///   input + 512); after it, exactly the usage (a settlement that forgot the
+///   top-up would leave 7 988 more). The top-up passed the soft limit: the
+///   access log says so (the header reservation alone did not).
+/// - The service failing at the top-up (Redis gone after the header
+///   answer): 503 `filter_fault`, fail closed (without the top-up: 200).
+#[test]
+fn the_bodys_max_tokens_is_topped_up_by_the_guard() {
+    let admin = acme_with_providers();
+    let tight = admin.create_key("acme", &[]);
+    set_quota(&admin, &["--key", &tight.key_id], &["--tokens-per-minute", "400"]);
+    let roomy = admin.create_key("acme", &[]);
+    set_quota(&admin, &["--key", &roomy.key_id], &["--tokens-per-minute", "10000"]);
+    admin.json(&["quota", "metering", "--default-output-tokens", &OUTPUT_RESERVATION.to_string()]);
+    let upstream = ScriptedUpstream::start(script);
+    let (mut redis, _service, envoys) = start_global_mode(&admin, upstream.addr.port(), 1);
+    let envoy = &envoys[0];
+    let capped = |max_tokens: u64| {
+        format!(
+            r#"{{"model":"claude-3-5-haiku-20241022","max_tokens":{max_tokens},"stream":true,"messages":[{{"role":"user","content":"hi"}}]}}"#
+        )
+        .into_bytes()
+    };
+    let path = "/anthropic/v1/messages";
+
+    // Both parts (about 5 s) in one minute's counters.
+    room_in_minute(20);
+    let out = send_split(envoy, &tight.key, path, &anthropic_stream("hi"), || {});
+    assert!(out.starts_with("HTTP/1.1 200"), "no max_tokens: the header reservation only: {out}");
+    thread::sleep(SETTLE_PAUSE);
+    assert_eq!(minute_tokens(&redis, &tight.key_id), 50, "settled to the stream's 35 in + 15 out");
+    assert_eq!(upstream.take_bodies().len(), 1);
+    let out = send_split(envoy, &tight.key, path, &capped(4_096), || {});
+    assert!(out.starts_with("HTTP/1.1 429"), "the top-up must be refused: {out}");
+    assert!(out.contains("token_budget_exceeded"), "{out}");
+    let lower = out.to_ascii_lowercase();
+    assert!(lower.contains("ratelimit-limit: 400") && lower.contains("ratelimit-remaining: 0"), "{out}");
+    assert!(lower.contains("retry-after: "), "{out}");
+    assert!(lower.contains("content-type: application/json"), "{out}");
+    assert!(upstream.take_bodies().is_empty(), "a refused body reaches no upstream");
+    thread::sleep(SETTLE_PAUSE);
+    assert_eq!(minute_tokens(&redis, &tight.key_id), 50, "the refusal gave its header reservation back");
+    let out = send_split(envoy, &tight.key, path, &anthropic_stream("hi"), || {});
+    assert!(out.starts_with("HTTP/1.1 200"), "the same request without max_tokens is admitted: {out}");
+    upstream.take_bodies();
+
+    let body =
+        br#"{"model":"gpt-4o-mini","max_tokens":8500,"messages":[{"role":"user","content":"reserve-mode"}]}"#.to_vec();
+    let input = (body.len() as u64).div_ceil(4);
+    let during = thread::scope(|scope| {
+        let running = scope.spawn(|| send_split(envoy, &roomy.key, "/v1/chat/completions", &body, || {}));
+        // The upstream answers 1 s after the body: the reservation stands.
+        thread::sleep(Duration::from_millis(300 + 600));
+        let during = minute_tokens(&redis, &roomy.key_id);
+        let out = running.join().expect("request thread");
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        during
+    });
+    assert_eq!(during, input + 8_500, "reserved while running: the body's estimate (input {input} + max_tokens)");
+    thread::sleep(SETTLE_PAUSE);
+    assert_eq!(minute_tokens(&redis, &roomy.key_id), input + 8_496, "settled to the usage reported");
+    // The top-up took the budget past its soft limit (80 %; the header
+    // reservation alone did not): the service said so in the top-up's
+    // answer, and the guard marked it in the access log.
+    let line = envoy.access_log().into_iter().find(|l| l["key_id"] == roomy.key_id.as_str()).expect("access log line");
+    assert_eq!(line["soft_limit"], "1", "{line}");
+
+    // Redis gone after Envoy's ratelimit filter answered: the top-up cannot
+    // be decided, the guard refuses (fail closed).
+    let out = send_split(envoy, &roomy.key, path, &capped(4_096), || redis.kill());
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("gateway_fault"), "{out}");
+    assert_eq!(upstream.take_bodies().len(), 1, "only the admitted request reached the upstream");
+}
+
 /// RESP for one command.
 fn resp(args: &[&str]) -> String {
     let mut out = format!("*{}\r\n", args.len());
@@ -313,25 +421,21 @@ fn usage_current_reads_100_000_keys_totals() {
     let month = std::process::Command::new("date").args(["-u", "+%Y-%m"]).output().expect("date");
     let month = String::from_utf8_lossy(&month.stdout).trim().to_string();
     // The service's layout (src/admin/ratelimit/totals.rs): per level, one
-    // hash per total and month, member → count; the sub-account and tenant
-    // levels hold the sums the settlements add there.
-    let total = |level: &str, field: &str| format!("tokenhub.usage|{month}|{level}|{field}");
+    // hash per month, member → `requests input output cached usd nano`; the
+    // sub-account and tenant levels hold the sums the settlements add there.
+    let total = |level: &str| format!("tokenhub.usage|{month}|{level}");
     let input: u64 = (0..KEYS).map(|i| i % 1_000).sum();
     let output: u64 = (0..KEYS).map(|i| i % 7).sum();
-    let sums = [2 * KEYS, input, output, KEYS, 1_000 * KEYS].map(|v| v.to_string());
-    let fields = ["requests", "input_tokens", "output_tokens", "cached_tokens", "cost_nano_usd"];
+    let cost = 1_000 * KEYS;
     let mut commands = String::new();
     for i in 0..KEYS {
         let member = format!("acme|default|k{i:07}");
-        let values = ["2".to_string(), (i % 1_000).to_string(), (i % 7).to_string(), "1".into(), "1000".into()];
-        for (field, value) in fields.iter().zip(&values) {
-            commands.push_str(&resp(&["HSET", &total("key", field), &member, value]));
-        }
+        let packed = format!("2 {} {} 1 0 1000", i % 1_000, i % 7);
+        commands.push_str(&resp(&["HSET", &total("key"), &member, &packed]));
     }
+    let sums = format!("{} {input} {output} {KEYS} {} {}", 2 * KEYS, cost / 1_000_000_000, cost % 1_000_000_000);
     for (level, member) in [("sub", "acme|default|*"), ("tenant", "acme|*|*")] {
-        for (field, value) in fields.iter().zip(&sums) {
-            commands.push_str(&resp(&["HSET", &total(level, field), member, value]));
-        }
+        commands.push_str(&resp(&["HSET", &total(level), member, &sums]));
     }
     redis.pipe(commands.as_bytes());
     let run = |args: &[&str]| {
@@ -349,14 +453,35 @@ fn usage_current_reads_100_000_keys_totals() {
     assert_eq!(
         [&row["requests"], &row["input_tokens"], &row["output_tokens"], &row["cached_tokens"], &row["cost_nano_usd"]]
             .map(|v| v.as_u64()),
-        [Some(2 * KEYS), Some(input), Some(output), Some(KEYS), Some(1_000 * KEYS)],
+        [Some(2 * KEYS), Some(input), Some(output), Some(KEYS), Some(cost)],
         "{tenant}"
     );
     let (keys, took_keys) = run(&["usage", "--current"]);
     assert_eq!(keys["rows"].as_array().map(Vec::len), Some(KEYS as usize));
     let summed: u64 = keys["rows"].as_array().into_iter().flatten().filter_map(|r| r["input_tokens"].as_u64()).sum();
     assert_eq!(summed, input, "the key level adds up to the tenant's");
+    // The same as a table for a terminal: a header and a line per key.
+    let mut cmd = admin.text_command(&["usage", "--current"]);
+    cmd.env("TOKENHUB_REDIS_URL", redis.url());
+    let started = std::time::Instant::now();
+    let out = cmd.output().expect("tokenhub-admin usage --current");
+    let took_text = started.elapsed();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = text.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["TENANT", "SUB_ACCOUNT", "KEY_ID", "REQUESTS", "INPUT_TOKENS", "OUTPUT_TOKENS", "CACHED_TOKENS", "COST_USD"]
+    );
+    assert_eq!(text.lines().count(), KEYS as usize + 1);
+    assert!(
+        text.contains(
+            "acme    default      k0000999  2         999           5              1              0.000001000"
+        ),
+        "{}",
+        &text[..2_000]
+    );
     eprintln!(
-        "usage --current over {KEYS} keys' totals: --by tenant {took_tenant:?}, --by key (JSON, {KEYS} rows) {took_keys:?}"
+        "usage --current over {KEYS} keys' totals: --by tenant {took_tenant:?}, --by key {took_keys:?} (JSON) and {took_text:?} (text), {KEYS} rows"
     );
 }

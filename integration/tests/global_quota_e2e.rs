@@ -55,6 +55,20 @@ impl Fixture {
     fn call(&self, key: &str) -> Response {
         self.call_via(0, key, &[])
     }
+
+    /// `call_via` again while Envoy answers 503 (it may need a moment to
+    /// reconnect to a restarted service or Redis), for up to 15 s: the
+    /// first other answer, else the last 503.
+    fn call_once_reconnected(&self, replica: usize, key: &str) -> Response {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = self.call_via(replica, key, &[]);
+            if r.status != 503 || Instant::now() > deadline {
+                return r;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
 /// `threads` threads, thread i sending through replica i % REPLICAS with
@@ -149,15 +163,7 @@ fn redis_down_fails_closed_then_recovers_a_service_restart_loses_no_count_and_a_
     }
     fx.service.restart();
     fx.service.wait_loaded(fx.admin.published_version());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let after = loop {
-        let r = fx.call_via(1, &key, &[]);
-        // Envoy may need a moment to reconnect to the restarted service (503).
-        if r.status != 503 || Instant::now() > deadline {
-            break r;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
+    let after = fx.call_once_reconnected(1, &key);
     assert_eq!(after.status, 200, "{}", after.body_text());
     assert_eq!(header_u64(&after, "ratelimit-remaining"), 5, "no count lost across the restart");
     let rest: Vec<Response> = (0..7).map(|i| fx.call_via(i, &key, &[])).collect();
@@ -176,14 +182,7 @@ fn redis_down_fails_closed_then_recovers_a_service_restart_loses_no_count_and_a_
 
     // Redis back (empty: no persistence here): served again.
     fx.redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let back = loop {
-        let r = fx.call_via(2, &key, &[]);
-        if r.status != 503 || Instant::now() > deadline {
-            break r;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
+    let back = fx.call_once_reconnected(2, &key);
     assert_eq!(back.status, 200, "after Redis came back: {}", back.body_text());
     assert!(fx.service.log().contains("Redis"), "the service logged the outage:\n{}", fx.service.log());
 

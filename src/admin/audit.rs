@@ -177,9 +177,15 @@ pub fn erasure_mac(key: &[u8], entry: &Entry) -> Result<String, AdminError> {
     if let Some(e) = unsigned.erased.as_mut() {
         e.mac = String::new();
     }
-    let bytes = serde_json::to_vec(&unsigned).map_err(|e| AdminError::Internal(e.to_string()))?;
+    mac_of(key, b"tokenhub-audit-erased-v1\n", &unsigned)
+}
+
+/// Hex HMAC-SHA256 over `domain` (which kind of MAC this is) and `entry`
+/// serialized (deterministic: fixed field order).
+fn mac_of(key: &[u8], domain: &[u8], entry: &Entry) -> Result<String, AdminError> {
+    let bytes = serde_json::to_vec(entry).map_err(|e| AdminError::Internal(e.to_string()))?;
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| AdminError::Internal("audit key".into()))?;
-    mac.update(b"tokenhub-audit-erased-v1\n");
+    mac.update(domain);
     mac.update(&bytes);
     Ok(to_hex(&mac.finalize().into_bytes()))
 }
@@ -208,11 +214,7 @@ pub struct Head {
 pub fn entry_mac(key: &[u8], entry: &Entry) -> Result<String, AdminError> {
     let mut unsigned = entry.clone();
     unsigned.hash = String::new();
-    let bytes = serde_json::to_vec(&unsigned).map_err(|e| AdminError::Internal(e.to_string()))?;
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| AdminError::Internal("audit key".into()))?;
-    mac.update(b"tokenhub-audit-v1\n");
-    mac.update(&bytes);
-    Ok(to_hex(&mac.finalize().into_bytes()))
+    mac_of(key, b"tokenhub-audit-v1\n", &unsigned)
 }
 
 impl Entry {
@@ -639,9 +641,7 @@ mod tests {
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn temp_log(name: &str) -> AuditLog {
-        let dir = std::env::temp_dir().join(format!("thg-audit-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::admin::fsutil::fresh_test_dir(&format!("audit-{name}"));
         AuditLog::new(dir.join("audit.log"))
     }
 

@@ -216,14 +216,23 @@ pub fn ensure_private_dir(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
 }
 
+/// An empty directory `thg-<name>-<pid>` under the system's temp dir, for
+/// the admin's unit tests.
+#[cfg(test)]
+pub(crate) fn fresh_test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("thg-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn atomic_write_sets_mode_and_replaces() {
-        let dir = std::env::temp_dir().join(format!("thg-fsutil-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_test_dir("fsutil");
         let p = dir.join("f");
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o600).unwrap();
@@ -385,9 +394,7 @@ mod tests {
 
     #[test]
     fn temp_files_are_exclusive_and_never_followed() {
-        let dir = std::env::temp_dir().join(format!("thg-fsutil-excl-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_test_dir("fsutil-excl");
         // The name the old code used (`.f.tmp.<pid>`), planted as a symlink
         // to a file the attacker wants overwritten: never written through.
         let victim = dir.join("victim");
@@ -405,9 +412,7 @@ mod tests {
 
     #[test]
     fn a_watched_file_is_handed_over_once_per_change_and_a_failure_once_per_streak() {
-        let dir = std::env::temp_dir().join(format!("thg-fsutil-watch-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_test_dir("fsutil-watch");
         let p = dir.join("guard.json");
         let mut watch = FileWatch::new(p.clone());
         assert!(matches!(watch.poll(), Some(Err(_))), "missing: reported");

@@ -146,6 +146,26 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// The `--listen` address of a service (`serve`, `ratelimit`): IP:PORT, as
+/// in `example`; off loopback only with `--allow-remote`, else a refusal
+/// saying where the service `belongs`.
+pub fn listen_address(
+    listen: &str,
+    example: &str,
+    allow_remote: bool,
+    belongs: &str,
+) -> Result<std::net::SocketAddr, AdminError> {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| AdminError::Usage(format!("--listen {listen:?}: expected IP:PORT, e.g. {example}")))?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(AdminError::Usage(format!(
+            "refusing to listen on {addr}: {belongs}; pass --allow-remote to override"
+        )));
+    }
+    Ok(addr)
+}
+
 /// Parses `90s`, `15m`, `24h`, `7d`, `2w` into seconds.
 pub fn parse_duration(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -177,6 +197,25 @@ mod tests {
         assert!(parse_duration("7y").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("99999999999999999999w").is_err());
+    }
+
+    #[test]
+    fn a_listen_address_is_ip_port_on_loopback_unless_allowed_off_it() {
+        let usage = |r: Result<std::net::SocketAddr, AdminError>| match r {
+            Err(AdminError::Usage(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(listen_address("127.0.0.1:8081", "e.g.", false, "b").unwrap().port(), 8081);
+        assert_eq!(listen_address("[::1]:0", "e.g.", false, "b").unwrap().port(), 0);
+        assert_eq!(listen_address("0.0.0.0:8082", "e.g.", true, "b").unwrap().to_string(), "0.0.0.0:8082");
+        assert_eq!(
+            usage(listen_address("localhost:80", "127.0.0.1:8081", false, "b")),
+            "--listen \"localhost:80\": expected IP:PORT, e.g. 127.0.0.1:8081"
+        );
+        assert_eq!(
+            usage(listen_address("0.0.0.0:80", "e.g.", false, "it belongs on loopback")),
+            "refusing to listen on 0.0.0.0:80: it belongs on loopback; pass --allow-remote to override"
+        );
     }
 
     #[test]

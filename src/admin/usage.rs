@@ -7,7 +7,7 @@
 //! report out; one table (`Report::table`) rendered as text, JSON or CSV.
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Who a log line belongs to; `-` where the guard identified nobody (a
@@ -79,9 +79,34 @@ pub struct UsageFilter {
     pub until: Option<String>,
 }
 
+/// Where a report's figures come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Source {
+    /// The access log: every request, with its outcome, addresses and times.
+    #[default]
+    AccessLog,
+    /// The global mode's totals of one month (`YYYY-MM`) in Redis
+    /// (`ratelimit::totals`): metered requests, their tokens and cost.
+    Counters { month: String },
+}
+
+/// The columns the counters know (`Source::Counters`).
+const COUNTED: [&str; 9] = [
+    "tenant",
+    "sub_account",
+    "key_id",
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cached_tokens",
+    "cost_nano_usd",
+    "cost_usd",
+];
+
 #[derive(Debug, Default)]
 pub struct Report {
     pub grouping: Grouping,
+    pub source: Source,
     pub rows: BTreeMap<Owner, Usage>,
     /// Lines that are not JSON objects (skipped, counted).
     pub unreadable: u64,
@@ -189,40 +214,79 @@ pub enum Format {
 struct Column {
     name: &'static str,
     in_text: bool,
-    value: fn(&Owner, &Usage) -> Value,
+    value: for<'a> fn(&'a Owner, &'a Usage) -> Cell<'a>,
+}
+
+/// One cell, borrowed from its row: rendered straight into each format
+/// (a report may have 100 000 rows).
+enum Cell<'a> {
+    Text(&'a str),
+    Count(u64),
+    Usd(u64),
+    Ips(&'a BTreeSet<String>),
+    Denied(&'a BTreeMap<String, u64>),
+}
+
+impl Cell<'_> {
+    /// As text: a list space-separated, denials as `reason=count`.
+    fn text(&self) -> String {
+        match self {
+            Self::Text(s) => s.to_string(),
+            Self::Count(n) => n.to_string(),
+            Self::Usd(nano) => usd(*nano),
+            Self::Ips(ips) => ips.iter().map(String::as_str).collect::<Vec<_>>().join(" "),
+            Self::Denied(d) => d.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+impl Serialize for Cell<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Text(t) => s.serialize_str(t),
+            Self::Count(n) => s.serialize_u64(*n),
+            Self::Usd(nano) => s.serialize_str(&usd(*nano)),
+            Self::Ips(ips) => ips.serialize(s),
+            Self::Denied(d) => d.serialize(s),
+        }
+    }
 }
 
 /// Every column, once: the three formats are renderings of this list.
-fn columns(g: Grouping) -> Vec<Column> {
+fn columns(g: Grouping, source: &Source) -> Vec<Column> {
+    use Cell::{Count, Text};
     let c = |name, in_text, value| Column { name, in_text, value };
-    let mut out = vec![c("tenant", true, |o: &Owner, _: &Usage| json!(o.tenant))];
+    let mut out = vec![c("tenant", true, |o, _| Text(&o.tenant))];
     if g.level != Level::Tenant {
-        out.push(c("sub_account", true, |o, _| json!(o.sub_account)));
+        out.push(c("sub_account", true, |o, _| Text(&o.sub_account)));
     }
     if g.level == Level::Key {
-        out.push(c("key_id", true, |o, _| json!(o.key_id)));
+        out.push(c("key_id", true, |o, _| Text(&o.key_id)));
     }
     if g.per_model {
-        out.push(c("model", true, |o, _| json!(o.model)));
+        out.push(c("model", true, |o, _| Text(&o.model)));
     }
     if g.per_day {
-        out.push(c("day", true, |o, _| json!(o.day)));
+        out.push(c("day", true, |o, _| Text(&o.day)));
     }
     out.extend([
-        c("requests", true, |_, u| json!(u.requests)),
-        c("allowed", true, |_, u| json!(u.allowed)),
-        c("input_tokens", true, |_, u| json!(u.input_tokens)),
-        c("output_tokens", true, |_, u| json!(u.output_tokens)),
-        c("cached_tokens", true, |_, u| json!(u.cached_tokens)),
-        c("reasoning_tokens", false, |_, u| json!(u.reasoning_tokens)),
-        c("cost_nano_usd", false, |_, u| json!(u.cost_nano_usd)),
-        c("cost_usd", true, |_, u| json!(usd(u.cost_nano_usd))),
-        c("distinct_client_ips", true, |_, u| json!(u.client_ips.len())),
-        c("client_ips", false, |_, u| json!(u.client_ips)),
-        c("first_seen", true, |_, u| json!(u.first_seen)),
-        c("last_seen", true, |_, u| json!(u.last_seen)),
-        c("denied", true, |_, u| json!(u.denied)),
+        c("requests", true, |_, u| Count(u.requests)),
+        c("allowed", true, |_, u| Count(u.allowed)),
+        c("input_tokens", true, |_, u| Count(u.input_tokens)),
+        c("output_tokens", true, |_, u| Count(u.output_tokens)),
+        c("cached_tokens", true, |_, u| Count(u.cached_tokens)),
+        c("reasoning_tokens", false, |_, u| Count(u.reasoning_tokens)),
+        c("cost_nano_usd", false, |_, u| Count(u.cost_nano_usd)),
+        c("cost_usd", true, |_, u| Cell::Usd(u.cost_nano_usd)),
+        c("distinct_client_ips", true, |_, u| Count(u.client_ips.len() as u64)),
+        c("client_ips", false, |_, u| Cell::Ips(&u.client_ips)),
+        c("first_seen", true, |_, u| Text(&u.first_seen)),
+        c("last_seen", true, |_, u| Text(&u.last_seen)),
+        c("denied", true, |_, u| Cell::Denied(&u.denied)),
     ]);
+    if matches!(source, Source::Counters { .. }) {
+        out.retain(|c| COUNTED.contains(&c.name));
+    }
     out
 }
 
@@ -230,17 +294,6 @@ fn columns(g: Grouping) -> Vec<Column> {
 fn usd(nano: u64) -> String {
     let per = crate::core::budget::NANO_USD_PER_USD;
     format!("{}.{:09}", nano / per, nano % per)
-}
-
-/// A cell as text: numbers and strings as they are, a list space-separated,
-/// denials as `reason=count`.
-fn cell_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(cell_text).collect::<Vec<_>>().join(" "),
-        Value::Object(m) => m.iter().map(|(k, n)| format!("{k}={}", cell_text(n))).collect::<Vec<_>>().join(" "),
-        other => other.to_string(),
-    }
 }
 
 /// A CSV field (RFC 4180): quoted when it holds a comma, quote or line
@@ -256,62 +309,117 @@ fn csv_field(text: &str) -> String {
     }
 }
 
+/// One row as a JSON object.
+struct Row<'a> {
+    cols: &'a [Column],
+    owner: &'a Owner,
+    usage: &'a Usage,
+}
+
+impl Serialize for Row<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.cols.len()))?;
+        for c in self.cols {
+            m.serialize_entry(c.name, &(c.value)(self.owner, self.usage))?;
+        }
+        m.end()
+    }
+}
+
+/// The rows as a JSON array, written as they are walked.
+struct Rows<'a>(&'a Report, &'a [Column]);
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Self(report, cols) = self;
+        s.collect_seq(report.rows.iter().map(|(owner, usage)| Row { cols, owner, usage }))
+    }
+}
+
+/// The JSON form: `{"rows": [...], "unreadable_lines": n}`, and for the
+/// counters the month and `"source": "redis"`.
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let cols = columns(self.grouping, &self.source);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("rows", &Rows(self, &cols))?;
+        m.serialize_entry("unreadable_lines", &self.unreadable)?;
+        if let Source::Counters { month } = &self.source {
+            m.serialize_entry("month", month)?;
+            m.serialize_entry("source", "redis")?;
+        }
+        m.end()
+    }
+}
+
 impl Report {
-    /// The header and the rows, as cells: what every format renders.
-    fn table(&self) -> (Vec<Column>, Vec<Vec<Value>>) {
-        let cols = columns(self.grouping);
-        let rows = self.rows.iter().map(|(o, u)| cols.iter().map(|c| (c.value)(o, u)).collect()).collect();
+    /// The header and the rows, as cells: what text and CSV render.
+    fn table(&self) -> (Vec<Column>, Vec<Vec<String>>) {
+        let cols = columns(self.grouping, &self.source);
+        let rows = self.rows.iter().map(|(o, u)| cols.iter().map(|c| (c.value)(o, u).text()).collect()).collect();
         (cols, rows)
     }
 
     pub fn render(&self, format: Format) -> String {
-        let (cols, rows) = self.table();
         match format {
             Format::Json => self.to_json().to_string(),
-            Format::Csv => {
-                let mut out = cols.iter().map(|c| c.name).collect::<Vec<_>>().join(",");
-                out.push('\n');
-                for row in &rows {
-                    out.push_str(&row.iter().map(|v| csv_field(&cell_text(v))).collect::<Vec<_>>().join(","));
-                    out.push('\n');
-                }
-                out
-            }
-            Format::Text => {
-                let shown: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].in_text).collect();
-                let header: Vec<String> = shown.iter().map(|&i| cols[i].name.to_uppercase()).collect();
-                let body: Vec<Vec<String>> =
-                    rows.iter().map(|r| shown.iter().map(|&i| cell_text(&r[i])).collect()).collect();
-                let mut widths: Vec<usize> = header.iter().map(String::len).collect();
-                for r in &body {
-                    for (w, cell) in widths.iter_mut().zip(r) {
-                        *w = (*w).max(cell.len());
-                    }
-                }
-                let line = |cells: &[String]| {
-                    let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-                    padded.join("  ").trim_end().to_string() + "\n"
-                };
-                let mut out = line(&header);
-                for r in &body {
-                    out.push_str(&line(r));
-                }
-                if self.rows.is_empty() {
-                    out.push_str("no matching requests in the access log\n");
-                }
-                if self.unreadable > 0 {
-                    out.push_str(&format!("({} lines were not JSON and were skipped)\n", self.unreadable));
-                }
-                out
-            }
+            Format::Csv => self.csv(),
+            Format::Text => self.text_table(),
         }
     }
 
-    pub fn to_json(&self) -> Value {
+    fn csv(&self) -> String {
         let (cols, rows) = self.table();
-        let rows: Vec<Value> =
-            rows.into_iter().map(|r| Value::Object(cols.iter().map(|c| c.name.to_string()).zip(r).collect())).collect();
-        json!({ "rows": rows, "unreadable_lines": self.unreadable })
+        let mut out = cols.iter().map(|c| c.name).collect::<Vec<_>>().join(",");
+        out.push('\n');
+        for row in &rows {
+            out.push_str(&row.iter().map(|cell| csv_field(cell)).collect::<Vec<_>>().join(","));
+            out.push('\n');
+        }
+        out
+    }
+
+    fn text_table(&self) -> String {
+        let (cols, rows) = self.table();
+        let shown: Vec<usize> = (0..cols.len()).filter(|&i| cols[i].in_text).collect();
+        let header: Vec<String> = shown.iter().map(|&i| cols[i].name.to_uppercase()).collect();
+        let mut widths: Vec<usize> = header.iter().map(String::len).collect();
+        for r in &rows {
+            for (w, &i) in widths.iter_mut().zip(&shown) {
+                *w = (*w).max(r[i].len());
+            }
+        }
+        // Padded by hand: `format!("{:<w$}")` pads a char at a time.
+        let line = |out: &mut String, cells: &mut dyn Iterator<Item = &String>| {
+            let start = out.len();
+            for (cell, &w) in cells.zip(&widths) {
+                out.push_str(cell);
+                out.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.len()) + 2));
+            }
+            out.truncate(start + out[start..].trim_end().len());
+            out.push('\n');
+        };
+        let mut out = String::new();
+        line(&mut out, &mut header.iter());
+        for r in &rows {
+            line(&mut out, &mut shown.iter().map(|&i| &r[i]));
+        }
+        if self.rows.is_empty() {
+            out.push_str(match self.source {
+                Source::AccessLog => "no matching requests in the access log\n",
+                Source::Counters { .. } => "no metered requests this month\n",
+            });
+        }
+        if self.unreadable > 0 {
+            out.push_str(&format!("({} lines were not JSON and were skipped)\n", self.unreadable));
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
     pub fn to_text(&self) -> String {

@@ -71,6 +71,11 @@ impl Charge {
             Meter::Cost => self.cost,
         }
     }
+
+    /// Both parts added (saturating): a reservation and its top-up.
+    pub fn plus(self, other: Charge) -> Charge {
+        Charge { tokens: self.tokens.saturating_add(other.tokens), cost: self.cost.saturating_add(other.cost) }
+    }
 }
 
 /// The token and dollar limits that apply to a request of `key` (key,
@@ -128,6 +133,20 @@ pub fn input_estimate(body_bytes: u64) -> u64 {
 pub fn estimate(price: &Price, body_bytes: u64, output: u64) -> Charge {
     let input = input_estimate(body_bytes);
     Charge { tokens: input.saturating_add(output), cost: price.cost(input, 0, output) }
+}
+
+/// Global mode, once the body is read: what its `estimate` adds to the
+/// reservation made at request headers (`reserved`) — the body's output
+/// cap, a body longer than `content-length` said. `None`: nothing that
+/// one of `limits` counts (tokens for a token budget, cost for a dollar
+/// budget) grew, so no top-up is asked. A smaller estimate is not given
+/// back early: the settlement replaces the whole reservation anyway.
+pub fn top_up(limits: &[MeteredLimit], reserved: Charge, estimate: Charge) -> Option<Charge> {
+    let extra = Charge {
+        tokens: estimate.tokens.saturating_sub(reserved.tokens),
+        cost: estimate.cost.saturating_sub(reserved.cost),
+    };
+    limits.iter().any(|m| extra.of(m.meter) > 0).then_some(extra)
 }
 
 /// Admission: refused when a budget is already spent, else the estimate is
@@ -322,6 +341,21 @@ mod tests {
     use crate::core::memstore::MemStore;
     #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn a_top_up_is_what_grew_for_a_limit_that_counts_it() {
+        let reserved = Charge { tokens: 600, cost: 900 };
+        let tm = [tokens("tm", 1_000, MINUTE)];
+        let usd =
+            [MeteredLimit { limit: Limit { counter: "usd".into(), limit: 10, window: MONTH }, meter: Meter::Cost }];
+        let bigger = Charge { tokens: 5_600, cost: 500 };
+        assert_eq!(top_up(&tm, reserved, bigger), Some(Charge { tokens: 5_000, cost: 0 }));
+        assert_eq!(top_up(&usd, reserved, bigger), None, "the cost did not grow: a dollar budget asks nothing");
+        assert_eq!(top_up(&usd, reserved, Charge { tokens: 1, cost: 901 }), Some(Charge { tokens: 0, cost: 1 }));
+        assert_eq!(top_up(&tm, reserved, reserved), None);
+        assert_eq!(top_up(&[], reserved, bigger), None);
+        assert_eq!(reserved.plus(Charge { tokens: u64::MAX, cost: 1 }), Charge { tokens: u64::MAX, cost: 901 });
+    }
 
     fn count(store: &dyn CounterStore, counter: &str) -> u64 {
         crate::core::quota::stored(store, counter).1

@@ -15,6 +15,7 @@ mod memstore;
 pub mod models;
 pub mod newest;
 pub mod quota;
+pub mod ratelimit_wire;
 pub mod redact;
 pub mod secret;
 pub mod usage;

@@ -7,8 +7,11 @@
 //! usage parser, whose counts go to filter state for the access log and,
 //! when metered, settle the reservation made at admission
 //! (`core::budget`): at the end of the response, or when the stream is
-//! destroyed early (an abort) with what arrived. Nothing of a body is kept
-//! beyond the scanners' bounded state, or logged.
+//! destroyed early (an abort) with what arrived. In the global quota mode
+//! a body that asks more than the reservation made at headers is held
+//! while the guard asks the rate limit service for the difference itself
+//! (`ask_top_up`, the filter's one outbound call). Nothing of a body is
+//! kept beyond the scanners' bounded state, or logged.
 
 mod host;
 
@@ -22,6 +25,7 @@ use crate::core::errors::DenyReason;
 use crate::core::models::{self, ModelRules, ModelScan, ModelScanner, Rest, DEFAULT_SCAN_BOUND};
 use crate::core::newest::{self, Claim};
 use crate::core::quota::{self, Budget, CounterStore, QuotaOutcome};
+use crate::core::ratelimit_wire as wire;
 use crate::core::usage::{self, Framing, Usage, UsageParser};
 use crate::core::wipe::WipedHeaders;
 use host::{Metrics, SharedCounters};
@@ -139,6 +143,7 @@ impl RootContext for GuardRoot {
             body: None,
             meter: None,
             metered: None,
+            pending: None,
         }))
     }
 
@@ -373,8 +378,11 @@ enum QuotaRefusal {
 /// from `content-length` (0 for a chunked body), the output is the
 /// bundle's default (a `max_tokens` in the body is not known yet) and a
 /// dollar budget's share is priced at the provider's highest prices (the
-/// model is not known yet). `None`: a dollar budget applies and the
-/// provider has no price at all (refused, as `model_not_priced`).
+/// model is not known yet). Once the body is read, a larger estimate (its
+/// `max_tokens`, a body longer than `content-length` said) is topped up by
+/// the guard itself (`GuardHttp::ask_top_up`, `core::ratelimit_wire`).
+/// `None`: a dollar budget applies and the provider has no price at all
+/// (refused, as `model_not_priced`).
 fn global_reservation(
     policy: &Policy,
     provider: usize,
@@ -401,6 +409,20 @@ struct GuardHttp {
     meter: Option<Meter>,
     /// A credential with token or dollar budgets: its reservation.
     metered: Option<Box<Metered>>,
+    /// Global mode: a top-up asked of the rate limit service, the request
+    /// body held until it answers.
+    pending: Option<TopUp>,
+}
+
+/// A body-time top-up in flight (`GuardHttp::ask_top_up`).
+struct TopUp {
+    /// The gRPC call's token.
+    token: u32,
+    /// What it reserves beyond the reservation so far.
+    extra: Charge,
+    /// Count the request as allowed once admitted (its model was decided
+    /// in the same body callback).
+    count_allowed: bool,
 }
 
 /// A metered request (local quota mode): the reservation made at
@@ -429,6 +451,15 @@ struct Metered {
     /// Global quota mode: the rate limit service reserved at admission and
     /// settles from the filter state `settle` writes.
     global: bool,
+    /// Global mode: the descriptor's identity entries as Envoy's actions
+    /// build them (tenant, sub_account, key_id when present), for the top-up.
+    identity: Vec<(&'static str, String)>,
+    /// Global mode: the body-time top-ups the service admitted (part of
+    /// `reserved`) and when the last was made.
+    topped_up: Option<(Charge, u64)>,
+    /// Global mode: a top-up's answer said the soft limit was passed (the
+    /// metric and the access-log field once, whichever answer says it).
+    soft_marked: bool,
     /// What `settle` charged (its cost goes to the usage metrics).
     charged: Option<Charge>,
 }
@@ -458,7 +489,64 @@ struct Meter {
     counted: bool,
 }
 
-impl Context for GuardHttp {}
+impl Context for GuardHttp {
+    /// The rate limit service's answer to a top-up (`ask_top_up`): OK
+    /// adds it to the reservation and lets the body on; OVER_LIMIT refuses
+    /// as a spent budget (429 with the service's `retry-after` and
+    /// `ratelimit-*`); anything else (the call failed, timed out, or the
+    /// answer is unreadable) fails closed with 503 `filter_fault`, as a
+    /// counter the guard cannot read does in local mode.
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if self.pending.as_ref().is_none_or(|p| p.token != token_id) {
+            return;
+        }
+        let Some(asked) = self.pending.take() else { return };
+        let answer = match status_code {
+            0 => self.get_grpc_call_response_body(0, response_size).and_then(|b| wire::decode_response(&b)),
+            _ => None,
+        };
+        match answer {
+            Some(wire::Answer { code: wire::Code::Ok, headers }) => {
+                let soft = headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(budget::SOFT_LIMIT_HEADER));
+                if let (true, Some(m)) = (soft, &mut self.metered) {
+                    if !std::mem::replace(&mut m.soft_marked, true) {
+                        self.mark_soft_limit();
+                    }
+                }
+                let now = host::unix_now(self);
+                if let Some(m) = &mut self.metered {
+                    if let Some((reserved, _)) = &mut m.reserved {
+                        *reserved = reserved.plus(asked.extra);
+                    }
+                    m.topped_up = Some((m.topped_up.map_or_else(Charge::default, |t| t.0).plus(asked.extra), now));
+                }
+                // A cap that arrived while the service was asked may need more.
+                if self.ask_top_up(asked.count_allowed).is_some() {
+                    return;
+                }
+                if let (true, Some(m)) = (asked.count_allowed, &self.metrics) {
+                    m.allowed();
+                }
+                self.resume_http_request();
+            }
+            Some(wire::Answer { code: wire::Code::OverLimit, headers }) => {
+                let extra: Vec<(&str, String)> = headers
+                    .iter()
+                    .filter(|(name, _)| !name.eq_ignore_ascii_case("content-type"))
+                    .map(|(name, value)| (name.as_str(), value.clone()))
+                    .collect();
+                self.deny_with(DenyReason::BudgetExceeded, &extra);
+            }
+            _ => {
+                log::warn!(
+                    "tokenhub guard: the rate limit service (cluster {:?}) did not answer a budget top-up (gRPC status {status_code}); refusing (503)",
+                    wire::CLUSTER
+                );
+                self.deny(DenyReason::FilterFault);
+            }
+        }
+    }
+}
 
 impl HttpContext for GuardHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -568,6 +656,16 @@ impl HttpContext for GuardHttp {
                             _ => end_of_stream.then_some((Charge::default(), facts.now)),
                         },
                         global,
+                        identity: match global {
+                            true => [wire::TENANT_ENTRY, wire::SUB_ACCOUNT_ENTRY, wire::KEY_ID_ENTRY]
+                                .into_iter()
+                                .zip(grant.subject.identity_headers())
+                                .filter_map(|(entry, (_, value))| Some((entry, value?.to_string())))
+                                .collect(),
+                            false => Vec::new(),
+                        },
+                        topped_up: None,
+                        soft_marked: false,
                         requested_price: None,
                         status: None,
                         response_bytes: 0,
@@ -614,6 +712,9 @@ impl HttpContext for GuardHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.pending.is_some() {
+            return self.while_topping_up(body_size);
+        }
         let Some(check) = &mut self.body else { return Action::Continue };
         if check.passed {
             return Action::Continue;
@@ -625,6 +726,14 @@ impl HttpContext for GuardHttp {
             return match rest {
                 Rest::Fine => {
                     self.revise_reservation();
+                    // Global mode: a cap stated after the model's chunk.
+                    if let Some(held) = self.ask_top_up(false) {
+                        if let Some(check) = &mut self.body {
+                            // Envoy now buffers: later callbacks hold this chunk too.
+                            check.scanned = body_size;
+                        }
+                        return held;
+                    }
                     Action::Continue
                 }
                 Rest::DuplicateModel => self.deny(DenyReason::ModelUnreadable),
@@ -661,6 +770,9 @@ impl HttpContext for GuardHttp {
                     check.passed = model.is_none();
                     check.decided = model;
                 }
+                if let Some(held) = self.ask_top_up(true) {
+                    return held;
+                }
                 if let Some(m) = &self.metrics {
                     m.allowed();
                 }
@@ -686,7 +798,9 @@ impl HttpContext for GuardHttp {
             let soft = value(budget::SOFT_LIMIT_HEADER).is_some() && self.metered.as_ref().is_some_and(|m| m.global);
             if soft {
                 // The header is meant for the guard only.
-                self.mark_soft_limit();
+                if !self.metered.as_ref().is_some_and(|m| m.soft_marked) {
+                    self.mark_soft_limit();
+                }
                 self.set_http_response_header(budget::SOFT_LIMIT_HEADER, None);
             }
             if let Some(m) = &mut self.metered {
@@ -908,6 +1022,59 @@ impl GuardHttp {
         }
     }
 
+    /// Global mode, once the body is read: when its estimate (`budget::estimate`
+    /// as in local mode: the model's price, else the provider's highest as
+    /// at headers; the body's output cap, else the default) exceeds what is
+    /// reserved, the guard asks the rate limit service itself for the
+    /// difference (`core::ratelimit_wire`: one `budget_reserve` descriptor
+    /// with the identity entries) and holds the body until it answers
+    /// (`on_grpc_call_response`). `Some`: the action to return (held, or
+    /// refused when the call cannot be made). Requests without budgets, and
+    /// those whose body adds nothing, never get here / ask nothing.
+    fn ask_top_up(&mut self, count_allowed: bool) -> Option<Action> {
+        let policy = self.policy.clone()?;
+        let cap = self.body.as_ref().and_then(|c| c.scanner.max_output());
+        let m = self.metered.as_ref()?;
+        let (true, false, Some((reserved, _))) = (m.global, m.settled, m.reserved) else { return None };
+        let price = m.requested_price.or_else(|| policy.highest_price(m.provider)).unwrap_or_default();
+        let estimate = budget::estimate(&price, m.body_bytes, cap.unwrap_or(policy.default_output_tokens));
+        let extra = budget::top_up(&m.limits, reserved, estimate)?;
+        let value = extra.to_wire();
+        let mut entries: Vec<(&str, &str)> = m.identity.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        entries.push((wire::BUDGET_RESERVE_ENTRY, &value));
+        let message = wire::encode_request(wire::DOMAIN, &entries);
+        let timeout = std::time::Duration::from_millis(wire::TIMEOUT_MS);
+        match self.dispatch_grpc_call(wire::CLUSTER, wire::SERVICE, wire::METHOD, Vec::new(), Some(&message), timeout) {
+            Ok(token) => {
+                self.pending = Some(TopUp { token, extra, count_allowed });
+                Some(Action::Pause)
+            }
+            Err(status) => {
+                log::warn!(
+                    "tokenhub guard: cannot call the rate limit service for a budget top-up ({status:?}): is the cluster {:?} defined in Envoy (envoy/global-ratelimit/envoy.yaml.tmpl)? Refusing (503)",
+                    wire::CLUSTER
+                );
+                Some(self.deny(DenyReason::FilterFault))
+            }
+        }
+    }
+
+    /// Body arriving while a top-up is asked (Envoy buffers it, so the
+    /// callback holds what came before too): the new bytes are checked as
+    /// any streamed chunk (a second model is refused; a cap there is topped
+    /// up once the service answered), and the body stays held.
+    fn while_topping_up(&mut self, body_size: usize) -> Action {
+        let Some(check) = &self.body else { return Action::Pause };
+        let start = check.scanned.min(body_size);
+        let new = Zeroizing::new(self.get_http_request_body(start, body_size - start).unwrap_or_default());
+        let Some(check) = &mut self.body else { return Action::Pause };
+        check.scanned = body_size;
+        match check.scanner.check_rest(&new) {
+            Rest::Fine => Action::Pause,
+            Rest::DuplicateModel => self.deny(DenyReason::ModelUnreadable),
+        }
+    }
+
     /// An output cap stated after the chunk the model was found in: the
     /// reservation moves to it (up or down) without a new admission check,
     /// so such a request may add its increase to the overshoot bound
@@ -1000,8 +1167,15 @@ impl GuardHttp {
     fn service_refusal(&mut self) {
         let details = self.get_property(vec!["response", "code_details"]).unwrap_or_default();
         if details == b"request_rate_limited" || details == b"rate_limiter_error" {
-            if let Some(m) = &mut self.metered {
+            let topped_up = self.metered.as_mut().and_then(|m| {
                 m.settled = true;
+                m.topped_up
+            });
+            // A top-up the service admitted before Envoy's own answer came:
+            // only it is given back.
+            if let Some((extra, at)) = topped_up {
+                let settlement = budget::Settlement { reserved: extra, reserved_at: at, ..Default::default() };
+                self.set_property(vec![budget::SETTLE_STATE], Some(settlement.to_wire().as_bytes()));
             }
         }
     }
@@ -1038,6 +1212,9 @@ impl GuardHttp {
     fn deny_with(&mut self, reason: DenyReason, extra: &[(&str, String)]) -> Action {
         // A refused request is not metered (its local reply names no model).
         self.release();
+        // An answer still due is ignored (a refusal while a top-up is
+        // asked: if the service admits it, it stays until its window ends).
+        self.pending = None;
         self.metered = None;
         self.body = None;
         self.meter = None;

@@ -444,19 +444,23 @@ fn own_budget(doc: &StoreDoc, level: &Level) -> Option<TokenBudgetDoc> {
     }
 }
 
+/// The stricter of two limits of one window (`None`: no limit).
+fn stricter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
 /// The strictest token budget per window across the target and the levels
 /// above it, as the filter enforces them.
 fn effective_budget(doc: &StoreDoc, level: &Level) -> Option<TokenBudgetDoc> {
     let c = chain(doc, level);
     let levels = [c.key.map(|k| k.budget), c.sub_account.map(|s| s.budget), c.tenant.map(|t| t.budget)];
-    let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, y) => x.or(y),
-    };
     let b = levels.into_iter().flatten().flatten().fold(TokenBudgetDoc::default(), |acc, b| TokenBudgetDoc {
-        tokens_per_minute: min(acc.tokens_per_minute, b.tokens_per_minute),
-        tokens_per_day: min(acc.tokens_per_day, b.tokens_per_day),
-        monthly_budget_nano_usd: min(acc.monthly_budget_nano_usd, b.monthly_budget_nano_usd),
+        tokens_per_minute: stricter(acc.tokens_per_minute, b.tokens_per_minute),
+        tokens_per_day: stricter(acc.tokens_per_day, b.tokens_per_day),
+        monthly_budget_nano_usd: stricter(acc.monthly_budget_nano_usd, b.monthly_budget_nano_usd),
     });
     (!b.is_empty()).then_some(b)
 }
@@ -466,13 +470,9 @@ fn effective_budget(doc: &StoreDoc, level: &Level) -> Option<TokenBudgetDoc> {
 fn effective_quota(doc: &StoreDoc, level: &Level) -> Option<QuotaDoc> {
     let c = chain(doc, level);
     let levels = [c.key.map(|k| k.quota), c.sub_account.map(|s| s.quota), c.tenant.map(|t| t.quota)];
-    let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, y) => x.or(y),
-    };
     let q = levels.into_iter().flatten().flatten().fold(QuotaDoc::default(), |acc, q| QuotaDoc {
-        per_minute: min(acc.per_minute, q.per_minute),
-        per_day: min(acc.per_day, q.per_day),
+        per_minute: stricter(acc.per_minute, q.per_minute),
+        per_day: stricter(acc.per_day, q.per_day),
     });
     (q.per_minute.is_some() || q.per_day.is_some()).then_some(q)
 }

@@ -7,7 +7,7 @@ use crate::admin::audit::{parse_time, AuditLog, Entry, Filter, Outcome, VerifyRe
 use crate::admin::session::{check_binding, Scope, Session};
 use crate::admin::store::admins::Actor;
 use crate::admin::AdminError;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// One entry as a line for a terminal.
 pub fn entry_line(e: &Entry) -> String {
@@ -169,7 +169,7 @@ pub struct RetentionDays {
 /// own tenant's rows (and never the anonymous ones).
 pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
     use crate::admin::retention::{parse_line, tenant_rules, Fate, Retention};
-    use crate::admin::usage::{report_parsed, Format, UsageFilter};
+    use crate::admin::usage::{report_parsed, UsageFilter};
     use std::io::BufRead;
     let time = |t: &Option<String>| {
         t.as_deref()
@@ -207,9 +207,34 @@ pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
             });
         let filter = UsageFilter { tenant, key_id: args.key.clone(), since, until };
         let r = report_parsed(lines, &filter, args.grouping);
-        let format = if args.csv { Format::Csv } else { Format::Text };
-        Ok(Reply::new(r.render(format).trim_end().to_string(), r.to_json()))
+        Ok(UsageReply::reply(r, args.csv))
     })
+}
+
+/// A usage report as a reply: text (or CSV) for a terminal, JSON rendered
+/// from the report itself.
+struct UsageReply(crate::admin::usage::Report, crate::admin::usage::Format);
+
+impl UsageReply {
+    /// Text for a terminal, or CSV with `--csv`.
+    fn reply(report: crate::admin::usage::Report, csv: bool) -> Reply {
+        use crate::admin::usage::Format;
+        Reply::deferred(Self(report, if csv { Format::Csv } else { Format::Text }))
+    }
+}
+
+impl super::Render for UsageReply {
+    fn text(&self) -> String {
+        self.0.render(self.1).trim_end().to_string()
+    }
+
+    fn json(&self) -> Value {
+        self.0.to_json()
+    }
+
+    fn write_json(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        serde_json::to_writer(out, &self.0).map_err(std::io::Error::other)
+    }
 }
 
 /// `usage --current`: this month's totals of the metered requests from
@@ -217,7 +242,6 @@ pub fn usage(s: &Session, args: &UsageQuery) -> Result<Reply, AdminError> {
 /// same report as `usage` over the access log.
 pub fn usage_current(s: &Session, args: &UsageQuery, redis_url: &str) -> Result<Reply, AdminError> {
     use crate::admin::ratelimit::{counter::has_password, totals, REDIS_URL_ENV};
-    use crate::admin::usage::Format;
     if args.grouping.per_model || args.grouping.per_day || args.since.is_some() || args.until.is_some() {
         return Err(AdminError::Usage(
             "usage --current: this month's totals are kept per key, sub-account and tenant only (no model, day or time range); for those, read the access log: usage --access-log FILE".into(),
@@ -243,14 +267,9 @@ pub fn usage_current(s: &Session, args: &UsageQuery, redis_url: &str) -> Result<
         let read = if args.key.is_some() { crate::admin::usage::Level::Key } else { args.grouping.level };
         let rows =
             totals::read_current(redis_url, read, std::time::Duration::from_secs(30), s.now).map_err(AdminError::Io)?;
-        let r = totals::report(&rows, args.grouping.level, tenant.as_deref(), args.key.as_deref());
-        let format = if args.csv { Format::Csv } else { Format::Text };
-        let mut json = r.to_json();
-        if let Some(obj) = json.as_object_mut() {
-            obj.insert("month".into(), json!(totals::month_label(s.now)));
-            obj.insert("source".into(), json!("redis"));
-        }
-        Ok(Reply::new(r.render(format).trim_end().to_string(), json))
+        let month = totals::month_label(s.now);
+        let r = totals::report(rows, &month, args.grouping.level, tenant.as_deref(), args.key.as_deref());
+        Ok(UsageReply::reply(r, args.csv))
     })
 }
 

@@ -18,16 +18,29 @@ pub mod system;
 pub mod tenants;
 
 use serde_json::Value;
+use std::borrow::Cow;
 
-/// What an operation returns.
-#[derive(Debug, Clone)]
+/// What an operation returns: text for a terminal, JSON for `--json` and
+/// the HTTP API.
 pub struct Reply {
-    /// For a terminal.
-    pub text: String,
-    /// For `--json` and the HTTP API.
-    pub json: Value,
+    body: Body,
     /// Printed on stderr by the CLI (a lock-out warning, a secret shown once).
     pub warnings: Vec<Warning>,
+}
+
+/// A reply's text and JSON: made with it, or rendered on demand (a report
+/// of 100 000 rows is rendered once, in the one format asked for).
+enum Body {
+    Made { text: String, json: Value },
+    Deferred(Box<dyn Render>),
+}
+
+/// A reply rendered on demand.
+pub trait Render {
+    fn text(&self) -> String;
+    fn json(&self) -> Value;
+    /// The JSON written straight to `out`, without building a `Value`.
+    fn write_json(&self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
 }
 
 /// What a reply tells the operator beside its result.
@@ -52,7 +65,42 @@ impl std::fmt::Display for Warning {
 
 impl Reply {
     pub fn new(text: impl Into<String>, json: Value) -> Self {
-        Self { text: text.into(), json, warnings: Vec::new() }
+        Self { body: Body::Made { text: text.into(), json }, warnings: Vec::new() }
+    }
+
+    pub fn deferred(body: impl Render + 'static) -> Self {
+        Self { body: Body::Deferred(Box::new(body)), warnings: Vec::new() }
+    }
+
+    pub fn text(&self) -> Cow<'_, str> {
+        match &self.body {
+            Body::Made { text, .. } => Cow::Borrowed(text),
+            Body::Deferred(r) => Cow::Owned(r.text()),
+        }
+    }
+
+    pub fn json(&self) -> Cow<'_, Value> {
+        match &self.body {
+            Body::Made { json, .. } => Cow::Borrowed(json),
+            Body::Deferred(r) => Cow::Owned(r.json()),
+        }
+    }
+
+    /// The JSON, then a line break.
+    pub fn write_json(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        match &self.body {
+            Body::Made { json, .. } => serde_json::to_writer(&mut *out, json)?,
+            Body::Deferred(r) => r.write_json(out)?,
+        }
+        out.write_all(b"\n")
+    }
+
+    /// The JSON, taken out of the reply.
+    pub fn into_json(self) -> Value {
+        match self.body {
+            Body::Made { json, .. } => json,
+            Body::Deferred(r) => r.json(),
+        }
     }
 
     pub fn warn(mut self, w: impl Into<String>) -> Self {

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -66,15 +66,8 @@ pub struct ServeOptions {
 
 /// Runs until the process is stopped.
 pub fn serve(store: &Store, args: &ServeOptions, home: &Path) -> Result<(), AdminError> {
-    let addr: SocketAddr = args
-        .listen
-        .parse()
-        .map_err(|_| AdminError::Usage(format!("--listen {:?}: expected IP:PORT, e.g. 127.0.0.1:8081", args.listen)))?;
-    if !addr.ip().is_loopback() && !args.allow_remote {
-        return Err(AdminError::Usage(format!(
-            "refusing to listen on {addr}: the admin API belongs on loopback (a sidecar); pass --allow-remote to override"
-        )));
-    }
+    let belongs = "the admin API belongs on loopback (a sidecar)";
+    let addr = super::listen_address(&args.listen, "127.0.0.1:8081", args.allow_remote, belongs)?;
     // Only the settings outlive this line: the document (and its secrets)
     // is dropped, and zeroed, at once.
     let settings = store.load()?.settings.clone();
@@ -307,7 +300,7 @@ fn respond_to(store: &Store, head: &Head, call: &Call) -> (u16, Value) {
         _ => Err(no_route(&call.method, &call.path)),
     };
     match result {
-        Ok((status, reply)) => (status, reply.json),
+        Ok((status, reply)) => (status, reply.into_json()),
         Err(e) => error_body(&e),
     }
 }

@@ -371,8 +371,10 @@ impl KeyCreate {
     }
 }
 
+/// Whom an OIDC mapping is for: `oidc unmap`, and the first three
+/// arguments of `oidc map`.
 #[derive(Args, Debug, Clone, Default)]
-pub struct MapArgs {
+pub struct IdentityArgs {
     /// The token issuer (`iss`), e.g. https://accounts.google.com.
     #[arg(long)]
     pub issuer: String,
@@ -382,6 +384,18 @@ pub struct MapArgs {
     /// The claim's value, e.g. the subject id or the email address.
     #[arg(long)]
     pub value: String,
+}
+
+impl IdentityArgs {
+    pub fn identity(&self) -> Identity {
+        Identity { issuer: self.issuer.clone(), claim: self.claim.clone(), value: self.value.clone() }
+    }
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct MapArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
     #[arg(long)]
     pub tenant: String,
     #[arg(long, default_value = DEFAULT_SUB_ACCOUNT)]
@@ -392,30 +406,15 @@ pub struct MapArgs {
 
 impl MapArgs {
     pub fn mapping(&self) -> Mapping {
+        let Identity { issuer, claim, value } = self.identity.identity();
         Mapping {
-            issuer: self.issuer.clone(),
-            claim: self.claim.clone(),
-            value: self.value.clone(),
+            issuer,
+            claim,
+            value,
             tenant: self.tenant.clone(),
             sub_account: self.sub_account.clone(),
             scopes: self.scopes.scopes(),
         }
-    }
-}
-
-#[derive(Args, Debug, Clone, Default)]
-pub struct UnmapArgs {
-    #[arg(long)]
-    pub issuer: String,
-    #[arg(long, default_value = "sub")]
-    pub claim: String,
-    #[arg(long)]
-    pub value: String,
-}
-
-impl UnmapArgs {
-    pub fn identity(&self) -> Identity {
-        Identity { issuer: self.issuer.clone(), claim: self.claim.clone(), value: self.value.clone() }
     }
 }
 
@@ -895,7 +894,7 @@ pub enum OidcCmd {
     /// Map an identity (issuer + claim value) to a tenant and sub-account.
     Map(MapArgs),
     /// Remove a mapping.
-    Unmap(UnmapArgs),
+    Unmap(IdentityArgs),
     List,
 }
 

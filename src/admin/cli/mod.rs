@@ -92,8 +92,8 @@ pub fn main() -> u8 {
 }
 
 fn print_reply(cli: &Cli, reply: &Reply) {
-    let mut out = std::io::stdout().lock();
-    let _ = if cli.json { writeln!(out, "{}", reply.json) } else { writeln!(out, "{}", reply.text) };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let _ = if cli.json { reply.write_json(&mut out) } else { writeln!(out, "{}", reply.text()) };
     let _ = out.flush();
     for w in &reply.warnings {
         eprintln!("{w}");

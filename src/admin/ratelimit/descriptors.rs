@@ -11,22 +11,24 @@ use crate::core::bundle::compile::Key;
 use crate::core::bundle::Policy;
 use crate::core::decision::{KEY_ID_HEADER, SUB_ACCOUNT_HEADER, TENANT_HEADER};
 use crate::core::quota::{self, Limit};
+use crate::core::ratelimit_wire as wire;
 use std::collections::HashMap;
 
-/// The rate limit domain Envoy sends (`domain` in the filter's config).
-pub const DOMAIN: &str = "tokenhub";
+/// The rate limit domain Envoy sends (`domain` in the filter's config);
+/// the guard's body-time top-up sends it too (`core::ratelimit_wire`).
+pub use crate::core::ratelimit_wire::DOMAIN;
 /// Descriptor entry keys, each with the header Envoy reads its value from.
-pub const TENANT: (&str, &str) = ("tenant", TENANT_HEADER);
-pub const SUB_ACCOUNT: (&str, &str) = ("sub_account", SUB_ACCOUNT_HEADER);
+pub const TENANT: (&str, &str) = (wire::TENANT_ENTRY, TENANT_HEADER);
+pub const SUB_ACCOUNT: (&str, &str) = (wire::SUB_ACCOUNT_ENTRY, SUB_ACCOUNT_HEADER);
 /// Absent for an OIDC identity (no key): then only the sub-account's and
 /// the tenant's limits apply.
-pub const KEY_ID: (&str, &str) = ("key_id", KEY_ID_HEADER);
+pub const KEY_ID: (&str, &str) = (wire::KEY_ID_ENTRY, KEY_ID_HEADER);
 
 /// The global mode's token and dollar budgets: a descriptor with the
 /// identity entries and one of these (its value from the guard's filter
 /// state, `core::budget::RESERVE_STATE` / `SETTLE_STATE`; Envoy sends the
 /// descriptor only when the guard wrote it, i.e. for a request with budgets).
-pub const BUDGET_RESERVE: &str = "budget_reserve";
+pub const BUDGET_RESERVE: &str = wire::BUDGET_RESERVE_ENTRY;
 /// Sent when the stream is done (`apply_on_stream_done` in the template).
 pub const BUDGET_SETTLE: &str = "budget_settle";
 
@@ -330,6 +332,10 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/global-ratelimit/envoy.yaml.tmpl");
         let text: String = std::fs::read_to_string(path).unwrap().split_whitespace().collect();
         assert!(text.contains(&format!("domain:{DOMAIN}")), "domain");
+        // The guard's own top-up call goes to the cluster Envoy's filter uses.
+        let cluster = format!("envoy_grpc:{{cluster_name:{}}}", wire::CLUSTER);
+        assert!(text.contains(&cluster), "the ratelimit filter's cluster must be {}", wire::CLUSTER);
+        assert!(text.contains(&format!("-name:{}type:STATIC", wire::CLUSTER)), "cluster {}", wire::CLUSTER);
         for (entry, header) in [TENANT, SUB_ACCOUNT, KEY_ID] {
             let action = format!("{{header_name:{header},descriptor_key:{entry}");
             assert!(text.contains(&action), "the template must map {header} to {entry}");

@@ -85,15 +85,8 @@ type Shared = Arc<RwLock<Option<Arc<LimitTable>>>>;
 
 /// Runs until SIGINT or SIGTERM.
 pub fn run(args: &RatelimitArgs) -> Result<(), AdminError> {
-    let addr: SocketAddr = args
-        .listen
-        .parse()
-        .map_err(|_| AdminError::Usage(format!("--listen {:?}: expected IP:PORT, e.g. 127.0.0.1:8082", args.listen)))?;
-    if !addr.ip().is_loopback() && !args.allow_remote {
-        return Err(AdminError::Usage(format!(
-            "refusing to listen on {addr}: the rate limit service belongs on loopback or a private network; pass --allow-remote to override"
-        )));
-    }
+    let belongs = "the rate limit service belongs on loopback or a private network";
+    let addr = crate::admin::listen_address(&args.listen, "127.0.0.1:8082", args.allow_remote, belongs)?;
     if std::env::var_os(REDIS_URL_ENV).is_none() && counter::has_password(&args.redis) {
         return Err(AdminError::Usage(format!(
             "--redis: a URL with a password would be visible in the process list; put it in {REDIS_URL_ENV} instead"
@@ -405,6 +398,46 @@ mod tests {
         let unknown: &[(&str, &str)] = &[("tenant", "globex"), ("sub_account", "default")];
         let err = request_limits(&table(QuotaMode::Global), &request("tokenhub", &[unknown])).unwrap_err();
         assert!(err.message().contains("not in the loaded bundle"), "{}", err.message());
+    }
+
+    /// The guard's hand-made messages (`core::ratelimit_wire`, no protobuf
+    /// runtime in the module) against `envoy-types`' own encoding, which this
+    /// service decodes: the top-up request it builds is the descriptor
+    /// Envoy's actions build, and it reads the code and headers this
+    /// service answers.
+    #[test]
+    fn the_guards_wire_format_is_envoys() {
+        use crate::core::ratelimit_wire::{self as wire, Code as WireCode};
+        use prost::Message;
+        let entries = [("tenant", "acme"), ("sub_account", "default"), ("key_id", "k1"), ("budget_reserve", "5000,7")];
+        let bytes = wire::encode_request(wire::DOMAIN, &entries);
+        let decoded = RateLimitRequest::decode(bytes.as_slice()).unwrap();
+        let expected = request("tokenhub", &[&entries]);
+        assert_eq!(decoded, expected);
+        assert_eq!(bytes, expected.encode_to_vec(), "byte for byte as prost writes it");
+        let reserve = plan(&table(QuotaMode::Global), &decoded).unwrap_err();
+        assert!(reserve.message().contains("key k1"), "read as a budget descriptor: {}", reserve.message());
+        let budget = quota::Budget { limit: 220, remaining: 0, reset: 17 };
+        for (outcome, code) in [
+            (QuotaOutcome::Exceeded(budget), WireCode::OverLimit),
+            (QuotaOutcome::Allowed(quota::Budget { remaining: 3, ..budget }), WireCode::Ok),
+            (QuotaOutcome::Unlimited, WireCode::Ok),
+        ] {
+            let answer = response(outcome, DenyReason::BudgetExceeded, 1).unwrap();
+            let read = wire::decode_response(&answer.encode_to_vec()).unwrap();
+            assert_eq!(read.code, code);
+            let headers: Vec<(String, String)> =
+                answer.response_headers_to_add.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
+            assert_eq!(read.headers, headers);
+        }
+        let mut soft = response(QuotaOutcome::Unlimited, DenyReason::BudgetExceeded, 1).unwrap();
+        soft.response_headers_to_add.push(HeaderValue {
+            key: "x".into(),
+            raw_value: b"raw".to_vec(),
+            ..Default::default()
+        });
+        let read = wire::decode_response(&soft.encode_to_vec()).unwrap();
+        assert_eq!(read.headers, vec![("x".to_string(), "raw".to_string())]);
     }
 
     #[test]

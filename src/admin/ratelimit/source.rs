@@ -128,8 +128,7 @@ mod tests {
 
     #[test]
     fn loads_what_publish_writes_then_reloads_on_change_and_keeps_the_last_good_bundle() {
-        let dir = std::env::temp_dir().join(format!("thg-rl-source-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::admin::fsutil::fresh_test_dir("rl-source");
         let path = dir.join("guard.json");
         let k = key(1);
         let mut source = Source::new(path.clone(), key(1));
@@ -159,8 +158,7 @@ mod tests {
 
     #[test]
     fn the_bundle_key_file_must_be_private() {
-        let dir = std::env::temp_dir().join(format!("thg-rl-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::admin::fsutil::fresh_test_dir("rl-key");
         let path = dir.join("bundle.key");
         std::fs::write(&path, format!("{}\n", &*key(3).to_base64())).unwrap();
         use std::os::unix::fs::PermissionsExt;

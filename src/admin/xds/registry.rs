@@ -149,8 +149,7 @@ mod tests {
 
     #[test]
     fn the_mirror_follows_every_change_and_a_restart_marks_gateways_disconnected() {
-        let home = std::env::temp_dir().join(format!("xds-registry-{}", std::process::id()));
-        std::fs::create_dir_all(&home).unwrap();
+        let home = crate::admin::fsutil::fresh_test_dir("xds-registry");
         let registry = Registry::new(&home);
         registry.update(|s| s.serving_version = Some(7));
         registry.gateway("gw-1", |g| {

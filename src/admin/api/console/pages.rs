@@ -190,7 +190,7 @@ pub fn prove_sign_in(s: &Session) -> Result<(String, bool), AdminError> {
 pub fn route(r: &Req) -> Out {
     use super::super::http::Method::{Get, Post};
     let who = match admins::status(&r.session) {
-        Ok(reply) => reply.json,
+        Ok(reply) => reply.into_json(),
         Err(e) => {
             r.console.sessions.remove(&r.sid);
             return Out::Html { status: e.http_status(), body: bare_page("Refused", &e.to_string()) };
@@ -243,7 +243,7 @@ pub fn route(r: &Req) -> Out {
 }
 
 fn tenant_options(r: &Req, selected: Option<&str>, any: bool) -> Result<String, AdminError> {
-    let list = tenants::list(&r.session)?.json;
+    let list = tenants::list(&r.session)?.into_json();
     let mut out = if any { "<option value=\"\">all</option>".to_string() } else { String::new() };
     for t in list.as_array().into_iter().flatten() {
         let id = text(&t["id"]);
@@ -256,7 +256,7 @@ fn tenant_options(r: &Req, selected: Option<&str>, any: bool) -> Result<String, 
 fn keys_page(r: &Req) -> Result<Content, AdminError> {
     let f = &r.form;
     let tenant = f.get("tenant");
-    let list = keys::list(&r.session, tenant)?.json;
+    let list = keys::list(&r.session, tenant)?.into_json();
     let sub = f.get("sub_account");
     let status = f.get("status");
     let rows: Vec<Vec<String>> = list
@@ -313,8 +313,8 @@ fn keys_page(r: &Req) -> Result<Content, AdminError> {
 }
 
 fn shown_once(r: &Req, reply: &Reply, what: &str) -> Content {
-    let key = text(&reply.json["key"]);
-    let id = text(&reply.json["key_id"]);
+    let key = text(&reply.json()["key"]);
+    let id = text(&reply.json()["key_id"]);
     let body = format!(
         "{}<p>Key <a href=\"/console/keys/{}\">{}</a> {}.</p><p><code id=\"new-key\" class=\"secret\">{}</code> <button type=\"button\" data-copy=\"new-key\">Copy key</button> <span id=\"copy-status\" role=\"status\"></span></p><p><a href=\"/console/keys\">Back to keys</a></p>",
         warnings(reply),
@@ -341,7 +341,7 @@ fn key_create(r: &Req) -> Result<Content, AdminError> {
 }
 
 fn key_page(r: &Req, id: &str) -> Result<Content, AdminError> {
-    let k = keys::show(&r.session, id)?.json;
+    let k = keys::show(&r.session, id)?.into_json();
     let scopes = &k["scopes"];
     let join = |v: &Value| v.as_array().map(|a| a.iter().map(text).collect::<Vec<_>>().join(", ")).unwrap_or_default();
     let info = table(
@@ -397,7 +397,7 @@ fn done(reply: &Reply, back: &str) -> Content {
         title: "Done".into(),
         body: format!(
             "<p role=\"status\" id=\"result\">{}</p>{}<p><a href=\"{}\">Back</a></p>",
-            esc(&reply.text),
+            esc(&reply.text()),
             warnings(reply),
             esc(back)
         ),
@@ -475,7 +475,7 @@ fn usage_rows(
         grouping: Grouping { per_day, ..Grouping::default() },
         ..Default::default()
     };
-    let json = auditing::usage(&r.session, &q)?.json;
+    let json = auditing::usage(&r.session, &q)?.into_json();
     Ok(json["rows"].as_array().cloned().unwrap_or_default())
 }
 
@@ -553,7 +553,7 @@ fn usage_day_table(rows: &[Value], caption: &str) -> String {
 
 fn incident(r: &Req, id: &str) -> Result<Content, AdminError> {
     let reply = keys::incident_revoke(&r.session, id)?;
-    let p = &reply.json["published"];
+    let p = &reply.json()["published"];
     let version = text(&p["version"]);
     let usage = match usage_rows(r, None, Some(id), r.session.now.saturating_sub(86_400), r.session.now, false) {
         Ok(rows) => usage_table(&rows, "Requests with this key in the last 24 hours"),
@@ -565,7 +565,7 @@ fn incident(r: &Req, id: &str) -> Result<Content, AdminError> {
         esc(&version),
         time(&p["at"]),
         enforcement(r, p["version"].as_u64()),
-        audit_table(&reply.json["audit"], "Audit entries of this key, newest first"),
+        audit_table(&reply.json()["audit"], "Audit entries of this key, newest first"),
         enc(id)
     );
     content("Incident: key revoked", body)
@@ -609,7 +609,7 @@ fn ip_page(r: &Req) -> Result<Content, AdminError> {
         return content("IP allowlists", picker);
     };
     let level = level?;
-    let list = access::ip_list(&r.session, &level)?.json;
+    let list = access::ip_list(&r.session, &level)?.into_json();
     let enabled = list["enabled"].as_bool().unwrap_or(false);
     let fields = level_fields(&level);
     let rows: Vec<Vec<String>> = list["cidrs"]
@@ -821,7 +821,7 @@ fn audit_page(r: &Req) -> Result<Content, AdminError> {
         until: f.get("until").map(str::to_string),
         failures: f.get("failures").is_some(),
     };
-    let entries = auditing::search(&r.session, &q)?.json;
+    let entries = auditing::search(&r.session, &q)?.into_json();
     let verify = match auditing::verify_report(&r.session) {
         Ok(rep) if rep.ok() => format!("<p id=\"audit-verify\" class=\"ok\" role=\"status\">Audit log intact: {} entries, chain and MACs verified.</p>", rep.entries),
         Ok(rep) => {
@@ -874,8 +874,8 @@ fn two_factor_page(r: &Req, who: &Value) -> Result<Content, AdminError> {
 
 fn enroll(r: &Req) -> Result<Content, AdminError> {
     let reply = admins::enroll(&r.session, None)?;
-    let uri = Zeroizing::new(text(&reply.json["otpauth_uri"]));
-    let secret = Zeroizing::new(text(&reply.json["secret"]));
+    let uri = Zeroizing::new(text(&reply.json()["otpauth_uri"]));
+    let secret = Zeroizing::new(text(&reply.json()["secret"]));
     let qr = svg::qr(&uri, "QR code of the 2FA secret: scan it with an authenticator app")?;
     let body = format!(
         "{}<p>Scan the QR code with Google Authenticator, Authy or any TOTP app, or type the secret.</p><div class=\"qr-box\">{qr}</div><p>Secret: <code id=\"totp-secret\" class=\"secret\">{}</code> <button type=\"button\" data-copy=\"totp-secret\">Copy secret</button></p><h2>Verify</h2><p>Enter the code the app now shows to turn 2FA on.</p>{}",
@@ -887,10 +887,10 @@ fn enroll(r: &Req) -> Result<Content, AdminError> {
 }
 
 fn recovery_page(r: &Req, reply: &Reply) -> Content {
-    let codes: Vec<String> = reply.json["recovery_codes"].as_array().into_iter().flatten().map(text).collect();
+    let codes: Vec<String> = reply.json()["recovery_codes"].as_array().into_iter().flatten().map(text).collect();
     let file = Zeroizing::new(format!(
         "TokenHub admin {} recovery codes (each works once in place of a 2FA code):\n{}\n",
-        text(&reply.json["admin"]),
+        text(&reply.json()["admin"]),
         codes.join("\n")
     ));
     r.console.sessions.keep_download(&r.sid, file);
@@ -900,7 +900,7 @@ fn recovery_page(r: &Req, reply: &Reply) -> Content {
         body: format!(
             "{}<p>{}</p><ol id=\"recovery-codes\">{items}</ol><p><a href=\"/console/2fa/recovery-codes.txt\" download>Download as a text file</a> (once) · <button type=\"button\" data-copy=\"recovery-codes\">Copy codes</button> <span id=\"copy-status\" role=\"status\"></span></p><p><a href=\"/console/keys\">Continue to keys</a></p>",
             warnings(reply),
-            esc(reply.text.lines().next().unwrap_or(""))
+            esc(reply.text().lines().next().unwrap_or(""))
         ),
     }
 }
