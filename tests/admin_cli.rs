@@ -399,9 +399,7 @@ fn secrets_stay_out_of_output_and_errors() {
 #[test]
 fn init_takes_the_bundle_key_from_a_file_for_scaled_out_gateways() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("thg-bundle-key-file-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = admin_support::fresh_dir("bundle-key-file");
     let given = dir.join("bundle.key");
     let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
     std::fs::write(&given, format!("{key}\n")).unwrap();

@@ -9,7 +9,7 @@
 
 mod admin_support;
 
-use admin_support::{enable_2fa, now, totp, Home, Service};
+use admin_support::{enable_2fa, now, published_two_tenants_two_admins, totp, Home, Service};
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use tokenhub_testkit::http1;
@@ -92,12 +92,6 @@ impl<'a> Browser<'a> {
     }
 }
 
-fn setup(name: &str) -> (Home, String, String) {
-    let (home, root, ann) = admin_support::two_tenants_two_admins(name);
-    home.run(&["publish"]).ok();
-    (home, root, ann)
-}
-
 fn console_actions(home: &Home) -> Vec<(String, String, String)> {
     home.audit_lines()
         .iter()
@@ -114,7 +108,7 @@ fn console_actions(home: &Home) -> Vec<(String, String, String)> {
 
 #[test]
 fn sign_in_needs_the_token_and_the_second_factor_and_sets_a_strict_cookie() {
-    let (home, root, _) = setup("console-signin");
+    let (home, root, _) = published_two_tenants_two_admins("console-signin");
     let (secret, recovery) = enable_2fa(&home, "root");
     let svc = Service::start(&home);
     let mut b = Browser::new(&svc);
@@ -161,7 +155,7 @@ fn sign_in_needs_the_token_and_the_second_factor_and_sets_a_strict_cookie() {
 
 #[test]
 fn csrf_origin_host_and_the_second_factor_guard_every_change() {
-    let (home, root, _) = setup("console-csrf");
+    let (home, root, _) = published_two_tenants_two_admins("console-csrf");
     let (secret, recovery) = enable_2fa(&home, "root");
     let svc = Service::start(&home);
     let mut b = Browser::new(&svc);
@@ -275,7 +269,7 @@ fn csrf_origin_host_and_the_second_factor_guard_every_change() {
 
 #[test]
 fn a_tenant_admin_sees_and_touches_only_its_tenant() {
-    let (home, root, ann) = setup("console-tenant");
+    let (home, root, ann) = published_two_tenants_two_admins("console-tenant");
     let (_, root_recovery) = enable_2fa(&home, "root");
     let (ann_secret, ann_recovery) = enable_2fa(&home, "ann");
     let created =
@@ -306,7 +300,7 @@ fn a_tenant_admin_sees_and_touches_only_its_tenant() {
 
 #[test]
 fn the_usage_page_shows_tokens_and_cost_per_key_and_day_from_the_usage_report() {
-    let (home, root, ann) = setup("console-usage");
+    let (home, root, ann) = published_two_tenants_two_admins("console-usage");
     let (_, root_recovery) = enable_2fa(&home, "root");
     let (_, ann_recovery) = enable_2fa(&home, "ann");
     let today = now() - now() % 86_400;
@@ -400,7 +394,7 @@ fn the_usage_page_shows_tokens_and_cost_per_key_and_day_from_the_usage_report() 
 
 #[test]
 fn with_the_xds_control_plane_the_incident_page_tells_which_gateways_acknowledged() {
-    let (home, root, _) = setup("console-xds");
+    let (home, root, _) = published_two_tenants_two_admins("console-xds");
     let (_, recovery) = enable_2fa(&home, "root");
     let created = home.run(&["--json", "--as", "root", "--otp", &recovery[0], "key", "create", "--tenant", "acme"]);
     let id = created.ok().json()["key_id"].as_str().unwrap().to_string();

@@ -129,9 +129,7 @@ fn a_foreign_key_id_looks_missing_and_status_is_the_tenants_own() {
 /// Issue 16 #11: the master key is never created beside the store it opens.
 #[test]
 fn init_keeps_the_master_key_out_of_the_stores_directory() {
-    let dir = std::env::temp_dir().join(format!("thg-keyplace-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = admin_support::fresh_dir("keyplace");
     let home = dir.join("home");
     let run = |env: &[(&str, &std::path::Path)]| {
         let mut c = std::process::Command::new(admin_support::BIN);

@@ -127,8 +127,7 @@ fn health_and_authentication() {
 
 #[test]
 fn every_operation_over_http_publishes_at_once() {
-    let (home, root, _) = admin_support::two_tenants_two_admins("serve-ops");
-    home.run(&["publish"]).ok();
+    let (home, root, _) = admin_support::published_two_tenants_two_admins("serve-ops");
     let svc = Service::start(&home);
     let c = svc.as_(&root);
     let mut version = published_version(&home);
@@ -215,8 +214,7 @@ fn every_operation_over_http_publishes_at_once() {
 
 #[test]
 fn tenant_admins_over_http() {
-    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-tenant");
-    home.run(&["publish"]).ok();
+    let (home, root, ann) = admin_support::published_two_tenants_two_admins("serve-tenant");
     let svc = Service::start(&home);
     let a = svc.as_(&ann);
     let tenants = a.get("/v1/tenants").1;
@@ -250,8 +248,7 @@ fn tenant_admins_over_http() {
 
 #[test]
 fn with_2fa_every_change_needs_the_otp_header() {
-    let (home, root, _) = admin_support::two_tenants_two_admins("serve-2fa");
-    home.run(&["publish"]).ok();
+    let (home, root, _) = admin_support::published_two_tenants_two_admins("serve-2fa");
     let (secret, recovery) = enable_2fa(&home, "root");
     let svc = Service::start(&home);
     let c = svc.as_(&root);
@@ -278,8 +275,7 @@ fn with_2fa_every_change_needs_the_otp_header() {
 
 #[test]
 fn refuses_to_listen_beyond_loopback() {
-    let (home, _, _) = admin_support::two_tenants_two_admins("serve-remote");
-    home.run(&["publish"]).ok();
+    let (home, _, _) = admin_support::published_two_tenants_two_admins("serve-remote");
     let run = home.run(&["serve", "--listen", "0.0.0.0:0"]).fails(2);
     assert!(run.stderr.contains("--allow-remote"), "{}", run.stderr);
     // Without a publish target it refuses too: it could not publish changes.
@@ -296,8 +292,7 @@ fn refuses_to_listen_beyond_loopback() {
 /// id), and a body's wrong value is never quoted back.
 #[test]
 fn numeric_query_strings_and_errors_that_quote_nothing() {
-    let (home, root, _) = admin_support::two_tenants_two_admins("serve-query");
-    home.run(&["publish"]).ok();
+    let (home, root, _) = admin_support::published_two_tenants_two_admins("serve-query");
     home.run(&["tenant", "add", "2024"]).ok();
     let svc = Service::start(&home);
     let c = svc.as_(&root);
@@ -329,8 +324,7 @@ fn numeric_query_strings_and_errors_that_quote_nothing() {
 fn slow_loris_and_a_bad_token_flood_leave_the_api_answering() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant};
-    let (home, root, _) = admin_support::two_tenants_two_admins("serve-dos");
-    home.run(&["publish"]).ok();
+    let (home, root, _) = admin_support::published_two_tenants_two_admins("serve-dos");
     let svc = Service::start(&home);
     let c = svc.as_(&root);
     assert_eq!(c.get("/v1/tenants").0, 200);
@@ -457,8 +451,7 @@ fn slow_loris_and_a_bad_token_flood_leave_the_api_answering() {
 
 #[test]
 fn quota_mode_over_http_is_the_cli_action() {
-    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-quota-mode");
-    home.run(&["publish"]).ok();
+    let (home, root, ann) = admin_support::published_two_tenants_two_admins("serve-quota-mode");
     let svc = Service::start(&home);
     let (r, a) = (svc.as_(&root), svc.as_(&ann));
     assert_eq!(r.get("/v1/quota/mode"), (200, json!({"quota_mode": "local"})));
@@ -498,8 +491,7 @@ fn quota_mode_over_http_is_the_cli_action() {
 
 #[test]
 fn metering_settings_over_http_are_the_cli_action() {
-    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-metering");
-    home.run(&["publish"]).ok();
+    let (home, root, ann) = admin_support::published_two_tenants_two_admins("serve-metering");
     let svc = Service::start(&home);
     let (r, a) = (svc.as_(&root), svc.as_(&ann));
     let defaults = json!({"soft_limit_percent": 80, "default_output_tokens": 1024});
@@ -545,8 +537,7 @@ fn erasure_over_http_needs_the_platform_and_the_confirmation() {
 /// only, validated, published at once, an empty body restores the defaults.
 #[test]
 fn log_retention_over_http_is_the_cli_action() {
-    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-log-retention");
-    home.run(&["publish"]).ok();
+    let (home, root, ann) = admin_support::published_two_tenants_two_admins("serve-log-retention");
     let svc = Service::start(&home);
     let (r, a) = (svc.as_(&root), svc.as_(&ann));
     let path = "/v1/tenants/acme/log-retention";
@@ -609,8 +600,7 @@ fn prices_and_token_budgets_over_http_are_the_cli_actions() {
 
 #[test]
 fn usage_over_http_is_the_cli_report() {
-    let (home, root, ann) = admin_support::two_tenants_two_admins("serve-usage");
-    home.run(&["publish"]).ok();
+    let (home, root, ann) = admin_support::published_two_tenants_two_admins("serve-usage");
     let t = tokenhub_guard::admin::audit::rfc3339(admin_support::now() - 60);
     let at = format!("{}.250Z", t.trim_end_matches('Z'));
     let line = |tenant: &str, key: &str, input: u64| {
@@ -686,8 +676,7 @@ fn memory_hits(pid: u32, needle: &[u8]) -> Vec<String> {
 /// master key is the scan's control: the service needs it while it runs.
 #[test]
 fn secrets_do_not_stay_in_the_services_memory() {
-    let (home, root, _) = admin_support::two_tenants_two_admins("serve-memory");
-    home.run(&["publish"]).ok();
+    let (home, root, _) = admin_support::published_two_tenants_two_admins("serve-memory");
     let (seed, _) = enable_2fa(&home, "root");
     let svc = Service::start(&home);
     let provider_secret = format!("sk-memscan-{}", &root[root.len() - 16..]);

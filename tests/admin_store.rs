@@ -13,6 +13,12 @@ use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// `field` of every row that `--json <what> list` prints.
+fn listed(home: &Home, what: &str, field: &str) -> BTreeSet<String> {
+    let rows = home.run(&["--json", what, "list"]).ok().json();
+    rows.as_array().unwrap().iter().map(|r| r[field].as_str().unwrap().to_string()).collect()
+}
+
 #[test]
 fn parallel_cli_runs_never_lose_an_update() {
     const PROCESSES: usize = 8;
@@ -26,15 +32,7 @@ fn parallel_cli_runs_never_lose_an_update() {
         workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
     });
     assert_eq!(printed.len(), PROCESSES * EACH);
-    let listed: BTreeSet<String> = home
-        .run(&["--json", "key", "list"])
-        .ok()
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["key_id"].as_str().unwrap().to_string())
-        .collect();
+    let listed = listed(&home, "key", "key_id");
     assert_eq!(listed.len(), PROCESSES * EACH, "every key created is in the store");
     assert_eq!(listed, printed.iter().cloned().collect::<BTreeSet<_>>());
     // One audit entry per creation, and the chain is intact.
@@ -78,15 +76,7 @@ fn kill_9_at_random_instants_never_loses_a_committed_change() {
     }
     assert!(killed >= RUNS / 5, "only {killed} of {RUNS} runs were killed: the test did not exercise crashes");
     assert!(!committed.is_empty(), "no run finished: the delays are too short to mean anything");
-    let listed: BTreeSet<String> = home
-        .run(&["--json", "tenant", "list"])
-        .ok()
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_string())
-        .collect();
+    let listed = listed(&home, "tenant", "id");
     let lost: Vec<_> = committed.difference(&listed).collect();
     assert!(lost.is_empty(), "committed but lost after crashes: {lost:?}");
     // The store still takes writes, the chain verifies, and no temp file is left behind.

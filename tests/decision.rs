@@ -107,7 +107,7 @@ fn tenant_own_provider_secret_overrides_platform_secret() {
     let mut r = req(&[("x-api-key", &make_key(3, 0).1)]);
     r.path = "/anthropic/v1/messages".into();
     let out = run(&p, &r).unwrap();
-    assert!(out.contains(&("x-api-key".into(), "sk-ant-platform".into())));
+    assert!(out.contains(&("x-api-key".into(), "sk-ant".into())));
 }
 
 #[test]

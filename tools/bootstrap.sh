@@ -18,6 +18,17 @@ STAMP="$VENV/.requirements.sha256"
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
+# apt_install WHAT ARG...: a step found WHAT missing; `apt-get install ARG...`
+# installs it. Without apt-get it stops and names WHAT.
+apt_install() {
+    local what=$1
+    shift
+    command -v apt-get >/dev/null || { log "$what is missing"; exit 1; }
+    log "apt-get install $*"
+    apt-get update -qq
+    apt-get install -y -qq "$@"
+}
+
 ensure_wasm_target() {
     local target installed
     installed=$(rustup target list --installed)
@@ -57,10 +68,7 @@ ensure_python_venv() {
     if python3 -c 'import venv, ensurepip' 2>/dev/null; then
         return
     fi
-    command -v apt-get >/dev/null || { log "python3 venv/ensurepip missing"; exit 1; }
-    log "installing python3-venv"
-    apt-get update -qq
-    apt-get install -y -qq python3-venv
+    apt_install "python3 venv/ensurepip" python3-venv
 }
 
 # The stamp records the hash of requirements.txt, so a changed pin reinstalls
@@ -83,10 +91,7 @@ ensure_node() {
     if command -v node >/dev/null; then
         return
     fi
-    command -v apt-get >/dev/null || { log "node is missing"; exit 1; }
-    log "installing nodejs"
-    apt-get update -qq
-    apt-get install -y -qq nodejs
+    apt_install node nodejs
 }
 
 # Redis (Debian redis-server) holds the global quota counters; the tests
@@ -96,10 +101,7 @@ ensure_redis() {
     if command -v redis-server >/dev/null; then
         return
     fi
-    command -v apt-get >/dev/null || { log "redis-server is missing"; exit 1; }
-    log "installing redis-server"
-    apt-get update -qq
-    apt-get install -y -qq redis-server
+    apt_install redis-server redis-server
 }
 
 # Chromium and its WebDriver (Debian packages, no browser download at test
@@ -109,10 +111,7 @@ ensure_chromium() {
     if command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v zbarimg >/dev/null; then
         return
     fi
-    command -v apt-get >/dev/null || { log "chromium, chromedriver or zbarimg is missing"; exit 1; }
-    log "installing chromium, chromium-driver and zbar-tools"
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends chromium chromium-driver zbar-tools
+    apt_install "chromium, chromedriver or zbarimg" --no-install-recommends chromium chromium-driver zbar-tools
 }
 
 ensure_wasm_target

@@ -50,6 +50,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from harness.common import stop_processes  # noqa: E402
+
 # Selenium Manager must not look for (or download) a browser or a driver.
 os.environ["SE_OFFLINE"] = "true"
 
@@ -223,13 +226,7 @@ class Rig:
         raise Failed(f"{what}: Envoy still answers {status}, wanted {want} within {WAIT:.0f}s")
 
     def stop(self, keep):
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self.procs)
         if keep:
             log(f"files kept in {self.dir}")
         else:

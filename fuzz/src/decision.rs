@@ -15,7 +15,8 @@
 //! stands in for the key only when no credential header is sent, and maps
 //! through the bundle's principals by its first mapped claim.
 
-use super::fixture::{fixture, rule_contains, rules, Fixture, List, ScopeM, KEYS, NOW, PRINCIPALS, PROVIDERS, TENANTS};
+use super::cidr_model::{rule_contains, rules};
+use super::fixture::{fixture, Fixture, List, ScopeM, KEYS, NOW, PRINCIPALS, PROVIDERS, TENANTS};
 use super::input::{Encoder, Input};
 use std::net::IpAddr;
 use tokenhub_guard::core::decision::{decide, is_stripped_header, Decision, OidcIdentity, RequestFacts, Subject};

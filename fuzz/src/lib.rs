@@ -10,6 +10,7 @@
 //!
 //! A failed invariant panics; libFuzzer saves the input as a crash.
 
+pub mod cidr_model;
 pub mod decision;
 pub mod fixture;
 pub mod input;

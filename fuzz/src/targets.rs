@@ -1,7 +1,8 @@
 //! The target bodies. Each takes the fuzzer's bytes and panics on a broken
 //! invariant.
 
-use super::fixture::{self, canonical, key_string, model_rule, model_rule_decimal, rule_contains, Rule};
+use super::cidr_model::{canonical, model_rule, model_rule_decimal, rule_contains, Rule};
+use super::fixture::{self, key_string};
 use super::input::Input;
 use std::net::IpAddr;
 use tokenhub_guard::core::apikey::{self as core_apikey, KeyFormatError, KEY_LEN};

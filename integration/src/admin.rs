@@ -111,8 +111,15 @@ impl Admin {
     /// The CLI command for `args` with `--home` and `--json`, not yet
     /// started: for tests that start it themselves (e.g. to kill it).
     pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.text_command(&["--json"]);
+        cmd.args(args);
+        cmd
+    }
+
+    /// The CLI command for `args` with `--home`, printing text.
+    pub fn text_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--home").arg(self.home()).arg("--json").args(args);
+        cmd.arg("--home").arg(self.home()).args(args);
         for name in FOREIGN_ENV {
             cmd.env_remove(name);
         }

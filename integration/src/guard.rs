@@ -91,9 +91,7 @@ pub struct Fixture {
 /// A store with TENANT, two providers (the header and format of each are
 /// what the upstream must receive) and one key. Nothing published yet.
 pub fn new_store() -> (Admin, IssuedKey) {
-    let wasm = paths::guard_wasm();
-    assert!(wasm.is_file(), "{} is not built: run `make wasm`", wasm.display());
-    new_store_for(&wasm)
+    new_store_for(&paths::built_guard_wasm())
 }
 
 /// [`new_store`] whose published ECDS files name the module `wasm` (e.g.
@@ -121,6 +119,15 @@ pub fn share_everything_under_v1(admin: &Admin) {
         &["openai", "--path-prefix", "/v1/", "--shared-endpoint", "* /v1/", "--shared-endpoint", "* /v1/*"],
         OPENAI_SECRET,
     );
+}
+
+/// For `Fixture::start_with`: [`share_everything_under_v1`], and a key that
+/// may only POST under `/v1/chat`, stored in `slot` (the scope suites' key).
+pub fn with_chat_post_key(slot: &mut Option<IssuedKey>) -> impl FnOnce(&Admin, &IssuedKey) + '_ {
+    move |admin, _| {
+        share_everything_under_v1(admin);
+        *slot = Some(admin.create_key(TENANT, &["--methods", "POST", "--paths", "/v1/chat"]));
+    }
 }
 
 impl Fixture {

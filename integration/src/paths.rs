@@ -33,6 +33,13 @@ pub fn guard_wasm() -> PathBuf {
     }
 }
 
+/// [`guard_wasm`], which a test that needs it asserts is built.
+pub fn built_guard_wasm() -> PathBuf {
+    let wasm = guard_wasm();
+    assert!(wasm.is_file(), "{} is not built: run `make wasm`", wasm.display());
+    wasm
+}
+
 /// The fault-injection build of the guard (`--features fault-injection`,
 /// never shipped: a request header traps the VM): $TOKENHUB_FAULT_WASM,
 /// else `target/fault/wasm32-wasip1/release/tokenhub_guard.wasm` as

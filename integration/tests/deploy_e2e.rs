@@ -68,7 +68,8 @@ const ACCESS_LOG_FIELDS: [&str; 25] = [
 // Fixture: a store with an eu tenant, a us tenant and a tenant without a
 // region, two echo upstreams, and Envoy on the demo config.
 
-/// The filter is built by `make wasm`, which `make test` runs first.
+/// The filter is built by `make wasm`, which `make test` runs first; a
+/// test without it is skipped (`Gateway::start` answers None).
 fn guard_built() -> bool {
     let built = paths::guard_wasm().is_file();
     if !built {
@@ -124,11 +125,15 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(provider_secret: &str) -> Gateway {
+    fn start(provider_secret: &str) -> Option<Gateway> {
         Gateway::start_at(provider_secret, SHIPPED_LOG_LEVEL, Some(SHIPPED_COMPONENT_LOG_LEVEL))
     }
 
-    fn start_at(provider_secret: &str, log_level: &str, component_log_level: Option<&str>) -> Gateway {
+    /// None where the filter is not built (see `guard_built`).
+    fn start_at(provider_secret: &str, log_level: &str, component_log_level: Option<&str>) -> Option<Gateway> {
+        if !guard_built() {
+            return None;
+        }
         let admin = Admin::init(&paths::guard_wasm());
         let mut admin_outputs = Vec::new();
         let tenants = populate(&admin, provider_secret, &mut admin_outputs);
@@ -146,7 +151,7 @@ impl Gateway {
         opts.log_level = log_level.into();
         opts.component_log_level = component_log_level.map(str::to_string);
         let envoy = Envoy::start(opts);
-        Gateway { envoy, eu, us, admin, tenants, cert, admin_outputs }
+        Some(Gateway { envoy, eu, us, admin, tenants, cert, admin_outputs })
     }
 
     fn url(&self, host: &str, path_and_query: &str) -> String {
@@ -309,10 +314,7 @@ fn s_client(gw: &Gateway, version_flag: &str) -> (bool, String) {
 
 #[test]
 fn tls13_handshake_succeeds_with_alpn_h2_and_http11() {
-    if !guard_built() {
-        return;
-    }
-    let gw = Gateway::start("sk-tls-test-provider");
+    let Some(gw) = Gateway::start("sk-tls-test-provider") else { return };
     let (ok, text) = s_client(&gw, "-tls1_3");
     assert!(ok, "TLS 1.3 handshake failed:\n{text}");
     assert!(text.contains("New, TLSv1.3"), "not TLS 1.3:\n{text}");
@@ -331,10 +333,7 @@ fn tls13_handshake_succeeds_with_alpn_h2_and_http11() {
 
 #[test]
 fn tls12_and_older_are_refused_with_a_protocol_version_alert() {
-    if !guard_built() {
-        return;
-    }
-    let gw = Gateway::start("sk-tls-test-provider");
+    let Some(gw) = Gateway::start("sk-tls-test-provider") else { return };
     for flag in ["-tls1_2", "-tls1_1", "-tls1"] {
         let (ok, text) = s_client(&gw, flag);
         assert!(!ok, "{flag}: handshake completed:\n{text}");
@@ -359,10 +358,7 @@ fn tls12_and_older_are_refused_with_a_protocol_version_alert() {
 
 #[test]
 fn each_tenant_reaches_only_its_regions_upstream() {
-    if !guard_built() {
-        return;
-    }
-    let gw = Gateway::start("sk-region-test-provider");
+    let Some(gw) = Gateway::start("sk-region-test-provider") else { return };
     let (eu_auth, us_auth) = (format!("Bearer {}", gw.tenants.eu.key), format!("Bearer {}", gw.tenants.us.key));
     // A client-sent region is stripped: the bundle decides.
     let eu_headers = [("authorization", eu_auth.as_str()), ("x-tokenhub-region", "us")];
@@ -381,10 +377,7 @@ fn each_tenant_reaches_only_its_regions_upstream() {
 
 #[test]
 fn a_tenant_without_a_region_gets_403_and_reaches_no_upstream() {
-    if !guard_built() {
-        return;
-    }
-    let gw = Gateway::start("sk-region-test-provider");
+    let Some(gw) = Gateway::start("sk-region-test-provider") else { return };
     let auth = format!("Bearer {}", gw.tenants.nowhere.key);
     // Even when the client names a region itself.
     let headers = [("authorization", auth.as_str()), ("x-tokenhub-region", "eu")];
@@ -405,10 +398,7 @@ fn a_tenant_without_a_region_gets_403_and_reaches_no_upstream() {
 
 #[test]
 fn access_log_has_metadata_fields_for_allowed_and_denied_requests() {
-    if !guard_built() {
-        return;
-    }
-    let gw = Gateway::start("sk-log-test-provider");
+    let Some(gw) = Gateway::start("sk-log-test-provider") else { return };
     let auth = format!("Bearer {}", gw.tenants.eu.key);
     let headers = [("authorization", auth.as_str()), ("x-request-id", "client-chosen-id")];
     let allowed = gw.send(Req::new("POST", "/v1/chat/completions?user=alice", &headers).body("{\"n\":1}"));
@@ -668,12 +658,9 @@ fn leaks(outputs: &[(String, String)], planted: &Planted) -> Vec<(String, String
 
 #[test]
 fn zero_data_retention_no_canary_in_any_output() {
-    if !guard_built() {
-        return;
-    }
     let c = Canaries::new();
     let provider_secret = format!("sk-{}", c.get("provider"));
-    let mut gw = Gateway::start(&provider_secret);
+    let Some(mut gw) = Gateway::start(&provider_secret) else { return };
     let Traffic { mut planted, requests } = send_canary_traffic(&gw, &c);
     planted.push(("provider secret".into(), provider_secret.clone()));
     assert_canaries_reached_the_upstream(&gw, &c, &provider_secret);
@@ -712,12 +699,9 @@ fn assert_canaries_reached_the_upstream(gw: &Gateway, c: &Canaries, provider_sec
 
 #[test]
 fn at_trace_level_no_canary_in_any_line_the_filter_logs() {
-    if !guard_built() {
-        return;
-    }
     let c = Canaries::new();
     let provider_secret = format!("sk-{}", c.get("provider"));
-    let mut gw = Gateway::start_at(&provider_secret, "trace", None);
+    let Some(mut gw) = Gateway::start_at(&provider_secret, "trace", None) else { return };
     let Traffic { mut planted, requests } = send_canary_traffic(&gw, &c);
     planted.push(("provider secret".into(), provider_secret));
     gw.access_log(requests);

@@ -45,9 +45,7 @@ fn models_status(envoy: &Envoy, key: &str, src: std::net::IpAddr) -> u16 {
 
 #[test]
 fn an_erased_tenant_is_refused_at_once_and_leaves_nothing_readable() {
-    let wasm = paths::guard_wasm();
-    assert!(wasm.is_file(), "{} is not built: run `make wasm`", wasm.display());
-    let admin = Admin::init(&wasm);
+    let admin = Admin::init(&paths::built_guard_wasm());
     admin.json(&["tenant", "add", TENANT, "--name", TENANT_NAME]);
     admin.json(&["tenant", "add", OTHER]);
     admin.set_provider(&["openai", "--path-prefix", "/v1/"], "sk-platform-default-0001");
@@ -134,9 +132,7 @@ fn an_erased_tenant_is_refused_at_once_and_leaves_nothing_readable() {
 
 #[test]
 fn a_tenant_that_truncates_at_write_time_is_logged_by_network_only() {
-    let wasm = paths::guard_wasm();
-    assert!(wasm.is_file(), "{} is not built: run `make wasm`", wasm.display());
-    let admin = Admin::init(&wasm);
+    let admin = Admin::init(&paths::built_guard_wasm());
     admin.json(&["tenant", "add", TENANT]);
     admin.json(&["tenant", "add", OTHER]);
     admin.json(&["tenant", "log-retention", TENANT, "--truncate-at-write", "--retain-days", "10"]);

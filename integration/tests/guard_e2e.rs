@@ -413,10 +413,7 @@ fn the_provider_gets_no_client_address_unless_the_tenant_opts_in() {
 #[test]
 fn scope_violations_are_403() {
     let mut scoped = None;
-    let fx = Fixture::start_with(|admin, _| {
-        share_everything_under_v1(admin);
-        scoped = Some(admin.create_key(TENANT, &["--methods", "POST", "--paths", "/v1/chat"]));
-    });
+    let fx = Fixture::start_with(with_chat_post_key(&mut scoped));
     let key = scoped.unwrap().key;
     let auth = bearer(&key);
     let h: &[(&str, &str)] = &[("authorization", &auth)];

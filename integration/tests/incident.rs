@@ -35,9 +35,7 @@ fn within(start: Instant, limit: Duration, mut ok: impl FnMut() -> bool) -> Opti
 
 #[test]
 fn incident_revoke_refuses_the_key_within_2s_and_leaves_an_audit_trail() {
-    let wasm = paths::guard_wasm();
-    assert!(wasm.is_file(), "{} is not built: run `make wasm`", wasm.display());
-    let admin = Admin::init(&wasm);
+    let admin = Admin::init(&paths::built_guard_wasm());
     admin.json(&["tenant", "add", TENANT]);
     admin.set_provider(&["openai", "--path-prefix", "/v1/"], PROVIDER_SECRET);
     let leaked = admin.create_key(TENANT, &["--name", "leaked-in-a-repo"]);

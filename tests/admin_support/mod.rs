@@ -16,6 +16,14 @@ static N: AtomicU32 = AtomicU32::new(0);
 /// One CLI run (the test kit's driver).
 pub use tokenhub_testkit::cli::Run;
 
+/// An empty directory `thg-<name>-<pid>` under the system's temp dir.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("thg-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A fresh store in a private temp directory (removed on drop).
 pub struct Home {
     pub dir: PathBuf,
@@ -24,14 +32,7 @@ pub struct Home {
 impl Home {
     /// `init` with an ECDS file and wasm path configured.
     pub fn new(name: &str) -> Home {
-        let dir = std::env::temp_dir().join(format!(
-            "thg-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let home = Home { dir };
+        let home = Home { dir: fresh_dir(&format!("{name}-{}", N.fetch_add(1, Ordering::SeqCst))) };
         let ecds = home.ecds_file();
         home.run(&["init", "--ecds-file", ecds.to_str().unwrap(), "--wasm", "/opt/tokenhub/tokenhub_guard.wasm"]).ok();
         home
@@ -225,5 +226,12 @@ pub fn two_tenants_two_admins(name: &str) -> (Home, String, String) {
         home.run(&["--json", "admin", "token", "create", n]).ok().json()["token"].as_str().unwrap().to_string()
     };
     let (root, ann) = (token("root"), token("ann"));
+    (home, root, ann)
+}
+
+/// [`two_tenants_two_admins`], published once.
+pub fn published_two_tenants_two_admins(name: &str) -> (Home, String, String) {
+    let (home, root, ann) = two_tenants_two_admins(name);
+    home.run(&["publish"]).ok();
     (home, root, ann)
 }

@@ -5,10 +5,8 @@ use super::*;
 
 #[test]
 fn credentials_over_http1_exact_status_and_upstream() {
-    let mut second = None;
-    let fx = Fixture::start_with(with_second_key(&mut second));
-    let (k, k2) = (fx.key.key.clone(), second.unwrap().key);
-    let secrets = [k.as_str(), secret_of(&k), k2.as_str(), secret_of(&k2)];
+    let (fx, k, k2) = with_two_keys();
+    let secrets = both_secrets(&k, &k2);
     let cases = credential_cases(&k, &k2);
     for c in &cases {
         check(&fx, &c.name, c.want, c.path, &fx.key.key_id, &secrets, || {
@@ -35,10 +33,8 @@ fn credentials_over_http1_exact_status_and_upstream() {
 
 #[test]
 fn credentials_over_http2_decide_as_over_http1() {
-    let mut second = None;
-    let fx = Fixture::start_with(with_second_key(&mut second));
-    let (k, k2) = (fx.key.key.clone(), second.unwrap().key);
-    let secrets = [k.as_str(), secret_of(&k), k2.as_str(), secret_of(&k2)];
+    let (fx, k, k2) = with_two_keys();
+    let secrets = both_secrets(&k, &k2);
     let cases = credential_cases(&k, &k2);
     let mut raw_cases = 0;
     for c in &cases {

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokenhub_integration::guard::*;
 use tokenhub_integration::http2::{curl, raw, H2Outcome};
 use tokenhub_integration::keys::{forge_key, key_id_of, key_with_id, one_char_off_secret, other_secret, secret_of};
-use tokenhub_integration::{addrs, paths, Admin, EnvoyOptions, IssuedKey, ReceivedRequest, Response};
+use tokenhub_integration::{addrs, paths, EnvoyOptions, ReceivedRequest, Response};
 
 mod claims;
 mod credentials;
@@ -135,6 +135,12 @@ fn h2(fx: &Fixture, src: IpAddr, method: &str, path: &str, headers: &[(&str, Vec
     let outcome = curl::request(src, dst, method, path, &view, b"").unwrap_or_else(|e| panic!("curl: {e}"));
     outcome.response()
 }
+
+/// A request over one protocol: `h1` or `h2`.
+type Sender = fn(&Fixture, IpAddr, &str, &str, &[(&str, Vec<u8>)]) -> Response;
+
+/// Both protocols, with the names the cases' labels give them.
+const PROTOCOLS: [(&str, Sender); 2] = [("HTTP/1.1", h1), ("HTTP/2", h2)];
 
 fn b(s: impl AsRef<str>) -> Vec<u8> {
     s.as_ref().as_bytes().to_vec()
@@ -313,9 +319,17 @@ fn credential_cases(k: &str, k2: &str) -> Vec<CredCase> {
     cases
 }
 
-/// Stores a second key of the fixture's tenant in `slot`.
-fn with_second_key(slot: &mut Option<IssuedKey>) -> impl FnOnce(&Admin, &IssuedKey) + '_ {
-    move |admin, _| *slot = Some(admin.create_key(TENANT, &[]))
+/// The fixture with a second key of its tenant, and the two keys.
+fn with_two_keys() -> (Fixture, String, String) {
+    let mut second = None;
+    let fx = Fixture::start_with(|admin, _| second = Some(admin.create_key(TENANT, &[])));
+    let (k, k2) = (fx.key.key.clone(), second.expect("the second key").key);
+    (fx, k, k2)
+}
+
+/// Both keys and their secrets: what no answer, upstream or log may show.
+fn both_secrets<'a>(k: &'a str, k2: &'a str) -> [&'a str; 4] {
+    [k, secret_of(k), k2, secret_of(k2)]
 }
 
 /// Asserts that neither Envoy's log nor the access log holds any of

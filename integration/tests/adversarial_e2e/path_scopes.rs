@@ -74,23 +74,16 @@ fn path_cases() -> Vec<(&'static str, Want, &'static str)> {
 #[test]
 fn paths_against_prefix_scopes_over_http1_and_http2() {
     let mut scoped = None;
-    let fx = Fixture::start_with(|admin, _| {
-        share_everything_under_v1(admin);
-        scoped = Some(admin.create_key(TENANT, &["--methods", "POST", "--paths", "/v1/chat"]));
-    });
+    let fx = Fixture::start_with(with_chat_post_key(&mut scoped));
     let key = scoped.unwrap();
     let secrets = [key.key.as_str(), secret_of(&key.key)];
     let mut n = 0;
     for (path, want, upstream_path) in path_cases() {
         let headers = [auth(&key.key)];
-        for proto in ["HTTP/1.1", "HTTP/2"] {
+        for (proto, send) in PROTOCOLS {
             let case = format!("{proto} POST {path}");
             let seen = check(&fx, &case, want, path, &key.key_id, &secrets, || {
-                if proto == "HTTP/1.1" {
-                    h1(&fx, addrs::V4_PRIMARY, "POST", path, &headers)
-                } else {
-                    h2(&fx, addrs::V4_PRIMARY, "POST", path, &headers)
-                }
+                send(&fx, addrs::V4_PRIMARY, "POST", path, &headers)
             });
             n += 1;
             if let Some(seen) = seen {
@@ -121,14 +114,10 @@ fn paths_against_prefix_scopes_over_http1_and_http2() {
 fn guard_alone_refuses_unnormalized_paths_and_strips_underscore_identity_headers() {
     let template = lax_template();
     let mut scoped = None;
-    let fx = Fixture::start_with_module(
-        &paths::guard_wasm(),
-        |admin, _| {
-            share_everything_under_v1(admin);
-            scoped = Some(admin.create_key(TENANT, &["--methods", "POST", "--paths", "/v1/chat"]));
-        },
-        |opts: &mut EnvoyOptions| opts.template = template.clone(),
-    );
+    let fx =
+        Fixture::start_with_module(&paths::guard_wasm(), with_chat_post_key(&mut scoped), |opts: &mut EnvoyOptions| {
+            opts.template = template.clone()
+        });
     let key = scoped.unwrap();
     let k = fx.key.key.clone();
     let secrets = [k.as_str(), secret_of(&k), key.key.as_str()];

@@ -31,24 +31,12 @@ fn forwarding_headers_cannot_choose_the_source_address() {
         let mut headers = vec![auth(&k)];
         headers.extend(spoof.iter().cloned());
         let names: Vec<&str> = spoof.iter().map(|(n, _)| *n).collect();
-        check(
-            &fx,
-            &format!("HTTP/1.1 from 127.0.0.2 with {names:?}"),
-            Want::Denied(IP_NOT_ALLOWED),
-            "/v1/models",
-            "",
-            &secrets,
-            || h1(&fx, addrs::V4_OTHER, "GET", "/v1/models", &headers),
-        );
-        check(
-            &fx,
-            &format!("HTTP/2 from 127.0.0.2 with {names:?}"),
-            Want::Denied(IP_NOT_ALLOWED),
-            "/v1/models",
-            "",
-            &secrets,
-            || h2(&fx, addrs::V4_OTHER, "GET", "/v1/models", &headers),
-        );
+        for (proto, send) in PROTOCOLS {
+            let case = format!("{proto} from 127.0.0.2 with {names:?}");
+            check(&fx, &case, Want::Denied(IP_NOT_ALLOWED), "/v1/models", "", &secrets, || {
+                send(&fx, addrs::V4_OTHER, "GET", "/v1/models", &headers)
+            });
+        }
         // From an allowed address the same headers change nothing, and the
         // upstream sees none of them (no client address to the provider).
         let seen = fx.expect_allowed(|| h1(&fx, addrs::V4_PRIMARY, "GET", "/v1/models", &headers));
@@ -111,13 +99,12 @@ fn cidr_rules_zero_full_length_and_ipv4_mapped() {
         let key = &keys[i];
         let secrets = [key.key.as_str(), secret_of(&key.key)];
         let want = if allowed { Want::Allowed } else { Want::Denied(IP_NOT_ALLOWED) };
-        let case = format!("rule {:?} from {src}", rules[i].1);
-        check(&fx, &case, want, "/v1/models", &key.key_id, &secrets, || {
-            h1(&fx, src, "GET", "/v1/models", &[auth(&key.key)])
-        });
-        check(&fx, &format!("h2: {case}"), want, "/v1/models", &key.key_id, &secrets, || {
-            h2(&fx, src, "GET", "/v1/models", &[auth(&key.key)])
-        });
+        for (proto, send) in PROTOCOLS {
+            let case = format!("{proto}: rule {:?} from {src}", rules[i].1);
+            check(&fx, &case, want, "/v1/models", &key.key_id, &secrets, || {
+                send(&fx, src, "GET", "/v1/models", &[auth(&key.key)])
+            });
+        }
     }
     println!("CIDR edge rules: {} cases", table.len() * 2);
 }
