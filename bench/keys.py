@@ -5,7 +5,9 @@ then 3 full republishes timed until every VM logged them loaded — and one on
 a base whose later versions are deltas (bench-bundle --deltas: each one key
 deleted, one disabled, one created since the last), timed the same way.
 Run after `make wasm` and `(cd bench/tools && cargo build --release)`:
-  .venv/bin/python bench/keys.py [KEYS ...]   (default 10 10000 100000 1000000)
+  .venv/bin/python bench/keys.py [--pb] [KEYS ...]   (default 10 10000 100000 1000000)
+With --pb the ECDS file is binary protobuf (guard.pb), as `tokenhub-admin
+publish --ecds-file X.pb` writes it; without, JSON (guard.json).
 Prints one JSON line per size and writes bench/work/keys/keys.json.
 """
 import json
@@ -25,26 +27,30 @@ shutil.rmtree(work, ignore_errors=True)
 work.mkdir(parents=True)
 envoy_bin = subprocess.run([str(B.ROOT / "tools" / "envoy-path")], capture_output=True, text=True,
                            check=True).stdout.strip()
-sizes = [int(k) for k in sys.argv[1:]] or [10, 10_000, 100_000, 1_000_000]
+args = sys.argv[1:]
+binary = "--pb" in args
+sizes = [int(k) for k in args if k != "--pb"] or [10, 10_000, 100_000, 1_000_000]
+ecds_file = "guard.pb" if binary else B.ECDS_FILE
 
 
 def bundle(name, keys, deltas):
     out = work / "bundles" / name
     cmd = [str(B.TOOLS_BIN / "bench-bundle"), "--out", str(out), "--keys", str(keys), "--cidrs", "1",
-           "--wasm", str(B.GUARD_WASM), "--republish", "3"] + (["--deltas"] if deltas else [])
+           "--wasm", str(B.GUARD_WASM), "--republish", "3"] + (["--deltas"] if deltas else []) + (["--pb"] if binary else [])
     subprocess.run(cmd, check=True)
     info = json.loads((out / "info.json").read_text())
     info["dir"], info["key"] = out, (out / "bundle.key").read_text().strip()
     live = out / "live"
     live.mkdir()
-    os.rename(out / "guard.json", live / B.ECDS_FILE)
+    os.rename(out / ecds_file, live / ecds_file)
+    info["ecds_file"] = ecds_file
     info["live"] = live
     info["next_bytes"] = [os.path.getsize(f) for f in info["files"][1:]]
     return info
 
 
 def run(name, info):
-    e = B.Envoy(name, work, envoy_bin, B.guard_filters(info["live"]), env={"TOKENHUB_BUNDLE_KEY": info["key"]},
+    e = B.Envoy(name, work, envoy_bin, B.guard_filters(info["live"], ecds_file), env={"TOKENHUB_BUNDLE_KEY": info["key"]},
                 bundle=info)
     t = time.time()
     e.start()

@@ -17,8 +17,7 @@ fn published_policy(home: &Home) -> Value {
     let key_file = home.dir.join("bundle.key");
     home.run(&["bundle-key", "--out", key_file.to_str().unwrap()]).ok();
     let key = BundleKey::from_base64(std::fs::read_to_string(&key_file).unwrap().trim()).unwrap();
-    let ecds: Value = serde_json::from_str(&std::fs::read_to_string(home.ecds_file()).unwrap()).unwrap();
-    let sealed = tokenhub_guard::admin::publish::sealed_in_resource(&ecds).unwrap();
+    let sealed = tokenhub_guard::admin::ecds::GuardResource::read(&home.ecds_file()).unwrap().unwrap().sealed;
     let plain = bundle::open(&sealed, &key).unwrap();
     serde_json::to_value(bundle::pack::unpack(&plain).unwrap()).unwrap()
 }

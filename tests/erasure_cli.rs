@@ -24,8 +24,7 @@ fn store_doc(home: &Home) -> tokenhub_guard::admin::store::StoreDoc {
 /// The published bundle, opened with the bundle key, as text.
 fn bundle_text(home: &Home) -> String {
     let key = BundleKey::from_base64(&store_doc(home).bundle_key).unwrap();
-    let ecds: Value = serde_json::from_str(&std::fs::read_to_string(home.ecds_file()).unwrap()).unwrap();
-    let sealed = tokenhub_guard::admin::publish::sealed_in_resource(&ecds).unwrap();
+    let sealed = tokenhub_guard::admin::ecds::GuardResource::read(&home.ecds_file()).unwrap().unwrap().sealed;
     let plain = bundle::open(&sealed, &key).unwrap();
     serde_json::to_string(&bundle::pack::unpack(&plain).unwrap()).unwrap()
 }

@@ -201,9 +201,10 @@ def noop_filters(ops="", restricted=False):
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}}]
 
 
-def guard_filters(bundle_dir):
+def guard_filters(bundle_dir, ecds_file=ECDS_FILE):
     """The guard's entry of envoy/local/envoy.yaml.tmpl, verbatim: filesystem
-    ECDS on a watched directory, empty default config (fail closed)."""
+    ECDS on a watched directory, empty default config (fail closed); only
+    the file's name may differ (guard.pb: the binary form)."""
     tc = _template_hcm(str(bundle_dir))["typed_config"]
     guard = [f for f in tc["http_filters"] if f["name"] == "tokenhub.guard"]
     if len(guard) != 1:
@@ -212,6 +213,7 @@ def guard_filters(bundle_dir):
     path = entry["config_discovery"]["config_source"]["path_config_source"]["path"]
     if path != f"{bundle_dir}/{ECDS_FILE}":
         raise SystemExit(f"bench: {LOCAL_TEMPLATE}: the guard reads {path}, the bench writes {ECDS_FILE}")
+    entry["config_discovery"]["config_source"]["path_config_source"]["path"] = f"{bundle_dir}/{ecds_file}"
     return [entry]
 
 

@@ -113,7 +113,9 @@ class Envoy:
                     raise SystemExit(f"bench: {self.name}: {self.sidecar.name} did not start; log:\n"
                                      + side_log.read_text()[-3000:])
             cmd = ["taskset", "-c", ENVOY_CPU, *wrapper, self.envoy_bin, "-c", str(self.config), "--concurrency", "1",
-                   "--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info",
+                   "--disable-hot-restart", "--log-level", "warn", "--component-log-level",
+                   # BENCH_ENVOY_COMPONENT_LOG (e.g. "wasm:debug,config:debug"): where a reload's time goes.
+                   os.environ.get("BENCH_ENVOY_COMPONENT_LOG", "wasm:info"),
                    "--log-format", "[%Y-%m-%d %T.%f][%t][%l][%n] %v"]
             self.logf = open(self.log_path, "w")
             self.started_at = time.time()

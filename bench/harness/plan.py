@@ -192,7 +192,7 @@ def reload_times(envoy, bundle, timeout=60):
     for path, version in zip(bundle["files"][1:], bundle["versions"][1:]):
         before_rss = envoy.rss_bytes()
         t0 = time.time()
-        os.rename(path, bundle["live"] / ECDS_FILE)
+        os.rename(path, bundle["live"] / bundle.get("ecds_file", ECDS_FILE))
         seen = []
         deadline = t0 + timeout
         pat = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\]\[(\d+)\].*bundle version " + str(version) + " loaded")

@@ -9,9 +9,11 @@
 //! Small key counts (the speed at a million keys is in bench/results/keys.md).
 //! Needs the filter (`make wasm`), the sidecar and Envoy (`make bootstrap`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 use tokenhub_integration::guard::*;
 use tokenhub_integration::EcdsOutcome;
+use tokenhub_integration::{paths, IssuedKey};
 
 const MAGIC: &[u8] = b"thbd";
 
@@ -49,12 +51,56 @@ fn with_config(fx: &Fixture, config: &[u8]) -> String {
     serde_json::to_string_pretty(&ecds).unwrap()
 }
 
+/// The local template watching `guard.pb`: the binary form of the ECDS
+/// file (`publish --ecds-file X.pb`), which Envoy reads by its extension.
+fn binary_template() -> PathBuf {
+    let local = paths::repo_root().join(tokenhub_integration::envoy::LOCAL_TEMPLATE);
+    let text = std::fs::read_to_string(&local).unwrap();
+    let binary = text.replace("{{BUNDLE_DIR}}/guard.json", "{{BUNDLE_DIR}}/guard.pb");
+    assert_ne!(binary, text, "{} no longer watches {{{{BUNDLE_DIR}}}}/guard.json", local.display());
+    let path = std::env::temp_dir().join(format!("tokenhub-delta-e2e-{}.yaml.tmpl", std::process::id()));
+    std::fs::write(&path, binary).unwrap();
+    path
+}
+
+/// A store with three more keys, published; Envoy on it. `binary`: the
+/// store publishes guard.pb and Envoy watches that.
+fn start(binary: bool) -> (Fixture, Vec<IssuedKey>) {
+    let mut extra = Vec::new();
+    let template = binary.then(binary_template);
+    let fx = Fixture::start_with_module(
+        &paths::guard_wasm(),
+        |admin, _| {
+            if binary {
+                let pb = admin.bundle_dir().join("guard.pb");
+                admin.json(&["publish", "--ecds-file", &pb.display().to_string()]);
+            }
+            extra = (0..3).map(|_| admin.create_key(TENANT, &[])).collect();
+        },
+        |opts| {
+            if let Some(template) = template {
+                opts.template = template;
+            }
+        },
+    );
+    (fx, extra)
+}
+
 #[test]
 fn a_delta_refuses_deleted_and_disabled_keys_and_admits_new_ones_on_the_base_the_workers_hold() {
-    let mut extra = Vec::new();
-    let fx = Fixture::start_with(|admin, _| {
-        extra = (0..3).map(|_| admin.create_key(TENANT, &[])).collect();
-    });
+    deleted_disabled_and_new_keys_through_a_delta(false);
+}
+
+/// The same through the binary ECDS file: full bundle and deltas alike.
+#[test]
+fn a_binary_ecds_file_serves_the_full_bundle_and_its_deltas() {
+    deleted_disabled_and_new_keys_through_a_delta(true);
+}
+
+fn deleted_disabled_and_new_keys_through_a_delta(binary: bool) {
+    let (fx, extra) = start(binary);
+    let published = fx.admin.status()["published"]["path"].as_str().unwrap().to_string();
+    assert_eq!(published.ends_with("guard.pb"), binary, "{published}");
     let base_version = fx.admin.published_version();
     for k in &extra {
         fx.expect_allowed(|| fx.with_key(&k.key));
@@ -70,8 +116,11 @@ fn a_delta_refuses_deleted_and_disabled_keys_and_admits_new_ones_on_the_base_the
     assert_eq!(out["delta"]["changed_keys"].as_u64(), Some(3), "{out}");
     let version = out["version"].as_u64().unwrap();
     assert!(version > base_version);
-    let (_, base) = parts(&published_config(&fx));
-    assert!(!base.is_empty());
+    match binary {
+        false => assert!(!parts(&published_config(&fx)).1.is_empty()),
+        // Binary protobuf, not the JSON form (whose base is checked above).
+        true => assert!(!std::fs::read(&published).unwrap().starts_with(b"{")),
+    }
 
     fx.envoy.wait_for_stat("wasmcustom.tokenhub.bundle_version", |v| v == version, Duration::from_secs(10));
     fx.expect_denied(UNKNOWN_KEY, || fx.with_key(&extra[0].key));

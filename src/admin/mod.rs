@@ -12,6 +12,7 @@ pub mod actions;
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod ecds;
 pub mod fsutil;
 pub mod logger;
 pub mod publish;

@@ -2,25 +2,13 @@
 //! runs, sealed, wrapped in an ECDS resource, and atomically renamed into
 //! the directory Envoy watches.
 
+use super::ecds::{Format, GuardResource};
 use super::store::{Published, StoreDoc};
 use super::{fsutil, random_nonce, AdminError};
 use crate::core::bundle::delta::{self, NoDelta};
 use crate::core::bundle::{self, keys::RECORD_LEN, pack, seal, BundleKey};
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-
-/// The filter's name in Envoy's `config_discovery`.
-pub const FILTER_NAME: &str = "tokenhub.guard";
-/// The plugin's name and root id.
-pub const PLUGIN_NAME: &str = "tokenhub_guard";
-/// The published VM (the bootstraps' default_config has a VM of its own).
-pub const VM_ID: &str = "tokenhub_guard";
-pub const RUNTIME: &str = "envoy.wasm.runtime.v8";
-/// The Envoy process's variable that carries the bundle key into the VM.
-pub const BUNDLE_KEY_ENV: &str = "TOKENHUB_BUNDLE_KEY";
 
 /// Full bundle or delta (see `core::bundle::delta`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,8 +64,7 @@ pub fn publish_with(
         Some((config, info)) => (config, Some(info)),
         None => (seal_policy(doc, &key)?, None),
     };
-    let resource = ecds_resource(&sealed, wasm_path);
-    let text = serde_json::to_vec_pretty(&resource).map_err(|e| AdminError::Internal(e.to_string()))?;
+    let text = GuardResource::new(&sealed, wasm_path).to_file(Format::of(ecds_file)).map_err(AdminError::Internal)?;
     if let Some(dir) = ecds_file.parent() {
         std::fs::create_dir_all(dir).map_err(|e| AdminError::io(dir, e))?;
     }
@@ -104,13 +91,7 @@ fn delta_config(
     if mode == Mode::Full {
         return Ok(None);
     }
-    let Some(current) = std::fs::read(ecds_file)
-        .ok()
-        .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
-        .and_then(|resource| sealed_in_resource(&resource))
-    else {
-        return Ok(None);
-    };
+    let Ok(Some(GuardResource { sealed: current, .. })) = GuardResource::read(ecds_file) else { return Ok(None) };
     let base = match delta::split(&current) {
         Some(Ok((_, base))) => base,
         Some(Err(_)) => return Ok(None),
@@ -144,38 +125,8 @@ fn delta_config(
 
 /// The bundle version in an existing ECDS file (0 if none or unreadable).
 fn version_on_disk(ecds_file: &Path) -> u64 {
-    let Ok(text) = std::fs::read(ecds_file) else { return 0 };
-    let Ok(resource) = serde_json::from_slice::<serde_json::Value>(&text) else { return 0 };
-    sealed_in_resource(&resource).and_then(|sealed| delta::peek_header(&sealed).ok()).map_or(0, |h| h.version)
-}
-
-/// What a published ECDS resource carries that changes between publishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GuardResource {
-    pub sealed: Vec<u8>,
-    pub wasm_path: String,
-}
-
-impl GuardResource {
-    /// Reads the resource `ecds_resource` writes.
-    pub fn from_json(resource: &serde_json::Value) -> Option<Self> {
-        let config = &resource["resources"][0]["typed_config"]["config"];
-        (resource["resources"][0]["name"] == FILTER_NAME).then_some(())?;
-        let wasm_path = config["vm_config"]["code"]["local"]["filename"].as_str()?.to_string();
-        Some(Self { sealed: sealed_in_resource(resource)?, wasm_path })
-    }
-}
-
-/// The sealed bundle an ECDS resource carries: the BytesValue `publish`
-/// writes (base64 in the file), or a hand-written StringValue.
-pub fn sealed_in_resource(resource: &serde_json::Value) -> Option<Vec<u8>> {
-    let configuration = &resource["resources"][0]["typed_config"]["config"]["configuration"];
-    let value = configuration["value"].as_str()?;
-    if configuration["@type"] == BYTES_VALUE {
-        STANDARD.decode(value).ok()
-    } else {
-        Some(value.as_bytes().to_vec())
-    }
+    let Ok(Some(resource)) = GuardResource::read(ecds_file) else { return 0 };
+    delta::peek_header(&resource.sealed).map_or(0, |h| h.version)
 }
 
 /// Seals the policy after proving the filter will accept it: pack (which
@@ -188,46 +139,6 @@ pub fn seal_policy(doc: &StoreDoc, key: &BundleKey) -> Result<Vec<u8>, AdminErro
     let binary = seal::to_binary(&sealed).map_err(|e| AdminError::Internal(e.to_string()))?;
     bundle::open_and_compile(&binary, key).map_err(|e| AdminError::Invalid(e.to_string()))?;
     Ok(binary)
-}
-
-const BYTES_VALUE: &str = "type.googleapis.com/google.protobuf.BytesValue";
-
-/// What the guard's module may do (see `crate::capabilities`).
-fn allowed_capabilities() -> serde_json::Map<String, serde_json::Value> {
-    crate::capabilities::all().map(|c| (c.to_string(), json!({}))).collect()
-}
-
-/// The ECDS resource. JSON is valid YAML, so the file may be named .yaml.
-/// The sealed bundle is a BytesValue (base64 here, per the protobuf JSON
-/// mapping): Envoy decodes it once and hands each VM the raw envelope.
-pub fn ecds_resource(sealed: &[u8], wasm_path: &Path) -> serde_json::Value {
-    json!({
-        "resources": [{
-            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-            "name": FILTER_NAME,
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": PLUGIN_NAME,
-                    "root_id": PLUGIN_NAME,
-                    "vm_config": {
-                        "vm_id": VM_ID,
-                        "runtime": RUNTIME,
-                        "code": { "local": { "filename": wasm_path.to_string_lossy() } },
-                        "environment_variables": { "host_env_keys": [BUNDLE_KEY_ENV] }
-                    },
-                    "configuration": {
-                        "@type": BYTES_VALUE,
-                        "value": STANDARD.encode(sealed)
-                    },
-                    // A crashed VM answers 503 and is reloaded for later
-                    // requests: never open, and not down for good.
-                    "failure_policy": "FAIL_RELOAD",
-                    "capability_restriction_config": { "allowed_capabilities": allowed_capabilities() }
-                }
-            }
-        }]
-    })
 }
 
 /// What a publish reports.
@@ -285,20 +196,4 @@ pub fn publish_configured_with(
     })?;
     let (published, delta) = publish_with(doc, &ecds, &wasm, now, mode)?;
     Ok(PublishedInfo { keys: doc.policy.keys.len(), tenants: doc.policy.tenants.len(), delta, published })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The documented example is exactly what `publish` writes, up to the
-    /// placeholders (the wasm path, and the bundle: empty bytes here).
-    #[test]
-    fn the_reference_ecds_file_matches_what_publish_writes() {
-        let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy/local/guard.ecds.json.example");
-        let text = std::fs::read_to_string(&example).unwrap_or_default();
-        let text = text.replace("<sealed bundle text>", "").replace("{{WASM_PATH}}", "/w/tokenhub_guard.wasm");
-        let documented: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        assert_eq!(documented, ecds_resource(b"", Path::new("/w/tokenhub_guard.wasm")));
-    }
 }

@@ -122,7 +122,10 @@ impl Command {
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
-    /// The ECDS file Envoy watches (written by `publish`).
+    /// The ECDS file Envoy watches (written by `publish`): JSON, or binary
+    /// protobuf when named `*.pb`, which Envoy reads without its JSON
+    /// parser (~2 s saved per reload at 1 000 000 keys; use it past
+    /// ~100 000 keys, with the same path in Envoy's config_discovery).
     #[arg(long)]
     pub ecds_file: Option<PathBuf>,
     /// Absolute path of tokenhub_guard.wasm as Envoy sees it.
@@ -800,8 +803,11 @@ pub enum ProviderCmd {
 
 #[derive(Args, Debug)]
 pub struct PublishArgs {
+    /// Write to this ECDS file from now on (as `init --ecds-file`: `*.pb`
+    /// is binary protobuf, anything else JSON).
     #[arg(long)]
     pub ecds_file: Option<PathBuf>,
+    /// The module path Envoy loads, from now on (as `init --wasm`).
     #[arg(long)]
     pub wasm: Option<PathBuf>,
     /// Publish only the changes since the published base bundle (a delta),

@@ -5,8 +5,8 @@
 //! guard refuses rollbacks.
 
 use super::descriptors::LimitTable;
+use crate::admin::ecds::{Format, GuardResource};
 use crate::admin::fsutil::{self, FileWatch};
-use crate::admin::publish::sealed_in_resource;
 use crate::core::bundle::{self, BundleKey};
 use std::path::{Path, PathBuf};
 
@@ -29,15 +29,12 @@ pub fn bundle_key(file: Option<&Path>) -> Result<BundleKey, String> {
 /// Opens the ECDS file's bundle into a limit table.
 pub fn load(path: &Path, key: &BundleKey) -> Result<LimitTable, String> {
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    load_bytes(&text, key).map_err(|e| format!("{}: {e}", path.display()))
+    load_bytes(&text, Format::of(path), key).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn load_bytes(text: &[u8], key: &BundleKey) -> Result<LimitTable, String> {
-    let resource: serde_json::Value =
-        serde_json::from_slice(text).map_err(|e| format!("not the JSON ECDS resource `publish` writes ({e})"))?;
-    let sealed = sealed_in_resource(&resource)
-        .ok_or("no sealed bundle at resources[0].typed_config.config.configuration (not a file `publish` wrote)")?;
-    let policy = bundle::open_and_compile(sealed, key).map_err(|e| e.to_string())?;
+fn load_bytes(text: &[u8], format: Format, key: &BundleKey) -> Result<LimitTable, String> {
+    let resource = GuardResource::from_file(text, format)?.ok_or("nothing published yet")?;
+    let policy = bundle::open_and_compile(resource.sealed, key).map_err(|e| e.to_string())?;
     Ok(LimitTable::new(policy))
 }
 
@@ -72,7 +69,7 @@ impl Source {
         match self.watch.poll() {
             None => Polled::Unchanged,
             Some(Err(e)) => Polled::Refused(format!("{path}: {e}")),
-            Some(Ok(text)) => match load_bytes(&text, &self.key) {
+            Some(Ok(text)) => match load_bytes(&text, Format::of(self.watch.path()), &self.key) {
                 Ok(table) if table.policy.version < self.version => Polled::Refused(format!(
                     "{path}: bundle version {} is older than version {} already loaded (rollback refused)",
                     table.policy.version, self.version
@@ -90,7 +87,6 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::publish::ecds_resource;
     use crate::core::bundle::schema::{BundleDoc, QuotaDoc, QuotaMode, SubAccountDoc, TenantDoc, SCHEMA_VERSION};
     use crate::core::bundle::{pack, seal, seal::to_binary};
 
@@ -112,7 +108,7 @@ mod tests {
             ..Default::default()
         };
         let sealed = to_binary(&seal(&pack(&doc).unwrap(), k, version, [7; 12]).unwrap()).unwrap();
-        serde_json::to_vec(&ecds_resource(&sealed, Path::new("/w/guard.wasm"))).unwrap()
+        GuardResource::new(&sealed, Path::new("/w/guard.wasm")).to_file(Format::Json).unwrap()
     }
 
     fn tenant_limit(t: &LimitTable) -> u64 {
@@ -146,7 +142,7 @@ mod tests {
         write(&path, &ecds(6, 40, &key(2)));
         assert!(matches!(source.poll(), Polled::Refused(r) if r.contains("sealed with key")));
         write(&path, b"{\"resources\": [");
-        assert!(matches!(source.poll(), Polled::Refused(r) if r.contains("not the JSON ECDS resource")));
+        assert!(matches!(source.poll(), Polled::Refused(r) if r.contains("not JSON")));
         write(&path, &ecds(4, 40, &k));
         assert!(matches!(source.poll(), Polled::Refused(r) if r.contains("rollback refused")));
 

@@ -14,6 +14,7 @@ mod server;
 
 use self::registry::Registry;
 use self::resource::Snapshot;
+use super::ecds::Format;
 use super::{fsutil, AdminError};
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
 use std::net::SocketAddr;
@@ -130,9 +131,13 @@ fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, AdminError> {
 /// snapshot. A file that cannot be read as a guard resource is logged and
 /// the last good snapshot keeps being served.
 async fn follow(path: PathBuf, tx: watch::Sender<Option<Arc<Snapshot>>>, registry: Arc<Registry>) {
+    let format = Format::of(&path);
     let mut file = fsutil::FileWatch::new(path);
     loop {
-        match file.poll().map(|read| read.map_err(|e| e.to_string()).and_then(|b| resource::snapshot_of_file(&b))) {
+        match file
+            .poll()
+            .map(|read| read.map_err(|e| e.to_string()).and_then(|b| resource::snapshot_of_file(&b, format)))
+        {
             Some(Ok(Some(snapshot))) if tx.borrow().as_deref() != Some(&snapshot) => {
                 log::info!("xds: serving bundle version {}", snapshot.version);
                 registry.update(|s| s.serving_version = Some(snapshot.version));

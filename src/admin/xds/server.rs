@@ -7,8 +7,8 @@
 //! would carry the same bytes with more protocol.
 
 use super::registry::{Nack, Registry};
-use super::resource::{Snapshot, TYPED_EXTENSION_CONFIG};
-use crate::admin::publish::FILTER_NAME;
+use super::resource::Snapshot;
+use crate::admin::ecds::{FILTER_NAME, TYPED_EXTENSION_CONFIG};
 use crate::admin::unix_now;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,

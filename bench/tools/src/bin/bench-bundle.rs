@@ -2,7 +2,10 @@
 //! `tokenhub_guard::admin::publish::publish` itself (compile, seal, open and
 //! compile again, ECDS resource, atomic write) — and times each publish.
 //!
-//! usage: bench-bundle --out DIR --keys N [--cidrs M] --wasm FILE [--republish K] [--deltas] [--metered]
+//! usage: bench-bundle --out DIR --keys N [--cidrs M] --wasm FILE [--republish K] [--deltas] [--metered] [--pb]
+//!
+//! With --pb, the ECDS files are binary protobuf (guard.pb, next/guard.N.pb),
+//! as `tokenhub-admin publish --ecds-file X.pb` writes them.
 //!
 //! With --metered, the policy also has the `metered` key (a token budget)
 //! and the `models` key (a model allowlist): `tokenhub_bench::add_metered_keys`.
@@ -11,7 +14,7 @@
 //! --delta): filler key i disabled, filler key i + 1 deleted and a new key
 //! created, i.e. one revoke, one disable and one new key since the last.
 //!
-//! Writes DIR/guard.json (the ECDS file to start Envoy with), DIR/next/guard.N.json
+//! Writes DIR/guard.json (or .pb) (the ECDS file to start Envoy with), DIR/next/guard.N.json
 //! (K later versions of the same policy, for reload timing), DIR/bundle.key
 //! (TOKENHUB_BUNDLE_KEY) and DIR/info.json (credentials, versions, timings).
 
@@ -30,6 +33,8 @@ struct Args {
     republish: usize,
     deltas: bool,
     metered: bool,
+    /// The ECDS files' extension: "json" or "pb".
+    extension: &'static str,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
     let mut republish = 0;
     let mut deltas = false;
     let mut metered = false;
+    let mut extension = "json";
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -51,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
             "--republish" => republish = value()?.parse().map_err(|e| format!("--republish: {e}"))?,
             "--deltas" => deltas = true,
             "--metered" => metered = true,
+            "--pb" => extension = "pb",
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -62,6 +69,7 @@ fn parse_args() -> Result<Args, String> {
         republish,
         deltas,
         metered,
+        extension,
     })
 }
 
@@ -88,8 +96,11 @@ fn run() -> Result<(), String> {
     let mut files = Vec::new();
     let now = unix_now();
     for i in 0..=args.republish {
-        let file =
-            if i == 0 { args.out.join("guard.json") } else { args.out.join("next").join(format!("guard.{i}.json")) };
+        let ext = args.extension;
+        let file = match i {
+            0 => args.out.join(format!("guard.{ext}")),
+            _ => args.out.join("next").join(format!("guard.{i}.{ext}")),
+        };
         if i > 0 && args.deltas {
             change_keys(&mut doc, i)?;
             // The delta's base is what the file it replaces holds.
