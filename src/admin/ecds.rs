@@ -55,6 +55,23 @@ impl Format {
     }
 }
 
+/// From this many keys, a JSON file costs Envoy a noticeable parse on every
+/// reload (~2 s at 1 000 000 keys, bench/results/keys.md).
+pub const LARGE_FOR_JSON: usize = 100_000;
+
+/// The advice for a publish of `keys` keys to `path`, when its form is the
+/// slow one for that size.
+pub fn format_advice(path: &Path, keys: usize) -> Option<String> {
+    (keys >= LARGE_FOR_JSON && Format::of(path) == Format::Json).then(|| {
+        format!(
+            "{keys} keys in a JSON ECDS file: Envoy spends ~2 s per 1 000 000 keys parsing it on every reload, \
+             before any worker sees a revoke; publish to the binary form instead (`tokenhub-admin publish \
+             --ecds-file {}`, the same resource) and point Envoy's config_discovery path at that file",
+            path.with_extension("pb").display()
+        )
+    })
+}
+
 /// What a published resource carries that changes between publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardResource {
@@ -284,6 +301,15 @@ mod tests {
         assert_eq!(Format::of(Path::new("/e/guard.pb_text")), Format::Json);
         let json = guard().to_file(Format::Json).unwrap();
         assert!(GuardResource::from_file(&json, Format::Protobuf).is_err());
+    }
+
+    #[test]
+    fn a_large_json_file_gets_the_advice_to_use_the_binary_form() {
+        let json = Path::new("/e/guard.json");
+        assert_eq!(format_advice(json, LARGE_FOR_JSON - 1), None);
+        let advice = format_advice(json, LARGE_FOR_JSON).unwrap();
+        assert!(advice.contains("--ecds-file /e/guard.pb"), "{advice}");
+        assert_eq!(format_advice(Path::new("/e/guard.pb"), 10 * LARGE_FOR_JSON), None);
     }
 
     #[test]

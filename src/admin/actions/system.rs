@@ -40,7 +40,7 @@ pub fn publish_with(
         Some(d) => format!(" as a delta on version {} ({} keys changed)", d.base_version, d.changed_keys),
         None => String::new(),
     };
-    Ok(Reply::new(
+    let reply = Reply::new(
         format!(
             "published bundle version {}{what} ({} tenants, {} keys) to {}",
             info.published.version,
@@ -49,7 +49,11 @@ pub fn publish_with(
             info.published.path.display()
         ),
         json!(info),
-    ))
+    );
+    Ok(match crate::admin::ecds::format_advice(&info.published.path, info.keys) {
+        Some(advice) => reply.warn(advice),
+        None => reply,
+    })
 }
 
 pub fn status(s: &Session) -> Result<Reply, AdminError> {
