@@ -52,6 +52,9 @@ import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import checks  # noqa: E402
+
 DOCKER_DIR = ROOT / "envoy" / "docker"
 PROJECT = os.environ.get("TOKENHUB_TEST_PROJECT", "tokenhub-test")
 PORT = int(os.environ.get("TOKENHUB_TEST_PORT", "18443"))
@@ -84,19 +87,8 @@ def log(msg: str) -> None:
     print(f"[{time.monotonic() - STARTED:6.1f}s] {msg}", flush=True)
 
 
-class Report:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, ok: bool, label: str, detail: str = "") -> bool:
-        if ok:
-            self.passed += 1
-            log(f"ok      {label}{' (' + detail + ')' if detail else ''}")
-        else:
-            self.failed += 1
-            log(f"FAILED  {label}{': ' + detail if detail else ''}")
-        return ok
+def Report() -> checks.Report:
+    return checks.Report(say=log)
 
 
 def run(argv, *, input=None, check=True, timeout=300, env=None):
@@ -365,7 +357,7 @@ def status_until(key: str, want: int, timeout: float) -> tuple:
 # Checks
 
 
-def check_hardening(report: Report) -> None:
+def check_hardening(report: checks.Report) -> None:
     declared = json.loads(compose("config", "--format", "json").stdout)["services"]
     for name, spec in declared.items():
         if name == "admin-api":
@@ -399,7 +391,7 @@ def check_hardening(report: Report) -> None:
             report.check(info["State"].get("ExitCode") == 0, "container setup: ran once and exited 0")
 
 
-def check_published_ports(report: Report) -> None:
+def check_published_ports(report: checks.Report) -> None:
     ports = {}
     for name in ("envoy", "admin"):
         ports[name] = inspect(container(name))["NetworkSettings"]["Ports"] or {}
@@ -420,7 +412,7 @@ def check_published_ports(report: Report) -> None:
             report.check(refused, f"{host}:{port} refuses another container on the network", proc.stderr.strip())
 
 
-def check_tls(report: Report) -> None:
+def check_tls(report: checks.Report) -> None:
     def handshake(ctx):
         try:
             with socket.create_connection(("127.0.0.1", PORT), timeout=10) as raw:
@@ -579,7 +571,7 @@ def main() -> int:
     return finish(report)
 
 
-def global_quota(report: Report, key: str, metered: dict, otp: Otp) -> None:
+def global_quota(report: checks.Report, key: str, metered: dict, otp: Otp) -> None:
     """The running demo switched to the global quota mode by its override
     file (Redis and the rate limit service added, Envoy recreated with the
     ratelimit filter), then driven through the published port."""
@@ -619,10 +611,9 @@ def global_quota(report: Report, key: str, metered: dict, otp: Otp) -> None:
                  f"{status} after {time.monotonic() - t0:.1f} s")
 
 
-def finish(report: Report, name: str = "test-docker") -> int:
+def finish(report: checks.Report, name: str = "test-docker") -> int:
     log(f"{name} took {time.monotonic() - STARTED:.0f} s")
-    print(f"{report.passed} passed, {report.failed} failed")
-    return 1 if report.failed else 0
+    return report.summary()
 
 
 COMPOSE: list = []

@@ -41,6 +41,7 @@ import yaml
 
 TOOLS = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
+import checks  # noqa: E402
 import kustomize_lite  # noqa: E402
 
 BIN = pathlib.Path(sys.executable).parent
@@ -55,32 +56,11 @@ MASTER_KEY = "tokenhub-master-key"
 SHARED_WITH_SINGLE_POD = ["namespace.yaml", "upstreams.yaml"]
 
 
-class Report:
-    """Collects failures; prints each check as it runs."""
-
-    def __init__(self):
-        self.failures = 0
-        self.passed = 0
-
-    def check(self, ok: bool, label: str, detail: str = "") -> bool:
-        if ok:
-            self.passed += 1
-            print(f"ok      {label}")
-        else:
-            self.failures += 1
-            print(f"FAILED  {label}{': ' + detail if detail else ''}", file=sys.stderr)
-        return ok
-
-    def tool(self, label: str, argv: list) -> bool:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-        return self.check(proc.returncode == 0, label, (proc.stdout + proc.stderr).strip())
-
-
 # ---------------------------------------------------------------------------
 # Docker
 
 
-def check_compose(report: Report, path: pathlib.Path, override: pathlib.Path = None) -> None:
+def check_compose(report: checks.Report, path: pathlib.Path, override: pathlib.Path = None) -> None:
     """The compose file, or with `override` the services as that override
     file leaves them (each of its services' keys replacing the base's)."""
     shown = override or path
@@ -119,13 +99,13 @@ def check_compose(report: Report, path: pathlib.Path, override: pathlib.Path = N
             report.check(ok, f"{path}: service {name} secret {source} comes from a file")
 
 
-def check_envoy_admin(report: Report, path: pathlib.Path) -> None:
+def check_envoy_admin(report: checks.Report, path: pathlib.Path) -> None:
     envoy = yaml.safe_load(path.read_text())
     admin = envoy.get("admin", {}).get("address", {}).get("socket_address", {}).get("address")
     report.check(admin in ("127.0.0.1", "::1"), f"{path}: Envoy's admin interface on loopback", f"bound to {admin}")
 
 
-def check_dockerfile(report: Report, path: pathlib.Path) -> None:
+def check_dockerfile(report: checks.Report, path: pathlib.Path) -> None:
     hadolint = BIN / "hadolint"
     if not hadolint.exists():
         print(f"skipped {path}: hadolint not installed")
@@ -137,7 +117,7 @@ def check_dockerfile(report: Report, path: pathlib.Path) -> None:
 # Kubernetes
 
 
-def resource_files(report: Report, k8s: pathlib.Path) -> list:
+def resource_files(report: checks.Report, k8s: pathlib.Path) -> list:
     """The files kustomization.yaml lists (resources and patches; a base
     directory aside), checked against the directory."""
     kustomization = yaml.safe_load((k8s / KUSTOMIZATION).read_text())
@@ -175,7 +155,7 @@ def container_weaknesses(container: dict) -> list:
     ]
 
 
-def check_pod(report: Report, path: pathlib.Path, name: str, spec: dict) -> None:
+def check_pod(report: checks.Report, path: pathlib.Path, name: str, spec: dict) -> None:
     ctx = spec.get("securityContext", {})
     pod_ok = ctx.get("runAsNonRoot") is True and ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault"
     report.check(pod_ok, f"{path}: {name} pod runs as non-root with RuntimeDefault seccomp")
@@ -188,7 +168,7 @@ def check_pod(report: Report, path: pathlib.Path, name: str, spec: dict) -> None
         report.check(probes, f"{path}: {name}/envoy has readiness and liveness probes")
 
 
-def check_references(report: Report, k8s: pathlib.Path, files: list) -> None:
+def check_references(report: checks.Report, k8s: pathlib.Path, files: list) -> None:
     """What `kubectl apply` and the kubelet would trip over that schemas do
     not see: volumes naming a Secret, ConfigMap or claim that nothing
     creates, probes and Services naming ports no container declares, and
@@ -278,7 +258,7 @@ def check_references(report: Report, k8s: pathlib.Path, files: list) -> None:
             report.check(ok, f"Service {svc['metadata']['name']}: targetPort {target} is a port of its pods")
 
 
-def check_gateway_holds_no_store(report: Report, k8s: pathlib.Path, files: list, copies: bool = True) -> None:
+def check_gateway_holds_no_store(report: checks.Report, k8s: pathlib.Path, files: list, copies: bool = True) -> None:
     """Scaled out (a control plane beside the gateways): the gateway pods
     mount no volume claim and no master key, and the shared files are the
     single-pod deployment's own."""
@@ -313,7 +293,7 @@ def rendered_files(k8s: pathlib.Path, work: pathlib.Path) -> list:
     return files
 
 
-def check_k8s(report: Report, k8s: pathlib.Path) -> None:
+def check_k8s(report: checks.Report, k8s: pathlib.Path) -> None:
     files = resource_files(report, k8s)
     kustomization = yaml.safe_load((k8s / KUSTOMIZATION).read_text())
     if any((k8s / r).is_dir() for r in kustomization.get("resources", [])):
@@ -324,7 +304,7 @@ def check_k8s(report: Report, k8s: pathlib.Path) -> None:
     check_k8s_files(report, k8s, files)
 
 
-def check_k8s_files(report: Report, k8s: pathlib.Path, files: list, overlay: bool = False) -> None:
+def check_k8s_files(report: checks.Report, k8s: pathlib.Path, files: list, overlay: bool = False) -> None:
     # An overlay's shared files are its base's own (no copies to compare).
     check_gateway_holds_no_store(report, k8s, files, copies=not overlay)
     validate = [str(BIN / "kubernetes-validate"), "--strict", "--quiet"] + [str(f) for f in files]
@@ -337,7 +317,7 @@ def check_k8s_files(report: Report, k8s: pathlib.Path, files: list, overlay: boo
 
 def main() -> int:
     root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "envoy")
-    report = Report()
+    report = checks.Report(ok_detail=False)
     check_compose(report, root / "docker" / "docker-compose.yaml")
     check_compose(report, root / "docker" / "docker-compose.yaml", root / "docker" / "docker-compose.global.yaml")
     check_envoy_admin(report, root / "docker" / "envoy.yaml")
@@ -351,8 +331,7 @@ def main() -> int:
     report.check(generated.returncode == 0,
                  "the global quota mode's Envoy configs (Kubernetes overlay, Compose override) are what "
                  "tools/global_quota_config.py writes", generated.stderr.strip())
-    print(f"{report.passed} passed, {report.failures} failed")
-    return 1 if report.failures else 0
+    return report.summary()
 
 
 if __name__ == "__main__":
