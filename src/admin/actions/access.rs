@@ -452,29 +452,51 @@ fn stricter(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// The strictest token budget per window across the target and the levels
-/// above it, as the filter enforces them.
-fn effective_budget(doc: &StoreDoc, level: &Level) -> Option<TokenBudgetDoc> {
-    let c = chain(doc, level);
-    let levels = [c.key.map(|k| k.budget), c.sub_account.map(|s| s.budget), c.tenant.map(|t| t.budget)];
-    let b = levels.into_iter().flatten().flatten().fold(TokenBudgetDoc::default(), |acc, b| TokenBudgetDoc {
-        tokens_per_minute: stricter(acc.tokens_per_minute, b.tokens_per_minute),
-        tokens_per_day: stricter(acc.tokens_per_day, b.tokens_per_day),
-        monthly_budget_nano_usd: stricter(acc.monthly_budget_nano_usd, b.monthly_budget_nano_usd),
-    });
-    (!b.is_empty()).then_some(b)
+/// Limits of several windows, each enforced at every level that sets it.
+trait Windows: Copy + Default {
+    /// Per window, the stricter of the two.
+    fn stricter(self, other: Self) -> Self;
+    fn is_empty(&self) -> bool;
 }
 
-/// The strictest limit per window across the target and the levels above it
-/// (key → sub-account → tenant), which is what the filter enforces.
+impl Windows for QuotaDoc {
+    fn stricter(self, o: Self) -> Self {
+        QuotaDoc { per_minute: stricter(self.per_minute, o.per_minute), per_day: stricter(self.per_day, o.per_day) }
+    }
+    fn is_empty(&self) -> bool {
+        self.per_minute.is_none() && self.per_day.is_none()
+    }
+}
+
+impl Windows for TokenBudgetDoc {
+    fn stricter(self, o: Self) -> Self {
+        TokenBudgetDoc {
+            tokens_per_minute: stricter(self.tokens_per_minute, o.tokens_per_minute),
+            tokens_per_day: stricter(self.tokens_per_day, o.tokens_per_day),
+            monthly_budget_nano_usd: stricter(self.monthly_budget_nano_usd, o.monthly_budget_nano_usd),
+        }
+    }
+    fn is_empty(&self) -> bool {
+        TokenBudgetDoc::is_empty(self)
+    }
+}
+
+/// The strictest limit per window across the target and the levels above
+/// it (key → sub-account → tenant, each `None` where the level is absent),
+/// which is what the filter enforces.
+fn strictest<T: Windows>(levels: [Option<Option<T>>; 3]) -> Option<T> {
+    let all = levels.into_iter().flatten().flatten().fold(T::default(), T::stricter);
+    (!all.is_empty()).then_some(all)
+}
+
+fn effective_budget(doc: &StoreDoc, level: &Level) -> Option<TokenBudgetDoc> {
+    let c = chain(doc, level);
+    strictest([c.key.map(|k| k.budget), c.sub_account.map(|s| s.budget), c.tenant.map(|t| t.budget)])
+}
+
 fn effective_quota(doc: &StoreDoc, level: &Level) -> Option<QuotaDoc> {
     let c = chain(doc, level);
-    let levels = [c.key.map(|k| k.quota), c.sub_account.map(|s| s.quota), c.tenant.map(|t| t.quota)];
-    let q = levels.into_iter().flatten().flatten().fold(QuotaDoc::default(), |acc, q| QuotaDoc {
-        per_minute: stricter(acc.per_minute, q.per_minute),
-        per_day: stricter(acc.per_day, q.per_day),
-    });
-    (q.per_minute.is_some() || q.per_day.is_some()).then_some(q)
+    strictest([c.key.map(|k| k.quota), c.sub_account.map(|s| s.quota), c.tenant.map(|t| t.quota)])
 }
 
 #[cfg(test)]
