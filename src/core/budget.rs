@@ -31,9 +31,10 @@
 //! parallel requests: `integration/tests/budgets_e2e.rs`.)
 
 use crate::core::bundle::compile::{Key, SubAccount, Tenant};
+use crate::core::bundle::schema::TokenBudgetDoc;
 use crate::core::quota::{
-    adjust, consume_amounts, counter_key, current, scope_name, window, Budget, CounterStore, Limit, QuotaOutcome, DAY,
-    MINUTE, MONTH, SCOPES,
+    adjust, consume_amounts, current, level_limits, window, Budget, CounterStore, Limit, QuotaOutcome, DAY, MINUTE,
+    MONTH,
 };
 
 /// One nano-dollar is 10⁻⁹ USD: prices per million tokens in dollars are
@@ -82,23 +83,18 @@ impl Charge {
 /// sub-account, tenant), with their shared-data counter names. Empty: the
 /// request is not metered (its bodies are not read for usage).
 pub fn metered_limits_for(key: Option<Key<'_>>, sub: &SubAccount, tenant: &Tenant) -> Vec<MeteredLimit> {
-    let mut out = Vec::new();
-    let budgets = [key.and_then(|k| k.budget()), sub.budget.as_ref(), tenant.budget.as_ref()];
-    for (budget, scope) in budgets.into_iter().zip(SCOPES) {
-        let Some(b) = budget else { continue };
-        let name = scope_name(scope, key, sub, tenant);
-        let windows = [
+    let budgets = [key.and_then(|k| k.budget()), sub.limits.budget.as_ref(), tenant.limits.budget.as_ref()];
+    let windows = |b: &TokenBudgetDoc| {
+        [
             (b.tokens_per_minute, "tm", MINUTE, Meter::Tokens),
             (b.tokens_per_day, "td", DAY, Meter::Tokens),
             (b.monthly_budget_nano_usd, "usd", MONTH, Meter::Cost),
-        ];
-        for (limit, suffix, window, meter) in windows {
-            if let Some(limit) = limit {
-                out.push(MeteredLimit { limit: Limit { counter: counter_key(&name, suffix), limit, window }, meter });
-            }
-        }
-    }
-    out
+        ]
+    };
+    level_limits(budgets, key, sub, tenant, windows)
+        .into_iter()
+        .map(|(limit, meter)| MeteredLimit { limit, meter })
+        .collect()
 }
 
 /// A model's prices, in nano-dollars per token (= dollars per million

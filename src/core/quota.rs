@@ -18,6 +18,7 @@
 
 use crate::core::budget::metered_limits_for;
 use crate::core::bundle::compile::{Key, SubAccount, Tenant};
+use crate::core::bundle::schema::QuotaDoc;
 
 pub const MINUTE: u64 = 60;
 pub const DAY: u64 = 86_400;
@@ -89,16 +90,29 @@ pub fn refusal_headers(b: Budget) -> [(&'static str, String); 4] {
 /// The limits that apply to a request of `key` (key, sub-account, tenant;
 /// per minute and per day), with their shared-data counter names.
 pub fn limits_for(key: Option<Key<'_>>, sub: &SubAccount, tenant: &Tenant) -> Vec<Limit> {
+    let quotas = [key.and_then(|k| k.quota()), sub.limits.quota.as_ref(), tenant.limits.quota.as_ref()];
+    let windows = |q: &QuotaDoc| [(q.per_minute, "m", MINUTE, ()), (q.per_day, "d", DAY, ())];
+    level_limits(quotas, key, sub, tenant, windows).into_iter().map(|(limit, ())| limit).collect()
+}
+
+/// The limits `levels` (key, sub-account, tenant; `None` = no limits there)
+/// set: per level, each window `windows` gives as `(limit, counter suffix,
+/// window, tag)` whose limit is set, named for its level.
+pub(crate) fn level_limits<T, M, const N: usize>(
+    levels: [Option<&T>; 3],
+    key: Option<Key<'_>>,
+    sub: &SubAccount,
+    tenant: &Tenant,
+    windows: impl Fn(&T) -> [(Option<u64>, &'static str, u64, M); N],
+) -> Vec<(Limit, M)> {
     let mut out = Vec::new();
-    let quotas = [key.and_then(|k| k.quota()), sub.quota.as_ref(), tenant.quota.as_ref()];
-    for (quota, scope) in quotas.into_iter().zip(SCOPES) {
-        let Some(q) = quota else { continue };
+    for (level, scope) in levels.into_iter().zip(SCOPES) {
+        let Some(l) = level else { continue };
         let name = scope_name(scope, key, sub, tenant);
-        if let Some(limit) = q.per_minute {
-            out.push(Limit { counter: counter_key(&name, "m"), limit, window: MINUTE });
-        }
-        if let Some(limit) = q.per_day {
-            out.push(Limit { counter: counter_key(&name, "d"), limit, window: DAY });
+        for (limit, suffix, window, tag) in windows(l) {
+            if let Some(limit) = limit {
+                out.push((Limit { counter: counter_key(&name, suffix), limit, window }, tag));
+            }
         }
     }
     out
