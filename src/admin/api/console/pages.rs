@@ -55,6 +55,11 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// The escaped text of `fields` of a JSON row, in order.
+fn cells(row: &Value, fields: &[&str]) -> Vec<String> {
+    fields.iter().map(|f| esc(&text(&row[*f]))).collect()
+}
+
 fn time(v: &Value) -> String {
     v.as_u64().map_or_else(|| "—".into(), crate::admin::audit::rfc3339)
 }
@@ -266,15 +271,10 @@ fn keys_page(r: &Req) -> Result<Content, AdminError> {
         .filter(|k| sub.is_none_or(|s| k["sub_account"] == s) && status.is_none_or(|s| k["status"] == s))
         .map(|k| {
             let id = text(&k["key_id"]);
-            vec![
-                format!("<a href=\"/console/keys/{}\">{}</a>", enc(&id), esc(&id)),
-                esc(&text(&k["name"])),
-                esc(&text(&k["tenant"])),
-                esc(&text(&k["sub_account"])),
-                esc(&text(&k["status"])),
-                time(&k["created_at"]),
-                time(&k["expires_at"]),
-            ]
+            let mut row = vec![format!("<a href=\"/console/keys/{}\">{}</a>", enc(&id), esc(&id))];
+            row.extend(cells(k, &["name", "tenant", "sub_account", "status"]));
+            row.extend([time(&k["created_at"]), time(&k["expires_at"])]);
+            row
         })
         .collect();
     let status_opts: String = ["", "active", "disabled"]
@@ -436,16 +436,11 @@ fn audit_table(entries: &Value, caption: &str) -> String {
                 .iter()
                 .filter_map(|k| t[*k].as_str().map(|v| format!("{k}={v}")))
                 .collect();
-            vec![
-                esc(&text(&e["seq"])),
-                esc(&text(&e["time"])),
-                esc(&text(&e["actor"])),
-                esc(&text(&e["via"])),
-                esc(&text(&e["action"])),
-                esc(&target.join(" ")),
-                esc(&text(&e["outcome"])),
-                esc(e["detail"].as_str().unwrap_or("")),
-            ]
+            let mut row = cells(e, &["seq", "time", "actor", "via", "action"]);
+            row.push(esc(&target.join(" ")));
+            row.extend(cells(e, &["outcome"]));
+            row.push(esc(e["detail"].as_str().unwrap_or("")));
+            row
         })
         .collect();
     table(&["#", "Time", "Actor", "Via", "Action", "Target", "Outcome", "Detail"], &rows, caption)
@@ -490,13 +485,8 @@ fn usage_tokens(u: &Value) -> u64 {
 }
 
 /// The token and cost cells of a usage row.
-fn usage_token_cells(u: &Value) -> [String; 4] {
-    [
-        esc(&text(&u["input_tokens"])),
-        esc(&text(&u["output_tokens"])),
-        esc(&text(&u["cached_tokens"])),
-        esc(&text(&u["cost_usd"])),
-    ]
+fn usage_token_cells(u: &Value) -> Vec<String> {
+    cells(u, &["input_tokens", "output_tokens", "cached_tokens", "cost_usd"])
 }
 
 fn usage_table(rows: &[Value], caption: &str) -> String {
@@ -505,16 +495,10 @@ fn usage_table(rows: &[Value], caption: &str) -> String {
         .map(|u| {
             let denied: Vec<String> =
                 u["denied"].as_object().into_iter().flatten().map(|(reason, n)| format!("{reason}: {n}")).collect();
-            let mut row = vec![
-                esc(&text(&u["tenant"])),
-                esc(&text(&u["sub_account"])),
-                esc(&text(&u["key_id"])),
-                esc(&text(&u["requests"])),
-                esc(&text(&u["allowed"])),
-                esc(&denied.join(", ")),
-            ];
+            let mut row = cells(u, &["tenant", "sub_account", "key_id", "requests", "allowed"]);
+            row.push(esc(&denied.join(", ")));
             row.extend(usage_token_cells(u));
-            row.extend([esc(&text(&u["distinct_client_ips"])), esc(&text(&u["last_seen"]))]);
+            row.extend(cells(u, &["distinct_client_ips", "last_seen"]));
             row
         })
         .collect();
@@ -543,7 +527,8 @@ fn usage_day_table(rows: &[Value], caption: &str) -> String {
     let body: Vec<Vec<String>> = rows
         .iter()
         .map(|u| {
-            let mut row = vec![esc(&usage_owner(u)), esc(&text(&u["day"])), esc(&text(&u["requests"]))];
+            let mut row = vec![esc(&usage_owner(u))];
+            row.extend(cells(u, &["day", "requests"]));
             row.extend(usage_token_cells(u));
             row
         })
@@ -814,7 +799,7 @@ fn audit_page(r: &Req) -> Result<Content, AdminError> {
     let f = &r.form;
     let q = AuditQuery {
         tenant: f.get("tenant").map(str::to_string),
-        key: f.get("key").map(str::to_string),
+        key_id: f.get("key").map(str::to_string),
         actor: f.get("actor").map(str::to_string),
         action: f.get("action").map(str::to_string),
         since: f.get("since").map(str::to_string),
