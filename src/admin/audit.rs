@@ -604,16 +604,35 @@ fn parse_date_time(t: &str) -> Option<u64> {
     u64::try_from(secs).ok()
 }
 
-/// Filters for `audit search`.
+/// Which entries `audit search` returns (all given conditions hold), with
+/// its times as `T`: as given (`String`: unix seconds, 2025-01-31,
+/// 2025-01-31T12:00:00Z or an age like 24h), then parsed (`u64`).
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub struct Filter<T = u64> {
     pub tenant: Option<String>,
     pub key_id: Option<String>,
     pub actor: Option<String>,
     /// Exact action, or a prefix ending in `.` (`key.` = every key action).
     pub action: Option<String>,
-    pub since: Option<u64>,
-    pub until: Option<u64>,
+    pub since: Option<T>,
+    pub until: Option<T>,
+    /// Only refusals (denied, auth failures, lockouts, errors).
+    pub failures: bool,
+}
+
+impl<T> Filter<T> {
+    /// The same filter with `parse` applied to its times.
+    pub fn parse_times<U, E>(self, parse: impl Fn(T) -> Result<U, E>) -> Result<Filter<U>, E> {
+        Ok(Filter {
+            since: self.since.map(&parse).transpose()?,
+            until: self.until.map(&parse).transpose()?,
+            tenant: self.tenant,
+            key_id: self.key_id,
+            actor: self.actor,
+            action: self.action,
+            failures: self.failures,
+        })
+    }
 }
 
 impl Filter {
@@ -631,6 +650,7 @@ impl Filter {
             && action_ok
             && self.since.is_none_or(|s| time >= s)
             && self.until.is_none_or(|u| time <= u)
+            && (!self.failures || e.outcome != Outcome::Ok)
     }
 }
 

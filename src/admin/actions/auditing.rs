@@ -71,37 +71,16 @@ pub fn tail(s: &Session, n: usize) -> Result<Reply, AdminError> {
     })
 }
 
-/// Which audit entries `search` returns (all given conditions hold).
-#[derive(Debug, Clone, Default)]
-pub struct AuditQuery {
-    pub tenant: Option<String>,
-    pub key: Option<String>,
-    pub actor: Option<String>,
-    /// An action (`key.rotate`) or a family ending in a dot (`key.`, `2fa.`, `auth.`).
-    pub action: Option<String>,
-    /// From: unix seconds, 2025-01-31, 2025-01-31T12:00:00Z, or an age like 24h.
-    pub since: Option<String>,
-    /// Until (same forms as --since).
-    pub until: Option<String>,
-    /// Only refusals (denied, auth failures, lockouts, errors).
-    pub failures: bool,
-}
+/// Which audit entries `search` returns, times as the admin gave them.
+pub type AuditQuery = Filter<String>;
 
 pub fn search(s: &Session, args: &AuditQuery) -> Result<Reply, AdminError> {
-    let time = |t: &Option<String>| t.as_deref().map(|t| parse_time(t, s.now).map_err(AdminError::Usage)).transpose();
-    let filter = Filter {
-        tenant: args.tenant.clone(),
-        key_id: args.key.clone(),
-        actor: args.actor.clone(),
-        action: args.action.clone(),
-        since: time(&args.since)?,
-        until: time(&args.until)?,
-    };
+    let filter = args.clone().parse_times(|t| parse_time(&t, s.now).map_err(AdminError::Usage))?;
     s.read(Scope::Anyone, Target::default(), |_, who| {
         let entries: Vec<Entry> = AuditLog::new(s.store.paths.audit())
             .entries()?
             .into_iter()
-            .filter(|e| visible(who, e) && filter.matches(e) && (!args.failures || e.outcome != Outcome::Ok))
+            .filter(|e| visible(who, e) && filter.matches(e))
             .map(|e| redact(who, e))
             .collect();
         Ok(entries_reply(entries))

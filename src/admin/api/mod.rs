@@ -829,7 +829,7 @@ fn route_audit(s: &Session, method: &Method, path: &[&str], call: &Call) -> Rout
             let failures = call.query.iter().any(|(k, v)| k == "failures" && v != "false");
             let args = AuditQuery {
                 tenant: q.tenant,
-                key: q.key,
+                key_id: q.key,
                 actor: q.actor,
                 action: q.action,
                 since: q.since,

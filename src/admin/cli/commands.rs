@@ -454,7 +454,7 @@ impl SearchArgs {
     pub fn query(&self) -> AuditQuery {
         AuditQuery {
             tenant: self.tenant.clone(),
-            key: self.key.clone(),
+            key_id: self.key.clone(),
             actor: self.actor.clone(),
             action: self.action.clone(),
             since: self.time.since.clone(),
