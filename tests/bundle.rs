@@ -331,9 +331,9 @@ fn model_lists_compile_and_bad_patterns_name_their_field() {
     doc.tenants[0].sub_accounts[1].models = vec!["gpt-4o-mini".into()];
     doc.keys[2].models = vec!["claude-3-5-*".into()];
     let policy = compile(&doc).unwrap();
-    assert!(policy.tenants[0].models.as_ref().is_some_and(|m| m.allows("gpt-4o-mini")));
-    assert!(policy.sub_accounts[1].models.is_some());
-    assert!(policy.sub_accounts[0].models.is_none());
+    assert!(policy.tenants[0].limits.models.as_ref().is_some_and(|m| m.allows("gpt-4o-mini")));
+    assert!(policy.sub_accounts[1].limits.models.is_some());
+    assert!(policy.sub_accounts[0].limits.models.is_none());
     let (id3, _, _) = make_key(3, 0);
     assert!(policy.keys.get(id3.as_bytes()).unwrap().models().as_ref().is_some_and(|m| m.allows("claude-3-5-haiku")));
     // A round trip through JSON keeps the lists; a key with models is not a packed record.

@@ -146,7 +146,7 @@ impl<'p> Grant<'p> {
             Credential::Key(k) => k.models(),
             Credential::Oidc(_) => &NO_MODELS,
         };
-        [key, &self.subject.sub_account.models, &self.subject.tenant.models]
+        [key, &self.subject.sub_account.limits.models, &self.subject.tenant.limits.models]
     }
 
     /// Whether the request body must be read for its model (only then is
@@ -194,13 +194,14 @@ fn decide_inner<'p>(policy: &'p Policy, req: &RequestFacts<'_>) -> Result<Grant<
     let deny = |reason| Denial { reason, subject: Some(subject) };
     verified.map_err(deny)?;
     check_status(tenant, sub_account).map_err(deny)?;
-    check_ip(req.source, [&tenant.allowlist, &sub_account.allowlist, credential.allowlist()]).map_err(deny)?;
+    check_ip(req.source, [&tenant.limits.allowlist, &sub_account.limits.allowlist, credential.allowlist()])
+        .map_err(deny)?;
     check_claimed_identity(req.headers, tenant, sub_account).map_err(deny)?;
     let path = path_without_query(req.path);
     if !is_normalized(path) {
         return Err(deny(DenyReason::PathNotNormalized));
     }
-    check_scopes(req.method, path, [&sub_account.scopes, credential.scopes()]).map_err(deny)?;
+    check_scopes(req.method, path, [&sub_account.limits.scopes, credential.scopes()]).map_err(deny)?;
     let (provider, inject) = provider_credential(policy, req.method, path, tenant).map_err(deny)?;
     Ok(Grant { subject, inject, provider })
 }

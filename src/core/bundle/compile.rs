@@ -2,7 +2,7 @@
 //! by key id, compiled CIDR tables, provider header values rendered once.
 //! Every error names the offending field, e.g. `keys[3].tenant`.
 
-use super::keys::{encode_record, is_plain, KeyIndex, KeyLimits, KeyTable, LimitedKey, Record};
+use super::keys::{encode_record, has_limits, is_plain, KeyIndex, KeyTable, LimitedKey, Record};
 use super::schema::{
     BundleDoc, IpAllowlistDoc, QuotaDoc, QuotaMode, ScopesDoc, Status, TokenBudgetDoc, SCHEMA_VERSION,
 };
@@ -101,10 +101,8 @@ pub struct Tenant {
     pub id: String,
     pub region: String,
     pub active: bool,
-    pub allowlist: Option<AllowList>,
-    pub quota: Option<QuotaDoc>,
-    pub budget: Option<TokenBudgetDoc>,
-    pub models: Option<ModelRules>,
+    /// (No scopes: those are set per sub-account and key.)
+    pub limits: Limits,
     /// Per provider index: this tenant's rendered header value, if it brings its own secret.
     pub provider_values: HashMap<usize, Secret>,
     /// The provider gets the client's address in `x-forwarded-for`.
@@ -118,6 +116,13 @@ pub struct SubAccount {
     pub id: String,
     pub tenant: usize,
     pub active: bool,
+    pub limits: Limits,
+}
+
+/// What narrows the requests of a tenant, a sub-account or a key, each
+/// enforced at its level (`None`: nothing at this level).
+#[derive(Debug, Default)]
+pub struct Limits {
     pub allowlist: Option<AllowList>,
     pub scopes: Option<Scopes>,
     pub quota: Option<QuotaDoc>,
@@ -301,10 +306,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
             id: t.id.clone(),
             region: t.region.clone(),
             active: t.status == Status::Active,
-            allowlist: compile_allowlist(t.ip_allowlist.as_ref(), at.field("ip_allowlist"))?,
-            quota: compile_quota(t.quota, at.field("quota"))?,
-            budget: compile_budget(t.budget, at.field("budget"))?,
-            models: compile_models(&t.models, at.field("models"))?,
+            limits: compile_limits(t.ip_allowlist.as_ref(), None, t.quota, t.budget, &t.models, at)?,
             provider_values,
             forward_client_address: t.forward_client_address,
             truncate_client_at_write: t.log_retention.is_some_and(|r| r.truncates_at_write()),
@@ -319,11 +321,7 @@ fn compile_tenants(doc: &BundleDoc, policy: &mut Policy) -> Result<(), String> {
                 id: s.id.clone(),
                 tenant: tenant_index,
                 active: s.status == Status::Active,
-                allowlist: compile_allowlist(s.ip_allowlist.as_ref(), at.field("ip_allowlist"))?,
-                scopes: compile_scopes(s.scopes.as_ref(), at.field("scopes"))?,
-                quota: compile_quota(s.quota, at.field("quota"))?,
-                budget: compile_budget(s.budget, at.field("budget"))?,
-                models: compile_models(&s.models, at.field("models"))?,
+                limits: compile_limits(s.ip_allowlist.as_ref(), s.scopes.as_ref(), s.quota, s.budget, &s.models, at)?,
             });
         }
     }
@@ -360,21 +358,9 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy, packed: KeyTable) -> Resul
             )),
             None => None,
         };
-        let limits = if k.scopes.is_none()
-            && k.ip_allowlist.is_none()
-            && k.quota.is_none()
-            && k.budget.is_none()
-            && k.models.is_empty()
-        {
-            None
-        } else {
-            Some(KeyLimits {
-                scopes: compile_scopes(k.scopes.as_ref(), at.field("scopes"))?,
-                allowlist: compile_allowlist(k.ip_allowlist.as_ref(), at.field("ip_allowlist"))?,
-                quota: compile_quota(k.quota, at.field("quota"))?,
-                budget: compile_budget(k.budget, at.field("budget"))?,
-                models: compile_models(&k.models, at.field("models"))?,
-            })
+        let limits = match has_limits(k) {
+            true => Some(compile_limits(k.ip_allowlist.as_ref(), k.scopes.as_ref(), k.quota, k.budget, &k.models, at)?),
+            false => None,
         };
         let key = LimitedKey {
             id,
@@ -423,6 +409,24 @@ fn sub_account_index<'a>(tenants: &'a [Tenant], subs: &'a [SubAccount]) -> HashM
         .enumerate()
         .filter_map(|(i, s)| Some(((tenants.get(s.tenant)?.id.as_str(), s.id.as_str()), i)))
         .collect()
+}
+
+/// A level's limits; errors name the field under `at`.
+fn compile_limits(
+    allowlist: Option<&IpAllowlistDoc>,
+    scopes: Option<&ScopesDoc>,
+    quota: Option<QuotaDoc>,
+    budget: Option<TokenBudgetDoc>,
+    models: &[String],
+    at: At<'_>,
+) -> Result<Limits, String> {
+    Ok(Limits {
+        allowlist: compile_allowlist(allowlist, at.field("ip_allowlist"))?,
+        scopes: compile_scopes(scopes, at.field("scopes"))?,
+        quota: compile_quota(quota, at.field("quota"))?,
+        budget: compile_budget(budget, at.field("budget"))?,
+        models: compile_models(models, at.field("models"))?,
+    })
 }
 
 fn compile_allowlist(doc: Option<&IpAllowlistDoc>, at: At<'_>) -> Result<Option<AllowList>, String> {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-use super::compile::Scopes;
+use super::compile::{Limits, Scopes};
 use super::schema::{QuotaDoc, TokenBudgetDoc};
 
 pub type KeyIdBytes = [u8; KEY_ID_LEN];
@@ -44,17 +44,7 @@ pub struct Key<'p> {
     pub sub_account: usize,
     pub active: bool,
     pub expires_at: Option<u64>,
-    limits: Option<&'p KeyLimits>,
-}
-
-/// What narrows a key beyond its sub-account, when anything does.
-#[derive(Debug)]
-pub struct KeyLimits {
-    pub scopes: Option<Scopes>,
-    pub allowlist: Option<AllowList>,
-    pub quota: Option<QuotaDoc>,
-    pub budget: Option<TokenBudgetDoc>,
-    pub models: Option<ModelRules>,
+    limits: Option<&'p Limits>,
 }
 
 static NO_MODELS: Option<ModelRules> = None;
@@ -99,7 +89,7 @@ pub struct LimitedKey {
     pub sub_account: usize,
     pub active: bool,
     pub expires_at: Option<u64>,
-    pub limits: Option<KeyLimits>,
+    pub limits: Option<Limits>,
 }
 
 impl LimitedKey {
@@ -118,12 +108,12 @@ impl LimitedKey {
 
 /// Whether a key fits in a record (nothing beyond the record's fields).
 pub fn is_plain(k: &KeyDoc) -> bool {
-    k.previous.is_none()
-        && k.scopes.is_none()
-        && k.ip_allowlist.is_none()
-        && k.quota.is_none()
-        && k.budget.is_none()
-        && k.models.is_empty()
+    k.previous.is_none() && !has_limits(k)
+}
+
+/// Whether a key narrows anything beyond its sub-account.
+pub fn has_limits(k: &KeyDoc) -> bool {
+    k.scopes.is_some() || k.ip_allowlist.is_some() || k.quota.is_some() || k.budget.is_some() || !k.models.is_empty()
 }
 
 pub fn encode_record(
