@@ -294,7 +294,8 @@ fn a_peer_without_a_client_certificate_gets_no_bundle() {
 
 /// The size row of the scale-out bench (`make bench-xds`): a bundle from
 /// `bench-bundle` (TOKENHUB_BIG_BUNDLE=DIR: guard.json, next/guard.N.json,
-/// bundle.key, info.json) served by the control plane to three gateways;
+/// bundle.key, info.json; or the .pb forms, with `bench-bundle --pb`)
+/// served by the control plane to three gateways;
 /// each later version is renamed into place and timed until every gateway
 /// runs it. Ignored in `make test` (building 100 000 keys takes a while).
 #[test]
@@ -304,16 +305,27 @@ fn a_large_bundle_reaches_every_replica() {
     let info: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("info.json")).unwrap()).unwrap();
     let versions: Vec<u64> = info["versions"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     let bundle_key = std::fs::read_to_string(dir.join("bundle.key")).unwrap().trim().to_string();
+    let files: Vec<std::path::PathBuf> =
+        info["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().into()).collect();
     let wasm = paths::guard_wasm();
     let admin = Admin::init(&wasm);
-    let target = admin.ecds_file();
+    // The control plane follows the store's ECDS file: made binary first
+    // when the bench's files are.
+    let target = match files[0].extension() {
+        Some(ext) if ext == "pb" => {
+            let pb = admin.bundle_dir().join("guard.pb");
+            admin.json(&["publish", "--ecds-file", &pb.display().to_string()]);
+            pb
+        }
+        _ => admin.ecds_file(),
+    };
     std::fs::create_dir_all(admin.bundle_dir()).unwrap();
     let place = |source: &std::path::Path| {
         let tmp = target.with_extension("incoming");
         std::fs::copy(source, &tmp).unwrap();
         std::fs::rename(&tmp, &target).unwrap();
     };
-    place(&dir.join("guard.json"));
+    place(&files[0]);
     let certs = XdsCerts::make(&admin.dir().join("xds"), &GATEWAYS);
     let plane = ControlPlane::start(&admin, &certs);
     let echo = EchoUpstream::start().expect("echo upstream");
@@ -337,7 +349,7 @@ fn a_large_bundle_reaches_every_replica() {
         .enumerate()
         .map(|(i, &version)| {
             let start = Instant::now();
-            place(&dir.join("next").join(format!("guard.{}.json", i + 1)));
+            place(&files[i + 1]);
             wait(version);
             start.elapsed()
         })
