@@ -110,7 +110,7 @@ fn delta_config(
     let fingerprint = seal::fingerprint(base);
     let (packed, changed_keys) = match delta::pack_delta(&doc.policy, &plain, header.version, &fingerprint) {
         Ok(packed) => packed,
-        Err(NoDelta::Renumbered) => return Ok(None),
+        Err(NoDelta::Renumbered | NoDelta::Layout) => return Ok(None),
         Err(NoDelta::Invalid(e)) => return Err(AdminError::Invalid(e)),
     };
     if mode == Mode::Auto && changed_keys > DELTA_MAX_RECORDS.max(base_keys / 10) {
