@@ -272,12 +272,17 @@ fn packed_bundles_compile_to_the_same_keys_as_json() {
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
     assert!(from_packed.keys.get(b"K00000000099").is_none());
-    // And back: the same document, plain keys in id order after the rest.
+    // And back: the same document, plain keys in id order after the rest,
+    // a record's hash being the prefix it stores (32 hex digits).
     let mut again = tokenhub_guard::core::bundle::pack::unpack(&packed).unwrap();
     again.keys.sort_by(|a, b| a.id.cmp(&b.id));
     let mut want = doc.clone();
     want.keys.sort_by(|a, b| a.id.cmp(&b.id));
+    for k in want.keys.iter_mut().filter(|k| keys::is_plain(k)) {
+        k.hash.truncate(2 * keys::RECORD_HASH_LEN);
+    }
     assert_eq!(again, want);
+    assert!(compile(&again).unwrap_err().contains(".hash: expected 64 hex digits"), "a prefix is not a hash");
 }
 
 #[test]
@@ -286,13 +291,15 @@ fn a_damaged_key_table_is_refused_by_record() {
     let packed = pack(&mixed_doc()).unwrap().to_vec();
     let table = tokenhub_guard::core::bundle::pack::split(&packed).1.unwrap();
     let r = keys::RECORD_LEN;
+    assert_eq!(r, 37);
+    let sub_at = 12 + keys::RECORD_HASH_LEN;
     type Damage = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(Damage, &str)> = vec![
-        (Box::new(|p| p.truncate(p.len() - 1)), "whole number of 57-byte records"),
+        (Box::new(|p| p.truncate(p.len() - 1)), "whole number of 37-byte records"),
         (Box::new(move |p| p.copy_within(table..table + 12, table + r)), "record 1: ids are not strictly ascending"),
         (Box::new(move |p| p[table] = b'!'), "record 0: the id is not 12 base62"),
-        (Box::new(move |p| p[table + 44] = 3), "record 0: sub-account index out of range"),
-        (Box::new(move |p| p[table + 56] = 2), "record 0: unknown flags"),
+        (Box::new(move |p| p[table + sub_at] = 3), "record 0: sub-account index out of range"),
+        (Box::new(move |p| p[table + r - 1] = 2), "record 0: unknown flags"),
     ];
     for (damage, want) in cases {
         let mut plain = packed.clone();
@@ -312,6 +319,108 @@ fn a_damaged_key_table_is_refused_by_record() {
     plain.splice(..table - 1, json).for_each(drop);
     let err = open_and_compile(seal_packed(&plain, &key, 7), &key).unwrap_err().to_string();
     assert!(err.contains("keys[1].id: duplicate key id"), "{err}");
+}
+
+/// The plaintext an earlier `pack` wrote for `doc`: its JSON part (schema
+/// 1), NUL, 57-byte records (id ‖ SHA-256 ‖ sub-account u32 LE ‖ expiry u64
+/// LE, u64::MAX = never ‖ flags). Written here by hand, from the layout
+/// itself, not with this build's code.
+fn packed_in_57_byte_records(doc: &BundleDoc) -> Vec<u8> {
+    let mut json_part = doc.clone();
+    json_part.keys.retain(|k| !keys::is_plain(k));
+    let subs: Vec<(String, String)> =
+        doc.tenants.iter().flat_map(|t| t.sub_accounts.iter().map(move |s| (t.id.clone(), s.id.clone()))).collect();
+    let mut plain: Vec<&KeyDoc> = doc.keys.iter().filter(|k| keys::is_plain(k)).collect();
+    plain.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut out = serde_json::to_vec(&json_part).unwrap();
+    assert_eq!(json_part.schema, 1);
+    out.push(0);
+    let count = plain.len();
+    for k in plain {
+        let sub = subs.iter().position(|s| (s.0.as_str(), s.1.as_str()) == (&k.tenant, &k.sub_account)).unwrap();
+        out.extend_from_slice(k.id.as_bytes());
+        out.extend_from_slice(&tokenhub_guard::core::secret::hash_from_hex(&k.hash).unwrap());
+        out.extend_from_slice(&(sub as u32).to_le_bytes());
+        out.extend_from_slice(&k.expires_at.unwrap_or(u64::MAX).to_le_bytes());
+        out.push(u8::from(k.status == Status::Active));
+    }
+    assert_eq!(out.len() - out.iter().position(|&b| b == 0).unwrap() - 1, count * 57);
+    out
+}
+
+#[test]
+fn a_bundle_packed_in_the_other_record_layout_is_refused_both_ways() {
+    let key = BundleKey::from_bytes([3; 32]);
+    let doc = mixed_doc();
+    // 57-byte records (an earlier tokenhub-admin) in this build: refused,
+    // saying why, never read as 37-byte records.
+    let old = packed_in_57_byte_records(&doc);
+    let err = open_and_compile(seal_packed(&old, &key, 7), &key).unwrap_err();
+    assert!(matches!(err, BundleError::Invalid(_)), "{err:?}");
+    let err = err.to_string();
+    assert!(
+        err.contains("packed by an earlier tokenhub-admin (57-byte records") && err.contains("publish again"),
+        "{err}"
+    );
+    assert!(pack::unpack(&old).is_err());
+    // As a delta's base: no delta is packed on it (the publish goes full),
+    // and a delta joined to it is refused with the base.
+    assert_eq!(delta::pack_delta(&changed(&doc), &old, 7, &[0; 32]).err(), Some(NoDelta::Layout));
+    let (base, base_sealed) = delta_base(&key);
+    let (delta_sealed, _) = delta_for(&changed(&base), &base_sealed, &key, 8);
+    let old_base = seal_packed(&packed_in_57_byte_records(&base), &key, BASE_VERSION);
+    let err = open_and_compile(delta::join(&delta_sealed, &old_base).unwrap(), &key).unwrap_err().to_string();
+    assert!(err.contains("packed by an earlier tokenhub-admin"), "{err}");
+    // A delta in 57-byte records on a base in 37: refused.
+    let mut old_delta = changed(&base);
+    old_delta.version = 8;
+    old_delta.base = Some(BaseRef {
+        version: BASE_VERSION,
+        fingerprint: tokenhub_guard::core::secret::to_hex(&seal::fingerprint(&base_sealed)),
+    });
+    let config = delta::join(&seal_packed(&packed_in_57_byte_records(&old_delta), &key, 8), &base_sealed).unwrap();
+    let (_, state) = delta::load(base_sealed.clone(), &key, None).unwrap();
+    let err = delta::load(config, &key, Some(&state)).unwrap_err().to_string();
+    assert!(err.contains("packed by an earlier tokenhub-admin"), "{err}");
+    // JSON alone (no records to misread) still opens, in schema 1.
+    let json = serde_json::to_vec(&doc).unwrap();
+    assert_eq!(open_and_compile(seal_packed(&json, &key, 7), &key).unwrap().keys.len(), 4);
+    // This build's plaintext in a build that reads 57-byte records: its JSON
+    // part says schema 2, which that build's compile refuses first (the
+    // same check as this build's, before any record is read).
+    let new = pack(&doc).unwrap();
+    let (json_len, _) = pack::split(&new);
+    let json_part = schema::parse(&new[..json_len]).unwrap();
+    assert_eq!(json_part.schema, pack::PACKED_SCHEMA);
+    assert!(compile(&json_part).unwrap_err().contains("schema: 2 is not supported"));
+    // Another schema with records: refused.
+    let mut other = new.to_vec();
+    other.splice(..json_len, serde_json::to_vec(&BundleDoc { schema: 3, ..json_part.clone() }).unwrap());
+    let err = open_and_compile(seal_packed(&other, &key, 7), &key).unwrap_err().to_string();
+    assert!(err.contains("schema: 3 is not supported"), "{err}");
+}
+
+#[test]
+fn a_record_keeps_a_hash_prefix_and_an_expiry_a_u32_holds() {
+    let mut doc = base_doc();
+    let last = u64::from(u32::MAX) - 1;
+    doc.keys[0].expires_at = Some(last);
+    doc.keys[1].expires_at = Some(last + 1);
+    doc.keys[2].expires_at = Some(u64::MAX - 1);
+    assert!(keys::is_plain(&doc.keys[0]));
+    assert!(!keys::is_plain(&doc.keys[1]) && !keys::is_plain(&doc.keys[2]));
+    let key = BundleKey::from_bytes([3; 32]);
+    let packed = pack(&doc).unwrap();
+    // Past 2106: in the JSON part, exact, with the whole hash.
+    let (json_len, table) = pack::split(&packed);
+    assert_eq!(packed.len() - table.unwrap(), keys::RECORD_LEN);
+    assert_eq!(schema::parse(&packed[..json_len]).unwrap().keys.len(), 2);
+    let policy = open_and_compile(seal_packed(&packed, &key, 7), &key).unwrap();
+    for (k, len) in doc.keys.iter().zip([keys::RECORD_HASH_LEN, 32, 32]) {
+        let got = policy.keys.get(k.id.as_bytes()).unwrap();
+        assert_eq!(got.expires_at, k.expires_at, "{}", k.id);
+        assert_eq!(got.stored_hash(), &tokenhub_guard::core::secret::hash_from_hex(&k.hash).unwrap()[..len]);
+    }
 }
 
 #[test]

@@ -11,8 +11,9 @@
 //!
 //! - `secret::hashes_equal` on 32-byte hashes;
 //! - the key verification path exactly as `decision::decide` runs it: a
-//!   presented key with a wrong secret, against a stored hash that matches
-//!   the presented secret's hash in all but the last byte, vs a random one;
+//!   presented key with a wrong secret, against a stored hash (the record's
+//!   16-byte prefix, `keys::RECORD_HASH_LEN`) that matches the presented
+//!   secret's hash in all but its last stored byte, vs a random one;
 //! - as a control, a naive early-exit compare on 4 KiB buffers, which the
 //!   same test must flag (so the test can fail).
 //!
@@ -29,6 +30,7 @@ mod common;
 use std::hint::black_box;
 #[cfg(not(target_arch = "x86_64"))]
 use std::time::Instant;
+use tokenhub_guard::core::bundle::keys::RECORD_HASH_LEN;
 use tokenhub_guard::core::bundle::{compile, Policy};
 use tokenhub_guard::core::decision::{decide, Decision, RequestFacts};
 use tokenhub_guard::core::errors::DenyReason;
@@ -262,9 +264,9 @@ fn buffers() -> (Buffers, Pool<Vec<u8>>) {
     (Buffers { presented: right.clone(), right }, inputs)
 }
 
-/// `decide` on the fixture's key 1 presented with a wrong secret (valid
-/// checksum, so the request reaches the hash comparison); the input is the
-/// key's stored hash. One compiled policy for both classes: the stored hash
+/// `decide` on the fixture's key 1 (a plain key: a record) presented with
+/// a wrong secret (valid checksum, so the request reaches the hash
+/// comparison); the input is the key's stored hash, as long as stored. One compiled policy for both classes: the stored hash
 /// is swapped in place (`KeyIndex::replace_hash`), so the classes differ
 /// only in the compared bytes — not in which policy, allocation or cache
 /// lines the decision walks.
@@ -276,29 +278,32 @@ struct KeyPath {
 }
 
 /// Class (a): stored hashes equal to the presented secret's hash except in
-/// the last byte; (b): random stored hashes (first byte differs).
-fn key_path() -> (KeyPath, Pool<SecretHash>) {
+/// the last stored byte; (b): random stored hashes (first byte differs).
+fn key_path() -> (KeyPath, Pool<Vec<u8>>) {
     let policy = compile(&common::base_doc()).unwrap();
     let (_, wrong, _) = common::make_key(1, 77);
     let parsed = tokenhub_guard::core::apikey::parse(&wrong).unwrap();
     let presented_hash = hash_secret(parsed.key_id, parsed.secret);
     let key_id = parsed.key_id.as_bytes().to_vec();
+    let stored_len = policy.keys.get(&key_id).unwrap().stored_hash().len();
+    assert_eq!(stored_len, RECORD_HASH_LEN, "key 1 is a record");
+    let presented_prefix = &presented_hash[..stored_len];
     let value: &'static [u8] = format!("Bearer {wrong}").into_bytes().leak();
     let inputs = pool(256, &mut Rng::new(13), |class_b, rng| {
         if class_b {
-            let mut random = [0u8; 32];
+            let mut random = vec![0u8; stored_len];
             rng.fill(&mut random);
             random[0] = presented_hash[0] ^ rng.nonzero_byte();
             random
         } else {
-            to_hash(wrong_copy(&presented_hash, false, rng))
+            wrong_copy(presented_prefix, false, rng)
         }
     });
     let state = KeyPath { policy, key_id, presented_hash, headers: vec![("authorization", value)] };
     (state, inputs)
 }
 
-fn install_stored_hash(s: &mut KeyPath, hash: &SecretHash) {
+fn install_stored_hash(s: &mut KeyPath, hash: &[u8]) {
     assert!(s.policy.keys.replace_hash(&s.key_id, hash), "key 1 is not in the policy");
 }
 
@@ -343,12 +348,14 @@ fn the_classes_are_what_the_timing_tests_claim() {
     assert!(naive_eq(&buf.right, &buf.presented));
     // The key path reaches the comparison and refuses, in both classes.
     let (mut k, inputs) = key_path();
+    let last = RECORD_HASH_LEN - 1;
     for (class_b, stored) in &inputs {
-        assert_eq!(stored[..31] == k.presented_hash[..31], !class_b);
-        let at = if *class_b { 0 } else { 31 };
+        assert_eq!(stored.len(), RECORD_HASH_LEN);
+        assert_eq!(stored[..last] == k.presented_hash[..last], !class_b);
+        let at = if *class_b { 0 } else { last };
         assert_ne!(stored[at], k.presented_hash[at]);
         install_stored_hash(&mut k, stored);
-        assert_eq!(k.policy.keys.get(&k.key_id).map(|key| *key.hash), Some(*stored), "swapped in place");
+        assert_eq!(k.policy.keys.get(&k.key_id).map(|key| key.stored_hash()), Some(&stored[..]), "swapped in place");
         assert!(run_key_path(&k), "expected WrongSecret");
     }
 }
@@ -391,7 +398,8 @@ fn hashes_equal_is_constant_time() {
 fn key_verification_in_decide_is_constant_time() {
     let (mut s, inputs) = key_path();
     let ts = rounds("decision::decide, wrong secret (hash prefix match vs random)", |seed| {
-        measure(seed, samples(1_000_000), 1, &mut s, &inputs, install_stored_hash, run_key_path)
+        let install = |s: &mut KeyPath, h: &Vec<u8>| install_stored_hash(s, h);
+        measure(seed, samples(1_000_000), 1, &mut s, &inputs, install, run_key_path)
     });
     assert!(ts.iter().any(|t| *t < THRESHOLD), "key verification leaks: max |t| per round {ts:.2?}");
 }

@@ -110,7 +110,7 @@ fn delta_config(
     let fingerprint = seal::fingerprint(base);
     let (packed, changed_keys) = match delta::pack_delta(&doc.policy, &plain, header.version, &fingerprint) {
         Ok(packed) => packed,
-        Err(NoDelta::Renumbered) => return Ok(None),
+        Err(NoDelta::Renumbered | NoDelta::Layout) => return Ok(None),
         Err(NoDelta::Invalid(e)) => return Err(AdminError::Invalid(e)),
     };
     if mode == Mode::Auto && changed_keys > DELTA_MAX_RECORDS.max(base_keys / 10) {
@@ -191,4 +191,59 @@ pub fn publish_configured_with(
     })?;
     let (published, delta) = publish_with(doc, &ecds, &wasm, now, mode)?;
     Ok(PublishedInfo { keys: doc.policy.keys.len(), tenants: doc.policy.tenants.len(), delta, published })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::bundle::schema::{BundleDoc, KeyDoc, SubAccountDoc, TenantDoc, SCHEMA_VERSION};
+    use crate::core::secret::{hash_secret, to_hex};
+
+    /// An ECDS file written by a tokenhub-admin of the 57-byte layout
+    /// (schema 1, id ‖ SHA-256 ‖ sub-account u32 ‖ expiry u64 ‖ flags),
+    /// then a publish that asks for a delta: a delta on that base would be
+    /// refused with it, so the publish goes full, in this layout.
+    #[test]
+    fn a_base_in_the_earlier_record_layout_gets_a_full_publish() {
+        let dir = std::env::temp_dir().join(format!("thg-publish-layout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ecds, wasm) = (dir.join("guard.pb"), dir.join("guard.wasm"));
+        let key = crate::admin::random_key256();
+        let id = "K00000000001";
+        let mut doc = StoreDoc::default();
+        doc.bundle_key = key.to_base64().to_string();
+        doc.policy = BundleDoc {
+            schema: SCHEMA_VERSION,
+            version: 1,
+            tenants: vec![TenantDoc {
+                id: "acme".into(),
+                sub_accounts: vec![SubAccountDoc { id: "main".into(), ..Default::default() }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut old = serde_json::to_vec(&doc.policy).unwrap();
+        old.push(0);
+        old.extend_from_slice(id.as_bytes());
+        old.extend_from_slice(&hash_secret(id, "s"));
+        old.extend_from_slice(&0u32.to_le_bytes());
+        old.extend_from_slice(&u64::MAX.to_le_bytes());
+        old.push(1);
+        let sealed = seal::to_binary(&seal(&old, &key, 1, [1; 12]).unwrap()).unwrap();
+        std::fs::write(&ecds, GuardResource::new(&sealed, &wasm).to_file(Format::Protobuf).unwrap()).unwrap();
+        doc.policy.keys.push(KeyDoc {
+            id: id.into(),
+            tenant: "acme".into(),
+            sub_account: "main".into(),
+            hash: to_hex(&hash_secret(id, "s")),
+            ..Default::default()
+        });
+        let (published, delta) = publish_with(&mut doc, &ecds, &wasm, 2, Mode::Delta).unwrap();
+        assert_eq!(delta, None, "a delta on a base of the other layout");
+        let written = GuardResource::read(&ecds).unwrap().unwrap().sealed;
+        let policy = bundle::open_and_compile(&written, &key).unwrap();
+        assert_eq!((policy.version, policy.keys.len()), (published.version, 1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

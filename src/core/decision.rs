@@ -288,7 +288,7 @@ fn verify_key<'p>(policy: &'p Policy, presented: &str, now: u64) -> Result<Key<'
     })?;
     let hash = hash_secret(parsed.key_id, parsed.secret);
     let key = policy.keys.get(parsed.key_id.as_bytes()).ok_or((DenyReason::UnknownKey, None))?;
-    let current = hashes_equal(key.hash, &hash);
+    let current = key.is_current_secret(&hash);
     let previous = key.previous.is_some_and(|(prev, until)| hashes_equal(prev, &hash) & (now <= until));
     let refused = |reason| Err((reason, Some(key)));
     if !(current | previous) {

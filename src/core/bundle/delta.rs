@@ -140,8 +140,7 @@ fn open_delta(sealed: Vec<u8>, base: &Base, key: &BundleKey) -> Result<Policy, B
     let header = seal::peek_header(&sealed).map_err(BundleError::Seal)?;
     let (plaintext, range) = seal::open_owned(sealed, key).map_err(BundleError::Seal)?;
     let body = plaintext.get(range.clone()).unwrap_or_default();
-    let (json_len, table_start) = pack::split(body);
-    let doc = schema::parse(body.get(..json_len).unwrap_or_default()).map_err(BundleError::Parse)?;
+    let (doc, table_start) = pack::read(body)?;
     let invalid = |e: String| BundleError::Invalid(format!("delta: {e}"));
     if header.version != doc.version {
         return Err(invalid(format!(
@@ -180,6 +179,9 @@ pub enum NoDelta {
     /// The base renumbers sub-accounts the new policy keeps (a tenant or
     /// sub-account was removed or reordered).
     Renumbered,
+    /// The base's records are in another layout than this build's (see
+    /// `pack::PACKED_SCHEMA`): a delta on it would be refused with it.
+    Layout,
     /// The new policy or the base does not compile.
     Invalid(String),
 }
@@ -194,7 +196,8 @@ pub fn pack_delta(
 ) -> Result<(zeroize::Zeroizing<Vec<u8>>, usize), NoDelta> {
     use super::keys::{removal_record, RECORD_LEN};
     let (json_len, start) = pack::split(base_plaintext);
-    let base_doc = schema::parse(base_plaintext.get(..json_len).unwrap_or_default()).map_err(NoDelta::Invalid)?;
+    let mut base_doc = schema::parse(base_plaintext.get(..json_len).unwrap_or_default()).map_err(NoDelta::Invalid)?;
+    pack::check_layout(&mut base_doc, start.is_some()).map_err(|_| NoDelta::Layout)?;
     let base_policy = super::compile::compile(&base_doc).map_err(NoDelta::Invalid)?;
     let policy = super::compile::compile(doc).map_err(NoDelta::Invalid)?;
     let base_ids = sub_account_ids(&base_policy);
@@ -230,6 +233,7 @@ pub fn pack_delta(
         }
     }
     let mut json_part = doc.clone();
+    json_part.schema = pack::PACKED_SCHEMA;
     json_part.keys.retain(|k| !super::keys::is_plain(k));
     json_part.base = Some(schema::BaseRef { version: base_version, fingerprint: to_hex(base_fingerprint) });
     let mut out = crate::core::wipe::to_json_zeroizing(&json_part, 1 + overlay.len())

@@ -1,17 +1,18 @@
 //! API keys in a compiled policy.
 //!
 //! Almost every key is only (id, secret hash, sub-account, status, expiry).
-//! Those live in one table of fixed 57-byte records sorted by id — in a
+//! Those live in one table of fixed 37-byte records sorted by id — in a
 //! sealed bundle, the decrypted bytes themselves: no per-key allocation or
-//! parsing, ~57 bytes per key in each worker VM, found by binary search.
+//! parsing, ~37 bytes per key in each worker VM, found by binary search.
 //! The few keys that carry more (a previous secret in its grace period,
-//! scopes, an allowlist, a quota, a token budget) are compiled into a hash map.
+//! scopes, an allowlist, a quota, a token budget, an expiry past 2106) are
+//! compiled into a hash map, with their full hash.
 
 use super::schema::{KeyDoc, Status};
 use crate::core::apikey::{self, KEY_ID_LEN};
 use crate::core::cidr::AllowList;
 use crate::core::models::ModelRules;
-use crate::core::secret::SecretHash;
+use crate::core::secret::{bytes_equal, SecretHash};
 use std::collections::HashMap;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -21,16 +22,33 @@ use super::schema::{QuotaDoc, TokenBudgetDoc};
 
 pub type KeyIdBytes = [u8; KEY_ID_LEN];
 
-/// id (12, base62) ‖ hash (32) ‖ sub-account index (u32 LE) ‖ expires_at
-/// (u64 LE, `NEVER` = no expiry) ‖ flags (bit 0 = active; bit 1 = removed,
-/// only in a delta's overlay: the key is gone since the base).
-pub const RECORD_LEN: usize = KEY_ID_LEN + 32 + 4 + 8 + 1;
+/// How much of the secret's SHA-256 (`secret::hash_secret`) a record
+/// keeps: its first 16 bytes (a million keys: 16 MB less in every copy of
+/// the table). The record is found by key id, then these bytes are
+/// compared in constant time with the same prefix of the presented
+/// secret's hash. Passing with another secret takes a preimage of 128 bits
+/// of SHA-256 (~2¹²⁸ hashes), even for whoever has read the records: the
+/// secret is random (~190 bits), so there is no guessing it sooner, and
+/// the key id is inside the hash, so no work carries over to another key.
+/// Limited keys and previous secrets keep all 32 bytes.
+pub const RECORD_HASH_LEN: usize = 16;
+
+/// The hash prefix a record stores.
+pub type RecordHash = [u8; RECORD_HASH_LEN];
+
+/// id (12, base62) ‖ hash prefix (16, `RECORD_HASH_LEN`) ‖ sub-account
+/// index (u32 LE) ‖ expires_at (u32 LE unix seconds, `NEVER` = no expiry;
+/// a key that expires later than u32 allows, after 2106-02-07, is not
+/// plain: see `is_plain`) ‖ flags (bit 0 = active; bit 1 = removed, only
+/// in a delta's overlay: the key is gone since the base). The layout is
+/// named by the plaintext's schema (`super::pack::PACKED_SCHEMA`).
+pub const RECORD_LEN: usize = KEY_ID_LEN + RECORD_HASH_LEN + 4 + 4 + 1;
 pub type Record = [u8; RECORD_LEN];
 const HASH_AT: usize = KEY_ID_LEN;
-const SUB_AT: usize = HASH_AT + 32;
+const SUB_AT: usize = HASH_AT + RECORD_HASH_LEN;
 const EXPIRES_AT: usize = SUB_AT + 4;
-const FLAGS_AT: usize = EXPIRES_AT + 8;
-const NEVER: u64 = u64::MAX;
+const FLAGS_AT: usize = EXPIRES_AT + 4;
+const NEVER: u32 = u32::MAX;
 const ACTIVE: u8 = 1;
 const REMOVED: u8 = 2;
 
@@ -38,7 +56,9 @@ const REMOVED: u8 = 2;
 #[derive(Debug, Clone, Copy)]
 pub struct Key<'p> {
     id: &'p KeyIdBytes,
-    pub hash: &'p SecretHash,
+    /// The current secret's stored hash: all 32 bytes for a limited key,
+    /// the record's `RECORD_HASH_LEN` for a plain one.
+    hash: &'p [u8],
     /// The previous secret's hash and the last second it is accepted.
     pub previous: Option<(&'p SecretHash, u64)>,
     pub sub_account: usize,
@@ -55,6 +75,18 @@ impl<'p> Key<'p> {
     /// The public key id (base62, validated at compile time).
     pub fn id(&self) -> &'p str {
         std::str::from_utf8(self.id).unwrap_or_default()
+    }
+
+    /// Whether `presented` (`secret::hash_secret` of the presented secret)
+    /// is the current secret's hash, as far as it is stored: compared in
+    /// constant time (the stored length is public, not secret).
+    pub fn is_current_secret(&self, presented: &SecretHash) -> bool {
+        presented.get(..self.hash.len()).is_some_and(|p| bytes_equal(self.hash, p))
+    }
+
+    /// The current secret's hash as stored (see `hash`).
+    pub fn stored_hash(&self) -> &'p [u8] {
+        self.hash
     }
 
     pub fn scopes(&self) -> &'p Option<Scopes> {
@@ -96,7 +128,7 @@ impl LimitedKey {
     fn view(&self) -> Key<'_> {
         Key {
             id: &self.id,
-            hash: &self.hash,
+            hash: &self.hash[..],
             previous: self.previous.as_ref().map(|(h, until)| (h, *until)),
             sub_account: self.sub_account,
             active: self.active,
@@ -106,9 +138,11 @@ impl LimitedKey {
     }
 }
 
-/// Whether a key fits in a record (nothing beyond the record's fields).
+/// Whether a key fits in a record: nothing beyond the record's fields,
+/// and an expiry a u32 holds. A later expiry (past 2106) keeps the key in
+/// the JSON part, exact, rather than one cut to fit.
 pub fn is_plain(k: &KeyDoc) -> bool {
-    k.previous.is_none() && !has_limits(k)
+    k.expires_at.is_none_or(|t| t < u64::from(NEVER)) && k.previous.is_none() && !has_limits(k)
 }
 
 /// Whether a key narrows anything beyond its sub-account.
@@ -116,6 +150,9 @@ pub fn has_limits(k: &KeyDoc) -> bool {
     k.scopes.is_some() || k.ip_allowlist.is_some() || k.quota.is_some() || k.budget.is_some() || !k.models.is_empty()
 }
 
+/// The record of a plain key (`is_plain`). An expiry past what a u32
+/// holds would not be plain; were one passed, it is stored as the last
+/// second a record can name: earlier than asked, never later.
 pub fn encode_record(
     id: &KeyIdBytes,
     hash: &SecretHash,
@@ -123,11 +160,12 @@ pub fn encode_record(
     status: Status,
     expires_at: Option<u64>,
 ) -> Record {
+    let expires = expires_at.map_or(NEVER, |t| u32::try_from(t).unwrap_or(NEVER - 1).min(NEVER - 1));
     let mut r = [0u8; RECORD_LEN];
     r[..HASH_AT].copy_from_slice(id);
-    r[HASH_AT..SUB_AT].copy_from_slice(hash);
+    r[HASH_AT..SUB_AT].copy_from_slice(&hash[..RECORD_HASH_LEN]);
     r[SUB_AT..EXPIRES_AT].copy_from_slice(&sub_account.to_le_bytes());
-    r[EXPIRES_AT..FLAGS_AT].copy_from_slice(&expires_at.unwrap_or(NEVER).to_le_bytes());
+    r[EXPIRES_AT..FLAGS_AT].copy_from_slice(&expires.to_le_bytes());
     r[FLAGS_AT] = if status == Status::Active { ACTIVE } else { 0 };
     r
 }
@@ -141,10 +179,10 @@ pub fn removal_record(id: &KeyIdBytes) -> Record {
     r
 }
 
-/// A record's fields (for `pack::unpack`).
+/// A record's fields (for `pack::unpack`): the hash is the stored prefix.
 pub struct DecodedRecord {
     pub id: KeyIdBytes,
-    pub hash: SecretHash,
+    pub hash: RecordHash,
     pub sub_account: usize,
     pub status: Status,
     pub expires_at: Option<u64>,
@@ -154,7 +192,7 @@ pub fn decode_record(r: &[u8]) -> Option<DecodedRecord> {
     let key = view(r)?;
     Some(DecodedRecord {
         id: *key.id,
-        hash: *key.hash,
+        hash: key.hash.try_into().ok()?,
         sub_account: key.sub_account,
         status: if key.active { Status::Active } else { Status::Disabled },
         expires_at: key.expires_at,
@@ -333,14 +371,14 @@ fn removed(r: &[u8]) -> bool {
 }
 
 fn view(r: &[u8]) -> Option<Key<'_>> {
-    let expires = r.get(EXPIRES_AT..FLAGS_AT)?.try_into().ok().map(u64::from_le_bytes)?;
+    let expires = r.get(EXPIRES_AT..FLAGS_AT)?.try_into().ok().map(u32::from_le_bytes)?;
     Some(Key {
         id: r.get(..HASH_AT)?.try_into().ok()?,
-        hash: r.get(HASH_AT..SUB_AT)?.try_into().ok()?,
+        hash: r.get(HASH_AT..SUB_AT)?,
         previous: None,
         sub_account: read_u32(r, SUB_AT) as usize,
         active: *r.get(FLAGS_AT)? & ACTIVE != 0,
-        expires_at: (expires != NEVER).then_some(expires),
+        expires_at: (expires != NEVER).then_some(u64::from(expires)),
         limits: None,
     })
 }
@@ -411,18 +449,24 @@ impl KeyIndex {
     }
 
     /// Replaces a key's stored secret hash in place (same memory, same
-    /// layout); false if there is no such key. For measurements that must
-    /// differ only in the compared bytes (the constant-time test): the
-    /// filter never changes a compiled policy.
-    pub fn replace_hash(&mut self, id: &[u8], hash: &SecretHash) -> bool {
+    /// layout; `hash` as long as what is stored: see `Key::stored_hash`);
+    /// false if there is no such key. For measurements that must differ
+    /// only in the compared bytes (the constant-time test): the filter
+    /// never changes a compiled policy.
+    pub fn replace_hash(&mut self, id: &[u8], hash: &[u8]) -> bool {
         if let Some(k) = id.try_into().ok().and_then(|fixed: &KeyIdBytes| self.limited.get_mut(fixed)) {
-            k.hash = *hash;
-            return true;
+            return match hash.try_into() {
+                Ok(full) => {
+                    k.hash = full;
+                    true
+                }
+                Err(_) => false,
+            };
         }
         let Some(table) = Arc::get_mut(&mut self.table) else { return false };
         let Some(at) = table.position(id) else { return false };
         let start = table.start + at * RECORD_LEN + HASH_AT;
-        match table.bytes.get_mut(start..start + 32) {
+        match table.bytes.get_mut(start..start + RECORD_HASH_LEN).filter(|slot| slot.len() == hash.len()) {
             Some(slot) => {
                 slot.copy_from_slice(hash);
                 true
@@ -490,6 +534,30 @@ mod tests {
     fn table_of(ids: &[KeyIdBytes]) -> KeyTable {
         let records = ids.iter().enumerate().map(|(i, id)| encode_record(id, &[i as u8; 32], 0, Status::Active, None));
         KeyTable::from_records(records.collect()).unwrap()
+    }
+
+    #[test]
+    fn a_record_compares_its_hash_prefix_a_limited_key_its_whole_hash() {
+        let hash: SecretHash = std::array::from_fn(|i| i as u8);
+        let id = *b"K00000000001";
+        let table = KeyTable::from_records(vec![encode_record(&id, &hash, 0, Status::Active, Some(7))]).unwrap();
+        let record = table.find(&id).unwrap();
+        assert_eq!(record.stored_hash(), &hash[..RECORD_HASH_LEN]);
+        assert_eq!(record.expires_at, Some(7));
+        let limited =
+            LimitedKey { id, hash, previous: None, sub_account: 0, active: true, expires_at: None, limits: None };
+        for (key, stored) in [(record, RECORD_HASH_LEN), (limited.view(), 32)] {
+            assert!(key.is_current_secret(&hash));
+            for at in 0..32 {
+                let mut other = hash;
+                other[at] ^= 0x80;
+                // Past the stored bytes nothing is compared (see `RECORD_HASH_LEN`).
+                assert_eq!(key.is_current_secret(&other), at >= stored, "byte {at} of {stored}");
+            }
+        }
+        // An expiry no u32 holds (never plain) would be stored earlier, not later.
+        let far = KeyTable::from_records(vec![encode_record(&id, &hash, 0, Status::Active, Some(u64::MAX))]).unwrap();
+        assert_eq!(far.find(&id).unwrap().expires_at, Some(u64::from(NEVER) - 1));
     }
 
     #[test]

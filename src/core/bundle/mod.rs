@@ -46,8 +46,7 @@ fn open_and_compile_full(sealed: Vec<u8>, key: &BundleKey) -> Result<Policy, Bun
     let header = seal::peek_header(&sealed).map_err(BundleError::Seal)?;
     let (plaintext, range) = seal::open_owned(sealed, key).map_err(BundleError::Seal)?;
     let body = plaintext.get(range.clone()).unwrap_or_default();
-    let (json_len, table_start) = pack::split(body);
-    let doc = schema::parse(body.get(..json_len).unwrap_or_default()).map_err(BundleError::Parse)?;
+    let (doc, table_start) = pack::read(body)?;
     if header.version != doc.version {
         return Err(BundleError::Invalid(format!(
             "version: the sealed header says {} but the body says {}",

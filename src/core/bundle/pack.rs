@@ -1,17 +1,35 @@
 //! The sealed plaintext: the bundle's JSON document, then a NUL byte (JSON
 //! text never contains one), then the plain keys as packed records (see
-//! `super::keys`). A 100 000-key bundle is then ~5.7 MB of records that a
+//! `super::keys`). A 100 000-key bundle is then ~3.7 MB of records that a
 //! worker VM decrypts and keeps as they are, instead of ~20 MB of JSON it
 //! would parse and rebuild. A plaintext without the NUL is JSON only.
+//!
+//! The JSON part's `schema` names the record layout (`PACKED_SCHEMA`), so
+//! that no build reads records of another layout: it refuses the bundle,
+//! saying why, and keeps serving the one it holds.
 
 use super::compile::compile;
 use super::keys::{decode_record, is_plain, RECORD_LEN};
-use super::schema::{BundleDoc, KeyDoc};
+use super::schema::{self, BundleDoc, KeyDoc, SCHEMA_VERSION};
+use super::BundleError;
 use crate::core::secret::to_hex;
 use crate::core::wipe::to_json_zeroizing;
 use zeroize::Zeroizing;
 
 const SEPARATOR: u8 = 0;
+
+/// The `schema` of a plaintext with records: the document's schema
+/// (`SCHEMA_VERSION`) with this record layout, 37 bytes (16-byte hash
+/// prefix, u32 expiry). Plaintexts packed before say `SCHEMA_VERSION` with
+/// 57-byte records: this build refuses them, and those builds refuse this
+/// one ("schema: 2 is not supported"). JSON alone (no NUL) says
+/// `SCHEMA_VERSION`, as ever. A new document schema takes a number that
+/// is neither.
+pub const PACKED_SCHEMA: u32 = 2;
+
+/// The record size of the layout `SCHEMA_VERSION` named, to say why such a
+/// bundle is refused.
+const OLD_RECORD_LEN: usize = 57;
 
 /// The plaintext to seal for `doc`. Compiling it validates every key (the
 /// error names the field) and builds the sorted records the filter adopts;
@@ -22,7 +40,7 @@ pub fn pack(doc: &BundleDoc) -> Result<Zeroizing<Vec<u8>>, String> {
     // Every field listed (no `..`): a field added to the schema fails to
     // compile here until it is carried over.
     let json_part = BundleDoc {
-        schema: doc.schema,
+        schema: PACKED_SCHEMA,
         version: doc.version,
         issued_at: doc.issued_at,
         tenants: doc.tenants.clone(),
@@ -49,11 +67,45 @@ pub fn split(plaintext: &[u8]) -> (usize, Option<usize>) {
     }
 }
 
-/// The document a plaintext holds, records turned back into keys (for
-/// inspecting a published bundle; the filter never builds this).
-pub fn unpack(plaintext: &[u8]) -> Result<BundleDoc, String> {
+/// A plaintext's JSON part, parsed, its `schema` checked against its
+/// layout (then `SCHEMA_VERSION`, for `compile`), and where its records
+/// start, if it has any.
+pub fn read(plaintext: &[u8]) -> Result<(BundleDoc, Option<usize>), BundleError> {
     let (json_len, table_start) = split(plaintext);
-    let mut doc = super::schema::parse(plaintext.get(..json_len).unwrap_or_default())?;
+    let mut doc = schema::parse(plaintext.get(..json_len).unwrap_or_default()).map_err(BundleError::Parse)?;
+    check_layout(&mut doc, table_start.is_some()).map_err(BundleError::Invalid)?;
+    Ok((doc, table_start))
+}
+
+/// Whether the records (`records`: the plaintext has the NUL) are in this
+/// build's layout; sets `doc.schema` to the document's schema.
+pub fn check_layout(doc: &mut BundleDoc, records: bool) -> Result<(), String> {
+    match (records, doc.schema) {
+        // JSON only: `compile` checks the schema.
+        (false, _) => Ok(()),
+        (true, PACKED_SCHEMA) => {
+            doc.schema = SCHEMA_VERSION;
+            Ok(())
+        }
+        (true, SCHEMA_VERSION) => Err(format!(
+            "key records: packed by an earlier tokenhub-admin ({OLD_RECORD_LEN}-byte records, schema \
+             {SCHEMA_VERSION}); this build reads schema {PACKED_SCHEMA} ({RECORD_LEN}-byte records): publish again \
+             with this release's tokenhub-admin"
+        )),
+        (true, other) => Err(format!(
+            "schema: {other} is not supported (this build reads {PACKED_SCHEMA} with key records, \
+             {SCHEMA_VERSION} without)"
+        )),
+    }
+}
+
+/// The document a plaintext holds, records turned back into keys (for
+/// inspecting a published bundle; the filter never builds this). A record
+/// keeps only a prefix of the secret's hash (`keys::RECORD_HASH_LEN`): its
+/// key's `hash` is those bytes in hex (32 digits, not SHA-256's 64), which
+/// `compile` refuses — the full hash is in the admin's store, not here.
+pub fn unpack(plaintext: &[u8]) -> Result<BundleDoc, String> {
+    let (mut doc, table_start) = read(plaintext).map_err(|e| e.to_string())?;
     let records = table_start.and_then(|s| plaintext.get(s..)).unwrap_or_default();
     if !records.len().is_multiple_of(RECORD_LEN) {
         return Err(format!("key table: {} bytes is not a whole number of records", records.len()));
