@@ -205,9 +205,7 @@ mod tests {
     /// refused with it, so the publish goes full, in this layout.
     #[test]
     fn a_base_in_the_earlier_record_layout_gets_a_full_publish() {
-        let dir = std::env::temp_dir().join(format!("thg-publish-layout-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::admin::fsutil::fresh_test_dir("publish-layout");
         let (ecds, wasm) = (dir.join("guard.pb"), dir.join("guard.wasm"));
         let key = crate::admin::random_key256();
         let id = "K00000000001";

@@ -358,9 +358,10 @@ fn compile_keys(doc: &BundleDoc, policy: &mut Policy, packed: KeyTable) -> Resul
             )),
             None => None,
         };
-        let limits = match has_limits(k) {
-            true => Some(compile_limits(k.ip_allowlist.as_ref(), k.scopes.as_ref(), k.quota, k.budget, &k.models, at)?),
-            false => None,
+        let limits = if has_limits(k) {
+            Some(compile_limits(k.ip_allowlist.as_ref(), k.scopes.as_ref(), k.quota, k.budget, &k.models, at)?)
+        } else {
+            None
         };
         let key = LimitedKey {
             id,
