@@ -11,7 +11,6 @@ publish --ecds-file X.pb` writes it; without, JSON (guard.json).
 Prints one JSON line per size and writes bench/work/keys/keys.json.
 """
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -30,28 +29,16 @@ envoy_bin = subprocess.run([str(B.ROOT / "tools" / "envoy-path")], capture_outpu
 args = sys.argv[1:]
 binary = "--pb" in args
 sizes = [int(k) for k in args if k != "--pb"] or [10, 10_000, 100_000, 1_000_000]
-ecds_file = "guard.pb" if binary else B.ECDS_FILE
 
 
 def bundle(name, keys, deltas):
-    out = work / "bundles" / name
-    cmd = [str(B.TOOLS_BIN / "bench-bundle"), "--out", str(out), "--keys", str(keys), "--cidrs", "1",
-           "--wasm", str(B.GUARD_WASM), "--republish", "3"] + (["--deltas"] if deltas else []) + (["--pb"] if binary else [])
-    subprocess.run(cmd, check=True)
-    info = json.loads((out / "info.json").read_text())
-    info["dir"], info["key"] = out, (out / "bundle.key").read_text().strip()
-    live = out / "live"
-    live.mkdir()
-    os.rename(out / ecds_file, live / ecds_file)
-    info["ecds_file"] = ecds_file
-    info["live"] = live
-    info["next_bytes"] = [os.path.getsize(f) for f in info["files"][1:]]
-    return info
+    extra = (["--deltas"] if deltas else []) + (["--pb"] if binary else [])
+    return B.make_bundle(work, name, keys, 1, 3, extra)
 
 
 def run(name, info):
-    e = B.Envoy(name, work, envoy_bin, B.guard_filters(info["live"], ecds_file), env={"TOKENHUB_BUNDLE_KEY": info["key"]},
-                bundle=info)
+    e = B.Envoy(name, work, envoy_bin, B.guard_filters(info["live"], info["ecds_file"]),
+                env={"TOKENHUB_BUNDLE_KEY": info["key"]}, bundle=info)
     t = time.time()
     e.start()
     e.wait_bundle_loaded(300)

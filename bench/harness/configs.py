@@ -32,6 +32,14 @@ LADDER = [
 # The same result as wasm-glue-all with the six header writes replaced by
 # one call that replaces the whole header map (what a batched guard would do).
 ALTERNATIVE = ("wasm-glue-batched", "source,time,batch,metric")
+# The floor under targets 1-3: the host calls any Proxy-Wasm guard makes on
+# an allow path (the header map, for the credential and the client's
+# `x-tokenhub-*` headers to strip; the peer address; the clock, for expiry
+# and windows; the provider credential written; a counter), with no decision
+# and no identity headers; and what quotas add to it (two scopes' shared-data
+# read and compare-and-swap, three `ratelimit-*` response headers).
+FLOOR = ("wasm-floor", "headers,source,time,inject,metric")
+FLOOR_QUOTA = ("wasm-floor-quota", "headers,source,time,inject,metric,quota")
 
 # The provider credential every allowed request gets (bench/tools' policy).
 PROVIDER_SECRET = "Bearer sk-bench-upstream-secret"

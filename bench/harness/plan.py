@@ -10,8 +10,8 @@ import subprocess
 import time
 
 from .common import GUARD_WASM, TOOLS_BIN, log
-from .configs import (ALTERNATIVE, ECDS_FILE, LADDER, PROVIDER_SECRET, ext_authz_argv, ext_authz_cluster, ext_authz_filters,
-                      guard_filters, lua_filters, native_filters, noop_filters)
+from .configs import (ALTERNATIVE, ECDS_FILE, FLOOR, FLOOR_QUOTA, LADDER, PROVIDER_SECRET, ext_authz_argv,
+                      ext_authz_cluster, ext_authz_filters, guard_filters, lua_filters, native_filters, noop_filters)
 from .envoy import Envoy, Sidecar
 from .load import http_get
 
@@ -31,7 +31,9 @@ class Case:
 
 
 def make_bundle(work, name, keys, cidrs, republish, extra=()):
-    """`extra`: more bench-bundle arguments (e.g. `--metered`)."""
+    """`extra`: more bench-bundle arguments (e.g. `--metered`; `--pb`: the
+    ECDS files in binary protobuf, guard.pb, as docs/envoy.md advises past
+    100 000 keys)."""
     out = work / "bundles" / name
     if out.exists():
         shutil.rmtree(out)
@@ -40,12 +42,14 @@ def make_bundle(work, name, keys, cidrs, republish, extra=()):
     info = json.loads((out / "info.json").read_text())
     info["dir"] = out
     info["key"] = (out / "bundle.key").read_text().strip()
-    # The watched directory holds only guard.json; later versions are
+    info["ecds_file"] = "guard.pb" if "--pb" in extra else ECDS_FILE
+    # The watched directory holds only the ECDS file; later versions are
     # renamed into it from next/ (same filesystem: rename is atomic).
     live = out / "live"
     live.mkdir()
-    os.rename(out / "guard.json", live / ECDS_FILE)
+    os.rename(out / info["ecds_file"], live / info["ecds_file"])
     info["live"] = live
+    info["next_bytes"] = [os.path.getsize(f) for f in info["files"][1:]]
     return info
 
 
@@ -74,11 +78,15 @@ def build_plan(args, work, envoy_bin):
         f"k{big}c{many_cidrs}": make_bundle(work, f"k{big}c{many_cidrs}", big, many_cidrs, 0),
     }
     if huge:
-        bundles[f"k{huge}"] = make_bundle(work, f"k{huge}", huge, 1, republish)
+        # guard.pb at this size; and a base whose later versions are deltas
+        # (each: one key deleted, one disabled, one created), for the revoke.
+        bundles[f"k{huge}"] = make_bundle(work, f"k{huge}", huge, 1, republish, ["--pb"])
+        bundles[f"k{huge}-delta"] = make_bundle(work, f"k{huge}-delta", huge, 1, republish, ["--pb", "--deltas"])
     creds = bundles["k10"]["credentials"]
 
     def guard(name, b):
-        return Envoy(name, work, envoy_bin, guard_filters(b["live"]), env={"TOKENHUB_BUNDLE_KEY": b["key"]}, bundle=b)
+        return Envoy(name, work, envoy_bin, guard_filters(b["live"], b["ecds_file"]),
+                     env={"TOKENHUB_BUNDLE_KEY": b["key"]}, bundle=b)
 
     envoys = {"bare": Envoy("bare", work, envoy_bin, [])}
     nf, ns = native_filters(creds, 10)
@@ -87,7 +95,7 @@ def build_plan(args, work, envoy_bin):
     envoys[f"native-k{big}"] = Envoy(f"native-k{big}", work, envoy_bin, nf, ns)
     envoys["noop"] = Envoy("noop", work, envoy_bin, noop_filters())
     envoys["noop-restricted"] = Envoy("noop-restricted", work, envoy_bin, noop_filters(restricted=True))
-    for name, ops in LADDER + [ALTERNATIVE]:
+    for name, ops in LADDER + [ALTERNATIVE, FLOOR, FLOOR_QUOTA]:
         envoys[name] = Envoy(name, work, envoy_bin, noop_filters(ops, restricted=True))
     for name, b in bundles.items():
         envoys[f"guard-{name}"] = guard(f"guard-{name}", b)
@@ -116,6 +124,8 @@ def build_plan(args, work, envoy_bin):
                latency=False) for name, ops in LADDER],
         Case(ALTERNATIVE[0], envoys[ALTERNATIVE[0]], auth(creds["allow"]), (200, ok), "Wasm host calls only: "
              "headers, source, time, ONE header-map replace, metric", "ladder", latency=False),
+        *[Case(name, envoys[name], auth(creds["allow"]), (200, {"authorization": PROVIDER_SECRET}),
+               f"Wasm host calls only, the floor: {ops}", "ladder", latency=False) for name, ops in (FLOOR, FLOOR_QUOTA)],
         Case("guard-allow", envoys["guard-k10"], auth(c("k10")["allow"]), (200, ok),
              "guard allow (10 keys, 1 CIDR)", "guard", keys=10, cidrs=1),
         Case("ext-authz", envoys["ext-authz"], auth(c("k10")["allow"]), (200, ok),

@@ -124,7 +124,7 @@ def run(args):
 
         log("bundle reloads")
         reloads = {}
-        for bname in ("k10", f"k{sizes['mid']}", f"k{sizes['big']}", f"k{sizes['huge']}"):
+        for bname in ("k10", f"k{sizes['mid']}", f"k{sizes['big']}", f"k{sizes['huge']}", f"k{sizes['huge']}-delta"):
             e = envoys.get(f"guard-{bname}")
             if e:
                 reloads[bname] = reload_times(e, bundles[bname])
@@ -166,7 +166,8 @@ def run(args):
                        "ports": e.ports}
                    for k, e in envoys.items()},
         "bundles": {k: {kk: vv for kk, vv in b.items() if kk in ("keys", "cidrs", "ecds_bytes", "publish_ms",
-                                                                 "generate_ms", "versions")}
+                                                                 "generate_ms", "versions", "ecds_file",
+                                                                 "next_bytes")}
                     for k, b in bundles.items()},
         "reloads": reloads,
         "native_memory": mem,

@@ -21,6 +21,13 @@
 //!   state5   five filter-state values (set_property)
 //!   state1   one filter-state value
 //!   get4     four single-header reads (proxy_get_header_map_value)
+//! and the floor (`make bench`'s wasm-floor rows: the host calls any
+//! Proxy-Wasm guard makes on an allow path, with no identity headers):
+//!   inject   replace `authorization` (the provider credential)
+//!   quota    what quotas need on top, the guard's layout: for two scopes
+//!            (a key and its tenant) one shared-data read and one
+//!            compare-and-swap each, and three `ratelimit-*` response
+//!            header replaces
 //! Empty configuration (the default) = none of them: the pure no-op.
 
 use proxy_wasm::hostcalls;
@@ -45,6 +52,8 @@ struct Ops {
     state1: bool,
     get4: bool,
     add6: bool,
+    inject: bool,
+    quota: bool,
 }
 
 #[derive(Default)]
@@ -71,6 +80,8 @@ impl RootContext for NoopRoot {
                 "state1" => ops.state1 = true,
                 "get4" => ops.get4 = true,
                 "add6" => ops.add6 = true,
+                "inject" => ops.inject = true,
+                "quota" => ops.quota = true,
                 "metric" => match hostcalls::define_metric(MetricType::Counter, "bench.ladder") {
                     Ok(id) => ops.metric = Some(id),
                     Err(_) => return false,
@@ -156,9 +167,42 @@ impl HttpContext for NoopHttp {
                 std::hint::black_box(self.get_http_request_header(name));
             }
         }
+        if ops.inject {
+            self.set_http_request_header("authorization", Some("Bearer sk-bench-upstream-secret"));
+        }
+        if ops.quota {
+            for scope in QUOTA_SCOPES {
+                count(scope);
+            }
+        }
         if let Some(id) = ops.metric {
             let _ = hostcalls::increment_metric(id, 1);
         }
         Action::Continue
     }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.ops.quota {
+            for (name, value) in
+                [("ratelimit-limit", "1000000"), ("ratelimit-remaining", "999999"), ("ratelimit-reset", "42")]
+            {
+                self.set_http_response_header(name, Some(value));
+            }
+        }
+        Action::Continue
+    }
+}
+
+/// One shared-data entry per scope, as the guard keeps them (two windows).
+const QUOTA_SCOPES: [&str; 2] = ["tokenhub.q|k|AbCdEf012345", "tokenhub.q|t|t-allow"];
+
+/// One read and one compare-and-swap of a scope's entry, with a value the
+/// size of the guard's (two windows: start, count).
+fn count(scope: &str) {
+    let (value, cas) = hostcalls::get_shared_data(scope).unwrap_or((None, None));
+    let hits =
+        value.and_then(|v| v.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))).unwrap_or(0);
+    let mut entry = [0u8; 32];
+    entry[..8].copy_from_slice(&(hits + 1).to_le_bytes());
+    let _ = hostcalls::set_shared_data(scope, Some(&entry), cas);
 }
