@@ -232,11 +232,8 @@ pub fn pack_delta(
             _ => {}
         }
     }
-    let mut json_part = doc.clone();
-    json_part.schema = pack::PACKED_SCHEMA;
-    json_part.keys.retain(|k| !super::keys::is_plain(k));
-    json_part.base = Some(schema::BaseRef { version: base_version, fingerprint: to_hex(base_fingerprint) });
-    let mut out = crate::core::wipe::to_json_zeroizing(&json_part, 1 + overlay.len())
+    let base = schema::BaseRef { version: base_version, fingerprint: to_hex(base_fingerprint) };
+    let mut out = crate::core::wipe::to_json_zeroizing(&pack::json_part(doc, Some(base)), 1 + overlay.len())
         .map_err(|e| NoDelta::Invalid(e.to_string()))?;
     let count = overlay.len() / RECORD_LEN;
     out.push(0);
