@@ -3,14 +3,18 @@
 Envoy (--concurrency 1, 3 VMs) on a full bundle — RSS after the first load,
 then 3 full republishes timed until every VM logged them loaded — and one on
 a base whose later versions are deltas (bench-bundle --deltas: each one key
-deleted, one disabled, one created since the last), timed the same way.
-Run after `make wasm` and `(cd bench/tools && cargo build --release)`:
+deleted, one disabled, one created since the last), timed the same way; and
+a revoke as an operator makes it: `tokenhub-admin incident revoke` on a
+store of that size, timed from the command's start until it exits, until
+every VM logged what it published, and until the key is refused.
+Run after `make wasm admin` and `(cd bench/tools && cargo build --release)`:
   .venv/bin/python bench/keys.py [--pb] [KEYS ...]   (default 10 10000 100000 1000000)
 With --pb the ECDS file is binary protobuf (guard.pb), as `tokenhub-admin
 publish --ecds-file X.pb` writes it; without, JSON (guard.json).
 Prints one JSON line per size and writes bench/work/keys/keys.json.
 """
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -60,11 +64,39 @@ def run(name, info):
     }
 
 
+def revoke_from_cli(keys):
+    info = B.make_bundle(work, f"cli{keys}", keys, 1, 0, ["--store"] + (["--pb"] if binary else []))
+    e = B.Envoy(f"cli{keys}", work, envoy_bin, B.guard_filters(info["live"], info["ecds_file"]),
+                env={"TOKENHUB_BUNDLE_KEY": info["key"]}, bundle=info)
+    e.start()
+    e.wait_bundle_loaded(300)
+    expected = B.loaded_vms(e)
+    key = info["credentials"]["allow"]
+    key_id = key[len("thk_"):len("thk_") + 12]
+    env = dict(os.environ, TOKENHUB_MASTER_KEY_FILE=str(info["dir"] / "master.key"))
+    t0 = time.time()
+    cli = subprocess.Popen([str(B.ROOT / "target" / "release" / "tokenhub-admin"), "--home", str(info["dir"] / "home"),
+                            "--json", "incident", "revoke", key_id], env=env, stdout=subprocess.PIPE, text=True)
+    refused = None
+    while refused is None and time.time() < t0 + 120:
+        if B.http_get(e.ports["listen"], "/v1/check", B.auth(key))[0] == 401:
+            refused = time.time() - t0
+    out, _ = cli.communicate(timeout=120)
+    exited = time.time() - t0
+    version = json.loads(out)["published"]["version"]
+    stamps = [stamp for stamp, _ in B.wait_loaded(e, version, expected, time.time() + 60)]
+    e.stop()
+    return {"cli_exit_ms": round(exited * 1000), "refused_ms": round(refused * 1000) if refused else None,
+            "all_loaded_ms": round((max(stamps) - t0) * 1000) if len(stamps) >= expected else None,
+            "store_save_load_ms": [round(x) for x in info["store_save_load_ms"]], "cli_output": json.loads(out)}
+
+
 results = {}
 for keys in sizes:
     row = {"keys": keys, "full": run(f"full{keys}", bundle(f"full{keys}", keys, False))}
     if keys >= 10_000:
         row["delta"] = run(f"delta{keys}", bundle(f"delta{keys}", keys, True))
+        row["revoke_from_cli"] = revoke_from_cli(keys)
     results[keys] = row
     print(json.dumps(row), flush=True)
 base = results.get(10, {}).get("full", {}).get("rss_mib")

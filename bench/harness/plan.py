@@ -189,32 +189,42 @@ def sanity_check(cases):
     log(f"sanity check passed for {len(cases)} configurations")
 
 
+def loaded_vms(envoy):
+    """How many VMs log a bundle load: as many as logged the first one at
+    startup (Envoy 1.39 with --concurrency 1: two on the main thread, one on
+    the worker)."""
+    first = re.compile(r".*bundle version \d+ loaded")
+    return max(2, sum(1 for line in envoy.log_path.read_text().splitlines() if first.match(line)))
+
+
+def wait_loaded(envoy, version, expected, deadline):
+    """(Envoy's µs timestamp, thread) of each VM that logged `version`
+    loaded, once `expected` did or at `deadline`."""
+    pat = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\]\[(\d+)\].*bundle version " + str(version) + " loaded")
+    seen = []
+    while time.time() < deadline:
+        seen = [m for m in (pat.match(line) for line in envoy.log_path.read_text().splitlines()) if m]
+        if len(seen) >= expected:
+            break
+        time.sleep(0.01)
+    return [(dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp(), m.group(2)) for m in seen]
+
+
 def reload_times(envoy, bundle, timeout=60):
     """Renames each later version into the watched directory and times how
     long until every VM (main thread + each worker) logged it loaded, from
     Envoy's own µs log timestamps."""
     results = []
-    # How many VMs log a load: as many as logged the first version at
-    # startup (Envoy 1.39 with --concurrency 1: two on the main thread, one
-    # on the worker).
-    first = re.compile(r".*bundle version " + str(bundle["versions"][0]) + " loaded")
-    expected = max(2, sum(1 for l in envoy.log_path.read_text().splitlines() if first.match(l)))
+    expected = loaded_vms(envoy)
     for path, version in zip(bundle["files"][1:], bundle["versions"][1:]):
         before_rss = envoy.rss_bytes()
         t0 = time.time()
         os.rename(path, bundle["live"] / bundle.get("ecds_file", ECDS_FILE))
-        seen = []
-        deadline = t0 + timeout
-        pat = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\]\[(\d+)\].*bundle version " + str(version) + " loaded")
-        while time.time() < deadline:
-            seen = [m for m in (pat.match(l) for l in envoy.log_path.read_text().splitlines()) if m]
-            if len(seen) >= expected:
-                break
-            time.sleep(0.01)
+        seen = wait_loaded(envoy, version, expected, t0 + timeout)
         if len(seen) < expected:
             results.append({"version": version, "error": f"only {len(seen)} VMs loaded within {timeout}s"})
             continue
-        stamps = [dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp() for m in seen]
+        stamps = [stamp for stamp, _ in seen]
         # Prove it serves: the new version answers (cheap, after the fact).
         status, _ = http_get(envoy.ports["listen"], "/v1/check", auth(bundle["credentials"]["allow"]))
         time.sleep(0.5)
@@ -223,7 +233,7 @@ def reload_times(envoy, bundle, timeout=60):
             "all_loaded_s": max(stamps) - t0,
             "first_loaded_s": min(stamps) - t0,
             "vms": len(seen),
-            "threads": sorted({m.group(2) for m in seen}),
+            "threads": sorted({thread for _, thread in seen}),
             "status_after": status,
             "rss_before": before_rss,
             "rss_after": envoy.rss_bytes(),

@@ -2,7 +2,7 @@
 //! `tokenhub_guard::admin::publish::publish` itself (compile, seal, open and
 //! compile again, ECDS resource, atomic write) — and times each publish.
 //!
-//! usage: bench-bundle --out DIR --keys N [--cidrs M] --wasm FILE [--republish K] [--deltas] [--metered] [--pb]
+//! usage: bench-bundle --out DIR --keys N [--cidrs M] --wasm FILE [--republish K] [--deltas] [--metered] [--pb] [--store]
 //!
 //! With --pb, the ECDS files are binary protobuf (guard.pb, next/guard.N.pb),
 //! as `tokenhub-admin publish --ecds-file X.pb` writes them.
@@ -13,6 +13,11 @@
 //! With --deltas, each later version is a delta on the first (publish
 //! --delta): filler key i disabled, filler key i + 1 deleted and a new key
 //! created, i.e. one revoke, one disable and one new key since the last.
+//!
+//! With --store, the policy is also a `tokenhub-admin` store (DIR/home,
+//! master key in DIR/master.key) whose configured ECDS file is
+//! DIR/live/guard.json (or .pb), where the caller moves the first version:
+//! the CLI's own commands then publish onto what Envoy watches.
 //!
 //! Writes DIR/guard.json (or .pb) (the ECDS file to start Envoy with), DIR/next/guard.N.json
 //! (K later versions of the same policy, for reload timing), DIR/bundle.key
@@ -35,6 +40,7 @@ struct Args {
     metered: bool,
     /// The ECDS files' extension: "json" or "pb".
     extension: &'static str,
+    store: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +52,7 @@ fn parse_args() -> Result<Args, String> {
     let mut deltas = false;
     let mut metered = false;
     let mut extension = "json";
+    let mut store = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -58,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
             "--deltas" => deltas = true,
             "--metered" => metered = true,
             "--pb" => extension = "pb",
+            "--store" => store = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -70,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         deltas,
         metered,
         extension,
+        store,
     })
 }
 
@@ -120,6 +129,10 @@ fn run() -> Result<(), String> {
         // version, exactly as tokenhub-admin's next publish would.
     }
     let bytes = std::fs::metadata(&files[0]).map(|m| m.len()).unwrap_or(0);
+    let store_ms = match args.store {
+        true => Some(write_store(&mut doc, &args)?),
+        false => None,
+    };
     write_private(&args.out.join("bundle.key"), bundle_key.to_base64().as_bytes())?;
     let info = serde_json::json!({
         "keys": args.keys,
@@ -130,6 +143,7 @@ fn run() -> Result<(), String> {
         "ecds_bytes": bytes,
         "generate_ms": generate_ms,
         "publish_ms": publish_ms,
+        "store_save_load_ms": store_ms,
     });
     let text = serde_json::to_vec_pretty(&info).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("info.json"), text).map_err(|e| e.to_string())?;
@@ -153,6 +167,24 @@ fn change_keys(doc: &mut StoreDoc, i: usize) -> Result<(), String> {
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// The policy as a `tokenhub-admin` store publishing to DIR/live; the
+/// times it takes to save and to load it (ms).
+fn write_store(doc: &mut StoreDoc, args: &Args) -> Result<[f64; 2], String> {
+    use tokenhub_guard::admin::store::{Store, StorePaths};
+    let out = std::path::absolute(&args.out).map_err(|e| e.to_string())?;
+    doc.settings.ecds_file = Some(out.join("live").join(format!("guard.{}", args.extension)));
+    doc.settings.wasm_path = Some(std::path::absolute(&args.wasm).map_err(|e| e.to_string())?);
+    let master = random_key256();
+    write_private(&out.join("master.key"), master.to_base64().as_bytes())?;
+    let store = Store::new(StorePaths::new(out.join("home")), master);
+    let t = Instant::now();
+    store.create(doc).map_err(|e| format!("store: {e}"))?;
+    let saved = ms(t);
+    let t = Instant::now();
+    store.load().map_err(|e| format!("store: {e}"))?;
+    Ok([saved, ms(t)])
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
