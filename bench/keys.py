@@ -78,11 +78,14 @@ def revoke_from_cli(keys):
     cli = subprocess.Popen([str(B.ROOT / "target" / "release" / "tokenhub-admin"), "--home", str(info["dir"] / "home"),
                             "--json", "incident", "revoke", key_id], env=env, stdout=subprocess.PIPE, text=True)
     refused = None
-    while refused is None and time.time() < t0 + 120:
+    while refused is None and time.time() < t0 + 120 and cli.poll() in (None, 0):
         if B.http_get(e.ports["listen"], "/v1/check", B.auth(key))[0] == 401:
             refused = time.time() - t0
     out, _ = cli.communicate(timeout=120)
     exited = time.time() - t0
+    if cli.returncode != 0:
+        e.stop()
+        raise SystemExit(f"bench: tokenhub-admin incident revoke {key_id} failed (exit {cli.returncode}): {out}")
     version = json.loads(out)["published"]["version"]
     stamps = [stamp for stamp, _ in B.wait_loaded(e, version, expected, time.time() + 60)]
     e.stop()
